@@ -1,0 +1,16 @@
+//! The Kortix control plane.
+//!
+//! Where things live:
+//! - [`store`]: accounts, tokens, projects, sessions, records, change requests, firings —
+//!   one SQL layer over SQLite (default) and PostgreSQL.
+//! - [`auth`]: bearer tokens for people and scoped git tokens for sessions.
+//! - [`secrets`]: AEAD sealing of project secrets under the master key.
+//! - [`git`]: bare repositories (create, import, read, compare-and-swap refs) and smart HTTP
+//!   hosting through `git http-backend`.
+//! - [`changes`]: change-request diff and merge over the bare repositories.
+
+pub mod auth;
+pub mod changes;
+pub mod git;
+pub mod secrets;
+pub mod store;

@@ -1,0 +1,1 @@
+//! `kortix.toml`: parse, validate, normalize, write back, and hash.
