@@ -9,8 +9,17 @@
 //!   hosting through `git http-backend`.
 //! - [`changes`]: change-request diff and merge over the bare repositories.
 
+pub mod api;
 pub mod auth;
+pub mod ca;
 pub mod changes;
+pub mod config;
+pub mod gateway;
 pub mod git;
+pub mod git_auth;
+pub mod sandbox;
 pub mod secrets;
+pub mod server;
+pub mod sessions;
 pub mod store;
+pub mod triggers;

@@ -65,7 +65,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn string(&mut self, label: &str, value: Option<&'a Value>) -> Option<String> {
+    pub fn string(&mut self, label: &str, value: Option<&Value>) -> Option<String> {
         match value? {
             Value::String(s) => Some(s.clone()),
             other => {
@@ -75,7 +75,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn required_string(&mut self, label: &str, value: Option<&'a Value>) -> Option<String> {
+    pub fn required_string(&mut self, label: &str, value: Option<&Value>) -> Option<String> {
         if value.is_none() {
             self.problem(format!("missing required field `{label}`"));
             return None;
@@ -136,31 +136,42 @@ impl<'a> Fields<'a> {
         self.opt_nonblank("name").unwrap_or_else(|| slug.to_owned())
     }
 
-    /// A string that must be one of `allowed`.
-    pub fn choice(
-        &mut self,
-        label: &str,
-        value: Option<&'a Value>,
-        allowed: &[&str],
-    ) -> Option<String> {
-        let s = self.string(label, value)?;
-        if allowed.contains(&s.as_str()) {
-            Some(s)
-        } else {
-            self.problem(format!(
-                "`{label}` must be one of {}, found {s:?}",
-                allowed.join(" | ")
-            ));
-            None
-        }
-    }
-
     pub fn unknown_keys(&self) -> Vec<&'a str> {
         self.table
             .keys()
             .map(String::as_str)
             .filter(|k| !self.used.contains(k))
             .collect()
+    }
+
+    /// Reads a sub-table (`[connectors.auth]`, `[apps.source]`, …) with its
+    /// own unknown-key tracking; its problems and notes count for this entry,
+    /// prefixed with `label`.
+    pub fn nested<T>(
+        &mut self,
+        label: &str,
+        table: &'a Table,
+        parse: impl FnOnce(&mut Fields<'a>) -> T,
+    ) -> T {
+        let mut inner = Fields::new(table);
+        let out = parse(&mut inner);
+        inner.note_unknown_keys();
+        self.problems
+            .extend(inner.problems.into_iter().map(|p| format!("{label}: {p}")));
+        self.notes
+            .extend(inner.notes.into_iter().map(|n| format!("{label}: {n}")));
+        out
+    }
+
+    /// A sub-table that must be a table when present.
+    pub fn table(&mut self, key: &str) -> Option<&'a Table> {
+        match self.take(key)? {
+            Value::Table(t) => Some(t),
+            other => {
+                self.problem(format!("`{key}` must be a table, found {}", type_name(other)));
+                None
+            }
+        }
     }
 
     /// Adds a note for every key nobody asked about.

@@ -1,1 +1,43 @@
-//! (being written)
+//! Project secrets: names and values are validated here, values are sealed with AES-256-GCM
+//! under the control plane's master key (project id and name bound in as associated data, so
+//! a ciphertext can't be moved to another project or name), and only ciphertext reaches the
+//! store.
+
+mod keyfile;
+mod master_key;
+mod names;
+mod project;
+mod value;
+
+pub use keyfile::write_private_file;
+pub use master_key::{MASTER_KEY_FILE_NAME, MASTER_KEY_LEN, MasterKey, Sealed};
+pub use names::{MAX_SECRET_VALUE_BYTES, validate_secret_name, validate_secret_value};
+/// Same as [`validate_secret_name`].
+pub use names::validate_secret_name as validate_name;
+pub use project::{load_project_secrets, set_project_secret};
+pub use value::SecretValue;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("invalid secret name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("secret {name}: value is {size} bytes, at most {max} allowed", max = MAX_SECRET_VALUE_BYTES)]
+    TooLarge { name: String, size: usize },
+    #[error("master key {}: {reason}", path.display())]
+    KeyFile { path: PathBuf, reason: String },
+    #[error("master key {}: {source}", path.display())]
+    KeyIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sealing secret {name} failed")]
+    Seal { name: String },
+    /// Wrong key, wrong project/name, or damaged ciphertext: AEAD can't tell which.
+    #[error("secret {name} of project {project_id} cannot be decrypted (wrong master key or corrupted data)")]
+    Open { project_id: String, name: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}

@@ -1,0 +1,535 @@
+//! Keeps one `opencode serve` running for the session: start, readiness, event subscription,
+//! OpenCode session, prompt delivery, restart on crash with backoff, give up on a crash loop,
+//! restart at a quiet moment when secrets change, and stop.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use http_body_util::BodyExt;
+use kortix_proto::v1::SessionStatus;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::Liveness;
+use super::child::{Launch, OpencodeProcess};
+use super::http::{Client, HttpError};
+use super::sse::{SseItem, SseParser};
+use crate::backoff::Backoff;
+use crate::process::{Exit, Reaper};
+use crate::records::RecordSink;
+
+#[derive(Clone, Debug)]
+pub struct RestartPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+    /// More crashes than this within `window` fail the session.
+    pub max_crashes: usize,
+    pub window: Duration,
+    /// Up this long, a server counts as healthy again and the backoff starts over.
+    pub stable_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(30),
+            max_crashes: 5,
+            window: Duration::from_secs(300),
+            stable_after: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    pub bin: PathBuf,
+    pub workspace: PathBuf,
+    /// Absolute path given to OpenCode as `OPENCODE_CONFIG_DIR`.
+    pub config_dir: PathBuf,
+    /// Default OpenCode agent for prompts that name none (empty: OpenCode's default).
+    pub agent: String,
+    /// Environment for OpenCode before secrets are added.
+    pub base_env: BTreeMap<String, String>,
+    pub ready_timeout: Duration,
+    pub stop_grace: Duration,
+    /// A secrets update restarts OpenCode once it has been idle this long.
+    pub quiet_period: Duration,
+    pub restart: RestartPolicy,
+}
+
+impl SupervisorConfig {
+    pub fn new(bin: PathBuf, workspace: PathBuf, config_dir: PathBuf) -> Self {
+        SupervisorConfig {
+            bin,
+            workspace,
+            config_dir,
+            agent: String::new(),
+            base_env: BTreeMap::new(),
+            ready_timeout: Duration::from_secs(90),
+            stop_grace: Duration::from_secs(5),
+            quiet_period: Duration::from_secs(2),
+            restart: RestartPolicy::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromptRequest {
+    pub id: String,
+    pub text: String,
+    pub agent: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SupervisorState {
+    Starting,
+    Ready { session_id: String, port: u16, pid: u32 },
+    Restarting { reason: String },
+    Failed { reason: String },
+    Stopped,
+}
+
+enum Cmd {
+    Prompt(PromptRequest),
+    Secrets(BTreeMap<String, String>),
+    Stop { grace: Duration, reply: oneshot::Sender<Option<Exit>> },
+}
+
+/// Handle to the supervising task.
+pub struct Supervisor {
+    tx: mpsc::Sender<Cmd>,
+    state: watch::Receiver<SupervisorState>,
+    liveness: Arc<Liveness>,
+    task: JoinHandle<()>,
+}
+
+impl Supervisor {
+    pub fn start(cfg: SupervisorConfig, reaper: Reaper, sink: RecordSink, secrets: BTreeMap<String, String>) -> Supervisor {
+        let (tx, rx) = mpsc::channel(64);
+        let (state_tx, state) = watch::channel(SupervisorState::Starting);
+        let liveness = Arc::new(Liveness::new());
+        let task = Task {
+            cfg,
+            reaper,
+            sink,
+            secrets,
+            rx,
+            state: state_tx,
+            liveness: liveness.clone(),
+            queue: VecDeque::new(),
+            session_id: None,
+            crashes: VecDeque::new(),
+        };
+        Supervisor { tx, state, liveness, task: tokio::spawn(task.run()) }
+    }
+
+    pub fn state(&self) -> watch::Receiver<SupervisorState> {
+        self.state.clone()
+    }
+
+    pub fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
+    }
+
+    /// Queues a prompt; it is delivered as soon as OpenCode is ready.
+    pub async fn prompt(&self, prompt: PromptRequest) -> bool {
+        self.tx.send(Cmd::Prompt(prompt)).await.is_ok()
+    }
+
+    pub async fn set_secrets(&self, secrets: BTreeMap<String, String>) -> bool {
+        self.tx.send(Cmd::Secrets(secrets)).await.is_ok()
+    }
+
+    /// Stops OpenCode (SIGTERM to its group, `grace`, SIGKILL) and ends supervision.
+    pub async fn stop(self, grace: Duration) -> Option<Exit> {
+        let (reply, rx) = oneshot::channel();
+        let exit = if self.tx.send(Cmd::Stop { grace, reply }).await.is_ok() { rx.await.ok().flatten() } else { None };
+        let _ = self.task.await;
+        exit
+    }
+}
+
+struct Task {
+    cfg: SupervisorConfig,
+    reaper: Reaper,
+    sink: RecordSink,
+    secrets: BTreeMap<String, String>,
+    rx: mpsc::Receiver<Cmd>,
+    state: watch::Sender<SupervisorState>,
+    liveness: Arc<Liveness>,
+    queue: VecDeque<PromptRequest>,
+    session_id: Option<String>,
+    crashes: VecDeque<Instant>,
+}
+
+/// Prompts waiting for OpenCode; more are refused with a record rather than held unbounded.
+const MAX_QUEUED_PROMPTS: usize = 256;
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why one OpenCode instance ended.
+enum Ended {
+    Crashed(String),
+    /// Restart on purpose (new secrets); not a crash.
+    Restart,
+    Stopped,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut backoff = Backoff::new(self.cfg.restart.base, self.cfg.restart.cap);
+        loop {
+            let started = Instant::now();
+            let ended = self.run_once().await;
+            self.liveness.alive.store(false, Ordering::Relaxed);
+            match ended {
+                Ended::Stopped => {
+                    self.state.send_replace(SupervisorState::Stopped);
+                    return;
+                }
+                Ended::Restart => {
+                    self.sink.state(SessionStatus::Running, "opencode-restarting", "secrets changed");
+                    continue;
+                }
+                Ended::Crashed(reason) => {
+                    if started.elapsed() >= self.cfg.restart.stable_after {
+                        backoff.reset();
+                    }
+                    let now = Instant::now();
+                    self.crashes.push_back(now);
+                    while self.crashes.front().is_some_and(|t| now.duration_since(*t) > self.cfg.restart.window) {
+                        self.crashes.pop_front();
+                    }
+                    self.liveness.restarts.fetch_add(1, Ordering::Relaxed);
+                    if self.crashes.len() > self.cfg.restart.max_crashes {
+                        let reason = format!(
+                            "opencode crashed {} times within {}s; last: {reason}",
+                            self.crashes.len(),
+                            self.cfg.restart.window.as_secs()
+                        );
+                        self.sink.agent(&reason);
+                        self.state.send_replace(SupervisorState::Failed { reason });
+                        self.drain_until_stop().await;
+                        return;
+                    }
+                    let delay = backoff.next_delay();
+                    self.sink.agent(format!("opencode ended: {reason}; restarting in {} ms", delay.as_millis()));
+                    self.sink.state(SessionStatus::Running, "opencode-restarting", reason.clone());
+                    self.state.send_replace(SupervisorState::Restarting { reason });
+                    if !self.sleep_handling_commands(delay).await {
+                        self.state.send_replace(SupervisorState::Stopped);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// After giving up: keep answering commands (a stop must still be acknowledged).
+    async fn drain_until_stop(&mut self) {
+        while let Some(cmd) = self.rx.recv().await {
+            match cmd {
+                Cmd::Stop { reply, .. } => {
+                    let _ = reply.send(None);
+                    return;
+                }
+                Cmd::Prompt(p) => self.sink.agent(format!("prompt {} not delivered: opencode has failed", p.id)),
+                Cmd::Secrets(s) => self.secrets = s,
+            }
+        }
+    }
+
+    /// Returns false when told to stop while waiting.
+    async fn sleep_handling_commands(&mut self, delay: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return true,
+                cmd = self.rx.recv() => match cmd {
+                    None => return false,
+                    Some(Cmd::Stop { reply, .. }) => {
+                        let _ = reply.send(None);
+                        return false;
+                    }
+                    Some(Cmd::Prompt(p)) => self.enqueue(p),
+                    Some(Cmd::Secrets(s)) => self.secrets = s,
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, p: PromptRequest) {
+        if self.queue.len() >= MAX_QUEUED_PROMPTS {
+            self.sink.agent(format!("prompt {} dropped: {MAX_QUEUED_PROMPTS} prompts already wait for opencode", p.id));
+            return;
+        }
+        self.queue.push_back(p);
+    }
+
+    fn env(&self) -> BTreeMap<String, String> {
+        let mut env = self.cfg.base_env.clone();
+        for (k, v) in &self.secrets {
+            env.insert(k.clone(), v.clone());
+        }
+        env.insert("OPENCODE_CONFIG_DIR".into(), self.cfg.config_dir.display().to_string());
+        env
+    }
+
+    async fn run_once(&mut self) -> Ended {
+        let t0 = Instant::now();
+        let port = match free_port() {
+            Ok(p) => p,
+            Err(e) => return Ended::Crashed(format!("no free loopback port: {e}")),
+        };
+        self.state.send_replace(SupervisorState::Starting);
+        self.sink.state(SessionStatus::Running, "opencode-starting", "");
+        let env = self.env();
+        let launch = Launch { bin: &self.cfg.bin, workspace: &self.cfg.workspace, env: &env, port };
+        let mut proc = match OpencodeProcess::spawn(&self.reaper, launch, &self.sink, &self.liveness) {
+            Ok(p) => p,
+            Err(e) => return Ended::Crashed(format!("cannot start {}: {e}", self.cfg.bin.display())),
+        };
+        self.sink.agent(format!(
+            "opencode spawned (pid {}, port {port}) {} ms after supervisor start",
+            proc.pid(),
+            t0.elapsed().as_millis()
+        ));
+        self.liveness.alive.store(true, Ordering::Relaxed);
+        let client = Client::new(port);
+
+        match self.wait_healthy(&mut proc, client).await {
+            Ok(()) => {}
+            Err(ended) => return self.finish(&mut proc, ended).await,
+        }
+        let sse = match self.subscribe(client).await {
+            Ok(task) => task,
+            Err(e) => return self.finish(&mut proc, Ended::Crashed(format!("subscribing to /event: {e}"))).await,
+        };
+        let session_id = match self.ensure_session(client).await {
+            Ok(id) => id,
+            Err(e) => {
+                sse.abort();
+                return self.finish(&mut proc, Ended::Crashed(format!("creating the opencode session: {e}"))).await;
+            }
+        };
+        self.sink.agent(format!("opencode ready in {} ms (session {session_id})", t0.elapsed().as_millis()));
+        self.sink.state(SessionStatus::Running, "opencode-ready", session_id.clone());
+        self.state.send_replace(SupervisorState::Ready { session_id: session_id.clone(), port, pid: proc.pid() });
+
+        let mut restart_pending = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let ended = loop {
+            while let Some(p) = self.queue.pop_front() {
+                if let Err(e) = self.deliver(client, &session_id, &p).await {
+                    let retry = matches!(e, HttpError::Connect { .. } | HttpError::Timeout { .. });
+                    self.sink.agent(format!("prompt {} not delivered: {e}", p.id));
+                    if retry {
+                        self.queue.push_front(p);
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                exit = proc.child.wait() => break Ended::Crashed(format!("opencode exited ({exit})")),
+                cmd = self.rx.recv() => match cmd {
+                    None => break Ended::Stopped,
+                    Some(Cmd::Prompt(p)) => self.enqueue(p),
+                    Some(Cmd::Secrets(s)) => {
+                        if s != self.secrets {
+                            self.secrets = s;
+                            restart_pending = true;
+                        }
+                    }
+                    Some(Cmd::Stop { grace, reply }) => {
+                        sse.abort();
+                        let exit = proc.stop(grace).await;
+                        self.sink.state(SessionStatus::Stopping, "opencode-stopped", exit.to_string());
+                        let _ = reply.send(Some(exit));
+                        return Ended::Stopped;
+                    }
+                },
+                _ = tick.tick() => {
+                    if restart_pending
+                        && !self.liveness.busy.load(Ordering::Relaxed)
+                        && self.liveness.idle() >= self.cfg.quiet_period
+                    {
+                        break Ended::Restart;
+                    }
+                }
+            }
+        };
+        sse.abort();
+        self.finish(&mut proc, ended).await
+    }
+
+    /// Clears the process group, and for a crash adds the stderr tail to the reason.
+    async fn finish(&mut self, proc: &mut OpencodeProcess, ended: Ended) -> Ended {
+        let grace = match ended {
+            Ended::Restart => self.cfg.stop_grace,
+            _ => Duration::ZERO,
+        };
+        proc.stop(grace).await;
+        match ended {
+            Ended::Crashed(reason) => {
+                let tail = proc.stderr_tail();
+                if tail.is_empty() {
+                    Ended::Crashed(reason)
+                } else {
+                    Ended::Crashed(format!("{reason}; stderr:\n{}", tail.join("\n")))
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn wait_healthy(&mut self, proc: &mut OpencodeProcess, client: Client) -> Result<(), Ended> {
+        let deadline = tokio::time::Instant::now() + self.cfg.ready_timeout;
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                exit = proc.child.wait() => return Err(Ended::Crashed(format!("opencode exited before it was ready ({exit})"))),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Ended::Crashed(format!("opencode was not healthy within {}s", self.cfg.ready_timeout.as_secs())));
+                }
+                cmd = self.rx.recv() => match cmd {
+                    None => return Err(Ended::Stopped),
+                    Some(Cmd::Stop { grace, reply }) => {
+                        let exit = proc.stop(grace).await;
+                        let _ = reply.send(Some(exit));
+                        return Err(Ended::Stopped);
+                    }
+                    Some(Cmd::Prompt(p)) => self.enqueue(p),
+                    Some(Cmd::Secrets(s)) => self.secrets = s,
+                },
+                _ = poll.tick() => {
+                    if let Ok(body) = client.call(Method::GET, "/global/health", None, Duration::from_millis(500)).await
+                        && serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["healthy"] == json!(true))
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens `GET /event` and waits for OpenCode's `server.connected` greeting, so no event
+    /// caused by what we send next can be missed.
+    async fn subscribe(&self, client: Client) -> Result<JoinHandle<()>, String> {
+        let mut body = client.stream("/event", Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+        let mut parser = SseParser::new();
+        let mut items = Vec::new();
+        let greeting = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            parser.feed(data, &mut items);
+                            if !items.is_empty() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("event stream ended before its first event".to_owned()),
+                }
+            }
+        })
+        .await
+        .map_err(|_| "no event within 10s".to_owned())?;
+        greeting?;
+        let sink = self.sink.clone();
+        let liveness = self.liveness.clone();
+        Ok(tokio::spawn(async move {
+            let mut seen = 0u64;
+            for item in items.drain(..) {
+                handle_sse(&sink, &liveness, item, &mut seen);
+            }
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { break };
+                if let Some(data) = frame.data_ref() {
+                    parser.feed(data, &mut items);
+                    for item in items.drain(..) {
+                        handle_sse(&sink, &liveness, item, &mut seen);
+                    }
+                }
+            }
+            sink.agent(format!("opencode event stream ended after {seen} events"));
+        }))
+    }
+
+    /// Reuses the OpenCode session across restarts (OpenCode keeps it on disk); creates one
+    /// the first time or if it is gone.
+    async fn ensure_session(&mut self, client: Client) -> Result<String, HttpError> {
+        if let Some(id) = &self.session_id {
+            match client.call(Method::GET, &format!("/session/{id}"), None, CALL_TIMEOUT).await {
+                Ok(_) => return Ok(id.clone()),
+                Err(HttpError::Status { status, .. }) if status.as_u16() == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let body = client.call(Method::POST, "/session", Some(&json!({})), CALL_TIMEOUT).await?;
+        let id = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_owned))
+            .ok_or_else(|| HttpError::Request {
+                method: Method::POST,
+                path: "/session".into(),
+                message: format!("no session id in {}", String::from_utf8_lossy(&body[..body.len().min(512)])),
+            })?;
+        self.session_id = Some(id.clone());
+        Ok(id)
+    }
+
+    async fn deliver(&self, client: Client, session_id: &str, p: &PromptRequest) -> Result<(), HttpError> {
+        let mut body = json!({ "parts": [{ "type": "text", "text": p.text }] });
+        let agent = if p.agent.is_empty() { &self.cfg.agent } else { &p.agent };
+        if !agent.is_empty() {
+            body["agent"] = json!(agent);
+        }
+        client.call(Method::POST, &format!("/session/{session_id}/prompt_async"), Some(&body), CALL_TIMEOUT).await?;
+        self.liveness.touch();
+        self.liveness.busy.store(true, Ordering::Relaxed);
+        self.sink.state(SessionStatus::Running, "prompt-delivered", p.id.clone());
+        Ok(())
+    }
+}
+
+fn handle_sse(sink: &RecordSink, liveness: &Liveness, item: SseItem, seen: &mut u64) {
+    let data = match item {
+        SseItem::Data(d) => d,
+        SseItem::Oversized => {
+            sink.agent("an opencode event larger than 8 MiB was skipped");
+            return;
+        }
+    };
+    *seen += 1;
+    let parsed: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+    let ty = parsed["type"].as_str().unwrap_or("unknown").to_owned();
+    // Keep-alives carry nothing and would keep an idle session looking busy.
+    if ty == "server.heartbeat" {
+        return;
+    }
+    liveness.touch();
+    match ty.as_str() {
+        "session.status" => {
+            let busy = parsed["properties"]["status"]["type"].as_str().is_some_and(|t| t != "idle");
+            liveness.busy.store(busy, Ordering::Relaxed);
+        }
+        "session.idle" => liveness.busy.store(false, Ordering::Relaxed),
+        _ => {}
+    }
+    sink.event(ty, data);
+}
+
+fn free_port() -> std::io::Result<u16> {
+    // A small window exists between closing and OpenCode binding; losing it is a crash that
+    // the restart path absorbs.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}

@@ -1,0 +1,11 @@
+//! One module per command group.
+
+pub mod accounts;
+pub mod cr;
+pub mod login;
+pub mod manifest;
+pub mod projects;
+pub mod secrets;
+pub mod sessions;
+pub mod tokens;
+pub mod triggers;

@@ -1,0 +1,217 @@
+//! `kortix projects create|ls|info`.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use kortix_proto::v1::{CreateProjectRequest, GetProjectRequest, ListProjectsRequest};
+
+use crate::Global;
+use crate::client::{self, CliError, Client, Context, LONG_TIMEOUT, UNARY_TIMEOUT, unary, unary_within};
+use crate::output::json::{ProjectCreatedJson, ProjectInfoJson, ProjectJson};
+use crate::output::table::Table;
+use crate::output::{self, BOLD, GREEN, RED, or_dash, paint, short_sha, table, terminal, time};
+
+#[derive(Debug, clap::Args)]
+pub struct ProjectsArgs {
+    #[command(subcommand)]
+    command: ProjectsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectsCommand {
+    /// Create a project (a fresh repo, or one importing an existing repo's history).
+    Create {
+        /// Project name (unique).
+        name: String,
+        /// Local path or clone URL whose full history is imported.
+        #[arg(long, value_name = "PATH_OR_URL")]
+        import: Option<String>,
+        /// Default branch (default: `main`, or the imported repo's HEAD branch).
+        #[arg(long, value_name = "BRANCH")]
+        default_branch: Option<String>,
+    },
+    /// List projects.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a project (by name or id), its head and manifest.
+    Info {
+        /// Project name or id.
+        project: String,
+    },
+}
+
+pub fn run(global: &Global, args: ProjectsArgs) -> anyhow::Result<ExitCode> {
+    let ctx = Context::from_global(global);
+    client::run_async(async move {
+        let client = Client::connect(&ctx).await?;
+        match args.command {
+            ProjectsCommand::Create { name, import, default_branch } => {
+                create(&ctx, &client, name, import, default_branch).await
+            }
+            ProjectsCommand::Ls => list(&ctx, &client).await,
+            ProjectsCommand::Info { project } => info(&ctx, &client, project).await,
+        }
+    })
+}
+
+async fn create(
+    ctx: &Context,
+    client: &Client,
+    name: String,
+    import: Option<String>,
+    default_branch: Option<String>,
+) -> Result<ExitCode, CliError> {
+    let import_source = import.map(|source| absolute_if_local(&source)).unwrap_or_default();
+    // Importing copies a whole history and may take minutes; a fresh project is quick.
+    let timeout = if import_source.is_empty() { UNARY_TIMEOUT } else { LONG_TIMEOUT };
+    let spinner = terminal::spinner(
+        !ctx.json && !import_source.is_empty(),
+        format!("importing {import_source} into project {name}"),
+    );
+    let request = CreateProjectRequest {
+        name,
+        import_source,
+        default_branch: default_branch.unwrap_or_default(),
+    };
+    let result = client
+        .call_within(
+            "CreateProject",
+            timeout,
+            client.projects().create_project(unary_within(request, timeout)),
+        )
+        .await;
+    spinner.finish_and_clear();
+    let project = result?;
+    if ctx.json {
+        output::print_json(&ProjectCreatedJson::from(&project))?;
+    } else {
+        output::print_text(&format!(
+            "created project {} ({})\n{}",
+            paint(BOLD, &project.name),
+            project.id,
+            table::details(&[
+                ("default branch", project.default_branch.clone()),
+                ("git url", project.git_url.clone()),
+            ])
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The server resolves local paths on its own file system; for the usual local server that is
+/// ours, so a relative path must be made absolute here. URLs pass through untouched.
+fn absolute_if_local(source: &str) -> String {
+    let looks_like_url = source.contains("://") || is_scp_like(source);
+    if looks_like_url {
+        return source.to_owned();
+    }
+    match std::path::absolute(source) {
+        Ok(path) => path.display().to_string(),
+        Err(_) => source.to_owned(),
+    }
+}
+
+/// `user@host:path` as git understands it (no slash before the colon).
+fn is_scp_like(source: &str) -> bool {
+    match source.split_once(':') {
+        Some((host, _)) => !host.is_empty() && !host.contains('/'),
+        None => false,
+    }
+}
+
+async fn list(ctx: &Context, client: &Client) -> Result<ExitCode, CliError> {
+    let projects = client
+        .call("ListProjects", client.projects().list_projects(unary(ListProjectsRequest {})))
+        .await?
+        .projects;
+    if ctx.json {
+        output::print_json(&projects.iter().map(ProjectJson::from).collect::<Vec<_>>())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if projects.is_empty() {
+        output::note("no projects (create one with `kortix projects create NAME`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&["NAME", "ID", "DEFAULT BRANCH", "CREATED", "GIT URL"]);
+    for p in &projects {
+        table.row(vec![
+            p.name.as_str().into(),
+            p.id.as_str().into(),
+            p.default_branch.as_str().into(),
+            time::human_ms(p.created_unix_ms).into(),
+            p.git_url.as_str().into(),
+        ]);
+    }
+    output::print_text(&table.render())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn info(ctx: &Context, client: &Client, project: String) -> Result<ExitCode, CliError> {
+    let info = client
+        .call("GetProject", client.projects().get_project(unary(GetProjectRequest { project })))
+        .await?;
+    if ctx.json {
+        output::print_json(&ProjectInfoJson::from(&info))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let p = info.project.clone().unwrap_or_default();
+    let manifest = if !info.manifest_error.is_empty() {
+        paint(RED, &format!("rejected: {}", info.manifest_error))
+    } else if info.manifest_json.is_empty() {
+        "-".to_owned()
+    } else {
+        paint(GREEN, &manifest_summary(&info.manifest_json))
+    };
+    output::print_text(&table::details(&[
+        ("name", p.name.clone()),
+        ("id", p.id.clone()),
+        ("default branch", p.default_branch.clone()),
+        ("head", or_dash(short_sha(&info.head_sha))),
+        ("git url", p.git_url.clone()),
+        ("created", time::human_ms(p.created_unix_ms)),
+        ("manifest", manifest),
+    ]))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "ok: 2 triggers, 1 template (3 errors)" from the normalized manifest JSON.
+fn manifest_summary(manifest_json: &str) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(manifest_json) else {
+        return "present (unreadable JSON)".to_owned();
+    };
+    let count = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let mut text = format!(
+        "ok: {}, {}",
+        plural(count(&value["triggers"]), "trigger"),
+        plural(count(&value["sandbox"]["templates"]), "template"),
+    );
+    let errors = count(&value["errors"]);
+    if errors > 0 {
+        text.push_str(&format!(" ({} in entries)", plural(errors, "error")));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pass_through_and_paths_become_absolute() {
+        assert_eq!(absolute_if_local("https://h/r.git"), "https://h/r.git");
+        assert_eq!(absolute_if_local("git@github.com:o/r.git"), "git@github.com:o/r.git");
+        assert_eq!(absolute_if_local("/srv/repo"), "/srv/repo");
+        let rel = absolute_if_local("some/repo");
+        assert!(rel.starts_with('/') && rel.ends_with("some/repo"), "{rel}");
+        let dotted = absolute_if_local("./a:b");
+        assert!(dotted.starts_with('/'), "{dotted}");
+    }
+
+    #[test]
+    fn manifest_summary_counts_entries() {
+        let json = r#"{"triggers":[{},{}],"sandbox":{"templates":[{}]},"errors":[{}]}"#;
+        assert_eq!(manifest_summary(json), "ok: 2 triggers, 1 template (1 error in entries)");
+        assert_eq!(manifest_summary("{}"), "ok: 0 triggers, 0 templates");
+    }
+}

@@ -1,0 +1,316 @@
+//! `kortix sessions new|ls|info|stop|rm|attach|chat`.
+
+mod attach;
+mod wait;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use kortix_proto::v1::{
+    DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, SendPromptRequest, Session,
+    SessionStatus, StartSessionRequest, StopSessionRequest,
+};
+
+use crate::Global;
+use crate::client::{self, CliError, Client, Context, unary};
+use crate::output::json::{PromptSentJson, SessionJson, SessionStartedJson, session_status};
+use crate::output::table::{Cell, Table};
+use crate::output::{self, BOLD, DIM, or_dash, paint, short_sha, status_style, table, terminal, time};
+
+/// How often `sessions new` retries a start whose answer was lost in transit; the idempotency
+/// key makes a retry return the session the first attempt created.
+const START_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, clap::Args)]
+pub struct SessionsArgs {
+    #[command(subcommand)]
+    command: SessionsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// Start a session (a sandbox with OpenCode on a new branch named after the session).
+    New {
+        /// Project name or id.
+        #[arg(long, short)]
+        project: String,
+        /// The first prompt for the agent.
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Sandbox template slug (default: the manifest's [sandbox].default).
+        #[arg(long)]
+        template: Option<String>,
+        /// OpenCode agent name (default: "default").
+        #[arg(long)]
+        agent: Option<String>,
+        /// Continue work on an existing session branch instead of cutting a new one.
+        #[arg(long, value_name = "BRANCH")]
+        resume: Option<String>,
+        /// Return once the session is running; exit 1 if it fails.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 600, requires = "wait")]
+        wait_timeout: u64,
+    },
+    /// List sessions.
+    #[command(alias = "list")]
+    Ls {
+        /// Only this project's sessions (name or id).
+        #[arg(long, short)]
+        project: Option<String>,
+    },
+    /// Show a session: status, branch, head commit, timestamps, failure reason.
+    Info {
+        /// Session id.
+        id: String,
+    },
+    /// Stop a session's sandbox; its branch is kept.
+    Stop {
+        /// Session id.
+        id: String,
+    },
+    /// Delete a finished session's record; its branch is kept.
+    Rm {
+        /// Session id.
+        id: String,
+    },
+    /// Stream a session's records (logs, events, commits, state changes).
+    Attach {
+        /// Session id.
+        id: String,
+        /// First record to show (default: from the beginning).
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        from: u64,
+        /// Stop after the stored records instead of following live ones.
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Send a prompt to a running session (`-` reads it from stdin).
+    Chat {
+        /// Session id.
+        id: String,
+        /// The prompt text.
+        text: String,
+        /// OpenCode agent to address (default: the session's).
+        #[arg(long)]
+        agent: Option<String>,
+    },
+}
+
+pub fn run(global: &Global, args: SessionsArgs) -> anyhow::Result<ExitCode> {
+    let ctx = Context::from_global(global);
+    client::run_async(async move {
+        let client = Client::connect(&ctx).await?;
+        match args.command {
+            SessionsCommand::New { project, prompt, template, agent, resume, wait, wait_timeout } => {
+                let request = StartSessionRequest {
+                    project,
+                    prompt: prompt.unwrap_or_default(),
+                    template: template.unwrap_or_default(),
+                    agent: agent.unwrap_or_default(),
+                    idempotency_key: uuid::Uuid::new_v4().to_string(),
+                    resume_branch: resume.unwrap_or_default(),
+                };
+                let wait = wait.then(|| Duration::from_secs(wait_timeout));
+                new(&ctx, &client, request, wait).await
+            }
+            SessionsCommand::Ls { project } => list(&ctx, &client, project).await,
+            SessionsCommand::Info { id } => info(&ctx, &client, id).await,
+            SessionsCommand::Stop { id } => stop(&ctx, &client, id).await,
+            SessionsCommand::Rm { id } => remove(&ctx, &client, id).await,
+            SessionsCommand::Attach { id, from, no_follow } => {
+                attach::run(&ctx, &client, attach::Options { id, from, follow: !no_follow }).await
+            }
+            SessionsCommand::Chat { id, text, agent } => chat(&ctx, &client, id, text, agent).await,
+        }
+    })
+}
+
+async fn new(
+    ctx: &Context,
+    client: &Client,
+    request: StartSessionRequest,
+    wait: Option<Duration>,
+) -> Result<ExitCode, CliError> {
+    let mut session = start(client, request).await?;
+    if let Some(limit) = wait {
+        session = wait::until_running(ctx, client, &session.id, limit).await?;
+    }
+    let status = SessionStatus::try_from(session.status).unwrap_or(SessionStatus::Unspecified);
+    if ctx.json {
+        output::print_json(&SessionStartedJson::from(&session))?;
+    } else {
+        output::print_text(&format!(
+            "session {} on project {} (branch {}): {}\n{}",
+            paint(BOLD, &session.id),
+            session.project_name,
+            session.branch,
+            paint(status_style(session_status(session.status)), session_status(session.status)),
+            paint(DIM, &format!("follow it with: kortix sessions attach {}", session.id)),
+        ))?;
+    }
+    match (wait, status) {
+        (None, _) | (Some(_), SessionStatus::Running) => Ok(ExitCode::SUCCESS),
+        (Some(_), _) => Err(CliError::Refused(format!(
+            "session {} did not start: {}{}",
+            session.id,
+            session_status(session.status),
+            if session.failure_reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", session.failure_reason)
+            }
+        ))),
+    }
+}
+
+/// StartSession, retried with the same idempotency key when the connection failed mid-call.
+async fn start(client: &Client, request: StartSessionRequest) -> Result<Session, CliError> {
+    let mut attempt = 1;
+    loop {
+        let result = client
+            .call("StartSession", client.sessions().start_session(unary(request.clone())))
+            .await;
+        match result {
+            Err(err) if attempt < START_ATTEMPTS && err.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn list(ctx: &Context, client: &Client, project: Option<String>) -> Result<ExitCode, CliError> {
+    let request = ListSessionsRequest { project: project.unwrap_or_default() };
+    let sessions = client
+        .call("ListSessions", client.sessions().list_sessions(unary(request)))
+        .await?
+        .sessions;
+    if ctx.json {
+        output::print_json(&sessions.iter().map(SessionJson::from).collect::<Vec<_>>())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if sessions.is_empty() {
+        output::note("no sessions");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&["ID", "PROJECT", "STATUS", "ORIGIN", "HEAD", "CREATED"]);
+    for s in &sessions {
+        let status = session_status(s.status);
+        table.row(vec![
+            s.id.as_str().into(),
+            s.project_name.as_str().into(),
+            Cell::styled(status, status_style(status)),
+            or_dash(&s.origin).into(),
+            or_dash(short_sha(&s.head_sha)).into(),
+            time::human_ms(s.created_unix_ms).into(),
+        ]);
+    }
+    output::print_text(&table.render())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn info(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, CliError> {
+    let session = client
+        .call("GetSession", client.sessions().get_session(unary(GetSessionRequest { id })))
+        .await?;
+    print_session(ctx, &session)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_session(ctx: &Context, s: &Session) -> Result<(), CliError> {
+    if ctx.json {
+        return output::print_json(&SessionJson::from(s));
+    }
+    let status = session_status(s.status);
+    let mut rows = vec![
+        ("id", s.id.clone()),
+        ("project", s.project_name.clone()),
+        ("branch", s.branch.clone()),
+        ("status", paint(status_style(status), status)),
+    ];
+    if !s.failure_reason.is_empty() {
+        rows.push(("failure", s.failure_reason.clone()));
+    }
+    rows.extend([
+        ("head", or_dash(&s.head_sha)),
+        ("template", or_dash(&s.template)),
+        ("agent", or_dash(&s.agent)),
+        ("origin", or_dash(&s.origin)),
+        ("created", time::human_ms(s.created_unix_ms)),
+        ("started", time::human_ms(s.started_unix_ms)),
+        ("ended", time::human_ms(s.ended_unix_ms)),
+        ("last heartbeat", time::human_ms(s.last_heartbeat_unix_ms)),
+        ("records", s.last_seq.to_string()),
+    ]);
+    if !s.prompt.is_empty() {
+        rows.push(("prompt", s.prompt.clone()));
+    }
+    output::print_text(&table::details(&rows))
+}
+
+async fn stop(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, CliError> {
+    let session = client
+        .call("StopSession", client.sessions().stop_session(unary(StopSessionRequest { id })))
+        .await?;
+    if ctx.json {
+        output::print_json(&SessionJson::from(&session))?;
+    } else {
+        let status = session_status(session.status);
+        output::print_text(&format!(
+            "session {}: {} (branch {} kept)",
+            paint(BOLD, &session.id),
+            paint(status_style(status), status),
+            session.branch
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, CliError> {
+    let session = client
+        .call(
+            "DeleteSession",
+            client.sessions().delete_session(unary(DeleteSessionRequest { id })),
+        )
+        .await?;
+    if ctx.json {
+        output::print_json(&SessionJson::from(&session))?;
+    } else {
+        output::print_text(&format!(
+            "deleted session {} (branch {} kept)",
+            paint(BOLD, &session.id),
+            session.branch
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn chat(
+    ctx: &Context,
+    client: &Client,
+    id: String,
+    text: String,
+    agent: Option<String>,
+) -> Result<ExitCode, CliError> {
+    let text = if text == "-" { terminal::read_secret("Prompt: ", "prompt")? } else { text };
+    if text.trim().is_empty() {
+        return Err(CliError::Input("refusing an empty prompt".into()));
+    }
+    let request =
+        SendPromptRequest { session_id: id.clone(), text, agent: agent.unwrap_or_default() };
+    let sent = client.call("SendPrompt", client.sessions().send_prompt(unary(request))).await?;
+    if ctx.json {
+        output::print_json(&PromptSentJson { session: id, prompt_id: sent.prompt_id })?;
+    } else {
+        output::print_text(&format!(
+            "sent prompt {} to session {}",
+            sent.prompt_id,
+            paint(BOLD, &id)
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,103 @@
+//! Store rows to wire messages.
+
+use crate::store;
+use kortix_proto::v1 as pb;
+
+pub fn session_status(s: store::SessionStatus) -> pb::SessionStatus {
+    use store::SessionStatus as S;
+    match s {
+        S::Provisioning => pb::SessionStatus::Provisioning,
+        S::Running => pb::SessionStatus::Running,
+        S::Stopping => pb::SessionStatus::Stopping,
+        S::Stopped => pb::SessionStatus::Stopped,
+        S::Hibernated => pb::SessionStatus::Hibernated,
+        S::Failed => pb::SessionStatus::Failed,
+    }
+}
+
+pub fn session(s: &store::Session, project_name: &str) -> pb::Session {
+    pb::Session {
+        id: s.id.clone(),
+        project_id: s.project_id.clone(),
+        project_name: project_name.to_string(),
+        branch: s.id.clone(),
+        status: session_status(s.status) as i32,
+        template: s.template.clone(),
+        agent: s.agent.clone(),
+        prompt: s.prompt.clone(),
+        head_sha: s.head_sha.clone(),
+        failure_reason: s.failure_reason.clone(),
+        created_unix_ms: s.created_ms,
+        started_unix_ms: s.started_ms.unwrap_or(0),
+        ended_unix_ms: s.ended_ms.unwrap_or(0),
+        last_heartbeat_unix_ms: s.last_heartbeat_ms.unwrap_or(0),
+        last_seq: s.acked_seq.max(0) as u64,
+        origin: s.origin.clone(),
+    }
+}
+
+pub fn project(p: &store::Project, public_url: &str) -> pb::Project {
+    pb::Project {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        default_branch: p.default_branch.clone(),
+        git_url: format!("{}/git/{}.git", public_url.trim_end_matches('/'), p.name),
+        created_unix_ms: p.created_ms,
+        account_id: p.account_id.clone(),
+    }
+}
+
+pub fn account(a: &store::Account) -> pb::Account {
+    pb::Account {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        created_unix_ms: a.created_ms,
+        admin: a.admin,
+    }
+}
+
+pub fn token(t: &store::ApiToken) -> pb::TokenInfo {
+    pb::TokenInfo {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        created_unix_ms: t.created_ms,
+        last_used_unix_ms: t.last_used_ms.unwrap_or(0),
+        revoked_unix_ms: t.revoked_ms.unwrap_or(0),
+    }
+}
+
+pub fn secret(s: &store::SecretMeta) -> pb::SecretInfo {
+    pb::SecretInfo {
+        name: s.name.clone(),
+        created_unix_ms: s.created_ms,
+        updated_unix_ms: s.updated_ms,
+    }
+}
+
+pub fn cr_state(s: store::CrState) -> pb::ChangeRequestState {
+    match s {
+        store::CrState::Open => pb::ChangeRequestState::Open,
+        store::CrState::Closed => pb::ChangeRequestState::Closed,
+        store::CrState::Merged => pb::ChangeRequestState::Merged,
+    }
+}
+
+pub fn change_request(c: &store::ChangeRequest) -> pb::ChangeRequest {
+    pb::ChangeRequest {
+        project_id: c.project_id.clone(),
+        number: c.number.max(0) as u64,
+        title: c.title.clone(),
+        body: c.body.clone(),
+        state: cr_state(c.state) as i32,
+        head: c.head_branch.clone(),
+        base: c.base_branch.clone(),
+        head_sha: c.head_sha.clone(),
+        base_sha: c.base_sha.clone(),
+        merge_commit: c.merge_commit.clone(),
+        session_id: c.session_id.clone().unwrap_or_default(),
+        created_unix_ms: c.created_ms,
+        updated_unix_ms: c.updated_ms,
+        merged_unix_ms: c.merged_ms.unwrap_or(0),
+        author_account_id: c.author_account_id.clone(),
+    }
+}

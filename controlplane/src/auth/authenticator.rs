@@ -1,0 +1,178 @@
+//! Resolves bearer tokens to principals through the store, and creates the first admin.
+
+use super::{AuthError, Principal, TokenKind, generate_token, hash_token, parse_bearer};
+use crate::store::{self, Store};
+
+/// Name of the account created on first start.
+pub const ADMIN_ACCOUNT_NAME: &str = "admin";
+const ADMIN_TOKEN_NAME: &str = "admin (first start)";
+
+/// Turns tokens into [`Principal`]s. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    store: Store,
+}
+
+impl Authenticator {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Resolves an `authorization` value (`Bearer <token>`).
+    pub async fn authenticate_header(&self, value: &str) -> Result<Principal, AuthError> {
+        let token = parse_bearer(value)?;
+        self.authenticate(token).await
+    }
+
+    /// Resolves a token: a person's API token to `Account`, a session git token to
+    /// `SessionGit`. Bootstrap tokens are only good for enrollment and are refused here.
+    /// Unknown, revoked and expired tokens are all [`AuthError::InvalidToken`].
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let hash = hash_token(token);
+        let now = store::now_ms();
+        match TokenKind::of(token)? {
+            TokenKind::Person => match self.store.lookup_api_token(&hash, now).await {
+                Ok((account, _)) => Ok(Principal::Account {
+                    account_id: account.id,
+                    admin: account.admin,
+                }),
+                Err(e) if e.is_not_found() => Err(AuthError::InvalidToken),
+                Err(e) => Err(AuthError::Store(e)),
+            },
+            TokenKind::SessionGit => match self.store.lookup_git_token(&hash, now).await {
+                Ok(t) => Ok(Principal::SessionGit {
+                    session_id: t.session_id,
+                    project_id: t.project_id,
+                    branch: t.branch,
+                }),
+                Err(e) if e.is_not_found() => Err(AuthError::InvalidToken),
+                Err(e) => Err(AuthError::Store(e)),
+            },
+            found @ TokenKind::Bootstrap => Err(AuthError::WrongKind {
+                expected: TokenKind::Person,
+                found,
+            }),
+        }
+    }
+}
+
+/// Makes sure an admin exists. Creates the `admin` account and returns its first token
+/// (for `admin.token`) when there was none; returns `None` when an admin already has a
+/// token. An admin left without any token (a crash between the two writes) gets one.
+pub async fn bootstrap_admin(store: &Store) -> Result<Option<String>, AuthError> {
+    let admin = match existing_admin(store).await? {
+        Some(admin) => admin,
+        None => match store.create_account(ADMIN_ACCOUNT_NAME, true).await {
+            Ok(admin) => admin,
+            Err(e) if e.is_already_exists() => match existing_admin(store).await? {
+                // Another replica won the race.
+                Some(_) => return Ok(None),
+                None => {
+                    return Err(AuthError::Store(store::Error::AlreadyExists(format!(
+                        "a non-admin account named '{ADMIN_ACCOUNT_NAME}'"
+                    ))));
+                }
+            },
+            Err(e) => return Err(AuthError::Store(e)),
+        },
+    };
+    if !store.list_api_tokens(&admin.id).await?.is_empty() {
+        return Ok(None);
+    }
+    let token = generate_token(TokenKind::Person);
+    store
+        .create_api_token(&admin.id, ADMIN_TOKEN_NAME, &hash_token(&token))
+        .await?;
+    Ok(Some(token))
+}
+
+async fn existing_admin(store: &Store) -> Result<Option<store::Account>, AuthError> {
+    Ok(store.admin_account().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    async fn sqlite_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("k.db"), StoreOptions::default())
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn bootstraps_the_admin_once() {
+        let (_dir, store) = sqlite_store().await;
+        let token = bootstrap_admin(&store).await.unwrap().expect("first start mints a token");
+        assert!(token.starts_with("kxp_"));
+        assert_eq!(bootstrap_admin(&store).await.unwrap(), None);
+        let auth = Authenticator::new(store.clone());
+        let p = auth.authenticate_header(&format!("Bearer {token}")).await.unwrap();
+        assert!(p.is_admin());
+        let admin = store.get_account_by_name(ADMIN_ACCOUNT_NAME).await.unwrap();
+        assert_eq!(p.account_id(), Some(admin.id.as_str()));
+    }
+
+    #[tokio::test]
+    async fn concurrent_bootstraps_mint_one_token() {
+        let (_dir, store) = sqlite_store().await;
+        let (a, b) = tokio::join!(bootstrap_admin(&store), bootstrap_admin(&store));
+        let minted = [a.unwrap(), b.unwrap()].into_iter().flatten().count();
+        assert!(minted >= 1);
+        let admin = store.get_account_by_name(ADMIN_ACCOUNT_NAME).await.unwrap();
+        assert_eq!(store.list_api_tokens(&admin.id).await.unwrap().len(), minted);
+    }
+
+    #[tokio::test]
+    async fn resolves_people_and_sessions_and_refuses_the_rest() {
+        let (_dir, store) = sqlite_store().await;
+        let auth = Authenticator::new(store.clone());
+        let alice = store.create_account("alice", false).await.unwrap();
+        let token = generate_token(TokenKind::Person);
+        let info = store.create_api_token(&alice.id, "laptop", &hash_token(&token)).await.unwrap();
+        assert_eq!(
+            auth.authenticate(&token).await.unwrap(),
+            Principal::Account { account_id: alice.id.clone(), admin: false }
+        );
+
+        let project = store.create_project(&alice.id, "web", "main").await.unwrap();
+        let (session, _) = store
+            .create_session(&store::NewSession {
+                project_id: project.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let git = generate_token(TokenKind::SessionGit);
+        store
+            .create_git_token(&hash_token(&git), &session.id, &project.id, &session.id, store::now_ms() + 60_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            auth.authenticate(&git).await.unwrap(),
+            Principal::SessionGit {
+                session_id: session.id.clone(),
+                project_id: project.id.clone(),
+                branch: session.id.clone()
+            }
+        );
+        let expired = generate_token(TokenKind::SessionGit);
+        store
+            .create_git_token(&hash_token(&expired), &session.id, &project.id, &session.id, 1)
+            .await
+            .unwrap();
+        assert!(matches!(auth.authenticate(&expired).await, Err(AuthError::InvalidToken)));
+
+        let boot = generate_token(TokenKind::Bootstrap);
+        assert!(matches!(auth.authenticate(&boot).await, Err(AuthError::WrongKind { .. })));
+        let unknown = generate_token(TokenKind::Person);
+        assert!(matches!(auth.authenticate(&unknown).await, Err(AuthError::InvalidToken)));
+        assert!(matches!(auth.authenticate("kxp_short").await, Err(AuthError::Malformed(_))));
+
+        store.revoke_api_token(&alice.id, &info.id, store::now_ms()).await.unwrap();
+        assert!(matches!(auth.authenticate(&token).await, Err(AuthError::InvalidToken)));
+    }
+}

@@ -1,0 +1,126 @@
+//! The git endpoint's authorizer: HTTP Basic credentials (the password is a token) to a
+//! project and a push scope, through the same [`Authenticator`] the API uses.
+
+use futures::future::BoxFuture;
+
+use super::{AuthError, Authenticator, Principal, git_read_access};
+use crate::git::access::{GitAccess, GitAuthorizer, GitDenied, PushScope};
+use crate::store::Store;
+
+pub struct GitAuth {
+    store: Store,
+    authenticator: Authenticator,
+}
+
+impl GitAuth {
+    pub fn new(store: Store) -> Self {
+        Self {
+            authenticator: Authenticator::new(store.clone()),
+            store,
+        }
+    }
+
+    async fn decide(&self, repo_name: &str, basic: Option<(String, String)>) -> Result<GitAccess, GitDenied> {
+        let (_user, token) = basic.ok_or(GitDenied::Unauthenticated)?;
+        let principal = match self.authenticator.authenticate(&token).await {
+            Ok(p) => p,
+            Err(AuthError::Store(e)) => return Err(GitDenied::Unavailable(e.to_string())),
+            Err(_) => return Err(GitDenied::Unauthenticated),
+        };
+        let project = match self.store.find_project(repo_name).await {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => return Err(GitDenied::NotFound),
+            Err(e) => return Err(GitDenied::Unavailable(e.to_string())),
+        };
+        git_read_access(&principal, &project).map_err(|_| GitDenied::NotFound)?;
+        let push = match principal {
+            Principal::Account { .. } => PushScope::NonDefaultRefs,
+            Principal::SessionGit { branch, .. } => PushScope::OnlyBranch(branch),
+        };
+        Ok(GitAccess {
+            project_id: project.id,
+            default_branch: project.default_branch,
+            push,
+        })
+    }
+}
+
+impl GitAuthorizer for GitAuth {
+    fn authorize(
+        &self,
+        repo_name: &str,
+        basic: Option<(String, String)>,
+    ) -> BoxFuture<'_, Result<GitAccess, GitDenied>> {
+        let repo_name = repo_name.to_string();
+        Box::pin(async move { self.decide(&repo_name, basic).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{TokenKind, generate_token, hash_token};
+    use crate::store::{NewSession, StoreOptions, now_ms};
+
+    #[tokio::test]
+    async fn maps_tokens_to_projects_and_push_scopes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("k.db"), StoreOptions::default())
+            .await
+            .unwrap();
+        let alice = store.create_account("alice", false).await.unwrap();
+        let bob = store.create_account("bob", false).await.unwrap();
+        let root = store.create_account("root", true).await.unwrap();
+        let web = store.create_project(&alice.id, "web", "main").await.unwrap();
+        let mut person = |account_id: String| {
+            let store = store.clone();
+            async move {
+                let t = generate_token(TokenKind::Person);
+                store.create_api_token(&account_id, "t", &hash_token(&t)).await.unwrap();
+                Some(("x".to_string(), t))
+            }
+        };
+        let alice_basic = person(alice.id.clone()).await;
+        let bob_basic = person(bob.id.clone()).await;
+        let root_basic = person(root.id.clone()).await;
+        let (session, _) = store
+            .create_session(&NewSession {
+                project_id: web.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let git = generate_token(TokenKind::SessionGit);
+        store
+            .create_git_token(&hash_token(&git), &session.id, &web.id, &session.id, now_ms() + 60_000)
+            .await
+            .unwrap();
+
+        let auth = GitAuth::new(store.clone());
+        let access = auth.authorize("web", alice_basic.clone()).await.unwrap();
+        assert_eq!(
+            access,
+            GitAccess {
+                project_id: web.id.clone(),
+                default_branch: "main".into(),
+                push: PushScope::NonDefaultRefs
+            }
+        );
+        assert_eq!(auth.authorize("web", root_basic).await.unwrap().push, PushScope::NonDefaultRefs);
+        assert_eq!(
+            auth.authorize("web", Some(("x".into(), git.clone()))).await.unwrap().push,
+            PushScope::OnlyBranch(session.id.clone())
+        );
+        assert_eq!(auth.authorize("web", bob_basic).await.unwrap_err(), GitDenied::NotFound);
+        assert_eq!(auth.authorize("nope", alice_basic).await.unwrap_err(), GitDenied::NotFound);
+        assert_eq!(auth.authorize("web", None).await.unwrap_err(), GitDenied::Unauthenticated);
+        assert_eq!(
+            auth.authorize("web", Some(("x".into(), "hunter2".into()))).await.unwrap_err(),
+            GitDenied::Unauthenticated
+        );
+        let boot = generate_token(TokenKind::Bootstrap);
+        assert_eq!(auth.authorize("web", Some(("x".into(), boot))).await.unwrap_err(), GitDenied::Unauthenticated);
+        store.revoke_session_git_tokens(&session.id).await.unwrap();
+        assert_eq!(auth.authorize("web", Some(("x".into(), git))).await.unwrap_err(), GitDenied::Unauthenticated);
+    }
+}

@@ -1,0 +1,93 @@
+//! How a control plane is configured (`kortix server` flags and their defaults).
+
+use crate::sessions::SessionConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxKind {
+    Local,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    /// Public listener: people's gRPC, git smart HTTP, webhooks, metrics.
+    pub listen: SocketAddr,
+    /// Agent listener: mTLS gRPC for session agents.
+    pub agent_listen: SocketAddr,
+    /// `postgres://…` for scale-out; `None` is SQLite in the data directory.
+    pub database_url: Option<String>,
+    pub sandbox: SandboxKind,
+    /// How sandboxes and clients reach the public listener; defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// How sandboxes reach the agent listener; defaults to `https://<agent_listen>`.
+    pub agent_url: Option<String>,
+    /// The `kortix-agent` binary the local provider runs; defaults to the one beside this
+    /// executable, else `kortix-agent` on `PATH`.
+    pub agent_bin: Option<PathBuf>,
+    /// Extra environment for every local sandbox.
+    pub agent_env: Vec<(String, String)>,
+    /// Session timings (connect deadline, stop grace, idle timeout, …).
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timings {
+    pub connect_deadline: Duration,
+    pub stop_grace: Duration,
+    pub idle_timeout: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        let d = SessionConfig::new(String::new(), String::new(), String::new());
+        Self {
+            connect_deadline: d.connect_deadline,
+            stop_grace: d.stop_grace,
+            idle_timeout: d.idle_timeout,
+            heartbeat_timeout: d.heartbeat_timeout,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The embedded defaults: SQLite and repos in `data_dir`, local sandboxes.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            agent_listen: SocketAddr::from(([127, 0, 0, 1], 8009)),
+            database_url: None,
+            sandbox: SandboxKind::Local,
+            public_url: None,
+            agent_url: None,
+            agent_bin: None,
+            agent_env: Vec::new(),
+            timings: Timings::default(),
+        }
+    }
+}
+
+/// `~/.kortix`, or `./.kortix` when there is no home directory.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".kortix")
+}
+
+/// Where the `kortix-agent` binary is: beside the running executable, else on `PATH`.
+pub fn locate_agent_bin() -> PathBuf {
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in [exe.parent(), exe.parent().and_then(|p| p.parent())].into_iter().flatten() {
+            let candidate = dir.join("kortix-agent");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from("kortix-agent")
+}

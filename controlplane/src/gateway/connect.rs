@@ -1,0 +1,222 @@
+//! The agent's `Connect` stream.
+//!
+//! The agent says Hello; the control plane answers with the Bootstrap (always the first
+//! frame), including the highest seq it has made durable so the agent resends only what is
+//! missing. Record batches are stored in one transaction each and acknowledged with the
+//! session's contiguous durable seq; duplicates from resends are ignored by (session, seq).
+
+use super::Gateway;
+use crate::ca::SessionIdentity;
+use crate::sessions::{now_ms, records};
+use crate::store::{Session, SessionStatus};
+use kortix_proto::v1::{
+    Ack, AgentFrame, Bootstrap, ControlFrame, HeartbeatAck, Hello, RecordBatch, StateReport,
+    agent_frame::Frame as In, control_frame::Frame as Out, record::Body,
+};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+/// The agent must say Hello this soon after opening the stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Frames queued towards one agent (acks, heartbeat acks, prompts).
+const OUTBOUND_QUEUE: usize = 256;
+
+impl Gateway {
+    pub(super) async fn do_connect(
+        &self,
+        who: SessionIdentity,
+        mut inbound: Streaming<AgentFrame>,
+    ) -> Result<tokio_stream::wrappers::ReceiverStream<Result<ControlFrame, Status>>, Status> {
+        let store = self.sessions.store().clone();
+        let session = store
+            .get_session(&who.session_id)
+            .await
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        if session.status.is_terminal() {
+            return Err(Status::failed_precondition(format!(
+                "session {} has ended ({})",
+                session.id, session.status
+            )));
+        }
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 30 s")),
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => return Err(Status::cancelled("stream closed before Hello")),
+            Ok(Ok(Some(AgentFrame {
+                frame: Some(In::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(Some(_))) => return Err(Status::invalid_argument("the first frame must be Hello")),
+        };
+        if hello.protocol_version == 0 {
+            return Err(Status::invalid_argument("Hello.protocol_version is required"));
+        }
+        let bootstrap = self.bootstrap(&session, &hello).await?;
+        let (conn_id, mut control) = self.sessions.hub().connect_agent(&session.id);
+        let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        out.send(Ok(ControlFrame {
+            frame: Some(Out::Bootstrap(bootstrap)),
+        }))
+        .await
+        .map_err(|_| Status::cancelled("agent went away"))?;
+        tracing::info!(
+            session = %session.id,
+            agent_version = %hello.agent_version,
+            last_assigned_seq = hello.last_assigned_seq,
+            "agent connected"
+        );
+
+        let this = self.clone();
+        let id = session.id.clone();
+        tokio::spawn(async move {
+            let result = loop {
+                tokio::select! {
+                    frame = control.recv() => match frame {
+                        Some(frame) => {
+                            if out.send(Ok(frame)).await.is_err() {
+                                break Ok(());
+                            }
+                        }
+                        // A newer stream for the same session replaced this one.
+                        None => break Err(Status::aborted("replaced by a newer connection from this session")),
+                    },
+                    msg = inbound.message() => match msg {
+                        Ok(Some(frame)) => {
+                            if let Err(status) = this.handle(&id, frame, &out).await {
+                                break Err(status);
+                            }
+                        }
+                        Ok(None) => break Ok(()),
+                        Err(status) => {
+                            tracing::info!(session = %id, %status, "agent stream broke");
+                            break Ok(());
+                        }
+                    },
+                }
+            };
+            if let Err(status) = result {
+                tracing::warn!(session = %id, %status, "closing agent stream");
+                let _ = out.send(Err(status)).await;
+            }
+            this.sessions.hub().disconnect_agent(&id, conn_id);
+            tracing::info!(session = %id, "agent disconnected");
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+    }
+
+    async fn bootstrap(&self, session: &Session, _hello: &Hello) -> Result<Bootstrap, Status> {
+        let project = self
+            .sessions
+            .store()
+            .find_project(&session.project_id)
+            .await
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let manifest = self.sessions.manifest(&project).await.map_err(Status::from)?;
+        let config = self.sessions.config();
+        Ok(Bootstrap {
+            session_id: session.id.clone(),
+            project_id: project.id.clone(),
+            repo_url: format!("{}/git/{}.git", config.public_url.trim_end_matches('/'), project.name),
+            branch: session.id.clone(),
+            default_branch: project.default_branch.clone(),
+            opencode_config_dir: manifest.opencode_config_dir().to_string(),
+            initial_prompt: if session.prompt_delivered {
+                String::new()
+            } else {
+                session.prompt.clone()
+            },
+            agent: session.agent.clone(),
+            git_author_name: "Kortix Agent".to_string(),
+            git_author_email: format!("session-{}@agents.kortix.invalid", session.id),
+            acked_seq: session.acked_seq.max(0) as u64,
+            protocol_version: kortix_proto::PROTOCOL_VERSION,
+            idle_timeout_ms: config.idle_timeout.as_millis() as u64,
+        })
+    }
+
+    async fn handle(
+        &self,
+        id: &str,
+        frame: AgentFrame,
+        out: &mpsc::Sender<Result<ControlFrame, Status>>,
+    ) -> Result<(), Status> {
+        let store = self.sessions.store();
+        match frame.frame {
+            Some(In::Records(RecordBatch { records: batch })) => {
+                let rows = records::to_rows(&batch).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let acked = store
+                    .insert_records(id, &rows)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("storing records: {e}")))?;
+                self.sessions.hub().advance(id, acked.max(0) as u64);
+                if let Some(head) = batch.iter().rev().find_map(|r| match &r.body {
+                    Some(Body::Commit(c)) => Some(c.sha.clone()),
+                    _ => None,
+                }) {
+                    if let Err(e) = store.set_session_head(id, &head).await {
+                        tracing::warn!(session = %id, error = %e, "recording head");
+                    }
+                }
+                send(out, Out::Ack(Ack { seq: acked.max(0) as u64 })).await
+            }
+            Some(In::Heartbeat(hb)) => {
+                store
+                    .record_heartbeat(id, hb.idle_ms.min(i64::MAX as u64) as i64, now_ms())
+                    .await
+                    .map_err(|e| Status::unavailable(format!("recording heartbeat: {e}")))?;
+                send(out, Out::HeartbeatAck(HeartbeatAck { nonce: hb.nonce })).await
+            }
+            Some(In::State(report)) => {
+                self.on_state(id, report).await;
+                Ok(())
+            }
+            Some(In::Hello(_)) => Err(Status::invalid_argument("Hello may only be the first frame")),
+            // A newer agent's frame type this control plane does not know yet.
+            None => Ok(()),
+        }
+    }
+
+    async fn on_state(&self, id: &str, report: StateReport) {
+        let status = kortix_proto::v1::SessionStatus::try_from(report.status)
+            .unwrap_or(kortix_proto::v1::SessionStatus::Unspecified);
+        use kortix_proto::v1::SessionStatus as P;
+        let store = self.sessions.store();
+        if !report.head_sha.is_empty() {
+            let _ = store.set_session_head(id, &report.head_sha).await;
+        }
+        match (status, report.r#final) {
+            (P::Running, false) => {
+                match store
+                    .transition_session(id, &[SessionStatus::Provisioning], SessionStatus::Running, None)
+                    .await
+                {
+                    Ok(true) => tracing::info!(session = %id, "session running"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(session = %id, error = %e, "marking running"),
+                }
+                if let Err(e) = store.mark_prompt_delivered(id).await {
+                    tracing::warn!(session = %id, error = %e, "marking prompt delivered");
+                }
+                self.sessions.hub().bump(id);
+            }
+            (P::Failed, _) => {
+                let reason = if report.reason.is_empty() { "agent reported failure" } else { &report.reason };
+                self.sessions.fail(id, reason).await;
+            }
+            (P::Stopped | P::Hibernated, true) => {
+                let to = if status == P::Hibernated { SessionStatus::Hibernated } else { SessionStatus::Stopped };
+                self.sessions.agent_finished(id, to, &report.reason).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn send(out: &mpsc::Sender<Result<ControlFrame, Status>>, frame: Out) -> Result<(), Status> {
+    out.send(Ok(ControlFrame { frame: Some(frame) }))
+        .await
+        .map_err(|_| Status::cancelled("agent went away"))
+}

@@ -1,0 +1,42 @@
+//! The calling agent's identity: the URI SAN of the client certificate that the TLS layer
+//! verified against the CA. Request fields never name the session.
+
+use super::Gateway;
+use crate::ca::{SessionIdentity, identity_from_cert};
+use tonic::{Request, Status};
+
+/// Identity of a client certificate, without the revocation check.
+pub fn peer_identity<T>(request: &Request<T>) -> Result<SessionIdentity, Status> {
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a client certificate from Enroll is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a client certificate from Enroll is required"))?;
+    identity_from_cert(leaf.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))
+}
+
+/// The hub topic that wakes secret watchers of a project.
+pub fn secrets_topic(project_id: &str) -> String {
+    format!("project-secrets:{project_id}")
+}
+
+impl Gateway {
+    /// Identity of a client certificate that has not been revoked.
+    pub(super) async fn identify<T>(&self, request: &Request<T>) -> Result<SessionIdentity, Status> {
+        let who = peer_identity(request)?;
+        let revoked = self
+            .sessions
+            .store()
+            .is_cert_revoked(&who.serial_hex)
+            .await
+            .map_err(|e| Status::unavailable(format!("checking certificate status: {e}")))?;
+        if revoked {
+            return Err(Status::unauthenticated(format!(
+                "certificate {} for session {} is revoked",
+                who.serial_hex, who.session_id
+            )));
+        }
+        Ok(who)
+    }
+}

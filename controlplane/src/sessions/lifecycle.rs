@@ -1,0 +1,342 @@
+//! Starting, stopping and ending sessions.
+//!
+//! Every status change is a conditional update in the store, so when an agent report, a
+//! sandbox exit and a sweep race (possibly on different replicas), exactly one of them moves
+//! the session and the others see that it already moved.
+
+use super::{SessionError, Sessions, now_ms};
+use crate::sandbox::{SandboxExit, SandboxResources, SandboxSpec};
+use crate::store::{NewSession, Project, Session, SessionStatus};
+use kortix_manifest::{Manifest, ResolvedTemplate};
+use kortix_proto::v1::{ControlFrame, Stop, control_frame::Frame};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// Where a session's sandbox image comes from when the manifest has nothing to say.
+pub const PLATFORM_TEMPLATE: &str = "default";
+
+/// What a caller asks for when starting a session.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// The caller's account; `None` for the platform itself (triggers).
+    pub account_id: Option<String>,
+    /// Project name or id.
+    pub project: String,
+    pub prompt: String,
+    pub template: String,
+    pub agent: String,
+    pub idempotency_key: String,
+    /// Cut the session branch from this branch instead of the default branch.
+    pub resume_branch: String,
+    pub origin: String,
+}
+
+/// Stops in flight on this replica: whether each ends as hibernated rather than stopped.
+#[derive(Clone, Default)]
+pub struct PendingStops(Arc<Mutex<HashMap<String, bool>>>);
+
+impl PendingStops {
+    fn insert(&self, id: &str, hibernate: bool) {
+        self.0.lock().expect("stops lock").insert(id.to_string(), hibernate);
+    }
+
+    fn take(&self, id: &str) -> Option<bool> {
+        self.0.lock().expect("stops lock").remove(id)
+    }
+
+    fn peek(&self, id: &str) -> Option<bool> {
+        self.0.lock().expect("stops lock").get(id).copied()
+    }
+}
+
+impl Sessions {
+    /// Looks up a project the caller may use.
+    pub async fn project_for(&self, account_id: Option<&str>, project: &str) -> Result<Project, SessionError> {
+        Ok(match account_id {
+            Some(account) => self.store.get_project(account, project).await?,
+            None => self.store.find_project(project).await?,
+        })
+    }
+
+    /// Reads and parses `kortix.toml` on the project's default branch (no checkout).
+    pub async fn manifest(&self, project: &Project) -> Result<Manifest, SessionError> {
+        let repos = self.repos.clone();
+        let (id, branch) = (project.id.clone(), project.default_branch.clone());
+        let bytes = tokio::task::spawn_blocking(move || {
+            repos.read_file_at_branch(&id, &branch, kortix_manifest::MANIFEST_FILE)
+        })
+        .await
+        .map_err(|e| SessionError::Internal(format!("reading the manifest: {e}")))?
+        .map_err(|e| SessionError::Precondition(format!("reading kortix.toml of project {}: {e}", project.name)))?;
+        match bytes {
+            None => Ok(Manifest::default()),
+            Some(bytes) => kortix_manifest::parse_bytes(&bytes).map_err(|e| {
+                SessionError::Precondition(format!(
+                    "kortix.toml on {} of project {} is rejected: {e}",
+                    project.default_branch, project.name
+                ))
+            }),
+        }
+    }
+
+    /// Starts a session: inserts it (`provisioning`), cuts its branch, mints the bootstrap
+    /// token and boots the sandbox. A retry with the same idempotency key returns the session
+    /// the first call created, without booting anything.
+    pub async fn start(&self, req: StartRequest) -> Result<Session, SessionError> {
+        let project = self.project_for(req.account_id.as_deref(), &req.project).await?;
+        let manifest = self.manifest(&project).await?;
+        let requested = (!req.template.is_empty()).then_some(req.template.as_str());
+        let resources = match manifest
+            .resolve_template(requested)
+            .map_err(|e| SessionError::Invalid(e.to_string()))?
+        {
+            ResolvedTemplate::PlatformDefault => SandboxResources {
+                template: PLATFORM_TEMPLATE.to_string(),
+                ..Default::default()
+            },
+            ResolvedTemplate::Template(t) => SandboxResources {
+                template: t.slug.clone(),
+                cpu: t.cpu,
+                memory_gib: t.memory,
+                disk_gib: t.disk,
+                snapshot_hash: None,
+            },
+        };
+        let from_branch = if req.resume_branch.is_empty() {
+            project.default_branch.clone()
+        } else {
+            req.resume_branch.clone()
+        };
+        let agent = if req.agent.is_empty() {
+            kortix_manifest::DEFAULT_AGENT.to_string()
+        } else {
+            req.agent.clone()
+        };
+        let (session, created) = self
+            .store
+            .create_session(&NewSession {
+                id: None,
+                project_id: project.id.clone(),
+                template: resources.template.clone(),
+                agent,
+                prompt: req.prompt.clone(),
+                origin: if req.origin.is_empty() { "cli".into() } else { req.origin.clone() },
+                idempotency_key: req.idempotency_key.clone(),
+            })
+            .await?;
+        if !created {
+            return Ok(session);
+        }
+        if let Err(e) = self.provision(&project, &session, &from_branch, resources).await {
+            let reason = e.to_string();
+            self.fail(&session.id, &reason).await;
+            return Err(e);
+        }
+        Ok(self.store.get_session(&session.id).await?)
+    }
+
+    async fn provision(
+        &self,
+        project: &Project,
+        session: &Session,
+        from_branch: &str,
+        resources: SandboxResources,
+    ) -> Result<(), SessionError> {
+        let repos = self.repos.clone();
+        let (pid, from, id) = (project.id.clone(), from_branch.to_string(), session.id.clone());
+        let head = tokio::task::spawn_blocking(move || repos.cut_branch(&pid, &from, &id))
+            .await
+            .map_err(|e| SessionError::Internal(format!("cutting the session branch: {e}")))?
+            .map_err(|e| SessionError::Precondition(format!("cutting branch {} from {from_branch}: {e}", session.id)))?;
+        self.store.set_session_head(&session.id, &head.to_string()).await?;
+
+        let token = crate::auth::generate_token(crate::auth::TokenKind::Bootstrap);
+        let expires = now_ms() + self.config.bootstrap_ttl.as_millis() as i64;
+        self.store
+            .create_bootstrap_token(&crate::auth::hash_token(&token), &session.id, expires)
+            .await?;
+        let env = BTreeMap::from([
+            ("KORTIX_CONTROL_PLANE".to_string(), self.config.agent_url.clone()),
+            ("KORTIX_SESSION_ID".to_string(), session.id.clone()),
+            ("KORTIX_BOOTSTRAP_TOKEN".to_string(), token),
+            ("KORTIX_CA_CERT".to_string(), self.config.ca_cert_pem.clone()),
+        ]);
+        self.provider
+            .boot(SandboxSpec {
+                session_id: session.id.clone(),
+                env,
+                resources,
+            })
+            .await
+            .map_err(|e| SessionError::Internal(format!("booting the sandbox: {e}")))
+    }
+
+    /// Asks the session's agent to stop (or hibernate), and makes sure the sandbox is gone
+    /// within the grace period either way. Stopping an ended session returns it unchanged.
+    pub async fn stop(&self, id: &str, hibernate: bool, reason: &str) -> Result<Session, SessionError> {
+        let session = self.store.get_session(id).await?;
+        if session.status.is_terminal() {
+            return Ok(session);
+        }
+        self.store
+            .transition_session(
+                id,
+                &[SessionStatus::Provisioning, SessionStatus::Running],
+                SessionStatus::Stopping,
+                None,
+            )
+            .await?;
+        self.stops.insert(id, hibernate);
+        let frame = ControlFrame {
+            frame: Some(Frame::Stop(Stop {
+                reason: reason.to_string(),
+                grace_ms: self.config.stop_grace.as_millis() as u64,
+                hibernate,
+            })),
+        };
+        let grace = if self.hub.send_control(id, frame).is_ok() {
+            self.config.stop_grace
+        } else {
+            // Nobody to ask: end the sandbox now.
+            std::time::Duration::ZERO
+        };
+        let this = self.clone();
+        let id_owned = id.to_string();
+        tokio::spawn(async move { this.enforce_stop(&id_owned, grace).await });
+        Ok(self.store.get_session(id).await?)
+    }
+
+    /// Waits for the agent to end the session, then kills the sandbox if it has not.
+    async fn enforce_stop(&self, id: &str, grace: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut wake = self.hub.subscribe(id);
+        loop {
+            match self.store.get_session(id).await {
+                Ok(s) if s.status.is_terminal() => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "checking a stopping session");
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let tick = std::time::Duration::from_millis(250);
+            let _ = tokio::time::timeout(tick.min(deadline - tokio::time::Instant::now()), wake.changed()).await;
+        }
+        if let Err(e) = self.provider.kill(id).await {
+            tracing::warn!(session = %id, error = %e, "killing the sandbox");
+        }
+        let hibernate = self.stops.take(id).unwrap_or(false);
+        let to = if hibernate { SessionStatus::Hibernated } else { SessionStatus::Stopped };
+        let reason = if grace.is_zero() {
+            "no agent connected; sandbox ended".to_string()
+        } else {
+            format!("agent did not stop within {} s; sandbox killed", grace.as_secs())
+        };
+        self.end(id, &[SessionStatus::Stopping], to, Some(&reason)).await;
+    }
+
+    /// The agent reported its final state and is exiting.
+    pub async fn agent_finished(&self, id: &str, reported: SessionStatus, reason: &str) {
+        let hibernate = self.stops.take(id).unwrap_or(false);
+        let to = match reported {
+            SessionStatus::Failed => SessionStatus::Failed,
+            SessionStatus::Stopped if hibernate => SessionStatus::Hibernated,
+            SessionStatus::Hibernated => SessionStatus::Hibernated,
+            _ => SessionStatus::Stopped,
+        };
+        let reason = (!reason.is_empty()).then_some(reason);
+        self.end(id, &SessionStatus::ACTIVE, to, reason).await;
+    }
+
+    /// A sandbox ended. For a session that was not stopping, that is a failure.
+    pub async fn sandbox_exited(&self, exit: SandboxExit) {
+        let id = exit.session_id.as_str();
+        if let Err(e) = self.store.set_session_exit_status(id, &exit.status).await {
+            if !e.is_not_found() {
+                tracing::warn!(session = %id, error = %e, "recording sandbox exit");
+            }
+            return;
+        }
+        let hibernate = self.stops.peek(id);
+        if let Some(hibernate) = hibernate {
+            self.stops.take(id);
+            let to = if hibernate { SessionStatus::Hibernated } else { SessionStatus::Stopped };
+            self.end(id, &[SessionStatus::Stopping], to, None).await;
+        } else {
+            self.end(id, &[SessionStatus::Stopping], SessionStatus::Stopped, None).await;
+        }
+        let reason = format!("sandbox exited unexpectedly ({})", exit.status);
+        self.end(
+            id,
+            &[SessionStatus::Provisioning, SessionStatus::Running],
+            SessionStatus::Failed,
+            Some(&reason),
+        )
+        .await;
+    }
+
+    /// Fails a live session and ends its sandbox.
+    pub async fn fail(&self, id: &str, reason: &str) {
+        if self.end(id, &SessionStatus::ACTIVE, SessionStatus::Failed, Some(reason)).await {
+            if let Err(e) = self.provider.kill(id).await {
+                tracing::warn!(session = %id, error = %e, "killing the sandbox of a failed session");
+            }
+        }
+    }
+
+    /// Moves a session to a terminal state and withdraws its credentials. Returns whether
+    /// this call moved it.
+    pub(crate) async fn end(
+        &self,
+        id: &str,
+        from: &[SessionStatus],
+        to: SessionStatus,
+        reason: Option<&str>,
+    ) -> bool {
+        let moved = match self.store.transition_session(id, from, to, reason).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::error!(session = %id, error = %e, "ending session");
+                return false;
+            }
+        };
+        if moved {
+            tracing::info!(session = %id, status = %to, reason = reason.unwrap_or(""), "session ended");
+            if let Err(e) = self.store.revoke_session_certs(id, now_ms()).await {
+                tracing::error!(session = %id, error = %e, "revoking session certificates");
+            }
+            if let Err(e) = self.store.revoke_session_git_tokens(id).await {
+                tracing::error!(session = %id, error = %e, "revoking session git tokens");
+            }
+            // Wake viewers so they notice the end.
+            let _ = self.hub.send_control(
+                id,
+                ControlFrame {
+                    frame: Some(Frame::Stop(Stop {
+                        reason: format!("session {to}"),
+                        grace_ms: 0,
+                        hibernate: to == SessionStatus::Hibernated,
+                    })),
+                },
+            );
+            self.hub.bump(id);
+        }
+        moved
+    }
+
+    /// Deletes the record of an ended session (its branch stays).
+    pub async fn delete(&self, id: &str) -> Result<Session, SessionError> {
+        let session = self.store.get_session(id).await?;
+        if !session.status.is_terminal() {
+            return Err(SessionError::Precondition(format!(
+                "session {id} is {}; stop it before deleting it",
+                session.status
+            )));
+        }
+        let deleted = self.store.delete_session(id).await?;
+        self.hub.forget(id);
+        Ok(deleted)
+    }
+}

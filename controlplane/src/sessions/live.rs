@@ -1,0 +1,196 @@
+//! In-process rendezvous for live sessions: which agent stream is connected where, and how far
+//! each session's durable record log has got.
+//!
+//! Viewers never receive records from here, only wake-ups: they read records from the store by
+//! seq, so what they see is exactly what is durable, with no gap or duplicate at the seam
+//! between history and live tail. Across replicas the same wake-ups arrive through Postgres
+//! `LISTEN/NOTIFY` (see `notify`), which calls [`Hub::advance`] on every replica.
+
+use kortix_proto::v1::ControlFrame;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// Control frames waiting for one agent; small, since frames are rare (prompts, stop).
+pub const CONTROL_QUEUE: usize = 64;
+
+#[derive(Default)]
+struct Entry {
+    durable: Option<watch::Sender<u64>>,
+    agent: Option<AgentLink>,
+}
+
+#[derive(Clone)]
+struct AgentLink {
+    conn_id: u64,
+    tx: mpsc::Sender<ControlFrame>,
+}
+
+/// Why a control frame could not reach an agent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeliveryError {
+    #[error("the session's agent is not connected to this control plane")]
+    NotConnected,
+    #[error("the session's agent is not keeping up with control frames")]
+    Backlogged,
+}
+
+#[derive(Clone, Default)]
+pub struct Hub {
+    inner: Arc<Mutex<HashMap<String, Entry>>>,
+    next_conn: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records up to `seq` are durable for `session_id`. Never moves backwards.
+    pub fn advance(&self, session_id: &str, seq: u64) {
+        let mut map = self.inner.lock().expect("hub lock");
+        let entry = map.entry(session_id.to_string()).or_default();
+        let tx = entry.durable.get_or_insert_with(|| watch::channel(0).0);
+        tx.send_if_modified(|cur| {
+            if seq > *cur {
+                *cur = seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Wakes the session's viewers without new records (the session ended, say).
+    pub fn bump(&self, session_id: &str) {
+        let map = self.inner.lock().expect("hub lock");
+        if let Some(tx) = map.get(session_id).and_then(|e| e.durable.as_ref()) {
+            tx.send_modify(|_| {});
+        }
+    }
+
+    /// A receiver that changes whenever the session's durable seq advances.
+    pub fn subscribe(&self, session_id: &str) -> watch::Receiver<u64> {
+        let mut map = self.inner.lock().expect("hub lock");
+        let entry = map.entry(session_id.to_string()).or_default();
+        entry
+            .durable
+            .get_or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Registers a connected agent stream, replacing (and so disconnecting) an older one for
+    /// the same session. Returns the connection id and the frames to send to the agent.
+    pub fn connect_agent(&self, session_id: &str) -> (u64, mpsc::Receiver<ControlFrame>) {
+        let conn_id = self
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+        let mut map = self.inner.lock().expect("hub lock");
+        map.entry(session_id.to_string()).or_default().agent = Some(AgentLink { conn_id, tx });
+        (conn_id, rx)
+    }
+
+    /// Forgets the agent stream `conn_id` if it is still the registered one.
+    pub fn disconnect_agent(&self, session_id: &str, conn_id: u64) {
+        let mut map = self.inner.lock().expect("hub lock");
+        if let Some(entry) = map.get_mut(session_id) {
+            if entry.agent.as_ref().is_some_and(|a| a.conn_id == conn_id) {
+                entry.agent = None;
+            }
+        }
+    }
+
+    pub fn is_connected(&self, session_id: &str) -> bool {
+        let map = self.inner.lock().expect("hub lock");
+        map.get(session_id)
+            .and_then(|e| e.agent.as_ref())
+            .is_some_and(|a| !a.tx.is_closed())
+    }
+
+    pub fn connected_agents(&self) -> usize {
+        let map = self.inner.lock().expect("hub lock");
+        map.values()
+            .filter(|e| e.agent.as_ref().is_some_and(|a| !a.tx.is_closed()))
+            .count()
+    }
+
+    /// Queues a control frame for the session's agent without waiting.
+    pub fn send_control(&self, session_id: &str, frame: ControlFrame) -> Result<(), DeliveryError> {
+        let tx = {
+            let map = self.inner.lock().expect("hub lock");
+            map.get(session_id)
+                .and_then(|e| e.agent.as_ref())
+                .map(|a| a.tx.clone())
+                .ok_or(DeliveryError::NotConnected)?
+        };
+        tx.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => DeliveryError::Backlogged,
+            mpsc::error::TrySendError::Closed(_) => DeliveryError::NotConnected,
+        })
+    }
+
+    /// Drops all state for a session that has ended and has no viewers left.
+    pub fn forget(&self, session_id: &str) {
+        let mut map = self.inner.lock().expect("hub lock");
+        if let Some(entry) = map.get(session_id) {
+            let watched = entry
+                .durable
+                .as_ref()
+                .is_some_and(|tx| tx.receiver_count() > 0);
+            if !watched && entry.agent.is_none() {
+                map.remove(session_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kortix_proto::v1::{Stop, control_frame::Frame};
+
+    fn stop() -> ControlFrame {
+        ControlFrame {
+            frame: Some(Frame::Stop(Stop::default())),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_see_advances_and_never_go_back() {
+        let hub = Hub::new();
+        let mut rx = hub.subscribe("s");
+        hub.advance("s", 5);
+        rx.changed().await.unwrap();
+        assert_eq!(*rx.borrow_and_update(), 5);
+        hub.advance("s", 3);
+        assert!(!rx.has_changed().unwrap());
+        hub.advance("s", 9);
+        assert_eq!(*rx.borrow_and_update(), 9);
+    }
+
+    #[tokio::test]
+    async fn a_newer_agent_stream_replaces_the_old_one() {
+        let hub = Hub::new();
+        assert_eq!(hub.send_control("s", stop()), Err(DeliveryError::NotConnected));
+        let (old, mut old_rx) = hub.connect_agent("s");
+        let (new, mut new_rx) = hub.connect_agent("s");
+        hub.send_control("s", stop()).unwrap();
+        assert!(new_rx.recv().await.is_some());
+        assert!(old_rx.recv().await.is_none(), "old stream's sender was dropped");
+        hub.disconnect_agent("s", old);
+        assert!(hub.is_connected("s"), "stale disconnect must not unregister the new stream");
+        hub.disconnect_agent("s", new);
+        assert!(!hub.is_connected("s"));
+    }
+
+    #[tokio::test]
+    async fn a_full_control_queue_is_reported_not_awaited() {
+        let hub = Hub::new();
+        let (_id, _rx) = hub.connect_agent("s");
+        for _ in 0..CONTROL_QUEUE {
+            hub.send_control("s", stop()).unwrap();
+        }
+        assert_eq!(hub.send_control("s", stop()), Err(DeliveryError::Backlogged));
+    }
+}

@@ -1,0 +1,147 @@
+//! Sessions: one OpenCode run in a disposable sandbox, on a branch named after the session.
+//!
+//! - [`lifecycle`]: start, stop, delete, and what happens when a sandbox exits.
+//! - [`sweep`]: the periodic checks that keep a session from ever being a zombie (agent never
+//!   connected, heartbeats lost, idle hibernation, stop deadlines).
+//! - [`attach`]: stored-then-live record streams for viewers.
+//! - [`live`]: in-process wake-ups and the control channel to connected agents.
+//! - [`records`]: the record encoding shared by the gateway and attach.
+
+pub mod attach;
+pub mod lifecycle;
+pub mod live;
+pub mod records;
+pub mod sweep;
+
+use crate::git::Repos;
+use crate::sandbox::SandboxProvider;
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Timings and addresses the session machinery runs with.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Where sandboxes reach the agent gateway (`https://host:port`).
+    pub agent_url: String,
+    /// Where sandboxes reach the git endpoint (`http://host:port`).
+    pub public_url: String,
+    /// PEM of the CA, handed to sandboxes so they can verify the agent gateway.
+    pub ca_cert_pem: String,
+    /// A provisioning session whose agent has not connected by then fails.
+    pub connect_deadline: Duration,
+    /// How long a stopping agent gets before its sandbox is killed.
+    pub stop_grace: Duration,
+    /// Running sessions idle this long are hibernated; zero disables hibernation.
+    pub idle_timeout: Duration,
+    /// A running session with no heartbeat for this long has lost its agent.
+    pub heartbeat_timeout: Duration,
+    pub bootstrap_ttl: Duration,
+    pub cert_ttl: Duration,
+    pub git_token_ttl: Duration,
+    pub sweep_interval: Duration,
+}
+
+impl SessionConfig {
+    pub fn new(agent_url: String, public_url: String, ca_cert_pem: String) -> Self {
+        Self {
+            agent_url,
+            public_url,
+            ca_cert_pem,
+            connect_deadline: Duration::from_secs(180),
+            stop_grace: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(15 * 60),
+            heartbeat_timeout: Duration::from_secs(90),
+            bootstrap_ttl: Duration::from_secs(10 * 60),
+            cert_ttl: Duration::from_secs(60 * 60),
+            git_token_ttl: Duration::from_secs(10 * 60),
+            sweep_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Errors of session operations, each mapping to one gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<crate::store::Error> for SessionError {
+    fn from(e: crate::store::Error) -> Self {
+        match e {
+            crate::store::Error::NotFound(what) => SessionError::NotFound(format!("{what} not found")),
+            crate::store::Error::Invalid { .. } => SessionError::Invalid(e.to_string()),
+            other => SessionError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<SessionError> for tonic::Status {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::NotFound(m) => tonic::Status::not_found(m),
+            SessionError::Invalid(m) => tonic::Status::invalid_argument(m),
+            SessionError::Precondition(m) => tonic::Status::failed_precondition(m),
+            SessionError::Internal(m) => {
+                tracing::error!(error = %m, "session operation failed");
+                tonic::Status::internal(m)
+            }
+        }
+    }
+}
+
+/// Shared state of the session machinery; cheap to clone.
+#[derive(Clone)]
+pub struct Sessions {
+    pub(crate) store: Store,
+    pub(crate) repos: Repos,
+    pub(crate) provider: Arc<dyn SandboxProvider>,
+    pub(crate) hub: live::Hub,
+    pub(crate) config: Arc<SessionConfig>,
+    pub(crate) stops: lifecycle::PendingStops,
+}
+
+impl Sessions {
+    pub fn new(
+        store: Store,
+        repos: Repos,
+        provider: Arc<dyn SandboxProvider>,
+        hub: live::Hub,
+        config: SessionConfig,
+    ) -> Self {
+        Self {
+            store,
+            repos,
+            provider,
+            hub,
+            config: Arc::new(config),
+            stops: Default::default(),
+        }
+    }
+
+    pub fn hub(&self) -> &live::Hub {
+        &self.hub
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

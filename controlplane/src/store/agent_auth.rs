@@ -1,0 +1,237 @@
+//! Credentials handed to a session's agent: the one-time bootstrap token it enrolls with,
+//! the client certificates it was issued, and the short-lived git tokens it pushes with.
+//! Tokens are stored as hashes only.
+
+use super::{DbContext, Error, Result, Store, now_ms, with_pool};
+
+/// Why a bootstrap token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BootstrapRejection {
+    #[error("unknown token")]
+    Unknown,
+    #[error("token already used")]
+    Used,
+    #[error("token expired")]
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct IssuedCert {
+    pub serial: String,
+    pub session_id: String,
+    pub created_ms: i64,
+    pub not_after_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct GitToken {
+    pub session_id: String,
+    pub project_id: String,
+    pub branch: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct BootstrapState {
+    used_ms: Option<i64>,
+    expires_ms: i64,
+}
+
+impl Store {
+    /// Stores a bootstrap token (by hash) for the session, valid until `expires_ms`.
+    pub async fn create_bootstrap_token(&self, token_hash: &str, session_id: &str, expires_ms: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO bootstrap_tokens (token_hash, session_id, created_ms, expires_ms)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(token_hash)
+            .bind(session_id)
+            .bind(now_ms())
+            .bind(expires_ms)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("storing a bootstrap token for session {session_id}"))?;
+        Ok(())
+    }
+
+    /// Uses up a bootstrap token and returns its session. Exactly one caller can succeed;
+    /// the others get [`Error::BootstrapToken`] saying whether it was unknown, used or
+    /// expired.
+    pub async fn consume_bootstrap_token(&self, token_hash: &str, now_ms: i64) -> Result<String> {
+        let consumed = with_pool!(self, |pool| {
+            sqlx::query_scalar::<_, String>(
+                "UPDATE bootstrap_tokens SET used_ms = $2
+                 WHERE token_hash = $1 AND used_ms IS NULL AND expires_ms > $2
+                 RETURNING session_id",
+            )
+            .bind(token_hash)
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await
+        })
+        .ctx(|| "consuming a bootstrap token".to_string())?;
+        if let Some(session_id) = consumed {
+            return Ok(session_id);
+        }
+        let state = with_pool!(self, |pool| {
+            sqlx::query_as::<_, BootstrapState>(
+                "SELECT used_ms, expires_ms FROM bootstrap_tokens WHERE token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(pool)
+            .await
+        })
+        .ctx(|| "reading a bootstrap token".to_string())?;
+        Err(Error::BootstrapToken(match state {
+            None => BootstrapRejection::Unknown,
+            Some(s) if s.used_ms.is_some() => BootstrapRejection::Used,
+            Some(s) if s.expires_ms <= now_ms => BootstrapRejection::Expired,
+            // Consumed by someone else between our two statements.
+            Some(_) => BootstrapRejection::Used,
+        }))
+    }
+
+    /// Records a client certificate issued to the session's agent.
+    pub async fn record_issued_cert(&self, serial: &str, session_id: &str, not_after_ms: i64) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO issued_certs (serial, session_id, created_ms, not_after_ms)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(serial)
+            .bind(session_id)
+            .bind(now_ms())
+            .bind(not_after_ms)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("recording certificate {serial} of session {session_id}"))?;
+        Ok(())
+    }
+
+    pub async fn get_issued_cert(&self, serial: &str) -> Result<IssuedCert> {
+        with_pool!(self, |pool| {
+            sqlx::query_as::<_, IssuedCert>(
+                "SELECT serial, session_id, created_ms, not_after_ms, revoked_ms
+                 FROM issued_certs WHERE serial = $1",
+            )
+            .bind(serial)
+            .fetch_optional(pool)
+            .await
+        })
+        .ctx(|| format!("reading certificate {serial}"))?
+        .ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
+    }
+
+    /// Revokes every certificate of the session; returns how many were newly revoked.
+    pub async fn revoke_session_certs(&self, session_id: &str, now_ms: i64) -> Result<u64> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE issued_certs SET revoked_ms = $1
+                 WHERE session_id = $2 AND revoked_ms IS NULL",
+            )
+            .bind(now_ms)
+            .bind(session_id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("revoking certificates of session {session_id}"))
+    }
+
+    /// Whether the certificate must be refused. A serial the store does not know (never
+    /// issued here, or its session was deleted) counts as revoked.
+    pub async fn is_cert_revoked(&self, serial: &str) -> Result<bool> {
+        let revoked = with_pool!(self, |pool| {
+            sqlx::query_scalar::<_, Option<i64>>("SELECT revoked_ms FROM issued_certs WHERE serial = $1")
+                .bind(serial)
+                .fetch_optional(pool)
+                .await
+        })
+        .ctx(|| format!("checking revocation of certificate {serial}"))?;
+        Ok(revoked.is_none_or(|r| r.is_some()))
+    }
+
+    /// Stores a git token (by hash) that lets the session push its own branch.
+    pub async fn create_git_token(
+        &self,
+        token_hash: &str,
+        session_id: &str,
+        project_id: &str,
+        branch: &str,
+        expires_ms: i64,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO git_tokens (token_hash, session_id, project_id, branch, created_ms,
+                                         expires_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(token_hash)
+            .bind(session_id)
+            .bind(project_id)
+            .bind(branch)
+            .bind(now_ms())
+            .bind(expires_ms)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("storing a git token for session {session_id}"))?;
+        Ok(())
+    }
+
+    /// The git token with this hash; unknown and expired ones are [`Error::NotFound`].
+    pub async fn lookup_git_token(&self, token_hash: &str, now_ms: i64) -> Result<GitToken> {
+        with_pool!(self, |pool| {
+            sqlx::query_as::<_, GitToken>(
+                "SELECT session_id, project_id, branch, created_ms, expires_ms
+                 FROM git_tokens WHERE token_hash = $1 AND expires_ms > $2",
+            )
+            .bind(token_hash)
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await
+        })
+        .ctx(|| "looking up a git token".to_string())?
+        .ok_or_else(|| Error::NotFound("git token".to_string()))
+    }
+
+    /// Deletes every git token of the session; returns how many there were.
+    pub async fn revoke_session_git_tokens(&self, session_id: &str) -> Result<u64> {
+        with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM git_tokens WHERE session_id = $1")
+                .bind(session_id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("revoking git tokens of session {session_id}"))
+    }
+
+    /// Deletes credentials that can no longer be used: expired git and bootstrap tokens and
+    /// certificates past their expiry. Returns the number of rows removed.
+    pub async fn purge_expired_credentials(&self, now_ms: i64) -> Result<u64> {
+        with_pool!(self, |pool| {
+            async {
+                let mut removed = 0;
+                for sql in [
+                    "DELETE FROM git_tokens WHERE expires_ms <= $1",
+                    "DELETE FROM bootstrap_tokens WHERE expires_ms <= $1",
+                    "DELETE FROM issued_certs WHERE not_after_ms <= $1",
+                ] {
+                    removed += sqlx::query(sql).bind(now_ms).execute(pool).await?.rows_affected();
+                }
+                Ok::<_, sqlx::Error>(removed)
+            }
+            .await
+        })
+        .ctx(|| "purging expired credentials".to_string())
+    }
+}

@@ -1,0 +1,200 @@
+//! A session's record stream: rows keyed by (session, seq), stored idempotently, with the
+//! session's `acked_seq` kept at the highest seq below which nothing is missing.
+
+use super::{BeginWrite, DbContext, Error, Result, Store, clamp_limit, with_pool};
+
+/// Largest multi-row INSERT: 256 rows x 4 placeholders (+1 for the session) stays far below
+/// both SQLite's (32766) and PostgreSQL's (65535) bind-parameter limits.
+const MAX_ROWS_PER_INSERT: usize = 256;
+const MAX_READ: u32 = 10_000;
+
+/// One stored record. `kind` names the body's variant ("log", "event", "commit", "state",
+/// "gap"); `body` is its encoding, opaque to the store.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RecordRow {
+    pub seq: i64,
+    pub ts_ms: i64,
+    pub kind: String,
+    pub body: Vec<u8>,
+}
+
+/// `INSERT … VALUES ($1,$2,$3,$4,$5),($1,$6,…) ON CONFLICT DO NOTHING` for `rows` rows.
+/// Chunks are split into power-of-two sizes, so at most nine distinct statements exist and
+/// all of them stay in the prepared-statement cache.
+fn insert_sql(rows: usize) -> &'static str {
+    use std::sync::OnceLock;
+    static SQL: [OnceLock<String>; 9] = [const { OnceLock::new() }; 9];
+    debug_assert!(rows.is_power_of_two() && rows <= MAX_ROWS_PER_INSERT);
+    let slot = rows.trailing_zeros() as usize;
+    SQL[slot].get_or_init(|| {
+        let mut sql = String::from("INSERT INTO records (session_id, seq, ts_ms, kind, body) VALUES ");
+        for i in 0..rows {
+            let p = 2 + i * 4;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("($1,${},${},${},${})", p, p + 1, p + 2, p + 3));
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        sql
+    })
+}
+
+/// Splits `n` rows into chunk sizes that are powers of two, largest first.
+fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= MAX_ROWS_PER_INSERT {
+            MAX_ROWS_PER_INSERT
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        n -= size;
+        Some(size)
+    })
+}
+
+impl Store {
+    /// Stores `records` for the session in one transaction, ignoring seqs already stored,
+    /// and returns the new `acked_seq`: the highest seq such that 1..=seq are all stored.
+    /// Seqs start at 1. An unknown session is [`Error::NotFound`].
+    pub async fn insert_records(&self, session_id: &str, records: &[RecordRow]) -> Result<i64> {
+        if let Some(bad) = records.iter().find(|r| r.seq < 1) {
+            return Err(Error::Invalid {
+                what: "record seq",
+                reason: format!("{} in session {session_id}: seqs start at 1", bad.seq),
+            });
+        }
+        let acked = with_pool!(self, |pool| {
+            async {
+                let mut tx = pool.begin_write().await?;
+                // Touching the session row first locks it (PostgreSQL), so two connections
+                // storing for the same session compute acked_seq one after the other.
+                let Some(prev) = sqlx::query_scalar::<_, i64>(
+                    "UPDATE sessions SET acked_seq = acked_seq WHERE id = $1 RETURNING acked_seq",
+                )
+                .bind(session_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let mut rest = records;
+                for size in chunk_sizes(records.len()) {
+                    let (chunk, tail) = rest.split_at(size);
+                    rest = tail;
+                    let mut q = sqlx::query(insert_sql(size)).bind(session_id);
+                    for r in chunk {
+                        q = q.bind(r.seq).bind(r.ts_ms).bind(r.kind.as_str()).bind(r.body.as_slice());
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                // The contiguous run continues from prev+1 if that record exists; its end is
+                // the first stored seq ≥ prev+1 whose successor is missing. The index walk
+                // starts at prev, so this reads only the newly contiguous rows.
+                let next_present = sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM records WHERE session_id = $1 AND seq = $2",
+                )
+                .bind(session_id)
+                .bind(prev + 1)
+                .fetch_one(&mut *tx)
+                .await?
+                    > 0;
+                let acked = if next_present {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT r.seq FROM records r
+                         WHERE r.session_id = $1 AND r.seq > $2
+                           AND NOT EXISTS (SELECT 1 FROM records n
+                                           WHERE n.session_id = $1 AND n.seq = r.seq + 1)
+                         ORDER BY r.seq LIMIT 1",
+                    )
+                    .bind(session_id)
+                    .bind(prev)
+                    .fetch_one(&mut *tx)
+                    .await?
+                } else {
+                    prev
+                };
+                if acked != prev {
+                    sqlx::query("UPDATE sessions SET acked_seq = $1 WHERE id = $2")
+                        .bind(acked)
+                        .bind(session_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Some(acked))
+            }
+            .await
+        })
+        .ctx(|| format!("storing {} records of session {session_id}", records.len()))?;
+        acked.ok_or_else(|| Error::NotFound(format!("session {session_id}")))
+    }
+
+    /// Up to `limit` records with seq ≥ `from_seq`, in seq order.
+    pub async fn read_records(&self, session_id: &str, from_seq: i64, limit: u32) -> Result<Vec<RecordRow>> {
+        with_pool!(self, |pool| {
+            sqlx::query_as::<_, RecordRow>(
+                "SELECT seq, ts_ms, kind, body FROM records
+                 WHERE session_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(session_id)
+            .bind(from_seq)
+            .bind(clamp_limit(limit, MAX_READ))
+            .fetch_all(pool)
+            .await
+        })
+        .ctx(|| format!("reading records of session {session_id} from seq {from_seq}"))
+    }
+
+    /// Highest stored seq of the session (0 when none), gaps or not.
+    pub async fn max_seq(&self, session_id: &str) -> Result<i64> {
+        with_pool!(self, |pool| {
+            sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(seq) FROM records WHERE session_id = $1")
+                .bind(session_id)
+                .fetch_one(pool)
+                .await
+        })
+        .map(|m| m.unwrap_or(0))
+        .ctx(|| format!("reading the last seq of session {session_id}"))
+    }
+
+    /// The session's highest contiguous stored seq.
+    pub async fn acked_seq(&self, session_id: &str) -> Result<i64> {
+        with_pool!(self, |pool| {
+            sqlx::query_scalar::<_, i64>("SELECT acked_seq FROM sessions WHERE id = $1")
+                .bind(session_id)
+                .fetch_optional(pool)
+                .await
+        })
+        .ctx(|| format!("reading acked seq of session {session_id}"))?
+        .ok_or_else(|| Error::NotFound(format!("session {session_id}")))
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_and_cover_everything() {
+        for n in [0usize, 1, 2, 3, 255, 256, 257, 500, 1000, 4097] {
+            let sizes: Vec<_> = chunk_sizes(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= MAX_ROWS_PER_INSERT));
+        }
+        assert_eq!(chunk_sizes(500).collect::<Vec<_>>(), [256, 128, 64, 32, 16, 4]);
+    }
+
+    #[test]
+    fn insert_sql_reuses_the_session_placeholder() {
+        assert_eq!(
+            insert_sql(2),
+            "INSERT INTO records (session_id, seq, ts_ms, kind, body) VALUES \
+             ($1,$2,$3,$4,$5),($1,$6,$7,$8,$9) ON CONFLICT DO NOTHING"
+        );
+        assert!(insert_sql(256).contains("$1025"));
+    }
+}

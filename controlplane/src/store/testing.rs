@@ -1,0 +1,109 @@
+//! Throwaway PostgreSQL stores for tests (this crate's and the integration tests'): each one
+//! lives in a fresh schema of the test database that every pooled connection uses, and is
+//! dropped afterwards.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+use super::{Store, StoreOptions};
+
+/// Where tests find PostgreSQL unless `KORTIX_TEST_DATABASE_URL` says otherwise.
+pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a PostgreSQL test store could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PgTestError {
+    /// Nothing answered at the URL: the caller may skip (loudly).
+    #[error("no PostgreSQL answers at {url}: {reason}")]
+    Unavailable { url: String, reason: String },
+    /// PostgreSQL answered but something went wrong: a real failure.
+    #[error("preparing a PostgreSQL test schema at {url}: {reason}")]
+    Failed { url: String, reason: String },
+}
+
+pub fn test_database_url() -> String {
+    std::env::var("KORTIX_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| DEFAULT_TEST_DATABASE_URL.to_string())
+}
+
+/// A migrated [`Store`] in its own schema. Call [`PgTestSchema::drop_schema`] when done.
+pub struct PgTestSchema {
+    url: String,
+    schema: String,
+    store: Store,
+}
+
+impl PgTestSchema {
+    pub async fn create() -> Result<PgTestSchema, PgTestError> {
+        let url = test_database_url();
+        let failed = |reason: String| PgTestError::Failed {
+            url: super::redact_url(&url),
+            reason,
+        };
+        let base = PgConnectOptions::from_str(&url).map_err(|e| failed(e.to_string()))?;
+        let mut admin = match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&base)).await {
+            Err(_) => {
+                return Err(PgTestError::Unavailable {
+                    url: super::redact_url(&url),
+                    reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+                });
+            }
+            Ok(Err(sqlx::Error::Io(e))) => {
+                return Err(PgTestError::Unavailable {
+                    url: super::redact_url(&url),
+                    reason: e.to_string(),
+                });
+            }
+            Ok(Err(e)) => return Err(failed(e.to_string())),
+            Ok(Ok(conn)) => conn,
+        };
+        let mut random = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut random).map_err(|_| failed("no randomness".to_string()))?;
+        let schema = format!("kx_{}", hex::encode(random));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut admin)
+            .await
+            .map_err(|e| failed(format!("creating schema {schema}: {e}")))?;
+        let _ = admin.close().await;
+        let options = base.options([("search_path", schema.as_str())]);
+        let store = Store::open_postgres(
+            options,
+            StoreOptions {
+                max_connections: 5,
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+        Ok(PgTestSchema { url, schema, store })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Connect options that use this schema, e.g. to open a second store on it.
+    pub fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
+        Ok(PgConnectOptions::from_str(&self.url)?.options([("search_path", self.schema.as_str())]))
+    }
+
+    /// Closes the store and drops the schema with everything in it.
+    pub async fn drop_schema(self) -> Result<(), sqlx::Error> {
+        self.store.close().await;
+        let mut admin = PgConnection::connect(&self.url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await
+    }
+}

@@ -1,0 +1,217 @@
+//! Fixtures for the trigger tests: a real store (SQLite file or a PostgreSQL schema), real
+//! bare repositories, and a session starter that records what it is asked to start.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+
+use super::{ManualClock, SessionStarter, TriggerStart, Triggers};
+use crate::git::{Author, Repos};
+use crate::secrets::{MasterKey, set_project_secret};
+use crate::store::testing::{PgTestError, PgTestSchema};
+use crate::store::{Project, Store, StoreOptions};
+
+/// Records every start request; like the real session service it answers the same session
+/// for the same idempotency key.
+#[derive(Default)]
+pub struct RecordingStarter {
+    calls: Mutex<Vec<TriggerStart>>,
+    sessions: Mutex<HashMap<String, String>>,
+    refuse_with: Mutex<Option<String>>,
+}
+
+impl RecordingStarter {
+    pub fn calls(&self) -> Vec<TriggerStart> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn refuse(&self, reason: Option<&str>) {
+        *self.refuse_with.lock().unwrap() = reason.map(str::to_owned);
+    }
+}
+
+impl SessionStarter for RecordingStarter {
+    fn start(&self, req: TriggerStart) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push(req.clone());
+            if let Some(reason) = self.refuse_with.lock().unwrap().clone() {
+                return Err(reason);
+            }
+            let mut sessions = self.sessions.lock().unwrap();
+            let next = format!("session-{}", sessions.len() + 1);
+            Ok(sessions.entry(req.idempotency_key).or_insert(next).clone())
+        })
+    }
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+    pub repos: Repos,
+    pub key: Arc<MasterKey>,
+    pub starter: Arc<RecordingStarter>,
+    pub clock: ManualClock,
+    pub triggers: Triggers,
+    pub project: Project,
+    pub pg: Option<PgTestSchema>,
+}
+
+pub fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+}
+
+impl Fixture {
+    /// A project `web` (branch `main`) whose manifest is `manifest`, on SQLite.
+    pub async fn sqlite(manifest: &str, start: DateTime<Utc>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("kortix.db"), StoreOptions::default())
+            .await
+            .unwrap();
+        Self::build(dir, store, None, manifest, start).await
+    }
+
+    /// The same on a fresh PostgreSQL schema; `None` (after saying so) when no PostgreSQL
+    /// answers.
+    pub async fn postgres(manifest: &str, start: DateTime<Utc>) -> Option<Fixture> {
+        let schema = match PgTestSchema::create().await {
+            Ok(s) => s,
+            Err(PgTestError::Unavailable { url, reason }) => {
+                eprintln!("SKIPPED (postgres): no PostgreSQL at {url}: {reason}");
+                return None;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let store = schema.store().clone();
+        let dir = tempfile::tempdir().unwrap();
+        Some(Self::build(dir, store, Some(schema), manifest, start).await)
+    }
+
+    async fn build(
+        dir: tempfile::TempDir,
+        store: Store,
+        pg: Option<PgTestSchema>,
+        manifest: &str,
+        start: DateTime<Utc>,
+    ) -> Fixture {
+        let repos = Repos::open(dir.path().join("repos")).unwrap();
+        let account = store.create_account("acme", false).await.unwrap();
+        let project = store.create_project(&account.id, "web", "main").await.unwrap();
+        let author = Author {
+            name: "Test".into(),
+            email: "test@example.com".into(),
+        };
+        repos
+            .create_empty(&project.id, "main", manifest, &author)
+            .unwrap();
+        let key = Arc::new(MasterKey::generate().unwrap());
+        let starter = Arc::new(RecordingStarter::default());
+        let clock = ManualClock::new(start);
+        let triggers = Triggers::with_clock(
+            store.clone(),
+            repos.clone(),
+            key.clone(),
+            starter.clone(),
+            Arc::new(clock.clone()),
+        );
+        Fixture {
+            dir,
+            store,
+            repos,
+            key,
+            starter,
+            clock,
+            triggers,
+            project,
+            pg,
+        }
+    }
+
+    /// Another replica: its own store handle (own pool) on the same database, its own
+    /// manifest cache, the same repositories, clock and session service.
+    pub async fn replica(&self) -> Triggers {
+        let store = match &self.pg {
+            Some(schema) => Store::open_postgres(
+                schema.connect_options().unwrap(),
+                StoreOptions {
+                    max_connections: 4,
+                    ..StoreOptions::default()
+                },
+            )
+            .await
+            .unwrap(),
+            None => Store::open_sqlite(&self.dir.path().join("kortix.db"), StoreOptions::default())
+                .await
+                .unwrap(),
+        };
+        Triggers::with_clock(
+            store,
+            self.repos.clone(),
+            self.key.clone(),
+            self.starter.clone(),
+            Arc::new(self.clock.clone()),
+        )
+    }
+
+    pub async fn set_secret(&self, name: &str, value: &str) {
+        set_project_secret(&self.store, &self.key, &self.project.id, name, value)
+            .await
+            .unwrap();
+    }
+
+    /// Commits `manifest` as `kortix.toml` on `main` with the real `git` program.
+    pub fn commit_manifest(&self, manifest: &str) -> String {
+        let repo = self.repos.path(&self.project.id).unwrap();
+        let parent = git(&repo, &["rev-parse", "refs/heads/main"], None);
+        let blob = git(&repo, &["hash-object", "-w", "--stdin"], Some(manifest));
+        let tree = git(&repo, &["mktree"], Some(&format!("100644 blob {blob}\tkortix.toml\n")));
+        let commit = git(&repo, &["commit-tree", &tree, "-p", &parent, "-m", "Change triggers"], None);
+        git(&repo, &["update-ref", "refs/heads/main", &commit, &parent], None);
+        commit
+    }
+
+    pub async fn cleanup(self) {
+        if let Some(schema) = self.pg {
+            schema.drop_schema().await.unwrap();
+        }
+    }
+}
+
+fn git(repo: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut cmd = Command::new("git");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("GIT_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.arg("--git-dir")
+        .arg(repo)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
