@@ -11,7 +11,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff { base, cap, attempt: 0 }
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
     }
 
     /// The next delay: uniform in [ceiling/2, ceiling] where the ceiling doubles up to `cap`.
@@ -62,8 +66,13 @@ mod tests {
         let mut prev_ceiling = Duration::ZERO;
         for i in 0..40 {
             let d = b.next_delay();
-            let ceiling = Duration::from_millis(100).saturating_mul(1 << i.min(20)).min(Duration::from_secs(2));
-            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {i}: {d:?} vs {ceiling:?}");
+            let ceiling = Duration::from_millis(100)
+                .saturating_mul(1 << i.min(20))
+                .min(Duration::from_secs(2));
+            assert!(
+                d >= ceiling / 2 && d <= ceiling,
+                "attempt {i}: {d:?} vs {ceiling:?}"
+            );
             assert!(ceiling >= prev_ceiling);
             prev_ceiling = ceiling;
         }

@@ -31,6 +31,9 @@ pub struct Config {
     pub reap_orphans: bool,
     /// Path of the `kortix-agent` executable registered as git's credential helper.
     pub helper_exe: PathBuf,
+    /// OpenCode's base environment; `None` takes the agent's own (minus `KORTIX_*`). Lets a
+    /// library caller give OpenCode a private HOME without touching the process environment.
+    pub opencode_env: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +43,11 @@ pub enum ConfigError {
     #[error("{name}: {reason}")]
     Invalid { name: &'static str, reason: String },
     #[error("reading {name} from {path}: {source}")]
-    Read { name: &'static str, path: PathBuf, source: std::io::Error },
+    Read {
+        name: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -55,9 +62,14 @@ impl Config {
     /// Reads settings through `get`, so tests need not touch the process environment.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let req = |name: &'static str| -> Result<String, ConfigError> {
-            get(name).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(name))
+            get(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError::Missing(name))
         };
-        let control_plane = req("KORTIX_CONTROL_PLANE")?.trim().trim_end_matches('/').to_owned();
+        let control_plane = req("KORTIX_CONTROL_PLANE")?
+            .trim()
+            .trim_end_matches('/')
+            .to_owned();
         if !control_plane.starts_with("https://") {
             return Err(ConfigError::Invalid {
                 name: "KORTIX_CONTROL_PLANE",
@@ -66,13 +78,26 @@ impl Config {
         }
         let session_id = req("KORTIX_SESSION_ID")?;
         let bootstrap_token = req("KORTIX_BOOTSTRAP_TOKEN")?;
-        let ca = match (get("KORTIX_CA_CERT").filter(|v| !v.trim().is_empty()), get("KORTIX_CA_FINGERPRINT")) {
+        let ca = match (
+            get("KORTIX_CA_CERT").filter(|v| !v.trim().is_empty()),
+            get("KORTIX_CA_FINGERPRINT"),
+        ) {
             (Some(v), _) => CaTrust::Pem(read_pem_or_path(&v)?),
-            (None, Some(fp)) if !fp.trim().is_empty() => CaTrust::Fingerprint(parse_fingerprint(&fp)?),
-            _ => return Err(ConfigError::Missing("KORTIX_CA_CERT or KORTIX_CA_FINGERPRINT")),
+            (None, Some(fp)) if !fp.trim().is_empty() => {
+                CaTrust::Fingerprint(parse_fingerprint(&fp)?)
+            }
+            _ => {
+                return Err(ConfigError::Missing(
+                    "KORTIX_CA_CERT or KORTIX_CA_FINGERPRINT",
+                ));
+            }
         };
-        let home = get("HOME").filter(|h| !h.is_empty()).unwrap_or_else(|| "/root".into());
-        let workspace = get("KORTIX_WORKSPACE").filter(|v| !v.is_empty()).unwrap_or_else(|| "/workspace".into());
+        let home = get("HOME")
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "/root".into());
+        let workspace = get("KORTIX_WORKSPACE")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "/workspace".into());
         let spool_dir = get("KORTIX_SPOOL_DIR")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
@@ -92,12 +117,17 @@ impl Config {
             bootstrap_token,
             ca,
             workspace: PathBuf::from(workspace),
-            opencode_bin: PathBuf::from(get("KORTIX_OPENCODE_BIN").filter(|v| !v.is_empty()).unwrap_or_else(|| "opencode".into())),
+            opencode_bin: PathBuf::from(
+                get("KORTIX_OPENCODE_BIN")
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| "opencode".into()),
+            ),
             spool_dir,
             spool_max_bytes,
             heartbeat_interval,
             reap_orphans: false,
             helper_exe,
+            opencode_env: None,
         })
     }
 
@@ -128,16 +158,31 @@ fn read_pem_or_path(value: &str) -> Result<String, ConfigError> {
         return Ok(value.to_owned());
     }
     let path = PathBuf::from(value.trim());
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { name: "KORTIX_CA_CERT", path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        name: "KORTIX_CA_CERT",
+        path: path.clone(),
+        source,
+    })?;
     if !text.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(ConfigError::Invalid { name: "KORTIX_CA_CERT", reason: format!("{} holds no PEM certificate", path.display()) });
+        return Err(ConfigError::Invalid {
+            name: "KORTIX_CA_CERT",
+            reason: format!("{} holds no PEM certificate", path.display()),
+        });
     }
     Ok(text)
 }
 
 fn parse_fingerprint(value: &str) -> Result<[u8; 32], ConfigError> {
-    let cleaned: String = value.trim().trim_start_matches("sha256:").chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(&cleaned).map_err(|e| ConfigError::Invalid { name: "KORTIX_CA_FINGERPRINT", reason: format!("not hex: {e}") })?;
+    let cleaned: String = value
+        .trim()
+        .trim_start_matches("sha256:")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    let bytes = hex::decode(&cleaned).map_err(|e| ConfigError::Invalid {
+        name: "KORTIX_CA_FINGERPRINT",
+        reason: format!("not hex: {e}"),
+    })?;
     bytes.try_into().map_err(|b: Vec<u8>| ConfigError::Invalid {
         name: "KORTIX_CA_FINGERPRINT",
         reason: format!("expected 32 bytes of SHA-256, got {}", b.len()),
@@ -145,9 +190,15 @@ fn parse_fingerprint(value: &str) -> Result<[u8; 32], ConfigError> {
 }
 
 fn parse_bounded(name: &'static str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let v: u64 = value.trim().parse().map_err(|e| ConfigError::Invalid { name, reason: format!("{value:?}: {e}") })?;
+    let v: u64 = value.trim().parse().map_err(|e| ConfigError::Invalid {
+        name,
+        reason: format!("{value:?}: {e}"),
+    })?;
     if !(min..=max).contains(&v) {
-        return Err(ConfigError::Invalid { name, reason: format!("{v} is outside {min}..={max}") });
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!("{v} is outside {min}..={max}"),
+        });
     }
     Ok(v)
 }
@@ -158,7 +209,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -187,23 +241,38 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         let env = BASE.to_vec();
-        assert!(matches!(Config::from_lookup(lookup(&env)), Err(ConfigError::Missing(_))));
+        assert!(matches!(
+            Config::from_lookup(lookup(&env)),
+            Err(ConfigError::Missing(_))
+        ));
         let mut env = BASE.to_vec();
         env.push(("KORTIX_CA_FINGERPRINT", "abcd"));
-        assert!(matches!(Config::from_lookup(lookup(&env)), Err(ConfigError::Invalid { .. })));
+        assert!(matches!(
+            Config::from_lookup(lookup(&env)),
+            Err(ConfigError::Invalid { .. })
+        ));
         let mut env = BASE.to_vec();
         env[0] = ("KORTIX_CONTROL_PLANE", "http://x");
         env.push(("KORTIX_CA_CERT", "-----BEGIN CERTIFICATE-----\n"));
-        assert!(matches!(Config::from_lookup(lookup(&env)), Err(ConfigError::Invalid { .. })));
+        assert!(matches!(
+            Config::from_lookup(lookup(&env)),
+            Err(ConfigError::Invalid { .. })
+        ));
         let mut env = BASE.to_vec();
         env.push(("KORTIX_CA_CERT", "/nonexistent/ca.pem"));
-        assert!(matches!(Config::from_lookup(lookup(&env)), Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            Config::from_lookup(lookup(&env)),
+            Err(ConfigError::Read { .. })
+        ));
     }
 
     #[test]
     fn hosts() {
         assert_eq!(host_of("https://[::1]:8443/x").as_deref(), Some("::1"));
-        assert_eq!(host_of("https://user@example.com/git/p.git").as_deref(), Some("example.com"));
+        assert_eq!(
+            host_of("https://user@example.com/git/p.git").as_deref(),
+            Some("example.com")
+        );
         assert_eq!(host_of("nope"), None);
     }
 }

@@ -2,10 +2,20 @@
 //! session branch, runs and supervises OpenCode, and streams what happens as records.
 
 pub mod backoff;
+pub mod clone;
+pub mod commits;
 pub mod config;
+pub mod connection;
+pub mod credentials;
+pub mod daemon;
+pub mod enroll;
 pub mod opencode;
 pub mod process;
 pub mod records;
 pub mod redact;
+pub mod secrets;
+pub mod stop;
+pub mod tls;
 
 pub use config::Config;
+pub use daemon::{AgentError, ExitReason, run};

@@ -1,1 +1,78 @@
-fn main() {}
+//! `kortix-agent`: the session daemon, or `kortix-agent git-credential get|store|erase`.
+
+use std::process::ExitCode;
+
+use kortix_agent::{Config, ExitReason, credentials, process};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("git-credential") => {
+            let code = credentials::helper::run(
+                &args[2..],
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            );
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        Some("--version" | "version") => {
+            println!("kortix-agent {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!(
+                "usage: kortix-agent [git-credential get|store|erase]   (unknown argument {other:?})"
+            );
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
+    let mut config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kortix-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match process::become_reaper() {
+        Ok(pid1) => {
+            config.reap_orphans = true;
+            if pid1 {
+                eprintln!("kortix-agent: running as PID 1; reaping orphans");
+            }
+        }
+        Err(e) => {
+            eprintln!("kortix-agent: cannot become child subreaper ({e}); orphans go to init")
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kortix-agent: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(kortix_agent::run(config));
+    // Blocking tasks (a clone stuck on the network) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
+        Ok(ExitReason::Failed(reason)) => {
+            eprintln!("kortix-agent: session failed: {reason}");
+            ExitCode::FAILURE
+        }
+        Ok(reason) => {
+            eprintln!("kortix-agent: exiting ({reason:?})");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kortix-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -64,6 +64,22 @@ pub struct Reaper {
 struct Inner {
     mode: ReapMode,
     state: Mutex<State>,
+    /// While non-zero, `AllChildren` waits only for registered children: library code that
+    /// waits for its own children (gix spawning `git-upload-pack` for a local clone) runs.
+    holds: std::sync::atomic::AtomicUsize,
+}
+
+/// Suspends orphan reaping while alive (see [`Reaper::own_children_only`]).
+pub struct ReapHold {
+    inner: Arc<Inner>,
+}
+
+impl Drop for ReapHold {
+    fn drop(&mut self) {
+        self.inner
+            .holds
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 #[derive(Default)]
@@ -89,8 +105,14 @@ impl Child {
             return e;
         }
         let e = match self.exit.as_mut() {
-            Some(rx) => rx.await.unwrap_or(Exit { code: None, signal: None }),
-            None => Exit { code: None, signal: None },
+            Some(rx) => rx.await.unwrap_or(Exit {
+                code: None,
+                signal: None,
+            }),
+            None => Exit {
+                code: None,
+                signal: None,
+            },
         };
         self.exit = None;
         self.exited = Some(e);
@@ -112,7 +134,13 @@ impl Child {
 impl Reaper {
     /// Starts the reaping task on the current tokio runtime.
     pub fn start(mode: ReapMode) -> io::Result<Reaper> {
-        let reaper = Reaper { inner: Arc::new(Inner { mode, state: Mutex::new(State::default()) }) };
+        let reaper = Reaper {
+            inner: Arc::new(Inner {
+                mode,
+                state: Mutex::new(State::default()),
+                holds: std::sync::atomic::AtomicUsize::new(0),
+            }),
+        };
         let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
         let weak = Arc::downgrade(&reaper.inner);
         tokio::spawn(async move {
@@ -134,6 +162,17 @@ impl Reaper {
         self.inner.mode
     }
 
+    /// Until the guard drops, reap only children spawned through this reaper, so that code
+    /// which waits for its own children (gix) is not robbed of their exit status.
+    pub fn own_children_only(&self) -> ReapHold {
+        self.inner
+            .holds
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ReapHold {
+            inner: self.inner.clone(),
+        }
+    }
+
     pub fn orphans_reaped(&self) -> u64 {
         self.inner.lock().orphans_reaped
     }
@@ -147,17 +186,35 @@ impl Reaper {
         let (tx, rx) = oneshot::channel();
         state.waiting.insert(pid as i32, tx);
         drop(state);
-        let stdout = child.stdout.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
-        let stderr = child.stderr.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s)))
+            .transpose()?;
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s)))
+            .transpose()?;
         // The std handle is dropped without waiting: the reaper owns waiting.
-        Ok(Child { pid, stdin: child.stdin.take(), stdout, stderr, exit: Some(rx), exited: None })
+        Ok(Child {
+            pid,
+            stdin: child.stdin.take(),
+            stdout,
+            stderr,
+            exit: Some(rx),
+            exited: None,
+        })
     }
 
     /// Runs a command to completion with a deadline, capturing (bounded) output. On timeout
     /// the child's process group is killed.
     pub async fn output(&self, cmd: &mut Command, timeout: Duration) -> io::Result<Output> {
         use std::os::unix::process::CommandExt;
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
         let mut child = self.spawn(cmd)?;
         let out = read_capped(child.stdout.take());
         let err = read_capped(child.stderr.take());
@@ -166,11 +223,18 @@ impl Reaper {
             (stdout, stderr, exit)
         };
         match tokio::time::timeout(timeout, run).await {
-            Ok((stdout, stderr, exit)) => Ok(Output { exit, stdout, stderr }),
+            Ok((stdout, stderr, exit)) => Ok(Output {
+                exit,
+                stdout,
+                stderr,
+            }),
             Err(_) => {
                 signal_group(child.pid, Signal::SIGKILL);
                 let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-                Err(io::Error::new(io::ErrorKind::TimedOut, format!("{cmd:?} did not finish within {timeout:?}")))
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{cmd:?} did not finish within {timeout:?}"),
+                ))
             }
         }
     }
@@ -182,7 +246,12 @@ impl Inner {
     }
 
     fn reap(&self) {
-        match self.mode {
+        let mode = if self.holds.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            ReapMode::OwnChildren
+        } else {
+            self.mode
+        };
+        match mode {
             ReapMode::AllChildren => loop {
                 match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
@@ -200,7 +269,10 @@ impl Inner {
                         // Someone else reaped it: report it as gone rather than wait forever.
                         Err(Errno::ECHILD) => {
                             if let Some(tx) = self.lock().waiting.remove(&pid) {
-                                let _ = tx.send(Exit { code: None, signal: None });
+                                let _ = tx.send(Exit {
+                                    code: None,
+                                    signal: None,
+                                });
                             }
                         }
                         Err(_) => {}
@@ -212,8 +284,20 @@ impl Inner {
 
     fn dispatch(&self, status: WaitStatus) {
         let (pid, exit) = match status {
-            WaitStatus::Exited(pid, code) => (pid, Exit { code: Some(code), signal: None }),
-            WaitStatus::Signaled(pid, sig, _) => (pid, Exit { code: None, signal: Some(sig as i32) }),
+            WaitStatus::Exited(pid, code) => (
+                pid,
+                Exit {
+                    code: Some(code),
+                    signal: None,
+                },
+            ),
+            WaitStatus::Signaled(pid, sig, _) => (
+                pid,
+                Exit {
+                    code: None,
+                    signal: Some(sig as i32),
+                },
+            ),
             // Stops and continues are not exits.
             _ => return,
         };
@@ -237,7 +321,9 @@ pub struct Output {
 const MAX_CAPTURE: usize = 256 * 1024;
 
 async fn read_capped(pipe: Option<pipe::Receiver>) -> String {
-    let Some(mut pipe) = pipe else { return String::new() };
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -256,7 +342,9 @@ async fn read_capped(pipe: Option<pipe::Receiver>) -> String {
 
 /// Sends `sig` to the process group led by `pgid`; a group that is already gone is fine.
 pub fn signal_group(pgid: u32, sig: Signal) -> bool {
-    let Ok(raw) = i32::try_from(pgid) else { return false };
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
     if raw <= 1 {
         return false;
     }
@@ -282,17 +370,24 @@ mod tests {
     async fn delivers_exit_statuses_and_output() {
         let reaper = Reaper::start(ReapMode::OwnChildren).unwrap();
         let out = reaper
-            .output(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]), Duration::from_secs(10))
+            .output(
+                Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
         assert_eq!(out.exit.code, Some(3));
         assert_eq!(out.stdout, "out\n");
         assert_eq!(out.stderr, "err\n");
 
-        let mut child = reaper.spawn(Command::new("sleep").arg("30").process_group(0)).unwrap();
+        let mut child = reaper
+            .spawn(Command::new("sleep").arg("30").process_group(0))
+            .unwrap();
         assert!(child.try_exit().is_none());
         assert!(signal_group(child.pid, Signal::SIGKILL));
-        let exit = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .unwrap();
         assert_eq!(exit.signal, Some(Signal::SIGKILL as i32));
         assert_eq!(exit.to_string(), "killed by SIGKILL");
     }
@@ -301,7 +396,10 @@ mod tests {
     async fn output_times_out_and_kills_the_group() {
         let reaper = Reaper::start(ReapMode::OwnChildren).unwrap();
         let started = std::time::Instant::now();
-        let err = reaper.output(Command::new("sleep").arg("30"), Duration::from_millis(200)).await.unwrap_err();
+        let err = reaper
+            .output(Command::new("sleep").arg("30"), Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(5));
     }

@@ -15,13 +15,18 @@ pub struct Redactor {
 
 impl Redactor {
     pub fn new(secrets: &BTreeMap<String, String>) -> Self {
+        Self::from_pairs(secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// From (name, value) pairs; a name may appear with several values.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut needles = Vec::new();
-        for (name, value) in secrets {
+        for (name, value) in pairs {
             if value.len() < MIN_SECRET_LEN {
                 continue;
             }
             let replacement = format!("[REDACTED:{name}]");
-            needles.push((value.clone(), replacement.clone()));
+            needles.push((value.to_owned(), replacement.clone()));
             // Inside JSON text a value with quotes, backslashes or control characters appears
             // escaped; redact that spelling too.
             let escaped = serde_json::to_string(value).unwrap_or_default();
@@ -57,12 +62,19 @@ mod tests {
     use super::*;
 
     fn secrets(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn redacts_values_longest_first_and_skips_short_ones() {
-        let r = Redactor::new(&secrets(&[("TOKEN", "abcd1234"), ("PREFIX", "abcd"), ("PIN", "123")]));
+        let r = Redactor::new(&secrets(&[
+            ("TOKEN", "abcd1234"),
+            ("PREFIX", "abcd"),
+            ("PIN", "123"),
+        ]));
         let mut s = "t=abcd1234 p=abcd pin=123".to_owned();
         assert!(r.redact(&mut s));
         assert_eq!(s, "t=[REDACTED:TOKEN] p=[REDACTED:PREFIX] pin=123");

@@ -90,11 +90,12 @@ impl BearerAuth {
         let header = match token {
             None => None,
             Some(token) => {
-                let mut value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
-                    CliError::Input(
-                        "the token contains characters that cannot be sent in a header".into(),
-                    )
-                })?;
+                let mut value =
+                    MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                        CliError::Input(
+                            "the token contains characters that cannot be sent in a header".into(),
+                        )
+                    })?;
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -141,7 +142,10 @@ impl Client {
         let channel = match tokio::time::timeout(CONNECT_TIMEOUT * 2, endpoint.connect()).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => {
-                return Err(CliError::Connect { url: ctx.url.clone(), detail: error::chain(&e) });
+                return Err(CliError::Connect {
+                    url: ctx.url.clone(),
+                    detail: error::chain(&e),
+                });
             }
             Err(_) => {
                 return Err(CliError::Connect {
@@ -150,7 +154,11 @@ impl Client {
                 });
             }
         };
-        Ok(Client { channel, auth, url: ctx.url.clone() })
+        Ok(Client {
+            channel,
+            auth,
+            url: ctx.url.clone(),
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -225,7 +233,10 @@ pub fn unary_within<T>(message: T, timeout: Duration) -> Request<T> {
 /// The endpoint for `url`: plain HTTP/2 for `http://`, rustls (aws-lc) for `https://` with
 /// either the given CA or the webpki roots.
 fn endpoint(url: &str, ca_cert: Option<&std::path::Path>) -> Result<Endpoint, CliError> {
-    let bad = |reason: String| CliError::BadUrl { url: url.to_owned(), reason };
+    let bad = |reason: String| CliError::BadUrl {
+        url: url.to_owned(),
+        reason,
+    };
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     let tls = match scheme.as_deref() {
         Some("http") => false,
@@ -248,7 +259,9 @@ fn endpoint(url: &str, ca_cert: Option<&std::path::Path>) -> Result<Endpoint, Cl
             Some(path) => config.ca_certificate(read_ca(path)?),
             None => config.with_webpki_roots(),
         };
-        endpoint = endpoint.tls_config(config).map_err(|e| bad(error::chain(&e)))?;
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| bad(error::chain(&e)))?;
     } else if let Some(path) = ca_cert {
         return Err(CliError::Input(format!(
             "--ca-cert {} needs an https:// URL, got {url}",
@@ -322,8 +335,11 @@ mod tests {
 
     #[test]
     fn ca_cert_needs_https() {
-        let err = endpoint("http://127.0.0.1:1", Some(std::path::Path::new("/nonexistent")))
-            .expect_err("plain http");
+        let err = endpoint(
+            "http://127.0.0.1:1",
+            Some(std::path::Path::new("/nonexistent")),
+        )
+        .expect_err("plain http");
         assert!(err.to_string().contains("needs an https:// URL"), "{err}");
     }
 

@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod logging;
 mod output;
 
 use std::process::ExitCode;
@@ -67,6 +68,10 @@ enum Command {
     Cr(commands::cr::CrArgs),
     /// List and fire the manifest's triggers.
     Triggers(commands::triggers::TriggersArgs),
+    /// Run the control plane in the foreground.
+    Server(commands::server::ServerArgs),
+    /// Quickstart: install the pinned OpenCode if needed and run the control plane.
+    Up(commands::up::UpArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +88,8 @@ fn main() -> ExitCode {
         Command::Sessions(args) => commands::sessions::run(&cli.global, args),
         Command::Cr(args) => commands::cr::run(&cli.global, args),
         Command::Triggers(args) => commands::triggers::run(&cli.global, args),
+        Command::Server(args) => commands::server::run(&cli.global, args),
+        Command::Up(args) => commands::up::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

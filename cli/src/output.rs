@@ -49,7 +49,13 @@ fn write_stdout(text: &str, newline: bool) -> Result<(), CliError> {
     let mut out = anstream::stdout().lock();
     let result = out
         .write_all(text.as_bytes())
-        .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| {
+            if newline {
+                out.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
         .and_then(|()| out.flush());
     result.map_err(|e| match e.kind() {
         std::io::ErrorKind::BrokenPipe => CliError::BrokenPipe,
@@ -65,7 +71,11 @@ pub fn note(text: &str) {
 
 /// `-` for values the server left empty.
 pub fn or_dash(value: &str) -> String {
-    if value.is_empty() { "-".to_owned() } else { value.to_owned() }
+    if value.is_empty() {
+        "-".to_owned()
+    } else {
+        value.to_owned()
+    }
 }
 
 /// The first 7 characters of a commit id, like `git log --oneline`.

@@ -37,14 +37,22 @@ prompt = "hi"
 fn json_prints_the_normalized_manifest_and_exits_0_with_errors() {
     let dir = dir_with(GOOD);
     let out = kortix(&["manifest", "check", "--json"], dir.path());
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(json["kortix_version"], 1);
     assert_eq!(json["triggers"][0]["slug"], "b-good");
     assert_eq!(json["triggers"][0]["timezone"], "UTC");
     assert_eq!(json["triggers"][0]["agent"], "default");
     assert_eq!(json["opencode"]["config_dir"], ".kortix/opencode");
-    assert_eq!(json["sandbox"], serde_json::json!({"default": null, "templates": []}));
+    assert_eq!(
+        json["sandbox"],
+        serde_json::json!({"default": null, "templates": []})
+    );
     assert_eq!(json["apps"], serde_json::json!([]));
     let err = &json["errors"][0];
     assert_eq!(err["section"], "triggers");
@@ -58,11 +66,17 @@ fn json_prints_the_normalized_manifest_and_exits_0_with_errors() {
 fn explicit_path_and_global_json_flag_position() {
     let dir = dir_with(GOOD);
     let file = dir.path().join("kortix.toml");
-    let out = kortix(&["--json", "manifest", "check", file.to_str().unwrap()], Path::new("/"));
+    let out = kortix(
+        &["--json", "manifest", "check", file.to_str().unwrap()],
+        Path::new("/"),
+    );
     assert_eq!(out.status.code(), Some(0));
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
     // A directory means its kortix.toml.
-    let out = kortix(&["manifest", "check", "--json", dir.path().to_str().unwrap()], Path::new("/"));
+    let out = kortix(
+        &["manifest", "check", "--json", dir.path().to_str().unwrap()],
+        Path::new("/"),
+    );
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -106,6 +120,16 @@ fn missing_file_exits_1() {
 #[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(kortix(&["manifest", "frobnicate"], dir.path()).status.code(), Some(2));
-    assert_eq!(kortix(&["manifest", "check", "--bogus"], dir.path()).status.code(), Some(2));
+    assert_eq!(
+        kortix(&["manifest", "frobnicate"], dir.path())
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        kortix(&["manifest", "check", "--bogus"], dir.path())
+            .status
+            .code(),
+        Some(2)
+    );
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SandboxKind {
+    /// `kortix-agent` as a child process.
     Local,
+    /// Bootstrap files for an outside orchestrator (see `sandbox::external`).
+    External,
 }
 
 #[derive(Debug, Clone)]

@@ -16,7 +16,6 @@ pub mod changes;
 pub mod config;
 pub mod gateway;
 pub mod git;
-pub mod git_auth;
 pub mod sandbox;
 pub mod secrets;
 pub mod server;

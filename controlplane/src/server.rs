@@ -22,6 +22,8 @@ use tokio::task::JoinHandle;
 /// Agent record batches are at most 4 MiB; leave headroom for framing.
 const MAX_AGENT_MESSAGE: usize = 8 * 1024 * 1024;
 const MAX_API_MESSAGE: usize = 4 * 1024 * 1024;
+/// Time for the last exits, flushes and responses after the stop grace at shutdown.
+const SHUTDOWN_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -66,11 +68,18 @@ impl RunningServer {
         self.data_dir.join(ADMIN_TOKEN_FILE)
     }
 
-    /// Stops accepting work, ends live sandboxes of this replica, and waits for the tasks.
+    /// Stops accepting work, ends live sandboxes of this replica, and waits for the tasks —
+    /// at most the stop grace plus a little: long-lived streams (attach, agents) are cut then.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        let limit = self.sessions.config().stop_grace + SHUTDOWN_SLACK * 2;
+        let tasks = self.tasks;
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        if tokio::time::timeout(limit, futures::future::join_all(tasks)).await.is_err() {
+            tracing::warn!("shutdown deadline passed; closing remaining connections");
+            for abort in aborts {
+                abort.abort();
+            }
         }
     }
 
@@ -124,6 +133,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             },
             exit_tx,
         )),
+        SandboxKind::External => Arc::new(
+            crate::sandbox::external::ExternalProvider::new(data_dir.join("bootstrap"), exit_tx).map_err(|source| {
+                ServerError::DataDir {
+                    path: data_dir.join("bootstrap"),
+                    source,
+                }
+            })?,
+        ),
     };
     let hub = Hub::new();
     let mut session_config = SessionConfig::new(agent_url.clone(), public_url.clone(), ca.cert_pem().to_string());
@@ -136,16 +153,36 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    // Sandbox exits → session states.
+    // Sandbox exits → session states. At shutdown this keeps running until the sandboxes this
+    // replica ends have reported (or the shutdown task gives up on them).
+    let (sandboxes_done, mut sandboxes_done_rx) = tokio::sync::oneshot::channel::<()>();
     {
         let sessions = sessions.clone();
         tasks.push(tokio::spawn(async move {
-            while let Some(exit) = exit_rx.recv().await {
+            loop {
+                tokio::select! {
+                    exit = exit_rx.recv() => match exit {
+                        Some(exit) => sessions.sandbox_exited(exit).await,
+                        None => return,
+                    },
+                    _ = &mut sandboxes_done_rx => break,
+                }
+            }
+            while let Ok(exit) = exit_rx.try_recv() {
                 sessions.sandbox_exited(exit).await;
             }
         }));
     }
     tasks.push(tokio::spawn(sessions.clone().run_sweeper(signalled(shutdown_rx.clone()))));
+    let triggers = crate::triggers::Triggers::new(
+        store.clone(),
+        repos.clone(),
+        master_key.clone(),
+        Arc::new(sessions.clone()),
+    );
+    tasks.push(tokio::spawn(
+        crate::triggers::Sweeper::new(triggers.clone()).run(signalled(shutdown_rx.clone())),
+    ));
 
     // Public listener.
     let authenticator = Arc::new(Authenticator::new(store.clone()));
@@ -158,6 +195,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         &public_url,
         authenticator,
         &data_dir.join("hooks"),
+        triggers,
+        public_addr.ip().is_loopback(),
     )?;
     {
         let shutdown_rx = shutdown_rx.clone();
@@ -193,7 +232,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .tcp_nodelay(true);
     {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(agent_listener);
+        // `Server::tcp_nodelay` does not apply to a caller-supplied listener; without it every
+        // small frame waits out Nagle's delay.
+        let incoming = tonic::transport::server::TcpIncoming::from(agent_listener).with_nodelay(Some(true));
         let shutdown_rx = shutdown_rx.clone();
         let router = agent_server.add_service(agent_service);
         tasks.push(tokio::spawn(async move {
@@ -214,6 +255,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         tasks.push(tokio::spawn(async move {
             let _ = rx.wait_for(|s| *s).await;
             shutdown_local_sandboxes(&sessions, provider.as_ref()).await;
+            let _ = sandboxes_done.send(());
         }));
     }
 
@@ -239,6 +281,8 @@ fn public_router(
     public_url: &str,
     authenticator: Arc<Authenticator>,
     hooks_dir: &Path,
+    triggers: crate::triggers::Triggers,
+    local_imports: bool,
 ) -> Result<axum::Router, ServerError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -259,6 +303,8 @@ fn public_router(
                 store.clone(),
                 repos.clone(),
                 public_url.to_string(),
+                repos.root().parent().map(Path::to_path_buf).unwrap_or_default(),
+                local_imports,
             ))
             .max_decoding_message_size(MAX_API_MESSAGE),
         )
@@ -279,6 +325,11 @@ fn public_router(
                 api::change_requests::ChangeRequests::new(store.clone(), repos.clone()),
             )
             .max_decoding_message_size(MAX_API_MESSAGE),
+        )
+        .add_service(
+            crate::triggers::TriggerServiceImpl::new(triggers.clone())
+                .into_server()
+                .max_decoding_message_size(MAX_API_MESSAGE),
         );
     tokio::spawn(async move {
         health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
@@ -288,7 +339,7 @@ fn public_router(
         .into_axum_router()
         .layer(axum::middleware::from_fn_with_state(authenticator.clone(), api::authn::middleware));
     let git_state = crate::git::http::GitHttpState::new(
-        Arc::new(crate::git_auth::StoreGitAuthorizer::new(store.clone())),
+        Arc::new(crate::auth::GitAuth::new(store.clone())),
         repos.clone(),
         hooks_dir.to_path_buf(),
         crate::git::http::GitHttpLimits::default(),
@@ -297,7 +348,9 @@ fn public_router(
         path: hooks_dir.to_path_buf(),
         source: e,
     })?;
-    Ok(grpc.merge(crate::git::http::router(git_state)))
+    Ok(grpc
+        .merge(crate::git::http::router(git_state))
+        .merge(crate::triggers::webhook::router(triggers)))
 }
 
 async fn shutdown_local_sandboxes(sessions: &Sessions, provider: &dyn SandboxProvider) {

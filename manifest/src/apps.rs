@@ -150,7 +150,9 @@ fn source(f: &mut Fields<'_>) -> Option<AppSource> {
         Some("git") => Some(SourceType::Git),
         Some("tar") => Some(SourceType::Tar),
         Some(other) => {
-            f.problem(format!("`type` must be \"git\" or \"tar\", found {other:?}"));
+            f.problem(format!(
+                "`type` must be \"git\" or \"tar\", found {other:?}"
+            ));
             None
         }
         None => None,
@@ -195,7 +197,9 @@ fn env(f: &mut Fields<'_>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (key, value) in table {
         if !names::is_app_env_key(key) {
-            f.problem(format!("env key {key:?} must match ^[A-Za-z_][A-Za-z0-9_]*$"));
+            f.problem(format!(
+                "env key {key:?} must match ^[A-Za-z_][A-Za-z0-9_]*$"
+            ));
             continue;
         }
         match value {

@@ -55,7 +55,10 @@ pub(crate) fn whole_number(value: &Value) -> Result<i64, String> {
                 _ => Err(format!("expected a whole number, found {s:?}")),
             }
         }
-        other => Err(format!("expected a whole number, found {}", type_name(other))),
+        other => Err(format!(
+            "expected a whole number, found {}",
+            type_name(other)
+        )),
     }
 }
 

@@ -158,7 +158,13 @@ fn connector(f: &mut Fields<'_>) -> Option<Connector> {
             Provider::names().join(" | ")
         ));
     }
-    let provider = choice(f, "provider", provider_raw, Provider::from_text, &Provider::names());
+    let provider = choice(
+        f,
+        "provider",
+        provider_raw,
+        Provider::from_text,
+        &Provider::names(),
+    );
     let enabled = f.flag("enabled", true);
     let credential_raw = f.take("credential");
     let credential = match credential_raw {
@@ -167,7 +173,13 @@ fn connector(f: &mut Fields<'_>) -> Option<Connector> {
             Provider::Pipedream => Credential::PerUser,
             _ => Credential::Shared,
         }),
-        Some(v) => choice(f, "credential", Some(v), Credential::from_text, &Credential::names()),
+        Some(v) => choice(
+            f,
+            "credential",
+            Some(v),
+            Credential::from_text,
+            &Credential::names(),
+        ),
     };
 
     let app_raw = f.take("app");
@@ -229,8 +241,14 @@ fn connector(f: &mut Fields<'_>) -> Option<Connector> {
                 c.url = http_url(f, "url", url_raw, true);
                 c.transport = Some(match transport_raw {
                     None => Transport::Http,
-                    Some(v) => choice(f, "transport", Some(v), Transport::from_text, &Transport::names())
-                        .unwrap_or(Transport::Http),
+                    Some(v) => choice(
+                        f,
+                        "transport",
+                        Some(v),
+                        Transport::from_text,
+                        &Transport::names(),
+                    )
+                    .unwrap_or(Transport::Http),
                 });
             }
             Provider::Openapi => c.spec = spec(f, spec_raw, true),
@@ -290,7 +308,9 @@ fn spec(f: &mut Fields<'_>, raw: Option<&Value>, required: bool) -> Option<Strin
     let s = nonblank(f, "spec", raw, required)?;
     if looks_like_url(&s) {
         if !is_http_url(&s) {
-            f.problem(format!("`spec` {s:?} must be an http(s) URL or a repo-relative path"));
+            f.problem(format!(
+                "`spec` {s:?} must be an http(s) URL or a repo-relative path"
+            ));
             return None;
         }
     } else if let Some(problem) = repo_relative_problem(&s) {
@@ -307,7 +327,13 @@ fn auth(f: &mut Fields<'_>) -> Option<ConnectorAuth> {
     };
     let location = match f.take("in") {
         None => Some(AuthLocation::Header),
-        Some(v) => choice(f, "in", Some(v), AuthLocation::from_text, &AuthLocation::names()),
+        Some(v) => choice(
+            f,
+            "in",
+            Some(v),
+            AuthLocation::from_text,
+            &AuthLocation::names(),
+        ),
     };
     let name = f.opt_nonblank("name");
     if kind == Some(AuthType::Custom) && name.is_none() {
@@ -350,7 +376,10 @@ fn policies(f: &mut Fields<'_>) -> Vec<Policy> {
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let Value::Table(table) = item else {
-            f.problem(format!("policies[{i}] must be a table, found {}", type_name(item)));
+            f.problem(format!(
+                "policies[{i}] must be a table, found {}",
+                type_name(item)
+            ));
             continue;
         };
         let policy = f.nested(&format!("policies[{i}]"), table, |p| {
@@ -362,7 +391,13 @@ fn policies(f: &mut Fields<'_>) -> Vec<Policy> {
                     PolicyAction::names().join(" | ")
                 ));
             }
-            let action = choice(p, "action", action_raw, PolicyAction::from_text, &PolicyAction::names());
+            let action = choice(
+                p,
+                "action",
+                action_raw,
+                PolicyAction::from_text,
+                &PolicyAction::names(),
+            );
             Some(Policy {
                 pattern: pattern?,
                 action: action?,

@@ -106,7 +106,9 @@ fn names_list(value: Option<&Value>, section: &str, diags: &mut Diagnostics) -> 
                 section,
                 Some(index),
                 Some(name),
-                format!("the {RESERVED_SECRET_PREFIX}* prefix is reserved; it can never have a value"),
+                format!(
+                    "the {RESERVED_SECRET_PREFIX}* prefix is reserved; it can never have a value"
+                ),
             );
         }
         out.push(name.clone());

@@ -69,7 +69,10 @@ impl<'a> Fields<'a> {
         match value? {
             Value::String(s) => Some(s.clone()),
             other => {
-                self.problem(format!("`{label}` must be a string, found {}", type_name(other)));
+                self.problem(format!(
+                    "`{label}` must be a string, found {}",
+                    type_name(other)
+                ));
                 None
             }
         }
@@ -168,7 +171,10 @@ impl<'a> Fields<'a> {
         match self.take(key)? {
             Value::Table(t) => Some(t),
             other => {
-                self.problem(format!("`{key}` must be a table, found {}", type_name(other)));
+                self.problem(format!(
+                    "`{key}` must be a table, found {}",
+                    type_name(other)
+                ));
                 None
             }
         }

@@ -134,7 +134,11 @@ impl App {
 
 impl SandboxTemplate {
     /// See [`snapshot_hash`].
-    pub fn snapshot_hash(&self, dockerfile_contents: Option<&[u8]>, runtime_fingerprint: &str) -> String {
+    pub fn snapshot_hash(
+        &self,
+        dockerfile_contents: Option<&[u8]>,
+        runtime_fingerprint: &str,
+    ) -> String {
         snapshot_hash(self, dockerfile_contents, runtime_fingerprint)
     }
 }

@@ -42,6 +42,9 @@
 //!
 //! [`write`] produces TOML that follows the reference's round-trip rules and
 //! parses back to the same manifest (see [`Manifest::config_eq`]).
+//! [`write_over`] applies an edited manifest to the original file text,
+//! touching only what changed (comments, unknown tables and rejected
+//! entries survive).
 //!
 //! # Hashes
 //!
@@ -52,6 +55,7 @@
 mod apps;
 mod coerce;
 mod connectors;
+mod edit;
 mod env;
 mod error;
 mod fields;
@@ -74,6 +78,7 @@ pub use connectors::{
     AuthLocation, AuthType, Connector, ConnectorAuth, Credential, Policy, PolicyAction, Provider,
     Transport,
 };
+pub use edit::write_over;
 pub use env::Env;
 pub use error::{Diagnostic, EntryError, ManifestError};
 pub use hash::{app_redeploy_hash, snapshot_hash};
@@ -154,7 +159,7 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
     let env = env::parse(table.get("env"), &mut diags);
     let sandbox = sandbox::parse(table.get("sandbox"), &mut diags);
     let opencode = opencode::parse(table.get("opencode"), &mut diags);
-    let triggers = triggers::parse(table.get("triggers"), &mut diags);
+    let triggers = triggers::parse(table.get("triggers"), &env, &mut diags);
     let connectors = connectors::parse(table.get("connectors"), &mut diags);
     let apps = apps::parse(table.get("apps"), &mut diags);
     Ok(Manifest {
@@ -174,8 +179,8 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
 /// [`parse`] for raw bytes (a file as read from disk or git): non-UTF-8
 /// input is not TOML.
 pub fn parse_bytes(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| ManifestError::Toml(format!("not UTF-8 ({e})")))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| ManifestError::Toml(format!("not UTF-8 ({e})")))?;
     parse(text)
 }
 

@@ -41,7 +41,12 @@ pub(crate) fn parse(value: Option<&Value>, diags: &mut Diagnostics) -> OpenCode 
     let table = match value {
         None => return OpenCode::default(),
         Some(Value::Table(t)) => t,
-        Some(other) => return fallback(format!("[opencode] must be a table, found {}", type_name(other))),
+        Some(other) => {
+            return fallback(format!(
+                "[opencode] must be a table, found {}",
+                type_name(other)
+            ));
+        }
     };
     match table.get("config_dir") {
         None => OpenCode::default(),
@@ -51,6 +56,9 @@ pub(crate) fn parse(value: Option<&Value>, diags: &mut Diagnostics) -> OpenCode 
             },
             Some(problem) => fallback(format!("config_dir {dir:?} {problem}")),
         },
-        Some(other) => fallback(format!("config_dir must be a string, found {}", type_name(other))),
+        Some(other) => fallback(format!(
+            "config_dir must be a string, found {}",
+            type_name(other)
+        )),
     }
 }

@@ -82,7 +82,10 @@ impl Sandbox {
 
     /// The template a session boots: the explicitly requested slug, else
     /// `[sandbox].default`, else the platform default.
-    pub fn resolve(&self, requested: Option<&str>) -> Result<ResolvedTemplate<'_>, UnknownTemplate> {
+    pub fn resolve(
+        &self,
+        requested: Option<&str>,
+    ) -> Result<ResolvedTemplate<'_>, UnknownTemplate> {
         match requested.or(self.default.as_deref()) {
             None => Ok(ResolvedTemplate::PlatformDefault),
             Some(PLATFORM_DEFAULT_TEMPLATE) => Ok(ResolvedTemplate::PlatformDefault),
@@ -212,10 +215,14 @@ fn hardware(f: &mut Fields<'_>, key: &str, ceiling: u32) -> Option<u32> {
         }
     };
     if n < 1 {
-        f.note(format!("`{key}` = {n} is below 1; using the provider default"));
+        f.note(format!(
+            "`{key}` = {n} is below 1; using the provider default"
+        ));
         None
     } else if n > i64::from(ceiling) {
-        f.note(format!("`{key}` = {n} is above the ceiling; clamped to {ceiling}"));
+        f.note(format!(
+            "`{key}` = {n} is above the ceiling; clamped to {ceiling}"
+        ));
         Some(ceiling)
     } else {
         // In range 1..=ceiling, so it fits.

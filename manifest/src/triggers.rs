@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
+use crate::env::Env;
 use crate::error::Diagnostics;
 use crate::fields::{Fields, Slugged, parse_entries};
 use crate::names::{self, RESERVED_SECRET_PREFIX};
@@ -75,14 +76,14 @@ impl Trigger {
     }
 }
 
-pub(crate) fn parse(value: Option<&Value>, diags: &mut Diagnostics) -> Vec<Trigger> {
-    let mut triggers = parse_entries(value, SECTION, diags, trigger);
+pub(crate) fn parse(value: Option<&Value>, env: &Env, diags: &mut Diagnostics) -> Vec<Trigger> {
+    let mut triggers = parse_entries(value, SECTION, diags, |f| trigger(f, env));
     // Stable UI ordering; slugs are unique so the order is total.
     triggers.sort_by(|a, b| a.slug.cmp(&b.slug));
     triggers
 }
 
-fn trigger(f: &mut Fields<'_>) -> Option<Trigger> {
+fn trigger(f: &mut Fields<'_>, env: &Env) -> Option<Trigger> {
     let slug = f.slug();
     let name = slug.as_deref().map(|s| f.name_or(s));
     let kind_raw = f.take("type");
@@ -142,6 +143,11 @@ fn trigger(f: &mut Fields<'_>) -> Option<Trigger> {
                 )),
                 Some(s) if s.starts_with(RESERVED_SECRET_PREFIX) => f.note(format!(
                     "`secret_env` {s:?} uses the reserved {RESERVED_SECRET_PREFIX}* prefix; it can never have a value"
+                )),
+                // The reference's advice: declared names are what the
+                // Secrets Manager offers to fill in.
+                Some(s) if !env.required.contains(s) && !env.optional.contains(s) => f.note(format!(
+                    "`secret_env` {s:?} is not declared in [env]; add it to [env].optional so it shows up in the Secrets Manager"
                 )),
                 Some(_) => {}
                 None => f.note("no `secret_env`: webhook deliveries cannot be signature-checked"),

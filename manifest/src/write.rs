@@ -14,6 +14,12 @@ use crate::triggers::Trigger;
 
 /// Serializes `manifest` to TOML text.
 pub fn write(manifest: &Manifest) -> String {
+    document(manifest).to_string()
+}
+
+/// The document [`write`] prints. Built in memory, so no table carries a
+/// source position (which lets `edit` graft its tables into another file).
+pub(crate) fn document(manifest: &Manifest) -> DocumentMut {
     let mut doc = DocumentMut::new();
     doc.insert("kortix_version", value(i64::from(manifest.kortix_version)));
 
@@ -48,7 +54,10 @@ pub fn write(manifest: &Manifest) -> String {
             None => t.set_implicit(true),
         }
         if !s.templates.is_empty() {
-            t.insert("templates", Item::ArrayOfTables(each(&s.templates, template)));
+            t.insert(
+                "templates",
+                Item::ArrayOfTables(each(&s.templates, template)),
+            );
         }
         doc.insert("sandbox", Item::Table(t));
     }
@@ -58,7 +67,10 @@ pub fn write(manifest: &Manifest) -> String {
     doc.insert("opencode", Item::Table(t));
 
     if !manifest.triggers.is_empty() {
-        doc.insert("triggers", Item::ArrayOfTables(each(&manifest.triggers, trigger)));
+        doc.insert(
+            "triggers",
+            Item::ArrayOfTables(each(&manifest.triggers, trigger)),
+        );
     }
     if !manifest.connectors.is_empty() {
         doc.insert(
@@ -69,7 +81,7 @@ pub fn write(manifest: &Manifest) -> String {
     if !manifest.apps.is_empty() {
         doc.insert("apps", Item::ArrayOfTables(each(&manifest.apps, app)));
     }
-    doc.to_string()
+    doc
 }
 
 fn each<T>(items: &[T], f: impl Fn(&T) -> Table) -> ArrayOfTables {

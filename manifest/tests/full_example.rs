@@ -35,10 +35,19 @@ fn full_example_json_has_the_cli_shape() {
     let m = parse(FULL).unwrap();
     let json = m.to_json();
     let text = serde_json::to_string(&m).unwrap();
-    assert!(text.starts_with(r#"{"kortix_version":1,"project":{"name":"my-project","#), "{text}");
+    assert!(
+        text.starts_with(r#"{"kortix_version":1,"project":{"name":"my-project","#),
+        "{text}"
+    );
     let order = [
-        "\"env\":", "\"sandbox\":", "\"opencode\":", "\"triggers\":", "\"connectors\":",
-        "\"apps\":", "\"errors\":", "\"warnings\":",
+        "\"env\":",
+        "\"sandbox\":",
+        "\"opencode\":",
+        "\"triggers\":",
+        "\"connectors\":",
+        "\"apps\":",
+        "\"errors\":",
+        "\"warnings\":",
     ];
     let positions: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");

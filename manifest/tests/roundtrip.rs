@@ -54,7 +54,10 @@ fn repo_path() -> impl Strategy<Value = String> {
 }
 
 fn url() -> impl Strategy<Value = String> {
-    ("https?://[a-z0-9.-]{1,12}(:[0-9]{1,4})?", "(/[a-zA-Z0-9._~-]{0,8}){0,3}")
+    (
+        "https?://[a-z0-9.-]{1,12}(:[0-9]{1,4})?",
+        "(/[a-zA-Z0-9._~-]{0,8}){0,3}",
+    )
         .prop_map(|(a, b)| format!("{a}{b}"))
 }
 
@@ -76,14 +79,10 @@ fn image() -> impl Strategy<Value = String> {
 }
 
 fn env() -> impl Strategy<Value = Env> {
-    (
-        btree_set(env_name(), 0..4),
-        btree_set(env_name(), 0..4),
-    )
-        .prop_map(|(r, o)| Env {
-            required: r.into_iter().rev().collect(),
-            optional: o.into_iter().collect(),
-        })
+    (btree_set(env_name(), 0..4), btree_set(env_name(), 0..4)).prop_map(|(r, o)| Env {
+        required: r.into_iter().rev().collect(),
+        optional: o.into_iter().collect(),
+    })
 }
 
 fn template(slug: String) -> impl Strategy<Value = SandboxTemplate> {
@@ -97,15 +96,17 @@ fn template(slug: String) -> impl Strategy<Value = SandboxTemplate> {
         option::of(1u32..=128),
         option::of(1u32..=500),
     )
-        .prop_map(move |(name, (dockerfile, image), cpu, memory, disk)| SandboxTemplate {
-            slug: slug.clone(),
-            name,
-            dockerfile,
-            image,
-            cpu,
-            memory,
-            disk,
-        })
+        .prop_map(
+            move |(name, (dockerfile, image), cpu, memory, disk)| SandboxTemplate {
+                slug: slug.clone(),
+                name,
+                dockerfile,
+                image,
+                cpu,
+                memory,
+                disk,
+            },
+        )
 }
 
 fn sandbox() -> impl Strategy<Value = Sandbox> {
@@ -119,8 +120,18 @@ fn sandbox() -> impl Strategy<Value = Sandbox> {
         .prop_map(|(templates, default)| Sandbox { default, templates })
 }
 
-const CRONS: &[&str] = &["0 0 9 * * 1-5", "*/10 * * * * *", "0 30 2 1 * *", "0 0 0 * 1,6 0"];
-const ZONES: &[&str] = &["UTC", "America/Los_Angeles", "Europe/Berlin", "Asia/Kolkata"];
+const CRONS: &[&str] = &[
+    "0 0 9 * * 1-5",
+    "*/10 * * * * *",
+    "0 30 2 1 * *",
+    "0 0 0 * 1,6 0",
+];
+const ZONES: &[&str] = &[
+    "UTC",
+    "America/Los_Angeles",
+    "Europe/Berlin",
+    "Asia/Kolkata",
+];
 
 fn trigger(slug: String) -> impl Strategy<Value = Trigger> {
     (
@@ -179,7 +190,12 @@ fn connector(slug: String) -> impl Strategy<Value = Connector> {
         prop::sample::select(Provider::ALL),
         any::<bool>(),
         prop::sample::select(Credential::ALL),
-        (label(), label(), url(), prop::sample::select(Transport::ALL)),
+        (
+            label(),
+            label(),
+            url(),
+            prop::sample::select(Transport::ALL),
+        ),
         option::of(prop_oneof![url(), repo_path()]),
         option::of(auth()),
         vec(
@@ -189,7 +205,16 @@ fn connector(slug: String) -> impl Strategy<Value = Connector> {
         ),
     )
         .prop_map(
-            move |(name, provider, enabled, credential, (app, account, u, transport), spec, auth, policies)| {
+            move |(
+                name,
+                provider,
+                enabled,
+                credential,
+                (app, account, u, transport),
+                spec,
+                auth,
+                policies,
+            )| {
                 let mut c = Connector {
                     slug: slug.clone(),
                     name,
@@ -203,7 +228,11 @@ fn connector(slug: String) -> impl Strategy<Value = Connector> {
                     spec: None,
                     endpoint: None,
                     base_url: None,
-                    auth: if provider == Provider::Pipedream { None } else { auth },
+                    auth: if provider == Provider::Pipedream {
+                        None
+                    } else {
+                        auth
+                    },
                     policies,
                 };
                 match provider {
@@ -215,7 +244,9 @@ fn connector(slug: String) -> impl Strategy<Value = Connector> {
                         c.url = Some(u);
                         c.transport = Some(transport);
                     }
-                    Provider::Openapi => c.spec = Some(spec.unwrap_or_else(|| "openapi.yaml".into())),
+                    Provider::Openapi => {
+                        c.spec = Some(spec.unwrap_or_else(|| "openapi.yaml".into()))
+                    }
                     Provider::Graphql => {
                         c.endpoint = Some(u);
                         c.spec = spec;
@@ -242,15 +273,37 @@ fn app(slug: String) -> impl Strategy<Value = App> {
         btree_map("[A-Za-z_][A-Za-z0-9_]{0,10}", text(), 0..3),
     )
         .prop_map(
-            move |(name, enabled, domains, framework, git, (repo, branch, root_path, u), build, env)| {
+            move |(
+                name,
+                enabled,
+                domains,
+                framework,
+                git,
+                (repo, branch, root_path, u),
+                build,
+                env,
+            )| {
                 let source = if git {
-                    AppSource { kind: SourceType::Git, repo, branch, root_path, url: None }
+                    AppSource {
+                        kind: SourceType::Git,
+                        repo,
+                        branch,
+                        root_path,
+                        url: None,
+                    }
                 } else {
                     let url = format!("https://{}", u.split_once("://").map_or("x", |x| x.1));
-                    AppSource { kind: SourceType::Tar, repo: None, branch: None, root_path, url: Some(url) }
+                    AppSource {
+                        kind: SourceType::Tar,
+                        repo: None,
+                        branch: None,
+                        root_path,
+                        url: Some(url),
+                    }
                 };
                 let build = build.and_then(|(command, out_dir)| {
-                    (command.is_some() || out_dir.is_some()).then_some(AppBuild { command, out_dir })
+                    (command.is_some() || out_dir.is_some())
+                        .then_some(AppBuild { command, out_dir })
                 });
                 App {
                     slug: slug.clone(),
@@ -286,17 +339,19 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         entries(|s| app(s).boxed()),
     )
         .prop_map(
-            |((name, description), env, sandbox, config_dir, triggers, connectors, apps)| Manifest {
-                kortix_version: 1,
-                project: Project { name, description },
-                env,
-                sandbox,
-                opencode: OpenCode { config_dir },
-                triggers,
-                connectors,
-                apps,
-                errors: Vec::new(),
-                warnings: Vec::new(),
+            |((name, description), env, sandbox, config_dir, triggers, connectors, apps)| {
+                Manifest {
+                    kortix_version: 1,
+                    project: Project { name, description },
+                    env,
+                    sandbox,
+                    opencode: OpenCode { config_dir },
+                    triggers,
+                    connectors,
+                    apps,
+                    errors: Vec::new(),
+                    warnings: Vec::new(),
+                }
             },
         )
 }
@@ -319,5 +374,23 @@ proptest! {
     #[test]
     fn parse_never_panics_on_arbitrary_text(s in "\\PC{0,200}") {
         let _ = parse(&s);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Editing any manifest into any other through `write_over` lands on
+    /// exactly the edited configuration.
+    #[test]
+    fn write_over_lands_on_the_edit(a in manifest(), b in manifest()) {
+        let original = write(&a);
+        let out = kortix_manifest::write_over(&original, &b)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let back = parse(&out).map_err(|e| TestCaseError::fail(format!("{e}\n{out}")))?;
+        prop_assert!(back.errors.is_empty(), "{:#?}\n{}", back.errors, out);
+        prop_assert!(back.config_eq(&b), "{}", out);
+        // No edit, no change.
+        prop_assert_eq!(kortix_manifest::write_over(&original, &a).unwrap(), original);
     }
 }

@@ -55,9 +55,18 @@ fn version_string_one_is_v1() {
 #[test]
 fn version_higher_is_rejected_outright() {
     for v in ["2", "\"2\"", "1000"] {
-        let err = parse(&format!("kortix_version = {v}\n[[triggers]]\nslug=\"a\"\n{CRON}")).unwrap_err();
-        assert!(matches!(err, ManifestError::UnsupportedVersion { .. }), "{v}: {err}");
-        assert!(err.to_string().contains("unsupported kortix_version"), "{err}");
+        let err = parse(&format!(
+            "kortix_version = {v}\n[[triggers]]\nslug=\"a\"\n{CRON}"
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(err, ManifestError::UnsupportedVersion { .. }),
+            "{v}: {err}"
+        );
+        assert!(
+            err.to_string().contains("unsupported kortix_version"),
+            "{err}"
+        );
     }
 }
 
@@ -65,15 +74,26 @@ fn version_higher_is_rejected_outright() {
 fn version_garbage_is_rejected_with_a_clear_error() {
     for v in ["\"one\"", "0", "1.5", "true", "[]"] {
         let err = parse(&format!("kortix_version = {v}")).unwrap_err();
-        assert!(matches!(err, ManifestError::InvalidVersion { .. }), "{v}: {err}");
+        assert!(
+            matches!(err, ManifestError::InvalidVersion { .. }),
+            "{v}: {err}"
+        );
         assert!(err.to_string().contains("kortix_version"), "{err}");
     }
 }
 
 #[test]
 fn invalid_toml_is_rejected_outright() {
-    for text in ["this is not toml", "[[triggers]\n", "a = 1\na = 2", "x = \"unterminated"] {
-        assert!(matches!(parse(text), Err(ManifestError::Toml(_))), "{text:?}");
+    for text in [
+        "this is not toml",
+        "[[triggers]\n",
+        "a = 1\na = 2",
+        "x = \"unterminated",
+    ] {
+        assert!(
+            matches!(parse(text), Err(ManifestError::Toml(_))),
+            "{text:?}"
+        );
     }
     assert!(matches!(
         kortix_manifest::parse_bytes(b"a = \"\xff\""),
@@ -139,7 +159,10 @@ fn project_metadata_is_kept_and_optional() {
     assert_eq!(m.project.description.as_deref(), Some("d"));
     let m = p("");
     assert_eq!(m.project.name, None);
-    assert_eq!(m.to_json()["project"]["description"], serde_json::Value::Null);
+    assert_eq!(
+        m.to_json()["project"]["description"],
+        serde_json::Value::Null
+    );
 }
 
 // ------------------------------------------------------------------- env
@@ -162,13 +185,19 @@ fn env_names_must_be_upper_snake() {
     assert_error(&m, "env.required", Some(2), "^[A-Z_][A-Z0-9_]*$");
     assert_error(&m, "env.required", Some(3), "^[A-Z_][A-Z0-9_]*$");
     assert_error(&m, "env.required", Some(4), "must be a string");
-    assert_eq!(errors_in(&m, "env.required")[0].slug.as_deref(), Some("lower"));
+    assert_eq!(
+        errors_in(&m, "env.required")[0].slug.as_deref(),
+        Some("lower")
+    );
 }
 
 #[test]
 fn env_names_longer_than_64_parse_with_a_warning() {
     let long = "A".repeat(65);
-    let m = p(&format!("[env]\noptional = [\"{long}\", \"{}\"]", "B".repeat(64)));
+    let m = p(&format!(
+        "[env]\noptional = [\"{long}\", \"{}\"]",
+        "B".repeat(64)
+    ));
     assert_eq!(m.env.optional.len(), 2, "no length cap at parse time");
     assert!(m.errors.is_empty());
     let w = warnings_in(&m, "env.optional");
@@ -182,7 +211,11 @@ fn env_kortix_prefix_parses_with_a_warning() {
     let m = p("[env]\nrequired = [\"KORTIX_FOO\"]");
     assert_eq!(m.env.required, ["KORTIX_FOO"]);
     assert!(m.errors.is_empty());
-    assert!(warnings_in(&m, "env.required")[0].message.contains("reserved"));
+    assert!(
+        warnings_in(&m, "env.required")[0]
+            .message
+            .contains("reserved")
+    );
 }
 
 // ------------------------------------------------------- sandbox.templates
@@ -195,7 +228,10 @@ fn tpl(body: &str) -> Manifest {
 fn templates_are_optional_and_the_platform_default_applies() {
     let m = p("");
     assert!(m.sandbox.templates.is_empty());
-    assert_eq!(m.resolve_template(None), Ok(ResolvedTemplate::PlatformDefault));
+    assert_eq!(
+        m.resolve_template(None),
+        Ok(ResolvedTemplate::PlatformDefault)
+    );
 }
 
 #[test]
@@ -207,8 +243,10 @@ fn template_slug_is_required() {
 
 #[test]
 fn template_slug_must_be_unique() {
-    let m = p("[[sandbox.templates]]\nslug = \"a\"\nimage = \"python:3.12\"\n\
-               [[sandbox.templates]]\nslug = \"a\"\nimage = \"node:22\"");
+    let m = p(
+        "[[sandbox.templates]]\nslug = \"a\"\nimage = \"python:3.12\"\n\
+               [[sandbox.templates]]\nslug = \"a\"\nimage = \"node:22\"",
+    );
     assert_eq!(m.sandbox.templates.len(), 1);
     assert_eq!(m.sandbox.templates[0].image.as_deref(), Some("python:3.12"));
     assert_error(&m, "sandbox.templates", Some(1), "duplicate slug");
@@ -232,11 +270,19 @@ fn template_name_defaults_to_slug() {
 #[test]
 fn template_needs_exactly_one_of_image_and_dockerfile() {
     let m = tpl("slug = \"a\"");
-    assert_error(&m, "sandbox.templates", Some(0), "one of `image` or `dockerfile`");
+    assert_error(
+        &m,
+        "sandbox.templates",
+        Some(0),
+        "one of `image` or `dockerfile`",
+    );
     let m = tpl("slug = \"a\"\nimage = \"python:3.12\"\ndockerfile = \"Dockerfile\"");
     assert_error(&m, "sandbox.templates", Some(0), "not both");
     let m = tpl("slug = \"a\"\ndockerfile = \".kortix/Dockerfile\"");
-    assert_eq!(m.sandbox.templates[0].dockerfile.as_deref(), Some(".kortix/Dockerfile"));
+    assert_eq!(
+        m.sandbox.templates[0].dockerfile.as_deref(),
+        Some(".kortix/Dockerfile")
+    );
     assert_eq!(m.sandbox.templates[0].image, None);
 }
 
@@ -261,11 +307,21 @@ fn template_dockerfile_dotdot_is_rejected() {
 #[test]
 fn template_image_must_be_tag_or_digest_pinned() {
     let digest = format!("python@sha256:{}", "a".repeat(64));
-    for ok in ["python:3.12-slim", "localhost:5000/img:1.0", "ghcr.io/a/b:v1", &digest] {
+    for ok in [
+        "python:3.12-slim",
+        "localhost:5000/img:1.0",
+        "ghcr.io/a/b:v1",
+        &digest,
+    ] {
         let m = tpl(&format!("slug = \"a\"\nimage = \"{ok}\""));
         assert_eq!(m.sandbox.templates.len(), 1, "{ok}: {:?}", m.errors);
     }
-    for bad in ["python", "python:latest", "localhost:5000/img", "ghcr.io/a/b"] {
+    for bad in [
+        "python",
+        "python:latest",
+        "localhost:5000/img",
+        "ghcr.io/a/b",
+    ] {
         let m = tpl(&format!("slug = \"a\"\nimage = \"{bad}\""));
         assert!(m.sandbox.templates.is_empty(), "{bad}");
         assert_error(&m, "sandbox.templates", Some(0), "pin");
@@ -277,12 +333,16 @@ fn template_hardware_is_optional() {
     let m = tpl("slug = \"a\"\nimage = \"python:3.12\"");
     let t = &m.sandbox.templates[0];
     assert_eq!((t.cpu, t.memory, t.disk), (None, None, None));
-    assert_eq!(m.to_json()["sandbox"]["templates"][0]["disk"], serde_json::Value::Null);
+    assert_eq!(
+        m.to_json()["sandbox"]["templates"][0]["disk"],
+        serde_json::Value::Null
+    );
 }
 
 #[test]
 fn template_hardware_is_coerced_to_whole_numbers() {
-    let m = tpl("slug = \"a\"\nimage = \"python:3.12\"\ncpu = 2.7\nmemory = \"16\"\ndisk = \"50.5\"");
+    let m =
+        tpl("slug = \"a\"\nimage = \"python:3.12\"\ncpu = 2.7\nmemory = \"16\"\ndisk = \"50.5\"");
     let t = &m.sandbox.templates[0];
     assert_eq!((t.cpu, t.memory, t.disk), (Some(2), Some(16), Some(50)));
     let m = tpl("slug = \"a\"\nimage = \"python:3.12\"\ncpu = \"lots\"");
@@ -301,7 +361,9 @@ fn template_hardware_below_one_falls_back_to_provider_default() {
 
 #[test]
 fn template_hardware_above_ceiling_is_clamped() {
-    let m = tpl("slug = \"a\"\nimage = \"python:3.12\"\ncpu = 64\nmemory = 1000\ndisk = 99999999999999");
+    let m = tpl(
+        "slug = \"a\"\nimage = \"python:3.12\"\ncpu = 64\nmemory = 1000\ndisk = 99999999999999",
+    );
     let t = &m.sandbox.templates[0];
     assert_eq!((t.cpu, t.memory, t.disk), (Some(32), Some(128), Some(500)));
     assert!(m.errors.is_empty());
@@ -319,7 +381,9 @@ fn template_gpu_is_not_supported() {
 
 #[test]
 fn sandbox_default_must_name_a_template_or_default() {
-    let m = p("[sandbox]\ndefault = \"dev\"\n[[sandbox.templates]]\nslug = \"dev\"\ndockerfile = \".kortix/Dockerfile\"");
+    let m = p(
+        "[sandbox]\ndefault = \"dev\"\n[[sandbox.templates]]\nslug = \"dev\"\ndockerfile = \".kortix/Dockerfile\"",
+    );
     assert_eq!(m.sandbox.default.as_deref(), Some("dev"));
     assert!(m.errors.is_empty());
     let m = p("[sandbox]\ndefault = \"default\"");
@@ -332,26 +396,47 @@ fn sandbox_default_must_name_a_template_or_default() {
 
 #[test]
 fn sandbox_default_is_what_sessions_boot_without_a_slug() {
-    let m = p("[sandbox]\ndefault = \"dev\"\n[[sandbox.templates]]\nslug = \"dev\"\ndockerfile = \"Dockerfile\"\n\
-               [[sandbox.templates]]\nslug = \"ml\"\nimage = \"python:3.12\"");
+    let m = p(
+        "[sandbox]\ndefault = \"dev\"\n[[sandbox.templates]]\nslug = \"dev\"\ndockerfile = \"Dockerfile\"\n\
+               [[sandbox.templates]]\nslug = \"ml\"\nimage = \"python:3.12\"",
+    );
     let dev = m.template("dev").unwrap();
     let ml = m.template("ml").unwrap();
-    assert_eq!(m.resolve_template(None), Ok(ResolvedTemplate::Template(dev)));
-    assert_eq!(m.resolve_template(Some("ml")), Ok(ResolvedTemplate::Template(ml)));
-    assert_eq!(m.resolve_template(Some("default")), Ok(ResolvedTemplate::PlatformDefault));
+    assert_eq!(
+        m.resolve_template(None),
+        Ok(ResolvedTemplate::Template(dev))
+    );
+    assert_eq!(
+        m.resolve_template(Some("ml")),
+        Ok(ResolvedTemplate::Template(ml))
+    );
+    assert_eq!(
+        m.resolve_template(Some("default")),
+        Ok(ResolvedTemplate::PlatformDefault)
+    );
     let err = m.resolve_template(Some("gpu")).unwrap_err();
     assert_eq!(err.slug, "gpu");
     assert!(err.to_string().contains("dev, ml"), "{err}");
-    let m = p("[sandbox]\ndefault = \"default\"\n[[sandbox.templates]]\nslug = \"dev\"\ndockerfile = \"Dockerfile\"");
-    assert_eq!(m.resolve_template(None), Ok(ResolvedTemplate::PlatformDefault));
+    let m = p(
+        "[sandbox]\ndefault = \"default\"\n[[sandbox.templates]]\nslug = \"dev\"\ndockerfile = \"Dockerfile\"",
+    );
+    assert_eq!(
+        m.resolve_template(None),
+        Ok(ResolvedTemplate::PlatformDefault)
+    );
 }
 
 #[test]
 fn sandbox_legacy_singular_keys_are_rejected() {
-    let m = p("[sandbox]\nimage = \"python:3.12\"\nbuild = \"x\"\n[[sandbox.templates]]\nslug = \"a\"\nimage = \"python:3.12\"");
+    let m = p(
+        "[sandbox]\nimage = \"python:3.12\"\nbuild = \"x\"\n[[sandbox.templates]]\nslug = \"a\"\nimage = \"python:3.12\"",
+    );
     let errs = errors_in(&m, "sandbox");
     assert_eq!(errs.len(), 2, "{errs:?}");
-    assert!(errs.iter().all(|e| e.index.is_none() && e.message.contains("not allowed")));
+    assert!(
+        errs.iter()
+            .all(|e| e.index.is_none() && e.message.contains("not allowed"))
+    );
     // Permissive: the templates still parse.
     assert_eq!(m.sandbox.templates.len(), 1);
 }
@@ -404,10 +489,24 @@ mod snapshot_hash {
         assert_eq!(snapshot_hash(&renamed, Some(DF), "rt1"), h);
         assert_ne!(snapshot_hash(&a, Some(b"FROM node:22\n"), "rt1"), h);
         assert_ne!(snapshot_hash(&a, Some(DF), "rt2"), h);
-        assert_ne!(snapshot_hash(&a, None, "rt1"), h, "unread Dockerfile never matches");
-        let image = SandboxTemplate { dockerfile: None, image: Some("python:3.12".into()), ..a.clone() };
-        let image2 = SandboxTemplate { image: Some("python:3.13".into()), ..image.clone() };
-        assert_ne!(snapshot_hash(&image, None, "rt1"), snapshot_hash(&image2, None, "rt1"));
+        assert_ne!(
+            snapshot_hash(&a, None, "rt1"),
+            h,
+            "unread Dockerfile never matches"
+        );
+        let image = SandboxTemplate {
+            dockerfile: None,
+            image: Some("python:3.12".into()),
+            ..a.clone()
+        };
+        let image2 = SandboxTemplate {
+            image: Some("python:3.13".into()),
+            ..image.clone()
+        };
+        assert_ne!(
+            snapshot_hash(&image, None, "rt1"),
+            snapshot_hash(&image2, None, "rt1")
+        );
         // The hash is deterministic and hex SHA-256.
         assert_eq!(h, snapshot_hash(&a, Some(DF), "rt1"));
         assert_eq!(h.len(), 64);
@@ -435,7 +534,10 @@ mod snapshot_hash {
             ("dockerfile", DF),
             ("runtime", b"rt1"),
         ]);
-        assert_eq!(snapshot_hash(&t(None, None, None), Some(DF), "rt1"), pre_spec);
+        assert_eq!(
+            snapshot_hash(&t(None, None, None), Some(DF), "rt1"),
+            pre_spec
+        );
         let with_spec = documented(&[
             ("domain", b"kortix-snapshot-v1"),
             ("dockerfile", DF),
@@ -443,11 +545,22 @@ mod snapshot_hash {
             ("cpu", b"4"),
             ("disk", b"50"),
         ]);
-        assert_eq!(snapshot_hash(&t(Some(4), None, Some(50)), Some(DF), "rt1"), with_spec);
-        let image = SandboxTemplate { dockerfile: None, image: Some("python:3.12".into()), ..t(None, None, None) };
+        assert_eq!(
+            snapshot_hash(&t(Some(4), None, Some(50)), Some(DF), "rt1"),
+            with_spec
+        );
+        let image = SandboxTemplate {
+            dockerfile: None,
+            image: Some("python:3.12".into()),
+            ..t(None, None, None)
+        };
         assert_eq!(
             snapshot_hash(&image, None, "rt1"),
-            documented(&[("domain", b"kortix-snapshot-v1"), ("image", b"python:3.12"), ("runtime", b"rt1")])
+            documented(&[
+                ("domain", b"kortix-snapshot-v1"),
+                ("image", b"python:3.12"),
+                ("runtime", b"rt1")
+            ])
         );
     }
 }
@@ -462,12 +575,22 @@ fn opencode_config_dir_defaults() {
 
 #[test]
 fn opencode_config_dir_is_read() {
-    assert_eq!(p("[opencode]\nconfig_dir = \"tools/oc\"").opencode_config_dir(), "tools/oc");
+    assert_eq!(
+        p("[opencode]\nconfig_dir = \"tools/oc\"").opencode_config_dir(),
+        "tools/oc"
+    );
 }
 
 #[test]
 fn opencode_bad_config_dir_silently_falls_back() {
-    for bad in ["\"/abs\"", "\"../up\"", "\"a/../../b\"", "\"\"", "\"  \"", "42"] {
+    for bad in [
+        "\"/abs\"",
+        "\"../up\"",
+        "\"a/../../b\"",
+        "\"\"",
+        "\"  \"",
+        "42",
+    ] {
         let m = p(&format!("[opencode]\nconfig_dir = {bad}"));
         assert_eq!(m.opencode_config_dir(), ".kortix/opencode", "{bad}");
         assert!(m.errors.is_empty(), "{bad}: not an error");
@@ -502,7 +625,9 @@ fn trigger_slug_grammar() {
 
 #[test]
 fn trigger_slugs_are_unique_among_triggers() {
-    let m = p(&format!("[[triggers]]\nslug = \"a\"\n{CRON}\n[[triggers]]\nslug = \"a\"\n{CRON}"));
+    let m = p(&format!(
+        "[[triggers]]\nslug = \"a\"\n{CRON}\n[[triggers]]\nslug = \"a\"\n{CRON}"
+    ));
     assert_eq!(m.triggers.len(), 1);
     assert_error(&m, "triggers", Some(1), "duplicate slug");
 }
@@ -514,7 +639,10 @@ fn slug_uniqueness_is_per_section() {
          [[connectors]]\nslug = \"x\"\nprovider = \"pipedream\"\napp = \"slack\""
     ));
     assert!(m.errors.is_empty(), "{:?}", m.errors);
-    assert_eq!((m.triggers.len(), m.apps.len(), m.connectors.len()), (1, 1, 1));
+    assert_eq!(
+        (m.triggers.len(), m.apps.len(), m.connectors.len()),
+        (1, 1, 1)
+    );
 }
 
 #[test]
@@ -524,7 +652,10 @@ fn trigger_type_is_required_and_cron_or_webhook() {
     let m = trigger("type = \"hourly\"\nprompt = \"x\"");
     assert_error(&m, "triggers", Some(0), "\"cron\" or \"webhook\"");
     assert_eq!(trigger(CRON).triggers[0].kind, TriggerKind::Cron);
-    assert_eq!(trigger("type = \"webhook\"\nprompt = \"x\"").triggers[0].kind, TriggerKind::Webhook);
+    assert_eq!(
+        trigger("type = \"webhook\"\nprompt = \"x\"").triggers[0].kind,
+        TriggerKind::Webhook
+    );
 }
 
 #[test]
@@ -540,14 +671,23 @@ fn trigger_prompt_is_required_alias_prompt_template() {
 #[test]
 fn trigger_name_defaults_to_slug() {
     assert_eq!(trigger(CRON).triggers[0].name, "t");
-    assert_eq!(trigger(&format!("{CRON}\nname = \"Nice\"")).triggers[0].name, "Nice");
+    assert_eq!(
+        trigger(&format!("{CRON}\nname = \"Nice\"")).triggers[0].name,
+        "Nice"
+    );
 }
 
 #[test]
 fn trigger_agent_defaults_and_alias_agent_name() {
     assert_eq!(trigger(CRON).triggers[0].agent, "default");
-    assert_eq!(trigger(&format!("{CRON}\nagent = \"kortix\"")).triggers[0].agent, "kortix");
-    assert_eq!(trigger(&format!("{CRON}\nagent_name = \"build\"")).triggers[0].agent, "build");
+    assert_eq!(
+        trigger(&format!("{CRON}\nagent = \"kortix\"")).triggers[0].agent,
+        "kortix"
+    );
+    assert_eq!(
+        trigger(&format!("{CRON}\nagent_name = \"build\"")).triggers[0].agent,
+        "build"
+    );
 }
 
 #[test]
@@ -575,8 +715,16 @@ fn trigger_enabled_defaults_true_and_accepts_strings() {
 fn trigger_cron_is_six_field_croner_alias_schedule() {
     let m = trigger("type = \"cron\"\nprompt = \"x\"\nschedule = \"*/30 * * * * *\"");
     assert_eq!(m.triggers[0].cron.as_deref(), Some("*/30 * * * * *"));
-    for bad in ["0 9 * * 1-5", "0 0 9 * * 1-5 2030", "@daily", "0 0 99 * * *", "x x x x x x"] {
-        let m = trigger(&format!("type = \"cron\"\nprompt = \"x\"\ncron = \"{bad}\""));
+    for bad in [
+        "0 9 * * 1-5",
+        "0 0 9 * * 1-5 2030",
+        "@daily",
+        "0 0 99 * * *",
+        "x x x x x x",
+    ] {
+        let m = trigger(&format!(
+            "type = \"cron\"\nprompt = \"x\"\ncron = \"{bad}\""
+        ));
         assert!(m.triggers.is_empty(), "{bad}");
         assert_error(&m, "triggers", Some(0), "cron");
     }
@@ -588,7 +736,10 @@ fn trigger_cron_is_six_field_croner_alias_schedule() {
 fn trigger_timezone_is_iana_and_defaults_to_utc() {
     assert_eq!(trigger(CRON).triggers[0].timezone.as_deref(), Some("UTC"));
     let m = trigger(&format!("{CRON}\ntimezone = \"America/Los_Angeles\""));
-    assert_eq!(m.triggers[0].timezone.as_deref(), Some("America/Los_Angeles"));
+    assert_eq!(
+        m.triggers[0].timezone.as_deref(),
+        Some("America/Los_Angeles")
+    );
     let m = trigger(&format!("{CRON}\ntimezone = \"Moon/Base\""));
     assert_error(&m, "triggers", Some(0), "IANA");
 }
@@ -600,7 +751,10 @@ fn trigger_cron_evaluates_seconds_first_in_its_timezone() {
     let t = &m.triggers[0];
     // 2025-01-06 is a Monday; Berlin is UTC+1 in winter.
     let after = Utc.with_ymd_and_hms(2025, 1, 6, 0, 0, 0).unwrap();
-    assert_eq!(t.next_after(after), Some(Utc.with_ymd_and_hms(2025, 1, 6, 8, 0, 0).unwrap()));
+    assert_eq!(
+        t.next_after(after),
+        Some(Utc.with_ymd_and_hms(2025, 1, 6, 8, 0, 0).unwrap())
+    );
     let hook = trigger("type = \"webhook\"\nprompt = \"x\"");
     assert_eq!(hook.triggers[0].next_after(after), None);
 }
@@ -611,6 +765,22 @@ fn trigger_secret_env_alias_secret_env_camel() {
     assert_eq!(m.triggers[0].secret_env.as_deref(), Some("WEBHOOK_SECRET"));
     let m = trigger("type = \"webhook\"\nprompt = \"x\"\nsecret_env = \"not a name\"");
     assert_error(&m, "triggers", Some(0), "secret_env");
+}
+
+#[test]
+fn webhook_secret_should_be_declared_in_env() {
+    // Round-trip rule: declare a webhook's secret in [env].optional so it
+    // shows up in the Secrets Manager.
+    let hook = "[[triggers]]\nslug = \"h\"\ntype = \"webhook\"\nprompt = \"x\"\nsecret_env = \"HOOK_SECRET\"";
+    let m = p(hook);
+    assert_eq!(m.triggers.len(), 1);
+    assert!(
+        warnings_in(&m, "triggers")[0]
+            .message
+            .contains("[env].optional")
+    );
+    let m = p(&format!("[env]\noptional = [\"HOOK_SECRET\"]\n{hook}"));
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
 }
 
 #[test]
@@ -655,8 +825,21 @@ fn trigger_write_back_field_order() {
     assert_eq!(
         keys,
         [
-            "slug", "name", "type", "agent", "enabled", "cron", "timezone", "prompt", //
-            "slug", "name", "type", "agent", "enabled", "secret_env", "prompt"
+            "slug",
+            "name",
+            "type",
+            "agent",
+            "enabled",
+            "cron",
+            "timezone",
+            "prompt", //
+            "slug",
+            "name",
+            "type",
+            "agent",
+            "enabled",
+            "secret_env",
+            "prompt"
         ],
         "{text}"
     );
@@ -672,16 +855,20 @@ fn conn(body: &str) -> Manifest {
 fn connector_slug_grammar_and_uniqueness() {
     let m = p("[[connectors]]\nslug = \"Bad\"\nprovider = \"pipedream\"\napp = \"x\"");
     assert_error(&m, "connectors", Some(0), "slug");
-    let m = p("[[connectors]]\nslug = \"a\"\nprovider = \"pipedream\"\napp = \"x\"\n\
-               [[connectors]]\nslug = \"a\"\nprovider = \"pipedream\"\napp = \"y\"");
+    let m = p(
+        "[[connectors]]\nslug = \"a\"\nprovider = \"pipedream\"\napp = \"x\"\n\
+               [[connectors]]\nslug = \"a\"\nprovider = \"pipedream\"\napp = \"y\"",
+    );
     assert_eq!(m.connectors.len(), 1);
     assert_error(&m, "connectors", Some(1), "duplicate slug");
 }
 
 #[test]
 fn connectors_are_sorted_by_slug() {
-    let m = p("[[connectors]]\nslug = \"z\"\nprovider = \"pipedream\"\napp = \"x\"\n\
-               [[connectors]]\nslug = \"a\"\nprovider = \"pipedream\"\napp = \"y\"");
+    let m = p(
+        "[[connectors]]\nslug = \"z\"\nprovider = \"pipedream\"\napp = \"x\"\n\
+               [[connectors]]\nslug = \"a\"\nprovider = \"pipedream\"\napp = \"y\"",
+    );
     assert_eq!(m.connectors[0].slug, "a");
     assert_eq!(m.connectors[1].slug, "z");
 }
@@ -689,7 +876,12 @@ fn connectors_are_sorted_by_slug() {
 #[test]
 fn connector_provider_is_required_and_known() {
     assert_error(&conn("app = \"x\""), "connectors", Some(0), "`provider`");
-    assert_error(&conn("provider = \"zapier\""), "connectors", Some(0), "`provider`");
+    assert_error(
+        &conn("provider = \"zapier\""),
+        "connectors",
+        Some(0),
+        "`provider`",
+    );
 }
 
 #[test]
@@ -716,7 +908,12 @@ fn connector_credential_defaults_by_provider() {
 
 #[test]
 fn connector_pipedream_needs_app_account_defaults_to_slug() {
-    assert_error(&conn("provider = \"pipedream\""), "connectors", Some(0), "`app`");
+    assert_error(
+        &conn("provider = \"pipedream\""),
+        "connectors",
+        Some(0),
+        "`app`",
+    );
     let m = conn("provider = \"pipedream\"\napp = \"slack\"");
     assert_eq!(m.connectors[0].app.as_deref(), Some("slack"));
     assert_eq!(m.connectors[0].account.as_deref(), Some("c"));
@@ -739,7 +936,12 @@ fn connector_mcp_needs_url_transport_http_or_sse() {
 
 #[test]
 fn connector_openapi_needs_spec_url_or_repo_path() {
-    assert_error(&conn("provider = \"openapi\""), "connectors", Some(0), "`spec`");
+    assert_error(
+        &conn("provider = \"openapi\""),
+        "connectors",
+        Some(0),
+        "`spec`",
+    );
     for ok in ["https://api.example.com/openapi.json", "specs/api.yaml"] {
         let m = conn(&format!("provider = \"openapi\"\nspec = \"{ok}\""));
         assert_eq!(m.connectors[0].spec.as_deref(), Some(ok));
@@ -752,20 +954,39 @@ fn connector_openapi_needs_spec_url_or_repo_path() {
 
 #[test]
 fn connector_graphql_needs_endpoint_spec_optional() {
-    assert_error(&conn("provider = \"graphql\""), "connectors", Some(0), "`endpoint`");
+    assert_error(
+        &conn("provider = \"graphql\""),
+        "connectors",
+        Some(0),
+        "`endpoint`",
+    );
     let m = conn("provider = \"graphql\"\nendpoint = \"https://api.example.com/graphql\"");
-    assert_eq!(m.connectors[0].endpoint.as_deref(), Some("https://api.example.com/graphql"));
+    assert_eq!(
+        m.connectors[0].endpoint.as_deref(),
+        Some("https://api.example.com/graphql")
+    );
     assert_eq!(m.connectors[0].spec, None);
-    let m = conn("provider = \"graphql\"\nendpoint = \"https://x/graphql\"\nspec = \"schema.graphql\"");
+    let m =
+        conn("provider = \"graphql\"\nendpoint = \"https://x/graphql\"\nspec = \"schema.graphql\"");
     assert_eq!(m.connectors[0].spec.as_deref(), Some("schema.graphql"));
 }
 
 #[test]
 fn connector_http_needs_base_url_alias_base_url_camel() {
-    assert_error(&conn("provider = \"http\""), "connectors", Some(0), "`base_url`");
+    assert_error(
+        &conn("provider = \"http\""),
+        "connectors",
+        Some(0),
+        "`base_url`",
+    );
     let m = conn("provider = \"http\"\nbaseUrl = \"https://api.example.com\"");
-    assert_eq!(m.connectors[0].base_url.as_deref(), Some("https://api.example.com"));
-    let m = conn("provider = \"http\"\nbase_url = \"https://api.example.com\"\nspec = \"openapi.yaml\"");
+    assert_eq!(
+        m.connectors[0].base_url.as_deref(),
+        Some("https://api.example.com")
+    );
+    let m = conn(
+        "provider = \"http\"\nbase_url = \"https://api.example.com\"\nspec = \"openapi.yaml\"",
+    );
     assert_eq!(m.connectors[0].spec.as_deref(), Some("openapi.yaml"));
     assert!(!write(&m).contains("baseUrl"));
 }
@@ -774,7 +995,10 @@ fn connector_http_needs_base_url_alias_base_url_camel() {
 fn connector_fields_of_other_providers_are_null() {
     let m = conn("provider = \"pipedream\"\napp = \"slack\"\nurl = \"https://x\"");
     let c = &m.connectors[0];
-    assert_eq!((c.url.as_deref(), c.transport, c.base_url.as_deref()), (None, None, None));
+    assert_eq!(
+        (c.url.as_deref(), c.transport, c.base_url.as_deref()),
+        (None, None, None)
+    );
     assert!(!warnings_in(&m, "connectors").is_empty());
 }
 
@@ -791,7 +1015,10 @@ fn connector_auth_defaults_and_values() {
         "{http}\n[connectors.auth]\ntype = \"bearer\"\nin = \"query\"\nprefix = \"Token \"\nsecret = \"K\""
     ));
     let a = m.connectors[0].auth.as_ref().unwrap();
-    assert_eq!((a.kind, a.location), (AuthType::Bearer, AuthLocation::Query));
+    assert_eq!(
+        (a.kind, a.location),
+        (AuthType::Bearer, AuthLocation::Query)
+    );
     assert_eq!(a.prefix.as_deref(), Some("Token "));
     let m = conn(&format!("{http}\n[connectors.auth]\ntype = \"basic\""));
     assert_eq!(m.connectors[0].auth.as_ref().unwrap().kind, AuthType::Basic);
@@ -806,15 +1033,22 @@ fn connector_auth_custom_requires_name() {
     let http = "provider = \"http\"\nbase_url = \"https://api.example.com\"";
     let m = conn(&format!("{http}\n[connectors.auth]\ntype = \"custom\""));
     assert_error(&m, "connectors", Some(0), "`name` is required");
-    let m = conn(&format!("{http}\n[connectors.auth]\ntype = \"custom\"\nname = \"X-Api-Key\""));
-    assert_eq!(m.connectors[0].auth.as_ref().unwrap().name.as_deref(), Some("X-Api-Key"));
+    let m = conn(&format!(
+        "{http}\n[connectors.auth]\ntype = \"custom\"\nname = \"X-Api-Key\""
+    ));
+    assert_eq!(
+        m.connectors[0].auth.as_ref().unwrap().name.as_deref(),
+        Some("X-Api-Key")
+    );
 }
 
 #[test]
 fn connector_auth_secret_must_be_a_secret_name() {
     let http = "provider = \"http\"\nbase_url = \"https://api.example.com\"";
     for bad in ["lower", "A-B", &"A".repeat(65)] {
-        let m = conn(&format!("{http}\n[connectors.auth]\ntype = \"bearer\"\nsecret = \"{bad}\""));
+        let m = conn(&format!(
+            "{http}\n[connectors.auth]\ntype = \"bearer\"\nsecret = \"{bad}\""
+        ));
         assert_error(&m, "connectors", Some(0), "secret");
     }
 }
@@ -835,9 +1069,20 @@ fn connector_policies_need_match_and_action() {
          [[connectors.policies]]\nmatch = \"read_*\"\naction = \"always_run\""
     ));
     let actions: Vec<_> = m.connectors[0].policies.iter().map(|p| p.action).collect();
-    assert_eq!(actions, [PolicyAction::RequireApproval, PolicyAction::Block, PolicyAction::AlwaysRun]);
+    assert_eq!(
+        actions,
+        [
+            PolicyAction::RequireApproval,
+            PolicyAction::Block,
+            PolicyAction::AlwaysRun
+        ]
+    );
     assert_eq!(m.connectors[0].policies[1].pattern, "delete_*");
-    for bad in ["action = \"block\"", "match = \"*\"", "match = \"*\"\naction = \"maybe\""] {
+    for bad in [
+        "action = \"block\"",
+        "match = \"*\"",
+        "match = \"*\"\naction = \"maybe\"",
+    ] {
         let m = conn(&format!("{base}\n[[connectors.policies]]\n{bad}"));
         assert!(m.connectors.is_empty(), "{bad}");
         assert_error(&m, "connectors", Some(0), "policies[0]");
@@ -869,7 +1114,9 @@ const GIT: &str = "[apps.source]\ntype = \"git\"";
 fn app_slug_required_and_unique() {
     let m = p(&format!("[[apps]]\n{GIT}"));
     assert_error(&m, "apps", Some(0), "slug");
-    let m = p(&format!("[[apps]]\nslug = \"a\"\n{GIT}\n[[apps]]\nslug = \"a\"\n{GIT}"));
+    let m = p(&format!(
+        "[[apps]]\nslug = \"a\"\n{GIT}\n[[apps]]\nslug = \"a\"\n{GIT}"
+    ));
     assert_eq!(m.apps.len(), 1);
     assert_error(&m, "apps", Some(1), "duplicate slug");
     let m = p(&format!("[[apps]]\nslug = \"Not URL safe!\"\n{GIT}"));
@@ -888,15 +1135,25 @@ fn app_defaults() {
     assert!(a.env.is_empty());
     assert_eq!(a.source.kind, SourceType::Git);
     assert_eq!(a.source.root_path, ".");
-    assert_eq!((a.source.repo.as_deref(), a.source.branch.as_deref()), (None, None));
-    let m = app(&format!("name = \"Site\"\nenabled = false\nframework = \"next\"\n{GIT}"));
-    assert_eq!((m.apps[0].name.as_str(), m.apps[0].enabled), ("Site", false));
+    assert_eq!(
+        (a.source.repo.as_deref(), a.source.branch.as_deref()),
+        (None, None)
+    );
+    let m = app(&format!(
+        "name = \"Site\"\nenabled = false\nframework = \"next\"\n{GIT}"
+    ));
+    assert_eq!(
+        (m.apps[0].name.as_str(), m.apps[0].enabled),
+        ("Site", false)
+    );
     assert_eq!(m.apps[0].framework.as_deref(), Some("next"));
 }
 
 #[test]
 fn apps_are_sorted_by_slug() {
-    let m = p(&format!("[[apps]]\nslug = \"b\"\n{GIT}\n[[apps]]\nslug = \"a\"\n{GIT}"));
+    let m = p(&format!(
+        "[[apps]]\nslug = \"b\"\n{GIT}\n[[apps]]\nslug = \"a\"\n{GIT}"
+    ));
     assert_eq!(m.apps[0].slug, "a");
 }
 
@@ -914,13 +1171,25 @@ fn app_domains_must_be_non_empty_strings() {
 #[test]
 fn app_source_type_is_required() {
     assert_error(&app(""), "apps", Some(0), "source");
-    assert_error(&app("[apps.source]\nrepo = \"x\""), "apps", Some(0), "`type`");
-    assert_error(&app("[apps.source]\ntype = \"zip\""), "apps", Some(0), "\"git\" or \"tar\"");
+    assert_error(
+        &app("[apps.source]\nrepo = \"x\""),
+        "apps",
+        Some(0),
+        "`type`",
+    );
+    assert_error(
+        &app("[apps.source]\ntype = \"zip\""),
+        "apps",
+        Some(0),
+        "\"git\" or \"tar\"",
+    );
 }
 
 #[test]
 fn app_git_source_fields() {
-    let m = app("[apps.source]\ntype = \"git\"\nrepo = \"https://github.com/me/site\"\nbranch = \"main\"\nroot_path = \"apps/site\"");
+    let m = app(
+        "[apps.source]\ntype = \"git\"\nrepo = \"https://github.com/me/site\"\nbranch = \"main\"\nroot_path = \"apps/site\"",
+    );
     let s = &m.apps[0].source;
     assert_eq!(s.repo.as_deref(), Some("https://github.com/me/site"));
     assert_eq!(s.branch.as_deref(), Some("main"));
@@ -932,9 +1201,17 @@ fn app_git_source_fields() {
 
 #[test]
 fn app_tar_source_needs_https_url() {
-    assert_error(&app("[apps.source]\ntype = \"tar\""), "apps", Some(0), "`url`");
+    assert_error(
+        &app("[apps.source]\ntype = \"tar\""),
+        "apps",
+        Some(0),
+        "`url`",
+    );
     let m = app("[apps.source]\ntype = \"tar\"\nurl = \"https://x.example.com/site.tar.gz\"");
-    assert_eq!(m.apps[0].source.url.as_deref(), Some("https://x.example.com/site.tar.gz"));
+    assert_eq!(
+        m.apps[0].source.url.as_deref(),
+        Some("https://x.example.com/site.tar.gz")
+    );
     assert_eq!(m.apps[0].source.kind, SourceType::Tar);
     let m = app("[apps.source]\ntype = \"tar\"\nurl = \"http://x/site.tar.gz\"");
     assert_error(&m, "apps", Some(0), "https");
@@ -942,24 +1219,41 @@ fn app_tar_source_needs_https_url() {
 
 #[test]
 fn app_build_collapses_to_null_when_empty() {
-    let m = app(&format!("{GIT}\n[apps.build]\ncommand = \"\"\nout_dir = \"\""));
+    let m = app(&format!(
+        "{GIT}\n[apps.build]\ncommand = \"\"\nout_dir = \"\""
+    ));
     assert_eq!(m.apps[0].build, None);
     assert_eq!(m.to_json()["apps"][0]["build"], serde_json::Value::Null);
     let m = app(&format!("{GIT}\n[apps.build]"));
     assert_eq!(m.apps[0].build, None);
-    let m = app(&format!("{GIT}\n[apps.build]\ncommand = \"pnpm build\"\nout_dir = \"dist\""));
+    let m = app(&format!(
+        "{GIT}\n[apps.build]\ncommand = \"pnpm build\"\nout_dir = \"dist\""
+    ));
     let b = m.apps[0].build.as_ref().unwrap();
-    assert_eq!((b.command.as_deref(), b.out_dir.as_deref()), (Some("pnpm build"), Some("dist")));
+    assert_eq!(
+        (b.command.as_deref(), b.out_dir.as_deref()),
+        (Some("pnpm build"), Some("dist"))
+    );
     let m = app(&format!("{GIT}\n[apps.build]\nout_dir = \"dist\""));
     assert_eq!(m.apps[0].build.as_ref().unwrap().command, None);
 }
 
 #[test]
 fn app_env_keys_and_string_values() {
-    let m = app(&format!("{GIT}\n[apps.env]\nNEXT_PUBLIC_API_URL = \"https://api.example.com\"\nmixedCase = \"ok\""));
-    assert_eq!(m.apps[0].env["NEXT_PUBLIC_API_URL"], "https://api.example.com");
+    let m = app(&format!(
+        "{GIT}\n[apps.env]\nNEXT_PUBLIC_API_URL = \"https://api.example.com\"\nmixedCase = \"ok\""
+    ));
+    assert_eq!(
+        m.apps[0].env["NEXT_PUBLIC_API_URL"],
+        "https://api.example.com"
+    );
     assert_eq!(m.apps[0].env["mixedCase"], "ok");
-    for bad in ["PORT = 3000", "DEBUG = true", "\"1BAD\" = \"x\"", "\"A-B\" = \"x\""] {
+    for bad in [
+        "PORT = 3000",
+        "DEBUG = true",
+        "\"1BAD\" = \"x\"",
+        "\"A-B\" = \"x\"",
+    ] {
         let m = app(&format!("{GIT}\n[apps.env]\n{bad}"));
         assert!(m.apps.is_empty(), "{bad}");
         assert_error(&m, "apps", Some(0), "env");
@@ -982,19 +1276,19 @@ fn app_redeploy_hash_ignores_slug_and_name_only() {
     let mut reordered = a.clone();
     reordered.domains.reverse();
     assert_eq!(reordered.redeploy_hash(), h);
-    let edits: Vec<Box<dyn Fn(&mut kortix_manifest::App)>> = vec![
-        Box::new(|x| x.enabled = false),
-        Box::new(|x| x.domains.push("c.com".into())),
-        Box::new(|x| x.framework = None),
-        Box::new(|x| x.source.branch = Some("dev".into())),
-        Box::new(|x| x.source.root_path = "web".into()),
-        Box::new(|x| x.build = None),
-        Box::new(|x| {
+    let edits: [fn(&mut kortix_manifest::App); 8] = [
+        |x| x.enabled = false,
+        |x| x.domains.push("c.com".into()),
+        |x| x.framework = None,
+        |x| x.source.branch = Some("dev".into()),
+        |x| x.source.root_path = "web".into(),
+        |x| x.build = None,
+        |x| {
             x.env.insert("K".into(), "w".into());
-        }),
-        Box::new(|x| {
+        },
+        |x| {
             x.env.insert("K2".into(), "v".into());
-        }),
+        },
     ];
     for (i, edit) in edits.iter().enumerate() {
         let mut e = a.clone();
@@ -1007,8 +1301,11 @@ fn app_redeploy_hash_ignores_slug_and_name_only() {
 
 #[test]
 fn round_trip_is_identity_on_a_rich_manifest() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/everything.toml"))
-        .unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/everything.toml"
+    ))
+    .unwrap();
     let m = p(&text);
     assert!(m.errors.is_empty(), "{:#?}", m.errors);
     let written = write(&m);
@@ -1019,7 +1316,9 @@ fn round_trip_is_identity_on_a_rich_manifest() {
 
 #[test]
 fn round_trip_drops_rejected_entries_only() {
-    let m = p(&format!("[[triggers]]\nslug = \"ok\"\n{CRON}\n[[triggers]]\nslug = \"BAD\"\n{CRON}"));
+    let m = p(&format!(
+        "[[triggers]]\nslug = \"ok\"\n{CRON}\n[[triggers]]\nslug = \"BAD\"\n{CRON}"
+    ));
     let back = p(&write(&m));
     assert!(back.errors.is_empty());
     assert!(back.config_eq(&m));

@@ -37,27 +37,55 @@ pub struct Launch<'a> {
 }
 
 impl OpencodeProcess {
-    pub fn spawn(reaper: &Reaper, launch: Launch<'_>, sink: &RecordSink, liveness: &Arc<Liveness>) -> std::io::Result<Self> {
+    pub fn spawn(
+        reaper: &Reaper,
+        launch: Launch<'_>,
+        sink: &RecordSink,
+        liveness: &Arc<Liveness>,
+    ) -> std::io::Result<Self> {
         let mut cmd = Command::new(launch.bin);
-        cmd.args(["serve", "--hostname", "127.0.0.1", "--port", &launch.port.to_string()])
-            .current_dir(launch.workspace)
-            .env_clear()
-            .envs(launch.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own group, so a stop reaches every tool process OpenCode started.
-            .process_group(0);
+        cmd.args([
+            "serve",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &launch.port.to_string(),
+        ])
+        .current_dir(launch.workspace)
+        .env_clear()
+        .envs(launch.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own group, so a stop reaches every tool process OpenCode started.
+        .process_group(0);
         let mut child = reaper.spawn(&mut cmd)?;
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
         let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
-            pumps.push(tokio::spawn(pump(out, LogStream::Stdout, sink.clone(), liveness.clone(), None)));
+            pumps.push(tokio::spawn(pump(
+                out,
+                LogStream::Stdout,
+                sink.clone(),
+                liveness.clone(),
+                None,
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            pumps.push(tokio::spawn(pump(err, LogStream::Stderr, sink.clone(), liveness.clone(), Some(tail.clone()))));
+            pumps.push(tokio::spawn(pump(
+                err,
+                LogStream::Stderr,
+                sink.clone(),
+                liveness.clone(),
+                Some(tail.clone()),
+            )));
         }
-        Ok(OpencodeProcess { child, port: launch.port, tail, pumps })
+        Ok(OpencodeProcess {
+            child,
+            port: launch.port,
+            tail,
+            pumps,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -68,14 +96,22 @@ impl OpencodeProcess {
     pub async fn drain_output(&mut self) {
         for pump in self.pumps.drain(..) {
             let abort = pump.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(1), pump).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(1), pump)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
     }
 
     pub fn stderr_tail(&self) -> Vec<String> {
-        self.tail.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// SIGTERM to the group, up to `grace` to exit, then SIGKILL. Also used after a crash to
@@ -135,7 +171,11 @@ async fn pump(
 
 /// Reads one line, keeping at most `cap` bytes of it (the rest is consumed and dropped), so a
 /// child printing without newlines cannot grow the buffer without bound.
-async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R, out: &mut Vec<u8>, cap: usize) -> std::io::Result<usize> {
+async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    out: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<usize> {
     let mut total = 0;
     loop {
         let buf = reader.fill_buf().await?;

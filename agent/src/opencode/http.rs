@@ -17,11 +17,24 @@ pub enum HttpError {
     #[error("connecting to opencode at 127.0.0.1:{port}: {source}")]
     Connect { port: u16, source: std::io::Error },
     #[error("{method} {path} on opencode: {message}")]
-    Request { method: Method, path: String, message: String },
+    Request {
+        method: Method,
+        path: String,
+        message: String,
+    },
     #[error("{method} {path} on opencode timed out after {timeout:?}")]
-    Timeout { method: Method, path: String, timeout: Duration },
+    Timeout {
+        method: Method,
+        path: String,
+        timeout: Duration,
+    },
     #[error("{method} {path} on opencode answered {status}: {body}")]
-    Status { method: Method, path: String, status: StatusCode, body: String },
+    Status {
+        method: Method,
+        path: String,
+        status: StatusCode,
+        body: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -34,11 +47,23 @@ impl Client {
         Client { port }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<hyper::Response<Incoming>, HttpError> {
-        let req_err = |message: String| HttpError::Request { method: method.clone(), path: path.to_owned(), message };
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, HttpError> {
+        let req_err = |message: String| HttpError::Request {
+            method: method.clone(),
+            path: path.to_owned(),
+            message,
+        };
         let stream = TcpStream::connect(("127.0.0.1", self.port))
             .await
-            .map_err(|source| HttpError::Connect { port: self.port, source })?;
+            .map_err(|source| HttpError::Connect {
+                port: self.port,
+                source,
+            })?;
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -59,7 +84,10 @@ impl Client {
             None => Full::new(Bytes::new()),
         };
         let request = builder.body(body).map_err(|e| req_err(e.to_string()))?;
-        sender.send_request(request).await.map_err(|e| req_err(e.to_string()))
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| req_err(e.to_string()))
     }
 
     /// A request whose response body is read whole (bounded); non-2xx is an error.
@@ -77,24 +105,41 @@ impl Client {
             let bytes = Limited::new(response.into_body(), MAX_BODY)
                 .collect()
                 .await
-                .map_err(|e| HttpError::Request { method: method.clone(), path: path.to_owned(), message: format!("reading body: {e}") })?
+                .map_err(|e| HttpError::Request {
+                    method: method.clone(),
+                    path: path.to_owned(),
+                    message: format!("reading body: {e}"),
+                })?
                 .to_bytes();
             if !status.is_success() {
                 let text = String::from_utf8_lossy(&bytes[..bytes.len().min(2048)]).into_owned();
-                return Err(HttpError::Status { method: method.clone(), path: path.to_owned(), status, body: text });
+                return Err(HttpError::Status {
+                    method: method.clone(),
+                    path: path.to_owned(),
+                    status,
+                    body: text,
+                });
             }
             Ok(bytes)
         };
         tokio::time::timeout(timeout, work)
             .await
-            .map_err(|_| HttpError::Timeout { method: method.clone(), path: path.to_owned(), timeout })?
+            .map_err(|_| HttpError::Timeout {
+                method: method.clone(),
+                path: path.to_owned(),
+                timeout,
+            })?
     }
 
     /// Opens a long-lived GET (the SSE stream); returns once the response headers are in.
     pub async fn stream(&self, path: &str, timeout: Duration) -> Result<Incoming, HttpError> {
         let response = tokio::time::timeout(timeout, self.send(Method::GET, path, None))
             .await
-            .map_err(|_| HttpError::Timeout { method: Method::GET, path: path.to_owned(), timeout })??;
+            .map_err(|_| HttpError::Timeout {
+                method: Method::GET,
+                path: path.to_owned(),
+                timeout,
+            })??;
         if !response.status().is_success() {
             return Err(HttpError::Status {
                 method: Method::GET,

@@ -40,7 +40,8 @@ impl Liveness {
 
     /// OpenCode did something (event, output, prompt).
     pub fn touch(&self) {
-        self.last_activity_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_activity_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn idle(&self) -> Duration {

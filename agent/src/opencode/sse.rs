@@ -70,7 +70,9 @@ impl SseParser {
                 self.has_data = false;
                 out.push(SseItem::Data(String::from_utf8_lossy(&data).into_owned()));
             }
-        } else if !self.skipping && let Some(rest) = line.strip_prefix(b"data:") {
+        } else if !self.skipping
+            && let Some(rest) = line.strip_prefix(b"data:")
+        {
             let rest = rest.strip_prefix(b" ").unwrap_or(rest);
             if self.has_data {
                 self.data.push(b'\n');
@@ -95,7 +97,13 @@ mod tests {
         p.feed(b"data: {\"a\":", &mut out);
         assert!(out.is_empty());
         p.feed(b"1}\r\n\r\n: comment\n\ndata: x\ndata: y\n\n", &mut out);
-        assert_eq!(out, vec![SseItem::Data("{\"a\":1}".into()), SseItem::Data("x\ny".into())]);
+        assert_eq!(
+            out,
+            vec![
+                SseItem::Data("{\"a\":1}".into()),
+                SseItem::Data("x\ny".into())
+            ]
+        );
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub struct SupervisorConfig {
     /// A secrets update restarts OpenCode once it has been idle this long.
     pub quiet_period: Duration,
     pub restart: RestartPolicy,
+    /// Shared with heartbeats.
+    pub liveness: Arc<Liveness>,
+    /// When the agent started and how much of that was spent cloning: the first spawn logs
+    /// the agent's own boot overhead.
+    pub boot: Option<(Instant, Duration)>,
 }
 
 impl SupervisorConfig {
@@ -75,6 +80,8 @@ impl SupervisorConfig {
             stop_grace: Duration::from_secs(5),
             quiet_period: Duration::from_secs(2),
             restart: RestartPolicy::default(),
+            liveness: Arc::new(Liveness::new()),
+            boot: None,
         }
     }
 }
@@ -89,16 +96,27 @@ pub struct PromptRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SupervisorState {
     Starting,
-    Ready { session_id: String, port: u16, pid: u32 },
-    Restarting { reason: String },
-    Failed { reason: String },
+    Ready {
+        session_id: String,
+        port: u16,
+        pid: u32,
+    },
+    Restarting {
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
     Stopped,
 }
 
 enum Cmd {
     Prompt(PromptRequest),
     Secrets(BTreeMap<String, String>),
-    Stop { grace: Duration, reply: oneshot::Sender<Option<Exit>> },
+    Stop {
+        grace: Duration,
+        reply: oneshot::Sender<Option<Exit>>,
+    },
 }
 
 /// Handle to the supervising task.
@@ -110,10 +128,15 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn start(cfg: SupervisorConfig, reaper: Reaper, sink: RecordSink, secrets: BTreeMap<String, String>) -> Supervisor {
+    pub fn start(
+        cfg: SupervisorConfig,
+        reaper: Reaper,
+        sink: RecordSink,
+        secrets: BTreeMap<String, String>,
+    ) -> Supervisor {
         let (tx, rx) = mpsc::channel(64);
         let (state_tx, state) = watch::channel(SupervisorState::Starting);
-        let liveness = Arc::new(Liveness::new());
+        let liveness = cfg.liveness.clone();
         let task = Task {
             cfg,
             reaper,
@@ -126,7 +149,12 @@ impl Supervisor {
             session_id: None,
             crashes: VecDeque::new(),
         };
-        Supervisor { tx, state, liveness, task: tokio::spawn(task.run()) }
+        Supervisor {
+            tx,
+            state,
+            liveness,
+            task: tokio::spawn(task.run()),
+        }
     }
 
     pub fn state(&self) -> watch::Receiver<SupervisorState> {
@@ -149,7 +177,11 @@ impl Supervisor {
     /// Stops OpenCode (SIGTERM to its group, `grace`, SIGKILL) and ends supervision.
     pub async fn stop(self, grace: Duration) -> Option<Exit> {
         let (reply, rx) = oneshot::channel();
-        let exit = if self.tx.send(Cmd::Stop { grace, reply }).await.is_ok() { rx.await.ok().flatten() } else { None };
+        let exit = if self.tx.send(Cmd::Stop { grace, reply }).await.is_ok() {
+            rx.await.ok().flatten()
+        } else {
+            None
+        };
         let _ = self.task.await;
         exit
     }
@@ -193,7 +225,11 @@ impl Task {
                     return;
                 }
                 Ended::Restart => {
-                    self.sink.state(SessionStatus::Running, "opencode-restarting", "secrets changed");
+                    self.sink.state(
+                        SessionStatus::Running,
+                        "opencode-restarting",
+                        "secrets changed",
+                    );
                     continue;
                 }
                 Ended::Crashed(reason) => {
@@ -202,7 +238,11 @@ impl Task {
                     }
                     let now = Instant::now();
                     self.crashes.push_back(now);
-                    while self.crashes.front().is_some_and(|t| now.duration_since(*t) > self.cfg.restart.window) {
+                    while self
+                        .crashes
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > self.cfg.restart.window)
+                    {
                         self.crashes.pop_front();
                     }
                     self.liveness.restarts.fetch_add(1, Ordering::Relaxed);
@@ -218,9 +258,17 @@ impl Task {
                         return;
                     }
                     let delay = backoff.next_delay();
-                    self.sink.agent(format!("opencode ended: {reason}; restarting in {} ms", delay.as_millis()));
-                    self.sink.state(SessionStatus::Running, "opencode-restarting", reason.clone());
-                    self.state.send_replace(SupervisorState::Restarting { reason });
+                    self.sink.agent(format!(
+                        "opencode ended: {reason}; restarting in {} ms",
+                        delay.as_millis()
+                    ));
+                    self.sink.state(
+                        SessionStatus::Running,
+                        "opencode-restarting",
+                        reason.clone(),
+                    );
+                    self.state
+                        .send_replace(SupervisorState::Restarting { reason });
                     if !self.sleep_handling_commands(delay).await {
                         self.state.send_replace(SupervisorState::Stopped);
                         return;
@@ -238,7 +286,10 @@ impl Task {
                     let _ = reply.send(None);
                     return;
                 }
-                Cmd::Prompt(p) => self.sink.agent(format!("prompt {} not delivered: opencode has failed", p.id)),
+                Cmd::Prompt(p) => self.sink.agent(format!(
+                    "prompt {} not delivered: opencode has failed",
+                    p.id
+                )),
                 Cmd::Secrets(s) => self.secrets = s,
             }
         }
@@ -265,7 +316,10 @@ impl Task {
 
     fn enqueue(&mut self, p: PromptRequest) {
         if self.queue.len() >= MAX_QUEUED_PROMPTS {
-            self.sink.agent(format!("prompt {} dropped: {MAX_QUEUED_PROMPTS} prompts already wait for opencode", p.id));
+            self.sink.agent(format!(
+                "prompt {} dropped: {MAX_QUEUED_PROMPTS} prompts already wait for opencode",
+                p.id
+            ));
             return;
         }
         self.queue.push_back(p);
@@ -276,7 +330,10 @@ impl Task {
         for (k, v) in &self.secrets {
             env.insert(k.clone(), v.clone());
         }
-        env.insert("OPENCODE_CONFIG_DIR".into(), self.cfg.config_dir.display().to_string());
+        env.insert(
+            "OPENCODE_CONFIG_DIR".into(),
+            self.cfg.config_dir.display().to_string(),
+        );
         env
     }
 
@@ -287,18 +344,37 @@ impl Task {
             Err(e) => return Ended::Crashed(format!("no free loopback port: {e}")),
         };
         self.state.send_replace(SupervisorState::Starting);
-        self.sink.state(SessionStatus::Running, "opencode-starting", "");
+        self.sink
+            .state(SessionStatus::Running, "opencode-starting", "");
         let env = self.env();
-        let launch = Launch { bin: &self.cfg.bin, workspace: &self.cfg.workspace, env: &env, port };
-        let mut proc = match OpencodeProcess::spawn(&self.reaper, launch, &self.sink, &self.liveness) {
-            Ok(p) => p,
-            Err(e) => return Ended::Crashed(format!("cannot start {}: {e}", self.cfg.bin.display())),
+        let launch = Launch {
+            bin: &self.cfg.bin,
+            workspace: &self.cfg.workspace,
+            env: &env,
+            port,
         };
-        self.sink.agent(format!(
-            "opencode spawned (pid {}, port {port}) {} ms after supervisor start",
-            proc.pid(),
-            t0.elapsed().as_millis()
-        ));
+        let mut proc =
+            match OpencodeProcess::spawn(&self.reaper, launch, &self.sink, &self.liveness) {
+                Ok(p) => p,
+                Err(e) => {
+                    return Ended::Crashed(format!("cannot start {}: {e}", self.cfg.bin.display()));
+                }
+            };
+        if let Some((agent_start, excluded)) = self.cfg.boot.take() {
+            let total = agent_start.elapsed();
+            self.sink.agent(format!(
+                "timing: opencode spawned (pid {}) {} us after agent start, {} us excluding {} ms of clone",
+                proc.pid(),
+                total.as_micros(),
+                total.saturating_sub(excluded).as_micros(),
+                excluded.as_millis()
+            ));
+        } else {
+            self.sink.agent(format!(
+                "opencode spawned (pid {}, port {port})",
+                proc.pid()
+            ));
+        }
         self.liveness.alive.store(true, Ordering::Relaxed);
         let client = Client::new(port);
 
@@ -308,18 +384,38 @@ impl Task {
         }
         let sse = match self.subscribe(client).await {
             Ok(task) => task,
-            Err(e) => return self.finish(&mut proc, Ended::Crashed(format!("subscribing to /event: {e}"))).await,
+            Err(e) => {
+                return self
+                    .finish(
+                        &mut proc,
+                        Ended::Crashed(format!("subscribing to /event: {e}")),
+                    )
+                    .await;
+            }
         };
         let session_id = match self.ensure_session(client).await {
             Ok(id) => id,
             Err(e) => {
                 sse.abort();
-                return self.finish(&mut proc, Ended::Crashed(format!("creating the opencode session: {e}"))).await;
+                return self
+                    .finish(
+                        &mut proc,
+                        Ended::Crashed(format!("creating the opencode session: {e}")),
+                    )
+                    .await;
             }
         };
-        self.sink.agent(format!("opencode ready in {} ms (session {session_id})", t0.elapsed().as_millis()));
-        self.sink.state(SessionStatus::Running, "opencode-ready", session_id.clone());
-        self.state.send_replace(SupervisorState::Ready { session_id: session_id.clone(), port, pid: proc.pid() });
+        self.sink.agent(format!(
+            "opencode ready in {} ms (session {session_id})",
+            t0.elapsed().as_millis()
+        ));
+        self.sink
+            .state(SessionStatus::Running, "opencode-ready", session_id.clone());
+        self.state.send_replace(SupervisorState::Ready {
+            session_id: session_id.clone(),
+            port,
+            pid: proc.pid(),
+        });
 
         let mut restart_pending = false;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -327,7 +423,8 @@ impl Task {
             while let Some(p) = self.queue.pop_front() {
                 if let Err(e) = self.deliver(client, &session_id, &p).await {
                     let retry = matches!(e, HttpError::Connect { .. } | HttpError::Timeout { .. });
-                    self.sink.agent(format!("prompt {} not delivered: {e}", p.id));
+                    self.sink
+                        .agent(format!("prompt {} not delivered: {e}", p.id));
                     if retry {
                         self.queue.push_front(p);
                         break;
@@ -387,7 +484,11 @@ impl Task {
         }
     }
 
-    async fn wait_healthy(&mut self, proc: &mut OpencodeProcess, client: Client) -> Result<(), Ended> {
+    async fn wait_healthy(
+        &mut self,
+        proc: &mut OpencodeProcess,
+        client: Client,
+    ) -> Result<(), Ended> {
         let deadline = tokio::time::Instant::now() + self.cfg.ready_timeout;
         let mut poll = tokio::time::interval(Duration::from_millis(20));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -421,7 +522,10 @@ impl Task {
     /// Opens `GET /event` and waits for OpenCode's `server.connected` greeting, so no event
     /// caused by what we send next can be missed.
     async fn subscribe(&self, client: Client) -> Result<JoinHandle<()>, String> {
-        let mut body = client.stream("/event", Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+        let mut body = client
+            .stream("/event", Duration::from_secs(10))
+            .await
+            .map_err(|e| e.to_string())?;
         let mut parser = SseParser::new();
         let mut items = Vec::new();
         let greeting = tokio::time::timeout(Duration::from_secs(10), async {
@@ -467,35 +571,60 @@ impl Task {
     /// the first time or if it is gone.
     async fn ensure_session(&mut self, client: Client) -> Result<String, HttpError> {
         if let Some(id) = &self.session_id {
-            match client.call(Method::GET, &format!("/session/{id}"), None, CALL_TIMEOUT).await {
+            match client
+                .call(Method::GET, &format!("/session/{id}"), None, CALL_TIMEOUT)
+                .await
+            {
                 Ok(_) => return Ok(id.clone()),
                 Err(HttpError::Status { status, .. }) if status.as_u16() == 404 => {}
                 Err(e) => return Err(e),
             }
         }
-        let body = client.call(Method::POST, "/session", Some(&json!({})), CALL_TIMEOUT).await?;
+        let body = client
+            .call(Method::POST, "/session", Some(&json!({})), CALL_TIMEOUT)
+            .await?;
         let id = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v["id"].as_str().map(str::to_owned))
             .ok_or_else(|| HttpError::Request {
                 method: Method::POST,
                 path: "/session".into(),
-                message: format!("no session id in {}", String::from_utf8_lossy(&body[..body.len().min(512)])),
+                message: format!(
+                    "no session id in {}",
+                    String::from_utf8_lossy(&body[..body.len().min(512)])
+                ),
             })?;
         self.session_id = Some(id.clone());
         Ok(id)
     }
 
-    async fn deliver(&self, client: Client, session_id: &str, p: &PromptRequest) -> Result<(), HttpError> {
+    async fn deliver(
+        &self,
+        client: Client,
+        session_id: &str,
+        p: &PromptRequest,
+    ) -> Result<(), HttpError> {
         let mut body = json!({ "parts": [{ "type": "text", "text": p.text }] });
-        let agent = if p.agent.is_empty() { &self.cfg.agent } else { &p.agent };
+        let agent = if p.agent.is_empty() {
+            &self.cfg.agent
+        } else {
+            &p.agent
+        };
         if !agent.is_empty() {
             body["agent"] = json!(agent);
         }
-        client.call(Method::POST, &format!("/session/{session_id}/prompt_async"), Some(&body), CALL_TIMEOUT).await?;
+        client
+            .call(
+                Method::POST,
+                &format!("/session/{session_id}/prompt_async"),
+                Some(&body),
+                CALL_TIMEOUT,
+            )
+            .await?;
         self.liveness.touch();
         self.liveness.busy.store(true, Ordering::Relaxed);
-        self.sink.state(SessionStatus::Running, "prompt-delivered", p.id.clone());
+        self.sink
+            .state(SessionStatus::Running, "prompt-delivered", p.id.clone());
         Ok(())
     }
 }
@@ -518,7 +647,9 @@ fn handle_sse(sink: &RecordSink, liveness: &Liveness, item: SseItem, seen: &mut 
     liveness.touch();
     match ty.as_str() {
         "session.status" => {
-            let busy = parsed["properties"]["status"]["type"].as_str().is_some_and(|t| t != "idle");
+            let busy = parsed["properties"]["status"]["type"]
+                .as_str()
+                .is_some_and(|t| t != "idle");
             liveness.busy.store(busy, Ordering::Relaxed);
         }
         "session.idle" => liveness.busy.store(false, Ordering::Relaxed),

@@ -24,7 +24,10 @@ pub fn encode_frame(record: &Record, out: &mut Vec<u8>) {
 /// Outcome of decoding one frame at the front of `buf`.
 #[derive(Debug)]
 pub enum Frame {
-    Record { record: Record, frame_len: usize },
+    Record {
+        record: Record,
+        frame_len: usize,
+    },
     /// More bytes are needed (or the file ends mid-frame: a torn tail).
     Incomplete,
     /// Checksum or protobuf mismatch: the bytes from here on are not trustworthy.
@@ -48,14 +51,18 @@ pub fn decode_frame(buf: &[u8]) -> Frame {
         return Frame::Corrupt("checksum mismatch".into());
     }
     match Record::decode(payload) {
-        Ok(record) if record.seq > 0 => Frame::Record { record, frame_len: HEADER_LEN + len },
+        Ok(record) if record.seq > 0 => Frame::Record {
+            record,
+            frame_len: HEADER_LEN + len,
+        },
         Ok(_) => Frame::Corrupt("record without seq".into()),
         Err(e) => Frame::Corrupt(format!("undecodable record: {e}")),
     }
 }
 
-/// The highest seq a record stands for: a spool-overflow gap record sits at its `from_seq`
-/// and stands in for every seq up to its `to_seq`.
+/// The highest seq a record stands for. The agent's own gap records cover only themselves
+/// (`from_seq == to_seq == seq`); a gap at its `from_seq` with a larger `to_seq` would stand in
+/// for that range.
 pub fn covers_to(record: &Record) -> u64 {
     match &record.body {
         Some(Body::Gap(g)) if g.from_seq == record.seq && g.to_seq >= record.seq => g.to_seq,
@@ -71,7 +78,11 @@ pub fn crc32(data: &[u8]) -> u32 {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
@@ -96,7 +107,14 @@ mod tests {
 
     #[test]
     fn frames_roundtrip_and_detect_damage() {
-        let rec = Record { seq: 7, ts_unix_ms: 1, body: Some(Body::Log(LogLine { stream: 1, line: "hi".into() })) };
+        let rec = Record {
+            seq: 7,
+            ts_unix_ms: 1,
+            body: Some(Body::Log(LogLine {
+                stream: 1,
+                line: "hi".into(),
+            })),
+        };
         let mut buf = Vec::new();
         encode_frame(&rec, &mut buf);
         match decode_frame(&buf) {
@@ -106,7 +124,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decode_frame(&buf[..buf.len() - 1]), Frame::Incomplete));
+        assert!(matches!(
+            decode_frame(&buf[..buf.len() - 1]),
+            Frame::Incomplete
+        ));
         let last = buf.len() - 1;
         buf[last] ^= 0xff;
         assert!(matches!(decode_frame(&buf), Frame::Corrupt(_)));
@@ -114,9 +135,21 @@ mod tests {
 
     #[test]
     fn gap_covers_its_range() {
-        let gap = Record { seq: 5, ts_unix_ms: 0, body: Some(Body::Gap(Gap { from_seq: 5, to_seq: 9, reason: String::new() })) };
+        let gap = Record {
+            seq: 5,
+            ts_unix_ms: 0,
+            body: Some(Body::Gap(Gap {
+                from_seq: 5,
+                to_seq: 9,
+                reason: String::new(),
+            })),
+        };
         assert_eq!(covers_to(&gap), 9);
-        let plain = Record { seq: 5, ts_unix_ms: 0, body: None };
+        let plain = Record {
+            seq: 5,
+            ts_unix_ms: 0,
+            body: None,
+        };
         assert_eq!(covers_to(&plain), 5);
     }
 }

@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use kortix_proto::v1::{CommitRecord, LogLine, LogStream, OpencodeEvent, Record, SessionStatus, StateChange, record::Body};
+use kortix_proto::v1::{
+    CommitRecord, LogLine, LogStream, OpencodeEvent, Record, SessionStatus, StateChange,
+    record::Body,
+};
 use tokio::sync::{Notify, watch};
 
 use crate::redact::Redactor;
@@ -58,7 +61,12 @@ impl RecordSink {
 
     /// Redacts and appends one record.
     pub fn push(&self, mut body: Body) {
-        let redactor = self.shared.redactor.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let redactor = self
+            .shared
+            .redactor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         redact_body(&redactor, &mut body);
         let result = self.spool().append(now_ms(), body);
         match result {
@@ -78,14 +86,21 @@ impl RecordSink {
     pub fn log(&self, stream: LogStream, line: impl Into<String>) {
         let mut line = line.into();
         truncate_line(&mut line);
-        self.push(Body::Log(LogLine { stream: stream as i32, line }));
+        self.push(Body::Log(LogLine {
+            stream: stream as i32,
+            line,
+        }));
     }
 
     /// The agent's own diagnostics: to stderr and into the stream.
     pub fn agent(&self, line: impl Into<String>) {
         let line = line.into();
         let mut shown = line.clone();
-        self.shared.redactor.read().unwrap_or_else(|p| p.into_inner()).redact(&mut shown);
+        self.shared
+            .redactor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .redact(&mut shown);
         eprintln!("kortix-agent: {shown}");
         self.log(LogStream::Agent, line);
     }
@@ -95,7 +110,8 @@ impl RecordSink {
         let mut json = json.into();
         if json.len() > codec::MAX_RECORD_BYTES - 4096 {
             // Cutting JSON would make it unparseable; say what was there instead.
-            json = serde_json::json!({ "type": r#type, "truncated": true, "bytes": json.len() }).to_string();
+            json = serde_json::json!({ "type": r#type, "truncated": true, "bytes": json.len() })
+                .to_string();
         }
         self.push(Body::Event(OpencodeEvent { r#type, json }));
     }
@@ -105,16 +121,38 @@ impl RecordSink {
     }
 
     pub fn state(&self, status: SessionStatus, phase: &str, reason: impl Into<String>) {
-        self.push(Body::State(StateChange { status: status as i32, phase: phase.to_owned(), reason: reason.into() }));
+        self.push(Body::State(StateChange {
+            status: status as i32,
+            phase: phase.to_owned(),
+            reason: reason.into(),
+        }));
     }
 
     /// New secret values to keep out of the stream from now on.
     pub fn set_secrets(&self, secrets: &BTreeMap<String, String>) {
-        *self.shared.redactor.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Redactor::new(secrets));
+        *self
+            .shared
+            .redactor
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(Redactor::new(secrets));
+    }
+
+    /// Redact these (name, value) pairs, replacing what was redacted before.
+    pub fn set_redactions(&self, pairs: Vec<(String, String)>) {
+        let redactor = Redactor::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        *self
+            .shared
+            .redactor
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(redactor);
     }
 
     pub fn redactor(&self) -> Arc<Redactor> {
-        self.shared.redactor.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .redactor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn last_assigned(&self) -> u64 {
@@ -160,6 +198,10 @@ impl RecordSink {
         }
     }
 
+    pub fn unsent(&self) -> u64 {
+        self.spool().unsent()
+    }
+
     pub fn has_unsent(&self) -> bool {
         self.spool().has_unsent()
     }
@@ -200,7 +242,9 @@ impl RecordSink {
     pub async fn wait_all_acked(&self, timeout: Duration) -> bool {
         let target = self.last_assigned();
         let mut rx = self.shared.acked.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|a| *a >= target)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|a| *a >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -250,7 +294,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = RecordSink::new(Spool::open(dir.path(), SpoolOptions::default()).unwrap());
         sink.activate(0).unwrap();
-        sink.set_secrets(&[("API_KEY".to_string(), "sk-live-123456".to_string())].into_iter().collect());
+        sink.set_secrets(
+            &[("API_KEY".to_string(), "sk-live-123456".to_string())]
+                .into_iter()
+                .collect(),
+        );
         sink.log(LogStream::Stdout, "using sk-live-123456 now");
         sink.event("message.part.updated", r#"{"text":"key=sk-live-123456"}"#);
         sink.state(SessionStatus::Failed, "x", "crashed with sk-live-123456");
@@ -275,7 +323,9 @@ mod tests {
         sink.event("big", format!("{{\"x\":\"{}\"}}", "a".repeat(2 << 20)));
         let batch = sink.next_batch();
         match &batch[0].body {
-            Some(Body::Log(l)) => assert!(l.line.len() < MAX_LINE_BYTES + 64 && l.line.contains("truncated")),
+            Some(Body::Log(l)) => {
+                assert!(l.line.len() < MAX_LINE_BYTES + 64 && l.line.contains("truncated"))
+            }
             other => panic!("{other:?}"),
         }
         match &batch[1].body {

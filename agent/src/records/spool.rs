@@ -11,10 +11,11 @@
 //! kernel crash can lose the unsynced tail, but a sandbox whose kernel dies loses its disk with
 //! it, so fsync per record would buy nothing and cost throughput.
 //!
-//! Overflow: when unacked records would exceed `max_bytes`, new records are not written. Their
-//! seqs are still consumed, and once acks free space (below 3/4 of the cap) one
-//! [`Gap`] record is written at the first lost seq, standing in for every lost seq up to its
-//! `to_seq` (see [`codec::covers_to`]). Nothing is dropped silently.
+//! Overflow: when unacked records would exceed `max_bytes`, new records are dropped before they
+//! get a seq, so the seq space stays strictly contiguous (the control plane's "highest
+//! contiguous seq" never stalls on a hole). Once acks free space (below 3/4 of the cap) one
+//! [`Gap`] record is written at the next seq, saying how many records were dropped and when;
+//! its `from_seq` and `to_seq` are its own seq. Nothing is dropped silently.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -40,7 +41,12 @@ pub struct SpoolOptions {
 
 impl Default for SpoolOptions {
     fn default() -> Self {
-        SpoolOptions { max_bytes: 64 << 20, segment_bytes: 4 << 20, mem_bytes: 4 << 20, max_pending: 4096 }
+        SpoolOptions {
+            max_bytes: 64 << 20,
+            segment_bytes: 4 << 20,
+            mem_bytes: 4 << 20,
+            max_pending: 4096,
+        }
     }
 }
 
@@ -51,7 +57,10 @@ pub enum SpoolError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io { path: path.to_owned(), source }
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 #[derive(Debug)]
@@ -60,6 +69,13 @@ struct Segment {
     /// Highest seq covered by a record in the segment; `first - 1` when empty.
     last: u64,
     bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Overflow {
+    dropped: u64,
+    first_ts_ms: i64,
+    last_ts_ms: i64,
 }
 
 #[derive(Debug)]
@@ -82,8 +98,8 @@ pub struct Spool {
     sent: u64,
     mem: VecDeque<(Record, usize)>,
     mem_bytes: usize,
-    /// Seqs consumed by records that found no room: `(from, to)`.
-    overflow: Option<(u64, u64)>,
+    /// Records dropped for lack of room since the spool filled up.
+    overflow: Option<Overflow>,
     active: bool,
     pending: Vec<(i64, Body)>,
     pending_dropped: u64,
@@ -104,7 +120,10 @@ impl Spool {
             let entry = entry.map_err(io_err(dir))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if let Some(first) = name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()) {
+            if let Some(first) = name
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
                 firsts.push(first);
             }
         }
@@ -115,20 +134,36 @@ impl Spool {
             let path = segment_path(dir, first);
             let (last, good_len, problem) = scan_segment(&path, first)?;
             if let Some(problem) = problem {
-                let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
                 file.set_len(good_len).map_err(io_err(&path))?;
                 file.sync_all().map_err(io_err(&path))?;
-                warnings.push(format!("spool segment {}: {problem}; cut at byte {good_len}", path.display()));
+                warnings.push(format!(
+                    "spool segment {}: {problem}; cut at byte {good_len}",
+                    path.display()
+                ));
             }
-            segments.push_back(Segment { first, last, bytes: good_len });
+            segments.push_back(Segment {
+                first,
+                last,
+                bytes: good_len,
+            });
         }
         let last_assigned = segments.iter().map(|s| s.last).max().unwrap_or(0);
         let next_seq = last_assigned + 1;
         let writer = match segments.back() {
-            Some(seg) if seg.bytes < opts.segment_bytes => open_append(&segment_path(dir, seg.first))?,
+            Some(seg) if seg.bytes < opts.segment_bytes => {
+                open_append(&segment_path(dir, seg.first))?
+            }
             _ => {
                 let file = open_append(&segment_path(dir, next_seq))?;
-                segments.push_back(Segment { first: next_seq, last: next_seq - 1, bytes: 0 });
+                segments.push_back(Segment {
+                    first: next_seq,
+                    last: next_seq - 1,
+                    bytes: 0,
+                });
                 file
             }
         };
@@ -200,7 +235,12 @@ impl Spool {
         if self.pending_dropped > 0 {
             let n = self.pending_dropped;
             self.pending_dropped = 0;
-            self.append(now_ms, agent_line(format!("{n} records were dropped before the session stream opened")))?;
+            self.append(
+                now_ms,
+                agent_line(format!(
+                    "{n} records were dropped before the session stream opened"
+                )),
+            )?;
         }
         for (ts, body) in std::mem::take(&mut self.pending) {
             self.append(ts, body)?;
@@ -208,8 +248,9 @@ impl Spool {
         Ok(())
     }
 
-    /// Assigns the next seq and writes the record. Returns `None` while the spool is not active
-    /// yet (the record waits) and the seq otherwise, also when the record was lost to overflow.
+    /// Assigns the next seq and writes the record. Returns its seq, or `None` while the spool
+    /// is not active yet (the record waits) or when the record was dropped for lack of room
+    /// (it is counted in the next gap record).
     pub fn append(&mut self, ts_unix_ms: i64, body: Body) -> Result<Option<u64>, SpoolError> {
         if !self.active {
             if self.pending.len() < self.opts.max_pending {
@@ -220,31 +261,44 @@ impl Spool {
             return Ok(None);
         }
         self.close_gap_if_room(ts_unix_ms)?;
-        let seq = self.next_seq;
-        let record = Record { seq, ts_unix_ms, body: Some(body) };
+        if let Some(o) = &mut self.overflow {
+            o.dropped += 1;
+            o.last_ts_ms = ts_unix_ms;
+            return Ok(None);
+        }
+        let record = Record {
+            seq: self.next_seq,
+            ts_unix_ms,
+            body: Some(body),
+        };
         let frame_len = codec::HEADER_LEN + record.encoded_len();
-        if let Some((_, to)) = &mut self.overflow {
-            *to = seq;
-            self.next_seq += 1;
-            return Ok(Some(seq));
-        }
         if self.disk_bytes + frame_len as u64 > self.opts.max_bytes {
-            self.overflow = Some((seq, seq));
-            self.next_seq += 1;
-            return Ok(Some(seq));
+            self.overflow = Some(Overflow {
+                dropped: 1,
+                first_ts_ms: ts_unix_ms,
+                last_ts_ms: ts_unix_ms,
+            });
+            return Ok(None);
         }
+        let seq = record.seq;
         self.write_record(record, frame_len)?;
         Ok(Some(seq))
     }
 
     fn write_record(&mut self, record: Record, frame_len: usize) -> Result<(), SpoolError> {
-        if self.segments.back().is_some_and(|s| s.bytes >= self.opts.segment_bytes) {
+        if self
+            .segments
+            .back()
+            .is_some_and(|s| s.bytes >= self.opts.segment_bytes)
+        {
             self.rotate(record.seq)?;
         }
         self.frame_buf.clear();
         codec::encode_frame(&record, &mut self.frame_buf);
         let path = self.current_path();
-        self.writer.write_all(&self.frame_buf).map_err(io_err(&path))?;
+        self.writer
+            .write_all(&self.frame_buf)
+            .map_err(io_err(&path))?;
         let covered = covers_to(&record);
         if let Some(seg) = self.segments.back_mut() {
             seg.bytes += frame_len as u64;
@@ -265,19 +319,24 @@ impl Spool {
 
     /// Writes the gap record once acks have freed a quarter of the cap.
     fn close_gap_if_room(&mut self, now_ms: i64) -> Result<(), SpoolError> {
-        let Some((from, to)) = self.overflow else { return Ok(()) };
+        let Some(o) = self.overflow else {
+            return Ok(());
+        };
         if self.disk_bytes > self.opts.max_bytes / 4 * 3 {
             return Ok(());
         }
         self.overflow = None;
-        let lost = to - from + 1;
+        let seq = self.next_seq;
         let record = Record {
-            seq: from,
+            seq,
             ts_unix_ms: now_ms,
             body: Some(Body::Gap(Gap {
-                from_seq: from,
-                to_seq: to,
-                reason: format!("spool overflow: {lost} records dropped while {} bytes were unacknowledged", self.opts.max_bytes),
+                from_seq: seq,
+                to_seq: seq,
+                reason: format!(
+                    "spool overflow: {} records produced between unix ms {} and {} were dropped while {} bytes were unacknowledged",
+                    o.dropped, o.first_ts_ms, o.last_ts_ms, self.opts.max_bytes
+                ),
             })),
         };
         let frame_len = codec::HEADER_LEN + record.encoded_len();
@@ -298,11 +357,16 @@ impl Spool {
             self.mem_bytes -= *len;
             self.mem.pop_front();
         }
-        while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.last <= self.acked) {
+        while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.last <= self.acked)
+        {
             if let Some(seg) = self.segments.pop_front() {
                 self.disk_bytes -= seg.bytes;
                 self.remove_segment_file(seg.first)?;
-                if self.cursor.as_ref().is_some_and(|c| c.segment_first == seg.first) {
+                if self
+                    .cursor
+                    .as_ref()
+                    .is_some_and(|c| c.segment_first == seg.first)
+                {
                     self.cursor = None;
                 }
             }
@@ -324,16 +388,26 @@ impl Spool {
         self.active && self.sent < self.written_up_to()
     }
 
-    /// Highest seq covered by a written record (seqs lost to an open overflow excluded).
-    fn written_up_to(&self) -> u64 {
-        match self.overflow {
-            Some((from, _)) => from - 1,
-            None => self.last_assigned(),
+    /// Seqs written but not yet sent on the current connection.
+    pub fn unsent(&self) -> u64 {
+        if self.active {
+            self.written_up_to().saturating_sub(self.sent)
+        } else {
+            0
         }
     }
 
+    /// Highest seq covered by a written record.
+    fn written_up_to(&self) -> u64 {
+        self.last_assigned()
+    }
+
     /// The next records to send, in seq order, within the batch limits; marks them sent.
-    pub fn next_batch(&mut self, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, SpoolError> {
+    pub fn next_batch(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, SpoolError> {
         let mut out = Vec::new();
         if !self.has_unsent() {
             return Ok(out);
@@ -364,8 +438,18 @@ impl Spool {
         Ok(out)
     }
 
-    fn read_disk(&mut self, want: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, SpoolError> {
-        let Some(seg) = self.segments.iter().rev().find(|s| s.first <= want && s.last >= want) else {
+    fn read_disk(
+        &mut self,
+        want: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, SpoolError> {
+        let Some(seg) = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.first <= want && s.last >= want)
+        else {
             // `want` fell into a range no segment holds (deleted after an ack raced ahead):
             // resume at the oldest segment we still have.
             if let Some(seg) = self.segments.iter().find(|s| s.last >= want && s.bytes > 0) {
@@ -400,11 +484,16 @@ impl Spool {
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             frame.clear();
             frame.extend_from_slice(&header);
-            frame.resize(codec::HEADER_LEN + len.min(codec::MAX_RECORD_BYTES + 1024), 0);
+            frame.resize(
+                codec::HEADER_LEN + len.min(codec::MAX_RECORD_BYTES + 1024),
+                0,
+            );
             if reader.read_exact(&mut frame[codec::HEADER_LEN..]).is_err() {
                 break;
             }
-            let Frame::Record { record, frame_len } = codec::decode_frame(&frame) else { break };
+            let Frame::Record { record, frame_len } = codec::decode_frame(&frame) else {
+                break;
+            };
             if covers_to(&record) < want {
                 offset += frame_len as u64;
                 continue;
@@ -417,7 +506,11 @@ impl Spool {
             out.push(record);
         }
         let next_want = out.last().map_or(want, |r| covers_to(r) + 1);
-        self.cursor = Some(DiskCursor { segment_first: first, offset, want: next_want });
+        self.cursor = Some(DiskCursor {
+            segment_first: first,
+            offset,
+            want: next_want,
+        });
         Ok(out)
     }
 
@@ -447,7 +540,11 @@ impl Spool {
     fn start_segment(&mut self, first: u64) -> Result<(), SpoolError> {
         let path = segment_path(&self.dir, first);
         self.writer = BufWriter::with_capacity(64 * 1024, open_append(&path)?);
-        self.segments.push_back(Segment { first, last: first - 1, bytes: 0 });
+        self.segments.push_back(Segment {
+            first,
+            last: first - 1,
+            bytes: 0,
+        });
         Ok(())
     }
 
@@ -461,12 +558,18 @@ impl Spool {
     }
 
     fn current_path(&self) -> PathBuf {
-        segment_path(&self.dir, self.segments.back().map_or(self.next_seq, |s| s.first))
+        segment_path(
+            &self.dir,
+            self.segments.back().map_or(self.next_seq, |s| s.first),
+        )
     }
 }
 
 fn agent_line(line: String) -> Body {
-    Body::Log(LogLine { stream: LogStream::Agent as i32, line })
+    Body::Log(LogLine {
+        stream: LogStream::Agent as i32,
+        line,
+    })
 }
 
 pub fn now_ms() -> i64 {
@@ -481,7 +584,12 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
 
 fn open_append(path: &Path) -> Result<File, SpoolError> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io_err(path))
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))
 }
 
 fn set_private(dir: &Path) {
@@ -502,9 +610,15 @@ fn scan_segment(path: &Path, first: u64) -> Result<(u64, u64, Option<String>), S
                 offset += frame_len;
             }
             Frame::Incomplete => {
-                return Ok((last, offset as u64, Some(format!("torn record at byte {offset}"))));
+                return Ok((
+                    last,
+                    offset as u64,
+                    Some(format!("torn record at byte {offset}")),
+                ));
             }
-            Frame::Corrupt(why) => return Ok((last, offset as u64, Some(format!("{why} at byte {offset}")))),
+            Frame::Corrupt(why) => {
+                return Ok((last, offset as u64, Some(format!("{why} at byte {offset}"))));
+            }
         }
     }
     Ok((last, offset as u64, None))
@@ -515,7 +629,10 @@ mod tests {
     use super::*;
 
     fn line(i: u64) -> Body {
-        Body::Log(LogLine { stream: LogStream::Stdout as i32, line: format!("line {i} {}", "x".repeat(100)) })
+        Body::Log(LogLine {
+            stream: LogStream::Stdout as i32,
+            line: format!("line {i} {}", "x".repeat(100)),
+        })
     }
 
     fn drain(spool: &mut Spool) -> Vec<Record> {
@@ -530,7 +647,12 @@ mod tests {
     }
 
     fn small() -> SpoolOptions {
-        SpoolOptions { max_bytes: 64 * 1024, segment_bytes: 8 * 1024, mem_bytes: 4 * 1024, max_pending: 10 }
+        SpoolOptions {
+            max_bytes: 64 * 1024,
+            segment_bytes: 8 * 1024,
+            mem_bytes: 4 * 1024,
+            max_pending: 10,
+        }
     }
 
     #[test]
@@ -553,7 +675,10 @@ mod tests {
         assert_eq!(s.last_assigned(), 100);
         s.activate(40, 1).unwrap();
         let resent = drain(&mut s);
-        assert_eq!(resent.iter().map(|r| r.seq).collect::<Vec<_>>(), (41..=100).collect::<Vec<_>>());
+        assert_eq!(
+            resent.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (41..=100).collect::<Vec<_>>()
+        );
         assert_eq!(s.append(1, line(0)).unwrap(), Some(101));
         s.ack(101).unwrap();
         drop(s);
@@ -574,9 +699,19 @@ mod tests {
             }
             s.sync().unwrap();
         }
-        let seg = fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let seg = fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let len = fs::metadata(&seg).unwrap().len();
-        OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         let mut s = Spool::open(dir.path(), SpoolOptions::default()).unwrap();
         assert_eq!(s.last_assigned(), 4);
         s.activate(0, 1).unwrap();
@@ -587,40 +722,47 @@ mod tests {
     }
 
     #[test]
-    fn overflow_becomes_one_gap_record_standing_in_for_the_lost_seqs() {
+    fn overflow_drops_new_records_and_reports_them_in_one_gap_record() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), small()).unwrap();
         s.activate(0, 1).unwrap();
-        let mut last = 0;
+        let mut stored = 0u64;
         for i in 0..2000 {
-            last = s.append(1, line(i)).unwrap().unwrap();
+            if let Some(seq) = s.append(1_000 + i as i64, line(i)).unwrap() {
+                stored += 1;
+                assert_eq!(seq, stored, "seqs stay contiguous");
+            }
         }
-        assert_eq!(last, 2000);
+        assert!(stored < 2000);
         assert!(s.disk_bytes() <= 64 * 1024);
-        let (from, to) = s.overflow.unwrap();
-        assert_eq!(to, 2000);
-        // Disconnected: nothing acked, so only the records that fit are sendable.
+        assert_eq!(s.overflow.unwrap().dropped, 2000 - stored);
+        // Disconnected: only the stored records are sendable.
         let sent = drain(&mut s);
-        assert_eq!(sent.last().unwrap().seq, from - 1);
-        // The control plane catches up; the gap is written in place of the lost records.
-        s.ack(from - 1).unwrap();
+        assert_eq!(sent.last().unwrap().seq, stored);
+        // The control plane catches up; the gap record takes the next seq.
+        s.ack(stored).unwrap();
         assert!(s.overflow.is_none());
-        let next = s.append(1, line(0)).unwrap().unwrap();
-        assert_eq!(next, 2001);
+        assert_eq!(s.append(1, line(0)).unwrap(), Some(stored + 2));
         let sent = drain(&mut s);
         assert_eq!(sent.len(), 2);
         match &sent[0].body {
             Some(Body::Gap(g)) => {
-                assert_eq!((sent[0].seq, g.from_seq, g.to_seq), (from, from, 2000));
+                assert_eq!(
+                    (sent[0].seq, g.from_seq, g.to_seq),
+                    (stored + 1, stored + 1, stored + 1)
+                );
+                assert!(
+                    g.reason.contains(&format!("{} records", 2000 - stored)),
+                    "{}",
+                    g.reason
+                );
                 assert!(g.reason.contains("overflow"));
             }
             other => panic!("expected gap, got {other:?}"),
         }
-        assert_eq!(sent[1].seq, 2001);
-        // And it survives a restart.
         drop(s);
         let s = Spool::open(dir.path(), small()).unwrap();
-        assert_eq!(s.last_assigned(), 2001);
+        assert_eq!(s.last_assigned(), stored + 2);
     }
 
     #[test]
@@ -657,8 +799,14 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(texts.iter().any(|t| t.contains("beyond the spool")), "{texts:?}");
-        assert!(texts.iter().any(|t| t.contains("11 records were dropped")), "{texts:?}");
+        assert!(
+            texts.iter().any(|t| t.contains("beyond the spool")),
+            "{texts:?}"
+        );
+        assert!(
+            texts.iter().any(|t| t.contains("11 records were dropped")),
+            "{texts:?}"
+        );
         assert_eq!(sent.len(), 2 + 10);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,9 @@ pub fn data_dir(flag: Option<&Path>) -> Option<PathBuf> {
 }
 
 fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The key a login is saved under: scheme and host lower-cased, no trailing slash.
@@ -84,7 +86,9 @@ pub fn is_loopback_url(url: &str) -> bool {
         return false;
     };
     let authority = rest.split('/').next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let host = if let Some(bracketed) = authority.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or_default()
     } else {
@@ -110,12 +114,12 @@ pub fn resolve_token(
             return Ok(Some((login.token.clone(), TokenSource::SavedLogin(path))));
         }
     }
-    if is_loopback_url(url) {
-        if let Some(dir) = data_dir(data_dir_flag) {
-            let path = dir.join("admin.token");
-            if let Some(token) = read_token_file(&path)? {
-                return Ok(Some((token, TokenSource::AdminFile(path))));
-            }
+    if is_loopback_url(url)
+        && let Some(dir) = data_dir(data_dir_flag)
+    {
+        let path = dir.join("admin.token");
+        if let Some(token) = read_token_file(&path)? {
+            return Ok(Some((token, TokenSource::AdminFile(path))));
         }
     }
     Ok(None)
@@ -230,7 +234,10 @@ mod tests {
         let mut creds = Credentials::default();
         creds.servers.insert(
             "http://127.0.0.1:8008".into(),
-            SavedLogin { token: "kx_abc".into(), account: Some("alice".into()) },
+            SavedLogin {
+                token: "kx_abc".into(),
+                account: Some("alice".into()),
+            },
         );
         save(&path, &creds).expect("save");
         assert_eq!(load(&path).expect("load"), creds);
@@ -260,7 +267,10 @@ mod tests {
         let path = dir.path().join("admin.token");
         assert_eq!(read_token_file(&path).expect("absent"), None);
         fs::write(&path, "kx_admin\n").expect("write");
-        assert_eq!(read_token_file(&path).expect("read"), Some("kx_admin".into()));
+        assert_eq!(
+            read_token_file(&path).expect("read"),
+            Some("kx_admin".into())
+        );
         fs::write(&path, "  \n").expect("write");
         assert_eq!(read_token_file(&path).expect("read"), None);
     }

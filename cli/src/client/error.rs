@@ -16,11 +16,19 @@ pub enum CliError {
     /// No connection could be made (refused, DNS, TLS handshake, connect timeout).
     Connect { url: String, detail: String },
     /// The call did not complete within the client's deadline.
-    Timeout { url: String, what: String, after: Duration },
+    Timeout {
+        url: String,
+        what: String,
+        after: Duration,
+    },
     /// `--url` is not something we can dial.
     BadUrl { url: String, reason: String },
     /// A local file could not be read or written.
-    File { path: PathBuf, action: &'static str, detail: String },
+    File {
+        path: PathBuf,
+        action: &'static str,
+        detail: String,
+    },
     /// Bad input given to the command (empty secret, malformed token, ...).
     Input(String),
     /// The server did what was asked but the outcome is a failure the user must see
@@ -32,11 +40,18 @@ pub enum CliError {
 
 impl CliError {
     pub fn rpc(url: &str, status: Status) -> Self {
-        CliError::Rpc { url: url.to_owned(), status }
+        CliError::Rpc {
+            url: url.to_owned(),
+            status,
+        }
     }
 
     pub fn file(path: impl Into<PathBuf>, action: &'static str, err: &dyn StdError) -> Self {
-        CliError::File { path: path.into(), action, detail: chain(err) }
+        CliError::File {
+            path: path.into(),
+            action,
+            detail: chain(err),
+        }
     }
 
     /// Failures where the request may not have reached the server or its answer was lost, so
@@ -67,7 +82,11 @@ impl fmt::Display for CliError {
                 after.as_secs()
             ),
             CliError::BadUrl { url, reason } => write!(f, "invalid --url {url:?}: {reason}"),
-            CliError::File { path, action, detail } => {
+            CliError::File {
+                path,
+                action,
+                detail,
+            } => {
                 write!(f, "cannot {action} {}: {detail}", path.display())
             }
             CliError::Input(msg) | CliError::Refused(msg) => f.write_str(msg),
@@ -182,10 +201,22 @@ mod tests {
     fn each_common_code_has_its_own_prefix() {
         let cases = [
             (Status::not_found("project demo"), "not found: project demo"),
-            (Status::already_exists("project demo"), "already exists: project demo"),
-            (Status::permission_denied("admin only"), "permission denied: admin only"),
-            (Status::failed_precondition("session running"), "refused: session running"),
-            (Status::invalid_argument("bad name"), "invalid request: bad name"),
+            (
+                Status::already_exists("project demo"),
+                "already exists: project demo",
+            ),
+            (
+                Status::permission_denied("admin only"),
+                "permission denied: admin only",
+            ),
+            (
+                Status::failed_precondition("session running"),
+                "refused: session running",
+            ),
+            (
+                Status::invalid_argument("bad name"),
+                "invalid request: bad name",
+            ),
             (Status::internal("boom"), "server error (internal): boom"),
         ];
         for (status, want) in cases {

@@ -42,7 +42,9 @@ async fn create(ctx: &Context, name: String) -> Result<ExitCode, CliError> {
     let created = client
         .call(
             "CreateAccount",
-            client.accounts().create_account(unary(CreateAccountRequest { name })),
+            client
+                .accounts()
+                .create_account(unary(CreateAccountRequest { name })),
         )
         .await?;
     let account = created.account.unwrap_or_default();
@@ -58,7 +60,10 @@ async fn create(ctx: &Context, name: String) -> Result<ExitCode, CliError> {
             account.id,
             paint(BOLD, "token:"),
             created.token,
-            paint(YELLOW, "This token is shown once; store it now (e.g. `kortix login`)."),
+            paint(
+                YELLOW,
+                "This token is shown once; store it now (e.g. `kortix login`)."
+            ),
         ))?;
     }
     Ok(ExitCode::SUCCESS)
@@ -66,7 +71,9 @@ async fn create(ctx: &Context, name: String) -> Result<ExitCode, CliError> {
 
 async fn whoami(ctx: &Context) -> Result<ExitCode, CliError> {
     let client = Client::connect(ctx).await?;
-    let account = client.call("WhoAmI", client.accounts().who_am_i(unary(Empty {}))).await?;
+    let account = client
+        .call("WhoAmI", client.accounts().who_am_i(unary(Empty {})))
+        .await?;
     if ctx.json {
         output::print_json(&AccountJson::from(&account))?;
     } else {

@@ -90,7 +90,10 @@ struct CrRef {
 
 impl CrRef {
     fn to_proto(&self) -> ChangeRequestRef {
-        ChangeRequestRef { project: self.project.clone(), number: self.number }
+        ChangeRequestRef {
+            project: self.project.clone(),
+            number: self.number,
+        }
     }
 }
 
@@ -99,7 +102,13 @@ pub fn run(global: &Global, args: CrArgs) -> anyhow::Result<ExitCode> {
     client::run_async(async move {
         let client = Client::connect(&ctx).await?;
         match args.command {
-            CrCommand::Open { project, session, branch, title, body } => {
+            CrCommand::Open {
+                project,
+                session,
+                branch,
+                title,
+                body,
+            } => {
                 let request = OpenChangeRequestRequest {
                     project,
                     session_id: session.unwrap_or_default(),
@@ -162,12 +171,17 @@ async fn list(
         let request = ListChangeRequestsRequest {
             project: project.clone().unwrap_or_default(),
             state: state as i32,
-            page: Some(PageRequest { page_size: PAGE_SIZE, page_token: token.clone() }),
+            page: Some(PageRequest {
+                page_size: PAGE_SIZE,
+                page_token: token.clone(),
+            }),
         };
         let page = client
             .call(
                 "ListChangeRequests",
-                client.change_requests().list_change_requests(unary(request)),
+                client
+                    .change_requests()
+                    .list_change_requests(unary(request)),
             )
             .await?;
         all.extend(page.change_requests);
@@ -201,7 +215,10 @@ async fn list(
 
 async fn show(ctx: &Context, client: &Client, r: ChangeRequestRef) -> Result<ExitCode, CliError> {
     let detail = client
-        .call("GetChangeRequest", client.change_requests().get_change_request(unary(r)))
+        .call(
+            "GetChangeRequest",
+            client.change_requests().get_change_request(unary(r)),
+        )
         .await?;
     if ctx.json {
         output::print_json(&CrDetailJson::from(&detail))?;
@@ -256,7 +273,10 @@ fn render_detail(d: &ChangeRequestDetail) -> String {
             } else {
                 out.push_str(&format!(
                     "{} ({ahead})\n",
-                    paint(RED, &format!("conflicts in: {}", d.conflicting_paths.join(", ")))
+                    paint(
+                        RED,
+                        &format!("conflicts in: {}", d.conflicting_paths.join(", "))
+                    )
                 ));
             }
         }
@@ -274,7 +294,9 @@ fn render_detail(d: &ChangeRequestDetail) -> String {
 }
 
 async fn diff(ctx: &Context, client: &Client, r: ChangeRequestRef) -> Result<ExitCode, CliError> {
-    let diff = client.call("GetDiff", client.change_requests().get_diff(unary(r))).await?;
+    let diff = client
+        .call("GetDiff", client.change_requests().get_diff(unary(r)))
+        .await?;
     if ctx.json {
         output::print_json(&DiffJson::from(&diff))?;
     } else if !diff.diff.is_empty() {
@@ -291,9 +313,8 @@ fn colorize_diff(diff: &str) -> String {
             Some(text) => (text, "\n"),
             None => (line, ""),
         };
-        let style = if text.starts_with("diff --git") || text.starts_with("index ") {
-            Some(BOLD)
-        } else if text.starts_with("+++") || text.starts_with("---") {
+        let header = ["diff --git", "index ", "+++", "---"];
+        let style = if header.iter().any(|h| text.starts_with(h)) {
             Some(BOLD)
         } else if text.starts_with("@@") {
             Some(CYAN)
@@ -317,7 +338,9 @@ async fn merge(ctx: &Context, client: &Client, r: ChangeRequestRef) -> Result<Ex
     let result = client
         .call(
             "MergeChangeRequest",
-            client.change_requests().merge_change_request(unary(r.clone())),
+            client
+                .change_requests()
+                .merge_change_request(unary(r.clone())),
         )
         .await;
     let cr = match result {
@@ -348,14 +371,21 @@ async fn explain_refusal(client: &Client, r: ChangeRequestRef, err: CliError) ->
         other => other.to_string(),
     };
     let preview = client
-        .call("MergePreview", client.change_requests().merge_preview(unary(r)))
+        .call(
+            "MergePreview",
+            client.change_requests().merge_preview(unary(r)),
+        )
         .await;
     match preview {
         Ok(p) if !p.conflicting_paths.is_empty() => CliError::Refused(format!(
             "merge refused: conflicts in: {}",
             p.conflicting_paths.join(", ")
         )),
-        _ => CliError::Refused(format!("merge refused: {reason}")),
+        // The server may already phrase it as a refusal.
+        _ => CliError::Refused(format!(
+            "merge refused: {}",
+            reason.strip_prefix("merge refused: ").unwrap_or(&reason)
+        )),
     }
 }
 
@@ -374,7 +404,10 @@ async fn close(
             .await?
     } else {
         client
-            .call("CloseChangeRequest", client.change_requests().close_change_request(unary(r)))
+            .call(
+                "CloseChangeRequest",
+                client.change_requests().close_change_request(unary(r)),
+            )
             .await?
     };
     if ctx.json {

@@ -53,7 +53,12 @@ fn credentials_file() -> Result<std::path::PathBuf, CliError> {
 
 async fn login(ctx: &Context) -> Result<ExitCode, CliError> {
     let path = credentials_file()?;
-    let token = match ctx.token_flag.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    let token = match ctx
+        .token_flag
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         Some(token) => token.to_owned(),
         None => terminal::read_secret(&format!("Token for {}: ", ctx.url), "token")?
             .trim()
@@ -61,11 +66,16 @@ async fn login(ctx: &Context) -> Result<ExitCode, CliError> {
     };
     let client = Client::connect_with_token(ctx, Some(&token)).await?;
     // Only a token the server accepts is worth saving.
-    let account = client.call("WhoAmI", client.accounts().who_am_i(unary(Empty {}))).await?;
+    let account = client
+        .call("WhoAmI", client.accounts().who_am_i(unary(Empty {})))
+        .await?;
     let mut creds = credentials::load(&path)?;
     creds.servers.insert(
         credentials::normalize_url(&ctx.url),
-        SavedLogin { token, account: Some(account.name.clone()) },
+        SavedLogin {
+            token,
+            account: Some(account.name.clone()),
+        },
     );
     credentials::save(&path, &creds)?;
     if ctx.json {
@@ -89,7 +99,10 @@ async fn login(ctx: &Context) -> Result<ExitCode, CliError> {
 fn logout(ctx: &Context) -> Result<ExitCode, CliError> {
     let path = credentials_file()?;
     let mut creds = credentials::load(&path)?;
-    let removed = creds.servers.remove(&credentials::normalize_url(&ctx.url)).is_some();
+    let removed = creds
+        .servers
+        .remove(&credentials::normalize_url(&ctx.url))
+        .is_some();
     if removed {
         credentials::save(&path, &creds)?;
     }

@@ -138,7 +138,11 @@ fn summary(path: &Path, m: &Manifest) -> String {
             none_or_join(&templates)
         ),
     );
-    row(&mut s, "opencode", format!("config_dir {}", m.opencode.config_dir));
+    row(
+        &mut s,
+        "opencode",
+        format!("config_dir {}", m.opencode.config_dir),
+    );
     let triggers: Vec<String> = m
         .triggers
         .iter()

@@ -6,6 +6,8 @@ pub mod login;
 pub mod manifest;
 pub mod projects;
 pub mod secrets;
+pub mod server;
 pub mod sessions;
 pub mod tokens;
 pub mod triggers;
+pub mod up;

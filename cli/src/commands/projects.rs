@@ -6,7 +6,9 @@ use clap::Subcommand;
 use kortix_proto::v1::{CreateProjectRequest, GetProjectRequest, ListProjectsRequest};
 
 use crate::Global;
-use crate::client::{self, CliError, Client, Context, LONG_TIMEOUT, UNARY_TIMEOUT, unary, unary_within};
+use crate::client::{
+    self, CliError, Client, Context, LONG_TIMEOUT, UNARY_TIMEOUT, unary, unary_within,
+};
 use crate::output::json::{ProjectCreatedJson, ProjectInfoJson, ProjectJson};
 use crate::output::table::Table;
 use crate::output::{self, BOLD, GREEN, RED, or_dash, paint, short_sha, table, terminal, time};
@@ -45,9 +47,11 @@ pub fn run(global: &Global, args: ProjectsArgs) -> anyhow::Result<ExitCode> {
     client::run_async(async move {
         let client = Client::connect(&ctx).await?;
         match args.command {
-            ProjectsCommand::Create { name, import, default_branch } => {
-                create(&ctx, &client, name, import, default_branch).await
-            }
+            ProjectsCommand::Create {
+                name,
+                import,
+                default_branch,
+            } => create(&ctx, &client, name, import, default_branch).await,
             ProjectsCommand::Ls => list(&ctx, &client).await,
             ProjectsCommand::Info { project } => info(&ctx, &client, project).await,
         }
@@ -61,9 +65,15 @@ async fn create(
     import: Option<String>,
     default_branch: Option<String>,
 ) -> Result<ExitCode, CliError> {
-    let import_source = import.map(|source| absolute_if_local(&source)).unwrap_or_default();
+    let import_source = import
+        .map(|source| absolute_if_local(&source))
+        .unwrap_or_default();
     // Importing copies a whole history and may take minutes; a fresh project is quick.
-    let timeout = if import_source.is_empty() { UNARY_TIMEOUT } else { LONG_TIMEOUT };
+    let timeout = if import_source.is_empty() {
+        UNARY_TIMEOUT
+    } else {
+        LONG_TIMEOUT
+    };
     let spinner = terminal::spinner(
         !ctx.json && !import_source.is_empty(),
         format!("importing {import_source} into project {name}"),
@@ -77,7 +87,9 @@ async fn create(
         .call_within(
             "CreateProject",
             timeout,
-            client.projects().create_project(unary_within(request, timeout)),
+            client
+                .projects()
+                .create_project(unary_within(request, timeout)),
         )
         .await;
     spinner.finish_and_clear();
@@ -121,7 +133,12 @@ fn is_scp_like(source: &str) -> bool {
 
 async fn list(ctx: &Context, client: &Client) -> Result<ExitCode, CliError> {
     let projects = client
-        .call("ListProjects", client.projects().list_projects(unary(ListProjectsRequest {})))
+        .call(
+            "ListProjects",
+            client
+                .projects()
+                .list_projects(unary(ListProjectsRequest {})),
+        )
         .await?
         .projects;
     if ctx.json {
@@ -148,7 +165,12 @@ async fn list(ctx: &Context, client: &Client) -> Result<ExitCode, CliError> {
 
 async fn info(ctx: &Context, client: &Client, project: String) -> Result<ExitCode, CliError> {
     let info = client
-        .call("GetProject", client.projects().get_project(unary(GetProjectRequest { project })))
+        .call(
+            "GetProject",
+            client
+                .projects()
+                .get_project(unary(GetProjectRequest { project })),
+        )
         .await?;
     if ctx.json {
         output::print_json(&ProjectInfoJson::from(&info))?;
@@ -200,7 +222,10 @@ mod tests {
     #[test]
     fn urls_pass_through_and_paths_become_absolute() {
         assert_eq!(absolute_if_local("https://h/r.git"), "https://h/r.git");
-        assert_eq!(absolute_if_local("git@github.com:o/r.git"), "git@github.com:o/r.git");
+        assert_eq!(
+            absolute_if_local("git@github.com:o/r.git"),
+            "git@github.com:o/r.git"
+        );
         assert_eq!(absolute_if_local("/srv/repo"), "/srv/repo");
         let rel = absolute_if_local("some/repo");
         assert!(rel.starts_with('/') && rel.ends_with("some/repo"), "{rel}");
@@ -211,7 +236,10 @@ mod tests {
     #[test]
     fn manifest_summary_counts_entries() {
         let json = r#"{"triggers":[{},{}],"sandbox":{"templates":[{}]},"errors":[{}]}"#;
-        assert_eq!(manifest_summary(json), "ok: 2 triggers, 1 template (1 error in entries)");
+        assert_eq!(
+            manifest_summary(json),
+            "ok: 2 triggers, 1 template (1 error in entries)"
+        );
         assert_eq!(manifest_summary("{}"), "ok: 0 triggers, 0 templates");
     }
 }

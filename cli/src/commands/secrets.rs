@@ -53,7 +53,11 @@ pub fn run(global: &Global, args: SecretsArgs) -> anyhow::Result<ExitCode> {
     let ctx = Context::from_global(global);
     client::run_async(async move {
         match args.command {
-            SecretsCommand::Set { name, project, value } => {
+            SecretsCommand::Set {
+                name,
+                project,
+                value,
+            } => {
                 // Read the value before connecting so a bad value fails without a round trip.
                 let value = match value {
                     Some(v) if v.is_empty() => {
@@ -84,13 +88,25 @@ async fn set(
     name: String,
     value: String,
 ) -> Result<ExitCode, CliError> {
-    let request = SetSecretRequest { project: project.clone(), name, value };
-    let info = client.call("SetSecret", client.secrets().set_secret(unary(request))).await?;
+    let request = SetSecretRequest {
+        project: project.clone(),
+        name,
+        value,
+    };
+    let info = client
+        .call("SetSecret", client.secrets().set_secret(unary(request)))
+        .await?;
     if ctx.json {
         let json = SecretJson::from(&info);
-        output::print_json(&SecretSetJson { name: json.name, updated_at: json.updated_at })?;
+        output::print_json(&SecretSetJson {
+            name: json.name,
+            updated_at: json.updated_at,
+        })?;
     } else {
-        output::print_text(&format!("set secret {} in project {project}", paint(BOLD, &info.name)))?;
+        output::print_text(&format!(
+            "set secret {} in project {project}",
+            paint(BOLD, &info.name)
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -99,7 +115,9 @@ async fn list(ctx: &Context, client: &Client, project: String) -> Result<ExitCod
     let secrets = client
         .call(
             "ListSecrets",
-            client.secrets().list_secrets(unary(ListSecretsRequest { project: project.clone() })),
+            client.secrets().list_secrets(unary(ListSecretsRequest {
+                project: project.clone(),
+            })),
         )
         .await?
         .secrets;
@@ -129,8 +147,16 @@ async fn unset(
     project: String,
     name: String,
 ) -> Result<ExitCode, CliError> {
-    let request = DeleteSecretRequest { project: project.clone(), name };
-    let info = client.call("DeleteSecret", client.secrets().delete_secret(unary(request))).await?;
+    let request = DeleteSecretRequest {
+        project: project.clone(),
+        name,
+    };
+    let info = client
+        .call(
+            "DeleteSecret",
+            client.secrets().delete_secret(unary(request)),
+        )
+        .await?;
     if ctx.json {
         output::print_json(&SecretJson::from(&info))?;
     } else {

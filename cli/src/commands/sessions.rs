@@ -16,7 +16,9 @@ use crate::Global;
 use crate::client::{self, CliError, Client, Context, unary};
 use crate::output::json::{PromptSentJson, SessionJson, SessionStartedJson, session_status};
 use crate::output::table::{Cell, Table};
-use crate::output::{self, BOLD, DIM, or_dash, paint, short_sha, status_style, table, terminal, time};
+use crate::output::{
+    self, BOLD, DIM, or_dash, paint, short_sha, status_style, table, terminal, time,
+};
 
 /// How often `sessions new` retries a start whose answer was lost in transit; the idempotency
 /// key makes a retry return the session the first attempt created.
@@ -80,7 +82,7 @@ enum SessionsCommand {
     Attach {
         /// Session id.
         id: String,
-        /// First record to show (default: from the beginning).
+        /// First record to show; 0 is the beginning.
         #[arg(long, value_name = "SEQ", default_value_t = 0)]
         from: u64,
         /// Stop after the stored records instead of following live ones.
@@ -104,7 +106,15 @@ pub fn run(global: &Global, args: SessionsArgs) -> anyhow::Result<ExitCode> {
     client::run_async(async move {
         let client = Client::connect(&ctx).await?;
         match args.command {
-            SessionsCommand::New { project, prompt, template, agent, resume, wait, wait_timeout } => {
+            SessionsCommand::New {
+                project,
+                prompt,
+                template,
+                agent,
+                resume,
+                wait,
+                wait_timeout,
+            } => {
                 let request = StartSessionRequest {
                     project,
                     prompt: prompt.unwrap_or_default(),
@@ -120,8 +130,21 @@ pub fn run(global: &Global, args: SessionsArgs) -> anyhow::Result<ExitCode> {
             SessionsCommand::Info { id } => info(&ctx, &client, id).await,
             SessionsCommand::Stop { id } => stop(&ctx, &client, id).await,
             SessionsCommand::Rm { id } => remove(&ctx, &client, id).await,
-            SessionsCommand::Attach { id, from, no_follow } => {
-                attach::run(&ctx, &client, attach::Options { id, from, follow: !no_follow }).await
+            SessionsCommand::Attach {
+                id,
+                from,
+                no_follow,
+            } => {
+                attach::run(
+                    &ctx,
+                    &client,
+                    attach::Options {
+                        id,
+                        from,
+                        follow: !no_follow,
+                    },
+                )
+                .await
             }
             SessionsCommand::Chat { id, text, agent } => chat(&ctx, &client, id, text, agent).await,
         }
@@ -147,8 +170,14 @@ async fn new(
             paint(BOLD, &session.id),
             session.project_name,
             session.branch,
-            paint(status_style(session_status(session.status)), session_status(session.status)),
-            paint(DIM, &format!("follow it with: kortix sessions attach {}", session.id)),
+            paint(
+                status_style(session_status(session.status)),
+                session_status(session.status)
+            ),
+            paint(
+                DIM,
+                &format!("follow it with: kortix sessions attach {}", session.id)
+            ),
         ))?;
     }
     match (wait, status) {
@@ -171,7 +200,10 @@ async fn start(client: &Client, request: StartSessionRequest) -> Result<Session,
     let mut attempt = 1;
     loop {
         let result = client
-            .call("StartSession", client.sessions().start_session(unary(request.clone())))
+            .call(
+                "StartSession",
+                client.sessions().start_session(unary(request.clone())),
+            )
             .await;
         match result {
             Err(err) if attempt < START_ATTEMPTS && err.is_transient() => {
@@ -183,10 +215,19 @@ async fn start(client: &Client, request: StartSessionRequest) -> Result<Session,
     }
 }
 
-async fn list(ctx: &Context, client: &Client, project: Option<String>) -> Result<ExitCode, CliError> {
-    let request = ListSessionsRequest { project: project.unwrap_or_default() };
+async fn list(
+    ctx: &Context,
+    client: &Client,
+    project: Option<String>,
+) -> Result<ExitCode, CliError> {
+    let request = ListSessionsRequest {
+        project: project.unwrap_or_default(),
+    };
     let sessions = client
-        .call("ListSessions", client.sessions().list_sessions(unary(request)))
+        .call(
+            "ListSessions",
+            client.sessions().list_sessions(unary(request)),
+        )
         .await?
         .sessions;
     if ctx.json {
@@ -215,7 +256,12 @@ async fn list(ctx: &Context, client: &Client, project: Option<String>) -> Result
 
 async fn info(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, CliError> {
     let session = client
-        .call("GetSession", client.sessions().get_session(unary(GetSessionRequest { id })))
+        .call(
+            "GetSession",
+            client
+                .sessions()
+                .get_session(unary(GetSessionRequest { id })),
+        )
         .await?;
     print_session(ctx, &session)?;
     Ok(ExitCode::SUCCESS)
@@ -254,7 +300,12 @@ fn print_session(ctx: &Context, s: &Session) -> Result<(), CliError> {
 
 async fn stop(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, CliError> {
     let session = client
-        .call("StopSession", client.sessions().stop_session(unary(StopSessionRequest { id })))
+        .call(
+            "StopSession",
+            client
+                .sessions()
+                .stop_session(unary(StopSessionRequest { id })),
+        )
         .await?;
     if ctx.json {
         output::print_json(&SessionJson::from(&session))?;
@@ -274,7 +325,9 @@ async fn remove(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, 
     let session = client
         .call(
             "DeleteSession",
-            client.sessions().delete_session(unary(DeleteSessionRequest { id })),
+            client
+                .sessions()
+                .delete_session(unary(DeleteSessionRequest { id })),
         )
         .await?;
     if ctx.json {
@@ -296,15 +349,27 @@ async fn chat(
     text: String,
     agent: Option<String>,
 ) -> Result<ExitCode, CliError> {
-    let text = if text == "-" { terminal::read_secret("Prompt: ", "prompt")? } else { text };
+    let text = if text == "-" {
+        terminal::read_secret("Prompt: ", "prompt")?
+    } else {
+        text
+    };
     if text.trim().is_empty() {
         return Err(CliError::Input("refusing an empty prompt".into()));
     }
-    let request =
-        SendPromptRequest { session_id: id.clone(), text, agent: agent.unwrap_or_default() };
-    let sent = client.call("SendPrompt", client.sessions().send_prompt(unary(request))).await?;
+    let request = SendPromptRequest {
+        session_id: id.clone(),
+        text,
+        agent: agent.unwrap_or_default(),
+    };
+    let sent = client
+        .call("SendPrompt", client.sessions().send_prompt(unary(request)))
+        .await?;
     if ctx.json {
-        output::print_json(&PromptSentJson { session: id, prompt_id: sent.prompt_id })?;
+        output::print_json(&PromptSentJson {
+            session: id,
+            prompt_id: sent.prompt_id,
+        })?;
     } else {
         output::print_text(&format!(
             "sent prompt {} to session {}",

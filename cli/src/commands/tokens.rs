@@ -47,19 +47,35 @@ pub fn run(global: &Global, args: TokensArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn create(ctx: &Context, client: &Client, name: Option<String>) -> Result<ExitCode, CliError> {
-    let request = CreateTokenRequest { name: name.unwrap_or_default() };
+async fn create(
+    ctx: &Context,
+    client: &Client,
+    name: Option<String>,
+) -> Result<ExitCode, CliError> {
+    let request = CreateTokenRequest {
+        name: name.unwrap_or_default(),
+    };
     let created = client
-        .call("CreateToken", client.accounts().create_token(unary(request)))
+        .call(
+            "CreateToken",
+            client.accounts().create_token(unary(request)),
+        )
         .await?;
     let info = created.info.unwrap_or_default();
     if ctx.json {
-        output::print_json(&TokenCreatedJson { info: TokenJson::from(&info), token: created.token })?;
+        output::print_json(&TokenCreatedJson {
+            info: TokenJson::from(&info),
+            token: created.token,
+        })?;
     } else {
         output::print_text(&format!(
             "created token {}{}\n{} {}\n{}",
             info.id,
-            if info.name.is_empty() { String::new() } else { format!(" ({})", info.name) },
+            if info.name.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", info.name)
+            },
             paint(BOLD, "token:"),
             created.token,
             paint(YELLOW, "This token is shown once; store it now."),
@@ -97,7 +113,10 @@ async fn list(ctx: &Context, client: &Client) -> Result<ExitCode, CliError> {
 
 fn token_state(t: &TokenInfo) -> Cell {
     if t.revoked_unix_ms != 0 {
-        Cell::styled(format!("revoked {}", time::human_ms(t.revoked_unix_ms)), RED)
+        Cell::styled(
+            format!("revoked {}", time::human_ms(t.revoked_unix_ms)),
+            RED,
+        )
     } else {
         Cell::styled("active", GREEN)
     }
@@ -105,7 +124,12 @@ fn token_state(t: &TokenInfo) -> Cell {
 
 async fn revoke(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, CliError> {
     let info = client
-        .call("RevokeToken", client.accounts().revoke_token(unary(RevokeTokenRequest { id })))
+        .call(
+            "RevokeToken",
+            client
+                .accounts()
+                .revoke_token(unary(RevokeTokenRequest { id })),
+        )
         .await?;
     if ctx.json {
         output::print_json(&TokenJson::from(&info))?;
@@ -113,7 +137,11 @@ async fn revoke(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, 
         output::print_text(&format!(
             "revoked token {}{}",
             info.id,
-            if info.name.is_empty() { String::new() } else { paint(DIM, &format!(" ({})", info.name)) }
+            if info.name.is_empty() {
+                String::new()
+            } else {
+                paint(DIM, &format!(" ({})", info.name))
+            }
         ))?;
     }
     Ok(ExitCode::SUCCESS)

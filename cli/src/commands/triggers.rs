@@ -51,7 +51,9 @@ async fn list(ctx: &Context, client: &Client, project: String) -> Result<ExitCod
     let response = client
         .call(
             "ListTriggers",
-            client.triggers().list_triggers(unary(ListTriggersRequest { project: project.clone() })),
+            client.triggers().list_triggers(unary(ListTriggersRequest {
+                project: project.clone(),
+            })),
         )
         .await?;
     // The contract's JSON is the array of triggers; manifest problems go to stderr either way.
@@ -67,12 +69,23 @@ async fn list(ctx: &Context, client: &Client, project: String) -> Result<ExitCod
         output::note(&format!("no triggers in project {project}'s manifest"));
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&["SLUG", "TYPE", "ENABLED", "SCHEDULE", "NEXT FIRE", "LAST FIRING"]);
+    let mut table = Table::new(&[
+        "SLUG",
+        "TYPE",
+        "ENABLED",
+        "SCHEDULE",
+        "NEXT FIRE",
+        "LAST FIRING",
+    ]);
     for t in &triggers {
         table.row(vec![
             t.slug.as_str().into(),
             t.r#type.as_str().into(),
-            if t.enabled { Cell::styled("yes", GREEN) } else { Cell::styled("no", DIM) },
+            if t.enabled {
+                Cell::styled("yes", GREEN)
+            } else {
+                Cell::styled("no", DIM)
+            },
             schedule(t).into(),
             time::human_with_relative(t.next_fire_unix_ms).into(),
             last_firing(t.last_firing.as_ref()),
@@ -85,7 +98,11 @@ async fn list(ctx: &Context, client: &Client, project: String) -> Result<ExitCod
 /// `0 0 9 * * 1-5 (Europe/Berlin)` for cron, the endpoint path for webhooks.
 fn schedule(t: &Trigger) -> String {
     if !t.cron.is_empty() {
-        if t.timezone.is_empty() { t.cron.clone() } else { format!("{} ({})", t.cron, t.timezone) }
+        if t.timezone.is_empty() {
+            t.cron.clone()
+        } else {
+            format!("{} ({})", t.cron, t.timezone)
+        }
     } else if !t.webhook_path.is_empty() {
         format!("POST {}", t.webhook_path)
     } else {
@@ -114,7 +131,12 @@ async fn fire(
     slug: String,
 ) -> Result<ExitCode, CliError> {
     let firing = client
-        .call("FireTrigger", client.triggers().fire_trigger(unary(FireTriggerRequest { project, slug })))
+        .call(
+            "FireTrigger",
+            client
+                .triggers()
+                .fire_trigger(unary(FireTriggerRequest { project, slug })),
+        )
         .await?;
     if ctx.json {
         output::print_json(&FiringJson::from(&firing))?;
@@ -134,7 +156,11 @@ async fn fire(
         return Err(CliError::Refused(format!(
             "trigger {} fired but failed: {}",
             firing.trigger_slug,
-            if firing.error.is_empty() { "no reason given" } else { &firing.error }
+            if firing.error.is_empty() {
+                "no reason given"
+            } else {
+                &firing.error
+            }
         )));
     }
     Ok(ExitCode::SUCCESS)
@@ -146,9 +172,16 @@ mod tests {
 
     #[test]
     fn schedule_text() {
-        let cron = Trigger { cron: "0 0 9 * * 1-5".into(), timezone: "UTC".into(), ..Default::default() };
+        let cron = Trigger {
+            cron: "0 0 9 * * 1-5".into(),
+            timezone: "UTC".into(),
+            ..Default::default()
+        };
         assert_eq!(schedule(&cron), "0 0 9 * * 1-5 (UTC)");
-        let hook = Trigger { webhook_path: "/hooks/p/deploy".into(), ..Default::default() };
+        let hook = Trigger {
+            webhook_path: "/hooks/p/deploy".into(),
+            ..Default::default()
+        };
         assert_eq!(schedule(&hook), "POST /hooks/p/deploy");
         assert_eq!(schedule(&Trigger::default()), "-");
     }

@@ -338,12 +338,20 @@ impl RecordJson {
             record::Body::State(s) => ("state", state_data(s)),
             record::Body::Gap(g) => ("gap", gap_data(g)),
         };
-        Some(RecordJson { seq: r.seq, ts: rfc3339_ms(r.ts_unix_ms), kind, data })
+        Some(RecordJson {
+            seq: r.seq,
+            ts: rfc3339_ms(r.ts_unix_ms),
+            kind,
+            data,
+        })
     }
 }
 
 fn log_data(l: &LogLine) -> RecordData {
-    RecordData::Log { stream: log_stream(l.stream), line: l.line.clone() }
+    RecordData::Log {
+        stream: log_stream(l.stream),
+        line: l.line.clone(),
+    }
 }
 
 fn event_data(e: &OpencodeEvent) -> RecordData {
@@ -352,14 +360,20 @@ fn event_data(e: &OpencodeEvent) -> RecordData {
     } else {
         serde_json::from_str(&e.json).unwrap_or_else(|_| Value::String(e.json.clone()))
     };
-    RecordData::Event { event_type: e.r#type.clone(), data }
+    RecordData::Event {
+        event_type: e.r#type.clone(),
+        data,
+    }
 }
 
 fn commit_data(c: &CommitRecord) -> RecordData {
     RecordData::Commit {
         sha: c.sha.clone(),
         parents: c.parents.clone(),
-        author: AuthorJson { name: c.author_name.clone(), email: c.author_email.clone() },
+        author: AuthorJson {
+            name: c.author_name.clone(),
+            email: c.author_email.clone(),
+        },
         message: c.message.clone(),
         committed_at: rfc3339_s(c.committed_unix_s),
         files_changed: c.files_changed,
@@ -378,7 +392,11 @@ fn state_data(s: &StateChange) -> RecordData {
 }
 
 fn gap_data(g: &Gap) -> RecordData {
-    RecordData::Gap { from_seq: g.from_seq, to_seq: g.to_seq, reason: opt(&g.reason) }
+    RecordData::Gap {
+        from_seq: g.from_seq,
+        to_seq: g.to_seq,
+        reason: opt(&g.reason),
+    }
 }
 
 // ---- change requests ----
@@ -528,7 +546,10 @@ pub struct DiffJson {
 
 impl From<&DiffResponse> for DiffJson {
     fn from(d: &DiffResponse) -> Self {
-        DiffJson { diff: d.diff.clone(), files: d.files.iter().map(FileChangeJson::from).collect() }
+        DiffJson {
+            diff: d.diff.clone(),
+            files: d.files.iter().map(FileChangeJson::from).collect(),
+        }
     }
 }
 
@@ -610,7 +631,11 @@ mod tests {
     }
 
     fn record(seq: u64, body: record::Body) -> Record {
-        Record { seq, ts_unix_ms: TS, body: Some(body) }
+        Record {
+            seq,
+            ts_unix_ms: TS,
+            body: Some(body),
+        }
     }
 
     #[test]
@@ -639,7 +664,13 @@ mod tests {
 
     #[test]
     fn log_record() {
-        let r = record(1, record::Body::Log(LogLine { stream: 2, line: "oops".into() }));
+        let r = record(
+            1,
+            record::Body::Log(LogLine {
+                stream: 2,
+                line: "oops".into(),
+            }),
+        );
         assert_eq!(
             to_value(&RecordJson::from_record(&r).expect("known")),
             json!({"seq": 1, "ts": TS_TEXT, "kind": "log",
@@ -667,7 +698,10 @@ mod tests {
     fn event_record_with_bad_json_keeps_the_text() {
         let r = record(
             3,
-            record::Body::Event(OpencodeEvent { r#type: "x".into(), json: "{not json".into() }),
+            record::Body::Event(OpencodeEvent {
+                r#type: "x".into(),
+                json: "{not json".into(),
+            }),
         );
         let v = to_value(&RecordJson::from_record(&r).expect("known"));
         assert_eq!(v["data"]["data"], json!("{not json"));
@@ -707,7 +741,11 @@ mod tests {
     fn state_record_with_unset_fields_as_null() {
         let r = record(
             5,
-            record::Body::State(StateChange { status: 2, phase: "opencode-ready".into(), reason: String::new() }),
+            record::Body::State(StateChange {
+                status: 2,
+                phase: "opencode-ready".into(),
+                reason: String::new(),
+            }),
         );
         assert_eq!(
             to_value(&RecordJson::from_record(&r).expect("known")),
@@ -720,7 +758,11 @@ mod tests {
     fn gap_record() {
         let r = record(
             9,
-            record::Body::Gap(Gap { from_seq: 6, to_seq: 8, reason: "spool overflow".into() }),
+            record::Body::Gap(Gap {
+                from_seq: 6,
+                to_seq: 8,
+                reason: "spool overflow".into(),
+            }),
         );
         assert_eq!(
             to_value(&RecordJson::from_record(&r).expect("known")),
@@ -731,10 +773,21 @@ mod tests {
 
     #[test]
     fn record_without_known_body_is_skipped_and_zero_ts_is_null() {
-        let r = Record { seq: 7, ts_unix_ms: 0, body: None };
+        let r = Record {
+            seq: 7,
+            ts_unix_ms: 0,
+            body: None,
+        };
         assert!(RecordJson::from_record(&r).is_none());
-        let r = Record { seq: 7, ts_unix_ms: 0, body: Some(record::Body::Gap(Gap::default())) };
-        assert_eq!(to_value(&RecordJson::from_record(&r).expect("known"))["ts"], Value::Null);
+        let r = Record {
+            seq: 7,
+            ts_unix_ms: 0,
+            body: Some(record::Body::Gap(Gap::default())),
+        };
+        assert_eq!(
+            to_value(&RecordJson::from_record(&r).expect("known"))["ts"],
+            Value::Null
+        );
     }
 
     #[test]
@@ -834,7 +887,11 @@ mod tests {
     #[test]
     fn project_info_parses_the_manifest() {
         let info = ProjectInfo {
-            project: Some(Project { id: "p1".into(), name: "demo".into(), ..Default::default() }),
+            project: Some(Project {
+                id: "p1".into(),
+                name: "demo".into(),
+                ..Default::default()
+            }),
             head_sha: "abc".into(),
             manifest_json: r#"{"kortix_version":1}"#.into(),
             manifest_error: String::new(),
@@ -843,7 +900,10 @@ mod tests {
         assert_eq!(v["name"], json!("demo"));
         assert_eq!(v["manifest"], json!({"kortix_version": 1}));
         assert_eq!(v["manifest_error"], Value::Null);
-        let missing = ProjectInfo { manifest_error: "no kortix.toml".into(), ..Default::default() };
+        let missing = ProjectInfo {
+            manifest_error: "no kortix.toml".into(),
+            ..Default::default()
+        };
         let v = to_value(&ProjectInfoJson::from(&missing));
         assert_eq!(v["manifest"], Value::Null);
         assert_eq!(v["manifest_error"], json!("no kortix.toml"));
@@ -858,13 +918,20 @@ mod tests {
             last_used_unix_ms: 0,
             revoked_unix_ms: TS,
         };
-        let created = TokenCreatedJson { info: TokenJson::from(&t), token: "kx_2".into() };
+        let created = TokenCreatedJson {
+            info: TokenJson::from(&t),
+            token: "kx_2".into(),
+        };
         assert_eq!(
             to_value(&created),
             json!({"id": "t1", "name": null, "created_at": TS_TEXT, "last_used_at": null,
                    "revoked_at": TS_TEXT, "token": "kx_2"})
         );
-        let s = SecretInfo { name: "API_KEY".into(), created_unix_ms: TS, updated_unix_ms: 0 };
+        let s = SecretInfo {
+            name: "API_KEY".into(),
+            created_unix_ms: TS,
+            updated_unix_ms: 0,
+        };
         assert_eq!(
             to_value(&SecretJson::from(&s)),
             json!({"name": "API_KEY", "created_at": TS_TEXT, "updated_at": null})
@@ -882,7 +949,11 @@ mod tests {
             binary: false,
         };
         let detail = ChangeRequestDetail {
-            change_request: Some(ChangeRequest { number: 1, state: 1, ..Default::default() }),
+            change_request: Some(ChangeRequest {
+                number: 1,
+                state: 1,
+                ..Default::default()
+            }),
             merge_base: "base".into(),
             files: vec![file.clone()],
             insertions: 1,
@@ -902,7 +973,10 @@ mod tests {
             json!([{"path": "b.txt", "old_path": "a.txt", "status": "renamed",
                     "insertions": 1, "deletions": 0, "binary": false}])
         );
-        let diff = DiffResponse { diff: "diff --git".into(), files: vec![file] };
+        let diff = DiffResponse {
+            diff: "diff --git".into(),
+            files: vec![file],
+        };
         let v = to_value(&DiffJson::from(&diff));
         assert_eq!(v["diff"], json!("diff --git"));
         assert_eq!(v["files"][0]["path"], json!("b.txt"));

@@ -13,13 +13,19 @@ pub struct Cell {
 
 impl Cell {
     pub fn styled(text: impl Into<String>, style: Style) -> Self {
-        Cell { text: text.into(), style }
+        Cell {
+            text: text.into(),
+            style,
+        }
     }
 }
 
 impl From<String> for Cell {
     fn from(text: String) -> Self {
-        Cell { text, style: Style::new() }
+        Cell {
+            text,
+            style: Style::new(),
+        }
     }
 }
 
@@ -38,15 +44,14 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: &[&'static str]) -> Self {
-        Table { headers: headers.to_vec(), rows: Vec::new() }
+        Table {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, cells: Vec<Cell>) {
         self.rows.push(cells);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
     }
 
     pub fn render(&self) -> String {
@@ -58,7 +63,11 @@ impl Table {
             }
         }
         let mut out = String::new();
-        let header: Vec<Cell> = self.headers.iter().map(|h| Cell::styled(*h, BOLD)).collect();
+        let header: Vec<Cell> = self
+            .headers
+            .iter()
+            .map(|h| Cell::styled(*h, BOLD))
+            .collect();
         for row in std::iter::once(&header).chain(&self.rows) {
             let mut line = String::new();
             for (i, w) in widths.iter().enumerate() {
@@ -83,7 +92,10 @@ pub fn details(rows: &[(&str, String)]) -> String {
     let mut out = String::new();
     for (label, value) in rows {
         let pad = " ".repeat(label_width - width(label));
-        out.push_str(&format!("{}{pad}  {value}\n", paint(BOLD, &format!("{label}:"))));
+        out.push_str(&format!(
+            "{}{pad}  {value}\n",
+            paint(BOLD, &format!("{label}:"))
+        ));
     }
     out
 }

@@ -17,7 +17,11 @@ pub fn stdin_is_terminal() -> bool {
 /// A secret value or token: prompted for without echo when stdin is a terminal, otherwise all
 /// of stdin. One trailing newline is removed; an empty value is refused.
 pub fn read_secret(prompt: &str, what: &str) -> Result<String, CliError> {
-    let raw = if stdin_is_terminal() { read_hidden_line(prompt)? } else { read_stdin()? };
+    let raw = if stdin_is_terminal() {
+        read_hidden_line(prompt)?
+    } else {
+        read_stdin()?
+    };
     let value = trim_one_newline(&raw);
     if value.is_empty() {
         return Err(CliError::Input(format!("refusing an empty {what}")));
@@ -27,7 +31,9 @@ pub fn read_secret(prompt: &str, what: &str) -> Result<String, CliError> {
 
 /// Removes exactly one trailing `\n` or `\r\n`: values may legitimately end in other newlines.
 pub fn trim_one_newline(text: &str) -> &str {
-    text.strip_suffix("\r\n").or_else(|| text.strip_suffix('\n')).unwrap_or(text)
+    text.strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text)
 }
 
 fn read_stdin() -> Result<String, CliError> {

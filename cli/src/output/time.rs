@@ -25,7 +25,10 @@ pub fn human_ms(unix_ms: i64) -> String {
         return "-".to_owned();
     }
     match DateTime::<Utc>::from_timestamp_millis(unix_ms) {
-        Some(t) => t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string(),
+        Some(t) => t
+            .with_timezone(&Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
         None => "-".to_owned(),
     }
 }
@@ -35,7 +38,11 @@ pub fn human_with_relative(unix_ms: i64) -> String {
     if unix_ms == 0 {
         return "-".to_owned();
     }
-    format!("{} ({})", human_ms(unix_ms), relative(unix_ms, Utc::now().timestamp_millis()))
+    format!(
+        "{} ({})",
+        human_ms(unix_ms),
+        relative(unix_ms, Utc::now().timestamp_millis())
+    )
 }
 
 /// `in 5m`, `3h ago`, `now`: the largest whole unit.
@@ -51,7 +58,11 @@ pub fn relative(unix_ms: i64, now_ms: i64) -> String {
         s if s < 86_400 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86_400),
     };
-    if delta > 0 { format!("in {amount}") } else { format!("{amount} ago") }
+    if delta > 0 {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
 }
 
 #[cfg(test)]
@@ -65,7 +76,10 @@ mod tests {
             rfc3339_ms(1_700_000_000_123).as_deref(),
             Some("2023-11-14T22:13:20.123Z")
         );
-        assert_eq!(rfc3339_s(1_700_000_000).as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(
+            rfc3339_s(1_700_000_000).as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
         assert_eq!(rfc3339_ms(i64::MAX), None);
     }
 

@@ -217,7 +217,6 @@ impl ChangeRequestService for ChangeRequests {
     ) -> Result<Response<pb::ListChangeRequestsResponse>, Status> {
         let who = caller(&request)?;
         let req = request.into_inner();
-        let project = self.project(&who.account_id, &req.project).await?;
         let state = match pb::ChangeRequestState::try_from(req.state).unwrap_or_default() {
             pb::ChangeRequestState::Unspecified => None,
             pb::ChangeRequestState::Open => Some(CrState::Open),
@@ -235,19 +234,37 @@ impl ChangeRequestService for ChangeRequests {
                     .map_err(|_| Status::invalid_argument("invalid page token"))?,
             )
         };
-        let rows = self
-            .store
-            .list_change_requests(
-                &project.id,
-                &CrListQuery {
-                    state,
-                    after_number,
-                    limit,
-                    newest_first: false,
-                },
-            )
-            .await
-            .map_err(store_status)?;
+        let query = CrListQuery {
+            state,
+            after_number,
+            limit,
+            newest_first: false,
+        };
+        let rows = if req.project.is_empty() {
+            // Every project of the caller, each from its first CR; no paging across projects.
+            if after_number.is_some() {
+                return Err(Status::invalid_argument("paging needs a project"));
+            }
+            let mut rows = Vec::new();
+            for project in self.store.list_projects(&who.account_id).await.map_err(store_status)? {
+                rows.extend(
+                    self.store
+                        .list_change_requests(&project.id, &query)
+                        .await
+                        .map_err(store_status)?,
+                );
+            }
+            return Ok(Response::new(pb::ListChangeRequestsResponse {
+                change_requests: rows.iter().map(convert::change_request).collect(),
+                next_page_token: String::new(),
+            }));
+        } else {
+            let project = self.project(&who.account_id, &req.project).await?;
+            self.store
+                .list_change_requests(&project.id, &query)
+                .await
+                .map_err(store_status)?
+        };
         let next_page_token = if rows.len() as u32 == limit {
             rows.last().map(|c| c.number.to_string()).unwrap_or_default()
         } else {

@@ -13,15 +13,64 @@ pub struct Projects {
     store: Store,
     repos: Repos,
     public_url: String,
+    data_dir: std::path::PathBuf,
+    /// Whether non-admin callers may import from the server's own filesystem. True when the
+    /// public listener is loopback-only (the caller is on this machine anyway).
+    local_imports: bool,
 }
 
 impl Projects {
-    pub fn new(store: Store, repos: Repos, public_url: String) -> Self {
+    pub fn new(
+        store: Store,
+        repos: Repos,
+        public_url: String,
+        data_dir: std::path::PathBuf,
+        local_imports: bool,
+    ) -> Self {
         Self {
             store,
             repos,
             public_url,
+            data_dir,
+            local_imports,
         }
+    }
+
+    /// Local-path (and `file://`) imports read the server's filesystem: never from inside the
+    /// data directory (other projects' repositories live there), and for non-admins only on
+    /// a loopback-only server.
+    fn check_import_source(&self, source: &str, admin: bool) -> Result<(), Status> {
+        let local = if let Some(path) = source.strip_prefix("file://") {
+            Some(std::path::PathBuf::from(path))
+        } else if source.contains("://") || source.contains('@') && source.contains(':') {
+            None
+        } else {
+            Some(std::path::PathBuf::from(source))
+        };
+        let Some(path) = local else {
+            return if source.starts_with("http://") || source.starts_with("https://") {
+                Ok(())
+            } else {
+                Err(Status::invalid_argument(format!(
+                    "import source {source:?}: use a local path, file://, http:// or https:// URL"
+                )))
+            };
+        };
+        if !admin && !self.local_imports {
+            return Err(Status::permission_denied(
+                "importing from the server's filesystem is limited to the admin on a non-loopback server",
+            ));
+        }
+        let resolved = path
+            .canonicalize()
+            .map_err(|e| Status::failed_precondition(format!("import source {}: {e}", path.display())))?;
+        let data_dir = self.data_dir.canonicalize().unwrap_or_else(|_| self.data_dir.clone());
+        if resolved.starts_with(&data_dir) {
+            return Err(Status::permission_denied(
+                "cannot import from inside the control plane's data directory",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -47,6 +96,9 @@ impl ProjectService for Projects {
         let req = request.into_inner();
         crate::store::validate_name("project name", &req.name).map_err(store_status)?;
         let import = req.import_source.trim().to_string();
+        if !import.is_empty() {
+            self.check_import_source(&import, who.admin)?;
+        }
         let requested_branch = req.default_branch.trim().to_string();
         if !requested_branch.is_empty() {
             crate::git::names::branch_ref(&requested_branch)

@@ -106,11 +106,17 @@ mod tests {
     #[tokio::test]
     async fn bootstraps_the_admin_once() {
         let (_dir, store) = sqlite_store().await;
-        let token = bootstrap_admin(&store).await.unwrap().expect("first start mints a token");
+        let token = bootstrap_admin(&store)
+            .await
+            .unwrap()
+            .expect("first start mints a token");
         assert!(token.starts_with("kxp_"));
         assert_eq!(bootstrap_admin(&store).await.unwrap(), None);
         let auth = Authenticator::new(store.clone());
-        let p = auth.authenticate_header(&format!("Bearer {token}")).await.unwrap();
+        let p = auth
+            .authenticate_header(&format!("Bearer {token}"))
+            .await
+            .unwrap();
         assert!(p.is_admin());
         let admin = store.get_account_by_name(ADMIN_ACCOUNT_NAME).await.unwrap();
         assert_eq!(p.account_id(), Some(admin.id.as_str()));
@@ -123,7 +129,10 @@ mod tests {
         let minted = [a.unwrap(), b.unwrap()].into_iter().flatten().count();
         assert!(minted >= 1);
         let admin = store.get_account_by_name(ADMIN_ACCOUNT_NAME).await.unwrap();
-        assert_eq!(store.list_api_tokens(&admin.id).await.unwrap().len(), minted);
+        assert_eq!(
+            store.list_api_tokens(&admin.id).await.unwrap().len(),
+            minted
+        );
     }
 
     #[tokio::test]
@@ -132,13 +141,22 @@ mod tests {
         let auth = Authenticator::new(store.clone());
         let alice = store.create_account("alice", false).await.unwrap();
         let token = generate_token(TokenKind::Person);
-        let info = store.create_api_token(&alice.id, "laptop", &hash_token(&token)).await.unwrap();
+        let info = store
+            .create_api_token(&alice.id, "laptop", &hash_token(&token))
+            .await
+            .unwrap();
         assert_eq!(
             auth.authenticate(&token).await.unwrap(),
-            Principal::Account { account_id: alice.id.clone(), admin: false }
+            Principal::Account {
+                account_id: alice.id.clone(),
+                admin: false
+            }
         );
 
-        let project = store.create_project(&alice.id, "web", "main").await.unwrap();
+        let project = store
+            .create_project(&alice.id, "web", "main")
+            .await
+            .unwrap();
         let (session, _) = store
             .create_session(&store::NewSession {
                 project_id: project.id.clone(),
@@ -148,7 +166,13 @@ mod tests {
             .unwrap();
         let git = generate_token(TokenKind::SessionGit);
         store
-            .create_git_token(&hash_token(&git), &session.id, &project.id, &session.id, store::now_ms() + 60_000)
+            .create_git_token(
+                &hash_token(&git),
+                &session.id,
+                &project.id,
+                &session.id,
+                store::now_ms() + 60_000,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -161,18 +185,42 @@ mod tests {
         );
         let expired = generate_token(TokenKind::SessionGit);
         store
-            .create_git_token(&hash_token(&expired), &session.id, &project.id, &session.id, 1)
+            .create_git_token(
+                &hash_token(&expired),
+                &session.id,
+                &project.id,
+                &session.id,
+                1,
+            )
             .await
             .unwrap();
-        assert!(matches!(auth.authenticate(&expired).await, Err(AuthError::InvalidToken)));
+        assert!(matches!(
+            auth.authenticate(&expired).await,
+            Err(AuthError::InvalidToken)
+        ));
 
         let boot = generate_token(TokenKind::Bootstrap);
-        assert!(matches!(auth.authenticate(&boot).await, Err(AuthError::WrongKind { .. })));
+        assert!(matches!(
+            auth.authenticate(&boot).await,
+            Err(AuthError::WrongKind { .. })
+        ));
         let unknown = generate_token(TokenKind::Person);
-        assert!(matches!(auth.authenticate(&unknown).await, Err(AuthError::InvalidToken)));
-        assert!(matches!(auth.authenticate("kxp_short").await, Err(AuthError::Malformed(_))));
+        assert!(matches!(
+            auth.authenticate(&unknown).await,
+            Err(AuthError::InvalidToken)
+        ));
+        assert!(matches!(
+            auth.authenticate("kxp_short").await,
+            Err(AuthError::Malformed(_))
+        ));
 
-        store.revoke_api_token(&alice.id, &info.id, store::now_ms()).await.unwrap();
-        assert!(matches!(auth.authenticate(&token).await, Err(AuthError::InvalidToken)));
+        store
+            .revoke_api_token(&alice.id, &info.id, store::now_ms())
+            .await
+            .unwrap();
+        assert!(matches!(
+            auth.authenticate(&token).await,
+            Err(AuthError::InvalidToken)
+        ));
     }
 }

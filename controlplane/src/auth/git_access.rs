@@ -9,8 +9,7 @@ use crate::store::Project;
 #[error("{0}")]
 pub struct Denied(pub String);
 
-pub const DEFAULT_BRANCH_REFUSAL: &str =
-    "pushes to the default branch are refused: open a change request (kortix cr open) to land work there";
+pub const DEFAULT_BRANCH_REFUSAL: &str = "pushes to the default branch are refused: open a change request (kortix cr open) to land work there";
 
 /// Whether `principal` may fetch from `project`. Another account's project reads as
 /// missing, so its existence is not confirmed.
@@ -68,7 +67,10 @@ mod tests {
     }
 
     fn person(id: &str) -> Principal {
-        Principal::Account { account_id: id.into(), admin: false }
+        Principal::Account {
+            account_id: id.into(),
+            admin: false,
+        }
     }
 
     fn session(project_id: &str, branch: &str) -> Principal {
@@ -82,7 +84,12 @@ mod tests {
     #[test]
     fn people_push_any_ref_but_the_default_branch() {
         let p = project();
-        for r in ["refs/heads/feature", "refs/heads/s-123", "refs/tags/v1", "refs/heads/main-2"] {
+        for r in [
+            "refs/heads/feature",
+            "refs/heads/s-123",
+            "refs/tags/v1",
+            "refs/heads/main-2",
+        ] {
             git_access(&person("alice"), &p, r).unwrap();
         }
         let refused = git_access(&person("alice"), &p, "refs/heads/main").unwrap_err();
@@ -92,11 +99,19 @@ mod tests {
     #[test]
     fn nobody_moves_the_default_branch() {
         let p = project();
-        let admin = Principal::Account { account_id: "root".into(), admin: true };
-        assert_eq!(git_access(&admin, &p, "refs/heads/main").unwrap_err().0, DEFAULT_BRANCH_REFUSAL);
+        let admin = Principal::Account {
+            account_id: "root".into(),
+            admin: true,
+        };
+        assert_eq!(
+            git_access(&admin, &p, "refs/heads/main").unwrap_err().0,
+            DEFAULT_BRANCH_REFUSAL
+        );
         // Not even a session whose branch is (somehow) named like it.
         assert_eq!(
-            git_access(&session("p1", "main"), &p, "refs/heads/main").unwrap_err().0,
+            git_access(&session("p1", "main"), &p, "refs/heads/main")
+                .unwrap_err()
+                .0,
             DEFAULT_BRANCH_REFUSAL
         );
         let mut trunk = project();
@@ -110,12 +125,22 @@ mod tests {
         let p = project();
         let s = session("p1", "s-42");
         git_access(&s, &p, "refs/heads/s-42").unwrap();
-        for r in ["refs/heads/s-43", "refs/heads/s-42/x", "refs/tags/s-42", "refs/heads/main"] {
+        for r in [
+            "refs/heads/s-43",
+            "refs/heads/s-42/x",
+            "refs/tags/s-42",
+            "refs/heads/main",
+        ] {
             assert!(git_access(&s, &p, r).is_err(), "{r}");
         }
         // Another project's token is refused outright.
         let other = session("p2", "s-42");
-        assert!(git_access(&other, &p, "refs/heads/s-42").unwrap_err().0.contains("not found"));
+        assert!(
+            git_access(&other, &p, "refs/heads/s-42")
+                .unwrap_err()
+                .0
+                .contains("not found")
+        );
     }
 
     #[test]
@@ -124,7 +149,14 @@ mod tests {
         let denied = git_read_access(&person("bob"), &p).unwrap_err();
         assert_eq!(denied.0, "repository 'web' not found");
         assert!(git_access(&person("bob"), &p, "refs/heads/x").is_err());
-        git_read_access(&Principal::Account { account_id: "root".into(), admin: true }, &p).unwrap();
+        git_read_access(
+            &Principal::Account {
+                account_id: "root".into(),
+                admin: true,
+            },
+            &p,
+        )
+        .unwrap();
         git_read_access(&session("p1", "s"), &p).unwrap();
         assert!(git_read_access(&session("p2", "s"), &p).is_err());
     }

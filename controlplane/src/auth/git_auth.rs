@@ -20,7 +20,11 @@ impl GitAuth {
         }
     }
 
-    async fn decide(&self, repo_name: &str, basic: Option<(String, String)>) -> Result<GitAccess, GitDenied> {
+    async fn decide(
+        &self,
+        repo_name: &str,
+        basic: Option<(String, String)>,
+    ) -> Result<GitAccess, GitDenied> {
         let (_user, token) = basic.ok_or(GitDenied::Unauthenticated)?;
         let principal = match self.authenticator.authenticate(&token).await {
             Ok(p) => p,
@@ -71,12 +75,18 @@ mod tests {
         let alice = store.create_account("alice", false).await.unwrap();
         let bob = store.create_account("bob", false).await.unwrap();
         let root = store.create_account("root", true).await.unwrap();
-        let web = store.create_project(&alice.id, "web", "main").await.unwrap();
-        let mut person = |account_id: String| {
+        let web = store
+            .create_project(&alice.id, "web", "main")
+            .await
+            .unwrap();
+        let person = |account_id: String| {
             let store = store.clone();
             async move {
                 let t = generate_token(TokenKind::Person);
-                store.create_api_token(&account_id, "t", &hash_token(&t)).await.unwrap();
+                store
+                    .create_api_token(&account_id, "t", &hash_token(&t))
+                    .await
+                    .unwrap();
                 Some(("x".to_string(), t))
             }
         };
@@ -92,7 +102,13 @@ mod tests {
             .unwrap();
         let git = generate_token(TokenKind::SessionGit);
         store
-            .create_git_token(&hash_token(&git), &session.id, &web.id, &session.id, now_ms() + 60_000)
+            .create_git_token(
+                &hash_token(&git),
+                &session.id,
+                &web.id,
+                &session.id,
+                now_ms() + 60_000,
+            )
             .await
             .unwrap();
 
@@ -106,21 +122,48 @@ mod tests {
                 push: PushScope::NonDefaultRefs
             }
         );
-        assert_eq!(auth.authorize("web", root_basic).await.unwrap().push, PushScope::NonDefaultRefs);
         assert_eq!(
-            auth.authorize("web", Some(("x".into(), git.clone()))).await.unwrap().push,
+            auth.authorize("web", root_basic).await.unwrap().push,
+            PushScope::NonDefaultRefs
+        );
+        assert_eq!(
+            auth.authorize("web", Some(("x".into(), git.clone())))
+                .await
+                .unwrap()
+                .push,
             PushScope::OnlyBranch(session.id.clone())
         );
-        assert_eq!(auth.authorize("web", bob_basic).await.unwrap_err(), GitDenied::NotFound);
-        assert_eq!(auth.authorize("nope", alice_basic).await.unwrap_err(), GitDenied::NotFound);
-        assert_eq!(auth.authorize("web", None).await.unwrap_err(), GitDenied::Unauthenticated);
         assert_eq!(
-            auth.authorize("web", Some(("x".into(), "hunter2".into()))).await.unwrap_err(),
+            auth.authorize("web", bob_basic).await.unwrap_err(),
+            GitDenied::NotFound
+        );
+        assert_eq!(
+            auth.authorize("nope", alice_basic).await.unwrap_err(),
+            GitDenied::NotFound
+        );
+        assert_eq!(
+            auth.authorize("web", None).await.unwrap_err(),
+            GitDenied::Unauthenticated
+        );
+        assert_eq!(
+            auth.authorize("web", Some(("x".into(), "hunter2".into())))
+                .await
+                .unwrap_err(),
             GitDenied::Unauthenticated
         );
         let boot = generate_token(TokenKind::Bootstrap);
-        assert_eq!(auth.authorize("web", Some(("x".into(), boot))).await.unwrap_err(), GitDenied::Unauthenticated);
+        assert_eq!(
+            auth.authorize("web", Some(("x".into(), boot)))
+                .await
+                .unwrap_err(),
+            GitDenied::Unauthenticated
+        );
         store.revoke_session_git_tokens(&session.id).await.unwrap();
-        assert_eq!(auth.authorize("web", Some(("x".into(), git))).await.unwrap_err(), GitDenied::Unauthenticated);
+        assert_eq!(
+            auth.authorize("web", Some(("x".into(), git)))
+                .await
+                .unwrap_err(),
+            GitDenied::Unauthenticated
+        );
     }
 }

@@ -8,8 +8,8 @@ mod principal;
 mod tokens;
 
 pub use authenticator::{ADMIN_ACCOUNT_NAME, Authenticator, bootstrap_admin};
-pub use git_auth::GitAuth;
 pub use git_access::{DEFAULT_BRANCH_REFUSAL, Denied, git_access, git_read_access};
+pub use git_auth::GitAuth;
 pub use principal::Principal;
 pub use tokens::{
     MAX_AUTHORIZATION_LEN, TokenKind, check_token_format, generate_token, hash_token, parse_bearer,
@@ -24,7 +24,10 @@ pub enum AuthError {
     #[error("malformed credentials: {0}")]
     Malformed(&'static str),
     #[error("expected a {expected}, got a {found}")]
-    WrongKind { expected: TokenKind, found: TokenKind },
+    WrongKind {
+        expected: TokenKind,
+        found: TokenKind,
+    },
     /// Unknown, revoked or expired: deliberately indistinguishable.
     #[error("invalid, revoked or expired token")]
     InvalidToken,

@@ -26,7 +26,11 @@ pub enum TokenKind {
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 3] = [TokenKind::Person, TokenKind::SessionGit, TokenKind::Bootstrap];
+    pub const ALL: [TokenKind; 3] = [
+        TokenKind::Person,
+        TokenKind::SessionGit,
+        TokenKind::Bootstrap,
+    ];
 
     pub fn prefix(self) -> &'static str {
         match self {
@@ -41,13 +45,20 @@ impl TokenKind {
         let kind = TokenKind::ALL
             .into_iter()
             .find(|k| token.starts_with(k.prefix()))
-            .ok_or(AuthError::Malformed("unknown token prefix (expected kxp_, kxg_ or kxb_)"))?;
+            .ok_or(AuthError::Malformed(
+                "unknown token prefix (expected kxp_, kxg_ or kxb_)",
+            ))?;
         let body = &token[kind.prefix().len()..];
         if body.len() != TOKEN_BODY_LEN {
             return Err(AuthError::Malformed("wrong token length"));
         }
-        if !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(AuthError::Malformed("token has characters outside base64url"));
+        if !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(AuthError::Malformed(
+                "token has characters outside base64url",
+            ));
         }
         Ok(kind)
     }
@@ -128,7 +139,8 @@ pub fn parse_git_authorization(value: &str) -> Result<String, AuthError> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(rest.trim())
         .map_err(|_| AuthError::Malformed("Basic credentials are not base64"))?;
-    let decoded = String::from_utf8(decoded).map_err(|_| AuthError::Malformed("Basic credentials are not UTF-8"))?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| AuthError::Malformed("Basic credentials are not UTF-8"))?;
     let (_user, token) = decoded
         .split_once(':')
         .ok_or(AuthError::Malformed("Basic credentials lack a password"))?;
@@ -161,7 +173,10 @@ mod tests {
         );
         let t = generate_token(TokenKind::Person);
         assert_eq!(hash_token(&t).len(), 64);
-        assert_ne!(hash_token(&t), hash_token(&generate_token(TokenKind::Person)));
+        assert_ne!(
+            hash_token(&t),
+            hash_token(&generate_token(TokenKind::Person))
+        );
     }
 
     #[test]
@@ -215,7 +230,10 @@ mod tests {
     fn parses_git_basic_credentials() {
         let g = generate_token(TokenKind::SessionGit);
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-token:{g}"));
-        assert_eq!(parse_git_authorization(&format!("Basic {basic}")).unwrap(), g);
+        assert_eq!(
+            parse_git_authorization(&format!("Basic {basic}")).unwrap(),
+            g
+        );
         assert_eq!(parse_git_authorization(&format!("Bearer {g}")).unwrap(), g);
         let bad = base64::engine::general_purpose::STANDARD.encode("user:password");
         assert!(parse_git_authorization(&format!("Basic {bad}")).is_err());

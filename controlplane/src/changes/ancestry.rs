@@ -24,7 +24,10 @@ pub fn branch_commit(repo: &gix::Repository, branch: &str) -> Result<ObjectId, C
 }
 
 /// Follows tags so that callers can pass any commit-ish object.
-pub(crate) fn peel_to_commit(repo: &gix::Repository, id: ObjectId) -> Result<ObjectId, ChangesError> {
+pub(crate) fn peel_to_commit(
+    repo: &gix::Repository,
+    id: ObjectId,
+) -> Result<ObjectId, ChangesError> {
     repo.find_object(id)
         .and_then(|o| o.peel_to_commit())
         .map(|c| c.id)
@@ -43,7 +46,9 @@ pub fn merge_base(
     }
     repo.merge_base(base, head)
         .map(|id| id.map(gix::Id::detach))
-        .ctx(repo, || format!("finding the merge base of {base} and {head}"))
+        .ctx(repo, || {
+            format!("finding the merge base of {base} and {head}")
+        })
 }
 
 /// The merge base that `base...head` diffs from; an error for unrelated histories, as in git.
@@ -72,9 +77,17 @@ pub fn ahead_behind(
     })
 }
 
-fn count_only_in(repo: &gix::Repository, tip: ObjectId, hidden: ObjectId) -> Result<usize, ChangesError> {
+fn count_only_in(
+    repo: &gix::Repository,
+    tip: ObjectId,
+    hidden: ObjectId,
+) -> Result<usize, ChangesError> {
     let action = || format!("counting commits in {tip} but not in {hidden}");
-    let walk = repo.rev_walk([tip]).with_hidden([hidden]).all().ctx(repo, action)?;
+    let walk = repo
+        .rev_walk([tip])
+        .with_hidden([hidden])
+        .all()
+        .ctx(repo, action)?;
     let mut count = 0;
     for info in walk {
         info.ctx(repo, action)?;
@@ -104,18 +117,27 @@ mod tests {
         assert_eq!(merge_base(&repo, main, main).unwrap(), Some(main));
         assert_eq!(
             ahead_behind(&repo, main, topic).unwrap(),
-            AheadBehind { ahead: 1, behind: 2 }
+            AheadBehind {
+                ahead: 1,
+                behind: 2
+            }
         );
         assert_eq!(
             ahead_behind(&repo, main, main).unwrap(),
-            AheadBehind { ahead: 0, behind: 0 }
+            AheadBehind {
+                ahead: 0,
+                behind: 0
+            }
         );
         assert_eq!(branch_commit(&repo, "topic").unwrap(), topic);
         assert!(matches!(
             branch_commit(&repo, "nope"),
             Err(ChangesError::BranchNotFound { .. })
         ));
-        assert!(matches!(branch_commit(&repo, "../x"), Err(ChangesError::Ref(_))));
+        assert!(matches!(
+            branch_commit(&repo, "../x"),
+            Err(ChangesError::Ref(_))
+        ));
     }
 
     #[test]

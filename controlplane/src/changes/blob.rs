@@ -63,7 +63,10 @@ mod tests {
         assert!(is_binary(b"PNG\0\x01"));
         let mut late = vec![b'a'; FIRST_FEW_BYTES];
         late.push(0);
-        assert!(!is_binary(&late), "a NUL after the first 8000 bytes is not looked at");
+        assert!(
+            !is_binary(&late),
+            "a NUL after the first 8000 bytes is not looked at"
+        );
         late[FIRST_FEW_BYTES - 1] = 0;
         assert!(is_binary(&late));
     }

@@ -32,13 +32,13 @@ impl CappedBuf {
         }
         let room = self.max - self.buf.len();
         self.buf.extend_from_slice(&bytes[..room]);
-        let keep = self.buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let keep = self
+            .buf
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         self.buf.truncate(keep);
         self.full = true;
-    }
-
-    pub fn push_str(&mut self, s: &str) {
-        self.push(s.as_bytes());
     }
 
     pub fn into_inner(self) -> Vec<u8> {
@@ -53,12 +53,12 @@ mod tests {
     #[test]
     fn cuts_back_to_a_line_boundary() {
         let mut b = CappedBuf::new(10);
-        b.push_str("abc\n");
-        b.push_str("defg\n");
+        b.push(b"abc\n");
+        b.push(b"defg\n");
         assert!(!b.is_full());
-        b.push_str("hijk\n");
+        b.push(b"hijk\n");
         assert!(b.is_full());
-        b.push_str("more\n");
+        b.push(b"more\n");
         assert_eq!(b.into_inner(), b"abc\ndefg\n");
     }
 }

@@ -8,7 +8,10 @@ use gix::{
     objs::tree::{EntryKind, EntryMode},
 };
 
-use super::error::{ChangesError, GitContext};
+use super::{
+    error::{ChangesError, GitContext},
+    handle,
+};
 
 /// What happened to a file between the two sides of a diff (git's `--name-status` letters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,7 +66,10 @@ impl Entry {
 }
 
 /// The tree a commit (or tag, or tree) id stands for.
-pub(crate) fn tree_of<'r>(repo: &'r gix::Repository, id: ObjectId) -> Result<gix::Tree<'r>, ChangesError> {
+pub(crate) fn tree_of<'r>(
+    repo: &'r gix::Repository,
+    id: ObjectId,
+) -> Result<gix::Tree<'r>, ChangesError> {
     repo.find_object(id)
         .and_then(|o| o.peel_to_tree())
         .ctx(repo, || format!("reading the tree of {id}"))
@@ -79,7 +85,7 @@ pub(crate) fn changed_entries(
     let action = || format!("diffing {from} against {to}");
     let old_tree = tree_of(repo, from)?;
     let new_tree = tree_of(repo, to)?;
-    let mut resource_cache = repo.diff_resource_cache_for_tree_diff().ctx(repo, action)?;
+    let mut resource_cache = handle::diff_resource_cache(repo, to)?;
     let options = gix::diff::tree_with_rewrites::Options {
         location: Some(gix::diff::tree::recorder::Location::Path),
         rewrites: Some(gix::diff::Rewrites::default()),
@@ -115,12 +121,22 @@ fn entry_of(change: ChangeRef<'_>) -> Option<Entry> {
         })
     };
     match change {
-        ChangeRef::Addition { location, entry_mode, id, .. } => Some(Entry {
+        ChangeRef::Addition {
+            location,
+            entry_mode,
+            id,
+            ..
+        } => Some(Entry {
             status: FileStatus::Added,
             old: None,
             new: Some(side(location, entry_mode, id)?),
         }),
-        ChangeRef::Deletion { location, entry_mode, id, .. } => Some(Entry {
+        ChangeRef::Deletion {
+            location,
+            entry_mode,
+            id,
+            ..
+        } => Some(Entry {
             status: FileStatus::Deleted,
             old: Some(side(location, entry_mode, id)?),
             new: None,
@@ -135,7 +151,9 @@ fn entry_of(change: ChangeRef<'_>) -> Option<Entry> {
             let old = side(location, previous_entry_mode, previous_id);
             let new = side(location, entry_mode, id);
             let status = match (&old, &new) {
-                (Some(o), Some(n)) if kind_class(o.mode) != kind_class(n.mode) => FileStatus::TypeChanged,
+                (Some(o), Some(n)) if kind_class(o.mode) != kind_class(n.mode) => {
+                    FileStatus::TypeChanged
+                }
                 (Some(_), Some(_)) => FileStatus::Modified,
                 (Some(_), None) => FileStatus::Deleted,
                 (None, Some(_)) => FileStatus::Added,
@@ -153,7 +171,11 @@ fn entry_of(change: ChangeRef<'_>) -> Option<Entry> {
             copy,
             ..
         } => Some(Entry {
-            status: if copy { FileStatus::Copied } else { FileStatus::Renamed },
+            status: if copy {
+                FileStatus::Copied
+            } else {
+                FileStatus::Renamed
+            },
             old: Some(side(source_location, source_entry_mode, source_id)?),
             new: Some(side(location, entry_mode, id)?),
         }),

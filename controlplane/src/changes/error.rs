@@ -48,11 +48,19 @@ impl ChangesError {
 
 /// Shorthand for mapping a gix result into [`ChangesError::Git`] with context.
 pub(crate) trait GitContext<T> {
-    fn ctx(self, repo: &gix::Repository, action: impl FnOnce() -> String) -> Result<T, ChangesError>;
+    fn ctx(
+        self,
+        repo: &gix::Repository,
+        action: impl FnOnce() -> String,
+    ) -> Result<T, ChangesError>;
 }
 
 impl<T> GitContext<T> for Result<T, gix::Error> {
-    fn ctx(self, repo: &gix::Repository, action: impl FnOnce() -> String) -> Result<T, ChangesError> {
+    fn ctx(
+        self,
+        repo: &gix::Repository,
+        action: impl FnOnce() -> String,
+    ) -> Result<T, ChangesError> {
         self.map_err(|e| ChangesError::git(repo.path(), action(), e))
     }
 }

@@ -59,7 +59,8 @@ pub(crate) fn render(out: &mut CappedBuf, d: &LineDiff<'_>) {
         }
         func_search_limit = start;
 
-        let mut header = format!("@@ -{} +{} @@", range(s1, e1 - s1), range(s2, e2 - s2)).into_bytes();
+        let mut header =
+            format!("@@ -{} +{} @@", range(s1, e1 - s1), range(s2, e2 - s2)).into_bytes();
         if !func_line.is_empty() {
             header.push(b' ');
             header.extend_from_slice(func_line);
@@ -128,7 +129,11 @@ mod tests {
     use super::*;
 
     fn hunks(old: &str, new: &str) -> String {
-        let d = lines::diff(gix::diff::blob::Algorithm::Myers, old.as_bytes(), new.as_bytes());
+        let d = lines::diff(
+            gix::diff::blob::Algorithm::Myers,
+            old.as_bytes(),
+            new.as_bytes(),
+        );
         let mut out = CappedBuf::new(1 << 20);
         render(&mut out, &d);
         String::from_utf8(out.into_inner()).unwrap()
@@ -146,7 +151,10 @@ mod tests {
 
     #[test]
     fn new_file_and_missing_newline() {
-        assert_eq!(hunks("", "a\nb"), "@@ -0,0 +1,2 @@\n+a\n+b\n\\ No newline at end of file\n");
+        assert_eq!(
+            hunks("", "a\nb"),
+            "@@ -0,0 +1,2 @@\n+a\n+b\n\\ No newline at end of file\n"
+        );
         assert_eq!(hunks("a\n", ""), "@@ -1 +0,0 @@\n-a\n");
     }
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 use gix::ObjectId;
 
 use super::{
-    ancestry::{merge_base, peel_to_commit},
+    ancestry::peel_to_commit,
     error::{ChangesError, GitContext},
+    handle,
     three_way::{self, Outcome},
-    unified::unified_diff,
+    unified::{self, MAX_UNIFIED_DIFF_BYTES},
 };
 use crate::git::{
     names,
@@ -114,7 +115,17 @@ pub fn merge(
     let base_ref = names::branch_ref(base_branch)?;
     let (base_tip, base) = branch_tip(repo, base_branch)?;
     let (_, head) = branch_tip(repo, head_branch)?;
-    let mb = merge_base(repo, base, head)?.ok_or_else(|| ChangesError::NoMergeBase {
+    // One handle for every step, so they share its object cache; its writes stay in memory
+    // until the merge is known to succeed.
+    let work = three_way::working_handle(repo);
+    let commit_graph = three_way::commit_graph(&work)?;
+    let mut graph = work.revision_graph(commit_graph.as_ref());
+    let mb = if base == head {
+        Some(base)
+    } else {
+        three_way::merge_base(&work, &mut graph, base, head)?
+    };
+    let mb = mb.ok_or_else(|| ChangesError::NoMergeBase {
         base,
         head,
         repo: repo.path().to_owned(),
@@ -125,9 +136,8 @@ pub fn merge(
             head: head_branch.to_owned(),
         });
     }
-    let diff_at_merge = unified_diff(repo, mb, head)?;
-
     if mb == base {
+        let diff_at_merge = unified::render(&work, mb, head, MAX_UNIFIED_DIFF_BYTES)?;
         let log = format!("merge {head_branch}: Fast-forward");
         swap_base(repo, &base_ref, base_tip, head, &log)?;
         return Ok(MergeOutcome {
@@ -138,11 +148,26 @@ pub fn merge(
         });
     }
 
-    let merged = three_way::merge_commits(repo, base, head, base_branch, head_branch)?;
-    let tree = match merged.outcome {
+    // The diff to record and the merge are independent reads of the same objects; render the
+    // diff on a second thread with a handle of its own so that it costs no extra latency.
+    let sync = repo.clone().into_sync();
+    let (diff_at_merge, merged) = std::thread::scope(|scope| {
+        let diff = scope.spawn(move || {
+            let repo = handle::cached(&sync.to_thread_local());
+            unified::render(&repo, mb, head, MAX_UNIFIED_DIFF_BYTES)
+        });
+        let merged =
+            three_way::merge_commits(&work, &mut graph, base, head, base_branch, head_branch);
+        let diff = diff
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (diff, merged)
+    });
+    let tree = match merged? {
         Outcome::Clean { tree } => tree,
         Outcome::Conflicts(paths) => return Err(MergeError::Conflict { paths }),
     };
+    let diff_at_merge = diff_at_merge?;
     let signature = signature.to_gix();
     let commit = gix::objs::Commit {
         tree,
@@ -153,12 +178,14 @@ pub fn merge(
         message: commit_message(base_branch, head_branch, message).into(),
         extra_headers: Vec::new(),
     };
-    let commit_id = merged
-        .memory
+    let commit_id = work
         .write_object(&commit)
-        .ctx(repo, || format!("writing the merge commit of {head} into {base}"))?
+        .ctx(repo, || {
+            format!("writing the merge commit of {head} into {base}")
+        })?
         .detach();
-    three_way::persist(repo, merged.memory)?;
+    drop(graph);
+    three_way::persist(repo, work)?;
     let log = format!("merge {head_branch}: Merge made by the 'ort' strategy.");
     swap_base(repo, &base_ref, base_tip, commit_id, &log)?;
     Ok(MergeOutcome {
@@ -208,13 +235,15 @@ fn swap_base(
     new: ObjectId,
     log: &str,
 ) -> Result<(), MergeError> {
-    refs::update_ref(repo, base_ref, Expected::MustEqual(expected), new, log).map_err(|err| match err {
-        RefError::Moved { name, actual, .. } => MergeError::BaseMoved {
-            branch: name,
-            expected,
-            actual,
-        },
-        other => other.into(),
+    refs::update_ref(repo, base_ref, Expected::MustEqual(expected), new, log).map_err(|err| {
+        match err {
+            RefError::Moved { name, actual, .. } => MergeError::BaseMoved {
+                branch: name,
+                expected,
+                actual,
+            },
+            other => other.into(),
+        }
     })
 }
 
@@ -250,14 +279,27 @@ mod tests {
     /// `main` and `topic` fork at a root with three files; each side then edits its own file.
     fn diverged() -> Fixture {
         let fx = Fixture::new();
-        fx.commit("main", &[("a.txt", "a\n"), ("b.txt", "b\n"), ("shared.txt", "1\n2\n3\n")], "root");
+        fx.commit(
+            "main",
+            &[
+                ("a.txt", "a\n"),
+                ("b.txt", "b\n"),
+                ("shared.txt", "1\n2\n3\n"),
+            ],
+            "root",
+        );
         fx.branch("topic", "main");
         fx.commit("main", &[("a.txt", "a on main\n")], "main edits a");
-        fx.commit("topic", &[("b.txt", "b on topic\n"), ("t.txt", "new\n")], "topic edits b");
+        fx.commit(
+            "topic",
+            &[("b.txt", "b on topic\n"), ("t.txt", "new\n")],
+            "topic edits b",
+        );
         fx
     }
 
     fn is_ancestor(repo: &gix::Repository, ancestor: ObjectId, of: ObjectId) -> bool {
+        use super::super::ancestry::merge_base;
         merge_base(repo, ancestor, of).unwrap() == Some(ancestor)
     }
 
@@ -280,8 +322,15 @@ mod tests {
         assert_eq!(out.diff_at_merge, expected_diff);
 
         let again = merge(&repo, "main", "topic", "", &platform()).unwrap_err();
-        assert!(matches!(again, MergeError::NothingToMerge { .. }), "{again:?}");
-        assert!(preview_merge(&repo, "main", "topic").unwrap().already_merged);
+        assert!(
+            matches!(again, MergeError::NothingToMerge { .. }),
+            "{again:?}"
+        );
+        assert!(
+            preview_merge(&repo, "main", "topic")
+                .unwrap()
+                .already_merged
+        );
     }
 
     #[test]
@@ -314,7 +363,10 @@ mod tests {
         assert_eq!(out.diff_at_merge, expected_diff);
 
         let parents = fx.git(&["rev-list", "--parents", "-n", "1", "main"]);
-        assert_eq!(parents.trim(), format!("{} {base} {head}", out.new_base_sha));
+        assert_eq!(
+            parents.trim(),
+            format!("{} {base} {head}", out.new_base_sha)
+        );
         assert_eq!(fx.git(&["rev-parse", "main^{tree}"]).trim(), git_tree);
         assert_eq!(
             fx.git(&["log", "-1", "--format=%an <%ae>|%cn <%ce>|%at|%B", "main"]),
@@ -333,10 +385,22 @@ mod tests {
     #[test]
     fn conflicts_are_listed_and_nothing_moves() {
         let fx = Fixture::new();
-        fx.commit("main", &[("shared.txt", "1\n2\n3\n"), ("other.txt", "o\n")], "root");
+        fx.commit(
+            "main",
+            &[("shared.txt", "1\n2\n3\n"), ("other.txt", "o\n")],
+            "root",
+        );
         fx.branch("topic", "main");
-        fx.commit("main", &[("shared.txt", "1\nmain\n3\n"), ("other.txt", "o2\n")], "main");
-        fx.commit("topic", &[("shared.txt", "1\ntopic\n3\n"), ("t.txt", "t\n")], "topic");
+        fx.commit(
+            "main",
+            &[("shared.txt", "1\nmain\n3\n"), ("other.txt", "o2\n")],
+            "main",
+        );
+        fx.commit(
+            "topic",
+            &[("shared.txt", "1\ntopic\n3\n"), ("t.txt", "t\n")],
+            "topic",
+        );
         let base = fx.sha("main");
         let objects_before = fx.git(&["count-objects", "-v"]);
         let repo = fx.open();
@@ -352,7 +416,11 @@ mod tests {
         }
         assert!(err.to_string().contains("shared.txt"));
         assert_eq!(fx.sha("main"), base);
-        assert_eq!(fx.git(&["count-objects", "-v"]), objects_before, "nothing written");
+        assert_eq!(
+            fx.git(&["count-objects", "-v"]),
+            objects_before,
+            "nothing written"
+        );
     }
 
     #[test]
@@ -383,9 +451,15 @@ mod tests {
         fx.orphan_commit("alien", &[("x", "x\n")], "unrelated");
         let repo = fx.open();
         let err = merge(&repo, "main", "nope", "", &platform()).unwrap_err();
-        assert!(matches!(err, MergeError::Repo(ChangesError::BranchNotFound { .. })), "{err:?}");
+        assert!(
+            matches!(err, MergeError::Repo(ChangesError::BranchNotFound { .. })),
+            "{err:?}"
+        );
         let err = merge(&repo, "main", "alien", "", &platform()).unwrap_err();
-        assert!(matches!(err, MergeError::Repo(ChangesError::NoMergeBase { .. })), "{err:?}");
+        assert!(
+            matches!(err, MergeError::Repo(ChangesError::NoMergeBase { .. })),
+            "{err:?}"
+        );
         let preview = preview_merge(&repo, "main", "alien").unwrap();
         assert!(!preview.mergeable && preview.merge_base.is_none());
     }
@@ -400,7 +474,11 @@ mod tests {
                 fx.commit("main", &[("base.txt", "base\n")], "root");
                 for i in 0..2 {
                     fx.branch(&format!("cr{i}"), "main");
-                    fx.commit(&format!("cr{i}"), &[(&format!("cr{i}.txt"), "work\n")], "work");
+                    fx.commit(
+                        &format!("cr{i}"),
+                        &[(&format!("cr{i}.txt"), "work\n")],
+                        "work",
+                    );
                 }
                 // Make both merges true merges, not fast-forwards.
                 fx.commit("main", &[("main.txt", "main\n")], "main moves");
@@ -426,11 +504,16 @@ mod tests {
                 for (i, result) in results.iter().enumerate() {
                     match result {
                         Ok(out) => {
-                            assert!(is_ancestor(&repo, out.new_base_sha, main), "round {round}: lost {out:?}");
+                            assert!(
+                                is_ancestor(&repo, out.new_base_sha, main),
+                                "round {round}: lost {out:?}"
+                            );
                             assert!(is_ancestor(&repo, fx.sha(&format!("cr{i}")), main));
                         }
                         Err(MergeError::BaseMoved { .. }) if !retry => {}
-                        Err(other) => panic!("round {round} retry={retry}: cr{i} failed: {other:?}"),
+                        Err(other) => {
+                            panic!("round {round} retry={retry}: cr{i} failed: {other:?}")
+                        }
                     }
                 }
                 assert!(results.iter().any(Result::is_ok));

@@ -15,6 +15,7 @@ mod blob;
 mod capped;
 mod diff;
 mod error;
+mod handle;
 mod hunks;
 mod lines;
 pub mod merge;

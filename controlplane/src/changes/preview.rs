@@ -3,7 +3,7 @@
 use gix::ObjectId;
 
 use super::{
-    ancestry::{branch_commit, merge_base},
+    ancestry::branch_commit,
     error::ChangesError,
     three_way::{self, Outcome},
 };
@@ -35,7 +35,14 @@ pub fn preview_merge(
 ) -> Result<MergePreview, ChangesError> {
     let base_sha = branch_commit(repo, base_branch)?;
     let head_sha = branch_commit(repo, head_branch)?;
-    let mb = merge_base(repo, base_sha, head_sha)?;
+    let work = three_way::working_handle(repo);
+    let commit_graph = three_way::commit_graph(&work)?;
+    let mut graph = work.revision_graph(commit_graph.as_ref());
+    let mb = if base_sha == head_sha {
+        Some(base_sha)
+    } else {
+        three_way::merge_base(&work, &mut graph, base_sha, head_sha)?
+    };
     let already_merged = mb == Some(head_sha);
     let fast_forward = !already_merged && mb == Some(base_sha);
     let mut preview = MergePreview {
@@ -50,7 +57,14 @@ pub fn preview_merge(
     if mb.is_none() || already_merged || fast_forward {
         return Ok(preview);
     }
-    match three_way::merge_commits(repo, base_sha, head_sha, base_branch, head_branch)?.outcome {
+    match three_way::merge_commits(
+        &work,
+        &mut graph,
+        base_sha,
+        head_sha,
+        base_branch,
+        head_branch,
+    )? {
         Outcome::Clean { .. } => preview.mergeable = true,
         Outcome::Conflicts(paths) => preview.conflicting_paths = paths,
     }

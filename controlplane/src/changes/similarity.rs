@@ -13,7 +13,12 @@ const MAX_SCORE: u64 = 60_000;
 const HASHBASE: u32 = 107_927;
 
 /// The similarity of `dst` to `src` in percent, as git prints it after `similarity index`.
-pub(crate) fn similarity_percent(src: &[u8], src_binary: bool, dst: &[u8], dst_binary: bool) -> u32 {
+pub(crate) fn similarity_percent(
+    src: &[u8],
+    src_binary: bool,
+    dst: &[u8],
+    dst_binary: bool,
+) -> u32 {
     if src == dst {
         return 100;
     }
@@ -25,7 +30,11 @@ pub(crate) fn similarity_percent(src: &[u8], src_binary: bool, dst: &[u8], dst_b
     let dst_spans = spans(dst, !dst_binary);
     let copied: u64 = src_spans
         .iter()
-        .map(|(hash, &src_count)| dst_spans.get(hash).map_or(0, |&dst_count| src_count.min(dst_count)))
+        .map(|(hash, &src_count)| {
+            dst_spans
+                .get(hash)
+                .map_or(0, |&dst_count| src_count.min(dst_count))
+        })
         .sum();
     let score = copied * MAX_SCORE / max_size;
     (score * 100 / MAX_SCORE) as u32
@@ -79,6 +88,9 @@ mod tests {
         // 9 of 10 equally long lines shared: 36 of 40 bytes.
         let src: String = (0..10).map(|i| format!("l{i:02}\n")).collect();
         let dst = src.replace("l05\n", "X05\n");
-        assert_eq!(similarity_percent(src.as_bytes(), false, dst.as_bytes(), false), 90);
+        assert_eq!(
+            similarity_percent(src.as_bytes(), false, dst.as_bytes(), false),
+            90
+        );
     }
 }

@@ -7,7 +7,7 @@ use super::{
     blob,
     diff::{Entry, FileStatus, changed_entries},
     error::ChangesError,
-    lines,
+    handle, lines,
 };
 
 /// One changed file of a diff.
@@ -37,11 +37,13 @@ pub struct DiffTotals {
 
 impl DiffTotals {
     pub fn of(changes: &[FileChange]) -> Self {
-        changes.iter().fold(DiffTotals::default(), |t, c| DiffTotals {
-            files: t.files + 1,
-            insertions: t.insertions + u64::from(c.insertions),
-            deletions: t.deletions + u64::from(c.deletions),
-        })
+        changes
+            .iter()
+            .fold(DiffTotals::default(), |t, c| DiffTotals {
+                files: t.files + 1,
+                insertions: t.insertions + u64::from(c.insertions),
+                deletions: t.deletions + u64::from(c.deletions),
+            })
     }
 }
 
@@ -52,11 +54,7 @@ pub fn diff_files(
     from: ObjectId,
     to: ObjectId,
 ) -> Result<Vec<FileChange>, ChangesError> {
-    let algorithm = lines::algorithm(repo);
-    changed_entries(repo, from, to)?
-        .into_iter()
-        .map(|entry| file_change(repo, algorithm, entry))
-        .collect()
+    file_changes(&handle::cached(repo), from, to)
 }
 
 /// The change request view `base...head`: what `head` changed since it forked from `base`.
@@ -65,7 +63,20 @@ pub fn three_dot_files(
     base: ObjectId,
     head: ObjectId,
 ) -> Result<Vec<FileChange>, ChangesError> {
-    diff_files(repo, three_dot_base(repo, base, head)?, head)
+    let repo = &handle::cached(repo);
+    file_changes(repo, three_dot_base(repo, base, head)?, head)
+}
+
+fn file_changes(
+    repo: &gix::Repository,
+    from: ObjectId,
+    to: ObjectId,
+) -> Result<Vec<FileChange>, ChangesError> {
+    let algorithm = lines::algorithm(repo);
+    changed_entries(repo, from, to)?
+        .into_iter()
+        .map(|entry| file_change(repo, algorithm, entry))
+        .collect()
 }
 
 fn file_change(
@@ -111,17 +122,35 @@ mod tests {
         let fx = Fixture::new();
         fx.commit(
             "main",
-            &[("src/old.txt", &numbered(20)), ("keep.txt", "a\nb\nc\n"), ("gone.txt", "x\n")],
+            &[
+                ("src/old.txt", &numbered(20)),
+                ("keep.txt", "a\nb\nc\n"),
+                ("gone.txt", "x\n"),
+            ],
             "root",
         );
         fx.branch("topic", "main");
         let edited = numbered(20).replace("line number 7\n", "line number seven\n");
-        fx.rename("topic", "src/old.txt", "src/new.txt", &edited, "move with a small edit");
+        fx.rename(
+            "topic",
+            "src/old.txt",
+            "src/new.txt",
+            &edited,
+            "move with a small edit",
+        );
         fx.commit_ops(
             "topic",
             &[
-                Op::Write { path: "img.png", data: b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", mode: "100644" },
-                Op::Write { path: "keep.txt", data: b"a\nB\nc\nd\n", mode: "100644" },
+                Op::Write {
+                    path: "img.png",
+                    data: b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "keep.txt",
+                    data: b"a\nB\nc\nd\n",
+                    mode: "100644",
+                },
                 Op::Delete("gone.txt"),
             ],
             "more",
@@ -131,14 +160,22 @@ mod tests {
         let repo = fx.open();
         let files = three_dot_files(&repo, fx.sha("main"), fx.sha("topic")).unwrap();
 
-        let by_path = |p: &str| files.iter().find(|f| f.path == p).unwrap_or_else(|| panic!("{p} in {files:?}"));
+        let by_path = |p: &str| {
+            files
+                .iter()
+                .find(|f| f.path == p)
+                .unwrap_or_else(|| panic!("{p} in {files:?}"))
+        };
         let renamed = by_path("src/new.txt");
         assert_eq!(renamed.status, FileStatus::Renamed);
         assert_eq!(renamed.old_path.as_deref(), Some("src/old.txt"));
         assert_eq!((renamed.insertions, renamed.deletions), (1, 1));
         let image = by_path("img.png");
         assert!(image.binary);
-        assert_eq!((image.status, image.insertions, image.deletions), (FileStatus::Added, 0, 0));
+        assert_eq!(
+            (image.status, image.insertions, image.deletions),
+            (FileStatus::Added, 0, 0)
+        );
         assert_eq!(by_path("gone.txt").status, FileStatus::Deleted);
         assert_eq!(by_path("keep.txt").status, FileStatus::Modified);
         assert!(files.iter().all(|f| f.path != "main-only.txt"));
@@ -157,37 +194,64 @@ mod tests {
                 Some(old) => format!("src/{{{} => {}}}", &old[4..], &file.path[4..]),
                 None => file.path.clone(),
             };
-            assert!(numstat.contains(&format!("{counts}\t{shown}\n")), "{file:?} vs\n{numstat}");
             assert!(
-                name_status.lines().any(|l| l.starts_with(file.status.letter()) && l.ends_with(&file.path)),
+                numstat.contains(&format!("{counts}\t{shown}\n")),
+                "{file:?} vs\n{numstat}"
+            );
+            assert!(
+                name_status
+                    .lines()
+                    .any(|l| l.starts_with(file.status.letter()) && l.ends_with(&file.path)),
                 "{file:?} vs\n{name_status}"
             );
         }
         assert_eq!(
             DiffTotals::of(&files),
-            DiffTotals { files: 4, insertions: 3, deletions: 3 }
+            DiffTotals {
+                files: 4,
+                insertions: 3,
+                deletions: 3
+            }
         );
     }
 
     #[test]
     fn mode_and_type_changes() {
         let fx = Fixture::new();
-        fx.commit("main", &[("run.sh", "echo hi\n"), ("link", "target\n")], "root");
+        fx.commit(
+            "main",
+            &[("run.sh", "echo hi\n"), ("link", "target\n")],
+            "root",
+        );
         fx.branch("topic", "main");
         fx.commit_ops(
             "topic",
             &[
-                Op::Write { path: "run.sh", data: b"echo hi\n", mode: "100755" },
-                Op::Write { path: "link", data: b"elsewhere", mode: "120000" },
+                Op::Write {
+                    path: "run.sh",
+                    data: b"echo hi\n",
+                    mode: "100755",
+                },
+                Op::Write {
+                    path: "link",
+                    data: b"elsewhere",
+                    mode: "120000",
+                },
             ],
             "chmod and symlink",
         );
         let repo = fx.open();
         let files = three_dot_files(&repo, fx.sha("main"), fx.sha("topic")).unwrap();
-        let statuses: Vec<_> = files.iter().map(|f| (f.path.as_str(), f.status, f.insertions, f.deletions)).collect();
+        let statuses: Vec<_> = files
+            .iter()
+            .map(|f| (f.path.as_str(), f.status, f.insertions, f.deletions))
+            .collect();
         assert_eq!(
             statuses,
-            [("link", FileStatus::TypeChanged, 1, 1), ("run.sh", FileStatus::Modified, 0, 0)]
+            [
+                ("link", FileStatus::TypeChanged, 1, 1),
+                ("run.sh", FileStatus::Modified, 0, 0)
+            ]
         );
     }
 }

@@ -10,7 +10,11 @@ use gix::ObjectId;
 
 /// One change to a branch's tree in [`Fixture::commit_ops`].
 pub enum Op<'a> {
-    Write { path: &'a str, data: &'a [u8], mode: &'a str },
+    Write {
+        path: &'a str,
+        data: &'a [u8],
+        mode: &'a str,
+    },
     Delete(&'a str),
 }
 
@@ -27,7 +31,11 @@ impl Fixture {
         let bare = dir.path().join("repo.git");
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         let fx = Fixture { dir, bare };
-        fx.run_in(fx.dir.path(), &["init", "--bare", "-q", "-b", "main", "repo.git"], None);
+        fx.run_in(
+            fx.dir.path(),
+            &["init", "--bare", "-q", "-b", "main", "repo.git"],
+            None,
+        );
         fx
     }
 
@@ -56,9 +64,18 @@ impl Fixture {
         self.run_env(cwd, args, stdin, &[])
     }
 
-    fn run_env(&self, cwd: &Path, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &Path)]) -> Vec<u8> {
+    fn run_env(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        env: &[(&str, &Path)],
+    ) -> Vec<u8> {
         let mut cmd = self.command(cwd);
-        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -83,19 +100,28 @@ impl Fixture {
     }
 
     pub fn sha(&self, rev: &str) -> ObjectId {
-        ObjectId::from_hex(self.git(&["rev-parse", &format!("{rev}^{{commit}}")]).trim().as_bytes())
-            .unwrap()
+        ObjectId::from_hex(
+            self.git(&["rev-parse", &format!("{rev}^{{commit}}")])
+                .trim()
+                .as_bytes(),
+        )
+        .unwrap()
     }
 
     pub fn try_sha(&self, branch: &str) -> Option<ObjectId> {
         let out = self
             .command(&self.bare)
-            .args(["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")])
+            .args([
+                "rev-parse",
+                "--verify",
+                "-q",
+                &format!("refs/heads/{branch}"),
+            ])
             .output()
             .unwrap();
-        out.status
-            .success()
-            .then(|| ObjectId::from_hex(String::from_utf8_lossy(&out.stdout).trim().as_bytes()).unwrap())
+        out.status.success().then(|| {
+            ObjectId::from_hex(String::from_utf8_lossy(&out.stdout).trim().as_bytes()).unwrap()
+        })
     }
 
     pub fn branch(&self, new: &str, from: &str) {
@@ -106,7 +132,11 @@ impl Fixture {
     pub fn commit(&self, branch: &str, files: &[(&str, &str)], message: &str) -> ObjectId {
         let ops: Vec<Op<'_>> = files
             .iter()
-            .map(|(path, text)| Op::Write { path, data: text.as_bytes(), mode: "100644" })
+            .map(|(path, text)| Op::Write {
+                path,
+                data: text.as_bytes(),
+                mode: "100644",
+            })
             .collect();
         self.commit_ops(branch, &ops, message)
     }
@@ -130,18 +160,33 @@ impl Fixture {
         for op in ops {
             match op {
                 Op::Write { path, data, mode } => {
-                    let out = self.run_in(&self.bare, &["hash-object", "-w", "--stdin"], Some(data));
+                    let out =
+                        self.run_in(&self.bare, &["hash-object", "-w", "--stdin"], Some(data));
                     let blob = String::from_utf8(out).unwrap();
                     info.push_str(&format!("{mode} {}\t{path}\n", blob.trim()));
                 }
                 Op::Delete(path) => {
-                    info.push_str(&format!("0 {}\t{path}\n", ObjectId::null(gix::hash::Kind::Sha1)));
+                    info.push_str(&format!(
+                        "0 {}\t{path}\n",
+                        ObjectId::null(gix::hash::Kind::Sha1)
+                    ));
                 }
             }
         }
-        self.run_env(&self.bare, &["update-index", "--index-info"], Some(info.as_bytes()), &env);
-        let tree = String::from_utf8(self.run_env(&self.bare, &["write-tree"], None, &env)).unwrap();
-        let mut args = vec!["commit-tree".to_owned(), tree.trim().to_owned(), "-m".into(), message.into()];
+        self.run_env(
+            &self.bare,
+            &["update-index", "--index-info"],
+            Some(info.as_bytes()),
+            &env,
+        );
+        let tree =
+            String::from_utf8(self.run_env(&self.bare, &["write-tree"], None, &env)).unwrap();
+        let mut args = vec![
+            "commit-tree".to_owned(),
+            tree.trim().to_owned(),
+            "-m".into(),
+            message.into(),
+        ];
         if let Some(parent) = parent {
             args.push("-p".into());
             args.push(parent.to_string());
@@ -154,12 +199,23 @@ impl Fixture {
     }
 
     /// Moves `from` to `to` on `branch`, giving it `new_content`.
-    pub fn rename(&self, branch: &str, from: &str, to: &str, new_content: &str, message: &str) -> ObjectId {
+    pub fn rename(
+        &self,
+        branch: &str,
+        from: &str,
+        to: &str,
+        new_content: &str,
+        message: &str,
+    ) -> ObjectId {
         self.commit_ops(
             branch,
             &[
                 Op::Delete(from),
-                Op::Write { path: to, data: new_content.as_bytes(), mode: "100644" },
+                Op::Write {
+                    path: to,
+                    data: new_content.as_bytes(),
+                    mode: "100644",
+                },
             ],
             message,
         )

@@ -9,7 +9,7 @@ use super::{
     capped::CappedBuf,
     diff::{Entry, FileStatus, Side, changed_entries},
     error::ChangesError,
-    hunks, lines,
+    handle, hunks, lines,
     similarity::similarity_percent,
 };
 
@@ -21,7 +21,11 @@ const MARKER_RESERVE: usize = 256;
 
 /// The unified diff from `from` to `to` (commits or trees), capped at
 /// [`MAX_UNIFIED_DIFF_BYTES`].
-pub fn unified_diff(repo: &gix::Repository, from: ObjectId, to: ObjectId) -> Result<String, ChangesError> {
+pub fn unified_diff(
+    repo: &gix::Repository,
+    from: ObjectId,
+    to: ObjectId,
+) -> Result<String, ChangesError> {
     unified_diff_capped(repo, from, to, MAX_UNIFIED_DIFF_BYTES)
 }
 
@@ -32,7 +36,13 @@ pub fn three_dot_unified_diff(
     base: ObjectId,
     head: ObjectId,
 ) -> Result<String, ChangesError> {
-    unified_diff(repo, three_dot_base(repo, base, head)?, head)
+    let repo = &handle::cached(repo);
+    render(
+        repo,
+        three_dot_base(repo, base, head)?,
+        head,
+        MAX_UNIFIED_DIFF_BYTES,
+    )
 }
 
 /// Like [`unified_diff`] with a caller-chosen cap. Output that would pass `max_bytes` is cut
@@ -43,8 +53,27 @@ pub fn unified_diff_capped(
     to: ObjectId,
     max_bytes: usize,
 ) -> Result<String, ChangesError> {
+    render(&handle::cached(repo), from, to, max_bytes)
+}
+
+/// [`unified_diff_capped`] on a handle the caller has already set up.
+pub(crate) fn render(
+    repo: &gix::Repository,
+    from: ObjectId,
+    to: ObjectId,
+    max_bytes: usize,
+) -> Result<String, ChangesError> {
     let entries = changed_entries(repo, from, to)?;
     let algorithm = lines::algorithm(repo);
+    // Abbreviating ids looks up prefixes; a handle that does not rescan the pack directory on
+    // every lookup keeps that cheap. The objects it abbreviates exist already.
+    let mut abbrev_repo = repo.clone();
+    abbrev_repo.objects.refresh_never();
+    let ctx = Ctx {
+        repo,
+        abbrev_repo: &abbrev_repo,
+        algorithm,
+    };
     let mut out = CappedBuf::new(max_bytes.saturating_sub(MARKER_RESERVE));
     let mut complete = 0;
     for entry in &entries {
@@ -61,10 +90,10 @@ pub fn unified_diff_capped(
                     old: None,
                     new: entry.new.clone(),
                 };
-                render_file(repo, algorithm, &deleted, &mut out)?;
-                render_file(repo, algorithm, &added, &mut out)?;
+                render_file(&ctx, &deleted, &mut out)?;
+                render_file(&ctx, &added, &mut out)?;
             }
-            _ => render_file(repo, algorithm, entry, &mut out)?,
+            _ => render_file(&ctx, entry, &mut out)?,
         }
         if out.is_full() {
             break;
@@ -81,17 +110,22 @@ pub fn unified_diff_capped(
             .as_bytes(),
         );
     }
-    Ok(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-fn render_file(
-    repo: &gix::Repository,
+struct Ctx<'a> {
+    repo: &'a gix::Repository,
+    abbrev_repo: &'a gix::Repository,
     algorithm: gix::diff::blob::Algorithm,
-    entry: &Entry,
-    out: &mut CappedBuf,
-) -> Result<(), ChangesError> {
+}
+
+fn render_file(ctx: &Ctx<'_>, entry: &Entry, out: &mut CappedBuf) -> Result<(), ChangesError> {
+    let (repo, algorithm) = (ctx.repo, ctx.algorithm);
     let (old, new) = (entry.old.as_ref(), entry.new.as_ref());
-    let Some(any) = new.or(old) else { return Ok(()) };
+    let Some(any) = new.or(old) else {
+        return Ok(());
+    };
     let a_path = old.unwrap_or(any).path.as_slice();
     let b_path = new.unwrap_or(any).path.as_slice();
     let mut header = b"diff --git ".to_vec();
@@ -101,9 +135,16 @@ fn render_file(
     header.push(b'\n');
     match (old, new) {
         (None, Some(n)) => header.extend(format!("new file mode {:06o}\n", n.mode.value()).bytes()),
-        (Some(o), None) => header.extend(format!("deleted file mode {:06o}\n", o.mode.value()).bytes()),
+        (Some(o), None) => {
+            header.extend(format!("deleted file mode {:06o}\n", o.mode.value()).bytes())
+        }
         (Some(o), Some(n)) if o.mode != n.mode => header.extend(
-            format!("old mode {:06o}\nnew mode {:06o}\n", o.mode.value(), n.mode.value()).bytes(),
+            format!(
+                "old mode {:06o}\nnew mode {:06o}\n",
+                o.mode.value(),
+                n.mode.value()
+            )
+            .bytes(),
         ),
         _ => {}
     }
@@ -120,7 +161,11 @@ fn render_file(
             (Some(oc), Some(nc)) => similarity_percent(&oc.data, oc.binary, &nc.data, nc.binary),
             _ => 100,
         };
-        let verb = if entry.status == FileStatus::Copied { "copy" } else { "rename" };
+        let verb = if entry.status == FileStatus::Copied {
+            "copy"
+        } else {
+            "rename"
+        };
         header.extend(format!("similarity index {percent}%\n").bytes());
         for (dir, path) in [("from", &o.path), ("to", &n.path)] {
             header.extend(format!("{verb} {dir} ").bytes());
@@ -134,7 +179,7 @@ fn render_file(
         return Ok(());
     };
 
-    let (old_abbrev, new_abbrev) = abbreviations(repo, old, new);
+    let (old_abbrev, new_abbrev) = abbreviations(ctx.abbrev_repo, old, new);
     header.extend(format!("index {old_abbrev}..{new_abbrev}").bytes());
     if let (Some(o), Some(n)) = (old, new)
         && o.mode == n.mode
@@ -176,20 +221,29 @@ fn render_file(
 
 /// Abbreviated ids for the `index` line: as short as git's auto length allows while staying
 /// unique; an absent side is all zeros of the other side's length.
-fn abbreviations(repo: &gix::Repository, old: Option<&Side>, new: Option<&Side>) -> (String, String) {
+fn abbreviations(
+    repo: &gix::Repository,
+    old: Option<&Side>,
+    new: Option<&Side>,
+) -> (String, String) {
     use gix::prelude::ObjectIdExt;
     let short = |side: Option<&Side>| side.map(|s| s.id.attach(repo).shorten_or_id().to_string());
     let (old_short, new_short) = (short(old), short(new));
-    let len = old_short.as_ref().or(new_short.as_ref()).map_or(7, String::len);
+    let len = old_short
+        .as_ref()
+        .or(new_short.as_ref())
+        .map_or(7, String::len);
     let zeros = || "0".repeat(len);
-    (old_short.unwrap_or_else(zeros), new_short.unwrap_or_else(zeros))
+    (
+        old_short.unwrap_or_else(zeros),
+        new_short.unwrap_or_else(zeros),
+    )
 }
 
 /// git's `quote_c_style` with `core.quotePath` on: names with control characters, `"`, `\`
 /// or non-ASCII bytes are double-quoted with C escapes; others are printed as they are.
 fn quote(prefix: &[u8], path: &[u8]) -> Vec<u8> {
-    let needs_quoting =
-        |b: u8| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\' || b >= 0x80;
+    let needs_quoting = |b: u8| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\' || b >= 0x80;
     let mut out = Vec::with_capacity(prefix.len() + path.len() + 2);
     if !prefix.iter().chain(path.iter()).any(|&b| needs_quoting(b)) {
         out.extend_from_slice(prefix);
@@ -233,10 +287,22 @@ mod tests {
     fn simple_change_is_byte_identical_to_git() {
         let fx = Fixture::new();
         let text: String = (1..=12).map(|i| format!("line {i}\n")).collect();
-        fx.commit("main", &[("README.md", "# Project\n"), ("notes.txt", &text)], "root");
+        fx.commit(
+            "main",
+            &[("README.md", "# Project\n"), ("notes.txt", &text)],
+            "root",
+        );
         fx.branch("topic", "main");
-        fx.commit("topic", &[("notes.txt", &text.replace("line 6\n", "line six\n"))], "edit");
-        fx.commit("main", &[("README.md", "# Project, moved on\n")], "main moves");
+        fx.commit(
+            "topic",
+            &[("notes.txt", &text.replace("line 6\n", "line six\n"))],
+            "edit",
+        );
+        fx.commit(
+            "main",
+            &[("README.md", "# Project, moved on\n")],
+            "main moves",
+        );
         let ours = ours_three_dot(&fx);
         assert!(ours.contains("@@ -3,7 +3,7 @@ line 2\n"), "{ours}");
         assert_eq!(ours, git_three_dot(&fx));
@@ -253,16 +319,56 @@ mod tests {
         fx.commit_ops(
             "main",
             &[
-                Op::Write { path: "src/main.rs", data: program.as_bytes(), mode: "100644" },
-                Op::Write { path: "doc/old name.txt", data: moved.as_bytes(), mode: "100644" },
-                Op::Write { path: "delete-me.txt", data: b"bye\n", mode: "100644" },
-                Op::Write { path: "run.sh", data: b"echo hi\n", mode: "100644" },
-                Op::Write { path: "data.bin", data: b"\0\x01\x02", mode: "100644" },
-                Op::Write { path: "caf\u{e9}.txt", data: b"cr\xc3\xa8me\n", mode: "100644" },
-                Op::Write { path: "tail.txt", data: b"one\ntwo", mode: "100644" },
-                Op::Write { path: "becomes-link", data: b"plain\n", mode: "100644" },
-                Op::Write { path: "same.txt", data: b"unchanged\n", mode: "100644" },
-                Op::Write { path: "exact-old.txt", data: b"exactly the same\ncontent here\n", mode: "100644" },
+                Op::Write {
+                    path: "src/main.rs",
+                    data: program.as_bytes(),
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "doc/old name.txt",
+                    data: moved.as_bytes(),
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "delete-me.txt",
+                    data: b"bye\n",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "run.sh",
+                    data: b"echo hi\n",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "data.bin",
+                    data: b"\0\x01\x02",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "caf\u{e9}.txt",
+                    data: b"cr\xc3\xa8me\n",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "tail.txt",
+                    data: b"one\ntwo",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "becomes-link",
+                    data: b"plain\n",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "same.txt",
+                    data: b"unchanged\n",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "exact-old.txt",
+                    data: b"exactly the same\ncontent here\n",
+                    mode: "100644",
+                },
             ],
             "root",
         );
@@ -274,19 +380,59 @@ mod tests {
         fx.commit_ops(
             "topic",
             &[
-                Op::Write { path: "src/main.rs", data: edited_program.as_bytes(), mode: "100644" },
+                Op::Write {
+                    path: "src/main.rs",
+                    data: edited_program.as_bytes(),
+                    mode: "100644",
+                },
                 Op::Delete("doc/old name.txt"),
-                Op::Write { path: "doc/new name.txt", data: edited_moved.as_bytes(), mode: "100644" },
+                Op::Write {
+                    path: "doc/new name.txt",
+                    data: edited_moved.as_bytes(),
+                    mode: "100644",
+                },
                 Op::Delete("delete-me.txt"),
-                Op::Write { path: "run.sh", data: b"echo hi\n", mode: "100755" },
-                Op::Write { path: "data.bin", data: b"\0\x01\x03", mode: "100644" },
-                Op::Write { path: "caf\u{e9}.txt", data: b"cr\xc3\xa8me br\xc3\xbbl\xc3\xa9e\n", mode: "100644" },
-                Op::Write { path: "tail.txt", data: b"one\ntwo\nthree", mode: "100644" },
-                Op::Write { path: "becomes-link", data: b"target", mode: "120000" },
-                Op::Write { path: "new/empty.txt", data: b"", mode: "100644" },
-                Op::Write { path: "new/file.txt", data: b"fresh\n", mode: "100644" },
+                Op::Write {
+                    path: "run.sh",
+                    data: b"echo hi\n",
+                    mode: "100755",
+                },
+                Op::Write {
+                    path: "data.bin",
+                    data: b"\0\x01\x03",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "caf\u{e9}.txt",
+                    data: b"cr\xc3\xa8me br\xc3\xbbl\xc3\xa9e\n",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "tail.txt",
+                    data: b"one\ntwo\nthree",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "becomes-link",
+                    data: b"target",
+                    mode: "120000",
+                },
+                Op::Write {
+                    path: "new/empty.txt",
+                    data: b"",
+                    mode: "100644",
+                },
+                Op::Write {
+                    path: "new/file.txt",
+                    data: b"fresh\n",
+                    mode: "100644",
+                },
                 Op::Delete("exact-old.txt"),
-                Op::Write { path: "exact-new.txt", data: b"exactly the same\ncontent here\n", mode: "100644" },
+                Op::Write {
+                    path: "exact-new.txt",
+                    data: b"exactly the same\ncontent here\n",
+                    mode: "100644",
+                },
             ],
             "everything",
         );
@@ -307,9 +453,13 @@ mod tests {
     #[test]
     fn large_output_is_truncated_with_a_marker() {
         let fx = Fixture::new();
-        let files: Vec<(String, String)> =
-            (0..40).map(|i| (format!("f{i:02}.txt"), format!("{i}\n").repeat(100))).collect();
-        let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+        let files: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("f{i:02}.txt"), format!("{i}\n").repeat(100)))
+            .collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
         fx.commit("main", &[("root.txt", "r\n")], "root");
         fx.branch("topic", "main");
         fx.commit("topic", &refs, "lots");
@@ -320,8 +470,14 @@ mod tests {
         let cut = unified_diff_capped(&repo, main, topic, 4096).unwrap();
         assert!(cut.len() <= 4096, "{}", cut.len());
         let (body, marker) = cut.trim_end_matches('\n').rsplit_once('\n').unwrap();
-        assert!(marker.starts_with("[diff truncated at 4096 bytes: "), "{marker}");
-        assert!(full.starts_with(body), "truncated output is a prefix of the full diff");
+        assert!(
+            marker.starts_with("[diff truncated at 4096 bytes: "),
+            "{marker}"
+        );
+        assert!(
+            full.starts_with(body),
+            "truncated output is a prefix of the full diff"
+        );
     }
 
     #[test]

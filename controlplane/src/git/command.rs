@@ -103,6 +103,8 @@ pub async fn run_git<S: AsRef<OsStr>>(
         source,
     })?;
     let pid = child.id();
+    // If this future is dropped mid-run (its caller gave up), the helpers git started go too.
+    let mut group = GroupGuard { pid };
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
 
@@ -114,8 +116,13 @@ pub async fn run_git<S: AsRef<OsStr>>(
         let status = child.wait().await;
         (out, err, status)
     };
-    let (out, err, status) = match tokio::time::timeout(timeout, run).await {
-        Ok(done) => done,
+    let outcome = tokio::time::timeout(timeout, run).await;
+    let (out, err, status) = match outcome {
+        Ok(done) => {
+            // Reaped: the pid may be reused from here on, so it must never be signalled again.
+            group.pid = None;
+            done
+        }
         Err(_) => {
             kill_group(pid);
             // The group is dead; what it wrote to stderr so far explains where it hung.
@@ -128,6 +135,7 @@ pub async fn run_git<S: AsRef<OsStr>>(
                 .await;
             }
             let _ = child.wait().await;
+            group.pid = None;
             return Err(CommandError::TimedOut {
                 what: what.to_owned(),
                 after: timeout,
@@ -156,6 +164,17 @@ pub async fn run_git<S: AsRef<OsStr>>(
         });
     }
     Ok(Output { stdout, stderr })
+}
+
+/// Kills the process group of a running command unless it was reaped first.
+struct GroupGuard {
+    pid: Option<u32>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.pid.take());
+    }
 }
 
 /// SIGKILLs the process group led by `pid`.
@@ -276,6 +295,57 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, CommandError::TimedOut { .. }), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_kills_the_helpers_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let alias = format!("alias.hang=!echo $$ > {}; sleep 30", pid_file.display());
+        let mut run = Box::pin(run_git(
+            ["-c", alias.as_str(), "hang"],
+            Some(dir.path()),
+            Duration::from_secs(60),
+            "hang",
+        ));
+        // Drive the command until its shell has started, then drop it like a cancelled caller.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let pid = loop {
+            tokio::select! {
+                result = &mut run => panic!("hang returned early: {result:?}"),
+                () = tokio::task::yield_now() => {}
+            }
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
+                break pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the shell never started"
+            );
+        };
+        drop(run);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            // Gone, or a zombie waiting for its new parent to reap it: either way not running.
+            let alive = state.is_some_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().next())
+                    != Some("Z")
+            });
+            if !alive {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the helper {pid} survived"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 
     #[test]

@@ -212,7 +212,10 @@ async fn serve(
         .and_then(|()| names::branch_ref(&access.default_branch).map_err(|e| e.to_string()))
     {
         tracing::error!(repo = %name, error = %e, "authorizer returned an invalid project");
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "invalid repository mapping");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "invalid repository mapping",
+        );
     }
     match inner.repos.exists(&access.project_id) {
         Ok(true) => {}

@@ -131,7 +131,11 @@ enum Finish {
     Failed(RepoError),
 }
 
-fn finish(project_id: &str, dest: &Path, default_branch: Option<&str>) -> Result<ImportedRepo, Finish> {
+fn finish(
+    project_id: &str,
+    dest: &Path,
+    default_branch: Option<&str>,
+) -> Result<ImportedRepo, Finish> {
     let git_err = |action: &'static str| {
         move |message: String| {
             Finish::Failed(RepoError::Git {

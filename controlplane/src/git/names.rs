@@ -67,7 +67,8 @@ pub fn full_ref(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_BRANCH_LEN + "refs/heads/".len() {
         return Err(refuse("it is too long"));
     }
-    gix::validate::reference::name(name.as_bytes().as_bstr()).map_err(|e| refuse(&e.to_string()))?;
+    gix::validate::reference::name(name.as_bytes().as_bstr())
+        .map_err(|e| refuse(&e.to_string()))?;
     check_components(name).map_err(|reason| refuse(&reason))
 }
 
@@ -114,7 +115,9 @@ pub fn project_id(id: &str) -> Result<(), NameError> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(refuse("only ASCII letters, digits, '-' and '_' are allowed"));
+        return Err(refuse(
+            "only ASCII letters, digits, '-' and '_' are allowed",
+        ));
     }
     Ok(())
 }
@@ -136,9 +139,32 @@ mod tests {
     #[test]
     fn refuses_bad_branches() {
         for bad in [
-            "", "-x", "HEAD", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", ".a",
-            "a/.b", "a.lock", "a/b.lock/c", "a/", "/a", "a//b", "a@{1}", "@", "a.", "refs/heads/x",
-            "../../etc", "a\nb", "a\u{7f}",
+            "",
+            "-x",
+            "HEAD",
+            "a..b",
+            "a b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a?",
+            "a*",
+            "a[",
+            "a\\b",
+            ".a",
+            "a/.b",
+            "a.lock",
+            "a/b.lock/c",
+            "a/",
+            "/a",
+            "a//b",
+            "a@{1}",
+            "@",
+            "a.",
+            "refs/heads/x",
+            "../../etc",
+            "a\nb",
+            "a\u{7f}",
         ] {
             assert!(branch_ref(bad).is_err(), "{bad:?} should be refused");
         }

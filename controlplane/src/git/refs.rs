@@ -240,25 +240,39 @@ mod tests {
         let b = blob(&repo, "b");
         assert_eq!(resolve_branch(&repo, "main").unwrap(), None);
 
-        update_ref(&repo, "refs/heads/main", Expected::MustNotExist, a, "create").unwrap();
+        update_ref(
+            &repo,
+            "refs/heads/main",
+            Expected::MustNotExist,
+            a,
+            "create",
+        )
+        .unwrap();
         assert_eq!(resolve_branch(&repo, "main").unwrap(), Some(a));
 
-        let err = update_ref(&repo, "refs/heads/main", Expected::MustNotExist, b, "again")
-            .unwrap_err();
+        let err =
+            update_ref(&repo, "refs/heads/main", Expected::MustNotExist, b, "again").unwrap_err();
         assert!(
             matches!(err, RefError::Moved { actual: Some(x), expected: Expected::MustNotExist, .. } if x == a),
             "{err:?}"
         );
 
         // Creating again at the very same value is refused too: create means create.
-        let err = update_ref(&repo, "refs/heads/main", Expected::MustNotExist, a, "same")
-            .unwrap_err();
+        let err =
+            update_ref(&repo, "refs/heads/main", Expected::MustNotExist, a, "same").unwrap_err();
         assert!(
             matches!(err, RefError::Moved { actual: Some(x), .. } if x == a),
             "{err:?}"
         );
 
-        update_ref(&repo, "refs/heads/main", Expected::MustEqual(a), b, "advance").unwrap();
+        update_ref(
+            &repo,
+            "refs/heads/main",
+            Expected::MustEqual(a),
+            b,
+            "advance",
+        )
+        .unwrap();
         assert_eq!(resolve_branch(&repo, "main").unwrap(), Some(b));
 
         let err =
@@ -278,7 +292,10 @@ mod tests {
         let (_dir, repo) = bare_repo();
         let a = blob(&repo, "a");
         let err = update_ref(&repo, "refs/heads/x", Expected::MustEqual(a), a, "m").unwrap_err();
-        assert!(matches!(err, RefError::Moved { actual: None, .. }), "{err:?}");
+        assert!(
+            matches!(err, RefError::Moved { actual: None, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -286,7 +303,14 @@ mod tests {
         let (_dir, repo) = bare_repo();
         let a = blob(&repo, "a");
         let b = blob(&repo, "b");
-        update_ref(&repo, "refs/heads/main", Expected::MustNotExist, a, "create").unwrap();
+        update_ref(
+            &repo,
+            "refs/heads/main",
+            Expected::MustNotExist,
+            a,
+            "create",
+        )
+        .unwrap();
         let status = std::process::Command::new("git")
             .args(["pack-refs", "--all"])
             .current_dir(repo.path())
@@ -297,8 +321,18 @@ mod tests {
         assert!(status.success());
         assert!(!repo.path().join("refs/heads/main").exists());
         let err = update_ref(&repo, "refs/heads/main", Expected::MustNotExist, b, "c").unwrap_err();
-        assert!(matches!(err, RefError::Moved { actual: Some(x), .. } if x == a), "{err:?}");
-        update_ref(&repo, "refs/heads/main", Expected::MustEqual(a), b, "advance").unwrap();
+        assert!(
+            matches!(err, RefError::Moved { actual: Some(x), .. } if x == a),
+            "{err:?}"
+        );
+        update_ref(
+            &repo,
+            "refs/heads/main",
+            Expected::MustEqual(a),
+            b,
+            "advance",
+        )
+        .unwrap();
         assert_eq!(resolve_branch(&repo, "main").unwrap(), Some(b));
     }
 
@@ -306,7 +340,12 @@ mod tests {
     fn refuses_names_outside_refs() {
         let (_dir, repo) = bare_repo();
         let a = blob(&repo, "a");
-        for bad in ["HEAD", "config", "refs/heads/../../config", "refs/heads/a b"] {
+        for bad in [
+            "HEAD",
+            "config",
+            "refs/heads/../../config",
+            "refs/heads/a b",
+        ] {
             let err = update_ref(&repo, bad, Expected::Any, a, "x").unwrap_err();
             assert!(matches!(err, RefError::Name(_)), "{bad}: {err:?}");
         }
@@ -335,7 +374,11 @@ mod tests {
                 })
                 .collect();
             let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-            assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+            assert_eq!(
+                results.iter().filter(|r| r.is_ok()).count(),
+                1,
+                "{results:?}"
+            );
         }
     }
 
@@ -343,7 +386,14 @@ mod tests {
     fn concurrent_swaps_have_exactly_one_winner() {
         let (dir, repo) = bare_repo();
         let base = blob(&repo, "base");
-        update_ref(&repo, "refs/heads/main", Expected::MustNotExist, base, "create").unwrap();
+        update_ref(
+            &repo,
+            "refs/heads/main",
+            Expected::MustNotExist,
+            base,
+            "create",
+        )
+        .unwrap();
         let path = dir.path().join("r.git");
         for round in 0..20 {
             let current = resolve_branch(&repo, "main").unwrap().unwrap();

@@ -340,7 +340,11 @@ impl Repos {
     }
 
     /// The commit `branch` points at, or `None` when there is no such branch.
-    pub fn branch_head(&self, project_id: &str, branch: &str) -> Result<Option<ObjectId>, RepoError> {
+    pub fn branch_head(
+        &self,
+        project_id: &str,
+        branch: &str,
+    ) -> Result<Option<ObjectId>, RepoError> {
         let repo = self.open_repo(project_id)?;
         Ok(refs::resolve_branch(&repo, branch)?)
     }
@@ -538,7 +542,11 @@ fn signature(author: &Author) -> Result<gix::actor::Signature, RepoError> {
         if value.trim().is_empty() {
             return Err(RepoError::InvalidAuthor(format!("the {what} is empty")));
         }
-        if value.len() > 256 || value.chars().any(|c| c.is_control() || c == '<' || c == '>') {
+        if value.len() > 256
+            || value
+                .chars()
+                .any(|c| c.is_control() || c == '<' || c == '>')
+        {
             return Err(RepoError::InvalidAuthor(format!(
                 "the {what} {value:?} is too long or contains '<', '>' or control characters"
             )));

@@ -45,7 +45,8 @@ impl MasterKey {
         // the second open reads theirs.
         for _ in 0..2 {
             match MasterKey::load(path) {
-                Err(SecretsError::KeyIo { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                Err(SecretsError::KeyIo { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound => {}
                 other => return other,
             }
             let mut raw = Zeroizing::new([0u8; MASTER_KEY_LEN]);
@@ -99,7 +100,10 @@ impl MasterKey {
             .read_to_end(&mut raw)
             .map_err(io_err)?;
         if raw.len() != MASTER_KEY_LEN {
-            return Err(bad(format!("is {} bytes, expected exactly {MASTER_KEY_LEN}", raw.len())));
+            return Err(bad(format!(
+                "is {} bytes, expected exactly {MASTER_KEY_LEN}",
+                raw.len()
+            )));
         }
         MasterKey::from_bytes(&raw).map_err(|_| bad("unusable key material".to_string()))
     }
@@ -127,7 +131,12 @@ impl MasterKey {
 
     /// Encrypts `plaintext` for secret `name` of project `project_id`. The name is
     /// validated; the value is size-checked.
-    pub fn seal(&self, project_id: &str, name: &str, plaintext: &str) -> Result<Sealed, SecretsError> {
+    pub fn seal(
+        &self,
+        project_id: &str,
+        name: &str,
+        plaintext: &str,
+    ) -> Result<Sealed, SecretsError> {
         super::validate_secret_name(name)?;
         super::validate_secret_value(name, plaintext)?;
         let mut nonce = [0u8; NONCE_LEN];
@@ -169,7 +178,11 @@ impl MasterKey {
         let mut buf = Zeroizing::new(ciphertext.to_vec());
         let len = self
             .key
-            .open_in_place(nonce, Aad::from(associated_data(project_id, name)), &mut buf)
+            .open_in_place(
+                nonce,
+                Aad::from(associated_data(project_id, name)),
+                &mut buf,
+            )
             .map_err(|_| fail())?
             .len();
         buf.truncate(len);
@@ -207,10 +220,17 @@ mod tests {
         let sealed = key.seal("p1", "API_KEY", "s3cr3t value ✓").unwrap();
         assert_eq!(sealed.nonce.len(), NONCE_LEN);
         assert_eq!(sealed.ciphertext.len(), "s3cr3t value ✓".len() + 16);
-        let opened = key.open("p1", "API_KEY", &sealed.nonce, &sealed.ciphertext).unwrap();
+        let opened = key
+            .open("p1", "API_KEY", &sealed.nonce, &sealed.ciphertext)
+            .unwrap();
         assert_eq!(opened.expose(), "s3cr3t value ✓");
         let empty = key.seal("p1", "EMPTY", "").unwrap();
-        assert_eq!(key.open("p1", "EMPTY", &empty.nonce, &empty.ciphertext).unwrap().expose(), "");
+        assert_eq!(
+            key.open("p1", "EMPTY", &empty.nonce, &empty.ciphertext)
+                .unwrap()
+                .expose(),
+            ""
+        );
     }
 
     #[test]
@@ -226,7 +246,10 @@ mod tests {
     fn other_project_or_name_cannot_open() {
         let key = MasterKey::generate().unwrap();
         let s = key.seal("p1", "API_KEY", "v").unwrap();
-        assert!(matches!(key.open("p2", "API_KEY", &s.nonce, &s.ciphertext), Err(SecretsError::Open { .. })));
+        assert!(matches!(
+            key.open("p2", "API_KEY", &s.nonce, &s.ciphertext),
+            Err(SecretsError::Open { .. })
+        ));
         assert!(key.open("p1", "OTHER", &s.nonce, &s.ciphertext).is_err());
         // Moving bytes between the two fields must not produce the same associated data.
         assert_ne!(associated_data("p1A", "B"), associated_data("p1", "AB"));
@@ -240,24 +263,47 @@ mod tests {
         for i in 0..s.ciphertext.len() {
             let mut bad = s.ciphertext.clone();
             bad[i] ^= 0x01;
-            assert!(key.open("p1", "API_KEY", &s.nonce, &bad).is_err(), "flip at {i}");
+            assert!(
+                key.open("p1", "API_KEY", &s.nonce, &bad).is_err(),
+                "flip at {i}"
+            );
         }
         let mut bad_nonce = s.nonce.clone();
         bad_nonce[0] ^= 1;
-        assert!(key.open("p1", "API_KEY", &bad_nonce, &s.ciphertext).is_err());
-        assert!(key.open("p1", "API_KEY", &s.nonce[..11], &s.ciphertext).is_err());
-        assert!(key.open("p1", "API_KEY", &s.nonce, &s.ciphertext[..10]).is_err());
+        assert!(
+            key.open("p1", "API_KEY", &bad_nonce, &s.ciphertext)
+                .is_err()
+        );
+        assert!(
+            key.open("p1", "API_KEY", &s.nonce[..11], &s.ciphertext)
+                .is_err()
+        );
+        assert!(
+            key.open("p1", "API_KEY", &s.nonce, &s.ciphertext[..10])
+                .is_err()
+        );
         assert!(key.open("p1", "API_KEY", &s.nonce, &[]).is_err());
         let other = MasterKey::generate().unwrap();
-        assert!(other.open("p1", "API_KEY", &s.nonce, &s.ciphertext).is_err());
+        assert!(
+            other
+                .open("p1", "API_KEY", &s.nonce, &s.ciphertext)
+                .is_err()
+        );
     }
 
     #[test]
     fn seal_validates() {
         let key = MasterKey::generate().unwrap();
-        assert!(matches!(key.seal("p", "KORTIX_X", "v"), Err(SecretsError::InvalidName { .. })));
         assert!(matches!(
-            key.seal("p", "BIG", &"x".repeat(super::super::MAX_SECRET_VALUE_BYTES + 1)),
+            key.seal("p", "KORTIX_X", "v"),
+            Err(SecretsError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            key.seal(
+                "p",
+                "BIG",
+                &"x".repeat(super::super::MAX_SECRET_VALUE_BYTES + 1)
+            ),
             Err(SecretsError::TooLarge { .. })
         ));
     }
@@ -267,11 +313,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(MASTER_KEY_FILE_NAME);
         let key = MasterKey::load_or_create(&path).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(fs::metadata(&path).unwrap().len(), 32);
         let sealed = key.seal("p", "A", "v").unwrap();
         let again = MasterKey::load_or_create(&path).unwrap();
-        assert_eq!(again.open("p", "A", &sealed.nonce, &sealed.ciphertext).unwrap().expose(), "v");
+        assert_eq!(
+            again
+                .open("p", "A", &sealed.nonce, &sealed.ciphertext)
+                .unwrap()
+                .expose(),
+            "v"
+        );
         assert_eq!(format!("{again:?}"), "MasterKey(<redacted>)");
     }
 
@@ -280,12 +335,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(MASTER_KEY_FILE_NAME);
         let keys: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| MasterKey::load_or_create(&path).unwrap())).collect();
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| MasterKey::load_or_create(&path).unwrap()))
+                .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let sealed = keys[0].seal("p", "A", "v").unwrap();
         for k in &keys {
-            assert_eq!(k.open("p", "A", &sealed.nonce, &sealed.ciphertext).unwrap().expose(), "v");
+            assert_eq!(
+                k.open("p", "A", &sealed.nonce, &sealed.ciphertext)
+                    .unwrap()
+                    .expose(),
+                "v"
+            );
         }
     }
 
@@ -296,7 +358,10 @@ mod tests {
         MasterKey::load_or_create(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let err = MasterKey::load_or_create(&path).unwrap_err().to_string();
-        assert!(err.contains("readable by group or others") && err.contains("640"), "{err}");
+        assert!(
+            err.contains("readable by group or others") && err.contains("640"),
+            "{err}"
+        );
         fs::set_permissions(&path, fs::Permissions::from_mode(0o604)).unwrap();
         assert!(MasterKey::load(&path).is_err());
 
@@ -309,6 +374,9 @@ mod tests {
         assert!(MasterKey::load(&long).is_err());
         // A wrong file is never replaced by a fresh key.
         assert_eq!(fs::read(&short).unwrap(), [7u8; 31]);
-        assert!(matches!(MasterKey::load(&dir.path().join("missing")), Err(SecretsError::KeyIo { .. })));
+        assert!(matches!(
+            MasterKey::load(&dir.path().join("missing")),
+            Err(SecretsError::KeyIo { .. })
+        ));
     }
 }

@@ -11,9 +11,9 @@ mod value;
 
 pub use keyfile::write_private_file;
 pub use master_key::{MASTER_KEY_FILE_NAME, MASTER_KEY_LEN, MasterKey, Sealed};
-pub use names::{MAX_SECRET_VALUE_BYTES, validate_secret_name, validate_secret_value};
 /// Same as [`validate_secret_name`].
 pub use names::validate_secret_name as validate_name;
+pub use names::{MAX_SECRET_VALUE_BYTES, validate_secret_name, validate_secret_value};
 pub use project::{load_project_secrets, set_project_secret};
 pub use value::SecretValue;
 
@@ -36,7 +36,9 @@ pub enum SecretsError {
     #[error("sealing secret {name} failed")]
     Seal { name: String },
     /// Wrong key, wrong project/name, or damaged ciphertext: AEAD can't tell which.
-    #[error("secret {name} of project {project_id} cannot be decrypted (wrong master key or corrupted data)")]
+    #[error(
+        "secret {name} of project {project_id} cannot be decrypted (wrong master key or corrupted data)"
+    )]
     Open { project_id: String, name: String },
     #[error(transparent)]
     Store(#[from] crate::store::Error),

@@ -51,16 +51,37 @@ mod tests {
 
     #[test]
     fn accepts_environment_style_names() {
-        for ok in ["A", "_", "API_KEY", "_PRIVATE", "X1", "KORTIX", "KORTIXX_A", &"A".repeat(64)] {
+        for ok in [
+            "A",
+            "_",
+            "API_KEY",
+            "_PRIVATE",
+            "X1",
+            "KORTIX",
+            "KORTIXX_A",
+            &"A".repeat(64),
+        ] {
             validate_secret_name(ok).unwrap();
         }
     }
 
     #[test]
     fn rejects_other_names() {
-        for bad in ["", "1A", "api_key", "A-B", "A B", "Ä", "A.B", &"A".repeat(65)] {
+        for bad in [
+            "",
+            "1A",
+            "api_key",
+            "A-B",
+            "A B",
+            "Ä",
+            "A.B",
+            &"A".repeat(65),
+        ] {
             assert!(
-                matches!(validate_secret_name(bad), Err(SecretsError::InvalidName { .. })),
+                matches!(
+                    validate_secret_name(bad),
+                    Err(SecretsError::InvalidName { .. })
+                ),
                 "{bad:?}"
             );
         }
@@ -69,7 +90,11 @@ mod tests {
     #[test]
     fn kortix_prefix_is_reserved() {
         let err = validate_secret_name("KORTIX_TOKEN").unwrap_err();
-        assert!(err.to_string().contains("KORTIX_ is reserved for the platform"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("KORTIX_ is reserved for the platform"),
+            "{err}"
+        );
         assert!(validate_secret_name("KORTIX_").is_err());
     }
 

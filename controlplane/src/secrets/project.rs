@@ -45,7 +45,12 @@ mod tests {
         let mut all = Vec::new();
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.file_name().unwrap().to_string_lossy().starts_with("kortix.db") {
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("kortix.db")
+            {
                 all.extend(std::fs::read(&path).unwrap());
             }
         }
@@ -64,14 +69,20 @@ mod tests {
             .unwrap();
         let key = MasterKey::generate().unwrap();
         let account = store.create_account("alice", false).await.unwrap();
-        let project = store.create_project(&account.id, "web", "main").await.unwrap();
-        let plaintext = "sk-live-PLAINTEXT-CANARY-8f3a9c2e7d41";
-        let (meta, version) = set_project_secret(&store, &key, &project.id, "STRIPE_KEY", plaintext)
+        let project = store
+            .create_project(&account.id, "web", "main")
             .await
             .unwrap();
+        let plaintext = "sk-live-PLAINTEXT-CANARY-8f3a9c2e7d41";
+        let (meta, version) =
+            set_project_secret(&store, &key, &project.id, "STRIPE_KEY", plaintext)
+                .await
+                .unwrap();
         assert_eq!((meta.name.as_str(), version), ("STRIPE_KEY", 1));
 
-        let (version, values) = load_project_secrets(&store, &key, &project.id).await.unwrap();
+        let (version, values) = load_project_secrets(&store, &key, &project.id)
+            .await
+            .unwrap();
         assert_eq!(version, 1);
         assert_eq!(values["STRIPE_KEY"].expose(), plaintext);
 
@@ -94,7 +105,10 @@ mod tests {
             .unwrap();
         let key = MasterKey::generate().unwrap();
         let account = store.create_account("alice", false).await.unwrap();
-        let project = store.create_project(&account.id, "web", "main").await.unwrap();
+        let project = store
+            .create_project(&account.id, "web", "main")
+            .await
+            .unwrap();
         let err = set_project_secret(&store, &key, &project.id, "KORTIX_SESSION", "v")
             .await
             .unwrap_err();
@@ -102,7 +116,9 @@ mod tests {
         assert!(store.list_secrets(&project.id).await.unwrap().is_empty());
         assert_eq!(store.secrets_version(&project.id).await.unwrap(), 0);
         // A key that doesn't match makes loading fail loudly instead of returning garbage.
-        set_project_secret(&store, &key, &project.id, "A", "v").await.unwrap();
+        set_project_secret(&store, &key, &project.id, "A", "v")
+            .await
+            .unwrap();
         let other = MasterKey::generate().unwrap();
         assert!(matches!(
             load_project_secrets(&store, &other, &project.id).await,

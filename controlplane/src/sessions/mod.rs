@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod records;
 pub mod sweep;
+mod trigger_starter;
 
 use crate::git::Repos;
 use crate::sandbox::SandboxProvider;

@@ -1,6 +1,8 @@
 //! Accounts: the people (and the admin) that own projects and tokens.
 
-use super::{DbContext, Error, Result, Store, is_unique_violation, new_id, now_ms, validate_name, with_pool};
+use super::{
+    DbContext, Error, Result, Store, is_unique_violation, new_id, now_ms, validate_name, with_pool,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Account {
@@ -49,10 +51,14 @@ impl Store {
 
     pub async fn get_account(&self, id: &str) -> Result<Account> {
         with_pool!(self, |pool| {
-            sqlx::query_as::<_, Account>(concat!("SELECT ", columns!(), " FROM accounts WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await
+            sqlx::query_as::<_, Account>(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM accounts WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
         })
         .ctx(|| format!("reading account {id}"))?
         .ok_or_else(|| Error::NotFound(format!("account {id}")))
@@ -60,10 +66,14 @@ impl Store {
 
     pub async fn get_account_by_name(&self, name: &str) -> Result<Account> {
         with_pool!(self, |pool| {
-            sqlx::query_as::<_, Account>(concat!("SELECT ", columns!(), " FROM accounts WHERE name = $1"))
-                .bind(name)
-                .fetch_optional(pool)
-                .await
+            sqlx::query_as::<_, Account>(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM accounts WHERE name = $1"
+            ))
+            .bind(name)
+            .fetch_optional(pool)
+            .await
         })
         .ctx(|| format!("reading account '{name}'"))?
         .ok_or_else(|| Error::NotFound(format!("account '{name}'")))
@@ -72,9 +82,13 @@ impl Store {
     /// All accounts, oldest first.
     pub async fn list_accounts(&self) -> Result<Vec<Account>> {
         with_pool!(self, |pool| {
-            sqlx::query_as::<_, Account>(concat!("SELECT ", columns!(), " FROM accounts ORDER BY created_ms, id"))
-                .fetch_all(pool)
-                .await
+            sqlx::query_as::<_, Account>(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM accounts ORDER BY created_ms, id"
+            ))
+            .fetch_all(pool)
+            .await
         })
         .ctx(|| "listing accounts".to_string())
     }

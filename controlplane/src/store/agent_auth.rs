@@ -41,7 +41,12 @@ struct BootstrapState {
 
 impl Store {
     /// Stores a bootstrap token (by hash) for the session, valid until `expires_ms`.
-    pub async fn create_bootstrap_token(&self, token_hash: &str, session_id: &str, expires_ms: i64) -> Result<()> {
+    pub async fn create_bootstrap_token(
+        &self,
+        token_hash: &str,
+        session_id: &str,
+        expires_ms: i64,
+    ) -> Result<()> {
         with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO bootstrap_tokens (token_hash, session_id, created_ms, expires_ms)
@@ -97,7 +102,12 @@ impl Store {
     }
 
     /// Records a client certificate issued to the session's agent.
-    pub async fn record_issued_cert(&self, serial: &str, session_id: &str, not_after_ms: i64) -> Result<()> {
+    pub async fn record_issued_cert(
+        &self,
+        serial: &str,
+        session_id: &str,
+        not_after_ms: i64,
+    ) -> Result<()> {
         with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO issued_certs (serial, session_id, created_ms, not_after_ms)
@@ -149,10 +159,12 @@ impl Store {
     /// issued here, or its session was deleted) counts as revoked.
     pub async fn is_cert_revoked(&self, serial: &str) -> Result<bool> {
         let revoked = with_pool!(self, |pool| {
-            sqlx::query_scalar::<_, Option<i64>>("SELECT revoked_ms FROM issued_certs WHERE serial = $1")
-                .bind(serial)
-                .fetch_optional(pool)
-                .await
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT revoked_ms FROM issued_certs WHERE serial = $1",
+            )
+            .bind(serial)
+            .fetch_optional(pool)
+            .await
         })
         .ctx(|| format!("checking revocation of certificate {serial}"))?;
         Ok(revoked.is_none_or(|r| r.is_some()))
@@ -226,7 +238,11 @@ impl Store {
                     "DELETE FROM bootstrap_tokens WHERE expires_ms <= $1",
                     "DELETE FROM issued_certs WHERE not_after_ms <= $1",
                 ] {
-                    removed += sqlx::query(sql).bind(now_ms).execute(pool).await?.rows_affected();
+                    removed += sqlx::query(sql)
+                        .bind(now_ms)
+                        .execute(pool)
+                        .await?
+                        .rows_affected();
                 }
                 Ok::<_, sqlx::Error>(removed)
             }

@@ -2,7 +2,10 @@
 //! counter row inside the transaction that inserts the CR, so concurrent opens (on any
 //! replica) get distinct, gap-free numbers without retries.
 
-use super::{BeginWrite, DbContext, Error, Result, Store, clamp_limit, is_unique_violation, now_ms, with_pool};
+use super::{
+    BeginWrite, DbContext, Error, Result, Store, clamp_limit, is_unique_violation, now_ms,
+    with_pool,
+};
 
 const MAX_LIST: u32 = 500;
 const MAX_TITLE_BYTES: usize = 1024;
@@ -185,7 +188,9 @@ impl Store {
                 "an open change request for branch '{}'",
                 new.head_branch
             ))),
-            Err(e) => Err(e).ctx(|| format!("opening a change request in project {}", new.project_id)),
+            Err(e) => {
+                Err(e).ctx(|| format!("opening a change request in project {}", new.project_id))
+            }
         }
     }
 
@@ -206,7 +211,11 @@ impl Store {
     }
 
     /// The open CR whose head is `head_branch`, if any.
-    pub async fn find_open_change_request(&self, project_id: &str, head_branch: &str) -> Result<Option<ChangeRequest>> {
+    pub async fn find_open_change_request(
+        &self,
+        project_id: &str,
+        head_branch: &str,
+    ) -> Result<Option<ChangeRequest>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, ChangeRequest>(concat!(
                 "SELECT ",
@@ -238,7 +247,11 @@ impl Store {
 
     /// A page of the project's CRs. Ascending by number unless `newest_first`; the cursor
     /// `after_number` continues after the last number of the previous page.
-    pub async fn list_change_requests(&self, project_id: &str, query: &CrListQuery) -> Result<Vec<ChangeRequest>> {
+    pub async fn list_change_requests(
+        &self,
+        project_id: &str,
+        query: &CrListQuery,
+    ) -> Result<Vec<ChangeRequest>> {
         let state = query.state.map(CrState::as_str);
         let limit = clamp_limit(query.limit, MAX_LIST);
         with_pool!(self, |pool| {
@@ -317,7 +330,13 @@ impl Store {
             .await
     }
 
-    async fn move_change_request(&self, project_id: &str, number: i64, from: CrState, to: CrState) -> Result<bool> {
+    async fn move_change_request(
+        &self,
+        project_id: &str,
+        number: i64,
+        from: CrState,
+        to: CrState,
+    ) -> Result<bool> {
         let moved = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE change_requests SET state = $1, updated_ms = $2
@@ -335,7 +354,10 @@ impl Store {
         match moved {
             Ok(n) => Ok(n == 1),
             Err(e) if is_unique_violation(&e) => {
-                let head = self.get_change_request(project_id, number).await?.head_branch;
+                let head = self
+                    .get_change_request(project_id, number)
+                    .await?
+                    .head_branch;
                 Err(Error::AlreadyExists(format!(
                     "an open change request for branch '{head}'"
                 )))

@@ -118,7 +118,12 @@ impl Store {
             .await
             .map(|r| r.rows_affected())
         })
-        .ctx(|| format!("claiming firing {} of trigger {}", new.firing_key, new.trigger_slug))?;
+        .ctx(|| {
+            format!(
+                "claiming firing {} of trigger {}",
+                new.firing_key, new.trigger_slug
+            )
+        })?;
         if inserted == 1 {
             return Ok(Claim::Claimed(id));
         }
@@ -171,17 +176,25 @@ impl Store {
 
     pub async fn get_firing(&self, id: &str) -> Result<Firing> {
         with_pool!(self, |pool| {
-            sqlx::query_as::<_, Firing>(concat!("SELECT ", columns!(), " FROM trigger_firings WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await
+            sqlx::query_as::<_, Firing>(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM trigger_firings WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
         })
         .ctx(|| format!("reading firing {id}"))?
         .ok_or_else(|| Error::NotFound(format!("firing {id}")))
     }
 
     /// The most recent firing of the trigger, by fire time.
-    pub async fn last_firing(&self, project_id: &str, trigger_slug: &str) -> Result<Option<Firing>> {
+    pub async fn last_firing(
+        &self,
+        project_id: &str,
+        trigger_slug: &str,
+    ) -> Result<Option<Firing>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Firing>(concat!(
                 "SELECT ",
@@ -199,7 +212,12 @@ impl Store {
 
     /// Recent firings of the project (of one trigger when `trigger_slug` is given), newest
     /// first.
-    pub async fn list_firings(&self, project_id: &str, trigger_slug: Option<&str>, limit: u32) -> Result<Vec<Firing>> {
+    pub async fn list_firings(
+        &self,
+        project_id: &str,
+        trigger_slug: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Firing>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Firing>(concat!(
                 "SELECT ",
@@ -218,7 +236,11 @@ impl Store {
 
     /// Firings still `pending` that were fired before `fired_before_ms`: their claimer died
     /// before completing them.
-    pub async fn stale_pending_firings(&self, fired_before_ms: i64, limit: u32) -> Result<Vec<Firing>> {
+    pub async fn stale_pending_firings(
+        &self,
+        fired_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Firing>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Firing>(concat!(
                 "SELECT ",

@@ -36,7 +36,9 @@ use sqlx::{Postgres, Sqlite, Transaction};
 
 pub use accounts::Account;
 pub use agent_auth::{BootstrapRejection, GitToken, IssuedCert};
-pub use change_requests::{ChangeRequest, CrListQuery, CrState, MergedChangeRequest, NewChangeRequest};
+pub use change_requests::{
+    ChangeRequest, CrListQuery, CrState, MergedChangeRequest, NewChangeRequest,
+};
 pub use firings::{Claim, Firing, FiringOutcome, NewFiring};
 pub use projects::Project;
 pub use records::RecordRow;
@@ -419,7 +421,9 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
         return Err(invalid("must start with a letter or digit"));
     }
     if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(invalid("may contain only letters, digits, '-', '_' and '.'"));
+        return Err(invalid(
+            "may contain only letters, digits, '-', '_' and '.'",
+        ));
     }
     if name.ends_with(".git") || name.ends_with('.') || name.contains("..") {
         return Err(invalid("must not end in '.git' or '.', nor contain '..'"));
@@ -451,9 +455,18 @@ mod unit_tests {
 
     #[test]
     fn detects_backends() {
-        assert_eq!(detect_backend("postgres://x@h/db").unwrap(), BackendKind::Postgres);
-        assert_eq!(detect_backend("postgresql://h/db").unwrap(), BackendKind::Postgres);
-        assert_eq!(detect_backend("sqlite:/tmp/a.db").unwrap(), BackendKind::Sqlite);
+        assert_eq!(
+            detect_backend("postgres://x@h/db").unwrap(),
+            BackendKind::Postgres
+        );
+        assert_eq!(
+            detect_backend("postgresql://h/db").unwrap(),
+            BackendKind::Postgres
+        );
+        assert_eq!(
+            detect_backend("sqlite:/tmp/a.db").unwrap(),
+            BackendKind::Sqlite
+        );
         assert!(matches!(
             detect_backend("mysql://h/db"),
             Err(Error::UnsupportedUrl { .. })

@@ -1,6 +1,8 @@
 //! Projects: a named git repository owned by one account.
 
-use super::{DbContext, Error, Result, Store, is_unique_violation, new_id, now_ms, validate_name, with_pool};
+use super::{
+    DbContext, Error, Result, Store, is_unique_violation, new_id, now_ms, validate_name, with_pool,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Project {
@@ -117,15 +119,23 @@ impl Store {
     /// Every project, by name (trigger sweeps, admins).
     pub async fn list_all_projects(&self) -> Result<Vec<Project>> {
         with_pool!(self, |pool| {
-            sqlx::query_as::<_, Project>(concat!("SELECT ", columns!(), " FROM projects ORDER BY name"))
-                .fetch_all(pool)
-                .await
+            sqlx::query_as::<_, Project>(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM projects ORDER BY name"
+            ))
+            .fetch_all(pool)
+            .await
         })
         .ctx(|| "listing projects".to_string())
     }
 
     /// Changes the project's default branch (e.g. to an imported repository's HEAD branch).
-    pub async fn set_project_default_branch(&self, project_id: &str, default_branch: &str) -> Result<Project> {
+    pub async fn set_project_default_branch(
+        &self,
+        project_id: &str,
+        default_branch: &str,
+    ) -> Result<Project> {
         check_branch(default_branch)?;
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Project>(concat!(
@@ -160,7 +170,8 @@ impl Store {
 }
 
 fn check_branch(branch: &str) -> Result<()> {
-    if branch.is_empty() || branch.len() > 255 || branch.chars().any(|c| c.is_control() || c == ' ') {
+    if branch.is_empty() || branch.len() > 255 || branch.chars().any(|c| c.is_control() || c == ' ')
+    {
         return Err(Error::Invalid {
             what: "default branch",
             reason: format!("{branch:?}: 1 to 255 bytes, no spaces or control characters"),

@@ -18,16 +18,17 @@ pub struct RecordRow {
     pub body: Vec<u8>,
 }
 
-/// `INSERT … VALUES ($1,$2,$3,$4,$5),($1,$6,…) ON CONFLICT DO NOTHING` for `rows` rows.
-/// Chunks are split into power-of-two sizes, so at most nine distinct statements exist and
-/// all of them stay in the prepared-statement cache.
+/// `INSERT … VALUES ($1,$2,$3,$4,$5),($1,$6,…) ON CONFLICT DO NOTHING` for `rows` rows,
+/// `rows` a power of two. Only these nine statements ever exist, so all of them stay in the
+/// prepared-statement cache.
 fn insert_sql(rows: usize) -> &'static str {
     use std::sync::OnceLock;
     static SQL: [OnceLock<String>; 9] = [const { OnceLock::new() }; 9];
     debug_assert!(rows.is_power_of_two() && rows <= MAX_ROWS_PER_INSERT);
     let slot = rows.trailing_zeros() as usize;
     SQL[slot].get_or_init(|| {
-        let mut sql = String::from("INSERT INTO records (session_id, seq, ts_ms, kind, body) VALUES ");
+        let mut sql =
+            String::from("INSERT INTO records (session_id, seq, ts_ms, kind, body) VALUES ");
         for i in 0..rows {
             let p = 2 + i * 4;
             if i > 0 {
@@ -40,20 +41,33 @@ fn insert_sql(rows: usize) -> &'static str {
     })
 }
 
-/// Splits `n` rows into chunk sizes that are powers of two, largest first.
-fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        if n == 0 {
-            return None;
+/// Splits `records` into INSERT statements: chunks of the largest size, the last one padded
+/// up to a power of two by repeating its last row. The repeats are duplicates the INSERT
+/// ignores; they buy one statement per chunk instead of one per set bit of its length.
+fn chunks(records: &[RecordRow]) -> impl Iterator<Item = (usize, &[RecordRow])> {
+    records
+        .chunks(MAX_ROWS_PER_INSERT)
+        .map(|chunk| (chunk.len().next_power_of_two(), chunk))
+}
+
+/// The end of the run of consecutive seqs that starts right after `prev`, counting `prev`
+/// itself and the seqs in `records`.
+fn contiguous_end(prev: i64, records: &[RecordRow]) -> i64 {
+    let mut seqs: Vec<i64> = records
+        .iter()
+        .map(|r| r.seq)
+        .filter(|s| *s > prev)
+        .collect();
+    seqs.sort_unstable();
+    let mut end = prev;
+    for seq in seqs {
+        if seq == end + 1 {
+            end = seq;
+        } else if seq > end + 1 {
+            break;
         }
-        let size = if n >= MAX_ROWS_PER_INSERT {
-            MAX_ROWS_PER_INSERT
-        } else {
-            1 << (usize::BITS - 1 - n.leading_zeros())
-        };
-        n -= size;
-        Some(size)
-    })
+    }
+    end
 }
 
 impl Store {
@@ -81,49 +95,38 @@ impl Store {
                 else {
                     return Ok(None);
                 };
-                let mut rest = records;
-                for size in chunk_sizes(records.len()) {
-                    let (chunk, tail) = rest.split_at(size);
-                    rest = tail;
+                for (size, chunk) in chunks(records) {
                     let mut q = sqlx::query(insert_sql(size)).bind(session_id);
-                    for r in chunk {
-                        q = q.bind(r.seq).bind(r.ts_ms).bind(r.kind.as_str()).bind(r.body.as_slice());
+                    let padding = std::iter::repeat_n(chunk.last(), size - chunk.len()).flatten();
+                    for r in chunk.iter().chain(padding) {
+                        q = q
+                            .bind(r.seq)
+                            .bind(r.ts_ms)
+                            .bind(r.kind.as_str())
+                            .bind(r.body.as_slice());
                     }
                     q.execute(&mut *tx).await?;
                 }
-                // The contiguous run continues from prev+1 if that record exists; its end is
-                // the first stored seq ≥ prev+1 whose successor is missing. The index walk
-                // starts at prev, so this reads only the newly contiguous rows.
-                let next_present = sqlx::query_scalar::<_, i64>(
-                    "SELECT COUNT(*) FROM records WHERE session_id = $1 AND seq = $2",
+                // 1..=known are all stored now: prev was, and so is the part of this batch
+                // that continues it. Past that, the run may go on through rows stored
+                // earlier out of order; the index walk from `known` reads only those.
+                let known = contiguous_end(prev, records);
+                let acked = sqlx::query_scalar::<_, i64>(
+                    "UPDATE sessions SET acked_seq = CASE
+                         WHEN EXISTS (SELECT 1 FROM records
+                                      WHERE session_id = $1 AND seq = $2 + 1)
+                         THEN (SELECT r.seq FROM records r
+                               WHERE r.session_id = $1 AND r.seq > $2
+                                 AND NOT EXISTS (SELECT 1 FROM records n
+                                                 WHERE n.session_id = $1 AND n.seq = r.seq + 1)
+                               ORDER BY r.seq LIMIT 1)
+                         ELSE $2 END
+                     WHERE id = $1 RETURNING acked_seq",
                 )
                 .bind(session_id)
-                .bind(prev + 1)
+                .bind(known)
                 .fetch_one(&mut *tx)
-                .await?
-                    > 0;
-                let acked = if next_present {
-                    sqlx::query_scalar::<_, i64>(
-                        "SELECT r.seq FROM records r
-                         WHERE r.session_id = $1 AND r.seq > $2
-                           AND NOT EXISTS (SELECT 1 FROM records n
-                                           WHERE n.session_id = $1 AND n.seq = r.seq + 1)
-                         ORDER BY r.seq LIMIT 1",
-                    )
-                    .bind(session_id)
-                    .bind(prev)
-                    .fetch_one(&mut *tx)
-                    .await?
-                } else {
-                    prev
-                };
-                if acked != prev {
-                    sqlx::query("UPDATE sessions SET acked_seq = $1 WHERE id = $2")
-                        .bind(acked)
-                        .bind(session_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                .await?;
                 tx.commit().await?;
                 Ok(Some(acked))
             }
@@ -134,7 +137,12 @@ impl Store {
     }
 
     /// Up to `limit` records with seq ≥ `from_seq`, in seq order.
-    pub async fn read_records(&self, session_id: &str, from_seq: i64, limit: u32) -> Result<Vec<RecordRow>> {
+    pub async fn read_records(
+        &self,
+        session_id: &str,
+        from_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<RecordRow>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, RecordRow>(
                 "SELECT seq, ts_ms, kind, body FROM records
@@ -152,10 +160,12 @@ impl Store {
     /// Highest stored seq of the session (0 when none), gaps or not.
     pub async fn max_seq(&self, session_id: &str) -> Result<i64> {
         with_pool!(self, |pool| {
-            sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(seq) FROM records WHERE session_id = $1")
-                .bind(session_id)
-                .fetch_one(pool)
-                .await
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MAX(seq) FROM records WHERE session_id = $1",
+            )
+            .bind(session_id)
+            .fetch_one(pool)
+            .await
         })
         .map(|m| m.unwrap_or(0))
         .ctx(|| format!("reading the last seq of session {session_id}"))
@@ -178,14 +188,52 @@ impl Store {
 mod unit_tests {
     use super::*;
 
+    fn rows(n: i64) -> Vec<RecordRow> {
+        (1..=n)
+            .map(|seq| RecordRow {
+                seq,
+                ts_ms: 0,
+                kind: String::new(),
+                body: Vec::new(),
+            })
+            .collect()
+    }
+
     #[test]
     fn chunks_are_powers_of_two_and_cover_everything() {
-        for n in [0usize, 1, 2, 3, 255, 256, 257, 500, 1000, 4097] {
-            let sizes: Vec<_> = chunk_sizes(n).collect();
-            assert_eq!(sizes.iter().sum::<usize>(), n);
-            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= MAX_ROWS_PER_INSERT));
+        for n in [0i64, 1, 2, 3, 255, 256, 257, 500, 1000, 4097] {
+            let records = rows(n);
+            let parts: Vec<_> = chunks(&records).collect();
+            let covered: Vec<i64> = parts
+                .iter()
+                .flat_map(|(_, c)| c.iter().map(|r| r.seq))
+                .collect();
+            assert_eq!(covered, (1..=n).collect::<Vec<_>>());
+            for (size, chunk) in &parts {
+                assert!(size.is_power_of_two() && *size <= MAX_ROWS_PER_INSERT);
+                assert!(chunk.len() <= *size && chunk.len() * 2 > *size);
+            }
         }
-        assert_eq!(chunk_sizes(500).collect::<Vec<_>>(), [256, 128, 64, 32, 16, 4]);
+        let sizes: Vec<_> = chunks(&rows(500)).map(|(s, c)| (s, c.len())).collect();
+        assert_eq!(sizes, [(256, 256), (256, 244)]);
+    }
+
+    #[test]
+    fn finds_the_contiguous_end_of_a_batch() {
+        let batch = |seqs: &[i64]| {
+            seqs.iter()
+                .map(|&seq| RecordRow {
+                    seq,
+                    ts_ms: 0,
+                    kind: String::new(),
+                    body: Vec::new(),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(contiguous_end(0, &batch(&[])), 0);
+        assert_eq!(contiguous_end(0, &batch(&[3, 1, 2, 2, 5])), 3);
+        assert_eq!(contiguous_end(4, &batch(&[1, 2, 5, 6, 8])), 6);
+        assert_eq!(contiguous_end(4, &batch(&[6, 7])), 4);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Sessions: one sandboxed OpenCode run on its own branch. Status changes are conditional
 //! updates, so when two replicas race to move a session exactly one of them wins.
 
-use super::{DbContext, Error, Result, Store, clamp_limit, is_unique_violation, new_id, now_ms, placeholders, with_pool};
+use super::{
+    DbContext, Error, Result, Store, clamp_limit, is_unique_violation, new_id, now_ms,
+    placeholders, with_pool,
+};
 
 const MAX_LIST: u32 = 1000;
 const MAX_PROMPT_BYTES: usize = 256 * 1024;
@@ -192,7 +195,11 @@ impl Store {
         Err(Error::AlreadyExists(format!("session {id}")))
     }
 
-    async fn session_by_idempotency_key(&self, project_id: &str, key: &str) -> Result<Option<Session>> {
+    async fn session_by_idempotency_key(
+        &self,
+        project_id: &str,
+        key: &str,
+    ) -> Result<Option<Session>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Session>(concat!(
                 "SELECT ",
@@ -211,10 +218,14 @@ impl Store {
     /// [`Store::get_session_for_account`].
     pub async fn get_session(&self, id: &str) -> Result<Session> {
         with_pool!(self, |pool| {
-            sqlx::query_as::<_, Session>(concat!("SELECT ", columns!(), " FROM sessions WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await
+            sqlx::query_as::<_, Session>(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
         })
         .ctx(|| format!("reading session {id}"))?
         .ok_or_else(|| Error::NotFound(format!("session {id}")))
@@ -257,7 +268,11 @@ impl Store {
     }
 
     /// Sessions of all the account's projects, newest first.
-    pub async fn list_sessions_for_account(&self, account_id: &str, limit: u32) -> Result<Vec<Session>> {
+    pub async fn list_sessions_for_account(
+        &self,
+        account_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Session>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Session>(
                 "SELECT s.id, s.project_id, s.status, s.template, s.agent, s.prompt, s.origin,
@@ -276,7 +291,11 @@ impl Store {
     }
 
     /// Sessions in any of `statuses`, oldest first.
-    pub async fn list_sessions_in_status(&self, statuses: &[SessionStatus], limit: u32) -> Result<Vec<Session>> {
+    pub async fn list_sessions_in_status(
+        &self,
+        statuses: &[SessionStatus],
+        limit: u32,
+    ) -> Result<Vec<Session>> {
         if statuses.is_empty() {
             return Ok(Vec::new());
         }
@@ -297,7 +316,11 @@ impl Store {
     }
 
     /// `provisioning` sessions created before `created_before_ms` (never came up).
-    pub async fn stale_provisioning_sessions(&self, created_before_ms: i64, limit: u32) -> Result<Vec<Session>> {
+    pub async fn stale_provisioning_sessions(
+        &self,
+        created_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Session>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Session>(concat!(
                 "SELECT ",
@@ -315,7 +338,11 @@ impl Store {
 
     /// `running` sessions whose last sign of life (heartbeat, else start) is older than
     /// `heartbeat_before_ms`.
-    pub async fn stale_running_sessions(&self, heartbeat_before_ms: i64, limit: u32) -> Result<Vec<Session>> {
+    pub async fn stale_running_sessions(
+        &self,
+        heartbeat_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Session>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Session>(concat!(
                 "SELECT ",
@@ -333,7 +360,11 @@ impl Store {
     }
 
     /// `running` sessions whose agent last reported at least `min_idle_ms` of idleness.
-    pub async fn idle_running_sessions(&self, min_idle_ms: i64, limit: u32) -> Result<Vec<Session>> {
+    pub async fn idle_running_sessions(
+        &self,
+        min_idle_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Session>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Session>(concat!(
                 "SELECT ",
@@ -431,7 +462,13 @@ impl Store {
         .await
     }
 
-    async fn update_one(&self, id: &str, sql: &'static str, value: &str, doing: &str) -> Result<()> {
+    async fn update_one(
+        &self,
+        id: &str,
+        sql: &'static str,
+        value: &str,
+        doing: &str,
+    ) -> Result<()> {
         let n = with_pool!(self, |pool| {
             sqlx::query(sql)
                 .bind(value)

@@ -47,22 +47,23 @@ impl PgTestSchema {
             reason,
         };
         let base = PgConnectOptions::from_str(&url).map_err(|e| failed(e.to_string()))?;
-        let mut admin = match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&base)).await {
-            Err(_) => {
-                return Err(PgTestError::Unavailable {
-                    url: super::redact_url(&url),
-                    reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
-                });
-            }
-            Ok(Err(sqlx::Error::Io(e))) => {
-                return Err(PgTestError::Unavailable {
-                    url: super::redact_url(&url),
-                    reason: e.to_string(),
-                });
-            }
-            Ok(Err(e)) => return Err(failed(e.to_string())),
-            Ok(Ok(conn)) => conn,
-        };
+        let mut admin =
+            match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&base)).await {
+                Err(_) => {
+                    return Err(PgTestError::Unavailable {
+                        url: super::redact_url(&url),
+                        reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+                    });
+                }
+                Ok(Err(sqlx::Error::Io(e))) => {
+                    return Err(PgTestError::Unavailable {
+                        url: super::redact_url(&url),
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(Err(e)) => return Err(failed(e.to_string())),
+                Ok(Ok(conn)) => conn,
+            };
         let mut random = [0u8; 8];
         aws_lc_rs::rand::fill(&mut random).map_err(|_| failed("no randomness".to_string()))?;
         let schema = format!("kx_{}", hex::encode(random));
@@ -101,9 +102,12 @@ impl PgTestSchema {
     pub async fn drop_schema(self) -> Result<(), sqlx::Error> {
         self.store.close().await;
         let mut admin = PgConnection::connect(&self.url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)))
-            .execute(&mut admin)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            self.schema
+        )))
+        .execute(&mut admin)
+        .await?;
         admin.close().await
     }
 }

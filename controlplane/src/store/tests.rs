@@ -18,17 +18,21 @@ pub(crate) struct TestDb {
 
 enum Target {
     Sqlite(PathBuf),
-    Postgres(PgConnectOptions),
+    Postgres(Box<PgConnectOptions>),
 }
 
 impl TestDb {
     /// Opens another store on the same database (runs migrations again).
     pub async fn reopen(&self) -> Store {
         match &self.target {
-            Target::Sqlite(path) => Store::open_sqlite(path, StoreOptions::default()).await.unwrap(),
-            Target::Postgres(opts) => Store::open_postgres(opts.clone(), StoreOptions::default())
+            Target::Sqlite(path) => Store::open_sqlite(path, StoreOptions::default())
                 .await
                 .unwrap(),
+            Target::Postgres(opts) => {
+                Store::open_postgres((**opts).clone(), StoreOptions::default())
+                    .await
+                    .unwrap()
+            }
         }
     }
 }
@@ -40,7 +44,9 @@ where
 {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kortix.db");
-    let store = Store::open_sqlite(&path, StoreOptions::default()).await.unwrap();
+    let store = Store::open_sqlite(&path, StoreOptions::default())
+        .await
+        .unwrap();
     assert_eq!(store.kind(), BackendKind::Sqlite);
     test(TestDb {
         store: store.clone(),
@@ -67,7 +73,7 @@ where
     assert!(schema.store().pg_pool().is_some());
     let db = TestDb {
         store: schema.store().clone(),
-        target: Target::Postgres(schema.connect_options().unwrap()),
+        target: Target::Postgres(Box::new(schema.connect_options().unwrap())),
     };
     let outcome = std::panic::AssertUnwindSafe(test(db)).catch_unwind().await;
     let dropped = schema.drop_schema().await;
@@ -119,8 +125,14 @@ both_backends!(
 );
 
 async fn account_and_project(store: &Store, name: &str) -> (Account, Project) {
-    let account = store.create_account(&format!("{name}-owner"), false).await.unwrap();
-    let project = store.create_project(&account.id, name, "main").await.unwrap();
+    let account = store
+        .create_account(&format!("{name}-owner"), false)
+        .await
+        .unwrap();
+    let project = store
+        .create_project(&account.id, name, "main")
+        .await
+        .unwrap();
     (account, project)
 }
 
@@ -162,7 +174,13 @@ async fn accounts_and_tokens(db: TestDb) {
     let admin = store.create_account("root", true).await.unwrap();
     assert!(store.has_admin().await.unwrap());
     let alice = store.create_account("alice", false).await.unwrap();
-    assert!(store.create_account("alice", false).await.unwrap_err().is_already_exists());
+    assert!(
+        store
+            .create_account("alice", false)
+            .await
+            .unwrap_err()
+            .is_already_exists()
+    );
     assert!(matches!(
         store.create_account("bad name", false).await,
         Err(Error::Invalid { .. })
@@ -170,24 +188,66 @@ async fn accounts_and_tokens(db: TestDb) {
     assert_eq!(store.get_account_by_name("root").await.unwrap(), admin);
     assert!(store.get_account("nope").await.unwrap_err().is_not_found());
 
-    let token = store.create_api_token(&alice.id, "laptop", "hash-a").await.unwrap();
-    store.create_api_token(&alice.id, "ci", "hash-b").await.unwrap();
-    assert!(store.create_api_token(&alice.id, "dup", "hash-a").await.unwrap_err().is_already_exists());
-    assert!(store.create_api_token("ghost", "x", "hash-c").await.unwrap_err().is_not_found());
+    let token = store
+        .create_api_token(&alice.id, "laptop", "hash-a")
+        .await
+        .unwrap();
+    store
+        .create_api_token(&alice.id, "ci", "hash-b")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .create_api_token(&alice.id, "dup", "hash-a")
+            .await
+            .unwrap_err()
+            .is_already_exists()
+    );
+    assert!(
+        store
+            .create_api_token("ghost", "x", "hash-c")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 
     let (acc, tok) = store.lookup_api_token("hash-a", 1_000_000).await.unwrap();
     assert_eq!(acc, alice);
     assert_eq!(tok.id, token.id);
     assert_eq!(tok.last_used_ms, Some(1_000_000));
-    assert!(store.lookup_api_token("hash-zzz", 1).await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .lookup_api_token("hash-zzz", 1)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 
     // Another account can't revoke it.
-    assert!(store.revoke_api_token(&admin.id, &token.id, 5).await.unwrap_err().is_not_found());
-    let revoked = store.revoke_api_token(&alice.id, &token.id, 5).await.unwrap();
+    assert!(
+        store
+            .revoke_api_token(&admin.id, &token.id, 5)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    let revoked = store
+        .revoke_api_token(&alice.id, &token.id, 5)
+        .await
+        .unwrap();
     assert_eq!(revoked.revoked_ms, Some(5));
-    let twice = store.revoke_api_token(&alice.id, &token.id, 9).await.unwrap();
+    let twice = store
+        .revoke_api_token(&alice.id, &token.id, 9)
+        .await
+        .unwrap();
     assert_eq!(twice.revoked_ms, Some(5));
-    assert!(store.lookup_api_token("hash-a", 10).await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .lookup_api_token("hash-a", 10)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     assert!(store.lookup_api_token("hash-b", 10).await.is_ok());
 
     let listed = store.list_api_tokens(&alice.id).await.unwrap();
@@ -200,10 +260,28 @@ async fn projects_names_and_visibility(db: TestDb) {
     let store = &db.store;
     let alice = store.create_account("alice", false).await.unwrap();
     let bob = store.create_account("bob", false).await.unwrap();
-    let web = store.create_project(&alice.id, "web", "main").await.unwrap();
-    let api = store.create_project(&alice.id, "api", "trunk").await.unwrap();
-    assert!(store.create_project(&bob.id, "web", "main").await.unwrap_err().is_already_exists());
-    assert!(store.create_project("ghost", "orphan", "main").await.unwrap_err().is_not_found());
+    let web = store
+        .create_project(&alice.id, "web", "main")
+        .await
+        .unwrap();
+    let api = store
+        .create_project(&alice.id, "api", "trunk")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .create_project(&bob.id, "web", "main")
+            .await
+            .unwrap_err()
+            .is_already_exists()
+    );
+    assert!(
+        store
+            .create_project("ghost", "orphan", "main")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 
     assert_eq!(store.get_project(&alice.id, "web").await.unwrap(), web);
     assert_eq!(store.get_project(&alice.id, &web.id).await.unwrap(), web);
@@ -228,7 +306,13 @@ async fn projects_names_and_visibility(db: TestDb) {
 
     store.delete_project(&api.id).await.unwrap();
     assert!(store.find_project("api").await.unwrap_err().is_not_found());
-    assert!(store.delete_project(&api.id).await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .delete_project(&api.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 }
 
 async fn secrets_upsert_list_delete_and_version(db: TestDb) {
@@ -236,11 +320,20 @@ async fn secrets_upsert_list_delete_and_version(db: TestDb) {
     let (_, project) = account_and_project(store, "web").await;
     assert_eq!(store.secrets_version(&project.id).await.unwrap(), 0);
 
-    let (meta, v1) = store.put_secret(&project.id, "API_KEY", b"n1", b"c1").await.unwrap();
+    let (meta, v1) = store
+        .put_secret(&project.id, "API_KEY", b"n1", b"c1")
+        .await
+        .unwrap();
     assert_eq!(v1, 1);
     assert_eq!(meta.name, "API_KEY");
-    let (_, v2) = store.put_secret(&project.id, "DB_URL", b"n2", b"c2").await.unwrap();
-    let (updated, v3) = store.put_secret(&project.id, "API_KEY", b"n3", b"c3").await.unwrap();
+    let (_, v2) = store
+        .put_secret(&project.id, "DB_URL", b"n2", b"c2")
+        .await
+        .unwrap();
+    let (updated, v3) = store
+        .put_secret(&project.id, "API_KEY", b"n3", b"c3")
+        .await
+        .unwrap();
     assert_eq!((v2, v3), (2, 3));
     assert_eq!(updated.created_ms, meta.created_ms);
     assert!(updated.updated_ms >= meta.updated_ms);
@@ -261,14 +354,32 @@ async fn secrets_upsert_list_delete_and_version(db: TestDb) {
 
     let (gone, v4) = store.delete_secret(&project.id, "DB_URL").await.unwrap();
     assert_eq!((gone.name.as_str(), v4), ("DB_URL", 4));
-    assert!(store.delete_secret(&project.id, "DB_URL").await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .delete_secret(&project.id, "DB_URL")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     assert_eq!(store.secrets_version(&project.id).await.unwrap(), 4);
     store.delete_secret(&project.id, "API_KEY").await.unwrap();
     let empty = store.load_secrets(&project.id).await.unwrap();
     assert_eq!((empty.version, empty.secrets.len()), (5, 0));
 
-    assert!(store.put_secret("ghost", "X", b"n", b"c").await.unwrap_err().is_not_found());
-    assert!(store.load_secrets("ghost").await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .put_secret("ghost", "X", b"n", b"c")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        store
+            .load_secrets("ghost")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 }
 
 async fn sessions_idempotency_key(db: TestDb) {
@@ -313,12 +424,24 @@ async fn sessions_idempotency_key(db: TestDb) {
         id: Some(a.id.clone()),
         ..plain.clone()
     };
-    assert!(store.create_session(&taken).await.unwrap_err().is_already_exists());
+    assert!(
+        store
+            .create_session(&taken)
+            .await
+            .unwrap_err()
+            .is_already_exists()
+    );
     let orphan = NewSession {
         project_id: "ghost".into(),
         ..plain
     };
-    assert!(store.create_session(&orphan).await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .create_session(&orphan)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     assert_eq!(store.list_sessions(&project.id, 0).await.unwrap().len(), 3);
 }
 
@@ -339,11 +462,26 @@ async fn sessions_conditional_transitions(db: TestDb) {
     let started = running.started_ms.unwrap();
     assert!(running.ended_ms.is_none());
 
-    assert!(!store.transition_session(&s.id, &[Provisioning], Failed, Some("x")).await.unwrap());
-    assert!(store.transition_session(&s.id, &[Running], Stopping, None).await.unwrap());
+    assert!(
+        !store
+            .transition_session(&s.id, &[Provisioning], Failed, Some("x"))
+            .await
+            .unwrap()
+    );
     assert!(
         store
-            .transition_session(&s.id, &[Running, Stopping], Failed, Some("opencode crashed 5 times"))
+            .transition_session(&s.id, &[Running], Stopping, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .transition_session(
+                &s.id,
+                &[Running, Stopping],
+                Failed,
+                Some("opencode crashed 5 times")
+            )
             .await
             .unwrap()
     );
@@ -352,16 +490,38 @@ async fn sessions_conditional_transitions(db: TestDb) {
     assert_eq!(failed.failure_reason, "opencode crashed 5 times");
     assert_eq!(failed.started_ms, Some(started));
     assert!(failed.ended_ms.is_some());
-    assert!(!store.transition_session(&s.id, &ACTIVE_OR_NOTHING, Running, None).await.unwrap());
-    assert!(!store.transition_session("ghost", &[Provisioning], Running, None).await.unwrap());
+    assert!(
+        !store
+            .transition_session(&s.id, &ACTIVE_OR_NOTHING, Running, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition_session("ghost", &[Provisioning], Running, None)
+            .await
+            .unwrap()
+    );
 
     assert!(store.mark_prompt_delivered(&s.id).await.unwrap());
     assert!(!store.mark_prompt_delivered(&s.id).await.unwrap());
     store.set_session_head(&s.id, "abc123").await.unwrap();
-    store.set_session_exit_status(&s.id, "exit 0").await.unwrap();
+    store
+        .set_session_exit_status(&s.id, "exit 0")
+        .await
+        .unwrap();
     let s2 = store.get_session(&s.id).await.unwrap();
-    assert_eq!((s2.head_sha.as_str(), s2.exit_status.as_deref()), ("abc123", Some("exit 0")));
-    assert!(store.set_session_head("ghost", "x").await.unwrap_err().is_not_found());
+    assert_eq!(
+        (s2.head_sha.as_str(), s2.exit_status.as_deref()),
+        ("abc123", Some("exit 0"))
+    );
+    assert!(
+        store
+            .set_session_head("ghost", "x")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 }
 
 const ACTIVE_OR_NOTHING: [SessionStatus; 3] = SessionStatus::ACTIVE;
@@ -375,39 +535,140 @@ async fn sessions_sweeps_heartbeats_and_delete(db: TestDb) {
     let live = session_in(store, &project).await;
     let quiet = session_in(store, &project).await;
     for s in [&live, &quiet] {
-        assert!(store.transition_session(&s.id, &[Provisioning], Running, None).await.unwrap());
+        assert!(
+            store
+                .transition_session(&s.id, &[Provisioning], Running, None)
+                .await
+                .unwrap()
+        );
     }
     let now = now_ms();
-    assert!(store.record_heartbeat(&live.id, 5, now + 10_000).await.unwrap());
-    assert!(store.record_heartbeat(&quiet.id, 600_000, now - 120_000).await.unwrap());
-    assert!(!store.record_heartbeat(&provisioning.id, 0, now).await.unwrap());
+    assert!(
+        store
+            .record_heartbeat(&live.id, 5, now + 10_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_heartbeat(&quiet.id, 600_000, now - 120_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_heartbeat(&provisioning.id, 0, now)
+            .await
+            .unwrap()
+    );
 
-    let stale_prov = store.stale_provisioning_sessions(now + 1, 10).await.unwrap();
-    assert_eq!(ids(&stale_prov), [provisioning.id.clone()]);
-    assert!(store.stale_provisioning_sessions(0, 10).await.unwrap().is_empty());
-    let stale_run = store.stale_running_sessions(now - 60_000, 10).await.unwrap();
-    assert_eq!(ids(&stale_run), [quiet.id.clone()]);
+    let stale_prov = store
+        .stale_provisioning_sessions(now + 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&stale_prov), std::slice::from_ref(&provisioning.id));
+    assert!(
+        store
+            .stale_provisioning_sessions(0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stale_run = store
+        .stale_running_sessions(now - 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&stale_run), std::slice::from_ref(&quiet.id));
     let idle = store.idle_running_sessions(300_000, 10).await.unwrap();
-    assert_eq!(ids(&idle), [quiet.id.clone()]);
+    assert_eq!(ids(&idle), std::slice::from_ref(&quiet.id));
     let running = store.list_sessions_in_status(&[Running], 10).await.unwrap();
     assert_eq!(running.len(), 2);
-    assert_eq!(store.list_sessions_in_status(&[Running, Provisioning], 10).await.unwrap().len(), 3);
-    assert_eq!(store.list_sessions_in_status(&[Running], 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .list_sessions_in_status(&[Running, Provisioning], 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        store
+            .list_sessions_in_status(&[Running], 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Scoped reads.
-    assert_eq!(store.get_session_for_account(&alice.id, &live.id).await.unwrap().id, live.id);
-    assert!(store.get_session_for_account(&bob.id, &live.id).await.unwrap_err().is_not_found());
-    assert_eq!(store.list_sessions_for_account(&alice.id, 0).await.unwrap().len(), 3);
-    assert!(store.list_sessions_for_account(&bob.id, 0).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .get_session_for_account(&alice.id, &live.id)
+            .await
+            .unwrap()
+            .id,
+        live.id
+    );
+    assert!(
+        store
+            .get_session_for_account(&bob.id, &live.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert_eq!(
+        store
+            .list_sessions_for_account(&alice.id, 0)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(
+        store
+            .list_sessions_for_account(&bob.id, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A live session can't be deleted; a stopped one goes with its records.
-    assert!(matches!(store.delete_session(&live.id).await, Err(Error::Invalid { .. })));
-    store.insert_records(&live.id, &[rec(1), rec(2)]).await.unwrap();
-    assert!(store.transition_session(&live.id, &[Running], Stopped, None).await.unwrap());
+    assert!(matches!(
+        store.delete_session(&live.id).await,
+        Err(Error::Invalid { .. })
+    ));
+    store
+        .insert_records(&live.id, &[rec(1), rec(2)])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .transition_session(&live.id, &[Running], Stopped, None)
+            .await
+            .unwrap()
+    );
     assert_eq!(store.delete_session(&live.id).await.unwrap().id, live.id);
-    assert!(store.get_session(&live.id).await.unwrap_err().is_not_found());
-    assert!(store.read_records(&live.id, 0, 10).await.unwrap().is_empty());
-    assert!(store.delete_session(&live.id).await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .get_session(&live.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        store
+            .read_records(&live.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .delete_session(&live.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 }
 
 fn ids(sessions: &[Session]) -> Vec<String> {
@@ -426,12 +687,21 @@ async fn records_dedup(db: TestDb) {
     assert_eq!(store.insert_records(&s.id, &second).await.unwrap(), 15);
     let all = store.read_records(&s.id, 0, 100).await.unwrap();
     assert_eq!(all.len(), 15);
-    assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=15).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=15).collect::<Vec<_>>()
+    );
     assert_eq!(all[4], rec(5));
     assert_eq!(store.max_seq(&s.id).await.unwrap(), 15);
     assert_eq!(store.acked_seq(&s.id).await.unwrap(), 15);
     // Duplicates inside one batch are fine too.
-    assert_eq!(store.insert_records(&s.id, &[rec(16), rec(16)]).await.unwrap(), 16);
+    assert_eq!(
+        store
+            .insert_records(&s.id, &[rec(16), rec(16)])
+            .await
+            .unwrap(),
+        16
+    );
     // Replaying everything changes nothing.
     assert_eq!(store.insert_records(&s.id, &first).await.unwrap(), 16);
     assert_eq!(store.insert_records(&s.id, &[]).await.unwrap(), 16);
@@ -450,11 +720,26 @@ async fn records_gaps(db: TestDb) {
 
     // Nothing contiguous from the start.
     let t = session_in(store, &project).await;
-    assert_eq!(store.insert_records(&t.id, &[rec(2), rec(3)]).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .insert_records(&t.id, &[rec(2), rec(3)])
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(store.insert_records(&t.id, &[rec(1)]).await.unwrap(), 3);
 
-    assert!(matches!(store.insert_records(&t.id, &[rec(0)]).await, Err(Error::Invalid { .. })));
-    assert!(store.insert_records("ghost", &[rec(1)]).await.unwrap_err().is_not_found());
+    assert!(matches!(
+        store.insert_records(&t.id, &[rec(0)]).await,
+        Err(Error::Invalid { .. })
+    ));
+    assert!(
+        store
+            .insert_records("ghost", &[rec(1)])
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     assert!(store.acked_seq("ghost").await.unwrap_err().is_not_found());
 }
 
@@ -477,7 +762,13 @@ async fn records_large_batches_and_reads(db: TestDb) {
     assert_eq!(page[49].seq, 1049);
     let tail = store.read_records(&s.id, 1200, 1000).await.unwrap();
     assert_eq!(tail.len(), 35);
-    assert!(store.read_records(&s.id, 5000, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .read_records(&s.id, 5000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn change_request_numbers_under_concurrency(db: TestDb) {
@@ -495,7 +786,9 @@ async fn change_request_numbers_under_concurrency(db: TestDb) {
             author_account_id: account.id.clone(),
             ..NewChangeRequest::default()
         };
-        tasks.push(tokio::spawn(async move { store.open_change_request(&new).await }));
+        tasks.push(tokio::spawn(async move {
+            store.open_change_request(&new).await
+        }));
     }
     let mut numbers = BTreeSet::new();
     for t in tasks {
@@ -540,12 +833,33 @@ async fn change_request_states_and_paging(db: TestDb) {
     // One open CR per head branch.
     let mut dup = new(9);
     dup.head_branch = "b1".into();
-    assert!(store.open_change_request(&dup).await.unwrap_err().is_already_exists());
-    assert!(store.open_change_request(&NewChangeRequest { project_id: "ghost".into(), ..new(7) }).await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .open_change_request(&dup)
+            .await
+            .unwrap_err()
+            .is_already_exists()
+    );
+    assert!(
+        store
+            .open_change_request(&NewChangeRequest {
+                project_id: "ghost".into(),
+                ..new(7)
+            })
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 
     let cr1 = store.get_change_request(&project.id, 1).await.unwrap();
     assert_eq!(cr1.session_id.as_deref(), Some(session.id.as_str()));
-    assert!(store.get_change_request(&project.id, 99).await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .get_change_request(&project.id, 99)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 
     assert!(store.close_change_request(&project.id, 2).await.unwrap());
     assert!(!store.close_change_request(&project.id, 2).await.unwrap());
@@ -554,12 +868,23 @@ async fn change_request_states_and_paging(db: TestDb) {
     b2.title = "again".into();
     let six = store.open_change_request(&b2).await.unwrap();
     assert_eq!(six.number, 6);
-    assert!(store.reopen_change_request(&project.id, 2).await.unwrap_err().is_already_exists());
+    assert!(
+        store
+            .reopen_change_request(&project.id, 2)
+            .await
+            .unwrap_err()
+            .is_already_exists()
+    );
     assert!(store.close_change_request(&project.id, 6).await.unwrap());
     assert!(store.reopen_change_request(&project.id, 2).await.unwrap());
     assert!(!store.reopen_change_request(&project.id, 2).await.unwrap());
 
-    assert!(store.update_change_request_shas(&project.id, 3, "h2", "b2", "m2").await.unwrap());
+    assert!(
+        store
+            .update_change_request_shas(&project.id, 3, "h2", "b2", "m2")
+            .await
+            .unwrap()
+    );
     let merged = MergedChangeRequest {
         head_sha: "h3".into(),
         base_sha: "b3".into(),
@@ -573,36 +898,147 @@ async fn change_request_states_and_paging(db: TestDb) {
     );
     assert!(m1.unwrap() ^ m2.unwrap());
     let cr3 = store.get_change_request(&project.id, 3).await.unwrap();
-    assert_eq!((cr3.state, cr3.merge_commit.as_str()), (CrState::Merged, "c3"));
+    assert_eq!(
+        (cr3.state, cr3.merge_commit.as_str()),
+        (CrState::Merged, "c3")
+    );
     assert!(cr3.merged_ms.is_some());
-    assert_eq!(store.merged_diff(&project.id, 3).await.unwrap().as_deref(), Some("diff --git a/x b/x"));
+    assert_eq!(
+        store.merged_diff(&project.id, 3).await.unwrap().as_deref(),
+        Some("diff --git a/x b/x")
+    );
     assert_eq!(store.merged_diff(&project.id, 1).await.unwrap(), None);
     assert!(!store.close_change_request(&project.id, 3).await.unwrap());
     assert!(!store.reopen_change_request(&project.id, 3).await.unwrap());
-    assert!(!store.update_change_request_shas(&project.id, 3, "x", "y", "z").await.unwrap());
-    assert!(store.find_open_change_request(&project.id, "b3").await.unwrap().is_none());
-    assert_eq!(store.find_open_change_request(&project.id, "b4").await.unwrap().unwrap().number, 4);
+    assert!(
+        !store
+            .update_change_request_shas(&project.id, 3, "x", "y", "z")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .find_open_change_request(&project.id, "b3")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .find_open_change_request(&project.id, "b4")
+            .await
+            .unwrap()
+            .unwrap()
+            .number,
+        4
+    );
 
     let numbers = |crs: Vec<ChangeRequest>| crs.into_iter().map(|c| c.number).collect::<Vec<_>>();
     let all = CrListQuery::default();
-    assert_eq!(numbers(store.list_change_requests(&project.id, &all).await.unwrap()), [1, 2, 3, 4, 5, 6]);
-    let open = CrListQuery { state: Some(CrState::Open), limit: 2, ..CrListQuery::default() };
-    assert_eq!(numbers(store.list_change_requests(&project.id, &open).await.unwrap()), [1, 2]);
-    let next = CrListQuery { after_number: Some(2), ..open.clone() };
-    assert_eq!(numbers(store.list_change_requests(&project.id, &next).await.unwrap()), [4, 5]);
-    let last = CrListQuery { after_number: Some(5), ..open.clone() };
-    assert!(store.list_change_requests(&project.id, &last).await.unwrap().is_empty());
-    let newest = CrListQuery { newest_first: true, limit: 2, ..CrListQuery::default() };
-    assert_eq!(numbers(store.list_change_requests(&project.id, &newest).await.unwrap()), [6, 5]);
-    let older = CrListQuery { after_number: Some(5), ..newest };
-    assert_eq!(numbers(store.list_change_requests(&project.id, &older).await.unwrap()), [4, 3]);
-    let merged_only = CrListQuery { state: Some(CrState::Merged), ..CrListQuery::default() };
-    assert_eq!(numbers(store.list_change_requests(&project.id, &merged_only).await.unwrap()), [3]);
+    assert_eq!(
+        numbers(store.list_change_requests(&project.id, &all).await.unwrap()),
+        [1, 2, 3, 4, 5, 6]
+    );
+    let open = CrListQuery {
+        state: Some(CrState::Open),
+        limit: 2,
+        ..CrListQuery::default()
+    };
+    assert_eq!(
+        numbers(
+            store
+                .list_change_requests(&project.id, &open)
+                .await
+                .unwrap()
+        ),
+        [1, 2]
+    );
+    let next = CrListQuery {
+        after_number: Some(2),
+        ..open.clone()
+    };
+    assert_eq!(
+        numbers(
+            store
+                .list_change_requests(&project.id, &next)
+                .await
+                .unwrap()
+        ),
+        [4, 5]
+    );
+    let last = CrListQuery {
+        after_number: Some(5),
+        ..open.clone()
+    };
+    assert!(
+        store
+            .list_change_requests(&project.id, &last)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let newest = CrListQuery {
+        newest_first: true,
+        limit: 2,
+        ..CrListQuery::default()
+    };
+    assert_eq!(
+        numbers(
+            store
+                .list_change_requests(&project.id, &newest)
+                .await
+                .unwrap()
+        ),
+        [6, 5]
+    );
+    let older = CrListQuery {
+        after_number: Some(5),
+        ..newest
+    };
+    assert_eq!(
+        numbers(
+            store
+                .list_change_requests(&project.id, &older)
+                .await
+                .unwrap()
+        ),
+        [4, 3]
+    );
+    let merged_only = CrListQuery {
+        state: Some(CrState::Merged),
+        ..CrListQuery::default()
+    };
+    assert_eq!(
+        numbers(
+            store
+                .list_change_requests(&project.id, &merged_only)
+                .await
+                .unwrap()
+        ),
+        [3]
+    );
 
     // Deleting the session keeps its CR.
-    assert!(store.transition_session(&session.id, &[SessionStatus::Provisioning], SessionStatus::Stopped, None).await.unwrap());
+    assert!(
+        store
+            .transition_session(
+                &session.id,
+                &[SessionStatus::Provisioning],
+                SessionStatus::Stopped,
+                None
+            )
+            .await
+            .unwrap()
+    );
     store.delete_session(&session.id).await.unwrap();
-    assert_eq!(store.get_change_request(&project.id, 1).await.unwrap().session_id, None);
+    assert_eq!(
+        store
+            .get_change_request(&project.id, 1)
+            .await
+            .unwrap()
+            .session_id,
+        None
+    );
 }
 
 async fn firing_claimed_exactly_once(db: TestDb) {
@@ -632,18 +1068,49 @@ async fn firing_claimed_exactly_once(db: TestDb) {
     }
     assert_eq!(claimed.len(), 1, "exactly one claimer");
     assert_eq!(already.len(), 11);
-    assert!(already.iter().all(|f| f.id == claimed[0] && f.outcome == FiringOutcome::Pending));
+    assert!(
+        already
+            .iter()
+            .all(|f| f.id == claimed[0] && f.outcome == FiringOutcome::Pending)
+    );
     assert_eq!(already[0].scheduled_ms, Some(1_700_000_000_000));
 
     // A different key of the same trigger, or the same key of another trigger, is new.
-    let other_key = NewFiring { firing_key: "cron:1700000060".into(), ..new.clone() };
-    assert!(matches!(store.claim_firing(&other_key).await.unwrap(), Claim::Claimed(_)));
-    let other_slug = NewFiring { trigger_slug: "hourly".into(), ..new.clone() };
-    assert!(matches!(store.claim_firing(&other_slug).await.unwrap(), Claim::Claimed(_)));
-    let orphan = NewFiring { project_id: "ghost".into(), ..new.clone() };
-    assert!(store.claim_firing(&orphan).await.unwrap_err().is_not_found());
-    let empty = NewFiring { firing_key: String::new(), ..new };
-    assert!(matches!(store.claim_firing(&empty).await, Err(Error::Invalid { .. })));
+    let other_key = NewFiring {
+        firing_key: "cron:1700000060".into(),
+        ..new.clone()
+    };
+    assert!(matches!(
+        store.claim_firing(&other_key).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    let other_slug = NewFiring {
+        trigger_slug: "hourly".into(),
+        ..new.clone()
+    };
+    assert!(matches!(
+        store.claim_firing(&other_slug).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    let orphan = NewFiring {
+        project_id: "ghost".into(),
+        ..new.clone()
+    };
+    assert!(
+        store
+            .claim_firing(&orphan)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    let empty = NewFiring {
+        firing_key: String::new(),
+        ..new
+    };
+    assert!(matches!(
+        store.claim_firing(&empty).await,
+        Err(Error::Invalid { .. })
+    ));
 }
 
 async fn firing_completion_and_listing(db: TestDb) {
@@ -658,51 +1125,117 @@ async fn firing_completion_and_listing(db: TestDb) {
         scheduled_ms: None,
         catch_up: true,
     };
-    let Claim::Claimed(a) = store.claim_firing(&fire("nightly", "k1", 100)).await.unwrap() else {
+    let Claim::Claimed(a) = store
+        .claim_firing(&fire("nightly", "k1", 100))
+        .await
+        .unwrap()
+    else {
         panic!("fresh key not claimed")
     };
-    let Claim::Claimed(b) = store.claim_firing(&fire("nightly", "k2", 200)).await.unwrap() else {
+    let Claim::Claimed(b) = store
+        .claim_firing(&fire("nightly", "k2", 200))
+        .await
+        .unwrap()
+    else {
         panic!("fresh key not claimed")
     };
-    let Claim::Claimed(_c) = store.claim_firing(&fire("hook", "delivery:1", 150)).await.unwrap() else {
+    let Claim::Claimed(_c) = store
+        .claim_firing(&fire("hook", "delivery:1", 150))
+        .await
+        .unwrap()
+    else {
         panic!("fresh key not claimed")
     };
-    assert!(store.complete_firing(&a, FiringOutcome::Started, Some(&session.id), None).await.unwrap());
-    assert!(!store.complete_firing(&a, FiringOutcome::Failed, None, Some("late")).await.unwrap());
-    assert!(store.complete_firing(&b, FiringOutcome::Failed, None, Some("no template")).await.unwrap());
+    assert!(
+        store
+            .complete_firing(&a, FiringOutcome::Started, Some(&session.id), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete_firing(&a, FiringOutcome::Failed, None, Some("late"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .complete_firing(&b, FiringOutcome::Failed, None, Some("no template"))
+            .await
+            .unwrap()
+    );
 
     let fa = store.get_firing(&a).await.unwrap();
-    assert_eq!((fa.outcome, fa.session_id.as_deref()), (FiringOutcome::Started, Some(session.id.as_str())));
+    assert_eq!(
+        (fa.outcome, fa.session_id.as_deref()),
+        (FiringOutcome::Started, Some(session.id.as_str()))
+    );
     assert!(fa.catch_up);
-    let last = store.last_firing(&project.id, "nightly").await.unwrap().unwrap();
-    assert_eq!((last.id.as_str(), last.error.as_deref()), (b.as_str(), Some("no template")));
-    assert!(store.last_firing(&project.id, "never").await.unwrap().is_none());
+    let last = store
+        .last_firing(&project.id, "nightly")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (last.id.as_str(), last.error.as_deref()),
+        (b.as_str(), Some("no template"))
+    );
+    assert!(
+        store
+            .last_firing(&project.id, "never")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let all = store.list_firings(&project.id, None, 10).await.unwrap();
-    assert_eq!(all.iter().map(|f| f.fired_ms).collect::<Vec<_>>(), [200, 150, 100]);
-    let nightly = store.list_firings(&project.id, Some("nightly"), 1).await.unwrap();
+    assert_eq!(
+        all.iter().map(|f| f.fired_ms).collect::<Vec<_>>(),
+        [200, 150, 100]
+    );
+    let nightly = store
+        .list_firings(&project.id, Some("nightly"), 1)
+        .await
+        .unwrap();
     assert_eq!(nightly.len(), 1);
     assert_eq!(nightly[0].id, b);
     let stale = store.stale_pending_firings(1_000, 10).await.unwrap();
     assert_eq!(stale.len(), 1);
     assert_eq!(stale[0].trigger_slug, "hook");
-    assert!(store.stale_pending_firings(100, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .stale_pending_firings(100, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn bootstrap_tokens_single_use_and_expiry(db: TestDb) {
     let store = &db.store;
     let (_, project) = account_and_project(store, "web").await;
     let s = session_in(store, &project).await;
-    store.create_bootstrap_token("boot-1", &s.id, 10_000).await.unwrap();
-    store.create_bootstrap_token("boot-2", &s.id, 10_000).await.unwrap();
+    store
+        .create_bootstrap_token("boot-1", &s.id, 10_000)
+        .await
+        .unwrap();
+    store
+        .create_bootstrap_token("boot-2", &s.id, 10_000)
+        .await
+        .unwrap();
 
     // Racing consumers: exactly one wins, the rest are told it was used.
-    let results = futures::future::join_all((0..8).map(|_| store.consume_bootstrap_token("boot-1", 5_000))).await;
+    let results =
+        futures::future::join_all((0..8).map(|_| store.consume_bootstrap_token("boot-1", 5_000)))
+            .await;
     let wins: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(wins, [&s.id]);
     for r in &results {
         if let Err(e) = r {
-            assert!(matches!(e, Error::BootstrapToken(BootstrapRejection::Used)), "{e}");
+            assert!(
+                matches!(e, Error::BootstrapToken(BootstrapRejection::Used)),
+                "{e}"
+            );
         }
     }
     assert!(matches!(
@@ -714,7 +1247,13 @@ async fn bootstrap_tokens_single_use_and_expiry(db: TestDb) {
         Err(Error::BootstrapToken(BootstrapRejection::Unknown))
     ));
     // Before its expiry the second token still works.
-    assert_eq!(store.consume_bootstrap_token("boot-2", 9_999).await.unwrap(), s.id);
+    assert_eq!(
+        store
+            .consume_bootstrap_token("boot-2", 9_999)
+            .await
+            .unwrap(),
+        s.id
+    );
 }
 
 async fn certs_and_git_tokens(db: TestDb) {
@@ -722,9 +1261,18 @@ async fn certs_and_git_tokens(db: TestDb) {
     let (_, project) = account_and_project(store, "web").await;
     let s = session_in(store, &project).await;
     let t = session_in(store, &project).await;
-    store.record_issued_cert("01ab", &s.id, 50_000).await.unwrap();
-    store.record_issued_cert("02cd", &s.id, 60_000).await.unwrap();
-    store.record_issued_cert("03ef", &t.id, 60_000).await.unwrap();
+    store
+        .record_issued_cert("01ab", &s.id, 50_000)
+        .await
+        .unwrap();
+    store
+        .record_issued_cert("02cd", &s.id, 60_000)
+        .await
+        .unwrap();
+    store
+        .record_issued_cert("03ef", &t.id, 60_000)
+        .await
+        .unwrap();
     assert!(!store.is_cert_revoked("01ab").await.unwrap());
     assert!(store.is_cert_revoked("unknown").await.unwrap());
     assert_eq!(store.revoke_session_certs(&s.id, 1_000).await.unwrap(), 2);
@@ -732,21 +1280,126 @@ async fn certs_and_git_tokens(db: TestDb) {
     assert!(store.is_cert_revoked("01ab").await.unwrap());
     assert!(store.is_cert_revoked("02cd").await.unwrap());
     assert!(!store.is_cert_revoked("03ef").await.unwrap());
-    assert_eq!(store.get_issued_cert("01ab").await.unwrap().revoked_ms, Some(1_000));
+    assert_eq!(
+        store.get_issued_cert("01ab").await.unwrap().revoked_ms,
+        Some(1_000)
+    );
 
-    store.create_git_token("git-1", &s.id, &project.id, &s.id, 10_000).await.unwrap();
-    store.create_git_token("git-2", &t.id, &project.id, &t.id, 10_000).await.unwrap();
+    store
+        .create_git_token("git-1", &s.id, &project.id, &s.id, 10_000)
+        .await
+        .unwrap();
+    store
+        .create_git_token("git-2", &t.id, &project.id, &t.id, 10_000)
+        .await
+        .unwrap();
     let tok = store.lookup_git_token("git-1", 9_999).await.unwrap();
-    assert_eq!((tok.session_id.as_str(), tok.project_id.as_str(), tok.branch.as_str()), (s.id.as_str(), project.id.as_str(), s.id.as_str()));
-    assert!(store.lookup_git_token("git-1", 10_000).await.unwrap_err().is_not_found());
-    assert!(store.lookup_git_token("nope", 0).await.unwrap_err().is_not_found());
+    assert_eq!(
+        (
+            tok.session_id.as_str(),
+            tok.project_id.as_str(),
+            tok.branch.as_str()
+        ),
+        (s.id.as_str(), project.id.as_str(), s.id.as_str())
+    );
+    assert!(
+        store
+            .lookup_git_token("git-1", 10_000)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        store
+            .lookup_git_token("nope", 0)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     assert_eq!(store.revoke_session_git_tokens(&s.id).await.unwrap(), 1);
-    assert!(store.lookup_git_token("git-1", 0).await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .lookup_git_token("git-1", 0)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     assert!(store.lookup_git_token("git-2", 0).await.is_ok());
 
-    store.create_bootstrap_token("boot", &t.id, 5_000).await.unwrap();
+    store
+        .create_bootstrap_token("boot", &t.id, 5_000)
+        .await
+        .unwrap();
     // git-2 (10s), boot (5s), and certs 01ab (50s) expire before 55s.
     assert_eq!(store.purge_expired_credentials(55_000).await.unwrap(), 3);
-    assert!(store.lookup_git_token("git-2", 0).await.unwrap_err().is_not_found());
+    assert!(
+        store
+            .lookup_git_token("git-2", 0)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     assert!(!store.is_cert_revoked("03ef").await.unwrap());
+}
+
+/// Record ingest throughput: 200 batches of 500 small records into one session, the shape of
+/// an agent streaming. Run in release:
+/// `cargo test --release -p kortix-controlplane --lib store::tests::records_throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run in release with --ignored --nocapture"]
+async fn records_throughput() {
+    async fn measure(db: TestDb) {
+        let store = &db.store;
+        let (_, project) = account_and_project(store, "bench").await;
+        let s = session_in(store, &project).await;
+        const BATCH: i64 = 500;
+        const BATCHES: i64 = 200;
+        let batches: Vec<Vec<RecordRow>> = (0..BATCHES)
+            .map(|b| {
+                (1..=BATCH)
+                    .map(|i| {
+                        let seq = b * BATCH + i;
+                        RecordRow {
+                            seq,
+                            ts_ms: 1_700_000_000_000 + seq,
+                            kind: "log".into(),
+                            body: format!("{{\"stream\":1,\"line\":\"output line number {seq}\"}}")
+                                .into_bytes(),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        for batch in &batches {
+            store.insert_records(&s.id, batch).await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        let total = (BATCH * BATCHES) as f64;
+        assert_eq!(store.acked_seq(&s.id).await.unwrap(), BATCH * BATCHES);
+        eprintln!(
+            "records_throughput ({}): {} records in {:.3}s = {:.0} records/s",
+            store.kind(),
+            total,
+            elapsed.as_secs_f64(),
+            total / elapsed.as_secs_f64()
+        );
+    }
+    run_sqlite(measure).await;
+    // The same with synchronous=NORMAL, to show what the per-commit fsync costs.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kortix.db");
+    let options = StoreOptions {
+        sqlite_sync_full: false,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_sqlite(&path, options).await.unwrap();
+    eprint!("synchronous=NORMAL: ");
+    measure(TestDb {
+        store: store.clone(),
+        target: Target::Sqlite(path),
+    })
+    .await;
+    store.close().await;
+    run_postgres(measure).await;
 }

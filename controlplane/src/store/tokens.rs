@@ -1,7 +1,9 @@
 //! People's bearer tokens. Only the SHA-256 of a token is stored; the token itself is shown
 //! once, when created.
 
-use super::{Account, DbContext, Error, Result, Store, is_unique_violation, new_id, now_ms, with_pool};
+use super::{
+    Account, DbContext, Error, Result, Store, is_unique_violation, new_id, now_ms, with_pool,
+};
 
 /// `last_used_ms` is refreshed at most this often, so authentication isn't a write per call.
 const LAST_USED_RESOLUTION_MS: i64 = 60_000;
@@ -84,7 +86,11 @@ impl Store {
 
     /// Resolves a token hash to its account and token. Unknown and revoked tokens are both
     /// [`Error::NotFound`], so a caller can't tell them apart. Refreshes `last_used_ms`.
-    pub async fn lookup_api_token(&self, token_hash: &str, now_ms: i64) -> Result<(Account, ApiToken)> {
+    pub async fn lookup_api_token(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<(Account, ApiToken)> {
         let found = with_pool!(self, |pool| {
             sqlx::query_as::<_, TokenWithAccount>(
                 "SELECT t.id, t.account_id, t.name, t.created_ms, t.last_used_ms, t.revoked_ms,
@@ -154,7 +160,12 @@ impl Store {
 
     /// Revokes one of the account's tokens. Another account's token is [`Error::NotFound`].
     /// Revoking twice keeps the first revocation time.
-    pub async fn revoke_api_token(&self, account_id: &str, token_id: &str, now_ms: i64) -> Result<ApiToken> {
+    pub async fn revoke_api_token(
+        &self,
+        account_id: &str,
+        token_id: &str,
+        now_ms: i64,
+    ) -> Result<ApiToken> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, ApiToken>(concat!(
                 "UPDATE api_tokens SET revoked_ms = COALESCE(revoked_ms, $3)

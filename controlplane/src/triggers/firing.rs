@@ -250,7 +250,9 @@ fn format_in_timezone(at: DateTime<Utc>, trigger: &Trigger) -> String {
         TriggerKind::Webhook => None,
     };
     match tz {
-        Some(tz) => at.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, true),
+        Some(tz) => at
+            .with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::Secs, true),
         None => at.to_rfc3339_opts(SecondsFormat::Secs, true),
     }
 }

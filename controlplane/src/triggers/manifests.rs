@@ -25,7 +25,9 @@ pub struct ProjectManifest {
 
 impl ProjectManifest {
     pub fn triggers(&self) -> &[Trigger] {
-        self.manifest.as_ref().map_or(&[], |m| m.triggers.as_slice())
+        self.manifest
+            .as_ref()
+            .map_or(&[], |m| m.triggers.as_slice())
     }
 
     pub fn trigger(&self, slug: &str) -> Option<&Trigger> {

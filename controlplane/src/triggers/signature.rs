@@ -71,26 +71,63 @@ mod tests {
     fn rejects_wrong_truncated_and_malformed() {
         let good = sign(b"k", b"body");
         assert_eq!(verify(b"k", b"body", &good), Ok(()));
-        assert_eq!(verify(b"other", b"body", &good), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(b"other", b"body", &good),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(verify(b"k", b"body!", &good), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"k", b"body", &good[..good.len() - 2]), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"k", b"body", "sha256="), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"k", b"body", &format!("{good}00")), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"k", b"body", &good[PREFIX.len()..]), Err(SignatureError::Malformed));
-        assert_eq!(verify(b"k", b"body", "sha1=abcd"), Err(SignatureError::Malformed));
-        assert_eq!(verify(b"k", b"body", "sha256=xyz"), Err(SignatureError::Malformed));
-        assert_eq!(verify(b"k", b"body", "sha256=abc"), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify(b"k", b"body", &good[..good.len() - 2]),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"k", b"body", "sha256="),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"k", b"body", &format!("{good}00")),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"k", b"body", &good[PREFIX.len()..]),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(b"k", b"body", "sha1=abcd"),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(b"k", b"body", "sha256=xyz"),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(b"k", b"body", "sha256=abc"),
+            Err(SignatureError::Malformed)
+        );
         assert_eq!(verify(b"k", b"body", "é"), Err(SignatureError::Malformed));
-        assert_eq!(verify(b"k", b"body", &good.to_uppercase().replacen("SHA256", "sha256", 1)), Ok(()));
+        assert_eq!(
+            verify(
+                b"k",
+                b"body",
+                &good.to_uppercase().replacen("SHA256", "sha256", 1)
+            ),
+            Ok(())
+        );
     }
 
     #[test]
     fn header_precedence() {
         let mut headers = HeaderMap::new();
         assert_eq!(from_headers(&headers), Err(SignatureError::Missing));
-        headers.insert(GITHUB_SIGNATURE_HEADER, HeaderValue::from_static("sha256=aa"));
+        headers.insert(
+            GITHUB_SIGNATURE_HEADER,
+            HeaderValue::from_static("sha256=aa"),
+        );
         assert_eq!(from_headers(&headers), Ok("sha256=aa"));
-        headers.insert(KORTIX_SIGNATURE_HEADER, HeaderValue::from_static("sha256=bb"));
+        headers.insert(
+            KORTIX_SIGNATURE_HEADER,
+            HeaderValue::from_static("sha256=bb"),
+        );
         assert_eq!(from_headers(&headers), Ok("sha256=bb"));
     }
 }

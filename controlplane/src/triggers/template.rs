@@ -93,13 +93,17 @@ impl Template {
             let (content, tag_end) = if triple {
                 let end_marker = format!("}}{close_delim}");
                 let from = inner_start + 1;
-                let rel_end = src[from..]
-                    .find(end_marker.as_str())
-                    .ok_or(TemplateError::UnclosedTag {
-                        line,
-                        close: end_marker.clone(),
-                    })?;
-                (&src[from..from + rel_end], from + rel_end + end_marker.len())
+                let rel_end =
+                    src[from..]
+                        .find(end_marker.as_str())
+                        .ok_or(TemplateError::UnclosedTag {
+                            line,
+                            close: end_marker.clone(),
+                        })?;
+                (
+                    &src[from..from + rel_end],
+                    from + rel_end + end_marker.len(),
+                )
             } else {
                 let rel_end = src[inner_start..].find(close_delim.as_str()).ok_or(
                     TemplateError::UnclosedTag {
@@ -125,7 +129,9 @@ impl Template {
             // A standalone tag (alone on its line but for whitespace) takes its line with it,
             // so block tags do not leave blank lines in the prompt.
             let line_start = src[..tag_start].rfind('\n').map_or(0, |i| i + 1);
-            let rest_end = src[tag_end..].find('\n').map_or(src.len(), |i| tag_end + i + 1);
+            let rest_end = src[tag_end..]
+                .find('\n')
+                .map_or(src.len(), |i| tag_end + i + 1);
             let standalone = matches!(sigil, Some('#' | '^' | '/' | '!' | '>' | '='))
                 && line_start >= pos
                 && is_blank(&src[line_start..tag_start])
@@ -138,12 +144,11 @@ impl Template {
             match sigil {
                 Some('!') => {}
                 Some('=') => {
-                    let (open, close) = parse_delimiters(content).ok_or_else(|| {
-                        TemplateError::Delimiters {
+                    let (open, close) =
+                        parse_delimiters(content).ok_or_else(|| TemplateError::Delimiters {
                             line,
                             tag: content.to_owned(),
-                        }
-                    })?;
+                        })?;
                     open_delim = open;
                     close_delim = close;
                 }
@@ -369,7 +374,10 @@ mod tests {
             let v = "<a href=\"q\">&</a>";
             format!("{v}|{v}|{v}|{v}")
         });
-        assert_eq!(r("{{n}} {{f}} {{b}} [{{nil}}] [{{missing}}]", ctx), "3 1.5 true [] []");
+        assert_eq!(
+            r("{{n}} {{f}} {{b}} [{{nil}}] [{{missing}}]", ctx),
+            "3 1.5 true [] []"
+        );
     }
 
     #[test]
@@ -378,16 +386,25 @@ mod tests {
                          "headers": {"user_agent": "GitHub-Hookshot/1"}});
         assert_eq!(r("{{ body.a.b }}", ctx.clone()), "deep");
         assert_eq!(r("{{ body.items.0.id }}", ctx.clone()), "7");
-        assert_eq!(r("{{ body.items.1.id }}|{{ body.a.b.c }}", ctx.clone()), "|");
         assert_eq!(
-            r("Slack event from {{ headers.user_agent }}. User said: {{ body.text }}", ctx),
+            r("{{ body.items.1.id }}|{{ body.a.b.c }}", ctx.clone()),
+            "|"
+        );
+        assert_eq!(
+            r(
+                "Slack event from {{ headers.user_agent }}. User said: {{ body.text }}",
+                ctx
+            ),
             "Slack event from GitHub-Hookshot/1. User said: hi"
         );
     }
 
     #[test]
     fn objects_render_as_json() {
-        assert_eq!(r("{{ body }}", json!({"body": {"a": [1, 2]}})), r#"{"a":[1,2]}"#);
+        assert_eq!(
+            r("{{ body }}", json!({"body": {"a": [1, 2]}})),
+            r#"{"a":[1,2]}"#
+        );
     }
 
     #[test]
@@ -404,9 +421,24 @@ mod tests {
                          "no": false, "zero": 0, "blank": "", "obj": {"k": "v"}, "names": ["x", "y"]});
         assert_eq!(r("{{#items}}{{n}},{{/items}}", ctx.clone()), "a,b,");
         assert_eq!(r("{{#names}}<{{.}}>{{/names}}", ctx.clone()), "<x><y>");
-        assert_eq!(r("{{#empty}}E{{/empty}}{{^empty}}none{{/empty}}", ctx.clone()), "none");
-        assert_eq!(r("{{#yes}}Y{{/yes}}{{#no}}N{{/no}}{{^no}}!N{{/no}}", ctx.clone()), "Y!N");
-        assert_eq!(r("{{#zero}}Z{{/zero}}{{#blank}}B{{/blank}}{{#missing}}M{{/missing}}", ctx.clone()), "");
+        assert_eq!(
+            r("{{#empty}}E{{/empty}}{{^empty}}none{{/empty}}", ctx.clone()),
+            "none"
+        );
+        assert_eq!(
+            r(
+                "{{#yes}}Y{{/yes}}{{#no}}N{{/no}}{{^no}}!N{{/no}}",
+                ctx.clone()
+            ),
+            "Y!N"
+        );
+        assert_eq!(
+            r(
+                "{{#zero}}Z{{/zero}}{{#blank}}B{{/blank}}{{#missing}}M{{/missing}}",
+                ctx.clone()
+            ),
+            ""
+        );
         assert_eq!(r("{{#obj}}{{k}}{{/obj}}", ctx.clone()), "v");
         assert_eq!(r("{{^missing}}absent{{/missing}}", ctx), "absent");
     }
@@ -414,10 +446,16 @@ mod tests {
     #[test]
     fn standalone_tags_take_their_line() {
         let src = "Begin.\n{{#list}}\n- {{.}}\n{{/list}}\n  {{! a note }}\nEnd.\n";
-        assert_eq!(r(src, json!({"list": ["a", "b"]})), "Begin.\n- a\n- b\nEnd.\n");
+        assert_eq!(
+            r(src, json!({"list": ["a", "b"]})),
+            "Begin.\n- a\n- b\nEnd.\n"
+        );
         // Not standalone: other content on the line stays.
         assert_eq!(r("x {{#a}}y{{/a}} z\n", json!({"a": true})), "x y z\n");
-        assert_eq!(r("  {{#a}}\r\nin\r\n  {{/a}}\r\n", json!({"a": true})), "in\r\n");
+        assert_eq!(
+            r("  {{#a}}\r\nin\r\n  {{/a}}\r\n", json!({"a": true})),
+            "in\r\n"
+        );
     }
 
     #[test]
@@ -425,7 +463,10 @@ mod tests {
         assert_eq!(r("a{{! ignored {{ }} }}b", json!({})), "a }}b");
         assert_eq!(r("a{{!ignored}}b", json!({})), "ab");
         assert_eq!(
-            r("{{=<% %>=}}<% x %> {{x}} <%={{ }}=%>{{ x }}", json!({"x": 1})),
+            r(
+                "{{=<% %>=}}<% x %> {{x}} <%={{ }}=%>{{ x }}",
+                json!({"x": 1})
+            ),
             "1 {{x}} 1"
         );
     }
@@ -486,8 +527,22 @@ mod tests {
     #[test]
     fn arbitrary_input_never_panics() {
         let ctx = json!({"a": [1, {"b": "c"}], "d": "e"});
-        for src in ["{{", "}}", "{{{", "{{{a}}", "{{#", "{{^}}", "{{=}}", "{{= =}}", "{{&}}",
-                    "é{{a}}é", "{{#a}}{{.}}{{/a}}", "{{ # a }}x{{ / a }}", "\n{{!}}\n", "{{=| |=}}|a|"] {
+        for src in [
+            "{{",
+            "}}",
+            "{{{",
+            "{{{a}}",
+            "{{#",
+            "{{^}}",
+            "{{=}}",
+            "{{= =}}",
+            "{{&}}",
+            "é{{a}}é",
+            "{{#a}}{{.}}{{/a}}",
+            "{{ # a }}x{{ / a }}",
+            "\n{{!}}\n",
+            "{{=| |=}}|a|",
+        ] {
             let _ = render(src, &ctx);
         }
     }

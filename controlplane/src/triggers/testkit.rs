@@ -22,11 +22,18 @@ pub struct RecordingStarter {
     calls: Mutex<Vec<TriggerStart>>,
     sessions: Mutex<HashMap<String, String>>,
     refuse_with: Mutex<Option<String>>,
+    /// Held by a test to keep starts from finishing.
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl RecordingStarter {
     pub fn calls(&self) -> Vec<TriggerStart> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// Starts block (after being recorded) until the returned guard is dropped.
+    pub fn hold(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.gate.clone().try_write_owned().expect("already held")
     }
 
     pub fn refuse(&self, reason: Option<&str>) {
@@ -38,6 +45,7 @@ impl SessionStarter for RecordingStarter {
     fn start(&self, req: TriggerStart) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
             self.calls.lock().unwrap().push(req.clone());
+            let _open = self.gate.read().await;
             if let Some(reason) = self.refuse_with.lock().unwrap().clone() {
                 return Err(reason);
             }
@@ -100,7 +108,10 @@ impl Fixture {
     ) -> Fixture {
         let repos = Repos::open(dir.path().join("repos")).unwrap();
         let account = store.create_account("acme", false).await.unwrap();
-        let project = store.create_project(&account.id, "web", "main").await.unwrap();
+        let project = store
+            .create_project(&account.id, "web", "main")
+            .await
+            .unwrap();
         let author = Author {
             name: "Test".into(),
             email: "test@example.com".into(),
@@ -168,9 +179,21 @@ impl Fixture {
         let repo = self.repos.path(&self.project.id).unwrap();
         let parent = git(&repo, &["rev-parse", "refs/heads/main"], None);
         let blob = git(&repo, &["hash-object", "-w", "--stdin"], Some(manifest));
-        let tree = git(&repo, &["mktree"], Some(&format!("100644 blob {blob}\tkortix.toml\n")));
-        let commit = git(&repo, &["commit-tree", &tree, "-p", &parent, "-m", "Change triggers"], None);
-        git(&repo, &["update-ref", "refs/heads/main", &commit, &parent], None);
+        let tree = git(
+            &repo,
+            &["mktree"],
+            Some(&format!("100644 blob {blob}\tkortix.toml\n")),
+        );
+        let commit = git(
+            &repo,
+            &["commit-tree", &tree, "-p", &parent, "-m", "Change triggers"],
+            None,
+        );
+        git(
+            &repo,
+            &["update-ref", "refs/heads/main", &commit, &parent],
+            None,
+        );
         commit
     }
 

@@ -76,7 +76,10 @@ async fn deliver(
     let project = match triggers.store().find_project(&project_ref).await {
         Ok(p) => p,
         Err(e) if e.is_not_found() => {
-            return error(StatusCode::NOT_FOUND, format!("project {project_ref:?} not found"));
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("project {project_ref:?} not found"),
+            );
         }
         Err(e) => return internal(e.into()),
     };
@@ -145,13 +148,17 @@ async fn deliver(
         trigger,
     };
     match firing::fire(&triggers, request).await {
-        Ok(FireOutcome { firing, claimed: true }) => firing_answer(&firing),
-        Ok(FireOutcome { firing, claimed: false }) => {
-            match wait_while_pending(&triggers, firing).await {
-                Ok(firing) => firing_answer(&firing),
-                Err(e) => internal(e),
-            }
-        }
+        Ok(FireOutcome {
+            firing,
+            claimed: true,
+        }) => firing_answer(&firing),
+        Ok(FireOutcome {
+            firing,
+            claimed: false,
+        }) => match wait_while_pending(&triggers, firing).await {
+            Ok(firing) => firing_answer(&firing),
+            Err(e) => internal(e),
+        },
         Err(e) => internal(e),
     }
 }
@@ -231,7 +238,10 @@ fn body_value(body: &[u8]) -> Value {
 
 /// A redelivery arriving while the original is still starting its session waits (bounded)
 /// so it can answer with the same session.
-async fn wait_while_pending(triggers: &Triggers, mut firing: Firing) -> Result<Firing, TriggerError> {
+async fn wait_while_pending(
+    triggers: &Triggers,
+    mut firing: Firing,
+) -> Result<Firing, TriggerError> {
     let deadline = tokio::time::Instant::now() + PENDING_WAIT;
     let mut pause = Duration::from_millis(20);
     while firing.outcome == FiringOutcome::Pending && tokio::time::Instant::now() < deadline {
@@ -269,7 +279,399 @@ fn firing_answer(firing: &Firing) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::triggers::testkit::{Fixture, utc};
+    use bytes::Bytes;
     use http::HeaderValue;
+    use http_body_util::{Full, StreamBody};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use std::net::SocketAddr;
+
+    const MANIFEST: &str = r#"
+[[triggers]]
+slug = "gh"
+type = "webhook"
+agent = "reviewer"
+secret_env = "GH_SECRET"
+prompt = "Event from {{ headers.user_agent }}: {{ body.action }} {{ body.pull_request.title }}"
+
+[[triggers]]
+slug = "off"
+type = "webhook"
+enabled = false
+secret_env = "GH_SECRET"
+prompt = "x"
+
+[[triggers]]
+slug = "nosecret"
+type = "webhook"
+secret_env = "NEVER_SET"
+prompt = "x"
+
+[[triggers]]
+slug = "unsigned"
+type = "webhook"
+prompt = "x"
+
+[[triggers]]
+slug = "broken"
+type = "webhook"
+secret_env = "GH_SECRET"
+prompt = "{{#body}} unclosed"
+
+[[triggers]]
+slug = "plain"
+type = "webhook"
+secret_env = "GH_SECRET"
+prompt = "raw: {{ body }}"
+
+[[triggers]]
+slug = "nightly"
+type = "cron"
+cron = "0 0 3 * * *"
+prompt = "x"
+"#;
+    const SECRET: &str = "It's a Secret to Everybody";
+
+    async fn serve(fx: &Fixture) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(fx.triggers.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    async fn fixture_sqlite() -> Fixture {
+        let fx = Fixture::sqlite(MANIFEST, utc(2026, 6, 1, 12, 0, 0)).await;
+        fx.set_secret("GH_SECRET", SECRET).await;
+        fx
+    }
+
+    async fn send<B>(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, String)],
+        body: B,
+    ) -> (StatusCode, Value)
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let client = Client::builder(TokioExecutor::new()).build_http::<B>();
+        let mut req = http::Request::post(format!("http://{addr}{path}"));
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let resp = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.request(req.body(body).unwrap()),
+        )
+        .await
+        .expect("no answer")
+        .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+        (status, json)
+    }
+
+    async fn post(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        send(addr, path, headers, Full::new(Bytes::copy_from_slice(body))).await
+    }
+
+    fn github_headers(body: &[u8], delivery: &str) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "x-hub-signature-256",
+                signature::sign(SECRET.as_bytes(), body),
+            ),
+            ("x-github-delivery", delivery.to_owned()),
+            ("user-agent", "GitHub-Hookshot/044aadd".to_owned()),
+            ("content-type", "application/json".to_owned()),
+        ]
+    }
+
+    #[tokio::test]
+    async fn bad_missing_and_truncated_signatures_are_401() {
+        let fx = fixture_sqlite().await;
+        let addr = serve(&fx).await;
+        let path = "/v1/webhooks/projects/web/gh";
+        let body = br#"{"action":"opened"}"#;
+        let good = signature::sign(SECRET.as_bytes(), body);
+        let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+            ("missing", vec![]),
+            (
+                "wrong secret",
+                vec![("x-hub-signature-256", signature::sign(b"guess", body))],
+            ),
+            (
+                "other body",
+                vec![(
+                    "x-kortix-signature",
+                    signature::sign(SECRET.as_bytes(), b"{}"),
+                )],
+            ),
+            (
+                "truncated",
+                vec![("x-hub-signature-256", good[..good.len() - 2].to_owned())],
+            ),
+            (
+                "prefix only",
+                vec![("x-kortix-signature", "sha256=".to_owned())],
+            ),
+            (
+                "no scheme",
+                vec![("x-kortix-signature", good["sha256=".len()..].to_owned())],
+            ),
+        ];
+        for (what, headers) in cases {
+            let (status, json) = post(addr, path, &headers, body).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {json}");
+            assert!(json["error"].is_string(), "{what}: {json}");
+        }
+        assert!(fx.starter.calls().is_empty());
+        assert!(
+            fx.store
+                .list_firings(&fx.project.id, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        fx.cleanup().await;
+    }
+
+    async fn github_delivery_and_redelivery(fx: Fixture) {
+        let addr = serve(&fx).await;
+        let body = br#"{"action":"opened","pull_request":{"title":"Fix <b>it</b> & more"}}"#;
+        let headers = github_headers(body, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+        let (status, first) = post(addr, "/v1/webhooks/projects/web/gh", &headers, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+        assert_eq!(first["session_id"], "session-1");
+        assert!(first["firing_id"].is_string());
+
+        // GitHub's "Redeliver": same delivery id, same body.
+        let (status, again) = post(addr, "/v1/webhooks/projects/web/gh", &headers, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+        assert_eq!(again, first);
+
+        let calls = fx.starter.calls();
+        assert_eq!(calls.len(), 1, "redelivery started a session: {calls:?}");
+        assert_eq!(
+            calls[0].prompt,
+            "Event from GitHub-Hookshot/044aadd: opened Fix <b>it</b> & more"
+        );
+        assert_eq!(calls[0].agent, "reviewer");
+        assert_eq!(calls[0].origin, "trigger:gh");
+        assert_eq!(
+            calls[0].idempotency_key,
+            "delivery:72d3162e-cc78-11e3-81ab-4c9367dc0958"
+        );
+        let firing = fx
+            .store
+            .last_firing(&fx.project.id, "gh")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(firing.outcome, FiringOutcome::Started);
+        assert_eq!(Some(firing.id.as_str()), first["firing_id"].as_str());
+
+        // Kortix-signed deliveries without a delivery id are all distinct.
+        let sig = vec![(
+            "x-kortix-signature",
+            signature::sign(SECRET.as_bytes(), body),
+        )];
+        let (s1, a) = post(addr, "/v1/webhooks/projects/web/gh", &sig, body).await;
+        let (s2, b) = post(addr, "/v1/webhooks/projects/web/gh", &sig, body).await;
+        assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+        assert_ne!(a["session_id"], b["session_id"]);
+        assert_eq!(fx.starter.calls().len(), 3);
+        assert!(
+            fx.starter.calls()[1]
+                .idempotency_key
+                .starts_with("delivery-none:")
+        );
+        fx.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn github_delivery_and_redelivery_sqlite() {
+        github_delivery_and_redelivery(fixture_sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn github_delivery_and_redelivery_postgres() {
+        if let Some(fx) = Fixture::postgres(MANIFEST, utc(2026, 6, 1, 12, 0, 0)).await {
+            fx.set_secret("GH_SECRET", SECRET).await;
+            github_delivery_and_redelivery(fx).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_racing_the_original_gets_the_same_session() {
+        let fx = fixture_sqlite().await;
+        let addr = serve(&fx).await;
+        let body = br#"{"action":"closed"}"#;
+        let headers = github_headers(body, "race-1");
+        let held = fx.starter.hold();
+        let first = tokio::spawn({
+            let headers = headers.clone();
+            async move { post(addr, "/v1/webhooks/projects/web/gh", &headers, body).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while fx.starter.calls().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the first delivery never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The original is claimed and starting; the redelivery finds it pending and waits.
+        let second = tokio::spawn(async move {
+            post(addr, "/v1/webhooks/projects/web/gh", &headers, body).await
+        });
+        // Deterministically in the race: the key is claimed, the session not yet started.
+        let manifest = fx
+            .triggers
+            .manifests()
+            .get(&fx.project.id, "main")
+            .await
+            .unwrap();
+        let racing = firing::fire(
+            &fx.triggers,
+            FireRequest {
+                project_id: fx.project.id.clone(),
+                trigger: manifest.trigger("gh").unwrap().clone(),
+                key: "delivery:race-1".into(),
+                source: Source::Manual,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!racing.claimed);
+        assert_eq!(racing.firing.outcome, FiringOutcome::Pending);
+        let waited = tokio::spawn({
+            let triggers = fx.triggers.clone();
+            async move { wait_while_pending(&triggers, racing.firing).await }
+        });
+        drop(held);
+        let waited = waited.await.unwrap().unwrap();
+        assert_eq!(waited.outcome, FiringOutcome::Started);
+        assert_eq!(waited.session_id.as_deref(), Some("session-1"));
+        let (s1, a) = first.await.unwrap();
+        let (s2, b) = second.await.unwrap();
+        assert_eq!(
+            (s1, s2),
+            (StatusCode::ACCEPTED, StatusCode::ACCEPTED),
+            "{a} {b}"
+        );
+        assert_eq!(a["session_id"], "session-1");
+        assert_eq!(a, b);
+        assert_eq!(fx.starter.calls().len(), 1);
+        fx.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn lookups_and_refusals() {
+        let fx = fixture_sqlite().await;
+        let addr = serve(&fx).await;
+        let body = br#"{"text":"hello"}"#;
+        let signed = vec![(
+            "x-kortix-signature",
+            signature::sign(SECRET.as_bytes(), body),
+        )];
+        let status_of = |path: String| {
+            let signed = signed.clone();
+            async move { post(addr, &path, &signed, body).await }
+        };
+
+        let (s, j) = status_of("/v1/webhooks/projects/nope/gh".into()).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{j}");
+        let (s, j) = status_of("/v1/webhooks/projects/web/nope".into()).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{j}");
+        let (s, j) = status_of("/v1/webhooks/projects/web/nightly".into()).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "cron trigger: {j}");
+        let (s, j) = status_of("/v1/webhooks/projects/web/off".into()).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{j}");
+        assert!(j["error"].as_str().unwrap().contains("disabled"));
+        let (s, j) = status_of("/v1/webhooks/projects/web/nosecret".into()).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{j}");
+        assert!(j["error"].as_str().unwrap().contains("NEVER_SET"), "{j}");
+        let (s, j) = status_of("/v1/webhooks/projects/web/unsigned".into()).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{j}");
+
+        // The project by id works like by name.
+        let (s, j) = status_of(format!("/v1/webhooks/projects/{}/plain", fx.project.id)).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{j}");
+        assert_eq!(
+            fx.starter.calls().last().unwrap().prompt,
+            r#"raw: {"text":"hello"}"#
+        );
+        let text = b"not json at all";
+        let (s, j) = post(
+            addr,
+            "/v1/webhooks/projects/web/plain",
+            &[(
+                "x-kortix-signature",
+                signature::sign(SECRET.as_bytes(), text),
+            )],
+            text,
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{j}");
+        assert_eq!(
+            fx.starter.calls().last().unwrap().prompt,
+            "raw: not json at all"
+        );
+
+        // A template error fails the firing, records why, and says so.
+        let (s, j) = status_of("/v1/webhooks/projects/web/broken".into()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{j}");
+        let error = j["error"].as_str().unwrap();
+        assert!(error.starts_with("prompt template: "), "{error}");
+        let firing = fx
+            .store
+            .last_firing(&fx.project.id, "broken")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(firing.outcome, FiringOutcome::Failed);
+        assert_eq!(firing.error.as_deref(), Some(error));
+        assert_eq!(Some(firing.id.as_str()), j["firing_id"].as_str());
+
+        // Too large: announced by Content-Length, and streamed without one.
+        let big = vec![b'x'; MAX_BODY_BYTES + 1];
+        let big_sig = vec![(
+            "x-kortix-signature",
+            signature::sign(SECRET.as_bytes(), &big),
+        )];
+        let (s, j) = post(addr, "/v1/webhooks/projects/web/plain", &big_sig, &big).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{j}");
+        let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = big
+            .chunks(64 * 1024)
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let streamed = StreamBody::new(futures::stream::iter(chunks));
+        let (s, j) = send(addr, "/v1/webhooks/projects/web/plain", &big_sig, streamed).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{j}");
+        // Exactly the limit is fine.
+        let max = vec![b'y'; MAX_BODY_BYTES];
+        let max_sig = vec![(
+            "x-kortix-signature",
+            signature::sign(SECRET.as_bytes(), &max),
+        )];
+        let (s, j) = post(addr, "/v1/webhooks/projects/web/plain", &max_sig, &max).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{j}");
+
+        let starts = fx.starter.calls().len();
+        assert_eq!(starts, 3);
+        fx.cleanup().await;
+    }
 
     #[test]
     fn header_names_for_templates() {
@@ -285,7 +687,10 @@ mod tests {
     #[test]
     fn bodies_for_templates() {
         assert_eq!(body_value(br#"{"text":"hi"}"#)["text"], "hi");
-        assert_eq!(body_value(b"plain words"), Value::String("plain words".into()));
+        assert_eq!(
+            body_value(b"plain words"),
+            Value::String("plain words".into())
+        );
         assert_eq!(body_value(b""), Value::String(String::new()));
     }
 
@@ -297,7 +702,10 @@ mod tests {
         assert_eq!(delivery_id(&headers), Ok(Some("k-1".into())));
         headers.insert(GITHUB_DELIVERY_HEADER, HeaderValue::from_static("gh-1"));
         assert_eq!(delivery_id(&headers), Ok(Some("gh-1".into())));
-        headers.insert(GITHUB_DELIVERY_HEADER, HeaderValue::from_str(&"x".repeat(300)).unwrap());
+        headers.insert(
+            GITHUB_DELIVERY_HEADER,
+            HeaderValue::from_str(&"x".repeat(300)).unwrap(),
+        );
         assert!(delivery_id(&headers).is_err());
     }
 }

@@ -55,7 +55,11 @@ fn bar(add: u32, del: u32, max_change: u32) -> (u32, u32) {
         return (add, del);
     }
     let scale = |n: u32| -> u32 {
-        if n == 0 { 0 } else { 1 + (u64::from(n) * u64::from(MAX_BAR - 1) / u64::from(max_change)) as u32 }
+        if n == 0 {
+            0
+        } else {
+            1 + (u64::from(n) * u64::from(MAX_BAR - 1) / u64::from(max_change)) as u32
+        }
     };
     let mut scaled_total = scale(total);
     if scaled_total < 2 && add > 0 && del > 0 {
@@ -107,15 +111,26 @@ mod tests {
     }
 
     fn file(path: &str, add: u32, del: u32) -> FileChange {
-        FileChange { path: path.into(), insertions: add, deletions: del, ..Default::default() }
+        FileChange {
+            path: path.into(),
+            insertions: add,
+            deletions: del,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn small_changes_are_drawn_one_to_one() {
         let files = [
             file("src/a.rs", 8, 4),
-            FileChange { binary: true, ..file("logo.png", 0, 0) },
-            FileChange { old_path: "old.txt".into(), ..file("new.txt", 1, 0) },
+            FileChange {
+                binary: true,
+                ..file("logo.png", 0, 0)
+            },
+            FileChange {
+                old_path: "old.txt".into(),
+                ..file("new.txt", 1, 0)
+            },
         ];
         assert_eq!(
             strip(&render(&files, 9, 4)),

@@ -80,7 +80,11 @@ async fn open(
     opts: &Options,
     from_seq: u64,
 ) -> Result<tonic::Streaming<Record>, Status> {
-    let request = AttachRequest { session_id: opts.id.clone(), from_seq, follow: opts.follow };
+    let request = AttachRequest {
+        session_id: opts.id.clone(),
+        from_seq,
+        follow: opts.follow,
+    };
     // The stream itself has no deadline; only waiting for the server to accept it does.
     match tokio::time::timeout(UNARY_TIMEOUT, client.sessions().attach(request)).await {
         Ok(result) => result.map(tonic::Response::into_inner),
@@ -106,7 +110,9 @@ fn is_resumable(status: &Status) -> bool {
 }
 
 fn backoff(attempt: u32) -> Duration {
-    let base = FIRST_BACKOFF.saturating_mul(1 << attempt.min(10)).min(MAX_BACKOFF);
+    let base = FIRST_BACKOFF
+        .saturating_mul(1 << attempt.min(10))
+        .min(MAX_BACKOFF);
     base.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
@@ -145,7 +151,11 @@ pub fn human_line(rec: &Record) -> Option<String> {
         ),
         record::Body::State(s) => {
             let status = session_status(s.status);
-            let mut text = format!("{} {}", paint(YELLOW, "[state]"), paint(status_style(status), status));
+            let mut text = format!(
+                "{} {}",
+                paint(YELLOW, "[state]"),
+                paint(status_style(status), status)
+            );
             if !s.phase.is_empty() {
                 text.push_str(&format!(" ({})", s.phase));
             }
@@ -155,8 +165,12 @@ pub fn human_line(rec: &Record) -> Option<String> {
             text
         }
         record::Body::Gap(g) => {
-            let mut text =
-                format!("{} records {}..{} lost", paint(RED, "[gap]"), g.from_seq, g.to_seq);
+            let mut text = format!(
+                "{} records {}..{} lost",
+                paint(RED, "[gap]"),
+                g.from_seq,
+                g.to_seq
+            );
             if !g.reason.is_empty() {
                 text.push_str(&format!(": {}", g.reason));
             }
@@ -172,7 +186,11 @@ mod tests {
     use kortix_proto::v1::{CommitRecord, Gap, LogLine, OpencodeEvent, StateChange};
 
     fn plain(body: record::Body) -> String {
-        let rec = Record { seq: 1, ts_unix_ms: 0, body: Some(body) };
+        let rec = Record {
+            seq: 1,
+            ts_unix_ms: 0,
+            body: Some(body),
+        };
         let text = human_line(&rec).expect("known body");
         // Strip ANSI styles for comparison.
         let mut out = String::new();
@@ -190,9 +208,18 @@ mod tests {
 
     #[test]
     fn human_view_of_each_kind() {
-        assert_eq!(plain(record::Body::Log(LogLine { stream: 1, line: "hello".into() })), "hello");
         assert_eq!(
-            plain(record::Body::Log(LogLine { stream: 3, line: "cloned".into() })),
+            plain(record::Body::Log(LogLine {
+                stream: 1,
+                line: "hello".into()
+            })),
+            "hello"
+        );
+        assert_eq!(
+            plain(record::Body::Log(LogLine {
+                stream: 3,
+                line: "cloned".into()
+            })),
             "[agent] cloned"
         );
         assert_eq!(
@@ -222,18 +249,32 @@ mod tests {
             "[state] failed (cloning): auth failed"
         );
         assert_eq!(
-            plain(record::Body::State(StateChange { status: 2, ..Default::default() })),
+            plain(record::Body::State(StateChange {
+                status: 2,
+                ..Default::default()
+            })),
             "[state] running"
         );
         assert_eq!(
-            plain(record::Body::Gap(Gap { from_seq: 5, to_seq: 9, reason: "spool overflow".into() })),
+            plain(record::Body::Gap(Gap {
+                from_seq: 5,
+                to_seq: 9,
+                reason: "spool overflow".into()
+            })),
             "[gap] records 5..9 lost: spool overflow"
         );
     }
 
     #[test]
     fn unknown_body_prints_nothing() {
-        assert!(human_line(&Record { seq: 1, ts_unix_ms: 0, body: None }).is_none());
+        assert!(
+            human_line(&Record {
+                seq: 1,
+                ts_unix_ms: 0,
+                body: None
+            })
+            .is_none()
+        );
     }
 
     #[test]

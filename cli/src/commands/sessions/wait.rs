@@ -30,7 +30,10 @@ pub async fn until_running(
     let mut last_status = "provisioning";
     let result = loop {
         let request = GetSessionRequest { id: id.to_owned() };
-        match client.call("GetSession", client.sessions().get_session(unary(request))).await {
+        match client
+            .call("GetSession", client.sessions().get_session(unary(request)))
+            .await
+        {
             Ok(session) => {
                 failures = 0;
                 if is_settled(session.status) {
@@ -100,8 +103,14 @@ mod tests {
             d = next_delay(d);
         }
         assert_eq!(d, MAX_DELAY);
-        assert_eq!(next_delay(Duration::from_millis(100)), Duration::from_millis(150));
+        assert_eq!(
+            next_delay(Duration::from_millis(100)),
+            Duration::from_millis(150)
+        );
         let j = jittered(Duration::from_secs(1));
-        assert!(j >= Duration::from_millis(800) && j <= Duration::from_millis(1200), "{j:?}");
+        assert!(
+            j >= Duration::from_millis(800) && j <= Duration::from_millis(1200),
+            "{j:?}"
+        );
     }
 }

@@ -6,11 +6,7 @@ use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use crate::git::{
-    Author,
-    hook::DEFAULT_BRANCH_REFUSED,
-    testutil::GitEnv,
-};
+use crate::git::{Author, hook::DEFAULT_BRANCH_REFUSED, testutil::GitEnv};
 
 const PEOPLE: &str = "people-token";
 const SESSION: &str = "session-token";
@@ -125,7 +121,12 @@ impl Server {
         let dest = self.work.path().join(name);
         self.git_ok(
             self.work.path(),
-            &["clone", "-q", &self.url(token, "demo"), dest.to_str().unwrap()],
+            &[
+                "clone",
+                "-q",
+                &self.url(token, "demo"),
+                dest.to_str().unwrap(),
+            ],
         )
         .await;
         dest
@@ -149,7 +150,8 @@ impl Server {
     /// A raw HTTP/1.1 request; returns the status code and the whole response text.
     async fn raw(&self, method: &str, path: &str, auth: Option<(&str, &str)>) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
         if let Some((user, password)) = auth {
             let encoded =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -181,7 +183,9 @@ fn noise(len: usize, seed: u64) -> String {
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             char::from(b'!' + ((x >> 33) % 90) as u8)
         })
         .collect()
@@ -260,7 +264,11 @@ async fn people_push_new_branches_but_never_the_default_branch() {
     );
     let out = server.git(&dir, &["push", "origin", ":main"]).await;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains(DEFAULT_BRANCH_REFUSED), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(DEFAULT_BRANCH_REFUSED),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(server.head("main"), Some(main_before));
 
     // Deleting a non-default branch is fine.
@@ -290,7 +298,11 @@ async fn a_session_token_pushes_only_its_own_branch() {
     );
     assert_eq!(server.head("sess-2"), None);
     let out = server.git(&dir, &["push", "origin", "HEAD:main"]).await;
-    assert!(stderr(&out).contains(DEFAULT_BRANCH_REFUSED), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(DEFAULT_BRANCH_REFUSED),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,10 +314,19 @@ async fn a_push_with_one_forbidden_ref_changes_nothing() {
     for atomic in [&["--atomic"][..], &[][..]] {
         let mut args = vec!["push"];
         args.extend_from_slice(atomic);
-        args.extend(["origin", "HEAD:refs/heads/feature2", "HEAD:refs/tags/t2", "HEAD:main"]);
+        args.extend([
+            "origin",
+            "HEAD:refs/heads/feature2",
+            "HEAD:refs/tags/t2",
+            "HEAD:main",
+        ]);
         let out = server.git(&dir, &args).await;
         assert!(!out.status.success(), "{args:?}");
-        assert!(stderr(&out).contains(DEFAULT_BRANCH_REFUSED), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(DEFAULT_BRANCH_REFUSED),
+            "{}",
+            stderr(&out)
+        );
         assert_eq!(server.head("feature2"), None, "{args:?}");
         assert_eq!(server.head("main"), main_before);
         let tags = server
@@ -320,7 +341,11 @@ async fn refuses_missing_or_wrong_credentials_unknown_repos_and_read_only_pushes
     let server = Server::start().await;
 
     let (status, response) = server
-        .raw("GET", "/git/demo.git/info/refs?service=git-upload-pack", None)
+        .raw(
+            "GET",
+            "/git/demo.git/info/refs?service=git-upload-pack",
+            None,
+        )
         .await;
     assert_eq!(status, 401);
     assert!(
@@ -374,24 +399,40 @@ async fn refuses_missing_or_wrong_credentials_unknown_repos_and_read_only_pushes
     let work = server.work.path();
     let dest = work.join("x");
     let out = server
-        .git(work, &["clone", &server.url("wrong", "demo"), dest.to_str().unwrap()])
+        .git(
+            work,
+            &[
+                "clone",
+                &server.url("wrong", "demo"),
+                dest.to_str().unwrap(),
+            ],
+        )
         .await;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("Authentication failed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Authentication failed"),
+        "{}",
+        stderr(&out)
+    );
     let anonymous = format!("http://{}/git/demo.git", server.addr);
     let out = server
         .git(work, &["clone", &anonymous, dest.to_str().unwrap()])
         .await;
     assert!(!out.status.success());
     let out = server
-        .git(work, &["clone", &server.url(PEOPLE, "nope"), dest.to_str().unwrap()])
+        .git(
+            work,
+            &["clone", &server.url(PEOPLE, "nope"), dest.to_str().unwrap()],
+        )
         .await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 
     let dir = server.clone(READER, "reader").await;
     server.commit(&dir, "r.txt", "r\n").await;
-    let out = server.git(&dir, &["push", "origin", "HEAD:refs/heads/r"]).await;
+    let out = server
+        .git(&dir, &["push", "origin", "HEAD:refs/heads/r"])
+        .await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("may not push"), "{}", stderr(&out));
     assert_eq!(server.head("r"), None);
@@ -413,7 +454,9 @@ async fn large_pushes_stream_and_oversized_ones_are_cut_off() {
     assert_eq!(server.head("big").as_deref(), Some(head.as_str()));
 
     server.commit(&dir, "big2.txt", &noise(4 << 20, 2)).await;
-    let out = server.git(&dir, &["push", "origin", "HEAD:refs/heads/bigger"]).await;
+    let out = server
+        .git(&dir, &["push", "origin", "HEAD:refs/heads/bigger"])
+        .await;
     assert!(!out.status.success(), "the push over the cap must fail");
     assert_eq!(server.head("bigger"), None);
     assert_eq!(server.head("big").as_deref(), Some(head.as_str()));
@@ -430,7 +473,10 @@ fn routes_only_smart_endpoints() {
         Some(Service::ReceivePack)
     );
     assert_eq!(route(&Method::GET, "info/refs", ""), None);
-    assert_eq!(route(&Method::POST, "git-upload-pack", ""), Some(Service::UploadPack));
+    assert_eq!(
+        route(&Method::POST, "git-upload-pack", ""),
+        Some(Service::UploadPack)
+    );
     assert_eq!(route(&Method::GET, "git-upload-pack", ""), None);
     assert_eq!(route(&Method::POST, "../x/git-upload-pack", ""), None);
     assert_eq!(route(&Method::GET, "HEAD", ""), None);
@@ -454,4 +500,154 @@ fn parses_basic_credentials() {
     assert_eq!(basic_credentials(&headers), None);
     assert_eq!(remote_user("ada lovelace\n"), "adalovelace");
     assert_eq!(remote_user("\u{1}"), "kortix");
+}
+
+/// Opens a push whose body never finishes (a pkt-line cut short): holds a backend until the
+/// server gives up on it.
+async fn stalled_push(server: &Server) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("kortix:{PEOPLE}"));
+    let request = format!(
+        "POST /git/demo.git/git-receive-pack HTTP/1.1\r\nHost: test\r\n\
+         Authorization: Basic {encoded}\r\n\
+         Content-Type: application/x-git-receive-pack-request\r\n\
+         Transfer-Encoding: chunked\r\n\r\n7\r\n0063abc\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Polls `GET info/refs` until it answers `want`, failing after a deadline.
+async fn wait_for_status(server: &Server, want: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = server
+            .raw(
+                "GET",
+                "/git/demo.git/info/refs?service=git-upload-pack",
+                Some(("kortix", PEOPLE)),
+            )
+            .await;
+        if status == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {status}, waiting for {want}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_or_vanished_clients_release_their_backend() {
+    let server = Server::start_with(GitHttpLimits {
+        max_concurrent: 1,
+        idle_timeout: Duration::from_millis(500),
+        ..GitHttpLimits::default()
+    })
+    .await;
+
+    // A client that goes silent holds the only slot until the idle timeout kills its backend,
+    // even though its connection stays open.
+    let silent = stalled_push(&server).await;
+    wait_for_status(&server, 503).await;
+    wait_for_status(&server, 200).await;
+    drop(silent);
+
+    // A client that disconnects releases the slot as well.
+    let server = Server::start_with(GitHttpLimits {
+        max_concurrent: 1,
+        ..GitHttpLimits::default()
+    })
+    .await;
+    let gone = stalled_push(&server).await;
+    wait_for_status(&server, 503).await;
+    drop(gone);
+    wait_for_status(&server, 200).await;
+}
+
+/// Measures `git clone` of a 10,000-commit repository through the endpoint against a plain
+/// `file://` clone of the same repository. Run with:
+/// `cargo test -p kortix-controlplane --release --lib git::http::tests::measure_clone -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check; prints timings"]
+async fn measure_clone_of_10k_commits_http_vs_file() {
+    use std::io::Write as _;
+    let server = Server::start().await;
+    let source = server.work.path().join("source.git");
+    server
+        .git_ok(
+            server.work.path(),
+            &["init", "-q", "--bare", source.to_str().unwrap()],
+        )
+        .await;
+    let mut stream = Vec::new();
+    for i in 0..10_000u32 {
+        let message = format!("commit {i}\n");
+        let content = format!("line {i}\n{}\n", noise(64, u64::from(i)));
+        write!(
+            stream,
+            "commit refs/heads/main\ncommitter A <a@example.com> {} +0000\ndata {}\n{message}\
+             M 644 inline file{}.txt\ndata {}\n{content}\n",
+            1_700_000_000 + i,
+            message.len(),
+            i % 100,
+            content.len()
+        )
+        .unwrap();
+    }
+    let mut child = server
+        .env
+        .command(&source)
+        .args(["fast-import", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&stream).unwrap();
+    assert!(child.wait().unwrap().success());
+    server.git_ok(&source, &["gc", "-q"]).await;
+    server.repos.delete_repo("p-demo").unwrap();
+    server
+        .repos
+        .import("p-demo", source.to_str().unwrap(), Some("main"))
+        .await
+        .unwrap();
+
+    let mut results = Vec::new();
+    for (label, url) in [
+        (
+            "file://",
+            format!("file://{}", server.repos.path("p-demo").unwrap().display()),
+        ),
+        ("http endpoint", server.url(READER, "demo")),
+    ] {
+        for round in 0..3 {
+            let dest = server
+                .work
+                .path()
+                .join(format!("clone-{}-{round}", results.len()));
+            let started = std::time::Instant::now();
+            server
+                .git_ok(
+                    server.work.path(),
+                    &[
+                        "clone",
+                        "-q",
+                        "--bare",
+                        "--no-local",
+                        &url,
+                        dest.to_str().unwrap(),
+                    ],
+                )
+                .await;
+            results.push((label, round, started.elapsed()));
+        }
+    }
+    for (label, round, elapsed) in results {
+        println!(
+            "{label:>14} round {round}: {:>8.1} ms",
+            elapsed.as_secs_f64() * 1e3
+        );
+    }
 }

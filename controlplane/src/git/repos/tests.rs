@@ -25,10 +25,15 @@ fn create_empty_puts_the_manifest_at_the_head() {
     assert_eq!(repos.branch_head("p1", "main").unwrap(), Some(head));
     assert_eq!(repos.head_branch("p1").unwrap().as_deref(), Some("main"));
     assert_eq!(
-        repos.read_file_at_branch("p1", "main", "kortix.toml").unwrap(),
+        repos
+            .read_file_at_branch("p1", "main", "kortix.toml")
+            .unwrap(),
         Some(MANIFEST.as_bytes().to_vec())
     );
-    assert_eq!(repos.read_file_at_branch("p1", "main", "nope.txt").unwrap(), None);
+    assert_eq!(
+        repos.read_file_at_branch("p1", "main", "nope.txt").unwrap(),
+        None
+    );
     assert_eq!(
         repos.list_branches("p1").unwrap(),
         vec![Branch {
@@ -41,8 +46,14 @@ fn create_empty_puts_the_manifest_at_the_head() {
     let env = GitEnv::new();
     let path = repos.path("p1").unwrap();
     assert_eq!(env.ok(&path, &["symbolic-ref", "HEAD"]), "refs/heads/main");
-    assert_eq!(env.ok(&path, &["ls-tree", "--name-only", "main"]), "kortix.toml");
-    assert_eq!(env.ok(&path, &["log", "--format=%an <%ae>", "main"]), "Ada <ada@example.com>");
+    assert_eq!(
+        env.ok(&path, &["ls-tree", "--name-only", "main"]),
+        "kortix.toml"
+    );
+    assert_eq!(
+        env.ok(&path, &["log", "--format=%an <%ae>", "main"]),
+        "Ada <ada@example.com>"
+    );
     env.ok(&path, &["fsck", "--strict"]);
 
     // A second create for the same project is refused, and nothing is left in staging.
@@ -135,7 +146,14 @@ fn read_file_at_branch_reads_nested_files_and_bounds_size() {
         repos.read_file_at_branch("p2", "main", "big.bin"),
         Err(RepoError::FileTooLarge { size, .. }) if size == MAX_READ_FILE + 1
     ));
-    for bad in ["", "/kortix.toml", "../kortix.toml", "a//b", "./kortix.toml", "a/"] {
+    for bad in [
+        "",
+        "/kortix.toml",
+        "../kortix.toml",
+        "a//b",
+        "./kortix.toml",
+        "a/",
+    ] {
         assert!(
             matches!(
                 repos.read_file_at_branch("p2", "main", bad),
@@ -171,7 +189,10 @@ async fn import_keeps_all_branches_tags_and_the_default_branch() {
     let path = repos.path("p3").unwrap();
     let refs = env.ok(
         &path,
-        &["for-each-ref", "--format=%(refname) %(objecttype) %(objectname)"],
+        &[
+            "for-each-ref",
+            "--format=%(refname) %(objecttype) %(objectname)",
+        ],
     );
     let annotated = env.ok(&work, &["rev-parse", "v1.0"]);
     let expected = [
@@ -181,9 +202,16 @@ async fn import_keeps_all_branches_tags_and_the_default_branch() {
         format!("refs/tags/v1.0 tag {annotated}"),
     ];
     assert_eq!(refs.lines().collect::<Vec<_>>(), expected);
-    assert_eq!(env.ok(&path, &["symbolic-ref", "HEAD"]), "refs/heads/develop");
+    assert_eq!(
+        env.ok(&path, &["symbolic-ref", "HEAD"]),
+        "refs/heads/develop"
+    );
     let remotes = env.run(&path, &["config", "--get-regexp", "^remote\\."]);
-    assert_eq!(remotes.status.code(), Some(1), "no remote may be left configured");
+    assert_eq!(
+        remotes.status.code(),
+        Some(1),
+        "no remote may be left configured"
+    );
     assert!(remotes.stdout.is_empty());
     env.ok(&path, &["fsck", "--strict"]);
 
@@ -198,10 +226,7 @@ async fn import_keeps_all_branches_tags_and_the_default_branch() {
         .import("p5", work.to_str().unwrap(), Some("release"))
         .await
         .unwrap_err();
-    assert!(
-        err.to_string().contains("no branch \"release\""),
-        "{err}"
-    );
+    assert!(err.to_string().contains("no branch \"release\""), "{err}");
     assert!(!repos.exists("p5").unwrap());
     assert_eq!(
         std::fs::read_dir(repos.root()).unwrap().count(),
@@ -218,7 +243,13 @@ async fn import_from_a_bare_repo_and_refusals() {
     let bare = dir.path().join("bare.git");
     env.ok(
         dir.path(),
-        &["clone", "-q", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
     );
     let imported = repos
         .import("b1", bare.to_str().unwrap(), None)
@@ -227,7 +258,10 @@ async fn import_from_a_bare_repo_and_refusals() {
     assert_eq!(imported.default_branch, "main");
 
     let empty = dir.path().join("empty.git");
-    env.ok(dir.path(), &["init", "-q", "--bare", empty.to_str().unwrap()]);
+    env.ok(
+        dir.path(),
+        &["init", "-q", "--bare", empty.to_str().unwrap()],
+    );
     let err = repos
         .import("b2", empty.to_str().unwrap(), None)
         .await
@@ -235,10 +269,7 @@ async fn import_from_a_bare_repo_and_refusals() {
     assert!(err.to_string().contains("no branches"), "{err}");
     assert!(!repos.exists("b2").unwrap());
 
-    let err = repos
-        .import("b3", "/no/such/repo", None)
-        .await
-        .unwrap_err();
+    let err = repos.import("b3", "/no/such/repo", None).await.unwrap_err();
     assert!(matches!(err, RepoError::Import { .. }), "{err:?}");
 
     let not_a_repo = tempfile::tempdir().unwrap();
@@ -270,6 +301,9 @@ fn delete_repo_removes_it() {
     assert!(repos.delete_repo("gone").unwrap());
     assert!(!repos.exists("gone").unwrap());
     assert!(!repos.delete_repo("gone").unwrap());
-    assert!(matches!(repos.branch_head("gone", "main"), Err(RepoError::NotFound { .. })));
+    assert!(matches!(
+        repos.branch_head("gone", "main"),
+        Err(RepoError::NotFound { .. })
+    ));
     assert_eq!(std::fs::read_dir(repos.root()).unwrap().count(), 0);
 }

@@ -1,0 +1,183 @@
+//! One simulated agent: a key pair in memory, enrollment, and the Connect stream.
+
+use kortix_proto::v1::{
+    AgentFrame, Bootstrap, ControlFrame, EnrollRequest, Heartbeat, Hello, Record, RecordBatch,
+    agent_frame::Frame as In, agent_gateway_client::AgentGatewayClient, control_frame::Frame as Out,
+};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::Streaming;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("{0}")]
+    Status(#[from] tonic::Status),
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("key or CSR: {0}")]
+    Key(#[from] rcgen::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// An agent that has enrolled: its identity and an mTLS channel to the gateway.
+#[derive(Clone)]
+pub struct EnrolledAgent {
+    pub session_id: String,
+    pub channel: Channel,
+    pub key_pem: String,
+    pub chain_pem: String,
+}
+
+fn endpoint(url: &str, tls: ClientTlsConfig) -> Result<Endpoint, SimError> {
+    Ok(Endpoint::from_shared(url.to_string())?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true))
+}
+
+/// A CSR (DER) for a fresh key pair, asking for a name the CA must ignore.
+pub fn csr() -> Result<(rcgen::KeyPair, Vec<u8>), SimError> {
+    let key = rcgen::KeyPair::generate()?;
+    let params = rcgen::CertificateParams::new(vec!["requested.invalid".to_string()])?;
+    let der = params.serialize_request(&key)?.der().to_vec();
+    Ok((key, der))
+}
+
+/// Enrolls with a bootstrap token over server-authenticated TLS, then opens an mTLS channel.
+pub async fn enroll(agent_url: &str, ca_pem: &str, bootstrap_token: &str) -> Result<EnrolledAgent, SimError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = Certificate::from_pem(ca_pem);
+    let plain = endpoint(agent_url, ClientTlsConfig::new().ca_certificate(ca.clone()))?
+        .connect()
+        .await?;
+    let (key, csr) = csr()?;
+    let response = AgentGatewayClient::new(plain)
+        .enroll(EnrollRequest {
+            bootstrap_token: bootstrap_token.to_string(),
+            csr_der: csr,
+            protocol_version: kortix_proto::PROTOCOL_VERSION,
+            agent_version: "sim".into(),
+        })
+        .await?
+        .into_inner();
+    let key_pem = key.serialize_pem();
+    let identity = Identity::from_pem(&response.certificate_chain_pem, &key_pem);
+    let channel = endpoint(agent_url, ClientTlsConfig::new().ca_certificate(ca).identity(identity))?
+        .connect()
+        .await?;
+    Ok(EnrolledAgent {
+        session_id: response.session_id,
+        channel,
+        key_pem,
+        chain_pem: response.certificate_chain_pem,
+    })
+}
+
+/// An open Connect stream.
+pub struct AgentConnection {
+    pub bootstrap: Bootstrap,
+    tx: mpsc::Sender<AgentFrame>,
+    rx: Streaming<ControlFrame>,
+}
+
+impl EnrolledAgent {
+    pub fn client(&self) -> AgentGatewayClient<Channel> {
+        AgentGatewayClient::new(self.channel.clone())
+    }
+
+    /// Opens Connect, says Hello and waits for the Bootstrap.
+    pub async fn connect(&self, last_assigned_seq: u64) -> Result<AgentConnection, SimError> {
+        let (tx, rx) = mpsc::channel(64);
+        tx.send(AgentFrame {
+            frame: Some(In::Hello(Hello {
+                protocol_version: kortix_proto::PROTOCOL_VERSION,
+                agent_version: "sim".into(),
+                last_assigned_seq,
+            })),
+        })
+        .await
+        .map_err(|_| SimError::Protocol("stream closed".into()))?;
+        let mut inbound = self
+            .client()
+            .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| SimError::Protocol("stream ended before Bootstrap".into()))?;
+        let bootstrap = match first.frame {
+            Some(Out::Bootstrap(b)) => b,
+            other => return Err(SimError::Protocol(format!("first frame was not Bootstrap: {other:?}"))),
+        };
+        Ok(AgentConnection {
+            bootstrap,
+            tx,
+            rx: inbound,
+        })
+    }
+}
+
+impl AgentConnection {
+    pub async fn send(&self, frame: In) -> Result<(), SimError> {
+        self.tx
+            .send(AgentFrame { frame: Some(frame) })
+            .await
+            .map_err(|_| SimError::Protocol("stream closed".into()))
+    }
+
+    pub async fn send_records(&self, records: Vec<Record>) -> Result<(), SimError> {
+        self.send(In::Records(RecordBatch { records })).await
+    }
+
+    pub async fn heartbeat(&self, nonce: u64, idle_ms: u64) -> Result<(), SimError> {
+        self.send(In::Heartbeat(Heartbeat {
+            nonce,
+            idle_ms,
+            opencode_alive: true,
+            opencode_restarts: 0,
+        }))
+        .await
+    }
+
+    /// The next control frame; `None` when the control plane ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Out>, SimError> {
+        Ok(self.rx.message().await?.and_then(|f| f.frame))
+    }
+
+    /// Reads control frames until an Ack for at least `seq`.
+    pub async fn wait_ack(&mut self, seq: u64) -> Result<u64, SimError> {
+        loop {
+            match self.next().await? {
+                Some(Out::Ack(a)) if a.seq >= seq => return Ok(a.seq),
+                Some(_) => {}
+                None => return Err(SimError::Protocol("stream ended while waiting for an ack".into())),
+            }
+        }
+    }
+
+    /// Drops the stream (as a broken connection would).
+    pub fn close(self) {}
+}
+
+/// A log record with the given seq.
+pub fn log_record(seq: u64, line: impl Into<String>) -> Record {
+    Record {
+        seq,
+        ts_unix_ms: now_ms(),
+        body: Some(kortix_proto::v1::record::Body::Log(kortix_proto::v1::LogLine {
+            stream: kortix_proto::v1::LogStream::Stdout as i32,
+            line: line.into(),
+        })),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

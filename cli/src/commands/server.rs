@@ -1,0 +1,115 @@
+//! `kortix server`: the control plane in the foreground.
+
+use crate::Global;
+use crate::logging::{self, LogFormat};
+use anyhow::{Context, Result};
+use kortix_controlplane::config::{SandboxKind, ServerConfig, default_data_dir};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sandbox {
+    /// `kortix-agent` as a child process of the control plane.
+    Local,
+    /// Write each sandbox's bootstrap environment to `<data-dir>/bootstrap/<session>.json`
+    /// for an outside orchestrator to run `kortix-agent` with.
+    External,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Public listener: gRPC API, git smart HTTP, webhooks.
+    #[arg(long, default_value = "127.0.0.1:8008")]
+    pub listen: SocketAddr,
+    /// Agent listener (mTLS gRPC).
+    #[arg(long, default_value = "127.0.0.1:8009")]
+    pub agent_listen: SocketAddr,
+    /// PostgreSQL for scale-out (`postgres://…`); default SQLite in the data directory.
+    #[arg(long, env = "KORTIX_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Sandbox provider.
+    #[arg(long, value_enum, default_value = "local")]
+    pub sandbox: Sandbox,
+    /// URL sandboxes and clients use for the public listener [default: http://<listen>].
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// URL sandboxes use for the agent listener [default: https://<agent-listen>].
+    #[arg(long)]
+    pub agent_url: Option<String>,
+    /// The kortix-agent binary for local sandboxes [default: beside this binary, else PATH].
+    #[arg(long, env = "KORTIX_AGENT_BIN")]
+    pub agent_bin: Option<PathBuf>,
+    /// Hibernate running sessions idle this many seconds (0: never).
+    #[arg(long, default_value_t = 900)]
+    pub idle_timeout_secs: u64,
+    /// Fail provisioning sessions whose agent has not connected after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    pub connect_deadline_secs: u64,
+    /// Seconds a stopping agent gets before its sandbox is killed.
+    #[arg(long, default_value_t = 30)]
+    pub stop_grace_secs: u64,
+    #[arg(long, value_enum, default_value = "pretty", env = "KORTIX_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+impl ServerArgs {
+    pub fn config(&self, global: &Global) -> ServerConfig {
+        let mut config =
+            ServerConfig::new(global.data_dir.clone().unwrap_or_else(default_data_dir));
+        config.listen = self.listen;
+        config.agent_listen = self.agent_listen;
+        config.database_url = self.database_url.clone();
+        config.sandbox = match self.sandbox {
+            Sandbox::Local => SandboxKind::Local,
+            Sandbox::External => SandboxKind::External,
+        };
+        config.public_url = self.public_url.clone();
+        config.agent_url = self.agent_url.clone();
+        config.agent_bin = self.agent_bin.clone();
+        config.timings.idle_timeout = Duration::from_secs(self.idle_timeout_secs);
+        config.timings.connect_deadline = Duration::from_secs(self.connect_deadline_secs);
+        config.timings.stop_grace = Duration::from_secs(self.stop_grace_secs);
+        config
+    }
+}
+
+pub fn run(global: &Global, args: ServerArgs) -> Result<ExitCode> {
+    logging::init(args.log_format);
+    let config = args.config(global);
+    runtime()?.block_on(serve(config, |_| {}))
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Runs a control plane until SIGINT or SIGTERM, then shuts it down gracefully.
+pub async fn serve(
+    config: ServerConfig,
+    on_ready: impl FnOnce(&kortix_controlplane::server::RunningServer),
+) -> Result<ExitCode> {
+    let data_dir = config.data_dir.clone();
+    let server = kortix_controlplane::server::start(config)
+        .await
+        .with_context(|| {
+            format!(
+                "starting the control plane (data dir {})",
+                data_dir.display()
+            )
+        })?;
+    on_ready(&server);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

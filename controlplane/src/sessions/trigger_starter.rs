@@ -1,0 +1,29 @@
+//! Triggers start sessions through the same lifecycle as people do, as the platform itself
+//! (no account) and idempotently on the firing key.
+
+use super::Sessions;
+use super::lifecycle::StartRequest;
+use crate::triggers::{SessionStarter, TriggerStart};
+use futures::future::BoxFuture;
+
+impl SessionStarter for Sessions {
+    fn start(&self, req: TriggerStart) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            Sessions::start(
+                self,
+                StartRequest {
+                    account_id: None,
+                    project: req.project_id,
+                    prompt: req.prompt,
+                    agent: req.agent,
+                    idempotency_key: req.idempotency_key,
+                    origin: req.origin,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(|s| s.id)
+            .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -1,0 +1,166 @@
+//! The pinned OpenCode release, installed from npm by the tests themselves (once per cache
+//! directory, under a file lock so parallel test processes install it once), and its config.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::{HarnessError, io_context};
+
+pub const OPENCODE_VERSION: &str = "1.18.33";
+
+/// Path of the `opencode` binary of [`OPENCODE_VERSION`], installing it if needed.
+///
+/// The cache is `$KORTIX_TEST_CACHE`, else `<cargo target dir>/opencode-cache`.
+pub fn opencode_bin() -> Result<PathBuf, HarnessError> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| install(&cache_dir()).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(HarnessError::Install)
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KORTIX_TEST_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    // Test binaries live in <target>/<profile>/deps; cargo marks <target> with CACHEDIR.TAG.
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1) {
+            if dir.join("CACHEDIR.TAG").is_file() {
+                return dir.join("opencode-cache");
+            }
+        }
+    }
+    std::env::temp_dir().join("kortix-test-cache")
+}
+
+fn install(cache: &Path) -> Result<PathBuf, HarnessError> {
+    std::fs::create_dir_all(cache).map_err(io_context(format!("creating {}", cache.display())))?;
+    let prefix = cache.join(format!("opencode-{OPENCODE_VERSION}"));
+    let lock_path = cache.join(format!("opencode-{OPENCODE_VERSION}.lock"));
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_context(format!("opening {}", lock_path.display())))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| HarnessError::Install(format!("locking {}: {e}", lock_path.display())))?;
+    if let Some(bin) = find_binary(&prefix) {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&prefix)
+        .map_err(io_context(format!("creating {}", prefix.display())))?;
+    let output = Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--no-save",
+            "--prefix",
+        ])
+        .arg(&prefix)
+        .arg(format!("opencode-ai@{OPENCODE_VERSION}"))
+        .output()
+        .map_err(io_context("running npm (is Node.js installed?)"))?;
+    if !output.status.success() {
+        return Err(HarnessError::Install(format!(
+            "npm install opencode-ai@{OPENCODE_VERSION} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    find_binary(&prefix).ok_or_else(|| {
+        HarnessError::Install(format!(
+            "opencode-ai@{OPENCODE_VERSION} installed in {} but no working binary found",
+            prefix.display()
+        ))
+    })
+}
+
+/// The platform package's binary (the `opencode-ai` wrapper needs a postinstall step that npm
+/// may not run); the first candidate that reports the pinned version wins.
+fn find_binary(prefix: &Path) -> Option<PathBuf> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let os = match std::env::consts::OS {
+        "macos" => "darwin",
+        other => other,
+    };
+    let modules = prefix.join("node_modules");
+    let candidates = [
+        modules.join(format!("opencode-{os}-{arch}/bin/opencode")),
+        modules.join(format!("opencode-{os}-{arch}-baseline/bin/opencode")),
+        modules.join(format!("opencode-{os}-{arch}-musl/bin/opencode")),
+        modules.join(format!("opencode-{os}-{arch}-baseline-musl/bin/opencode")),
+        modules.join("opencode-ai/bin/opencode.exe"),
+    ];
+    candidates.into_iter().find(|bin| {
+        bin.is_file()
+            && Command::new(bin)
+                .arg("--version")
+                .env("HOME", std::env::temp_dir())
+                .output()
+                .is_ok_and(|o| {
+                    o.status.success()
+                        && String::from_utf8_lossy(&o.stdout).trim() == OPENCODE_VERSION
+                })
+    })
+}
+
+/// Writes `<dir>/opencode.json` pointing OpenCode at the scripted model on `model_port`
+/// (loopback only, no sharing, no autoupdate, edits and bash allowed).
+pub fn opencode_config(dir: &Path, model_port: u16) -> Result<PathBuf, HarnessError> {
+    std::fs::create_dir_all(dir).map_err(io_context(format!("creating {}", dir.display())))?;
+    let config = serde_json::json!({
+        "model": "scripted/scripted",
+        "provider": { "scripted": {
+            "npm": "@ai-sdk/openai-compatible",
+            "name": "Scripted",
+            "options": { "baseURL": format!("http://127.0.0.1:{model_port}/v1"), "apiKey": "unused" },
+            "models": { "scripted": { "name": "Scripted" } }
+        } },
+        "permission": { "edit": "allow", "bash": "allow" },
+        "autoupdate": false,
+        "share": "disabled"
+    });
+    let path = dir.join("opencode.json");
+    let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+    std::fs::write(&path, text).map_err(io_context(format!("writing {}", path.display())))?;
+    Ok(path)
+}
+
+/// A private HOME for one test's OpenCode, so tests share no state.
+pub struct OpencodeHome {
+    pub home: PathBuf,
+}
+
+impl OpencodeHome {
+    pub fn new(dir: &Path) -> Result<Self, HarnessError> {
+        let home = dir.join("home");
+        std::fs::create_dir_all(&home)
+            .map_err(io_context(format!("creating {}", home.display())))?;
+        Ok(OpencodeHome { home })
+    }
+
+    /// Environment for OpenCode: the private HOME (and XDG dirs under it), PATH, and a git
+    /// identity that never reads the developer's global config.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let h = self.home.display().to_string();
+        vec![
+            ("HOME".into(), h.clone()),
+            ("XDG_CONFIG_HOME".into(), format!("{h}/.config")),
+            ("XDG_DATA_HOME".into(), format!("{h}/.local/share")),
+            ("XDG_CACHE_HOME".into(), format!("{h}/.cache")),
+            ("XDG_STATE_HOME".into(), format!("{h}/.local/state")),
+            (
+                "PATH".into(),
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            ),
+            ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+        ]
+    }
+}

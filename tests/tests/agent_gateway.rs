@@ -1,0 +1,482 @@
+//! The agent side of the control plane over the real protocol: enrollment and every refusal,
+//! records (dedup, resume, attach seam), secrets and git credentials scoped to one session,
+//! and the lifecycle paths that must never leave a zombie.
+
+mod support;
+
+use kortix_bench::sim_agent::{self, EnrolledAgent, log_record};
+use kortix_controlplane::config::SandboxKind;
+use kortix_controlplane::sandbox::external::BootstrapFile;
+use kortix_proto::v1::agent_frame::Frame as In;
+use kortix_proto::v1::control_frame::Frame as Out;
+use kortix_proto::v1::*;
+use std::time::Duration;
+use support::{TestServer, eventually, git};
+use tonic::Code;
+
+struct Fixture {
+    ts: TestServer,
+    token: String,
+}
+
+async fn fixture(adjust: impl FnOnce(&mut kortix_controlplane::config::ServerConfig)) -> Fixture {
+    let ts = TestServer::start_with(|c| {
+        c.sandbox = SandboxKind::External;
+        adjust(c);
+    })
+    .await;
+    let token = ts.account("alice").await;
+    for name in ["p1", "p2"] {
+        ts.projects(&token)
+            .create_project(CreateProjectRequest {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    Fixture { ts, token }
+}
+
+impl Fixture {
+    async fn start(&self, project: &str, prompt: &str) -> (kortix_proto::v1::Session, BootstrapFile) {
+        let s = self
+            .ts
+            .sessions(&self.token)
+            .start_session(StartSessionRequest {
+                project: project.into(),
+                prompt: prompt.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let path = self.ts.data_dir().join("bootstrap").join(format!("{}.json", s.id));
+        let file: BootstrapFile = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        (s, file)
+    }
+
+    async fn enroll(&self, b: &BootstrapFile) -> EnrolledAgent {
+        sim_agent::enroll(
+            &b.env["KORTIX_CONTROL_PLANE"],
+            &b.env["KORTIX_CA_CERT"],
+            &b.env["KORTIX_BOOTSTRAP_TOKEN"],
+        )
+        .await
+        .expect("enroll")
+    }
+
+    async fn status(&self, id: &str) -> Session {
+        self.ts
+            .sessions(&self.token)
+            .get_session(GetSessionRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn wait_status(&self, id: &str, want: SessionStatus) -> Session {
+        eventually(&format!("session {id} {want:?}"), Duration::from_secs(20), || async {
+            let s = self.status(id).await;
+            (s.status == want as i32).then_some(s)
+        })
+        .await
+    }
+
+    async fn attach_all(&self, id: &str, from: u64) -> Vec<Record> {
+        use futures::StreamExt;
+        let mut stream = self
+            .ts
+            .sessions(&self.token)
+            .attach(AttachRequest {
+                session_id: id.into(),
+                from_seq: from,
+                follow: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(r) = stream.next().await {
+            out.push(r.unwrap());
+        }
+        out
+    }
+}
+
+fn running() -> In {
+    In::State(StateReport {
+        status: SessionStatus::Running as i32,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn enrollment_bootstrap_records_and_identity() {
+    let f = fixture(|_| {}).await;
+    let (s, b) = f.start("p1", "write hello.txt").await;
+    assert_eq!(s.status, SessionStatus::Provisioning as i32);
+    assert_eq!(s.branch, s.id);
+    let agent = f.enroll(&b).await;
+    assert_eq!(agent.session_id, s.id);
+
+    let mut conn = agent.connect(0).await.unwrap();
+    let boot = &conn.bootstrap;
+    assert_eq!(boot.session_id, s.id);
+    assert_eq!(boot.branch, s.id);
+    assert_eq!(boot.default_branch, "main");
+    assert_eq!(boot.initial_prompt, "write hello.txt");
+    assert_eq!(boot.opencode_config_dir, ".kortix/opencode");
+    assert!(boot.repo_url.ends_with("/git/p1.git"), "{}", boot.repo_url);
+    assert_eq!(boot.acked_seq, 0);
+
+    conn.send(running()).await.unwrap();
+    f.wait_status(&s.id, SessionStatus::Running).await;
+    conn.send_records((1..=5).map(|i| log_record(i, format!("line {i}"))).collect())
+        .await
+        .unwrap();
+    assert_eq!(conn.wait_ack(5).await.unwrap(), 5);
+    conn.heartbeat(42, 0).await.unwrap();
+    loop {
+        match conn.next().await.unwrap() {
+            Some(Out::HeartbeatAck(a)) => {
+                assert_eq!(a.nonce, 42);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("stream ended"),
+        }
+    }
+    let records = f.attach_all(&s.id, 0).await;
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+
+    // Prompts reach the connected agent.
+    f.ts.sessions(&f.token)
+        .send_prompt(SendPromptRequest {
+            session_id: s.id.clone(),
+            text: "and now a test".into(),
+            agent: String::new(),
+        })
+        .await
+        .unwrap();
+    loop {
+        match conn.next().await.unwrap() {
+            Some(Out::Prompt(p)) => {
+                assert_eq!(p.text, "and now a test");
+                break;
+            }
+            Some(_) => {}
+            None => panic!("stream ended"),
+        }
+    }
+    // A reconnect does not repeat the delivered initial prompt.
+    drop(conn);
+    let again = agent.connect(5).await.unwrap();
+    assert_eq!(again.bootstrap.initial_prompt, "");
+    assert_eq!(again.bootstrap.acked_seq, 5);
+    f.ts.stop().await;
+}
+
+#[tokio::test]
+async fn enrollment_refusals() {
+    let f = fixture(|_| {}).await;
+    let (s, b) = f.start("p1", "").await;
+    let url = &b.env["KORTIX_CONTROL_PLANE"];
+    let ca = &b.env["KORTIX_CA_CERT"];
+    f.enroll(&b).await;
+    // Reuse of a bootstrap token.
+    let reused = sim_agent::enroll(url, ca, &b.env["KORTIX_BOOTSTRAP_TOKEN"]).await;
+    match reused {
+        Err(sim_agent::SimError::Status(st)) => {
+            assert_eq!(st.code(), Code::Unauthenticated);
+            assert!(st.message().contains("used"), "{}", st.message());
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a bootstrap token must be single-use"),
+    }
+    // An expired token.
+    let expired = kortix_controlplane::auth::generate_token(kortix_controlplane::auth::TokenKind::Bootstrap);
+    f.ts.running()
+        .sessions
+        .store()
+        .create_bootstrap_token(&kortix_controlplane::auth::hash_token(&expired), &s.id, 1)
+        .await
+        .unwrap();
+    match sim_agent::enroll(url, ca, &expired).await {
+        Err(sim_agent::SimError::Status(st)) => {
+            assert_eq!(st.code(), Code::Unauthenticated);
+            assert!(st.message().contains("expired"), "{}", st.message());
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("an expired token must be refused"),
+    }
+    // Garbage and person tokens.
+    for bad in ["", "kxb_nope", &f.token] {
+        assert!(sim_agent::enroll(url, ca, bad).await.is_err(), "{bad:?} accepted");
+    }
+
+    // No client certificate: only Enroll works.
+    let plain = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let err = agent_gateway_client::AgentGatewayClient::new(plain)
+        .git_credential(GitCredentialRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // A certificate from another CA never gets past TLS.
+    let other_ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(vec![]).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other_ca = ca_params.self_signed(&other_ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, other_ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec![]).unwrap();
+    leaf.subject_alt_names = vec![rcgen::SanType::URI(
+        format!("spiffe://kortix/session/{}", s.id).try_into().unwrap(),
+    )];
+    let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    let forged = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .identity(tonic::transport::Identity::from_pem(
+                    format!("{}{}", leaf.pem(), other_ca.pem()),
+                    leaf_key.serialize_pem(),
+                )),
+        )
+        .unwrap();
+    let refused = match forged.connect().await {
+        Err(_) => true,
+        Ok(ch) => agent_gateway_client::AgentGatewayClient::new(ch)
+            .git_credential(GitCredentialRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a certificate from another CA must be refused");
+    f.ts.stop().await;
+}
+
+#[tokio::test]
+async fn records_dedup_and_resume_after_a_dropped_stream() {
+    let f = fixture(|_| {}).await;
+    let (s, b) = f.start("p1", "").await;
+    let agent = f.enroll(&b).await;
+    let mut conn = agent.connect(0).await.unwrap();
+    conn.send_records((1..=10).map(|i| log_record(i, format!("r{i}"))).collect())
+        .await
+        .unwrap();
+    assert_eq!(conn.wait_ack(10).await.unwrap(), 10);
+    // The stream breaks with 11..15 assigned but never acked.
+    drop(conn);
+    let mut conn = agent.connect(15).await.unwrap();
+    assert_eq!(conn.bootstrap.acked_seq, 10);
+    // The agent resends from an older point than needed: duplicates are ignored.
+    conn.send_records((8..=15).map(|i| log_record(i, format!("r{i}"))).collect())
+        .await
+        .unwrap();
+    assert_eq!(conn.wait_ack(15).await.unwrap(), 15);
+    let records = f.attach_all(&s.id, 0).await;
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=15).collect::<Vec<_>>());
+    // A gap holds the ack back until it is filled.
+    conn.send_records(vec![log_record(17, "r17")]).await.unwrap();
+    assert_eq!(conn.wait_ack(15).await.unwrap(), 15);
+    conn.send_records(vec![log_record(16, "r16")]).await.unwrap();
+    assert_eq!(conn.wait_ack(17).await.unwrap(), 17);
+    f.ts.stop().await;
+}
+
+#[tokio::test]
+async fn attach_seam_has_no_gap_and_no_duplicate() {
+    use futures::StreamExt;
+    let f = fixture(|_| {}).await;
+    let (s, b) = f.start("p1", "").await;
+    let agent = f.enroll(&b).await;
+    let mut conn = agent.connect(0).await.unwrap();
+    conn.send(running()).await.unwrap();
+    conn.send_records((1..=50).map(|i| log_record(i, "before")).collect()).await.unwrap();
+    conn.wait_ack(50).await.unwrap();
+    let total = 600u64;
+    // Viewers attach while the agent keeps writing.
+    let mut viewers = Vec::new();
+    for from in [0u64, 25, 50] {
+        let mut client = f.ts.sessions(&f.token);
+        let id = s.id.clone();
+        viewers.push(tokio::spawn(async move {
+            let mut stream = client
+                .attach(AttachRequest {
+                    session_id: id,
+                    from_seq: from,
+                    follow: true,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut seen = Vec::new();
+            while let Some(r) = stream.next().await {
+                let seq = r.unwrap().seq;
+                seen.push(seq);
+                if seq == total {
+                    break;
+                }
+            }
+            (from, seen)
+        }));
+    }
+    let mut next = 51;
+    while next <= total {
+        let end = (next + 49).min(total);
+        conn.send_records((next..=end).map(|i| log_record(i, "live")).collect())
+            .await
+            .unwrap();
+        conn.wait_ack(end).await.unwrap();
+        next = end + 1;
+    }
+    for v in viewers {
+        let (from, seen) = tokio::time::timeout(Duration::from_secs(30), v).await.unwrap().unwrap();
+        let want: Vec<u64> = (from.max(1)..=total).collect();
+        assert_eq!(seen, want, "viewer from {from}");
+    }
+    f.ts.stop().await;
+}
+
+#[tokio::test]
+async fn secrets_and_git_credentials_are_scoped_to_the_session() {
+    use futures::StreamExt;
+    let f = fixture(|_| {}).await;
+    for (project, name, value) in [("p1", "ONE", "one-value"), ("p2", "TWO", "two-value")] {
+        f.ts.secrets(&f.token)
+            .set_secret(SetSecretRequest {
+                project: project.into(),
+                name: name.into(),
+                value: value.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let (s1, b1) = f.start("p1", "").await;
+    let (s2, b2) = f.start("p2", "").await;
+    let a1 = f.enroll(&b1).await;
+    let a2 = f.enroll(&b2).await;
+
+    let mut watch = a1.client().watch_secrets(WatchSecretsRequest {}).await.unwrap().into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.secrets.len(), 1);
+    assert_eq!(first.secrets["ONE"], "one-value");
+    // A change arrives while the session runs.
+    f.ts.secrets(&f.token)
+        .set_secret(SetSecretRequest {
+            project: "p1".into(),
+            name: "ONE".into(),
+            value: "rotated".into(),
+        })
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.secrets["ONE"], "rotated");
+    assert!(second.version > first.version);
+
+    // Git tokens push only their own branch of their own repo.
+    let cred1 = a1.client().git_credential(GitCredentialRequest::default()).await.unwrap().into_inner();
+    let cred2 = a2.client().git_credential(GitCredentialRequest::default()).await.unwrap().into_inner();
+    let work = tempfile::tempdir().unwrap();
+    let clone = work.path().join("c");
+    let out = git(work.path(), &["clone", "-q", &f.ts.git_url("p1", &cred1.password), clone.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    support::git_ok(&clone, &["checkout", "-q", &s1.id]);
+    std::fs::write(clone.join("a.txt"), "a\n").unwrap();
+    support::git_ok(&clone, &["add", "."]);
+    support::git_ok(&clone, &["commit", "-qm", "a"]);
+    support::git_ok(&clone, &["push", "-q", "origin", &s1.id]);
+    let other_branch = git(&clone, &["push", "origin", &format!("{}:refs/heads/elsewhere", s1.id)]);
+    assert!(!other_branch.status.success());
+    assert!(String::from_utf8_lossy(&other_branch.stderr).contains(&s1.id));
+    let to_main = git(&clone, &["push", "origin", &format!("{}:main", s1.id)]);
+    assert!(!to_main.status.success());
+    // Session 2's token cannot even see project 1.
+    let cross = git(work.path(), &["ls-remote", &f.ts.git_url("p1", &cred2.password)]);
+    assert!(!cross.status.success());
+    // People cannot use a session token on the API.
+    let err = f.ts.projects(&cred1.password).list_projects(ListProjectsRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let _ = s2;
+    f.ts.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_whose_agent_never_connects_fails() {
+    let f = fixture(|c| c.timings.connect_deadline = Duration::from_secs(1)).await;
+    let (s, _b) = f.start("p1", "").await;
+    let failed = f.wait_status(&s.id, SessionStatus::Failed).await;
+    assert!(failed.failure_reason.contains("never connected"), "{}", failed.failure_reason);
+    assert!(failed.ended_unix_ms > 0);
+    f.ts.stop().await;
+}
+
+#[tokio::test]
+async fn stop_ends_a_session_whose_agent_ignores_the_stop_frame() {
+    let f = fixture(|c| c.timings.stop_grace = Duration::from_secs(1)).await;
+    let (s, b) = f.start("p1", "").await;
+    let agent = f.enroll(&b).await;
+    let mut conn = agent.connect(0).await.unwrap();
+    conn.send(running()).await.unwrap();
+    f.wait_status(&s.id, SessionStatus::Running).await;
+    f.ts.sessions(&f.token)
+        .stop_session(StopSessionRequest { id: s.id.clone() })
+        .await
+        .unwrap();
+    // The agent sees the stop frame and ignores it.
+    loop {
+        if let Some(Out::Stop(stop)) = conn.next().await.unwrap() {
+            assert!(!stop.hibernate);
+            break;
+        }
+    }
+    let stopped = f.wait_status(&s.id, SessionStatus::Stopped).await;
+    assert!(stopped.failure_reason.contains("did not stop"), "{}", stopped.failure_reason);
+    // Its certificate is revoked with the session.
+    let err = agent.client().git_credential(GitCredentialRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    f.ts.stop().await;
+}
+
+#[tokio::test]
+async fn idle_sessions_hibernate_and_cooperative_stops_end_cleanly() {
+    let f = fixture(|c| c.timings.idle_timeout = Duration::from_secs(1)).await;
+    let (s, b) = f.start("p1", "").await;
+    let agent = f.enroll(&b).await;
+    let mut conn = agent.connect(0).await.unwrap();
+    conn.send(running()).await.unwrap();
+    f.wait_status(&s.id, SessionStatus::Running).await;
+    conn.heartbeat(1, 5_000).await.unwrap();
+    loop {
+        match conn.next().await.unwrap() {
+            Some(Out::Stop(stop)) => {
+                assert!(stop.hibernate);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("stream ended before the stop frame"),
+        }
+    }
+    conn.send(In::State(StateReport {
+        status: SessionStatus::Hibernated as i32,
+        reason: "idle".into(),
+        r#final: true,
+        head_sha: String::new(),
+    }))
+    .await
+    .unwrap();
+    f.wait_status(&s.id, SessionStatus::Hibernated).await;
+    f.ts.stop().await;
+}

@@ -1,0 +1,290 @@
+//! End to end with everything real: the control plane, the `kortix-agent` binary in a local
+//! sandbox, pinned OpenCode from npm, real git, and a scripted OpenAI-compatible model.
+//!
+//! Needs `target/<profile>/kortix-agent` built (`scripts/test` builds it first).
+
+mod support;
+
+use futures::StreamExt;
+use kortix_proto::v1::record::Body;
+use kortix_proto::v1::*;
+use kortix_tests::{ScriptedModel, Turn, opencode_bin, opencode_config};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::{TestServer, eventually, git_ok};
+
+fn agent_bin() -> PathBuf {
+    let bin = kortix_controlplane::config::locate_agent_bin();
+    assert!(
+        bin.is_file(),
+        "kortix-agent is not built next to the test binaries ({}): run `cargo build -p kortix-agent` first (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A server with local sandboxes running the real agent and the pinned OpenCode, and a
+/// project whose `.kortix/opencode/opencode.json` points at `model` — landed on `main`
+/// through a change request, the only way there.
+async fn setup(model: &ScriptedModel) -> (TestServer, String, tempfile::TempDir) {
+    let opencode = opencode_bin().expect("pinned OpenCode installs");
+    let ts = TestServer::start_with(|c| {
+        c.agent_bin = Some(agent_bin());
+        c.agent_env.push(("KORTIX_OPENCODE_BIN".into(), opencode.display().to_string()));
+        c.agent_env.push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
+        c.timings.stop_grace = Duration::from_secs(20);
+    })
+    .await;
+    let token = ts.account("alice").await;
+    ts.projects(&token)
+        .create_project(CreateProjectRequest {
+            name: "app".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let clone = work.path().join("app");
+    git_ok(work.path(), &["clone", "-q", &ts.git_url("app", &token), clone.to_str().unwrap()]);
+    git_ok(&clone, &["checkout", "-qb", "setup"]);
+    opencode_config(&clone.join(".kortix/opencode"), model.port()).unwrap();
+    git_ok(&clone, &["add", "."]);
+    git_ok(&clone, &["commit", "-qm", "Configure OpenCode"]);
+    git_ok(&clone, &["push", "-q", "origin", "setup"]);
+    let cr = ts
+        .crs(&token)
+        .open_change_request(OpenChangeRequestRequest {
+            project: "app".into(),
+            branch: "setup".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ts.crs(&token)
+        .merge_change_request(ChangeRequestRef {
+            project: "app".into(),
+            number: cr.number,
+        })
+        .await
+        .unwrap();
+    (ts, token, work)
+}
+
+fn workspace(ts: &TestServer, session: &str) -> PathBuf {
+    ts.data_dir().join("sandboxes").join(session).join("workspace")
+}
+
+async fn status(ts: &TestServer, token: &str, id: &str) -> Session {
+    ts.sessions(token)
+        .get_session(GetSessionRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn wait_status(ts: &TestServer, token: &str, id: &str, want: SessionStatus, within: Duration) -> Session {
+    eventually(&format!("{want:?}"), within, || async {
+        let s = status(ts, token, id).await;
+        if s.status == SessionStatus::Failed as i32 && want != SessionStatus::Failed {
+            panic!("session failed: {}", s.failure_reason);
+        }
+        (s.status == want as i32).then_some(s)
+    })
+    .await
+}
+
+/// Follows the session's records until `done` says so.
+async fn follow_until(ts: &TestServer, token: &str, id: &str, mut done: impl FnMut(&[Record]) -> bool) -> Vec<Record> {
+    let mut stream = ts
+        .sessions(token)
+        .attach(AttachRequest {
+            session_id: id.into(),
+            from_seq: 0,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    while !done(&seen) {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out; records so far: {}", describe(&seen)));
+        match next {
+            Some(Ok(r)) => seen.push(r),
+            Some(Err(e)) => panic!("attach failed: {e}"),
+            None => break,
+        }
+    }
+    seen
+}
+
+fn describe(records: &[Record]) -> String {
+    records
+        .iter()
+        .map(|r| match &r.body {
+            Some(Body::Log(l)) => format!("{} log {}", r.seq, l.line),
+            Some(Body::Event(e)) => format!("{} event {}", r.seq, e.r#type),
+            Some(Body::Commit(c)) => format!("{} commit {} pushed={}", r.seq, c.sha, c.pushed),
+            Some(Body::State(s)) => format!("{} state {} {}", r.seq, s.phase, s.reason),
+            Some(Body::Gap(g)) => format!("{} gap {}", r.seq, g.reason),
+            None => format!("{} empty", r.seq),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn pushed_commit(records: &[Record]) -> Option<CommitRecord> {
+    records.iter().find_map(|r| match &r.body {
+        Some(Body::Commit(c)) if c.pushed => Some(c.clone()),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn a_session_writes_commits_and_pushes_through_real_opencode() {
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let (ts, token, work) = setup(&model).await;
+    let session = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            prompt: "Create hello.txt and commit it.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ws = workspace(&ts, &session.id);
+    model.push([
+        Turn::write_file(ws.join("hello.txt").display().to_string(), "hello from the agent\n"),
+        Turn::bash("git add hello.txt && git commit -q -m 'Add hello.txt' && git push -q origin HEAD"),
+        Turn::text("Created and pushed hello.txt."),
+    ]);
+    wait_status(&ts, &token, &session.id, SessionStatus::Running, Duration::from_secs(180)).await;
+
+    let records = follow_until(&ts, &token, &session.id, |seen| pushed_commit(seen).is_some()).await;
+    let commit = pushed_commit(&records).unwrap();
+    assert_eq!(commit.message.trim(), "Add hello.txt");
+    assert_eq!(commit.files_changed, 1);
+    assert_eq!(commit.insertions, 1);
+    assert_eq!(commit.author_name, "Kortix Agent");
+    assert!(records.iter().any(|r| matches!(r.body, Some(Body::Log(_)))), "log records");
+    assert!(records.iter().any(|r| matches!(r.body, Some(Body::Event(_)))), "event records");
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=records.len() as u64).collect::<Vec<_>>(), "gap-free seqs");
+
+    // The commit is on the session branch in the control plane's repository.
+    let check = work.path().join("check");
+    git_ok(work.path(), &["clone", "-q", "-b", &session.id, &ts.git_url("app", &token), check.to_str().unwrap()]);
+    assert_eq!(git_ok(&check, &["rev-parse", "HEAD"]).trim(), commit.sha);
+    assert_eq!(std::fs::read_to_string(check.join("hello.txt")).unwrap(), "hello from the agent\n");
+    assert!(model.calls() >= 3, "the model was asked {} times", model.calls());
+
+    // A clean stop: the agent reports its final state and the sandbox is gone.
+    ts.sessions(&token)
+        .stop_session(StopSessionRequest { id: session.id.clone() })
+        .await
+        .unwrap();
+    let stopped = wait_status(&ts, &token, &session.id, SessionStatus::Stopped, Duration::from_secs(60)).await;
+    assert_eq!(stopped.head_sha, commit.sha);
+    assert!(stopped.failure_reason.is_empty(), "{}", stopped.failure_reason);
+    let all = follow_until(&ts, &token, &session.id, |_| false).await;
+    assert!(
+        all.iter().any(|r| matches!(&r.body, Some(Body::State(s)) if s.phase == "stopped")),
+        "final state record: {}",
+        describe(&all)
+    );
+    // The CR from the session branch lands the work.
+    let cr = ts
+        .crs(&token)
+        .open_change_request(OpenChangeRequestRequest {
+            project: "app".into(),
+            session_id: session.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cr.title, "Add hello.txt");
+    let merged = ts
+        .crs(&token)
+        .merge_change_request(ChangeRequestRef {
+            project: "app".into(),
+            number: cr.number,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(merged.state, ChangeRequestState::Merged as i32);
+    ts.stop().await;
+}
+
+/// Processes whose working directory is `dir`.
+fn processes_in(dir: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| {
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cwd.as_deref() == Some(dir) && String::from_utf8_lossy(&cmd).contains("serve")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn opencode_killed_mid_session_is_restarted() {
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let (ts, token, _work) = setup(&model).await;
+    let session = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            prompt: "Say hello.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    model.push([Turn::text("Hello.")]);
+    wait_status(&ts, &token, &session.id, SessionStatus::Running, Duration::from_secs(180)).await;
+    let ws = workspace(&ts, &session.id);
+    let victims = eventually("opencode process", Duration::from_secs(30), || async {
+        let pids = processes_in(&ws);
+        (!pids.is_empty()).then_some(pids)
+    })
+    .await;
+    for pid in &victims {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    let records = follow_until(&ts, &token, &session.id, |seen| {
+        let restarting = seen
+            .iter()
+            .position(|r| matches!(&r.body, Some(Body::State(s)) if s.phase == "opencode-restarting"));
+        restarting.is_some_and(|i| {
+            seen[i..]
+                .iter()
+                .any(|r| matches!(&r.body, Some(Body::State(s)) if s.phase == "opencode-ready"))
+        })
+    })
+    .await;
+    assert!(!records.is_empty());
+    let s = status(&ts, &token, &session.id).await;
+    assert_eq!(s.status, SessionStatus::Running as i32, "{}", s.failure_reason);
+    let fresh = eventually("a new opencode process", Duration::from_secs(30), || async {
+        let pids = processes_in(&ws);
+        (!pids.is_empty() && pids.iter().all(|p| !victims.contains(p))).then_some(pids)
+    })
+    .await;
+    assert!(!fresh.is_empty());
+    ts.sessions(&token)
+        .stop_session(StopSessionRequest { id: session.id.clone() })
+        .await
+        .unwrap();
+    wait_status(&ts, &token, &session.id, SessionStatus::Stopped, Duration::from_secs(60)).await;
+    ts.stop().await;
+}

@@ -1,0 +1,171 @@
+//! An in-process control plane on 127.0.0.1:0 with a temp data directory, plus gRPC clients
+//! and a real `git` with an isolated configuration.
+#![allow(dead_code)]
+
+use kortix_controlplane::config::ServerConfig;
+use kortix_controlplane::server::{RunningServer, start};
+use kortix_proto::v1::{
+    account_service_client::AccountServiceClient, change_request_service_client::ChangeRequestServiceClient,
+    project_service_client::ProjectServiceClient, secret_service_client::SecretServiceClient,
+    session_service_client::SessionServiceClient,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub data: tempfile::TempDir,
+    pub admin_token: String,
+    pub channel: Channel,
+}
+
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Ok(v) = format!("Bearer {}", self.0).parse() {
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut config = ServerConfig::new(data.path().join("kortix"));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.agent_listen = "127.0.0.1:0".parse().unwrap();
+        adjust(&mut config);
+        let server = start(config).await.expect("control plane starts");
+        let admin_token = std::fs::read_to_string(server.admin_token_path())
+            .expect("admin.token")
+            .trim()
+            .to_string();
+        let channel = Channel::from_shared(server.public_url.clone())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect");
+        TestServer {
+            server: Some(server),
+            data,
+            admin_token,
+            channel,
+        }
+    }
+
+    pub fn running(&self) -> &RunningServer {
+        self.server.as_ref().expect("running")
+    }
+
+    pub fn url(&self) -> String {
+        self.running().public_url.clone()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.running().data_dir.clone()
+    }
+
+    fn authed(&self, token: &str) -> Authed {
+        InterceptedService::new(self.channel.clone(), Bearer(token.to_string()))
+    }
+
+    pub fn accounts(&self, token: &str) -> AccountServiceClient<Authed> {
+        AccountServiceClient::new(self.authed(token))
+    }
+    pub fn projects(&self, token: &str) -> ProjectServiceClient<Authed> {
+        ProjectServiceClient::new(self.authed(token))
+    }
+    pub fn secrets(&self, token: &str) -> SecretServiceClient<Authed> {
+        SecretServiceClient::new(self.authed(token))
+    }
+    pub fn sessions(&self, token: &str) -> SessionServiceClient<Authed> {
+        SessionServiceClient::new(self.authed(token))
+    }
+    pub fn crs(&self, token: &str) -> ChangeRequestServiceClient<Authed> {
+        ChangeRequestServiceClient::new(self.authed(token))
+    }
+
+    /// A new account and its token.
+    pub async fn account(&self, name: &str) -> String {
+        self.accounts(&self.admin_token)
+            .create_account(kortix_proto::v1::CreateAccountRequest { name: name.into() })
+            .await
+            .expect("create account")
+            .into_inner()
+            .token
+    }
+
+    /// The clone URL of a project with the token as password.
+    pub fn git_url(&self, project: &str, token: &str) -> String {
+        let base = self.url();
+        let rest = base.strip_prefix("http://").unwrap();
+        format!("http://x:{token}@{rest}/git/{project}.git")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// Runs the real `git` with no global or system configuration.
+pub fn git(dir: &Path, args: &[&str]) -> std::process::Output {
+    let home = dir.parent().unwrap_or(dir).join(".git-home");
+    std::fs::create_dir_all(&home).unwrap();
+    Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", &home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "Tester")
+        .env("GIT_AUTHOR_EMAIL", "tester@example.com")
+        .env("GIT_COMMITTER_NAME", "Tester")
+        .env("GIT_COMMITTER_EMAIL", "tester@example.com")
+        .output()
+        .expect("run git")
+}
+
+/// `git` that must succeed; returns stdout.
+pub fn git_ok(dir: &Path, args: &[&str]) -> String {
+    let out = git(dir, args);
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` until it returns `Some` or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut wait = Duration::from_millis(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(200));
+    }
+}
