@@ -130,6 +130,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 root: data_dir.join("sandboxes"),
                 agent_bin: config.agent_bin.clone().unwrap_or_else(locate_agent_bin),
                 extra_env: config.agent_env.clone(),
+                isolation: config.isolation.clone(),
             },
             exit_tx,
         )),
@@ -254,8 +255,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let _ = rx.wait_for(|s| *s).await;
-            shutdown_local_sandboxes(&sessions, provider.as_ref()).await;
+            // Sandboxes an outside orchestrator runs outlive this process: their agents
+            // reconnect to the next replica. Local ones are children of this process.
+            if matches!(provider.name(), "local") {
+                shutdown_local_sandboxes(&sessions, provider.as_ref()).await;
+            }
             let _ = sandboxes_done.send(());
+            // Only now end the live streams, so stopping agents could still push and flush.
+            sessions.hub().close();
         }));
     }
 

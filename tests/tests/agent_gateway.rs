@@ -111,7 +111,7 @@ fn running() -> In {
     })
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_bootstrap_records_and_identity() {
     let f = fixture(|_| {}).await;
     let (s, b) = f.start("p1", "write hello.txt").await;
@@ -177,7 +177,7 @@ async fn enrollment_bootstrap_records_and_identity() {
     f.ts.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_refusals() {
     let f = fixture(|_| {}).await;
     let (s, b) = f.start("p1", "").await;
@@ -263,7 +263,7 @@ async fn enrollment_refusals() {
     f.ts.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_dedup_and_resume_after_a_dropped_stream() {
     let f = fixture(|_| {}).await;
     let (s, b) = f.start("p1", "").await;
@@ -292,7 +292,7 @@ async fn records_dedup_and_resume_after_a_dropped_stream() {
     f.ts.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_seam_has_no_gap_and_no_duplicate() {
     use futures::StreamExt;
     let f = fixture(|_| {}).await;
@@ -346,7 +346,7 @@ async fn attach_seam_has_no_gap_and_no_duplicate() {
     f.ts.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_and_git_credentials_are_scoped_to_the_session() {
     use futures::StreamExt;
     let f = fixture(|_| {}).await;
@@ -413,7 +413,7 @@ async fn secrets_and_git_credentials_are_scoped_to_the_session() {
     f.ts.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_whose_agent_never_connects_fails() {
     let f = fixture(|c| c.timings.connect_deadline = Duration::from_secs(1)).await;
     let (s, _b) = f.start("p1", "").await;
@@ -423,7 +423,7 @@ async fn a_session_whose_agent_never_connects_fails() {
     f.ts.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_a_session_whose_agent_ignores_the_stop_frame() {
     let f = fixture(|c| c.timings.stop_grace = Duration::from_secs(1)).await;
     let (s, b) = f.start("p1", "").await;
@@ -450,7 +450,7 @@ async fn stop_ends_a_session_whose_agent_ignores_the_stop_frame() {
     f.ts.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_hibernate_and_cooperative_stops_end_cleanly() {
     let f = fixture(|c| c.timings.idle_timeout = Duration::from_secs(1)).await;
     let (s, b) = f.start("p1", "").await;

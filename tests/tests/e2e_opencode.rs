@@ -143,7 +143,7 @@ fn pushed_commit(records: &[Record]) -> Option<CommitRecord> {
     })
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_writes_commits_and_pushes_through_real_opencode() {
     let model = ScriptedModel::start(Vec::new()).unwrap();
     let (ts, token, work) = setup(&model).await;
@@ -236,7 +236,7 @@ fn processes_in(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opencode_killed_mid_session_is_restarted() {
     let model = ScriptedModel::start(Vec::new()).unwrap();
     let (ts, token, _work) = setup(&model).await;

@@ -7,7 +7,7 @@ use kortix_proto::v1::*;
 use support::{TestServer, git, git_ok};
 use tonic::Code;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_is_private_and_creates_accounts() {
     let ts = TestServer::start().await;
     let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -32,7 +32,7 @@ async fn admin_token_is_private_and_creates_accounts() {
     ts.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_unauthenticated() {
     let ts = TestServer::start().await;
     let alice = ts.account("alice").await;
@@ -67,7 +67,7 @@ async fn bad_tokens_are_unauthenticated() {
     ts.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projects_are_per_account_and_names_unique() {
     let ts = TestServer::start().await;
     let alice = ts.account("alice").await;
@@ -141,7 +141,7 @@ fn source_repo(dir: &std::path::Path) -> std::path::PathBuf {
     src
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_clone_push_and_the_default_branch_guard() {
     let ts = TestServer::start().await;
     let alice = ts.account("alice").await;
@@ -205,7 +205,7 @@ async fn import_clone_push_and_the_default_branch_guard() {
     ts.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_sealed_validated_and_listed_by_name() {
     let ts = TestServer::start().await;
     let alice = ts.account("alice").await;
@@ -298,7 +298,7 @@ async fn secrets_are_sealed_validated_and_listed_by_name() {
     ts.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_need_no_token() {
     let ts = TestServer::start().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(ts.channel.clone());

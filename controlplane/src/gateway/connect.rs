@@ -68,9 +68,13 @@ impl Gateway {
 
         let this = self.clone();
         let id = session.id.clone();
+        let closed = self.sessions.hub().closed();
         tokio::spawn(async move {
+            tokio::pin!(closed);
             let result = loop {
                 tokio::select! {
+                    // The agent reconnects (to another replica, or this one after restart).
+                    _ = &mut closed => break Err(Status::unavailable("control plane shutting down; reconnect")),
                     frame = control.recv() => match frame {
                         Some(frame) => {
                             if out.send(Ok(frame)).await.is_err() {

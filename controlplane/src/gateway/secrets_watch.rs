@@ -30,6 +30,8 @@ impl Gateway {
         let this = self.clone();
         tokio::spawn(async move {
             let mut wake = this.sessions.hub().subscribe(&secrets_topic(&project_id));
+            let closed = this.sessions.hub().closed();
+            tokio::pin!(closed);
             let mut sent: Option<i64> = None;
             loop {
                 match this.current_secrets(&project_id, sent).await {
@@ -53,6 +55,10 @@ impl Gateway {
                     _ = wake.changed() => {}
                     _ = tokio::time::sleep(POLL) => {}
                     _ = tx.closed() => return,
+                    _ = &mut closed => {
+                        let _ = tx.send(Err(Status::unavailable("control plane shutting down; watch again"))).await;
+                        return;
+                    }
                 }
             }
         });

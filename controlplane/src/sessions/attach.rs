@@ -47,6 +47,8 @@ impl Sessions {
         tx: &mpsc::Sender<Result<Record, Status>>,
     ) -> Result<(), Status> {
         let mut wake = self.hub.subscribe(id);
+        let closed = self.hub.closed();
+        tokio::pin!(closed);
         loop {
             // Read the state before the records: if the session had ended by then, the
             // records read afterwards are complete.
@@ -90,6 +92,11 @@ impl Sessions {
                 _ = wake.changed() => {}
                 _ = tokio::time::sleep(POLL) => {}
                 _ = tx.closed() => return Ok(()),
+                _ = &mut closed => {
+                    return Err(Status::unavailable(format!(
+                        "control plane shutting down; reattach from seq {next}"
+                    )));
+                }
             }
         }
     }

@@ -35,15 +35,41 @@ pub enum DeliveryError {
     Backlogged,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Hub {
     inner: Arc<Mutex<HashMap<String, Entry>>>,
     next_conn: Arc<std::sync::atomic::AtomicU64>,
+    /// Set once at shutdown: long-lived streams (agents, viewers, secret watches) end so the
+    /// listeners can drain instead of waiting out their deadline.
+    closing: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            next_conn: Arc::default(),
+            closing: Arc::new(watch::channel(false).0),
+        }
+    }
 }
 
 impl Hub {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Ends every live stream of this replica (shutdown).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Hub::close`] was called.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|closing| *closing).await;
+        }
     }
 
     /// Records up to `seq` are durable for `session_id`. Never moves backwards.

@@ -124,7 +124,20 @@ impl TestServer {
 }
 
 /// Runs the real `git` with no global or system configuration.
+///
+/// git talks to the test's own server, which runs on the test's runtime: on a multi-thread
+/// runtime the wait moves off the worker (`block_in_place`) so the server keeps serving.
 pub fn git(dir: &Path, args: &[&str]) -> std::process::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| run_git(dir, args))
+        }
+        _ => run_git(dir, args),
+    }
+}
+
+fn run_git(dir: &Path, args: &[&str]) -> std::process::Output {
     let home = dir.parent().unwrap_or(dir).join(".git-home");
     std::fs::create_dir_all(&home).unwrap();
     Command::new("git")
