@@ -56,6 +56,15 @@ pub fn clone_or_fetch(spec: &CloneSpec<'_>) -> Result<CloneOutcome, CloneError> 
         path: ws.to_owned(),
         message,
     };
+    if !cleartext_ok(spec.repo_url) {
+        return Err(git_err(
+            "refusing to clone",
+            "the repository URL is plain http to a non-loopback host, so the session's git \
+             token would cross the network in clear text; serve the control plane's public \
+             URL over https (or set KORTIX_ALLOW_CLEARTEXT_GIT=1 on a trusted network)"
+                .into(),
+        ));
+    }
     if ws.join(".git").exists() {
         fetch(spec).map_err(|m| git_err("fetching", m))?;
         return Ok(CloneOutcome::Fetched);
@@ -90,6 +99,27 @@ pub fn clone_or_fetch(spec: &CloneSpec<'_>) -> Result<CloneOutcome, CloneError> 
         .main_worktree(gix::progress::Discard, &interrupt)
         .map_err(|e| git_err("checking out", error_text(&e)))?;
     Ok(CloneOutcome::Cloned)
+}
+
+/// Credentials go over plain http only to this machine (the quickstart's loopback control
+/// plane) or where the operator said the network is trusted.
+fn cleartext_ok(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return true;
+    };
+    if std::env::var_os("KORTIX_ALLOW_CLEARTEXT_GIT").is_some_and(|v| v == "1") {
+        return true;
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn fetch(spec: &CloneSpec<'_>) -> Result<(), String> {
@@ -256,6 +286,18 @@ pub fn configure_repo(workspace: &Path, setup: &RepoSetup<'_>) -> Result<(), Clo
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[test]
+    fn cleartext_credentials_only_to_loopback() {
+        assert!(cleartext_ok("https://cp.example.com/git/a.git"));
+        assert!(cleartext_ok("http://127.0.0.1:8008/git/a.git"));
+        assert!(cleartext_ok("http://localhost:8008/git/a.git"));
+        assert!(cleartext_ok("http://[::1]:8008/git/a.git"));
+        assert!(cleartext_ok("http://x:tok@127.0.0.1/git/a.git"));
+        assert!(!cleartext_ok("http://cp.example.com/git/a.git"));
+        assert!(!cleartext_ok("http://10.0.0.5:8008/git/a.git"));
+        assert!(!cleartext_ok("http://127.0.0.1.evil.com/git/a.git"));
+    }
 
     fn git(dir: &Path, args: &[&str]) -> String {
         let out = Command::new("git")

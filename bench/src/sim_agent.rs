@@ -2,7 +2,8 @@
 
 use kortix_proto::v1::{
     AgentFrame, Bootstrap, ControlFrame, EnrollRequest, Heartbeat, Hello, Record, RecordBatch,
-    agent_frame::Frame as In, agent_gateway_client::AgentGatewayClient, control_frame::Frame as Out,
+    agent_frame::Frame as In, agent_gateway_client::AgentGatewayClient,
+    control_frame::Frame as Out,
 };
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -47,7 +48,11 @@ pub fn csr() -> Result<(rcgen::KeyPair, Vec<u8>), SimError> {
 }
 
 /// Enrolls with a bootstrap token over server-authenticated TLS, then opens an mTLS channel.
-pub async fn enroll(agent_url: &str, ca_pem: &str, bootstrap_token: &str) -> Result<EnrolledAgent, SimError> {
+pub async fn enroll(
+    agent_url: &str,
+    ca_pem: &str,
+    bootstrap_token: &str,
+) -> Result<EnrolledAgent, SimError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let ca = Certificate::from_pem(ca_pem);
     let plain = endpoint(agent_url, ClientTlsConfig::new().ca_certificate(ca.clone()))?
@@ -65,9 +70,12 @@ pub async fn enroll(agent_url: &str, ca_pem: &str, bootstrap_token: &str) -> Res
         .into_inner();
     let key_pem = key.serialize_pem();
     let identity = Identity::from_pem(&response.certificate_chain_pem, &key_pem);
-    let channel = endpoint(agent_url, ClientTlsConfig::new().ca_certificate(ca).identity(identity))?
-        .connect()
-        .await?;
+    let channel = endpoint(
+        agent_url,
+        ClientTlsConfig::new().ca_certificate(ca).identity(identity),
+    )?
+    .connect()
+    .await?;
     Ok(EnrolledAgent {
         session_id: response.session_id,
         channel,
@@ -111,7 +119,11 @@ impl EnrolledAgent {
             .ok_or_else(|| SimError::Protocol("stream ended before Bootstrap".into()))?;
         let bootstrap = match first.frame {
             Some(Out::Bootstrap(b)) => b,
-            other => return Err(SimError::Protocol(format!("first frame was not Bootstrap: {other:?}"))),
+            other => {
+                return Err(SimError::Protocol(format!(
+                    "first frame was not Bootstrap: {other:?}"
+                )));
+            }
         };
         Ok(AgentConnection {
             bootstrap,
@@ -154,7 +166,11 @@ impl AgentConnection {
             match self.next().await? {
                 Some(Out::Ack(a)) if a.seq >= seq => return Ok(a.seq),
                 Some(_) => {}
-                None => return Err(SimError::Protocol("stream ended while waiting for an ack".into())),
+                None => {
+                    return Err(SimError::Protocol(
+                        "stream ended while waiting for an ack".into(),
+                    ));
+                }
             }
         }
     }
@@ -168,10 +184,12 @@ pub fn log_record(seq: u64, line: impl Into<String>) -> Record {
     Record {
         seq,
         ts_unix_ms: now_ms(),
-        body: Some(kortix_proto::v1::record::Body::Log(kortix_proto::v1::LogLine {
-            stream: kortix_proto::v1::LogStream::Stdout as i32,
-            line: line.into(),
-        })),
+        body: Some(kortix_proto::v1::record::Body::Log(
+            kortix_proto::v1::LogLine {
+                stream: kortix_proto::v1::LogStream::Stdout as i32,
+                line: line.into(),
+            },
+        )),
     }
 }
 

@@ -85,7 +85,10 @@ pub fn default_data_dir() -> PathBuf {
 /// Where the `kortix-agent` binary is: beside the running executable, else on `PATH`.
 pub fn locate_agent_bin() -> PathBuf {
     if let Ok(exe) = std::env::current_exe() {
-        for dir in [exe.parent(), exe.parent().and_then(|p| p.parent())].into_iter().flatten() {
+        for dir in [exe.parent(), exe.parent().and_then(|p| p.parent())]
+            .into_iter()
+            .flatten()
+        {
             let candidate = dir.join("kortix-agent");
             if candidate.is_file() {
                 return candidate;

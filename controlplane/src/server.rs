@@ -75,7 +75,10 @@ impl RunningServer {
         let limit = self.sessions.config().stop_grace + SHUTDOWN_SLACK * 2;
         let tasks = self.tasks;
         let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
-        if tokio::time::timeout(limit, futures::future::join_all(tasks)).await.is_err() {
+        if tokio::time::timeout(limit, futures::future::join_all(tasks))
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown deadline passed; closing remaining connections");
             for abort in aborts {
                 abort.abort();
@@ -130,26 +133,34 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 root: data_dir.join("sandboxes"),
                 agent_bin: config.agent_bin.clone().unwrap_or_else(locate_agent_bin),
                 extra_env: config.agent_env.clone(),
-                isolation: config.isolation.clone(),
             },
             exit_tx,
         )),
         SandboxKind::External => Arc::new(
-            crate::sandbox::external::ExternalProvider::new(data_dir.join("bootstrap"), exit_tx).map_err(|source| {
-                ServerError::DataDir {
+            crate::sandbox::external::ExternalProvider::new(data_dir.join("bootstrap"), exit_tx)
+                .map_err(|source| ServerError::DataDir {
                     path: data_dir.join("bootstrap"),
                     source,
-                }
-            })?,
+                })?,
         ),
     };
     let hub = Hub::new();
-    let mut session_config = SessionConfig::new(agent_url.clone(), public_url.clone(), ca.cert_pem().to_string());
+    let mut session_config = SessionConfig::new(
+        agent_url.clone(),
+        public_url.clone(),
+        ca.cert_pem().to_string(),
+    );
     session_config.connect_deadline = config.timings.connect_deadline;
     session_config.stop_grace = config.timings.stop_grace;
     session_config.idle_timeout = config.timings.idle_timeout;
     session_config.heartbeat_timeout = config.timings.heartbeat_timeout;
-    let sessions = Sessions::new(store.clone(), repos.clone(), provider.clone(), hub.clone(), session_config);
+    let sessions = Sessions::new(
+        store.clone(),
+        repos.clone(),
+        provider.clone(),
+        hub.clone(),
+        session_config,
+    );
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -174,7 +185,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             }
         }));
     }
-    tasks.push(tokio::spawn(sessions.clone().run_sweeper(signalled(shutdown_rx.clone()))));
+    tasks.push(tokio::spawn(
+        sessions.clone().run_sweeper(signalled(shutdown_rx.clone())),
+    ));
     let triggers = crate::triggers::Triggers::new(
         store.clone(),
         repos.clone(),
@@ -202,8 +215,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     {
         let shutdown_rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(public_listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(signalled(shutdown_rx));
+            let serve = axum::serve(
+                public_listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(signalled(shutdown_rx));
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "public listener failed");
             }
@@ -211,15 +227,22 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     }
 
     // Agent listener (mTLS; Enroll works without a client certificate).
-    let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string(), "::1".to_string()];
-    if let Some(host) = host_of(&agent_url) {
-        if !names.contains(&host) {
-            names.push(host);
-        }
+    let mut names = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "::1".to_string(),
+    ];
+    if let Some(host) = host_of(&agent_url)
+        && !names.contains(&host)
+    {
+        names.push(host);
     }
     let server_cert = ca.issue_server_cert(&names)?;
     let tls = tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(&server_cert.cert_pem, &server_cert.key_pem))
+        .identity(tonic::transport::Identity::from_pem(
+            &server_cert.cert_pem,
+            &server_cert.key_pem,
+        ))
         .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
         .client_auth_optional(true);
     let gateway = Gateway::new(sessions.clone(), ca.clone(), master_key.clone());
@@ -235,7 +258,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     {
         // `Server::tcp_nodelay` does not apply to a caller-supplied listener; without it every
         // small frame waits out Nagle's delay.
-        let incoming = tonic::transport::server::TcpIncoming::from(agent_listener).with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(agent_listener).with_nodelay(Some(true));
         let shutdown_rx = shutdown_rx.clone();
         let router = agent_server.add_service(agent_service);
         tasks.push(tokio::spawn(async move {
@@ -302,15 +326,21 @@ fn public_router(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            pb::account_service_server::AccountServiceServer::new(api::accounts::Accounts::new(store.clone()))
-                .max_decoding_message_size(MAX_API_MESSAGE),
+            pb::account_service_server::AccountServiceServer::new(api::accounts::Accounts::new(
+                store.clone(),
+            ))
+            .max_decoding_message_size(MAX_API_MESSAGE),
         )
         .add_service(
             pb::project_service_server::ProjectServiceServer::new(api::projects::Projects::new(
                 store.clone(),
                 repos.clone(),
                 public_url.to_string(),
-                repos.root().parent().map(Path::to_path_buf).unwrap_or_default(),
+                repos
+                    .root()
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
                 local_imports,
             ))
             .max_decoding_message_size(MAX_API_MESSAGE),
@@ -324,8 +354,10 @@ fn public_router(
             .max_decoding_message_size(MAX_API_MESSAGE),
         )
         .add_service(
-            pb::session_service_server::SessionServiceServer::new(api::sessions::Sessions::new(sessions.clone()))
-                .max_decoding_message_size(MAX_API_MESSAGE),
+            pb::session_service_server::SessionServiceServer::new(api::sessions::Sessions::new(
+                sessions.clone(),
+            ))
+            .max_decoding_message_size(MAX_API_MESSAGE),
         )
         .add_service(
             pb::change_request_service_server::ChangeRequestServiceServer::new(
@@ -339,12 +371,17 @@ fn public_router(
                 .max_decoding_message_size(MAX_API_MESSAGE),
         );
     tokio::spawn(async move {
-        health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
     });
     let grpc = routes
         .routes()
         .into_axum_router()
-        .layer(axum::middleware::from_fn_with_state(authenticator.clone(), api::authn::middleware));
+        .layer(axum::middleware::from_fn_with_state(
+            authenticator.clone(),
+            api::authn::middleware,
+        ));
     let git_state = crate::git::http::GitHttpState::new(
         Arc::new(crate::auth::GitAuth::new(store.clone())),
         repos.clone(),
@@ -373,8 +410,13 @@ async fn shutdown_local_sandboxes(sessions: &Sessions, provider: &dyn SandboxPro
             return;
         }
     };
-    let mine: Vec<_> = live.into_iter().filter(|s| provider.is_running(&s.id)).collect();
-    let stops = mine.iter().map(|s| sessions.stop(&s.id, false, "control plane shutting down"));
+    let mine: Vec<_> = live
+        .into_iter()
+        .filter(|s| provider.is_running(&s.id))
+        .collect();
+    let stops = mine
+        .iter()
+        .map(|s| sessions.stop(&s.id, false, "control plane shutting down"));
     for result in futures::future::join_all(stops).await {
         if let Err(e) = result {
             tracing::warn!(error = %e, "stopping a session at shutdown");
@@ -382,7 +424,8 @@ async fn shutdown_local_sandboxes(sessions: &Sessions, provider: &dyn SandboxPro
     }
     // Give agents the grace period to push and flush, then make sure nothing is left.
     let deadline = tokio::time::Instant::now() + sessions.config().stop_grace;
-    while mine.iter().any(|s| provider.is_running(&s.id)) && tokio::time::Instant::now() < deadline {
+    while mine.iter().any(|s| provider.is_running(&s.id)) && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     for s in &mine {
@@ -400,8 +443,13 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> 
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
-fn local_addr(listener: &tokio::net::TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
-    listener.local_addr().map_err(|source| ServerError::Bind { addr, source })
+fn local_addr(
+    listener: &tokio::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, ServerError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 fn host_of(url: &str) -> Option<String> {
@@ -422,7 +470,11 @@ fn create_private_dir(path: &Path) -> Result<(), ServerError> {
         source,
     };
     if !path.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(err)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(err)?;
     }
     Ok(())
 }
@@ -435,19 +487,32 @@ async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<(), Server
     if path.exists() {
         return Ok(());
     }
-    let token = match crate::auth::bootstrap_admin(store).await.map_err(auth_err)? {
+    let token = match crate::auth::bootstrap_admin(store)
+        .await
+        .map_err(auth_err)?
+    {
         Some(token) => token,
         None => {
-            let admin = store.get_account_by_name(crate::auth::ADMIN_ACCOUNT_NAME).await?;
+            let admin = store
+                .get_account_by_name(crate::auth::ADMIN_ACCOUNT_NAME)
+                .await?;
             let token = crate::auth::generate_token(crate::auth::TokenKind::Person);
             store
-                .create_api_token(&admin.id, ADMIN_TOKEN_FILE, &crate::auth::hash_token(&token))
+                .create_api_token(
+                    &admin.id,
+                    ADMIN_TOKEN_FILE,
+                    &crate::auth::hash_token(&token),
+                )
                 .await?;
             token
         }
     };
-    crate::secrets::write_private_file(&path, format!("{token}\n").as_bytes(), true)
-        .map_err(|source| ServerError::DataDir { path: path.clone(), source })?;
+    crate::secrets::write_private_file(&path, format!("{token}\n").as_bytes(), true).map_err(
+        |source| ServerError::DataDir {
+            path: path.clone(),
+            source,
+        },
+    )?;
     tracing::info!(path = %path.display(), "wrote the admin token");
     Ok(())
 }
@@ -463,9 +528,18 @@ fn auth_err(e: crate::auth::AuthError) -> ServerError {
 mod tests {
     #[test]
     fn host_of_handles_ports_and_ipv6() {
-        assert_eq!(super::host_of("https://10.0.0.5:8009").as_deref(), Some("10.0.0.5"));
-        assert_eq!(super::host_of("https://cp.example.com").as_deref(), Some("cp.example.com"));
-        assert_eq!(super::host_of("https://[::1]:8009/x").as_deref(), Some("::1"));
+        assert_eq!(
+            super::host_of("https://10.0.0.5:8009").as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(
+            super::host_of("https://cp.example.com").as_deref(),
+            Some("cp.example.com")
+        );
+        assert_eq!(
+            super::host_of("https://[::1]:8009/x").as_deref(),
+            Some("::1")
+        );
         assert_eq!(super::host_of("nonsense"), None);
     }
 }

@@ -5,7 +5,8 @@ pub mod v1 {
     tonic::include_proto!("kortix.v1");
 
     /// Encoded `FileDescriptorSet` for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kortix_v1_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("kortix_v1_descriptor");
 }
 
 /// Protocol version spoken by this build. Peers exchange it in `Enroll` and `Connect`;

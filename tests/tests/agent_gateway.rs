@@ -39,7 +39,11 @@ async fn fixture(adjust: impl FnOnce(&mut kortix_controlplane::config::ServerCon
 }
 
 impl Fixture {
-    async fn start(&self, project: &str, prompt: &str) -> (kortix_proto::v1::Session, BootstrapFile) {
+    async fn start(
+        &self,
+        project: &str,
+        prompt: &str,
+    ) -> (kortix_proto::v1::Session, BootstrapFile) {
         let s = self
             .ts
             .sessions(&self.token)
@@ -51,7 +55,11 @@ impl Fixture {
             .await
             .unwrap()
             .into_inner();
-        let path = self.ts.data_dir().join("bootstrap").join(format!("{}.json", s.id));
+        let path = self
+            .ts
+            .data_dir()
+            .join("bootstrap")
+            .join(format!("{}.json", s.id));
         let file: BootstrapFile = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         (s, file)
     }
@@ -76,10 +84,14 @@ impl Fixture {
     }
 
     async fn wait_status(&self, id: &str, want: SessionStatus) -> Session {
-        eventually(&format!("session {id} {want:?}"), Duration::from_secs(20), || async {
-            let s = self.status(id).await;
-            (s.status == want as i32).then_some(s)
-        })
+        eventually(
+            &format!("session {id} {want:?}"),
+            Duration::from_secs(20),
+            || async {
+                let s = self.status(id).await;
+                (s.status == want as i32).then_some(s)
+            },
+        )
         .await
     }
 
@@ -132,9 +144,13 @@ async fn enrollment_bootstrap_records_and_identity() {
 
     conn.send(running()).await.unwrap();
     f.wait_status(&s.id, SessionStatus::Running).await;
-    conn.send_records((1..=5).map(|i| log_record(i, format!("line {i}"))).collect())
-        .await
-        .unwrap();
+    conn.send_records(
+        (1..=5)
+            .map(|i| log_record(i, format!("line {i}")))
+            .collect(),
+    )
+    .await
+    .unwrap();
     assert_eq!(conn.wait_ack(5).await.unwrap(), 5);
     conn.heartbeat(42, 0).await.unwrap();
     loop {
@@ -148,7 +164,10 @@ async fn enrollment_bootstrap_records_and_identity() {
         }
     }
     let records = f.attach_all(&s.id, 0).await;
-    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
 
     // Prompts reach the connected agent.
     f.ts.sessions(&f.token)
@@ -195,7 +214,8 @@ async fn enrollment_refusals() {
         Ok(_) => panic!("a bootstrap token must be single-use"),
     }
     // An expired token.
-    let expired = kortix_controlplane::auth::generate_token(kortix_controlplane::auth::TokenKind::Bootstrap);
+    let expired =
+        kortix_controlplane::auth::generate_token(kortix_controlplane::auth::TokenKind::Bootstrap);
     f.ts.running()
         .sessions
         .store()
@@ -212,13 +232,19 @@ async fn enrollment_refusals() {
     }
     // Garbage and person tokens.
     for bad in ["", "kxb_nope", &f.token] {
-        assert!(sim_agent::enroll(url, ca, bad).await.is_err(), "{bad:?} accepted");
+        assert!(
+            sim_agent::enroll(url, ca, bad).await.is_err(),
+            "{bad:?} accepted"
+        );
     }
 
     // No client certificate: only Enroll works.
     let plain = tonic::transport::Endpoint::from_shared(url.clone())
         .unwrap()
-        .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca)))
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+        )
         .unwrap()
         .connect()
         .await
@@ -238,7 +264,9 @@ async fn enrollment_refusals() {
     let leaf_key = rcgen::KeyPair::generate().unwrap();
     let mut leaf = rcgen::CertificateParams::new(vec![]).unwrap();
     leaf.subject_alt_names = vec![rcgen::SanType::URI(
-        format!("spiffe://kortix/session/{}", s.id).try_into().unwrap(),
+        format!("spiffe://kortix/session/{}", s.id)
+            .try_into()
+            .unwrap(),
     )];
     let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
     let forged = tonic::transport::Endpoint::from_shared(url.clone())
@@ -283,11 +311,18 @@ async fn records_dedup_and_resume_after_a_dropped_stream() {
         .unwrap();
     assert_eq!(conn.wait_ack(15).await.unwrap(), 15);
     let records = f.attach_all(&s.id, 0).await;
-    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=15).collect::<Vec<_>>());
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=15).collect::<Vec<_>>()
+    );
     // A gap holds the ack back until it is filled.
-    conn.send_records(vec![log_record(17, "r17")]).await.unwrap();
+    conn.send_records(vec![log_record(17, "r17")])
+        .await
+        .unwrap();
     assert_eq!(conn.wait_ack(15).await.unwrap(), 15);
-    conn.send_records(vec![log_record(16, "r16")]).await.unwrap();
+    conn.send_records(vec![log_record(16, "r16")])
+        .await
+        .unwrap();
     assert_eq!(conn.wait_ack(17).await.unwrap(), 17);
     f.ts.stop().await;
 }
@@ -300,7 +335,9 @@ async fn attach_seam_has_no_gap_and_no_duplicate() {
     let agent = f.enroll(&b).await;
     let mut conn = agent.connect(0).await.unwrap();
     conn.send(running()).await.unwrap();
-    conn.send_records((1..=50).map(|i| log_record(i, "before")).collect()).await.unwrap();
+    conn.send_records((1..=50).map(|i| log_record(i, "before")).collect())
+        .await
+        .unwrap();
     conn.wait_ack(50).await.unwrap();
     let total = 600u64;
     // Viewers attach while the agent keeps writing.
@@ -339,7 +376,10 @@ async fn attach_seam_has_no_gap_and_no_duplicate() {
         next = end + 1;
     }
     for v in viewers {
-        let (from, seen) = tokio::time::timeout(Duration::from_secs(30), v).await.unwrap().unwrap();
+        let (from, seen) = tokio::time::timeout(Duration::from_secs(30), v)
+            .await
+            .unwrap()
+            .unwrap();
         let want: Vec<u64> = (from.max(1)..=total).collect();
         assert_eq!(seen, want, "viewer from {from}");
     }
@@ -365,7 +405,12 @@ async fn secrets_and_git_credentials_are_scoped_to_the_session() {
     let a1 = f.enroll(&b1).await;
     let a2 = f.enroll(&b2).await;
 
-    let mut watch = a1.client().watch_secrets(WatchSecretsRequest {}).await.unwrap().into_inner();
+    let mut watch = a1
+        .client()
+        .watch_secrets(WatchSecretsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let first = watch.next().await.unwrap().unwrap();
     assert_eq!(first.secrets.len(), 1);
     assert_eq!(first.secrets["ONE"], "one-value");
@@ -387,27 +432,59 @@ async fn secrets_and_git_credentials_are_scoped_to_the_session() {
     assert!(second.version > first.version);
 
     // Git tokens push only their own branch of their own repo.
-    let cred1 = a1.client().git_credential(GitCredentialRequest::default()).await.unwrap().into_inner();
-    let cred2 = a2.client().git_credential(GitCredentialRequest::default()).await.unwrap().into_inner();
+    let cred1 = a1
+        .client()
+        .git_credential(GitCredentialRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let cred2 = a2
+        .client()
+        .git_credential(GitCredentialRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let work = tempfile::tempdir().unwrap();
     let clone = work.path().join("c");
-    let out = git(work.path(), &["clone", "-q", &f.ts.git_url("p1", &cred1.password), clone.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = git(
+        work.path(),
+        &[
+            "clone",
+            "-q",
+            &f.ts.git_url("p1", &cred1.password),
+            clone.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     support::git_ok(&clone, &["checkout", "-q", &s1.id]);
     std::fs::write(clone.join("a.txt"), "a\n").unwrap();
     support::git_ok(&clone, &["add", "."]);
     support::git_ok(&clone, &["commit", "-qm", "a"]);
     support::git_ok(&clone, &["push", "-q", "origin", &s1.id]);
-    let other_branch = git(&clone, &["push", "origin", &format!("{}:refs/heads/elsewhere", s1.id)]);
+    let other_branch = git(
+        &clone,
+        &["push", "origin", &format!("{}:refs/heads/elsewhere", s1.id)],
+    );
     assert!(!other_branch.status.success());
     assert!(String::from_utf8_lossy(&other_branch.stderr).contains(&s1.id));
     let to_main = git(&clone, &["push", "origin", &format!("{}:main", s1.id)]);
     assert!(!to_main.status.success());
     // Session 2's token cannot even see project 1.
-    let cross = git(work.path(), &["ls-remote", &f.ts.git_url("p1", &cred2.password)]);
+    let cross = git(
+        work.path(),
+        &["ls-remote", &f.ts.git_url("p1", &cred2.password)],
+    );
     assert!(!cross.status.success());
     // People cannot use a session token on the API.
-    let err = f.ts.projects(&cred1.password).list_projects(ListProjectsRequest {}).await.unwrap_err();
+    let err =
+        f.ts.projects(&cred1.password)
+            .list_projects(ListProjectsRequest {})
+            .await
+            .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let _ = s2;
     f.ts.stop().await;
@@ -418,7 +495,11 @@ async fn a_session_whose_agent_never_connects_fails() {
     let f = fixture(|c| c.timings.connect_deadline = Duration::from_secs(1)).await;
     let (s, _b) = f.start("p1", "").await;
     let failed = f.wait_status(&s.id, SessionStatus::Failed).await;
-    assert!(failed.failure_reason.contains("never connected"), "{}", failed.failure_reason);
+    assert!(
+        failed.failure_reason.contains("never connected"),
+        "{}",
+        failed.failure_reason
+    );
     assert!(failed.ended_unix_ms > 0);
     f.ts.stop().await;
 }
@@ -443,9 +524,17 @@ async fn stop_ends_a_session_whose_agent_ignores_the_stop_frame() {
         }
     }
     let stopped = f.wait_status(&s.id, SessionStatus::Stopped).await;
-    assert!(stopped.failure_reason.contains("did not stop"), "{}", stopped.failure_reason);
+    assert!(
+        stopped.end_reason.contains("did not stop"),
+        "{}",
+        stopped.end_reason
+    );
     // Its certificate is revoked with the session.
-    let err = agent.client().git_credential(GitCredentialRequest::default()).await.unwrap_err();
+    let err = agent
+        .client()
+        .git_credential(GitCredentialRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     f.ts.stop().await;
 }

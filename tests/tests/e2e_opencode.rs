@@ -30,8 +30,10 @@ async fn setup(model: &ScriptedModel) -> (TestServer, String, tempfile::TempDir)
     let opencode = opencode_bin().expect("pinned OpenCode installs");
     let ts = TestServer::start_with(|c| {
         c.agent_bin = Some(agent_bin());
-        c.agent_env.push(("KORTIX_OPENCODE_BIN".into(), opencode.display().to_string()));
-        c.agent_env.push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
+        c.agent_env
+            .push(("KORTIX_OPENCODE_BIN".into(), opencode.display().to_string()));
+        c.agent_env
+            .push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
         c.timings.stop_grace = Duration::from_secs(20);
     })
     .await;
@@ -45,7 +47,15 @@ async fn setup(model: &ScriptedModel) -> (TestServer, String, tempfile::TempDir)
         .unwrap();
     let work = tempfile::tempdir().unwrap();
     let clone = work.path().join("app");
-    git_ok(work.path(), &["clone", "-q", &ts.git_url("app", &token), clone.to_str().unwrap()]);
+    git_ok(
+        work.path(),
+        &[
+            "clone",
+            "-q",
+            &ts.git_url("app", &token),
+            clone.to_str().unwrap(),
+        ],
+    );
     git_ok(&clone, &["checkout", "-qb", "setup"]);
     opencode_config(&clone.join(".kortix/opencode"), model.port()).unwrap();
     git_ok(&clone, &["add", "."]);
@@ -72,7 +82,10 @@ async fn setup(model: &ScriptedModel) -> (TestServer, String, tempfile::TempDir)
 }
 
 fn workspace(ts: &TestServer, session: &str) -> PathBuf {
-    ts.data_dir().join("sandboxes").join(session).join("workspace")
+    ts.data_dir()
+        .join("sandboxes")
+        .join(session)
+        .join("workspace")
 }
 
 async fn status(ts: &TestServer, token: &str, id: &str) -> Session {
@@ -83,7 +96,13 @@ async fn status(ts: &TestServer, token: &str, id: &str) -> Session {
         .into_inner()
 }
 
-async fn wait_status(ts: &TestServer, token: &str, id: &str, want: SessionStatus, within: Duration) -> Session {
+async fn wait_status(
+    ts: &TestServer,
+    token: &str,
+    id: &str,
+    want: SessionStatus,
+    within: Duration,
+) -> Session {
     eventually(&format!("{want:?}"), within, || async {
         let s = status(ts, token, id).await;
         if s.status == SessionStatus::Failed as i32 && want != SessionStatus::Failed {
@@ -95,7 +114,12 @@ async fn wait_status(ts: &TestServer, token: &str, id: &str, want: SessionStatus
 }
 
 /// Follows the session's records until `done` says so.
-async fn follow_until(ts: &TestServer, token: &str, id: &str, mut done: impl FnMut(&[Record]) -> bool) -> Vec<Record> {
+async fn follow_until(
+    ts: &TestServer,
+    token: &str,
+    id: &str,
+    mut done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
     let mut stream = ts
         .sessions(token)
         .attach(AttachRequest {
@@ -159,41 +183,102 @@ async fn a_session_writes_commits_and_pushes_through_real_opencode() {
         .into_inner();
     let ws = workspace(&ts, &session.id);
     model.push([
-        Turn::write_file(ws.join("hello.txt").display().to_string(), "hello from the agent\n"),
-        Turn::bash("git add hello.txt && git commit -q -m 'Add hello.txt' && git push -q origin HEAD"),
+        Turn::write_file(
+            ws.join("hello.txt").display().to_string(),
+            "hello from the agent\n",
+        ),
+        Turn::bash(
+            "git add hello.txt && git commit -q -m 'Add hello.txt' && git push -q origin HEAD",
+        ),
         Turn::text("Created and pushed hello.txt."),
     ]);
-    wait_status(&ts, &token, &session.id, SessionStatus::Running, Duration::from_secs(180)).await;
+    wait_status(
+        &ts,
+        &token,
+        &session.id,
+        SessionStatus::Running,
+        Duration::from_secs(180),
+    )
+    .await;
 
-    let records = follow_until(&ts, &token, &session.id, |seen| pushed_commit(seen).is_some()).await;
+    let records = follow_until(&ts, &token, &session.id, |seen| {
+        pushed_commit(seen).is_some()
+    })
+    .await;
     let commit = pushed_commit(&records).unwrap();
     assert_eq!(commit.message.trim(), "Add hello.txt");
     assert_eq!(commit.files_changed, 1);
     assert_eq!(commit.insertions, 1);
     assert_eq!(commit.author_name, "Kortix Agent");
-    assert!(records.iter().any(|r| matches!(r.body, Some(Body::Log(_)))), "log records");
-    assert!(records.iter().any(|r| matches!(r.body, Some(Body::Event(_)))), "event records");
+    assert!(
+        records.iter().any(|r| matches!(r.body, Some(Body::Log(_)))),
+        "log records"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(r.body, Some(Body::Event(_)))),
+        "event records"
+    );
     let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
-    assert_eq!(seqs, (1..=records.len() as u64).collect::<Vec<_>>(), "gap-free seqs");
+    assert_eq!(
+        seqs,
+        (1..=records.len() as u64).collect::<Vec<_>>(),
+        "gap-free seqs"
+    );
 
     // The commit is on the session branch in the control plane's repository.
     let check = work.path().join("check");
-    git_ok(work.path(), &["clone", "-q", "-b", &session.id, &ts.git_url("app", &token), check.to_str().unwrap()]);
+    git_ok(
+        work.path(),
+        &[
+            "clone",
+            "-q",
+            "-b",
+            &session.id,
+            &ts.git_url("app", &token),
+            check.to_str().unwrap(),
+        ],
+    );
     assert_eq!(git_ok(&check, &["rev-parse", "HEAD"]).trim(), commit.sha);
-    assert_eq!(std::fs::read_to_string(check.join("hello.txt")).unwrap(), "hello from the agent\n");
-    assert!(model.calls() >= 3, "the model was asked {} times", model.calls());
+    assert_eq!(
+        std::fs::read_to_string(check.join("hello.txt")).unwrap(),
+        "hello from the agent\n"
+    );
+    // The push happened inside the second turn's tool call; the model hears back after it.
+    eventually(
+        "the model's closing turn",
+        Duration::from_secs(60),
+        || async { (model.calls() >= 3).then_some(()) },
+    )
+    .await;
 
     // A clean stop: the agent reports its final state and the sandbox is gone.
     ts.sessions(&token)
-        .stop_session(StopSessionRequest { id: session.id.clone() })
+        .stop_session(StopSessionRequest {
+            id: session.id.clone(),
+        })
         .await
         .unwrap();
-    let stopped = wait_status(&ts, &token, &session.id, SessionStatus::Stopped, Duration::from_secs(60)).await;
+    let stopped = wait_status(
+        &ts,
+        &token,
+        &session.id,
+        SessionStatus::Stopped,
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(stopped.head_sha, commit.sha);
-    assert!(stopped.failure_reason.is_empty(), "{}", stopped.failure_reason);
+    assert!(
+        stopped.failure_reason.is_empty(),
+        "{}",
+        stopped.failure_reason
+    );
+    assert_eq!(stopped.end_reason, "stopped by user");
     let all = follow_until(&ts, &token, &session.id, |_| false).await;
     assert!(
-        all.iter().any(|r| matches!(&r.body, Some(Body::State(s)) if s.phase == "stopped")),
+        all.iter()
+            .any(|r| matches!(&r.body, Some(Body::State(s)) if s.phase == "stopped")),
         "final state record: {}",
         describe(&all)
     );
@@ -224,7 +309,9 @@ async fn a_session_writes_commits_and_pushes_through_real_opencode() {
 
 /// Processes whose working directory is `dir`.
 fn processes_in(dir: &Path) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
@@ -251,7 +338,14 @@ async fn opencode_killed_mid_session_is_restarted() {
         .unwrap()
         .into_inner();
     model.push([Turn::text("Hello.")]);
-    wait_status(&ts, &token, &session.id, SessionStatus::Running, Duration::from_secs(180)).await;
+    wait_status(
+        &ts,
+        &token,
+        &session.id,
+        SessionStatus::Running,
+        Duration::from_secs(180),
+    )
+    .await;
     let ws = workspace(&ts, &session.id);
     let victims = eventually("opencode process", Duration::from_secs(30), || async {
         let pids = processes_in(&ws);
@@ -259,12 +353,15 @@ async fn opencode_killed_mid_session_is_restarted() {
     })
     .await;
     for pid in &victims {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     let records = follow_until(&ts, &token, &session.id, |seen| {
-        let restarting = seen
-            .iter()
-            .position(|r| matches!(&r.body, Some(Body::State(s)) if s.phase == "opencode-restarting"));
+        let restarting = seen.iter().position(
+            |r| matches!(&r.body, Some(Body::State(s)) if s.phase == "opencode-restarting"),
+        );
         restarting.is_some_and(|i| {
             seen[i..]
                 .iter()
@@ -274,17 +371,35 @@ async fn opencode_killed_mid_session_is_restarted() {
     .await;
     assert!(!records.is_empty());
     let s = status(&ts, &token, &session.id).await;
-    assert_eq!(s.status, SessionStatus::Running as i32, "{}", s.failure_reason);
-    let fresh = eventually("a new opencode process", Duration::from_secs(30), || async {
-        let pids = processes_in(&ws);
-        (!pids.is_empty() && pids.iter().all(|p| !victims.contains(p))).then_some(pids)
-    })
+    assert_eq!(
+        s.status,
+        SessionStatus::Running as i32,
+        "{}",
+        s.failure_reason
+    );
+    let fresh = eventually(
+        "a new opencode process",
+        Duration::from_secs(30),
+        || async {
+            let pids = processes_in(&ws);
+            (!pids.is_empty() && pids.iter().all(|p| !victims.contains(p))).then_some(pids)
+        },
+    )
     .await;
     assert!(!fresh.is_empty());
     ts.sessions(&token)
-        .stop_session(StopSessionRequest { id: session.id.clone() })
+        .stop_session(StopSessionRequest {
+            id: session.id.clone(),
+        })
         .await
         .unwrap();
-    wait_status(&ts, &token, &session.id, SessionStatus::Stopped, Duration::from_secs(60)).await;
+    wait_status(
+        &ts,
+        &token,
+        &session.id,
+        SessionStatus::Stopped,
+        Duration::from_secs(60),
+    )
+    .await;
     ts.stop().await;
 }

@@ -11,16 +11,24 @@ use tonic::Code;
 async fn admin_token_is_private_and_creates_accounts() {
     let ts = TestServer::start().await;
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(ts.running().admin_token_path()).unwrap().permissions(),
+        &std::fs::metadata(ts.running().admin_token_path())
+            .unwrap()
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
     let db = std::fs::read(ts.data_dir().join("kortix.db")).unwrap();
     assert!(
-        !db.windows(ts.admin_token.len()).any(|w| w == ts.admin_token.as_bytes()),
+        !db.windows(ts.admin_token.len())
+            .any(|w| w == ts.admin_token.as_bytes()),
         "the admin token must be stored only as a hash"
     );
     let alice = ts.account("alice").await;
-    let me = ts.accounts(&alice).who_am_i(Empty {}).await.unwrap().into_inner();
+    let me = ts
+        .accounts(&alice)
+        .who_am_i(Empty {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(me.name, "alice");
     assert!(!me.admin);
     let err = ts
@@ -43,7 +51,11 @@ async fn bad_tokens_are_unauthenticated() {
             .list_projects(ListProjectsRequest {})
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::Unauthenticated, "token {token:?}: {err:?}");
+        assert_eq!(
+            err.code(),
+            Code::Unauthenticated,
+            "token {token:?}: {err:?}"
+        );
     }
     let created = ts
         .accounts(&alice)
@@ -51,7 +63,10 @@ async fn bad_tokens_are_unauthenticated() {
         .await
         .unwrap()
         .into_inner();
-    ts.projects(&created.token).list_projects(ListProjectsRequest {}).await.unwrap();
+    ts.projects(&created.token)
+        .list_projects(ListProjectsRequest {})
+        .await
+        .unwrap();
     ts.accounts(&alice)
         .revoke_token(RevokeTokenRequest {
             id: created.info.unwrap().id,
@@ -85,7 +100,9 @@ async fn projects_are_per_account_and_names_unique() {
     assert!(p.git_url.ends_with("/git/web.git"), "{}", p.git_url);
     let info = ts
         .projects(&alice)
-        .get_project(GetProjectRequest { project: "web".into() })
+        .get_project(GetProjectRequest {
+            project: "web".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -106,7 +123,9 @@ async fn projects_are_per_account_and_names_unique() {
     for project in ["web", p.id.as_str()] {
         let hidden = ts
             .projects(&bob)
-            .get_project(GetProjectRequest { project: project.into() })
+            .get_project(GetProjectRequest {
+                project: project.into(),
+            })
             .await
             .unwrap_err();
         assert_eq!(hidden.code(), Code::NotFound);
@@ -128,7 +147,11 @@ fn source_repo(dir: &std::path::Path) -> std::path::PathBuf {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     git_ok(&src, &["init", "-q", "-b", "trunk"]);
-    std::fs::write(src.join("kortix.toml"), "kortix_version = 1\n[opencode]\nconfig_dir = \"agents\"\n").unwrap();
+    std::fs::write(
+        src.join("kortix.toml"),
+        "kortix_version = 1\n[opencode]\nconfig_dir = \"agents\"\n",
+    )
+    .unwrap();
     git_ok(&src, &["add", "."]);
     git_ok(&src, &["commit", "-qm", "first"]);
     git_ok(&src, &["tag", "v1"]);
@@ -163,10 +186,20 @@ async fn import_clone_push_and_the_default_branch_guard() {
     let clone = work.path().join("clone");
     git_ok(
         work.path(),
-        &["clone", "-q", &ts.git_url("imported", &alice), clone.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            &ts.git_url("imported", &alice),
+            clone.to_str().unwrap(),
+        ],
     );
     let refs = git_ok(&clone, &["ls-remote", "origin"]);
-    for r in ["refs/heads/trunk", "refs/heads/feature", "refs/tags/v1", "refs/tags/v1-annotated"] {
+    for r in [
+        "refs/heads/trunk",
+        "refs/heads/feature",
+        "refs/tags/v1",
+        "refs/tags/v1-annotated",
+    ] {
         assert!(refs.contains(r), "{r} missing from {refs}");
     }
     assert_eq!(
@@ -188,14 +221,22 @@ async fn import_clone_push_and_the_default_branch_guard() {
     // Other accounts and bad passwords get nothing.
     let other = git(work.path(), &["ls-remote", &ts.git_url("imported", &bob)]);
     assert!(!other.status.success());
-    assert!(String::from_utf8_lossy(&other.stderr).contains("not found"), "{other:?}");
-    let wrong = git(work.path(), &["ls-remote", &ts.git_url("imported", "kxp_wrong")]);
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("not found"),
+        "{other:?}"
+    );
+    let wrong = git(
+        work.path(),
+        &["ls-remote", &ts.git_url("imported", "kxp_wrong")],
+    );
     assert!(!wrong.status.success());
 
     // The manifest is read from the default branch head.
     let info = ts
         .projects(&alice)
-        .get_project(GetProjectRequest { project: "imported".into() })
+        .get_project(GetProjectRequest {
+            project: "imported".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -255,17 +296,25 @@ async fn secrets_are_sealed_validated_and_listed_by_name() {
         })
         .await
         .unwrap_err();
-    assert!(reserved.message().contains("KORTIX_"), "{}", reserved.message());
+    assert!(
+        reserved.message().contains("KORTIX_"),
+        "{}",
+        reserved.message()
+    );
     let listed = ts
         .secrets(&alice)
-        .list_secrets(ListSecretsRequest { project: "app".into() })
+        .list_secrets(ListSecretsRequest {
+            project: "app".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(listed.secrets.len(), 1);
     let hidden = ts
         .secrets(&bob)
-        .list_secrets(ListSecretsRequest { project: "app".into() })
+        .list_secrets(ListSecretsRequest {
+            project: "app".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(hidden.code(), Code::NotFound);
@@ -303,10 +352,15 @@ async fn health_and_reflection_need_no_token() {
     let ts = TestServer::start().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(ts.channel.clone());
     let status = health
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     ts.stop().await;
 }

@@ -610,7 +610,9 @@ impl Task {
         } else {
             &p.agent
         };
-        if !agent.is_empty() {
+        // Kortix's `default` (the manifest's default for `agent`) means OpenCode's own default
+        // agent, which OpenCode selects when the field is absent.
+        if !agent.is_empty() && agent != "default" {
             body["agent"] = json!(agent);
         }
         client

@@ -280,6 +280,8 @@ fn print_session(ctx: &Context, s: &Session) -> Result<(), CliError> {
     ];
     if !s.failure_reason.is_empty() {
         rows.push(("failure", s.failure_reason.clone()));
+    } else if !s.end_reason.is_empty() {
+        rows.push(("ended", s.end_reason.clone()));
     }
     rows.extend([
         ("head", or_dash(&s.head_sha)),

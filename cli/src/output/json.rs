@@ -217,6 +217,7 @@ pub struct SessionJson {
     pub origin: Option<String>,
     pub head_sha: Option<String>,
     pub failure_reason: Option<String>,
+    pub end_reason: Option<String>,
     pub created_at: Option<String>,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
@@ -238,6 +239,7 @@ impl From<&Session> for SessionJson {
             origin: opt(&s.origin),
             head_sha: opt(&s.head_sha),
             failure_reason: opt(&s.failure_reason),
+            end_reason: opt(&s.end_reason),
             created_at: rfc3339_ms(s.created_unix_ms),
             started_at: rfc3339_ms(s.started_unix_ms),
             ended_at: rfc3339_ms(s.ended_unix_ms),
@@ -866,6 +868,7 @@ mod tests {
             prompt: "do it".into(),
             head_sha: "abc".into(),
             failure_reason: "image build failed".into(),
+            end_reason: "image build failed".into(),
             created_unix_ms: TS,
             started_unix_ms: 0,
             ended_unix_ms: TS,
@@ -878,7 +881,8 @@ mod tests {
             json!({"id": "s1", "project": "demo", "project_id": "p1", "branch": "s1",
                    "status": "failed", "template": "dev", "agent": null, "prompt": "do it",
                    "origin": "trigger:nightly", "head_sha": "abc",
-                   "failure_reason": "image build failed", "created_at": TS_TEXT,
+                   "failure_reason": "image build failed", "end_reason": "image build failed",
+                   "created_at": TS_TEXT,
                    "started_at": null, "ended_at": TS_TEXT, "last_heartbeat_at": null,
                    "last_seq": 42})
         );

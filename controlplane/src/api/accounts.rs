@@ -17,9 +17,15 @@ impl Accounts {
         Self { store }
     }
 
-    async fn mint(&self, account_id: &str, name: &str) -> Result<(crate::store::ApiToken, String), Status> {
+    async fn mint(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<(crate::store::ApiToken, String), Status> {
         if name.len() > MAX_TOKEN_NAME {
-            return Err(Status::invalid_argument(format!("token name longer than {MAX_TOKEN_NAME} bytes")));
+            return Err(Status::invalid_argument(format!(
+                "token name longer than {MAX_TOKEN_NAME} bytes"
+            )));
         }
         let token = crate::auth::generate_token(crate::auth::TokenKind::Person);
         let info = self
@@ -39,10 +45,16 @@ impl AccountService for Accounts {
     ) -> Result<Response<CreateAccountResponse>, Status> {
         let who = caller(&request)?;
         if !who.admin {
-            return Err(Status::permission_denied("only the admin token can create accounts"));
+            return Err(Status::permission_denied(
+                "only the admin token can create accounts",
+            ));
         }
         let name = request.into_inner().name;
-        let account = self.store.create_account(&name, false).await.map_err(store_status)?;
+        let account = self
+            .store
+            .create_account(&name, false)
+            .await
+            .map_err(store_status)?;
         let (_, token) = self.mint(&account.id, "initial").await?;
         tracing::info!(account = %account.name, "account created");
         Ok(Response::new(CreateAccountResponse {
@@ -53,7 +65,11 @@ impl AccountService for Accounts {
 
     async fn who_am_i(&self, request: Request<Empty>) -> Result<Response<Account>, Status> {
         let who = caller(&request)?;
-        let account = self.store.get_account(&who.account_id).await.map_err(store_status)?;
+        let account = self
+            .store
+            .get_account(&who.account_id)
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(convert::account(&account)))
     }
 
@@ -70,15 +86,25 @@ impl AccountService for Accounts {
         }))
     }
 
-    async fn list_tokens(&self, request: Request<Empty>) -> Result<Response<ListTokensResponse>, Status> {
+    async fn list_tokens(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
         let who = caller(&request)?;
-        let tokens = self.store.list_api_tokens(&who.account_id).await.map_err(store_status)?;
+        let tokens = self
+            .store
+            .list_api_tokens(&who.account_id)
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(ListTokensResponse {
             tokens: tokens.iter().map(convert::token).collect(),
         }))
     }
 
-    async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Result<Response<TokenInfo>, Status> {
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<TokenInfo>, Status> {
         let who = caller(&request)?;
         let id = request.into_inner().id;
         let token = self

@@ -24,7 +24,11 @@ fn needs_token(path: &str) -> bool {
     path.starts_with("/kortix.v1.") && !path.starts_with("/kortix.v1.AgentGateway/")
 }
 
-pub async fn middleware(State(auth): State<Arc<Authenticator>>, mut req: Request, next: Next) -> Response {
+pub async fn middleware(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if !needs_token(req.uri().path()) {
         return next.run(req).await;
     }
@@ -64,7 +68,9 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
             account_id: account_id.to_string(),
             admin: principal.is_admin(),
         }),
-        None => Err(Status::permission_denied("a session's git token cannot use the API")),
+        None => Err(Status::permission_denied(
+            "a session's git token cannot use the API",
+        )),
     }
 }
 
@@ -75,6 +81,8 @@ mod tests {
         assert!(super::needs_token("/kortix.v1.ProjectService/ListProjects"));
         assert!(!super::needs_token("/kortix.v1.AgentGateway/Enroll"));
         assert!(!super::needs_token("/grpc.health.v1.Health/Check"));
-        assert!(!super::needs_token("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
+        assert!(!super::needs_token(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        ));
     }
 }

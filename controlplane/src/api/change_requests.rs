@@ -6,7 +6,9 @@
 use super::{authn::caller, convert, projects::platform_author, store_status};
 use crate::changes::{self, FileChange, FileStatus, MergeError, MergeSignature};
 use crate::git::Repos;
-use crate::store::{self, CrListQuery, CrState, MergedChangeRequest, NewChangeRequest, Project, Store};
+use crate::store::{
+    self, CrListQuery, CrState, MergedChangeRequest, NewChangeRequest, Project, Store,
+};
 use kortix_proto::v1 as pb;
 use kortix_proto::v1::change_request_service_server::ChangeRequestService;
 use tonic::{Request, Response, Status};
@@ -27,12 +29,20 @@ impl ChangeRequests {
     }
 
     async fn project(&self, account_id: &str, project: &str) -> Result<Project, Status> {
-        self.store.get_project(account_id, project).await.map_err(store_status)
+        self.store
+            .get_project(account_id, project)
+            .await
+            .map_err(store_status)
     }
 
-    async fn get(&self, account_id: &str, r: &pb::ChangeRequestRef) -> Result<(Project, store::ChangeRequest), Status> {
+    async fn get(
+        &self,
+        account_id: &str,
+        r: &pb::ChangeRequestRef,
+    ) -> Result<(Project, store::ChangeRequest), Status> {
         let project = self.project(account_id, &r.project).await?;
-        let number = i64::try_from(r.number).map_err(|_| Status::invalid_argument("CR number out of range"))?;
+        let number = i64::try_from(r.number)
+            .map_err(|_| Status::invalid_argument("CR number out of range"))?;
         let cr = self
             .store
             .get_change_request(&project.id, number)
@@ -50,7 +60,9 @@ impl ChangeRequests {
         let repos = self.repos.clone();
         let id = project.id.clone();
         tokio::task::spawn_blocking(move || {
-            let repo = repos.open_repo(&id).map_err(|e| Status::internal(e.to_string()))?;
+            let repo = repos
+                .open_repo(&id)
+                .map_err(|e| Status::internal(e.to_string()))?;
             work(&repo)
         })
         .await
@@ -58,7 +70,11 @@ impl ChangeRequests {
     }
 
     /// An open or closed CR follows its branches: refresh the shas it shows.
-    async fn refreshed(&self, project: &Project, cr: store::ChangeRequest) -> Result<store::ChangeRequest, Status> {
+    async fn refreshed(
+        &self,
+        project: &Project,
+        cr: store::ChangeRequest,
+    ) -> Result<store::ChangeRequest, Status> {
         if cr.state == CrState::Merged {
             return Ok(cr);
         }
@@ -68,7 +84,11 @@ impl ChangeRequests {
                 let base_sha = changes::branch_commit(repo, &base).map_err(changes_status)?;
                 let head_sha = changes::branch_commit(repo, &head).map_err(changes_status)?;
                 let mb = changes::merge_base(repo, base_sha, head_sha).map_err(changes_status)?;
-                Ok((base_sha.to_string(), head_sha.to_string(), mb.map(|m| m.to_string()).unwrap_or_default()))
+                Ok((
+                    base_sha.to_string(),
+                    head_sha.to_string(),
+                    mb.map(|m| m.to_string()).unwrap_or_default(),
+                ))
             })
             .await?;
         if (tips.0.as_str(), tips.1.as_str()) == (cr.base_sha.as_str(), cr.head_sha.as_str()) {
@@ -99,7 +119,8 @@ fn changes_status(e: changes::ChangesError) -> Status {
 }
 
 fn oid(s: &str) -> Result<gix::ObjectId, Status> {
-    gix::ObjectId::from_hex(s.as_bytes()).map_err(|e| Status::data_loss(format!("stored sha {s:?}: {e}")))
+    gix::ObjectId::from_hex(s.as_bytes())
+        .map_err(|e| Status::data_loss(format!("stored sha {s:?}: {e}")))
 }
 
 pub fn file_change(c: &FileChange) -> pb::FileChange {
@@ -151,14 +172,19 @@ impl ChangeRequestService for ChangeRequests {
                 (s.id.clone(), Some(s.id))
             }
             (true, false) => (req.branch.clone(), None),
-            _ => return Err(Status::invalid_argument("give exactly one of --session or --branch")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give exactly one of --session or --branch",
+                ));
+            }
         };
         if head == project.default_branch {
             return Err(Status::invalid_argument(format!(
                 "{head} is the default branch; a change request lands another branch onto it"
             )));
         }
-        crate::git::names::branch_ref(&head).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        crate::git::names::branch_ref(&head)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(existing) = self
             .store
             .find_open_change_request(&project.id, &head)
@@ -224,7 +250,11 @@ impl ChangeRequestService for ChangeRequests {
             pb::ChangeRequestState::Merged => Some(CrState::Merged),
         };
         let page = req.page.unwrap_or_default();
-        let limit = if page.page_size == 0 { DEFAULT_PAGE } else { page.page_size.min(MAX_PAGE) };
+        let limit = if page.page_size == 0 {
+            DEFAULT_PAGE
+        } else {
+            page.page_size.min(MAX_PAGE)
+        };
         let after_number = if page.page_token.is_empty() {
             None
         } else {
@@ -246,7 +276,12 @@ impl ChangeRequestService for ChangeRequests {
                 return Err(Status::invalid_argument("paging needs a project"));
             }
             let mut rows = Vec::new();
-            for project in self.store.list_projects(&who.account_id).await.map_err(store_status)? {
+            for project in self
+                .store
+                .list_projects(&who.account_id)
+                .await
+                .map_err(store_status)?
+            {
                 rows.extend(
                     self.store
                         .list_change_requests(&project.id, &query)
@@ -266,7 +301,9 @@ impl ChangeRequestService for ChangeRequests {
                 .map_err(store_status)?
         };
         let next_page_token = if rows.len() as u32 == limit {
-            rows.last().map(|c| c.number.to_string()).unwrap_or_default()
+            rows.last()
+                .map(|c| c.number.to_string())
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -283,7 +320,11 @@ impl ChangeRequestService for ChangeRequests {
         let who = caller(&request)?;
         let (project, cr) = self.get(&who.account_id, request.get_ref()).await?;
         let cr = self.refreshed(&project, cr).await?;
-        let (head, base, merged) = (oid(&cr.head_sha)?, oid(&cr.base_sha)?, cr.state == CrState::Merged);
+        let (head, base, merged) = (
+            oid(&cr.head_sha)?,
+            oid(&cr.base_sha)?,
+            cr.state == CrState::Merged,
+        );
         let stored_mb = cr.merge_base.clone();
         let (base_b, head_b) = (cr.base_branch.clone(), cr.head_branch.clone());
         let detail = self
@@ -324,7 +365,10 @@ impl ChangeRequestService for ChangeRequests {
         }))
     }
 
-    async fn get_diff(&self, request: Request<pb::ChangeRequestRef>) -> Result<Response<pb::DiffResponse>, Status> {
+    async fn get_diff(
+        &self,
+        request: Request<pb::ChangeRequestRef>,
+    ) -> Result<Response<pb::DiffResponse>, Status> {
         let who = caller(&request)?;
         let (project, cr) = self.get(&who.account_id, request.get_ref()).await?;
         let cr = self.refreshed(&project, cr).await?;
@@ -366,11 +410,16 @@ impl ChangeRequestService for ChangeRequests {
         let who = caller(&request)?;
         let (project, cr) = self.get(&who.account_id, request.get_ref()).await?;
         if cr.state == CrState::Merged {
-            return Err(Status::failed_precondition(format!("change request #{} is already merged", cr.number)));
+            return Err(Status::failed_precondition(format!(
+                "change request #{} is already merged",
+                cr.number
+            )));
         }
         let (base, head) = (cr.base_branch.clone(), cr.head_branch.clone());
         let p = self
-            .with_repo(&project, move |repo| changes::preview_merge(repo, &base, &head).map_err(changes_status))
+            .with_repo(&project, move |repo| {
+                changes::preview_merge(repo, &base, &head).map_err(changes_status)
+            })
             .await?;
         Ok(Response::new(pb::MergePreviewResponse {
             mergeable: p.mergeable,
@@ -411,14 +460,17 @@ impl ChangeRequestService for ChangeRequests {
                 let before = changes::branch_commit(repo, &base).map_err(changes_status)?;
                 let head_sha = changes::branch_commit(repo, &head).map_err(changes_status)?;
                 let mb = changes::merge_base(repo, before, head_sha).map_err(changes_status)?;
-                let outcome = changes::merge_with_retry(repo, &base, &head, message.trim_end(), &signature)
-                    .map_err(|e| match e {
+                let outcome =
+                    changes::merge_with_retry(repo, &base, &head, message.trim_end(), &signature)
+                        .map_err(|e| match e {
                         MergeError::Conflict { paths } => Status::failed_precondition(format!(
                             "merge refused: conflicts in: {}",
                             paths.join(", ")
                         )),
                         MergeError::BaseMoved { .. } => Status::aborted(e.to_string()),
-                        MergeError::NothingToMerge { .. } => Status::failed_precondition(e.to_string()),
+                        MergeError::NothingToMerge { .. } => {
+                            Status::failed_precondition(e.to_string())
+                        }
                         MergeError::Repo(inner) => changes_status(inner),
                     })?;
                 Ok((before, mb, outcome))
@@ -441,7 +493,11 @@ impl ChangeRequestService for ChangeRequests {
             tracing::warn!(project = %project.name, number = cr.number, "CR changed state while merging");
         }
         tracing::info!(project = %project.name, number = cr.number, merge_commit = %record.merge_commit, "change request merged");
-        let cr = self.store.get_change_request(&project.id, cr.number).await.map_err(store_status)?;
+        let cr = self
+            .store
+            .get_change_request(&project.id, cr.number)
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(convert::change_request(&cr)))
     }
 
@@ -451,14 +507,23 @@ impl ChangeRequestService for ChangeRequests {
     ) -> Result<Response<pb::ChangeRequest>, Status> {
         let who = caller(&request)?;
         let (project, cr) = self.get(&who.account_id, request.get_ref()).await?;
-        if !self.store.close_change_request(&project.id, cr.number).await.map_err(store_status)? {
+        if !self
+            .store
+            .close_change_request(&project.id, cr.number)
+            .await
+            .map_err(store_status)?
+        {
             return Err(Status::failed_precondition(format!(
                 "change request #{} is {}, only open ones can be closed",
                 cr.number,
                 cr.state.as_str()
             )));
         }
-        let cr = self.store.get_change_request(&project.id, cr.number).await.map_err(store_status)?;
+        let cr = self
+            .store
+            .get_change_request(&project.id, cr.number)
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(convert::change_request(&cr)))
     }
 
@@ -468,14 +533,23 @@ impl ChangeRequestService for ChangeRequests {
     ) -> Result<Response<pb::ChangeRequest>, Status> {
         let who = caller(&request)?;
         let (project, cr) = self.get(&who.account_id, request.get_ref()).await?;
-        if !self.store.reopen_change_request(&project.id, cr.number).await.map_err(store_status)? {
+        if !self
+            .store
+            .reopen_change_request(&project.id, cr.number)
+            .await
+            .map_err(store_status)?
+        {
             return Err(Status::failed_precondition(format!(
                 "change request #{} is {}; only closed ones can be reopened",
                 cr.number,
                 cr.state.as_str()
             )));
         }
-        let cr = self.store.get_change_request(&project.id, cr.number).await.map_err(store_status)?;
+        let cr = self
+            .store
+            .get_change_request(&project.id, cr.number)
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(convert::change_request(&cr)))
     }
 }

@@ -26,7 +26,16 @@ pub fn session(s: &store::Session, project_name: &str) -> pb::Session {
         agent: s.agent.clone(),
         prompt: s.prompt.clone(),
         head_sha: s.head_sha.clone(),
-        failure_reason: s.failure_reason.clone(),
+        failure_reason: if s.status == store::SessionStatus::Failed {
+            s.failure_reason.clone()
+        } else {
+            String::new()
+        },
+        end_reason: if s.status.is_terminal() {
+            s.failure_reason.clone()
+        } else {
+            String::new()
+        },
         created_unix_ms: s.created_ms,
         started_unix_ms: s.started_ms.unwrap_or(0),
         ended_unix_ms: s.ended_ms.unwrap_or(0),

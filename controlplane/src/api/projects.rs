@@ -61,10 +61,13 @@ impl Projects {
                 "importing from the server's filesystem is limited to the admin on a non-loopback server",
             ));
         }
-        let resolved = path
+        let resolved = path.canonicalize().map_err(|e| {
+            Status::failed_precondition(format!("import source {}: {e}", path.display()))
+        })?;
+        let data_dir = self
+            .data_dir
             .canonicalize()
-            .map_err(|e| Status::failed_precondition(format!("import source {}: {e}", path.display())))?;
-        let data_dir = self.data_dir.canonicalize().unwrap_or_else(|_| self.data_dir.clone());
+            .unwrap_or_else(|_| self.data_dir.clone());
         if resolved.starts_with(&data_dir) {
             return Err(Status::permission_denied(
                 "cannot import from inside the control plane's data directory",
@@ -91,7 +94,10 @@ pub fn initial_manifest(name: &str) -> String {
 
 #[tonic::async_trait]
 impl ProjectService for Projects {
-    async fn create_project(&self, request: Request<CreateProjectRequest>) -> Result<Response<Project>, Status> {
+    async fn create_project(
+        &self,
+        request: Request<CreateProjectRequest>,
+    ) -> Result<Response<Project>, Status> {
         let who = caller(&request)?;
         let req = request.into_inner();
         crate::store::validate_name("project name", &req.name).map_err(store_status)?;
@@ -105,7 +111,11 @@ impl ProjectService for Projects {
                 .map_err(|e| Status::invalid_argument(format!("default branch: {e}")))?;
         }
         // Reserve the name first so two creators of the same name never both build a repo.
-        let branch_guess = if requested_branch.is_empty() { DEFAULT_BRANCH } else { &requested_branch };
+        let branch_guess = if requested_branch.is_empty() {
+            DEFAULT_BRANCH
+        } else {
+            &requested_branch
+        };
         let project = self
             .store
             .create_project(&who.account_id, &req.name, branch_guess)
@@ -113,7 +123,11 @@ impl ProjectService for Projects {
             .map_err(store_status)?;
         let built = if import.is_empty() {
             let repos = self.repos.clone();
-            let (id, name, branch) = (project.id.clone(), project.name.clone(), branch_guess.to_string());
+            let (id, name, branch) = (
+                project.id.clone(),
+                project.name.clone(),
+                branch_guess.to_string(),
+            );
             tokio::task::spawn_blocking(move || {
                 repos
                     .create_empty(&id, &branch, &initial_manifest(&name), &platform_author())
@@ -150,15 +164,28 @@ impl ProjectService for Projects {
         Ok(Response::new(convert::project(&project, &self.public_url)))
     }
 
-    async fn list_projects(&self, request: Request<ListProjectsRequest>) -> Result<Response<ListProjectsResponse>, Status> {
+    async fn list_projects(
+        &self,
+        request: Request<ListProjectsRequest>,
+    ) -> Result<Response<ListProjectsResponse>, Status> {
         let who = caller(&request)?;
-        let projects = self.store.list_projects(&who.account_id).await.map_err(store_status)?;
+        let projects = self
+            .store
+            .list_projects(&who.account_id)
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(ListProjectsResponse {
-            projects: projects.iter().map(|p| convert::project(p, &self.public_url)).collect(),
+            projects: projects
+                .iter()
+                .map(|p| convert::project(p, &self.public_url))
+                .collect(),
         }))
     }
 
-    async fn get_project(&self, request: Request<GetProjectRequest>) -> Result<Response<ProjectInfo>, Status> {
+    async fn get_project(
+        &self,
+        request: Request<GetProjectRequest>,
+    ) -> Result<Response<ProjectInfo>, Status> {
         let who = caller(&request)?;
         let project = self
             .store
@@ -179,7 +206,11 @@ impl ProjectService for Projects {
             Ok((head, None)) => (
                 head.map(|h| h.to_string()).unwrap_or_default(),
                 String::new(),
-                format!("no {} on {}", kortix_manifest::MANIFEST_FILE, project.default_branch),
+                format!(
+                    "no {} on {}",
+                    kortix_manifest::MANIFEST_FILE,
+                    project.default_branch
+                ),
             ),
             Ok((head, Some(bytes))) => {
                 let head = head.map(|h| h.to_string()).unwrap_or_default();

@@ -25,10 +25,14 @@ impl Secrets {
 
 #[tonic::async_trait]
 impl SecretService for Secrets {
-    async fn set_secret(&self, request: Request<SetSecretRequest>) -> Result<Response<SecretInfo>, Status> {
+    async fn set_secret(
+        &self,
+        request: Request<SetSecretRequest>,
+    ) -> Result<Response<SecretInfo>, Status> {
         let who = caller(&request)?;
         let req = request.into_inner();
-        crate::secrets::validate_secret_name(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        crate::secrets::validate_secret_name(&req.name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let project = self
             .store
             .get_project(&who.account_id, &req.project)
@@ -43,25 +47,36 @@ impl SecretService for Secrets {
             .put_secret(&project.id, &req.name, &sealed.nonce, &sealed.ciphertext)
             .await
             .map_err(store_status)?;
-        self.hub.advance(&secrets_topic(&project.id), version.max(0) as u64);
+        self.hub
+            .advance(&secrets_topic(&project.id), version.max(0) as u64);
         tracing::info!(project = %project.name, secret = %req.name, "secret set");
         Ok(Response::new(convert::secret(&meta)))
     }
 
-    async fn list_secrets(&self, request: Request<ListSecretsRequest>) -> Result<Response<ListSecretsResponse>, Status> {
+    async fn list_secrets(
+        &self,
+        request: Request<ListSecretsRequest>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
         let who = caller(&request)?;
         let project = self
             .store
             .get_project(&who.account_id, &request.into_inner().project)
             .await
             .map_err(store_status)?;
-        let secrets = self.store.list_secrets(&project.id).await.map_err(store_status)?;
+        let secrets = self
+            .store
+            .list_secrets(&project.id)
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(ListSecretsResponse {
             secrets: secrets.iter().map(convert::secret).collect(),
         }))
     }
 
-    async fn delete_secret(&self, request: Request<DeleteSecretRequest>) -> Result<Response<SecretInfo>, Status> {
+    async fn delete_secret(
+        &self,
+        request: Request<DeleteSecretRequest>,
+    ) -> Result<Response<SecretInfo>, Status> {
         let who = caller(&request)?;
         let req = request.into_inner();
         let project = self
@@ -74,7 +89,8 @@ impl SecretService for Secrets {
             .delete_secret(&project.id, &req.name)
             .await
             .map_err(store_status)?;
-        self.hub.advance(&secrets_topic(&project.id), version.max(0) as u64);
+        self.hub
+            .advance(&secrets_topic(&project.id), version.max(0) as u64);
         Ok(Response::new(convert::secret(&meta)))
     }
 }

@@ -29,7 +29,12 @@ impl Sessions {
     }
 
     async fn to_pb(&self, s: &Session) -> Result<kortix_proto::v1::Session, Status> {
-        let project = self.sessions.store().find_project(&s.project_id).await.map_err(store_status)?;
+        let project = self
+            .sessions
+            .store()
+            .find_project(&s.project_id)
+            .await
+            .map_err(store_status)?;
         Ok(convert::session(s, &project.name))
     }
 }
@@ -43,7 +48,9 @@ impl SessionService for Sessions {
         let who = caller(&request)?;
         let req = request.into_inner();
         if req.prompt.len() > MAX_PROMPT {
-            return Err(Status::invalid_argument(format!("prompt longer than {MAX_PROMPT} bytes")));
+            return Err(Status::invalid_argument(format!(
+                "prompt longer than {MAX_PROMPT} bytes"
+            )));
         }
         let session = self
             .sessions
@@ -66,7 +73,9 @@ impl SessionService for Sessions {
         request: Request<GetSessionRequest>,
     ) -> Result<Response<kortix_proto::v1::Session>, Status> {
         let who = caller(&request)?;
-        let s = self.owned(&who.account_id, &request.into_inner().id).await?;
+        let s = self
+            .owned(&who.account_id, &request.into_inner().id)
+            .await?;
         Ok(Response::new(self.to_pb(&s).await?))
     }
 
@@ -78,16 +87,33 @@ impl SessionService for Sessions {
         let req = request.into_inner();
         let store = self.sessions.store();
         let rows = if req.project.is_empty() {
-            store.list_sessions_for_account(&who.account_id, LIST_LIMIT).await
+            store
+                .list_sessions_for_account(&who.account_id, LIST_LIMIT)
+                .await
         } else {
-            let project = store.get_project(&who.account_id, &req.project).await.map_err(store_status)?;
+            let project = store
+                .get_project(&who.account_id, &req.project)
+                .await
+                .map_err(store_status)?;
             store.list_sessions(&project.id, LIST_LIMIT).await
         }
         .map_err(store_status)?;
-        let projects = store.list_projects(&who.account_id).await.map_err(store_status)?;
-        let name_of = |id: &str| projects.iter().find(|p| p.id == id).map(|p| p.name.clone()).unwrap_or_default();
+        let projects = store
+            .list_projects(&who.account_id)
+            .await
+            .map_err(store_status)?;
+        let name_of = |id: &str| {
+            projects
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.name.clone())
+                .unwrap_or_default()
+        };
         Ok(Response::new(ListSessionsResponse {
-            sessions: rows.iter().map(|s| convert::session(s, &name_of(&s.project_id))).collect(),
+            sessions: rows
+                .iter()
+                .map(|s| convert::session(s, &name_of(&s.project_id)))
+                .collect(),
         }))
     }
 
@@ -96,7 +122,9 @@ impl SessionService for Sessions {
         request: Request<StopSessionRequest>,
     ) -> Result<Response<kortix_proto::v1::Session>, Status> {
         let who = caller(&request)?;
-        let s = self.owned(&who.account_id, &request.into_inner().id).await?;
+        let s = self
+            .owned(&who.account_id, &request.into_inner().id)
+            .await?;
         let stopped = self.sessions.stop(&s.id, false, "stopped by user").await?;
         Ok(Response::new(self.to_pb(&stopped).await?))
     }
@@ -106,19 +134,33 @@ impl SessionService for Sessions {
         request: Request<DeleteSessionRequest>,
     ) -> Result<Response<kortix_proto::v1::Session>, Status> {
         let who = caller(&request)?;
-        let s = self.owned(&who.account_id, &request.into_inner().id).await?;
-        let project = self.sessions.store().find_project(&s.project_id).await.map_err(store_status)?;
+        let s = self
+            .owned(&who.account_id, &request.into_inner().id)
+            .await?;
+        let project = self
+            .sessions
+            .store()
+            .find_project(&s.project_id)
+            .await
+            .map_err(store_status)?;
         let deleted = self.sessions.delete(&s.id).await?;
         Ok(Response::new(convert::session(&deleted, &project.name)))
     }
 
     type AttachStream = AttachStream;
 
-    async fn attach(&self, request: Request<AttachRequest>) -> Result<Response<Self::AttachStream>, Status> {
+    async fn attach(
+        &self,
+        request: Request<AttachRequest>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
         let who = caller(&request)?;
         let req = request.into_inner();
         let s = self.owned(&who.account_id, &req.session_id).await?;
-        Ok(Response::new(self.sessions.attach(s.id, req.from_seq, req.follow)))
+        Ok(Response::new(self.sessions.attach(
+            s.id,
+            req.from_seq,
+            req.follow,
+        )))
     }
 
     async fn send_prompt(
@@ -131,7 +173,9 @@ impl SessionService for Sessions {
             return Err(Status::invalid_argument("prompt text is empty"));
         }
         if req.text.len() > MAX_PROMPT {
-            return Err(Status::invalid_argument(format!("prompt longer than {MAX_PROMPT} bytes")));
+            return Err(Status::invalid_argument(format!(
+                "prompt longer than {MAX_PROMPT} bytes"
+            )));
         }
         let s = self.owned(&who.account_id, &req.session_id).await?;
         if s.status != SessionStatus::Running {

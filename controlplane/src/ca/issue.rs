@@ -51,7 +51,8 @@ impl Ca {
         dn.push(DnType::CommonName, format!("session {session_id}"));
         params.distinguished_name = dn;
         params.subject_alt_names = vec![SanType::URI(
-            uri.try_into().map_err(|e: rcgen::Error| CaError::BadCsr(e.to_string()))?,
+            uri.try_into()
+                .map_err(|e: rcgen::Error| CaError::BadCsr(e.to_string()))?,
         )];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

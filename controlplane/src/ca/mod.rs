@@ -45,7 +45,9 @@ pub struct Ca {
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Ca")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +67,10 @@ impl Ca {
 
     /// SHA-256 of the CA certificate (DER), lower-case hex: what `KORTIX_CA_FINGERPRINT` pins.
     pub fn fingerprint(&self) -> String {
-        hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.cert_der))
+        hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &self.cert_der,
+        ))
     }
 
     pub fn dir(&self) -> &Path {

@@ -48,7 +48,8 @@ fn load(dir: &Path, key_path: &Path, cert_path: &Path) -> Result<Ca, CaError> {
         reason,
     };
     let key = KeyPair::from_pem(&key_pem).map_err(|e| corrupt(format!("{KEY_FILE}: {e}")))?;
-    let cert_der = pem_to_der(&cert_pem).ok_or_else(|| corrupt(format!("{CERT_FILE}: no PEM certificate")))?;
+    let cert_der =
+        pem_to_der(&cert_pem).ok_or_else(|| corrupt(format!("{CERT_FILE}: no PEM certificate")))?;
     let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key)
         .map_err(|e| corrupt(format!("{CERT_FILE}: {e}")))?;
     Ok(Ca {

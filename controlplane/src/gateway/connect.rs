@@ -46,10 +46,14 @@ impl Gateway {
             Ok(Ok(Some(AgentFrame {
                 frame: Some(In::Hello(hello)),
             }))) => hello,
-            Ok(Ok(Some(_))) => return Err(Status::invalid_argument("the first frame must be Hello")),
+            Ok(Ok(Some(_))) => {
+                return Err(Status::invalid_argument("the first frame must be Hello"));
+            }
         };
         if hello.protocol_version == 0 {
-            return Err(Status::invalid_argument("Hello.protocol_version is required"));
+            return Err(Status::invalid_argument(
+                "Hello.protocol_version is required",
+            ));
         }
         let bootstrap = self.bootstrap(&session, &hello).await?;
         let (conn_id, mut control) = self.sessions.hub().connect_agent(&session.id);
@@ -115,12 +119,20 @@ impl Gateway {
             .find_project(&session.project_id)
             .await
             .map_err(|e| Status::not_found(e.to_string()))?;
-        let manifest = self.sessions.manifest(&project).await.map_err(Status::from)?;
+        let manifest = self
+            .sessions
+            .manifest(&project)
+            .await
+            .map_err(Status::from)?;
         let config = self.sessions.config();
         Ok(Bootstrap {
             session_id: session.id.clone(),
             project_id: project.id.clone(),
-            repo_url: format!("{}/git/{}.git", config.public_url.trim_end_matches('/'), project.name),
+            repo_url: format!(
+                "{}/git/{}.git",
+                config.public_url.trim_end_matches('/'),
+                project.name
+            ),
             branch: session.id.clone(),
             default_branch: project.default_branch.clone(),
             opencode_config_dir: manifest.opencode_config_dir().to_string(),
@@ -147,7 +159,8 @@ impl Gateway {
         let store = self.sessions.store();
         match frame.frame {
             Some(In::Records(RecordBatch { records: batch })) => {
-                let rows = records::to_rows(&batch).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let rows = records::to_rows(&batch)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 if rows.is_empty() {
                     return Ok(());
                 }
@@ -159,12 +172,17 @@ impl Gateway {
                 if let Some(head) = batch.iter().rev().find_map(|r| match &r.body {
                     Some(Body::Commit(c)) => Some(c.sha.clone()),
                     _ => None,
-                }) {
-                    if let Err(e) = store.set_session_head(id, &head).await {
-                        tracing::warn!(session = %id, error = %e, "recording head");
-                    }
+                }) && let Err(e) = store.set_session_head(id, &head).await
+                {
+                    tracing::warn!(session = %id, error = %e, "recording head");
                 }
-                send(out, Out::Ack(Ack { seq: acked.max(0) as u64 })).await
+                send(
+                    out,
+                    Out::Ack(Ack {
+                        seq: acked.max(0) as u64,
+                    }),
+                )
+                .await
             }
             Some(In::Heartbeat(hb)) => {
                 store
@@ -177,7 +195,9 @@ impl Gateway {
                 self.on_state(id, report).await;
                 Ok(())
             }
-            Some(In::Hello(_)) => Err(Status::invalid_argument("Hello may only be the first frame")),
+            Some(In::Hello(_)) => Err(Status::invalid_argument(
+                "Hello may only be the first frame",
+            )),
             // A newer agent's frame type this control plane does not know yet.
             None => Ok(()),
         }
@@ -194,7 +214,12 @@ impl Gateway {
         match (status, report.r#final) {
             (P::Running, false) => {
                 match store
-                    .transition_session(id, &[SessionStatus::Provisioning], SessionStatus::Running, None)
+                    .transition_session(
+                        id,
+                        &[SessionStatus::Provisioning],
+                        SessionStatus::Running,
+                        None,
+                    )
                     .await
                 {
                     Ok(true) => tracing::info!(session = %id, "session running"),
@@ -207,11 +232,19 @@ impl Gateway {
                 self.sessions.hub().bump(id);
             }
             (P::Failed, _) => {
-                let reason = if report.reason.is_empty() { "agent reported failure" } else { &report.reason };
+                let reason = if report.reason.is_empty() {
+                    "agent reported failure"
+                } else {
+                    &report.reason
+                };
                 self.sessions.fail(id, reason).await;
             }
             (P::Stopped | P::Hibernated, true) => {
-                let to = if status == P::Hibernated { SessionStatus::Hibernated } else { SessionStatus::Stopped };
+                let to = if status == P::Hibernated {
+                    SessionStatus::Hibernated
+                } else {
+                    SessionStatus::Stopped
+                };
                 self.sessions.agent_finished(id, to, &report.reason).await;
             }
             _ => {}

@@ -17,7 +17,9 @@ impl Gateway {
         req: GitCredentialRequest,
     ) -> Result<GitCredentialResponse, Status> {
         if req.host.len() > MAX_FIELD || req.path.len() > MAX_FIELD || req.protocol.len() > 16 {
-            return Err(Status::invalid_argument("credential request fields too long"));
+            return Err(Status::invalid_argument(
+                "credential request fields too long",
+            ));
         }
         let store = self.sessions.store();
         let session = store

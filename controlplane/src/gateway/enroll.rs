@@ -40,7 +40,11 @@ impl Gateway {
         Ok(self.response(session_id, issued))
     }
 
-    pub(super) async fn do_renew(&self, who: &SessionIdentity, req: RenewRequest) -> Result<EnrollResponse, Status> {
+    pub(super) async fn do_renew(
+        &self,
+        who: &SessionIdentity,
+        req: RenewRequest,
+    ) -> Result<EnrollResponse, Status> {
         let session = self
             .sessions
             .store()
@@ -65,7 +69,11 @@ impl Gateway {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.sessions
             .store()
-            .record_issued_cert(&issued.serial_hex, session_id, issued.not_after_unix_s * 1000)
+            .record_issued_cert(
+                &issued.serial_hex,
+                session_id,
+                issued.not_after_unix_s * 1000,
+            )
             .await
             .map_err(|e| Status::unavailable(format!("recording the certificate: {e}")))?;
         Ok(issued)

@@ -23,7 +23,10 @@ pub fn secrets_topic(project_id: &str) -> String {
 
 impl Gateway {
     /// Identity of a client certificate that has not been revoked.
-    pub(super) async fn identify<T>(&self, request: &Request<T>) -> Result<SessionIdentity, Status> {
+    pub(super) async fn identify<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<SessionIdentity, Status> {
         let who = peer_identity(request)?;
         let revoked = self
             .sessions

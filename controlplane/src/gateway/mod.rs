@@ -45,13 +45,23 @@ type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> +
 
 #[tonic::async_trait]
 impl AgentGateway for Gateway {
-    async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
-        self.do_enroll(request.into_inner()).await.map(Response::new)
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        self.do_enroll(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
-    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<EnrollResponse>, Status> {
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
         let who = self.identify(&request).await?;
-        self.do_renew(&who, request.into_inner()).await.map(Response::new)
+        self.do_renew(&who, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type ConnectStream = BoxStream<ControlFrame>;
@@ -70,7 +80,9 @@ impl AgentGateway for Gateway {
         request: Request<GitCredentialRequest>,
     ) -> Result<Response<GitCredentialResponse>, Status> {
         let who = self.identify(&request).await?;
-        self.do_git_credential(&who, request.into_inner()).await.map(Response::new)
+        self.do_git_credential(&who, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type WatchSecretsStream = BoxStream<SecretsUpdate>;

@@ -23,7 +23,10 @@ impl Gateway {
             .await
             .map_err(|e| Status::not_found(e.to_string()))?;
         if session.status.is_terminal() {
-            return Err(Status::failed_precondition(format!("session {} has ended", session.id)));
+            return Err(Status::failed_precondition(format!(
+                "session {} has ended",
+                session.id
+            )));
         }
         let project_id = session.project_id.clone();
         let (tx, rx) = mpsc::channel(4);
@@ -66,7 +69,11 @@ impl Gateway {
     }
 
     /// The project's decrypted secrets, unless the version is still `known`.
-    async fn current_secrets(&self, project_id: &str, known: Option<i64>) -> Result<Option<SecretsUpdate>, Status> {
+    async fn current_secrets(
+        &self,
+        project_id: &str,
+        known: Option<i64>,
+    ) -> Result<Option<SecretsUpdate>, Status> {
         let store = self.sessions.store();
         let version = store
             .secrets_version(project_id)

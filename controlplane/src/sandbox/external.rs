@@ -58,16 +58,18 @@ impl SandboxProvider for ExternalProvider {
                 message: e.to_string(),
             })?;
             let path = self.bootstrap_path(&id);
-            tokio::task::spawn_blocking(move || crate::secrets::write_private_file(&path, &json, true))
-                .await
-                .map_err(|e| SandboxError::Boot {
-                    session_id: id.clone(),
-                    message: e.to_string(),
-                })?
-                .map_err(|source| SandboxError::Io {
-                    session_id: id.clone(),
-                    source,
-                })?;
+            tokio::task::spawn_blocking(move || {
+                crate::secrets::write_private_file(&path, &json, true)
+            })
+            .await
+            .map_err(|e| SandboxError::Boot {
+                session_id: id.clone(),
+                message: e.to_string(),
+            })?
+            .map_err(|source| SandboxError::Io {
+                session_id: id.clone(),
+                source,
+            })?;
             self.live.lock().expect("live lock").insert(id);
             Ok(())
         })
@@ -122,7 +124,10 @@ mod tests {
         };
         p.boot(spec).await.unwrap();
         let path = p.bootstrap_path("s1");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let file: BootstrapFile = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(file.env["KORTIX_BOOTSTRAP_TOKEN"], "kxb_x");
         assert!(p.is_running("s1"));

@@ -89,9 +89,14 @@ impl LocalProvider {
             message: format!("cannot run {}: {e}", self.config.agent_bin.display()),
         })?;
         let pid = child.id().unwrap_or_default() as i32;
-        self.children.lock().expect("children lock").insert(id.clone(), pid);
+        self.children
+            .lock()
+            .expect("children lock")
+            .insert(id.clone(), pid);
         let log_path = dir.join("agent.log");
-        let log = Arc::new(tokio::sync::Mutex::new(CappedLog::open(&log_path).await.map_err(io)?));
+        let log = Arc::new(tokio::sync::Mutex::new(
+            CappedLog::open(&log_path).await.map_err(io)?,
+        ));
         if let Some(out) = child.stdout.take() {
             tokio::spawn(copy_lines(out, log.clone(), id.clone()));
         }
@@ -138,7 +143,12 @@ impl SandboxProvider for LocalProvider {
 
     fn kill<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
-            let pid = self.children.lock().expect("children lock").get(session_id).copied();
+            let pid = self
+                .children
+                .lock()
+                .expect("children lock")
+                .get(session_id)
+                .copied();
             if let Some(pid) = pid {
                 match nix::sys::signal::killpg(
                     nix::unistd::Pid::from_raw(pid),
@@ -158,7 +168,10 @@ impl SandboxProvider for LocalProvider {
     }
 
     fn is_running(&self, session_id: &str) -> bool {
-        self.children.lock().expect("children lock").contains_key(session_id)
+        self.children
+            .lock()
+            .expect("children lock")
+            .contains_key(session_id)
     }
 }
 
@@ -174,7 +187,9 @@ fn describe(status: &std::process::ExitStatus) -> String {
 fn is_safe_component(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 struct CappedLog {

@@ -68,7 +68,8 @@ impl Sessions {
                     .map_err(|e| Status::internal(e.to_string()))?;
                 let full = rows.len() as u32 == PAGE;
                 for row in &rows {
-                    let record = records::from_row(row).map_err(|e| Status::data_loss(e.to_string()))?;
+                    let record =
+                        records::from_row(row).map_err(|e| Status::data_loss(e.to_string()))?;
                     let seq = record.seq;
                     match tx.send_timeout(Ok(record), SLOW_VIEWER_TIMEOUT).await {
                         Ok(()) => next = seq + 1,

@@ -37,7 +37,10 @@ pub struct PendingStops(Arc<Mutex<HashMap<String, bool>>>);
 
 impl PendingStops {
     fn insert(&self, id: &str, hibernate: bool) {
-        self.0.lock().expect("stops lock").insert(id.to_string(), hibernate);
+        self.0
+            .lock()
+            .expect("stops lock")
+            .insert(id.to_string(), hibernate);
     }
 
     fn take(&self, id: &str) -> Option<bool> {
@@ -51,7 +54,11 @@ impl PendingStops {
 
 impl Sessions {
     /// Looks up a project the caller may use.
-    pub async fn project_for(&self, account_id: Option<&str>, project: &str) -> Result<Project, SessionError> {
+    pub async fn project_for(
+        &self,
+        account_id: Option<&str>,
+        project: &str,
+    ) -> Result<Project, SessionError> {
         Ok(match account_id {
             Some(account) => self.store.get_project(account, project).await?,
             None => self.store.find_project(project).await?,
@@ -67,7 +74,12 @@ impl Sessions {
         })
         .await
         .map_err(|e| SessionError::Internal(format!("reading the manifest: {e}")))?
-        .map_err(|e| SessionError::Precondition(format!("reading kortix.toml of project {}: {e}", project.name)))?;
+        .map_err(|e| {
+            SessionError::Precondition(format!(
+                "reading kortix.toml of project {}: {e}",
+                project.name
+            ))
+        })?;
         match bytes {
             None => Ok(Manifest::default()),
             Some(bytes) => kortix_manifest::parse_bytes(&bytes).map_err(|e| {
@@ -83,7 +95,9 @@ impl Sessions {
     /// token and boots the sandbox. A retry with the same idempotency key returns the session
     /// the first call created, without booting anything.
     pub async fn start(&self, req: StartRequest) -> Result<Session, SessionError> {
-        let project = self.project_for(req.account_id.as_deref(), &req.project).await?;
+        let project = self
+            .project_for(req.account_id.as_deref(), &req.project)
+            .await?;
         let manifest = self.manifest(&project).await?;
         let requested = (!req.template.is_empty()).then_some(req.template.as_str());
         let resources = match manifest
@@ -120,14 +134,21 @@ impl Sessions {
                 template: resources.template.clone(),
                 agent,
                 prompt: req.prompt.clone(),
-                origin: if req.origin.is_empty() { "cli".into() } else { req.origin.clone() },
+                origin: if req.origin.is_empty() {
+                    "cli".into()
+                } else {
+                    req.origin.clone()
+                },
                 idempotency_key: req.idempotency_key.clone(),
             })
             .await?;
         if !created {
             return Ok(session);
         }
-        if let Err(e) = self.provision(&project, &session, &from_branch, resources).await {
+        if let Err(e) = self
+            .provision(&project, &session, &from_branch, resources)
+            .await
+        {
             let reason = e.to_string();
             self.fail(&session.id, &reason).await;
             return Err(e);
@@ -143,12 +164,23 @@ impl Sessions {
         resources: SandboxResources,
     ) -> Result<(), SessionError> {
         let repos = self.repos.clone();
-        let (pid, from, id) = (project.id.clone(), from_branch.to_string(), session.id.clone());
+        let (pid, from, id) = (
+            project.id.clone(),
+            from_branch.to_string(),
+            session.id.clone(),
+        );
         let head = tokio::task::spawn_blocking(move || repos.cut_branch(&pid, &from, &id))
             .await
             .map_err(|e| SessionError::Internal(format!("cutting the session branch: {e}")))?
-            .map_err(|e| SessionError::Precondition(format!("cutting branch {} from {from_branch}: {e}", session.id)))?;
-        self.store.set_session_head(&session.id, &head.to_string()).await?;
+            .map_err(|e| {
+                SessionError::Precondition(format!(
+                    "cutting branch {} from {from_branch}: {e}",
+                    session.id
+                ))
+            })?;
+        self.store
+            .set_session_head(&session.id, &head.to_string())
+            .await?;
 
         let token = crate::auth::generate_token(crate::auth::TokenKind::Bootstrap);
         let expires = now_ms() + self.config.bootstrap_ttl.as_millis() as i64;
@@ -156,10 +188,16 @@ impl Sessions {
             .create_bootstrap_token(&crate::auth::hash_token(&token), &session.id, expires)
             .await?;
         let env = BTreeMap::from([
-            ("KORTIX_CONTROL_PLANE".to_string(), self.config.agent_url.clone()),
+            (
+                "KORTIX_CONTROL_PLANE".to_string(),
+                self.config.agent_url.clone(),
+            ),
             ("KORTIX_SESSION_ID".to_string(), session.id.clone()),
             ("KORTIX_BOOTSTRAP_TOKEN".to_string(), token),
-            ("KORTIX_CA_CERT".to_string(), self.config.ca_cert_pem.clone()),
+            (
+                "KORTIX_CA_CERT".to_string(),
+                self.config.ca_cert_pem.clone(),
+            ),
         ]);
         self.provider
             .boot(SandboxSpec {
@@ -173,7 +211,12 @@ impl Sessions {
 
     /// Asks the session's agent to stop (or hibernate), and makes sure the sandbox is gone
     /// within the grace period either way. Stopping an ended session returns it unchanged.
-    pub async fn stop(&self, id: &str, hibernate: bool, reason: &str) -> Result<Session, SessionError> {
+    pub async fn stop(
+        &self,
+        id: &str,
+        hibernate: bool,
+        reason: &str,
+    ) -> Result<Session, SessionError> {
         let session = self.store.get_session(id).await?;
         if session.status.is_terminal() {
             return Ok(session);
@@ -222,19 +265,31 @@ impl Sessions {
                 break;
             }
             let tick = std::time::Duration::from_millis(250);
-            let _ = tokio::time::timeout(tick.min(deadline - tokio::time::Instant::now()), wake.changed()).await;
+            let _ = tokio::time::timeout(
+                tick.min(deadline - tokio::time::Instant::now()),
+                wake.changed(),
+            )
+            .await;
         }
         if let Err(e) = self.provider.kill(id).await {
             tracing::warn!(session = %id, error = %e, "killing the sandbox");
         }
         let hibernate = self.stops.take(id).unwrap_or(false);
-        let to = if hibernate { SessionStatus::Hibernated } else { SessionStatus::Stopped };
+        let to = if hibernate {
+            SessionStatus::Hibernated
+        } else {
+            SessionStatus::Stopped
+        };
         let reason = if grace.is_zero() {
             "no agent connected; sandbox ended".to_string()
         } else {
-            format!("agent did not stop within {} s; sandbox killed", grace.as_secs())
+            format!(
+                "agent did not stop within {} s; sandbox killed",
+                grace.as_secs()
+            )
         };
-        self.end(id, &[SessionStatus::Stopping], to, Some(&reason)).await;
+        self.end(id, &[SessionStatus::Stopping], to, Some(&reason))
+            .await;
     }
 
     /// The agent reported its final state and is exiting.
@@ -262,10 +317,15 @@ impl Sessions {
         let hibernate = self.stops.peek(id);
         if let Some(hibernate) = hibernate {
             self.stops.take(id);
-            let to = if hibernate { SessionStatus::Hibernated } else { SessionStatus::Stopped };
+            let to = if hibernate {
+                SessionStatus::Hibernated
+            } else {
+                SessionStatus::Stopped
+            };
             self.end(id, &[SessionStatus::Stopping], to, None).await;
         } else {
-            self.end(id, &[SessionStatus::Stopping], SessionStatus::Stopped, None).await;
+            self.end(id, &[SessionStatus::Stopping], SessionStatus::Stopped, None)
+                .await;
         }
         let reason = format!("sandbox exited unexpectedly ({})", exit.status);
         self.end(
@@ -279,10 +339,17 @@ impl Sessions {
 
     /// Fails a live session and ends its sandbox.
     pub async fn fail(&self, id: &str, reason: &str) {
-        if self.end(id, &SessionStatus::ACTIVE, SessionStatus::Failed, Some(reason)).await {
-            if let Err(e) = self.provider.kill(id).await {
-                tracing::warn!(session = %id, error = %e, "killing the sandbox of a failed session");
-            }
+        if self
+            .end(
+                id,
+                &SessionStatus::ACTIVE,
+                SessionStatus::Failed,
+                Some(reason),
+            )
+            .await
+            && let Err(e) = self.provider.kill(id).await
+        {
+            tracing::warn!(session = %id, error = %e, "killing the sandbox of a failed session");
         }
     }
 

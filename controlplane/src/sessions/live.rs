@@ -120,10 +120,10 @@ impl Hub {
     /// Forgets the agent stream `conn_id` if it is still the registered one.
     pub fn disconnect_agent(&self, session_id: &str, conn_id: u64) {
         let mut map = self.inner.lock().expect("hub lock");
-        if let Some(entry) = map.get_mut(session_id) {
-            if entry.agent.as_ref().is_some_and(|a| a.conn_id == conn_id) {
-                entry.agent = None;
-            }
+        if let Some(entry) = map.get_mut(session_id)
+            && entry.agent.as_ref().is_some_and(|a| a.conn_id == conn_id)
+        {
+            entry.agent = None;
         }
     }
 
@@ -198,14 +198,23 @@ mod tests {
     #[tokio::test]
     async fn a_newer_agent_stream_replaces_the_old_one() {
         let hub = Hub::new();
-        assert_eq!(hub.send_control("s", stop()), Err(DeliveryError::NotConnected));
+        assert_eq!(
+            hub.send_control("s", stop()),
+            Err(DeliveryError::NotConnected)
+        );
         let (old, mut old_rx) = hub.connect_agent("s");
         let (new, mut new_rx) = hub.connect_agent("s");
         hub.send_control("s", stop()).unwrap();
         assert!(new_rx.recv().await.is_some());
-        assert!(old_rx.recv().await.is_none(), "old stream's sender was dropped");
+        assert!(
+            old_rx.recv().await.is_none(),
+            "old stream's sender was dropped"
+        );
         hub.disconnect_agent("s", old);
-        assert!(hub.is_connected("s"), "stale disconnect must not unregister the new stream");
+        assert!(
+            hub.is_connected("s"),
+            "stale disconnect must not unregister the new stream"
+        );
         hub.disconnect_agent("s", new);
         assert!(!hub.is_connected("s"));
     }
@@ -217,6 +226,9 @@ mod tests {
         for _ in 0..CONTROL_QUEUE {
             hub.send_control("s", stop()).unwrap();
         }
-        assert_eq!(hub.send_control("s", stop()), Err(DeliveryError::Backlogged));
+        assert_eq!(
+            hub.send_control("s", stop()),
+            Err(DeliveryError::Backlogged)
+        );
     }
 }

@@ -77,7 +77,9 @@ pub enum SessionError {
 impl From<crate::store::Error> for SessionError {
     fn from(e: crate::store::Error) -> Self {
         match e {
-            crate::store::Error::NotFound(what) => SessionError::NotFound(format!("{what} not found")),
+            crate::store::Error::NotFound(what) => {
+                SessionError::NotFound(format!("{what} not found"))
+            }
             crate::store::Error::Invalid { .. } => SessionError::Invalid(e.to_string()),
             other => SessionError::Internal(other.to_string()),
         }

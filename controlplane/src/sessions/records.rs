@@ -101,7 +101,9 @@ mod tests {
         assert_eq!(to_rows(&[empty]), Err(RecordError::Empty { seq: 3 }));
         let big = log(4, &"x".repeat(MAX_RECORD_BYTES));
         assert!(matches!(to_rows(&[big]), Err(RecordError::TooLarge { .. })));
-        let many: Vec<_> = (1..=MAX_BATCH_RECORDS as u64 + 1).map(|i| log(i, "")).collect();
+        let many: Vec<_> = (1..=MAX_BATCH_RECORDS as u64 + 1)
+            .map(|i| log(i, ""))
+            .collect();
         assert!(matches!(to_rows(&many), Err(RecordError::TooMany(_))));
         let corrupt = RecordRow {
             seq: 1,

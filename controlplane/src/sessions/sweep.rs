@@ -24,7 +24,11 @@ impl Sessions {
     pub async fn sweep_once(&self) {
         let now = now_ms();
         let deadline = now - self.config.connect_deadline.as_millis() as i64;
-        match self.store.stale_provisioning_sessions(deadline, BATCH).await {
+        match self
+            .store
+            .stale_provisioning_sessions(deadline, BATCH)
+            .await
+        {
             Ok(sessions) => {
                 for s in sessions {
                     // An agent that connected is cloning or starting OpenCode: not a zombie.
@@ -75,13 +79,25 @@ impl Sessions {
 
         // Sessions left `stopping` by a replica that died mid-stop.
         let stuck_before = now - (self.config.stop_grace.as_millis() as i64) * 2;
-        match self.store.list_sessions_in_status(&[SessionStatus::Stopping], BATCH).await {
+        match self
+            .store
+            .list_sessions_in_status(&[SessionStatus::Stopping], BATCH)
+            .await
+        {
             Ok(sessions) => {
                 for s in sessions {
                     let since = s.last_heartbeat_ms.unwrap_or(s.created_ms);
-                    if since < stuck_before && !self.hub.is_connected(&s.id) && !self.provider.is_running(&s.id) {
-                        self.end(&s.id, &[SessionStatus::Stopping], SessionStatus::Stopped, Some("stop completed by sweep"))
-                            .await;
+                    if since < stuck_before
+                        && !self.hub.is_connected(&s.id)
+                        && !self.provider.is_running(&s.id)
+                    {
+                        self.end(
+                            &s.id,
+                            &[SessionStatus::Stopping],
+                            SessionStatus::Stopped,
+                            Some("stop completed by sweep"),
+                        )
+                        .await;
                     }
                 }
             }

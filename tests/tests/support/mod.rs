@@ -5,7 +5,8 @@
 use kortix_controlplane::config::ServerConfig;
 use kortix_controlplane::server::{RunningServer, start};
 use kortix_proto::v1::{
-    account_service_client::AccountServiceClient, change_request_service_client::ChangeRequestServiceClient,
+    account_service_client::AccountServiceClient,
+    change_request_service_client::ChangeRequestServiceClient,
     project_service_client::ProjectServiceClient, secret_service_client::SecretServiceClient,
     session_service_client::SessionServiceClient,
 };
@@ -177,7 +178,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_millis(200));
     }
