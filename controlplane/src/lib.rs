@@ -8,6 +8,7 @@
 //! - [`git`]: bare repositories (create, import, read, compare-and-swap refs) and smart HTTP
 //!   hosting through `git http-backend`.
 //! - [`changes`]: change-request diff and merge over the bare repositories.
+//! - [`metrics`]: the Prometheus endpoint.
 
 pub mod api;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod changes;
 pub mod config;
 pub mod gateway;
 pub mod git;
+pub mod metrics;
 pub mod sandbox;
 pub mod secrets;
 pub mod server;

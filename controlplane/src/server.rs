@@ -394,7 +394,8 @@ fn public_router(
     })?;
     Ok(grpc
         .merge(crate::git::http::router(git_state))
-        .merge(crate::triggers::webhook::router(triggers)))
+        .merge(crate::triggers::webhook::router(triggers))
+        .merge(crate::metrics::router(store.clone(), hub.clone())))
 }
 
 async fn shutdown_local_sandboxes(sessions: &Sessions, provider: &dyn SandboxProvider) {

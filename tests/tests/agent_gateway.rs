@@ -169,6 +169,19 @@ async fn enrollment_bootstrap_records_and_identity() {
         vec![1, 2, 3, 4, 5]
     );
 
+    // Prometheus sees the connected agent, the running session and the ingested records.
+    let (code, metrics) = support::http_get(&f.ts.url(), "/metrics").await;
+    assert_eq!(code, 200);
+    for needle in [
+        "kortix_sessions{state=\"running\"} 1",
+        "kortix_connected_agents 1",
+        "kortix_records_ingested_total",
+        "kortix_record_ack_latency_seconds_count",
+        "kortix_heartbeats_total",
+    ] {
+        assert!(metrics.contains(needle), "{needle} not in:\n{metrics}");
+    }
+
     // Prompts reach the connected agent.
     f.ts.sessions(&f.token)
         .send_prompt(SendPromptRequest {

@@ -462,21 +462,30 @@ impl ChangeRequestService for ChangeRequests {
                 let mb = changes::merge_base(repo, before, head_sha).map_err(changes_status)?;
                 let outcome =
                     changes::merge_with_retry(repo, &base, &head, message.trim_end(), &signature)
+                        .inspect_err(|e| {
+                            crate::metrics::metrics().merge(match e {
+                                MergeError::Conflict { .. } => "conflict",
+                                MergeError::BaseMoved { .. } => "base_moved",
+                                MergeError::NothingToMerge { .. } => "nothing_to_merge",
+                                MergeError::Repo(_) => "error",
+                            })
+                        })
                         .map_err(|e| match e {
-                        MergeError::Conflict { paths } => Status::failed_precondition(format!(
-                            "merge refused: conflicts in: {}",
-                            paths.join(", ")
-                        )),
-                        MergeError::BaseMoved { .. } => Status::aborted(e.to_string()),
-                        MergeError::NothingToMerge { .. } => {
-                            Status::failed_precondition(e.to_string())
-                        }
-                        MergeError::Repo(inner) => changes_status(inner),
-                    })?;
+                            MergeError::Conflict { paths } => Status::failed_precondition(format!(
+                                "merge refused: conflicts in: {}",
+                                paths.join(", ")
+                            )),
+                            MergeError::BaseMoved { .. } => Status::aborted(e.to_string()),
+                            MergeError::NothingToMerge { .. } => {
+                                Status::failed_precondition(e.to_string())
+                            }
+                            MergeError::Repo(inner) => changes_status(inner),
+                        })?;
                 Ok((before, mb, outcome))
             })
             .await?;
         let (before, mb, outcome) = merged;
+        crate::metrics::metrics().merge("merged");
         let record = MergedChangeRequest {
             head_sha: outcome.merged_head_sha.to_string(),
             base_sha: before.to_string(),

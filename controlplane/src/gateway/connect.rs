@@ -164,6 +164,7 @@ impl Gateway {
                 if rows.is_empty() {
                     return Ok(());
                 }
+                let received = std::time::Instant::now();
                 let acked = store
                     .insert_records(id, &rows)
                     .await
@@ -176,19 +177,22 @@ impl Gateway {
                 {
                     tracing::warn!(session = %id, error = %e, "recording head");
                 }
-                send(
+                let sent = send(
                     out,
                     Out::Ack(Ack {
                         seq: acked.max(0) as u64,
                     }),
                 )
-                .await
+                .await;
+                crate::metrics::metrics().observe_ack(rows.len(), received.elapsed());
+                sent
             }
             Some(In::Heartbeat(hb)) => {
                 store
                     .record_heartbeat(id, hb.idle_ms.min(i64::MAX as u64) as i64, now_ms())
                     .await
                     .map_err(|e| Status::unavailable(format!("recording heartbeat: {e}")))?;
+                crate::metrics::metrics().heartbeats.inc();
                 send(out, Out::HeartbeatAck(HeartbeatAck { nonce: hb.nonce })).await
             }
             Some(In::State(report)) => {

@@ -134,6 +134,7 @@ impl Hub {
             .is_some_and(|a| !a.tx.is_closed())
     }
 
+    /// Agent streams connected to this replica.
     pub fn connected_agents(&self) -> usize {
         let map = self.inner.lock().expect("hub lock");
         map.values()

@@ -315,6 +315,18 @@ impl Store {
         .ctx(|| "listing sessions by status".to_string())
     }
 
+    /// How many sessions are in each status (statuses with none are absent).
+    pub async fn count_sessions_by_status(&self) -> Result<Vec<(String, i64)>> {
+        with_pool!(self, |pool| {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT status, COUNT(*) FROM sessions GROUP BY status",
+            )
+            .fetch_all(pool)
+            .await
+        })
+        .ctx(|| "counting sessions by status".to_string())
+    }
+
     /// `provisioning` sessions created before `created_before_ms` (never came up).
     pub async fn stale_provisioning_sessions(
         &self,

@@ -173,6 +173,10 @@ pub(crate) async fn run_claimed(
         Ok(session) => (FiringOutcome::Started, Some(session.as_str()), None),
         Err(error) => (FiringOutcome::Failed, None, Some(error.as_str())),
     };
+    crate::metrics::metrics().firing(
+        trigger.kind.as_str(),
+        if result.is_ok() { "started" } else { "failed" },
+    );
     let completed = triggers
         .store()
         .complete_firing(&firing.id, outcome, session_id, error)
