@@ -8,6 +8,7 @@ pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod daemon;
+pub mod diag;
 pub mod enroll;
 pub mod opencode;
 pub mod process;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use kortix_agent::{Config, ExitReason, credentials, process};
+use kortix_agent::{Config, ExitReason, credentials, diag, process};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     let mut config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("kortix-agent: {e}");
+            diag::error(&e.to_string());
             return ExitCode::from(2);
         }
     };
@@ -39,12 +39,12 @@ fn main() -> ExitCode {
         Ok(pid1) => {
             config.reap_orphans = true;
             if pid1 {
-                eprintln!("kortix-agent: running as PID 1; reaping orphans");
+                diag::info("running as PID 1; reaping orphans");
             }
         }
-        Err(e) => {
-            eprintln!("kortix-agent: cannot become child subreaper ({e}); orphans go to init")
-        }
+        Err(e) => diag::warn(&format!(
+            "cannot become child subreaper ({e}); orphans go to init"
+        )),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("kortix-agent: starting the runtime: {e}");
+            diag::error(&format!("starting the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -63,15 +63,15 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match outcome {
         Ok(ExitReason::Failed(reason)) => {
-            eprintln!("kortix-agent: session failed: {reason}");
+            diag::error(&format!("session failed: {reason}"));
             ExitCode::FAILURE
         }
         Ok(reason) => {
-            eprintln!("kortix-agent: exiting ({reason:?})");
+            diag::info(&format!("exiting ({reason:?})"));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("kortix-agent: {e}");
+            diag::error(&e.to_string());
             ExitCode::FAILURE
         }
     }

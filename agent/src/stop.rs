@@ -95,13 +95,13 @@ pub async fn shutdown(s: Shutdown<'_>, end: Final) {
         head(&s.watcher),
     ));
     let closed = s.connection.close(s.deadline).await;
-    eprintln!(
-        "kortix-agent: session ended ({:?}: {}) in {} ms; final report {}",
+    crate::diag::info(&format!(
+        "session ended ({:?}: {}) in {} ms; final report {}",
         end.status,
         end.reason,
         started.elapsed().as_millis(),
         if closed { "delivered" } else { "not confirmed" }
-    );
+    ));
 }
 
 /// `git push origin <branch>` with the workspace's credential helper and a deadline.

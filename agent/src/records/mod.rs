@@ -79,7 +79,7 @@ impl RecordSink {
         // Log the first few and then every thousandth, so a full disk does not flood stderr.
         let n = self.shared.io_errors.fetch_add(1, Ordering::Relaxed);
         if n < 5 || n.is_multiple_of(1000) {
-            eprintln!("kortix-agent: record spool error (#{}): {e}", n + 1);
+            crate::diag::warn(&format!("record spool error (#{}): {e}", n + 1));
         }
     }
 
@@ -101,7 +101,7 @@ impl RecordSink {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .redact(&mut shown);
-        eprintln!("kortix-agent: {shown}");
+        crate::diag::info(&shown);
         self.log(LogStream::Agent, line);
     }
 

@@ -71,6 +71,12 @@ impl ServerArgs {
         config.timings.idle_timeout = Duration::from_secs(self.idle_timeout_secs);
         config.timings.connect_deadline = Duration::from_secs(self.connect_deadline_secs);
         config.timings.stop_grace = Duration::from_secs(self.stop_grace_secs);
+        // Local agents log in the same shape as the server that runs them.
+        if self.log_format == crate::logging::LogFormat::Json {
+            config
+                .agent_env
+                .push(("KORTIX_LOG_FORMAT".into(), "json".into()));
+        }
         config
     }
 }
