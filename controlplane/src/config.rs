@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub agent_bin: Option<PathBuf>,
     /// Extra environment for every local sandbox.
     pub agent_env: Vec<(String, String)>,
+    /// How local sandboxes are confined: namespaces where the kernel allows (the default),
+    /// and the root filesystem they get.
+    pub isolation: crate::sandbox::local::Isolation,
     /// Session timings (connect deadline, stop grace, idle timeout, …).
     pub timings: Timings,
 }
@@ -69,6 +72,7 @@ impl ServerConfig {
             agent_url: None,
             agent_bin: None,
             agent_env: Vec::new(),
+            isolation: Default::default(),
             timings: Timings::default(),
         }
     }

@@ -133,6 +133,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 root: data_dir.join("sandboxes"),
                 agent_bin: config.agent_bin.clone().unwrap_or_else(locate_agent_bin),
                 extra_env: config.agent_env.clone(),
+                isolation: config.isolation.clone(),
             },
             exit_tx,
         )),

@@ -4,6 +4,7 @@ use crate::Global;
 use crate::logging::{self, LogFormat};
 use anyhow::{Context, Result};
 use kortix_controlplane::config::{SandboxKind, ServerConfig, default_data_dir};
+use kortix_controlplane::sandbox::local::IsolationMode;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,17 @@ pub enum Sandbox {
     /// Write each sandbox's bootstrap environment to `<data-dir>/bootstrap/<session>.json`
     /// for an outside orchestrator to run `kortix-agent` with.
     External,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// Namespaces where the kernel allows them, else plain processes (with a warning).
+    Auto,
+    /// Each agent in new user, mount, PID, IPC and UTS namespaces, PID 1 there, seeing its
+    /// workspace at /workspace and nothing of the data directory; refuse to boot without.
+    Namespaces,
+    /// Agents as plain child processes that see what the control plane sees.
+    None,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -41,6 +53,14 @@ pub struct ServerArgs {
     /// The kortix-agent binary for local sandboxes [default: beside this binary, else PATH].
     #[arg(long, env = "KORTIX_AGENT_BIN")]
     pub agent_bin: Option<PathBuf>,
+    /// How local sandboxes are confined.
+    #[arg(long, value_enum, default_value = "auto", env = "KORTIX_ISOLATION")]
+    pub isolation: Isolation,
+    /// Root filesystem for isolated local sandboxes: a directory built by
+    /// image/assemble-rootfs.sh (its own kortix-agent, git and OpenCode) [default: a minimal
+    /// root derived from the host].
+    #[arg(long, env = "KORTIX_SANDBOX_ROOT")]
+    pub sandbox_root: Option<PathBuf>,
     /// Hibernate running sessions idle this many seconds (0: never).
     #[arg(long, default_value_t = 900)]
     pub idle_timeout_secs: u64,
@@ -68,6 +88,17 @@ impl ServerArgs {
         config.public_url = self.public_url.clone();
         config.agent_url = self.agent_url.clone();
         config.agent_bin = self.agent_bin.clone();
+        config.isolation = kortix_controlplane::sandbox::local::Isolation {
+            mode: match self.isolation {
+                Isolation::Auto => IsolationMode::Auto,
+                Isolation::Namespaces => IsolationMode::Namespaces,
+                Isolation::None => IsolationMode::None,
+            },
+            root: self
+                .sandbox_root
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        };
         config.timings.idle_timeout = Duration::from_secs(self.idle_timeout_secs);
         config.timings.connect_deadline = Duration::from_secs(self.connect_deadline_secs);
         config.timings.stop_grace = Duration::from_secs(self.stop_grace_secs);

@@ -1,18 +1,59 @@
 //! The `local` provider: `kortix-agent` as a child process of the control plane, in its own
 //! process group, with its own workspace and `HOME` under the data directory.
+//!
+//! With namespace isolation (the default where the kernel allows it) the child is cloned into
+//! new user, mount, PID, IPC and UTS namespaces: it is PID 1 there, sees its workspace at
+//! `/workspace` and nothing of the data directory or of other sessions (see
+//! [`super::namespaces`]). Without it the agent is a plain child process.
 
+use super::namespaces::{self, RootSource, SandboxLayout};
 use super::{SandboxError, SandboxExit, SandboxProvider, SandboxSpec};
 use futures::future::BoxFuture;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Each sandbox's `agent.log` stops growing here; the agent's records carry the real stream.
 const AGENT_LOG_CAP: u64 = 16 * 1024 * 1024;
 /// Variables handed through from the control plane's environment.
 const PASSTHROUGH_ENV: &[&str] = &["PATH", "KORTIX_OPENCODE_BIN", "LANG", "TZ", "RUST_LOG"];
+
+/// How the `local` provider confines each agent (`kortix server --isolation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IsolationMode {
+    /// Namespaces where the kernel allows them; otherwise plain child processes, with a
+    /// warning that names the reason.
+    #[default]
+    Auto,
+    /// Namespaces or nothing: sandboxes fail to boot (with the reason) where they are
+    /// unavailable.
+    Namespaces,
+    /// Plain child processes that see the host as the control plane does.
+    None,
+}
+
+impl IsolationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationMode::Auto => "auto",
+            IsolationMode::Namespaces => "namespaces",
+            IsolationMode::None => "none",
+        }
+    }
+}
+
+/// Isolation settings of the `local` provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Isolation {
+    pub mode: IsolationMode,
+    /// Root filesystem of isolated sandboxes: a directory holding the runtime layer that
+    /// `image/assemble-rootfs.sh` builds (the agent at `/usr/local/bin/kortix-agent`, git,
+    /// OpenCode). `None` derives a minimal root from the host (`--sandbox-root`).
+    pub root: Option<PathBuf>,
+}
 
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
@@ -21,21 +62,70 @@ pub struct LocalConfig {
     pub agent_bin: PathBuf,
     /// Extra variables for every agent (tests use this for the OpenCode binary, timeouts, ...).
     pub extra_env: Vec<(String, String)>,
+    pub isolation: Isolation,
+}
+
+/// What the provider does with each sandbox, decided once at construction.
+#[derive(Debug, Clone)]
+enum Confinement {
+    Plain,
+    Namespaces(RootSource),
+    /// Isolation was required (or a sandbox root given) but cannot be had here.
+    Unavailable(String),
 }
 
 pub struct LocalProvider {
     config: LocalConfig,
+    confinement: Confinement,
     children: Arc<Mutex<HashMap<String, i32>>>,
     exits: mpsc::Sender<SandboxExit>,
 }
 
+/// Whether namespace isolation works in this process, tried once (see
+/// [`namespaces::probe`]); `scratch` is a directory the probe may create a directory in.
+pub fn namespaces_supported(scratch: &Path) -> Result<(), String> {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            std::fs::create_dir_all(scratch)
+                .map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+            namespaces::probe(scratch)
+        })
+        .clone()
+}
+
 impl LocalProvider {
     pub fn new(config: LocalConfig, exits: mpsc::Sender<SandboxExit>) -> Self {
+        let confinement = confinement(&config);
+        match &confinement {
+            Confinement::Plain => {
+                tracing::info!(
+                    isolation = config.isolation.mode.as_str(),
+                    "local sandboxes run as plain child processes"
+                )
+            }
+            Confinement::Namespaces(source) => tracing::info!(
+                root = %match source {
+                    RootSource::Host => "derived from the host".to_string(),
+                    RootSource::Image(dir) => dir.display().to_string(),
+                },
+                "local sandboxes run in their own user, mount, PID, IPC and UTS namespaces"
+            ),
+            Confinement::Unavailable(reason) => tracing::error!(
+                "local sandboxes cannot boot: namespace isolation is required but unavailable: {reason}"
+            ),
+        }
         Self {
             config,
+            confinement,
             children: Arc::default(),
             exits,
         }
+    }
+
+    /// Whether sandboxes run in their own namespaces.
+    pub fn isolated(&self) -> bool {
+        matches!(self.confinement, Confinement::Namespaces(_))
     }
 
     /// The directory of one session's sandbox.
@@ -61,34 +151,25 @@ impl LocalProvider {
         for d in [&workspace, &home] {
             tokio::fs::create_dir_all(d).await.map_err(io)?;
         }
-        let mut cmd = tokio::process::Command::new(&self.config.agent_bin);
-        cmd.env_clear();
-        for key in PASSTHROUGH_ENV {
-            if let Some(v) = std::env::var_os(key) {
-                cmd.env(key, v);
+        let started = match &self.confinement {
+            Confinement::Plain => self.spawn_plain(&spec, &dir, &workspace, &home)?,
+            Confinement::Namespaces(source) => {
+                self.spawn_isolated(&spec, source.clone(), &dir, &workspace, &home)
+                    .await?
             }
-        }
-        cmd.env("HOME", &home)
-            .env("KORTIX_WORKSPACE", &workspace)
-            .env("KORTIX_SPOOL_DIR", dir.join("spool"))
-            .env("TMPDIR", std::env::temp_dir());
-        for (k, v) in &self.config.extra_env {
-            cmd.env(k, v);
-        }
-        for (k, v) in &spec.env {
-            cmd.env(k, v);
-        }
-        cmd.current_dir(&dir)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(false);
-        let mut child = cmd.spawn().map_err(|e| SandboxError::Boot {
-            session_id: id.clone(),
-            message: format!("cannot run {}: {e}", self.config.agent_bin.display()),
-        })?;
-        let pid = child.id().unwrap_or_default() as i32;
+            Confinement::Unavailable(reason) => {
+                return Err(SandboxError::Boot {
+                    session_id: id.clone(),
+                    message: format!("namespace isolation is required but unavailable: {reason}"),
+                });
+            }
+        };
+        let Started {
+            pid,
+            stdout,
+            stderr,
+            exit,
+        } = started;
         self.children
             .lock()
             .expect("children lock")
@@ -97,38 +178,246 @@ impl LocalProvider {
         let log = Arc::new(tokio::sync::Mutex::new(
             CappedLog::open(&log_path).await.map_err(io)?,
         ));
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(copy_lines(out, log.clone(), id.clone()));
-        }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(copy_lines(err, log, id.clone()));
-        }
+        let copiers = [
+            tokio::spawn(copy_lines(stdout, log.clone(), id.clone())),
+            tokio::spawn(copy_lines(stderr, log, id.clone())),
+        ];
         let children = self.children.clone();
         let exits = self.exits.clone();
         tokio::spawn(async move {
-            let status = match child.wait().await {
-                Ok(status) => status,
-                Err(e) => {
+            let unknown = namespaces::Ended {
+                code: None,
+                signal: None,
+            };
+            let ended = match exit.await {
+                Ok(Ok(ended)) => ended,
+                Ok(Err(e)) => {
                     tracing::error!(session = %id, error = %e, "waiting for agent failed");
-                    return;
+                    unknown
+                }
+                Err(_) => {
+                    tracing::error!(session = %id, "waiting for agent failed: the waiter is gone");
+                    unknown
                 }
             };
-            // The agent may have left descendants in its group; they go with it.
+            // The agent may have left descendants in its group; they go with it. (An isolated
+            // agent is its PID namespace's init: the kernel already ended everything in it.)
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            // The agent's last words reach agent.log before its exit is reported (bounded, in
+            // case something that escaped the group still holds the pipes).
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                futures::future::join_all(copiers),
+            )
+            .await;
             children.lock().expect("children lock").remove(&id);
             let exit = SandboxExit {
                 session_id: id.clone(),
-                status: describe(&status),
-                success: status.success(),
+                status: describe(ended),
+                success: ended.code == Some(0),
             };
             tracing::info!(session = %id, status = %exit.status, "local sandbox exited");
             let _ = exits.send(exit).await;
         });
-        tracing::info!(session = %spec.session_id, pid, dir = %dir.display(), "local sandbox started");
+        tracing::info!(session = %spec.session_id, pid, dir = %dir.display(), isolated = self.isolated(), "local sandbox started");
         Ok(())
+    }
+
+    fn spawn_plain(
+        &self,
+        spec: &SandboxSpec,
+        dir: &Path,
+        workspace: &Path,
+        home: &Path,
+    ) -> Result<Started, SandboxError> {
+        let mut cmd = tokio::process::Command::new(&self.config.agent_bin);
+        cmd.env_clear();
+        for key in PASSTHROUGH_ENV {
+            if let Some(v) = std::env::var_os(key) {
+                cmd.env(key, v);
+            }
+        }
+        cmd.env("HOME", home)
+            .env("KORTIX_WORKSPACE", workspace)
+            .env("KORTIX_SPOOL_DIR", dir.join("spool"))
+            .env("TMPDIR", std::env::temp_dir());
+        for (k, v) in &self.config.extra_env {
+            cmd.env(k, v);
+        }
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        cmd.current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd.spawn().map_err(|e| SandboxError::Boot {
+            session_id: spec.session_id.clone(),
+            message: format!("cannot run {}: {e}", self.config.agent_bin.display()),
+        })?;
+        let pid = child.id().unwrap_or_default() as i32;
+        let stdout: Box<dyn AsyncRead + Send + Unpin> = match child.stdout.take() {
+            Some(out) => Box::new(out),
+            None => Box::new(tokio::io::empty()),
+        };
+        let stderr: Box<dyn AsyncRead + Send + Unpin> = match child.stderr.take() {
+            Some(err) => Box::new(err),
+            None => Box::new(tokio::io::empty()),
+        };
+        let (tx, exit) = oneshot::channel();
+        tokio::spawn(async move {
+            let ended = child.wait().await.map(|status| {
+                use std::os::unix::process::ExitStatusExt;
+                namespaces::Ended {
+                    code: status.code(),
+                    signal: status.signal(),
+                }
+            });
+            let _ = tx.send(ended);
+        });
+        Ok(Started {
+            pid,
+            stdout,
+            stderr,
+            exit,
+        })
+    }
+
+    async fn spawn_isolated(
+        &self,
+        spec: &SandboxSpec,
+        source: RootSource,
+        dir: &Path,
+        workspace: &Path,
+        home: &Path,
+    ) -> Result<Started, SandboxError> {
+        let id = spec.session_id.clone();
+        let boot = |message: String| SandboxError::Boot {
+            session_id: id.clone(),
+            message,
+        };
+        let spool = dir.join("spool");
+        let staging = dir.join("rootfs");
+        for d in [&spool, &staging] {
+            tokio::fs::create_dir_all(d)
+                .await
+                .map_err(|source| SandboxError::Io {
+                    session_id: id.clone(),
+                    source,
+                })?;
+        }
+        // The same variables a plain agent gets; the sandbox sets its own paths over them.
+        let mut env = BTreeMap::new();
+        for key in PASSTHROUGH_ENV.iter().filter(|k| **k != "PATH") {
+            if let Ok(v) = std::env::var(key) {
+                env.insert(key.to_string(), v);
+            }
+        }
+        env.extend(self.config.extra_env.iter().cloned());
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let launch = namespaces::prepare(
+            &SandboxLayout {
+                session_id: &id,
+                staging: &staging,
+                workspace,
+                home,
+                spool: &spool,
+                source: &source,
+                agent_bin: &self.config.agent_bin,
+            },
+            env,
+        )
+        .map_err(|e| boot(format!("preparing the isolated sandbox: {e}")))?;
+        let (out_r, out_w) = pipe().map_err(|e| boot(format!("creating the output pipe: {e}")))?;
+        let (err_r, err_w) = pipe().map_err(|e| boot(format!("creating the output pipe: {e}")))?;
+        let null = std::fs::File::open("/dev/null")
+            .map_err(|e| boot(format!("opening /dev/null: {e}")))?;
+        // Setting up the mounts takes a few milliseconds of blocking system calls.
+        let pid = tokio::task::spawn_blocking(move || {
+            namespaces::spawn(&launch, OwnedFd::from(null), out_w, err_w)
+        })
+        .await
+        .map_err(|e| boot(format!("starting the isolated sandbox: {e}")))?
+        .map_err(|e| {
+            boot(format!(
+                "cannot run kortix-agent isolated: {}",
+                namespaces::explain(&e)
+            ))
+        })?;
+        let (tx, exit) = oneshot::channel();
+        let waiter = std::thread::Builder::new()
+            .name(format!("sandbox-{id}"))
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let _ = tx.send(namespaces::wait(pid));
+            });
+        if let Err(e) = waiter {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = namespaces::wait(pid);
+            return Err(boot(format!("starting the sandbox's waiter: {e}")));
+        }
+        let reader = |fd: OwnedFd| -> Result<Box<dyn AsyncRead + Send + Unpin>, SandboxError> {
+            let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                .map_err(|e| boot(format!("reading the agent's output: {e}")))?;
+            Ok(Box::new(rx))
+        };
+        Ok(Started {
+            pid,
+            stdout: reader(out_r)?,
+            stderr: reader(err_r)?,
+            exit,
+        })
+    }
+}
+
+/// A started agent: its pid (process group), output streams and eventual exit.
+struct Started {
+    pid: i32,
+    stdout: Box<dyn AsyncRead + Send + Unpin>,
+    stderr: Box<dyn AsyncRead + Send + Unpin>,
+    exit: oneshot::Receiver<std::io::Result<namespaces::Ended>>,
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+fn confinement(config: &LocalConfig) -> Confinement {
+    let source = match &config.isolation.root {
+        Some(dir) => RootSource::Image(dir.clone()),
+        None => RootSource::Host,
+    };
+    match config.isolation.mode {
+        IsolationMode::None => {
+            if let Some(dir) = &config.isolation.root {
+                tracing::warn!(root = %dir.display(), "--sandbox-root is ignored with --isolation none");
+            }
+            Confinement::Plain
+        }
+        IsolationMode::Namespaces => match namespaces_supported(&config.root) {
+            Ok(()) => Confinement::Namespaces(source),
+            Err(reason) => Confinement::Unavailable(reason),
+        },
+        IsolationMode::Auto => match namespaces_supported(&config.root) {
+            Ok(()) => Confinement::Namespaces(source),
+            Err(reason) if config.isolation.root.is_some() => Confinement::Unavailable(reason),
+            Err(reason) => {
+                tracing::warn!(
+                    "namespace isolation is unavailable, so local sandboxes run as plain child \
+                     processes that can see everything the control plane can: {reason} \
+                     (pass --isolation none to acknowledge, or --isolation namespaces to refuse to run without it)"
+                );
+                Confinement::Plain
+            }
+        },
     }
 }
 
@@ -150,6 +439,8 @@ impl SandboxProvider for LocalProvider {
                 .get(session_id)
                 .copied();
             if let Some(pid) = pid {
+                // The agent's process group; for an isolated agent, killing it (its PID
+                // namespace's init) also ends every process in the namespace.
                 match nix::sys::signal::killpg(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
@@ -175,9 +466,8 @@ impl SandboxProvider for LocalProvider {
     }
 }
 
-fn describe(status: &std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
+fn describe(status: namespaces::Ended) -> String {
+    match (status.code, status.signal) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(sig)) => format!("killed by signal {sig}"),
         _ => "unknown exit".to_string(),
@@ -248,6 +538,13 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    fn plain() -> Isolation {
+        Isolation {
+            mode: IsolationMode::None,
+            root: None,
+        }
+    }
+
     fn spec(id: &str) -> SandboxSpec {
         SandboxSpec {
             session_id: id.to_string(),
@@ -273,6 +570,7 @@ mod tests {
                 root: dir.path().join("sandboxes"),
                 agent_bin: script,
                 extra_env: vec![],
+                isolation: plain(),
             },
             tx,
         );
@@ -300,6 +598,7 @@ mod tests {
                 root: dir.path().join("sandboxes"),
                 agent_bin: script,
                 extra_env: vec![],
+                isolation: plain(),
             },
             tx,
         );
@@ -320,11 +619,195 @@ mod tests {
                 root: dir.path().to_path_buf(),
                 agent_bin: dir.path().join("nope"),
                 extra_env: vec![],
+                isolation: plain(),
             },
             tx,
         );
         assert!(provider.boot(spec("../x")).await.is_err());
         let err = provider.boot(spec("ok")).await.unwrap_err().to_string();
         assert!(err.contains("cannot run"), "{err}");
+    }
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("agent.sh");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
+    }
+
+    /// An isolated provider, or `None` (with a note) where this kernel cannot isolate.
+    fn isolated(
+        dir: &Path,
+        agent_bin: PathBuf,
+    ) -> Option<(LocalProvider, mpsc::Receiver<SandboxExit>)> {
+        let root = dir.join("sandboxes");
+        if let Err(reason) = namespaces_supported(&root) {
+            eprintln!("skipping: namespace isolation is unavailable here: {reason}");
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let provider = LocalProvider::new(
+            LocalConfig {
+                root,
+                agent_bin,
+                extra_env: vec![("KORTIX_TEST_VAR".into(), "passed".into())],
+                isolation: Isolation {
+                    mode: IsolationMode::Namespaces,
+                    root: None,
+                },
+            },
+            tx,
+        );
+        assert!(provider.isolated());
+        Some((provider, rx))
+    }
+
+    #[tokio::test]
+    async fn an_isolated_agent_is_pid_1_and_sees_only_its_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = script(
+            dir.path(),
+            "echo \"pid=$$ home=$HOME ws=$KORTIX_WORKSPACE pwd=$(pwd) var=$KORTIX_TEST_VAR\"\n\
+             echo \"host=$(cat /proc/sys/kernel/hostname)\"\n\
+             echo \"root=$(ls / | tr '\\n' ' ')\"\n\
+             test -e /workspace/seen && echo workspace-ok\n\
+             test -e \"$DATA\" && echo data-visible\n\
+             touch /usr/.kortix-probe 2>/dev/null || echo usr-read-only\n\
+             grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status\n\
+             (echo sandbox > /proc/sys/kernel/hostname) 2>/dev/null || echo sysctl-read-only\n\
+             test -s /proc/kcore || echo kcore-masked\n\
+             exit 4\n",
+        );
+        std::fs::create_dir_all(dir.path().join("sandboxes/s1/workspace")).unwrap();
+        std::fs::write(dir.path().join("sandboxes/s1/workspace/seen"), "").unwrap();
+        let Some((provider, mut rx)) = isolated(dir.path(), agent) else {
+            return;
+        };
+        let mut spec = spec("s1");
+        spec.env
+            .insert("DATA".into(), dir.path().display().to_string());
+        provider.boot(spec).await.unwrap();
+        let exit = rx.recv().await.unwrap();
+        assert_eq!(exit.status, "exit status 4");
+        let log = std::fs::read_to_string(dir.path().join("sandboxes/s1/agent.log")).unwrap();
+        assert!(
+            log.contains("pid=1 home=/root ws=/workspace pwd=/workspace var=passed"),
+            "{log}"
+        );
+        assert!(log.contains("host=kortix-s1"), "{log}");
+        assert!(log.contains("workspace-ok"), "{log}");
+        assert!(!log.contains("data-visible"), "{log}");
+        assert!(!log.contains("sandboxes"), "{log}");
+        assert!(log.contains("usr-read-only"), "{log}");
+        assert!(log.contains("CapEff:\t0000000000000000"), "{log}");
+        assert!(log.contains("CapBnd:\t0000000000000000"), "{log}");
+        assert!(log.contains("NoNewPrivs:\t1"), "{log}");
+        assert!(log.contains("sysctl-read-only"), "{log}");
+        assert!(log.contains("kcore-masked"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn killing_an_isolated_sandbox_ends_its_whole_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        // A child in its own process group, so only the namespace's end takes it.
+        let marker = format!("{}", 400 + std::process::id() % 500);
+        let agent = script(
+            dir.path(),
+            &format!("setsid sleep {marker} &\necho started\nwait\n"),
+        );
+        let Some((provider, mut rx)) = isolated(dir.path(), agent) else {
+            return;
+        };
+        provider.boot(spec("s2")).await.unwrap();
+        let log = dir.path().join("sandboxes/s2/agent.log");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("started")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent never started"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let sleeping = || {
+            std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| c == format!("sleep\0{marker}\0").as_bytes())
+            })
+        };
+        while !sleeping() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never started"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        provider.kill("s2").await.unwrap();
+        let exit = rx.recv().await.unwrap();
+        assert_eq!(exit.status, "killed by signal 9");
+        assert!(!provider.is_running("s2"));
+        while sleeping() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a process outlived its sandbox"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_image_root_without_an_agent_is_a_boot_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        std::fs::create_dir_all(image.join("usr")).unwrap();
+        if namespaces_supported(&dir.path().join("sandboxes")).is_err() {
+            return;
+        }
+        let (tx, _rx) = mpsc::channel(4);
+        let provider = LocalProvider::new(
+            LocalConfig {
+                root: dir.path().join("sandboxes"),
+                agent_bin: dir.path().join("unused"),
+                extra_env: vec![],
+                isolation: Isolation {
+                    mode: IsolationMode::Auto,
+                    root: Some(image),
+                },
+            },
+            tx,
+        );
+        let err = provider.boot(spec("s3")).await.unwrap_err().to_string();
+        assert!(err.contains("/usr/local/bin/kortix-agent"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn required_isolation_that_is_unavailable_fails_boots_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = mpsc::channel(4);
+        let provider = LocalProvider {
+            config: LocalConfig {
+                root: dir.path().to_path_buf(),
+                agent_bin: dir.path().join("unused"),
+                extra_env: vec![],
+                isolation: Isolation {
+                    mode: IsolationMode::Namespaces,
+                    root: None,
+                },
+            },
+            confinement: Confinement::Unavailable("user namespaces are disabled".into()),
+            children: Arc::default(),
+            exits: tx,
+        };
+        let err = provider.boot(spec("s4")).await.unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "namespace isolation is required but unavailable: user namespaces are disabled"
+            ),
+            "{err}"
+        );
+        assert!(!provider.is_running("s4"));
     }
 }

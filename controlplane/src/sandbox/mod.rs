@@ -4,6 +4,7 @@
 
 pub mod external;
 pub mod local;
+pub mod namespaces;
 
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;

@@ -48,6 +48,9 @@ impl TestServer {
         let mut config = ServerConfig::new(data.path().join("kortix"));
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.agent_listen = "127.0.0.1:0".parse().unwrap();
+        // Tests address a sandbox's workspace by its host path, which an isolated agent does
+        // not see: they run unisolated unless they opt in (see `sandbox_isolation.rs`).
+        config.isolation.mode = kortix_controlplane::sandbox::local::IsolationMode::None;
         adjust(&mut config);
         let server = start(config).await.expect("control plane starts");
         let admin_token = std::fs::read_to_string(server.admin_token_path())
