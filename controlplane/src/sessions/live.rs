@@ -3,8 +3,8 @@
 //!
 //! Viewers never receive records from here, only wake-ups: they read records from the store by
 //! seq, so what they see is exactly what is durable, with no gap or duplicate at the seam
-//! between history and live tail. Across replicas the same wake-ups arrive through Postgres
-//! `LISTEN/NOTIFY` (see `notify`), which calls [`Hub::advance`] on every replica.
+//! between history and live tail. Wake-ups are in-process: a viewer attached to another
+//! replica than the agent's still sees every record, within the attach poll interval.
 
 use kortix_proto::v1::ControlFrame;
 use std::collections::HashMap;
