@@ -2,7 +2,7 @@
 
 use kortix_proto::v1::{
     AgentFrame, Bootstrap, ControlFrame, EnrollRequest, Heartbeat, Hello, Record, RecordBatch,
-    agent_frame::Frame as In, agent_gateway_client::AgentGatewayClient,
+    SessionStatus, StateReport, agent_frame::Frame as In, agent_gateway_client::AgentGatewayClient,
     control_frame::Frame as Out,
 };
 use std::time::Duration;
@@ -53,11 +53,31 @@ pub async fn enroll(
     ca_pem: &str,
     bootstrap_token: &str,
 ) -> Result<EnrolledAgent, SimError> {
+    let plain = enrollment_channel(agent_url, ca_pem).await?;
+    enroll_over(plain, agent_url, ca_pem, bootstrap_token).await
+}
+
+/// A server-authenticated (no client certificate) channel to the gateway, good for `Enroll`.
+/// Many simulated agents may share one: HTTP/2 multiplexes their calls.
+pub async fn enrollment_channel(agent_url: &str, ca_pem: &str) -> Result<Channel, SimError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let ca = Certificate::from_pem(ca_pem);
-    let plain = endpoint(agent_url, ClientTlsConfig::new().ca_certificate(ca.clone()))?
-        .connect()
-        .await?;
+    Ok(
+        endpoint(agent_url, ClientTlsConfig::new().ca_certificate(ca))?
+            .connect()
+            .await?,
+    )
+}
+
+/// Enrolls over an existing [`enrollment_channel`], then opens this agent's own mTLS channel.
+pub async fn enroll_over(
+    plain: Channel,
+    agent_url: &str,
+    ca_pem: &str,
+    bootstrap_token: &str,
+) -> Result<EnrolledAgent, SimError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = Certificate::from_pem(ca_pem);
     let (key, csr) = csr()?;
     let response = AgentGatewayClient::new(plain)
         .enroll(EnrollRequest {
@@ -82,6 +102,58 @@ pub async fn enroll(
         key_pem,
         chain_pem: response.certificate_chain_pem,
     })
+}
+
+/// The sending half of a Connect stream (cheap to clone).
+#[derive(Clone)]
+pub struct FrameSender {
+    tx: mpsc::Sender<AgentFrame>,
+}
+
+/// The receiving half of a Connect stream.
+pub struct FrameReceiver {
+    rx: Streaming<ControlFrame>,
+}
+
+impl FrameSender {
+    pub async fn send(&self, frame: In) -> Result<(), SimError> {
+        self.tx
+            .send(AgentFrame { frame: Some(frame) })
+            .await
+            .map_err(|_| SimError::Protocol("stream closed".into()))
+    }
+
+    pub async fn send_records(&self, records: Vec<Record>) -> Result<(), SimError> {
+        self.send(In::Records(RecordBatch { records })).await
+    }
+
+    pub async fn heartbeat(&self, nonce: u64, idle_ms: u64) -> Result<(), SimError> {
+        self.send(In::Heartbeat(Heartbeat {
+            nonce,
+            idle_ms,
+            opencode_alive: true,
+            opencode_restarts: 0,
+        }))
+        .await
+    }
+
+    /// Reports the session running, as a real agent does once OpenCode is up.
+    pub async fn report_running(&self) -> Result<(), SimError> {
+        self.send(In::State(StateReport {
+            status: SessionStatus::Running as i32,
+            reason: String::new(),
+            r#final: false,
+            head_sha: String::new(),
+        }))
+        .await
+    }
+}
+
+impl FrameReceiver {
+    /// The next control frame; `None` when the control plane ended the stream. Cancel-safe.
+    pub async fn next(&mut self) -> Result<Option<Out>, SimError> {
+        Ok(self.rx.message().await?.and_then(|f| f.frame))
+    }
 }
 
 /// An open Connect stream.
@@ -177,6 +249,15 @@ impl AgentConnection {
 
     /// Drops the stream (as a broken connection would).
     pub fn close(self) {}
+
+    /// Separates the halves so one task can send while another (or a `select!`) receives.
+    pub fn split(self) -> (Bootstrap, FrameSender, FrameReceiver) {
+        (
+            self.bootstrap,
+            FrameSender { tx: self.tx },
+            FrameReceiver { rx: self.rx },
+        )
+    }
 }
 
 /// A log record with the given seq.
