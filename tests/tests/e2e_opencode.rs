@@ -8,35 +8,16 @@ mod support;
 use futures::StreamExt;
 use kortix_proto::v1::record::Body;
 use kortix_proto::v1::*;
-use kortix_tests::{ScriptedModel, Turn, opencode_bin, opencode_config};
+use kortix_tests::{ScriptedModel, Turn, opencode_config};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::{TestServer, eventually, git_ok};
-
-fn agent_bin() -> PathBuf {
-    let bin = kortix_controlplane::config::locate_agent_bin();
-    assert!(
-        bin.is_file(),
-        "kortix-agent is not built next to the test binaries ({}): run `cargo build -p kortix-agent` first (scripts/test does)",
-        bin.display()
-    );
-    bin
-}
 
 /// A server with local sandboxes running the real agent and the pinned OpenCode, and a
 /// project whose `.kortix/opencode/opencode.json` points at `model` — landed on `main`
 /// through a change request, the only way there.
 async fn setup(model: &ScriptedModel) -> (TestServer, String, tempfile::TempDir) {
-    let opencode = opencode_bin().expect("pinned OpenCode installs");
-    let ts = TestServer::start_with(|c| {
-        c.agent_bin = Some(agent_bin());
-        c.agent_env
-            .push(("KORTIX_OPENCODE_BIN".into(), opencode.display().to_string()));
-        c.agent_env
-            .push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
-        c.timings.stop_grace = Duration::from_secs(20);
-    })
-    .await;
+    let ts = TestServer::start_with(support::use_real_agent).await;
     let token = ts.account("alice").await;
     ts.projects(&token)
         .create_project(CreateProjectRequest {

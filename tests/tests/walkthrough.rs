@@ -6,22 +6,12 @@
 
 mod support;
 
-use kortix_tests::{ScriptedModel, Turn, opencode_bin, opencode_config};
+use kortix_tests::{ScriptedModel, Turn, opencode_config};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{TestServer, git_ok};
-
-fn binary(name: &str) -> PathBuf {
-    let bin = kortix_controlplane::config::locate_agent_bin().with_file_name(name);
-    assert!(
-        bin.is_file(),
-        "{} is not built next to the test binaries: run `cargo build --workspace --bins` first (scripts/test does)",
-        bin.display()
-    );
-    bin
-}
+use support::{TestServer, built_binary, git_ok};
 
 /// `kortix` as a user on this machine runs it: no token given, so it uses the local server's
 /// admin token from the data directory.
@@ -32,7 +22,7 @@ struct Cli {
 
 impl Cli {
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(binary("kortix"));
+        let mut cmd = Command::new(built_binary("kortix"));
         cmd.args(args)
             .env("KORTIX_URL", &self.url)
             .env("KORTIX_DATA_DIR", &self.data_dir)
@@ -98,7 +88,6 @@ fn users_repo(dir: &Path, model: &ScriptedModel) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_walkthrough_works() {
-    let opencode = opencode_bin().expect("pinned OpenCode installs");
     let model = ScriptedModel::start(vec![
         Turn::bash(
             "printf 'Pass --verbose for more output.\\n' > VERBOSE.md && git add VERBOSE.md \
@@ -107,15 +96,7 @@ async fn the_readme_walkthrough_works() {
         Turn::text("Added the flag."),
     ])
     .unwrap();
-    let ts = TestServer::start_with(|c| {
-        c.agent_bin = Some(binary("kortix-agent"));
-        c.agent_env
-            .push(("KORTIX_OPENCODE_BIN".into(), opencode.display().to_string()));
-        c.agent_env
-            .push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
-        c.timings.stop_grace = Duration::from_secs(20);
-    })
-    .await;
+    let ts = TestServer::start_with(support::use_real_agent).await;
     let home = tempfile::tempdir().unwrap();
     let repo = users_repo(home.path(), &model);
     let cli = Cli {

@@ -15,13 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub fn agent_bin() -> PathBuf {
-    let bin = kortix_controlplane::config::locate_agent_bin();
-    assert!(
-        bin.is_file(),
-        "kortix-agent is not built next to the test binaries ({}): run `cargo build -p kortix-agent` first",
-        bin.display()
-    );
-    bin
+    crate::support::built_binary("kortix-agent")
 }
 
 /// Fails the test, naming the reason, where this machine cannot isolate sandboxes.
@@ -40,14 +34,8 @@ pub async fn setup(
     root: Option<PathBuf>,
 ) -> (TestServer, String, tempfile::TempDir) {
     require_namespaces();
-    let opencode = opencode_bin().expect("pinned OpenCode installs");
     let ts = TestServer::start_with(|c: &mut ServerConfig| {
-        c.agent_bin = Some(agent_bin());
-        c.agent_env
-            .push(("KORTIX_OPENCODE_BIN".into(), opencode.display().to_string()));
-        c.agent_env
-            .push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
-        c.timings.stop_grace = Duration::from_secs(20);
+        crate::support::use_real_agent(c);
         c.isolation = Isolation {
             mode: IsolationMode::Namespaces,
             root,

@@ -219,3 +219,26 @@ pub async fn http_get(base_url: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A binary of this workspace (`kortix`, `kortix-agent`), built next to the test binaries.
+pub fn built_binary(name: &str) -> PathBuf {
+    let bin = kortix_controlplane::config::locate_agent_bin().with_file_name(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built next to the test binaries: run `cargo build --workspace --bins` first (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Local sandboxes run the real `kortix-agent` with the pinned OpenCode, heartbeating every
+/// second, with room for a clean stop.
+pub fn use_real_agent(c: &mut ServerConfig) {
+    let opencode = kortix_tests::opencode_bin().expect("pinned OpenCode installs");
+    c.agent_bin = Some(built_binary("kortix-agent"));
+    c.agent_env
+        .push(("KORTIX_OPENCODE_BIN".into(), opencode.display().to_string()));
+    c.agent_env
+        .push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
+    c.timings.stop_grace = Duration::from_secs(20);
+}
