@@ -46,6 +46,10 @@ pub struct Metrics {
     /// Batch received → acked (durable), seconds.
     pub ack_latency: Histogram,
     pub heartbeats: Counter,
+    /// Rows per group commit of the record pipeline.
+    pub commit_rows: Histogram,
+    /// Duration of one group commit, seconds.
+    pub commit_seconds: Histogram,
     pub merges: Family<OutcomeLabel, Counter>,
     pub trigger_firings: Family<FiringLabel, Counter>,
 }
@@ -67,6 +71,9 @@ impl Metrics {
         // 100 µs .. ~3.3 s.
         let ack_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let heartbeats = Counter::default();
+        // 1 .. 32768 rows.
+        let commit_rows = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let merges = Family::<OutcomeLabel, Counter>::default();
         let trigger_firings = Family::<FiringLabel, Counter>::default();
         registry.register("sessions", "Sessions by state", sessions.clone());
@@ -96,6 +103,16 @@ impl Metrics {
             heartbeats.clone(),
         );
         registry.register(
+            "record_commit_rows",
+            "Records per group commit (all sessions' batches stored in one transaction)",
+            commit_rows.clone(),
+        );
+        registry.register(
+            "record_commit_seconds",
+            "Duration of one group commit of records",
+            commit_seconds.clone(),
+        );
+        registry.register(
             "merges",
             "Change-request merge attempts by outcome",
             merges.clone(),
@@ -113,6 +130,8 @@ impl Metrics {
             record_batches,
             ack_latency,
             heartbeats,
+            commit_rows,
+            commit_seconds,
             merges,
             trigger_firings,
         }
@@ -122,6 +141,11 @@ impl Metrics {
         self.records_ingested.inc_by(records as u64);
         self.record_batches.inc();
         self.ack_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn observe_commit(&self, rows: usize, took: Duration) {
+        self.commit_rows.observe(rows as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
     }
 
     pub fn merge(&self, outcome: &str) {

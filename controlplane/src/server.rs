@@ -189,6 +189,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     tasks.push(tokio::spawn(
         sessions.clone().run_sweeper(signalled(shutdown_rx.clone())),
     ));
+    tasks.push(tokio::spawn(
+        sessions
+            .clone()
+            .run_heartbeat_flusher(signalled(shutdown_rx.clone())),
+    ));
     let triggers = crate::triggers::Triggers::new(
         store.clone(),
         repos.clone(),
@@ -403,7 +408,7 @@ async fn shutdown_local_sandboxes(sessions: &Sessions, provider: &dyn SandboxPro
     use crate::store::SessionStatus;
     let live = match sessions
         .store()
-        .list_sessions_in_status(&SessionStatus::ACTIVE, 10_000)
+        .list_sessions_in_status(&SessionStatus::ACTIVE, None, 10_000)
         .await
     {
         Ok(live) => live,

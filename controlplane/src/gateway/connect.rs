@@ -2,18 +2,23 @@
 //!
 //! The agent says Hello; the control plane answers with the Bootstrap (always the first
 //! frame), including the highest seq it has made durable so the agent resends only what is
-//! missing. Record batches are stored in one transaction each and acknowledged with the
-//! session's contiguous durable seq; duplicates from resends are ignored by (session, seq).
+//! missing. Record batches go to the record pipeline (group commit across sessions) without
+//! waiting, up to [`MAX_INFLIGHT_BATCHES`] per stream; a per-stream acker answers each with
+//! the session's contiguous durable seq, in order, once its commit is done. Duplicates from
+//! resends are ignored by (session, seq). Heartbeats are answered at once and stored in
+//! batches (see `sessions::heartbeats`).
 
 use super::Gateway;
 use crate::ca::SessionIdentity;
+use crate::sessions::record_pipeline::Durable;
 use crate::sessions::{now_ms, records};
 use crate::store::{Session, SessionStatus};
 use kortix_proto::v1::{
-    Ack, AgentFrame, Bootstrap, ControlFrame, HeartbeatAck, Hello, RecordBatch, StateReport,
-    agent_frame::Frame as In, control_frame::Frame as Out, record::Body,
+    Ack, AgentFrame, Bootstrap, ControlFrame, HeartbeatAck, Hello, Record, RecordBatch,
+    StateReport, agent_frame::Frame as In, control_frame::Frame as Out, record::Body,
 };
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
@@ -21,6 +26,20 @@ use tonic::{Status, Streaming};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames queued towards one agent (acks, heartbeat acks, prompts).
 const OUTBOUND_QUEUE: usize = 256;
+/// Record batches of one stream submitted and not yet acked. More waits (and so stops
+/// reading the stream) until the oldest is durable.
+pub const MAX_INFLIGHT_BATCHES: usize = 16;
+
+/// A submitted batch, waiting for its group commit.
+struct Inflight {
+    durable: Durable,
+    /// The decoded records, kept for the live tail while somebody watches the session.
+    records: Option<Vec<Record>>,
+    /// The newest commit the batch reports, recorded as the session's head once durable.
+    head: Option<String>,
+    count: usize,
+    received: Instant,
+}
 
 impl Gateway {
     pub(super) async fn do_connect(
@@ -71,14 +90,21 @@ impl Gateway {
         );
 
         let this = self.clone();
-        let id = session.id.clone();
+        let id: Arc<str> = session.id.clone().into();
         let closed = self.sessions.hub().closed();
+        let (inflight, inflight_rx) = mpsc::channel(MAX_INFLIGHT_BATCHES);
+        tokio::spawn(
+            self.clone()
+                .ack_durable(id.clone(), inflight_rx, out.clone()),
+        );
         tokio::spawn(async move {
             tokio::pin!(closed);
             let result = loop {
                 tokio::select! {
                     // The agent reconnects (to another replica, or this one after restart).
                     _ = &mut closed => break Err(Status::unavailable("control plane shutting down; reconnect")),
+                    // The acker ended the stream (a batch could not be stored).
+                    _ = inflight.closed() => break Ok(()),
                     frame = control.recv() => match frame {
                         Some(frame) => {
                             if out.send(Ok(frame)).await.is_err() {
@@ -90,7 +116,7 @@ impl Gateway {
                     },
                     msg = inbound.message() => match msg {
                         Ok(Some(frame)) => {
-                            if let Err(status) = this.handle(&id, frame, &out).await {
+                            if let Err(status) = this.handle(&id, frame, &out, &inflight).await {
                                 break Err(status);
                             }
                         }
@@ -103,7 +129,8 @@ impl Gateway {
                 }
             };
             if let Err(status) = result {
-                tracing::warn!(session = %id, %status, "closing agent stream");
+                // Replaced streams and shutdown are routine; the agent reconnects.
+                tracing::info!(session = %id, %status, "closing agent stream");
                 let _ = out.send(Err(status)).await;
             }
             this.sessions.hub().disconnect_agent(&id, conn_id);
@@ -152,11 +179,11 @@ impl Gateway {
 
     async fn handle(
         &self,
-        id: &str,
+        id: &Arc<str>,
         frame: AgentFrame,
         out: &mpsc::Sender<Result<ControlFrame, Status>>,
+        inflight: &mpsc::Sender<Inflight>,
     ) -> Result<(), Status> {
-        let store = self.sessions.store();
         match frame.frame {
             Some(In::Records(RecordBatch { records: batch })) => {
                 let rows = records::to_rows(&batch)
@@ -164,34 +191,33 @@ impl Gateway {
                 if rows.is_empty() {
                     return Ok(());
                 }
-                let received = std::time::Instant::now();
-                let acked = store
-                    .insert_records(id, &rows)
-                    .await
-                    .map_err(|e| Status::unavailable(format!("storing records: {e}")))?;
-                self.sessions.hub().advance(id, acked.max(0) as u64);
-                if let Some(head) = batch.iter().rev().find_map(|r| match &r.body {
+                let received = Instant::now();
+                let head = batch.iter().rev().find_map(|r| match &r.body {
                     Some(Body::Commit(c)) => Some(c.sha.clone()),
                     _ => None,
-                }) && let Err(e) = store.set_session_head(id, &head).await
-                {
-                    tracing::warn!(session = %id, error = %e, "recording head");
-                }
-                let sent = send(
-                    out,
-                    Out::Ack(Ack {
-                        seq: acked.max(0) as u64,
-                    }),
-                )
-                .await;
-                crate::metrics::metrics().observe_ack(rows.len(), received.elapsed());
-                sent
+                });
+                let count = rows.len();
+                let durable = self
+                    .sessions
+                    .pipeline()
+                    .submit(id.clone(), rows)
+                    .await
+                    .map_err(Status::from)?;
+                let records = self.sessions.hub().is_watched(id).then_some(batch);
+                inflight
+                    .send(Inflight {
+                        durable,
+                        records,
+                        head,
+                        count,
+                        received,
+                    })
+                    .await
+                    .map_err(|_| Status::cancelled("agent stream closed"))
             }
             Some(In::Heartbeat(hb)) => {
-                store
-                    .record_heartbeat(id, hb.idle_ms.min(i64::MAX as u64) as i64, now_ms())
-                    .await
-                    .map_err(|e| Status::unavailable(format!("recording heartbeat: {e}")))?;
+                let idle_ms = hb.idle_ms.min(i64::MAX as u64) as i64;
+                self.sessions.heartbeats().record(id, idle_ms, now_ms());
                 crate::metrics::metrics().heartbeats.inc();
                 send(out, Out::HeartbeatAck(HeartbeatAck { nonce: hb.nonce })).await
             }
@@ -204,6 +230,48 @@ impl Gateway {
             )),
             // A newer agent's frame type this control plane does not know yet.
             None => Ok(()),
+        }
+    }
+
+    /// Answers one stream's batches in submission order, each once its commit is durable:
+    /// publishes the records to the session's viewers, then acks. A batch that could not be
+    /// stored ends the stream (UNAVAILABLE: the agent keeps its records and resends them).
+    async fn ack_durable(
+        self,
+        id: Arc<str>,
+        mut inflight: mpsc::Receiver<Inflight>,
+        out: mpsc::Sender<Result<ControlFrame, Status>>,
+    ) {
+        let mut acked_sent = 0u64;
+        while let Some(batch) = inflight.recv().await {
+            let acked = match batch.durable.await {
+                Ok(Ok(acked)) => acked.max(0) as u64,
+                Ok(Err(e)) => {
+                    let status = Status::from(e);
+                    tracing::warn!(session = %id, %status, "record batch not stored; ending the agent stream");
+                    let _ = out.send(Err(status)).await;
+                    return;
+                }
+                Err(_) => {
+                    let _ = out
+                        .send(Err(Status::unavailable(
+                            "record pipeline stopped; reconnect",
+                        )))
+                        .await;
+                    return;
+                }
+            };
+            let hub = self.sessions.hub();
+            hub.publish(&id, acked, batch.records.as_deref().unwrap_or_default());
+            if let Some(head) = batch.head
+                && let Err(e) = self.sessions.store().set_session_head(&id, &head).await
+            {
+                tracing::warn!(session = %id, error = %e, "recording head");
+            }
+            crate::metrics::metrics().observe_ack(batch.count, batch.received.elapsed());
+            acked_sent = acked_sent.max(acked);
+            // A closed stream still gets its batches stored; nobody is left to ack.
+            let _ = send(&out, Out::Ack(Ack { seq: acked_sent })).await;
         }
     }
 

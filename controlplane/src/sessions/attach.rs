@@ -1,8 +1,9 @@
 //! Attach: a session's stored records from a seq, then live ones.
 //!
-//! The viewer task reads only from the store, by seq, and uses the hub purely as a wake-up.
-//! History and live tail are therefore the same query, so records written while the viewer
-//! connects appear exactly once. Each viewer has its own bounded queue; one that does not
+//! The viewer task reads by seq: from the session's in-memory tail when the tail holds the
+//! next seq it needs, otherwise from the store. Both hold only durable records and both are
+//! read from `next`, so records written while the viewer connects appear exactly once, and
+//! live viewers of a busy session cost no store queries. Each viewer has its own bounded queue; one that does not
 //! drain it in time is ended with RESOURCE_EXHAUSTED (and the seq to resume from) instead of
 //! buffering without bound or slowing anybody else.
 
@@ -21,6 +22,8 @@ pub const SLOW_VIEWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Re-check the store this often even without wake-ups: agents connected to another replica
 /// without LISTEN/NOTIFY, and sessions ended elsewhere.
 const POLL: Duration = Duration::from_millis(500);
+/// While records keep coming, the session's state is re-read at most this often.
+const STATUS_EVERY: Duration = Duration::from_millis(200);
 
 pub type AttachStream = tokio_stream::wrappers::ReceiverStream<Result<Record, Status>>;
 
@@ -47,29 +50,50 @@ impl Sessions {
         tx: &mpsc::Sender<Result<Record, Status>>,
     ) -> Result<(), Status> {
         let mut wake = self.hub.subscribe(id);
+        let tail = self.hub.tail(id);
         let closed = self.hub.closed();
         tokio::pin!(closed);
+        let mut seen = *wake.borrow_and_update();
+        let mut check_status = true;
+        let mut status_read = tokio::time::Instant::now();
+        let mut ended = false;
         loop {
             // Read the state before the records: if the session had ended by then, the
-            // records read afterwards are complete.
-            let ended = self
-                .store
-                .get_session(id)
-                .await
-                .map_err(|e| Status::not_found(e.to_string()))?
-                .status
-                .is_terminal();
-            wake.borrow_and_update();
-            loop {
-                let rows = self
+            // records read afterwards are complete. New records alone do not end a session,
+            // so wake-ups for them skip this query.
+            if check_status {
+                status_read = tokio::time::Instant::now();
+                ended = self
                     .store
-                    .read_records(id, next as i64, PAGE)
+                    .get_session(id)
                     .await
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                let full = rows.len() as u32 == PAGE;
-                for row in &rows {
-                    let record =
-                        records::from_row(row).map_err(|e| Status::data_loss(e.to_string()))?;
+                    .map_err(|e| Status::not_found(e.to_string()))?
+                    .status
+                    .is_terminal();
+            }
+            loop {
+                let cached = tail.lock().expect("tail lock").read(next, PAGE as usize);
+                let (page, full) = match cached {
+                    Some(records) => {
+                        let full = !records.is_empty();
+                        (records, full)
+                    }
+                    None => {
+                        let rows = self
+                            .store
+                            .read_records(id, next as i64, PAGE)
+                            .await
+                            .map_err(|e| Status::internal(e.to_string()))?;
+                        let full = rows.len() as u32 == PAGE;
+                        let records = rows
+                            .iter()
+                            .map(records::from_row)
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| Status::data_loss(e.to_string()))?;
+                        (records, full)
+                    }
+                };
+                for record in page {
                     let seq = record.seq;
                     match tx.send_timeout(Ok(record), SLOW_VIEWER_TIMEOUT).await {
                         Ok(()) => next = seq + 1,
@@ -90,8 +114,18 @@ impl Sessions {
                 return Ok(());
             }
             tokio::select! {
-                _ = wake.changed() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                changed = wake.changed() => {
+                    if changed.is_err() {
+                        // The hub forgot the session (it cannot while we watch); poll.
+                        tokio::time::sleep(POLL).await;
+                    }
+                    let now = *wake.borrow_and_update();
+                    // Unchanged means a bump: the session changed state. A bump coalesced
+                    // with new records is caught by the periodic check.
+                    check_status = now == seen || status_read.elapsed() >= STATUS_EVERY;
+                    seen = now;
+                }
+                _ = tokio::time::sleep(POLL) => check_status = true,
                 _ = tx.closed() => return Ok(()),
                 _ = &mut closed => {
                     return Err(Status::unavailable(format!(

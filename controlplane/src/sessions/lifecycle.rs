@@ -33,22 +33,39 @@ pub struct StartRequest {
 
 /// Stops in flight on this replica: whether each ends as hibernated rather than stopped.
 #[derive(Clone, Default)]
-pub struct PendingStops(Arc<Mutex<HashMap<String, bool>>>);
+pub struct PendingStops(Arc<Mutex<HashMap<String, PendingStop>>>);
+
+#[derive(Debug, Clone, Default)]
+struct PendingStop {
+    hibernate: bool,
+    /// Set just before the stop path kills the sandbox, so whichever of the stop path and
+    /// the sandbox's exit event ends the session records why.
+    kill_reason: Option<String>,
+}
 
 impl PendingStops {
     fn insert(&self, id: &str, hibernate: bool) {
-        self.0
-            .lock()
-            .expect("stops lock")
-            .insert(id.to_string(), hibernate);
+        self.0.lock().expect("stops lock").insert(
+            id.to_string(),
+            PendingStop {
+                hibernate,
+                kill_reason: None,
+            },
+        );
     }
 
-    fn take(&self, id: &str) -> Option<bool> {
+    fn set_kill_reason(&self, id: &str, reason: &str) {
+        if let Some(stop) = self.0.lock().expect("stops lock").get_mut(id) {
+            stop.kill_reason = Some(reason.to_string());
+        }
+    }
+
+    fn take(&self, id: &str) -> Option<PendingStop> {
         self.0.lock().expect("stops lock").remove(id)
     }
 
-    fn peek(&self, id: &str) -> Option<bool> {
-        self.0.lock().expect("stops lock").get(id).copied()
+    fn peek(&self, id: &str) -> Option<PendingStop> {
+        self.0.lock().expect("stops lock").get(id).cloned()
     }
 }
 
@@ -271,15 +288,6 @@ impl Sessions {
             )
             .await;
         }
-        if let Err(e) = self.provider.kill(id).await {
-            tracing::warn!(session = %id, error = %e, "killing the sandbox");
-        }
-        let hibernate = self.stops.take(id).unwrap_or(false);
-        let to = if hibernate {
-            SessionStatus::Hibernated
-        } else {
-            SessionStatus::Stopped
-        };
         let reason = if grace.is_zero() {
             "no agent connected; sandbox ended".to_string()
         } else {
@@ -288,13 +296,26 @@ impl Sessions {
                 grace.as_secs()
             )
         };
+        self.stops.set_kill_reason(id, &reason);
+        if let Err(e) = self.provider.kill(id).await {
+            tracing::warn!(session = %id, error = %e, "killing the sandbox");
+        }
+        // The sandbox's exit event may end the session first; it finds the reason in the
+        // pending stop, which is therefore forgotten only after the session has ended.
+        let hibernate = self.stops.peek(id).is_some_and(|s| s.hibernate);
+        let to = if hibernate {
+            SessionStatus::Hibernated
+        } else {
+            SessionStatus::Stopped
+        };
         self.end(id, &[SessionStatus::Stopping], to, Some(&reason))
             .await;
+        self.stops.take(id);
     }
 
     /// The agent reported its final state and is exiting.
     pub async fn agent_finished(&self, id: &str, reported: SessionStatus, reason: &str) {
-        let hibernate = self.stops.take(id).unwrap_or(false);
+        let hibernate = self.stops.take(id).is_some_and(|s| s.hibernate);
         let to = match reported {
             SessionStatus::Failed => SessionStatus::Failed,
             SessionStatus::Stopped if hibernate => SessionStatus::Hibernated,
@@ -314,15 +335,19 @@ impl Sessions {
             }
             return;
         }
-        let hibernate = self.stops.peek(id);
-        if let Some(hibernate) = hibernate {
-            self.stops.take(id);
-            let to = if hibernate {
+        if let Some(stop) = self.stops.take(id) {
+            let to = if stop.hibernate {
                 SessionStatus::Hibernated
             } else {
                 SessionStatus::Stopped
             };
-            self.end(id, &[SessionStatus::Stopping], to, None).await;
+            self.end(
+                id,
+                &[SessionStatus::Stopping],
+                to,
+                stop.kill_reason.as_deref(),
+            )
+            .await;
         } else {
             self.end(id, &[SessionStatus::Stopping], SessionStatus::Stopped, None)
                 .await;

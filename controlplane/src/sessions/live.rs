@@ -1,12 +1,14 @@
 //! In-process rendezvous for live sessions: which agent stream is connected where, and how far
 //! each session's durable record log has got.
 //!
-//! Viewers never receive records from here, only wake-ups: they read records from the store by
-//! seq, so what they see is exactly what is durable, with no gap or duplicate at the seam
-//! between history and live tail. Wake-ups are in-process: a viewer attached to another
+//! Viewers are woken here when a session's durable seq advances, and find the newest durable
+//! records of watched sessions in the session's [`Tail`]; anything older they read from the
+//! store by seq, so what they see is exactly what is durable, with no gap or duplicate at the
+//! seam between history and live tail. Wake-ups are in-process: a viewer attached to another
 //! replica than the agent's still sees every record, within the attach poll interval.
 
-use kortix_proto::v1::ControlFrame;
+use super::tail::Tail;
+use kortix_proto::v1::{ControlFrame, Record};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
@@ -18,6 +20,15 @@ pub const CONTROL_QUEUE: usize = 64;
 struct Entry {
     durable: Option<watch::Sender<u64>>,
     agent: Option<AgentLink>,
+    tail: Arc<Mutex<Tail>>,
+}
+
+impl Entry {
+    fn watched(&self) -> bool {
+        self.durable
+            .as_ref()
+            .is_some_and(|tx| tx.receiver_count() > 0)
+    }
 }
 
 #[derive(Clone)]
@@ -70,6 +81,41 @@ impl Hub {
         async move {
             let _ = rx.wait_for(|closing| *closing).await;
         }
+    }
+
+    /// Whether any viewer is attached to the session on this replica.
+    pub fn is_watched(&self, session_id: &str) -> bool {
+        let map = self.inner.lock().expect("hub lock");
+        map.get(session_id).is_some_and(Entry::watched)
+    }
+
+    /// The session's live tail, for a viewer.
+    pub fn tail(&self, session_id: &str) -> Arc<Mutex<Tail>> {
+        let mut map = self.inner.lock().expect("hub lock");
+        map.entry(session_id.to_string()).or_default().tail.clone()
+    }
+
+    /// Records up to `acked` are durable for `session_id`; `batch` is the batch whose commit
+    /// got there, whose newest records go into the tail while the session is watched. Wakes
+    /// the viewers after the tail is updated, so they find the records there.
+    pub fn publish(&self, session_id: &str, acked: u64, batch: &[Record]) {
+        let known = {
+            let map = self.inner.lock().expect("hub lock");
+            map.get(session_id)
+                .map(|entry| (entry.tail.clone(), entry.watched()))
+        };
+        let Some((tail, watched)) = known else {
+            return self.advance(session_id, acked);
+        };
+        {
+            let mut tail = tail.lock().expect("tail lock");
+            if watched {
+                tail.publish(acked, batch);
+            } else if !tail.is_empty() {
+                tail.clear();
+            }
+        }
+        self.advance(session_id, acked);
     }
 
     /// Records up to `seq` are durable for `session_id`. Never moves backwards.
@@ -194,6 +240,30 @@ mod tests {
         assert!(!rx.has_changed().unwrap());
         hub.advance("s", 9);
         assert_eq!(*rx.borrow_and_update(), 9);
+    }
+
+    #[tokio::test]
+    async fn the_tail_fills_only_while_someone_watches() {
+        use kortix_proto::v1::Record;
+        let rec = |seq| Record {
+            seq,
+            ..Record::default()
+        };
+        let hub = Hub::new();
+        hub.publish("s", 2, &[rec(1), rec(2)]);
+        assert!(hub.tail("s").lock().unwrap().is_empty());
+        let mut rx = hub.subscribe("s");
+        assert!(hub.is_watched("s"));
+        hub.publish("s", 4, &[rec(3), rec(4)]);
+        assert_eq!(*rx.borrow_and_update(), 4);
+        let got = hub.tail("s").lock().unwrap().read(3, 10).unwrap();
+        assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4]);
+        drop(rx);
+        hub.publish("s", 5, &[rec(5)]);
+        assert!(
+            hub.tail("s").lock().unwrap().is_empty(),
+            "unwatched tails are dropped"
+        );
     }
 
     #[tokio::test]

@@ -3,15 +3,21 @@
 //! - [`lifecycle`]: start, stop, delete, and what happens when a sandbox exits.
 //! - [`sweep`]: the periodic checks that keep a session from ever being a zombie (agent never
 //!   connected, heartbeats lost, idle hibernation, stop deadlines).
+//! - [`record_pipeline`]: agents' record batches → group commit → acks.
+//! - [`heartbeats`]: heartbeats answered from memory, stored in batches.
 //! - [`attach`]: stored-then-live record streams for viewers.
 //! - [`live`]: in-process wake-ups and the control channel to connected agents.
+//! - [`tail`]: the newest durable records of watched sessions, for live viewers.
 //! - [`records`]: the record encoding shared by the gateway and attach.
 
 pub mod attach;
+pub mod heartbeats;
 pub mod lifecycle;
 pub mod live;
+pub mod record_pipeline;
 pub mod records;
 pub mod sweep;
+pub mod tail;
 mod trigger_starter;
 
 use crate::git::Repos;
@@ -109,9 +115,12 @@ pub struct Sessions {
     pub(crate) hub: live::Hub,
     pub(crate) config: Arc<SessionConfig>,
     pub(crate) stops: lifecycle::PendingStops,
+    pub(crate) pipeline: record_pipeline::RecordPipeline,
+    pub(crate) heartbeats: Arc<heartbeats::HeartbeatBook>,
 }
 
 impl Sessions {
+    /// Must be called on a Tokio runtime: it starts the record pipeline's writers.
     pub fn new(
         store: Store,
         repos: Repos,
@@ -120,6 +129,8 @@ impl Sessions {
         config: SessionConfig,
     ) -> Self {
         Self {
+            pipeline: record_pipeline::RecordPipeline::start(store.clone()),
+            heartbeats: Arc::default(),
             store,
             repos,
             provider,
@@ -131,6 +142,14 @@ impl Sessions {
 
     pub fn hub(&self) -> &live::Hub {
         &self.hub
+    }
+
+    pub fn pipeline(&self) -> &record_pipeline::RecordPipeline {
+        &self.pipeline
+    }
+
+    pub fn heartbeats(&self) -> &heartbeats::HeartbeatBook {
+        &self.heartbeats
     }
 
     pub fn store(&self) -> &Store {

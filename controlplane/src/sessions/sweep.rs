@@ -2,7 +2,8 @@
 //! whose heartbeats stop, and sessions idle past the hibernation timeout.
 
 use super::{Sessions, now_ms};
-use crate::store::SessionStatus;
+use crate::store::{Session, SessionStatus};
+use std::future::Future;
 
 const BATCH: u32 = 500;
 
@@ -20,88 +21,137 @@ impl Sessions {
         }
     }
 
-    /// One pass of every check; errors are logged and retried on the next pass.
+    /// One pass of every check; errors are logged and retried on the next pass. Each check
+    /// walks all matching sessions page by page, so sessions it skips (connected agents)
+    /// never hide the ones after them.
     pub async fn sweep_once(&self) {
         let now = now_ms();
         let deadline = now - self.config.connect_deadline.as_millis() as i64;
-        match self
-            .store
-            .stale_provisioning_sessions(deadline, BATCH)
-            .await
-        {
-            Ok(sessions) => {
-                for s in sessions {
-                    // An agent that connected is cloning or starting OpenCode: not a zombie.
-                    if self.hub.is_connected(&s.id) {
-                        continue;
-                    }
-                    let reason = format!(
-                        "agent never connected (waited {} s)",
-                        self.config.connect_deadline.as_secs()
-                    );
-                    self.fail(&s.id, &reason).await;
+        let never_connected = &format!(
+            "agent never connected (waited {} s)",
+            self.config.connect_deadline.as_secs()
+        );
+        paged(
+            "provisioning sessions",
+            |after| {
+                let store = self.store.clone();
+                async move {
+                    store
+                        .stale_provisioning_sessions(deadline, after.as_ref(), BATCH)
+                        .await
                 }
-            }
-            Err(e) => tracing::warn!(error = %e, "sweep: provisioning sessions"),
-        }
+            },
+            |s| async move {
+                // An agent that connected is cloning or starting OpenCode: not a zombie.
+                if !self.hub.is_connected(&s.id) {
+                    self.fail(&s.id, never_connected).await;
+                }
+            },
+        )
+        .await;
 
         let lost_before = now - self.config.heartbeat_timeout.as_millis() as i64;
-        match self.store.stale_running_sessions(lost_before, BATCH).await {
-            Ok(sessions) => {
-                for s in sessions {
-                    if self.hub.is_connected(&s.id) {
-                        continue;
-                    }
-                    let reason = format!(
-                        "agent lost: no heartbeat for {} s",
-                        self.config.heartbeat_timeout.as_secs()
-                    );
-                    self.fail(&s.id, &reason).await;
+        let lost = &format!(
+            "agent lost: no heartbeat for {} s",
+            self.config.heartbeat_timeout.as_secs()
+        );
+        paged(
+            "running sessions",
+            |after| {
+                let store = self.store.clone();
+                async move {
+                    store
+                        .stale_running_sessions(lost_before, after.as_ref(), BATCH)
+                        .await
                 }
-            }
-            Err(e) => tracing::warn!(error = %e, "sweep: running sessions"),
-        }
+            },
+            |s| async move {
+                if !self.hub.is_connected(&s.id) {
+                    self.fail(&s.id, lost).await;
+                }
+            },
+        )
+        .await;
 
         if !self.config.idle_timeout.is_zero() {
             let idle = self.config.idle_timeout.as_millis() as i64;
-            match self.store.idle_running_sessions(idle, BATCH).await {
-                Ok(sessions) => {
-                    for s in sessions {
-                        let reason = format!("idle for {} s", s.idle_ms / 1000);
-                        if let Err(e) = self.stop(&s.id, true, &reason).await {
-                            tracing::warn!(session = %s.id, error = %e, "hibernating idle session");
-                        }
+            paged(
+                "idle sessions",
+                |after| {
+                    let store = self.store.clone();
+                    async move {
+                        store
+                            .idle_running_sessions(idle, after.as_ref(), BATCH)
+                            .await
                     }
-                }
-                Err(e) => tracing::warn!(error = %e, "sweep: idle sessions"),
-            }
+                },
+                |s| async move {
+                    let reason = format!("idle for {} s", s.idle_ms / 1000);
+                    if let Err(e) = self.stop(&s.id, true, &reason).await {
+                        tracing::warn!(session = %s.id, error = %e, "hibernating idle session");
+                    }
+                },
+            )
+            .await;
         }
 
         // Sessions left `stopping` by a replica that died mid-stop.
         let stuck_before = now - (self.config.stop_grace.as_millis() as i64) * 2;
-        match self
-            .store
-            .list_sessions_in_status(&[SessionStatus::Stopping], BATCH)
-            .await
-        {
-            Ok(sessions) => {
-                for s in sessions {
-                    let since = s.last_heartbeat_ms.unwrap_or(s.created_ms);
-                    if since < stuck_before
-                        && !self.hub.is_connected(&s.id)
-                        && !self.provider.is_running(&s.id)
-                    {
-                        self.end(
-                            &s.id,
-                            &[SessionStatus::Stopping],
-                            SessionStatus::Stopped,
-                            Some("stop completed by sweep"),
-                        )
-                        .await;
-                    }
+        paged(
+            "stopping sessions",
+            |after| {
+                let store = self.store.clone();
+                async move {
+                    store
+                        .list_sessions_in_status(&[SessionStatus::Stopping], after.as_ref(), BATCH)
+                        .await
                 }
+            },
+            |s| async move {
+                let since = s.last_heartbeat_ms.unwrap_or(s.created_ms);
+                if since < stuck_before
+                    && !self.hub.is_connected(&s.id)
+                    && !self.provider.is_running(&s.id)
+                {
+                    self.end(
+                        &s.id,
+                        &[SessionStatus::Stopping],
+                        SessionStatus::Stopped,
+                        Some("stop completed by sweep"),
+                    )
+                    .await;
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// Runs `each` on every session `fetch` lists, a page of [`BATCH`] at a time (keyset paging
+/// on `(created_ms, id)`).
+async fn paged<F, FFut, E, EFut>(what: &str, mut fetch: F, mut each: E)
+where
+    F: FnMut(Option<Session>) -> FFut,
+    FFut: Future<Output = crate::store::Result<Vec<Session>>>,
+    E: FnMut(Session) -> EFut,
+    EFut: Future<Output = ()>,
+{
+    let mut after: Option<Session> = None;
+    loop {
+        let page = match fetch(after.take()).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "sweep: {what}");
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "sweep: stopping sessions"),
+        };
+        let full = page.len() >= BATCH as usize;
+        after = page.last().cloned();
+        for s in page {
+            each(s).await;
+        }
+        if !full {
+            return;
         }
     }
 }

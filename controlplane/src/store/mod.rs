@@ -21,7 +21,7 @@ pub mod testing;
 mod tokens;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -2,11 +2,17 @@
 //! updates, so when two replicas race to move a session exactly one of them wins.
 
 use super::{
-    DbContext, Error, Result, Store, clamp_limit, is_unique_violation, new_id, now_ms,
+    BeginWrite, DbContext, Error, Result, Store, clamp_limit, is_unique_violation, new_id, now_ms,
     placeholders, with_pool,
 };
 
 const MAX_LIST: u32 = 1000;
+
+/// Keyset position for the paged listings ordered by `(created_ms, id)`: strictly after
+/// `after`, or from the start.
+fn cursor(after: Option<&Session>) -> (i64, &str) {
+    after.map_or((i64::MIN, ""), |s| (s.created_ms, s.id.as_str()))
+}
 const MAX_PROMPT_BYTES: usize = 256 * 1024;
 const MAX_SHORT_FIELD: usize = 256;
 const MAX_REASON_BYTES: usize = 4096;
@@ -294,19 +300,24 @@ impl Store {
     pub async fn list_sessions_in_status(
         &self,
         statuses: &[SessionStatus],
+        after: Option<&Session>,
         limit: u32,
     ) -> Result<Vec<Session>> {
         if statuses.is_empty() {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT {} FROM sessions WHERE status IN ({}) ORDER BY created_ms, id LIMIT $1",
+            "SELECT {} FROM sessions WHERE status IN ({}) AND (created_ms, id) > ($2, $3)
+             ORDER BY created_ms, id LIMIT $1",
             columns!(),
-            placeholders(2, statuses.len())
+            placeholders(4, statuses.len())
         );
+        let (after_ms, after_id) = cursor(after);
         with_pool!(self, |pool| {
             let mut q = sqlx::query_as::<_, Session>(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(clamp_limit(limit, MAX_LIST));
+                .bind(clamp_limit(limit, MAX_LIST))
+                .bind(after_ms)
+                .bind(after_id);
             for s in statuses {
                 q = q.bind(s.as_str());
             }
@@ -331,17 +342,22 @@ impl Store {
     pub async fn stale_provisioning_sessions(
         &self,
         created_before_ms: i64,
+        after: Option<&Session>,
         limit: u32,
     ) -> Result<Vec<Session>> {
+        let (after_ms, after_id) = cursor(after);
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Session>(concat!(
                 "SELECT ",
                 columns!(),
                 " FROM sessions WHERE status = 'provisioning' AND created_ms < $1
+                    AND (created_ms, id) > ($3, $4)
                   ORDER BY created_ms, id LIMIT $2"
             ))
             .bind(created_before_ms)
             .bind(clamp_limit(limit, MAX_LIST))
+            .bind(after_ms)
+            .bind(after_id)
             .fetch_all(pool)
             .await
         })
@@ -353,18 +369,23 @@ impl Store {
     pub async fn stale_running_sessions(
         &self,
         heartbeat_before_ms: i64,
+        after: Option<&Session>,
         limit: u32,
     ) -> Result<Vec<Session>> {
+        let (after_ms, after_id) = cursor(after);
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Session>(concat!(
                 "SELECT ",
                 columns!(),
                 " FROM sessions WHERE status = 'running'
                     AND COALESCE(last_heartbeat_ms, started_ms, created_ms) < $1
+                    AND (created_ms, id) > ($3, $4)
                   ORDER BY created_ms, id LIMIT $2"
             ))
             .bind(heartbeat_before_ms)
             .bind(clamp_limit(limit, MAX_LIST))
+            .bind(after_ms)
+            .bind(after_id)
             .fetch_all(pool)
             .await
         })
@@ -375,17 +396,22 @@ impl Store {
     pub async fn idle_running_sessions(
         &self,
         min_idle_ms: i64,
+        after: Option<&Session>,
         limit: u32,
     ) -> Result<Vec<Session>> {
+        let (after_ms, after_id) = cursor(after);
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Session>(concat!(
                 "SELECT ",
                 columns!(),
                 " FROM sessions WHERE status = 'running' AND idle_ms >= $1
+                    AND (created_ms, id) > ($3, $4)
                   ORDER BY created_ms, id LIMIT $2"
             ))
             .bind(min_idle_ms)
             .bind(clamp_limit(limit, MAX_LIST))
+            .bind(after_ms)
+            .bind(after_id)
             .fetch_all(pool)
             .await
         })
@@ -448,6 +474,37 @@ impl Store {
         })
         .ctx(|| format!("recording a heartbeat of session {id}"))?;
         Ok(moved == 1)
+    }
+
+    /// Stores many sessions' newest heartbeats (`(id, idle_ms, at_ms)`) in one transaction;
+    /// sessions not `running` or `stopping` (or unknown) are skipped. Returns how many
+    /// sessions were updated. Rows are updated in id order, the order the record group commit
+    /// locks them in, so the two never deadlock on PostgreSQL.
+    pub async fn record_heartbeats(&self, beats: &[(&str, i64, i64)]) -> Result<u64> {
+        let mut sorted: Vec<&(&str, i64, i64)> = beats.iter().collect();
+        sorted.sort_by_key(|b| b.0);
+        with_pool!(self, |pool| {
+            async {
+                let mut tx = pool.begin_write().await?;
+                let mut moved = 0;
+                for &&(id, idle_ms, at_ms) in &sorted {
+                    moved += sqlx::query(
+                        "UPDATE sessions SET last_heartbeat_ms = $1, idle_ms = $2
+                         WHERE id = $3 AND status IN ('running', 'stopping')",
+                    )
+                    .bind(at_ms)
+                    .bind(idle_ms.max(0))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(moved)
+            }
+            .await
+        })
+        .ctx(|| format!("recording heartbeats of {} sessions", beats.len()))
     }
 
     /// Remembers the head commit of the session's branch.

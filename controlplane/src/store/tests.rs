@@ -90,7 +90,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::run_sqlite(super::$name).await
+                    $crate::store::tests::run_sqlite(super::$name).await
                 }
             )*
         }
@@ -98,12 +98,13 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::run_postgres(super::$name).await
+                    $crate::store::tests::run_postgres(super::$name).await
                 }
             )*
         }
     };
 }
+pub(crate) use both_backends;
 
 both_backends!(
     migrations_are_idempotent_on_reopen,
@@ -124,7 +125,7 @@ both_backends!(
     certs_and_git_tokens,
 );
 
-async fn account_and_project(store: &Store, name: &str) -> (Account, Project) {
+pub(crate) async fn account_and_project(store: &Store, name: &str) -> (Account, Project) {
     let account = store
         .create_account(&format!("{name}-owner"), false)
         .await
@@ -136,7 +137,7 @@ async fn account_and_project(store: &Store, name: &str) -> (Account, Project) {
     (account, project)
 }
 
-async fn session_in(store: &Store, project: &Project) -> Session {
+pub(crate) async fn session_in(store: &Store, project: &Project) -> Session {
     store
         .create_session(&NewSession {
             project_id: project.id.clone(),
@@ -563,41 +564,66 @@ async fn sessions_sweeps_heartbeats_and_delete(db: TestDb) {
     );
 
     let stale_prov = store
-        .stale_provisioning_sessions(now + 1, 10)
+        .stale_provisioning_sessions(now + 1, None, 10)
         .await
         .unwrap();
     assert_eq!(ids(&stale_prov), std::slice::from_ref(&provisioning.id));
     assert!(
         store
-            .stale_provisioning_sessions(0, 10)
+            .stale_provisioning_sessions(0, None, 10)
             .await
             .unwrap()
             .is_empty()
     );
     let stale_run = store
-        .stale_running_sessions(now - 60_000, 10)
+        .stale_running_sessions(now - 60_000, None, 10)
         .await
         .unwrap();
     assert_eq!(ids(&stale_run), std::slice::from_ref(&quiet.id));
-    let idle = store.idle_running_sessions(300_000, 10).await.unwrap();
+    let idle = store
+        .idle_running_sessions(300_000, None, 10)
+        .await
+        .unwrap();
     assert_eq!(ids(&idle), std::slice::from_ref(&quiet.id));
-    let running = store.list_sessions_in_status(&[Running], 10).await.unwrap();
+    let running = store
+        .list_sessions_in_status(&[Running], None, 10)
+        .await
+        .unwrap();
     assert_eq!(running.len(), 2);
     assert_eq!(
         store
-            .list_sessions_in_status(&[Running, Provisioning], 10)
+            .list_sessions_in_status(&[Running, Provisioning], None, 10)
             .await
             .unwrap()
             .len(),
         3
     );
-    assert_eq!(
+    // Keyset paging visits every session once, in (created_ms, id) order.
+    let first = store
+        .list_sessions_in_status(&[Running], None, 1)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let second = store
+        .list_sessions_in_status(&[Running], first.last(), 1)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_ne!(first[0].id, second[0].id);
+    assert_eq!(ids(&[first[0].clone(), second[0].clone()]), ids(&running));
+    assert!(
         store
-            .list_sessions_in_status(&[Running], 1)
+            .list_sessions_in_status(&[Running], second.last(), 1)
             .await
             .unwrap()
-            .len(),
-        1
+            .is_empty()
+    );
+    assert!(
+        store
+            .stale_running_sessions(now - 60_000, stale_run.last(), 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 
     // Scoped reads.
