@@ -1,6 +1,6 @@
 //! A simulated agent that only heartbeats, as an idle-but-alive session does, and measures
 //! each heartbeat's round trip: `Heartbeat{nonce}` queued on the Connect stream → the control
-//! plane stores it (`UPDATE sessions SET last_heartbeat_ms …`) and answers
+//! plane notes it (it stores the newest heartbeat of every session once a second) and answers
 //! `HeartbeatAck{nonce}` → received here.
 
 use crate::clock::{Window, now_us, spread};

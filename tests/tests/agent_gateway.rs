@@ -95,6 +95,34 @@ impl Fixture {
         .await
     }
 
+    /// A viewer following session `id` from `from` until it has seen seq `last`; yields
+    /// every seq it received, in order.
+    fn follow_until(&self, id: &str, from: u64, last: u64) -> tokio::task::JoinHandle<Vec<u64>> {
+        use futures::StreamExt;
+        let mut client = self.ts.sessions(&self.token);
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let mut stream = client
+                .attach(AttachRequest {
+                    session_id: id,
+                    from_seq: from,
+                    follow: true,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut seen = Vec::new();
+            while let Some(r) = stream.next().await {
+                let seq = r.unwrap().seq;
+                seen.push(seq);
+                if seq == last {
+                    break;
+                }
+            }
+            seen
+        })
+    }
+
     async fn attach_all(&self, id: &str, from: u64) -> Vec<Record> {
         use futures::StreamExt;
         let mut stream = self
@@ -342,7 +370,6 @@ async fn records_dedup_and_resume_after_a_dropped_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_seam_has_no_gap_and_no_duplicate() {
-    use futures::StreamExt;
     let f = fixture(|_| {}).await;
     let (s, b) = f.start("p1", "").await;
     let agent = f.enroll(&b).await;
@@ -354,31 +381,10 @@ async fn attach_seam_has_no_gap_and_no_duplicate() {
     conn.wait_ack(50).await.unwrap();
     let total = 600u64;
     // Viewers attach while the agent keeps writing.
-    let mut viewers = Vec::new();
-    for from in [0u64, 25, 50] {
-        let mut client = f.ts.sessions(&f.token);
-        let id = s.id.clone();
-        viewers.push(tokio::spawn(async move {
-            let mut stream = client
-                .attach(AttachRequest {
-                    session_id: id,
-                    from_seq: from,
-                    follow: true,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            let mut seen = Vec::new();
-            while let Some(r) = stream.next().await {
-                let seq = r.unwrap().seq;
-                seen.push(seq);
-                if seq == total {
-                    break;
-                }
-            }
-            (from, seen)
-        }));
-    }
+    let viewers: Vec<_> = [0u64, 25, 50]
+        .into_iter()
+        .map(|from| (from, f.follow_until(&s.id, from, total)))
+        .collect();
     let mut next = 51;
     while next <= total {
         let end = (next + 49).min(total);
@@ -388,13 +394,61 @@ async fn attach_seam_has_no_gap_and_no_duplicate() {
         conn.wait_ack(end).await.unwrap();
         next = end + 1;
     }
-    for v in viewers {
-        let (from, seen) = tokio::time::timeout(Duration::from_secs(30), v)
+    for (from, v) in viewers {
+        let seen = tokio::time::timeout(Duration::from_secs(30), v)
             .await
             .unwrap()
             .unwrap();
         let want: Vec<u64> = (from.max(1)..=total).collect();
         assert_eq!(seen, want, "viewer from {from}");
+    }
+    f.ts.stop().await;
+}
+
+/// Batches pipelined without waiting for acks, one pair sent out of order, viewers attached
+/// from the start and from far behind the in-memory tail: everyone sees every seq once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_reach_every_viewer_exactly_once() {
+    let f = fixture(|_| {}).await;
+    let (s, b) = f.start("p1", "").await;
+    let agent = f.enroll(&b).await;
+    let mut conn = agent.connect(0).await.unwrap();
+    conn.send(running()).await.unwrap();
+    // More than the in-memory tail holds, so the late viewer starts in the store.
+    let total = 40_000u64;
+    let batch = |from: u64| {
+        (from..from + 100)
+            .map(|i| log_record(i, "pipelined"))
+            .collect()
+    };
+    let viewer = |from: u64| f.follow_until(&s.id, from, total);
+    let early = viewer(0);
+    // The second batch first: the first ack covers nothing, the next covers both.
+    conn.send_records(batch(101)).await.unwrap();
+    conn.send_records(batch(1)).await.unwrap();
+    let mut next = 201;
+    let mut late = None;
+    while next <= total {
+        conn.send_records(batch(next)).await.unwrap();
+        next += 100;
+        if next == 36_001 {
+            conn.wait_ack(36_000).await.unwrap();
+            late = Some(viewer(1));
+        }
+    }
+    assert_eq!(conn.wait_ack(total).await.unwrap(), total);
+    let want: Vec<u64> = (1..=total).collect();
+    for (name, v) in [("early", early), ("late", late.unwrap())] {
+        let seen = tokio::time::timeout(Duration::from_secs(60), v)
+            .await
+            .unwrap_or_else(|_| panic!("{name} viewer did not finish"))
+            .unwrap();
+        assert!(
+            seen == want,
+            "{name} viewer saw {} records, first wrong at {:?}",
+            seen.len(),
+            seen.iter().zip(&want).position(|(a, b)| a != b)
+        );
     }
     f.ts.stop().await;
 }

@@ -342,7 +342,8 @@ async fn measure(args: &FleetArgs, target: &Target) -> Result<Report, BenchError
     );
     r.note(format!(
         "RTT = `Heartbeat{{nonce}}` queued on the agent's Connect stream → `HeartbeatAck{{nonce}}` received; \
-         the control plane stores each heartbeat (`UPDATE sessions …`) before acking. Samples are heartbeats \
+         the control plane answers at once and stores the newest heartbeat of every session once a second, in \
+         one transaction. Samples are heartbeats \
          sent inside the window; the unloaded baseline is {} serial heartbeats of one agent before the ramp (p99 of \
          {} samples ≈ the max).",
         args.baseline_heartbeats, args.baseline_heartbeats

@@ -23,7 +23,7 @@ pub const SLOW_VIEWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// without LISTEN/NOTIFY, and sessions ended elsewhere.
 const POLL: Duration = Duration::from_millis(500);
 /// While records keep coming, the session's state is re-read at most this often.
-const STATUS_EVERY: Duration = Duration::from_millis(200);
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 pub type AttachStream = tokio_stream::wrappers::ReceiverStream<Result<Record, Status>>;
 
@@ -74,11 +74,12 @@ impl Sessions {
             loop {
                 let cached = tail.lock().expect("tail lock").read(next, PAGE as usize);
                 let (page, full) = match cached {
-                    Some(records) => {
-                        let full = !records.is_empty();
-                        (records, full)
-                    }
-                    None => {
+                    Some(records) if !records.is_empty() => (records, true),
+                    // Caught up with what this replica published. Woken for new records,
+                    // that is everything; on a poll or state change, ask the store too, in
+                    // case the agent now streams to another replica.
+                    Some(_) if !check_status => break,
+                    _ => {
                         let rows = self
                             .store
                             .read_records(id, next as i64, PAGE)

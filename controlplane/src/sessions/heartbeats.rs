@@ -87,25 +87,30 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SessionStatus;
     use crate::store::tests::{TestDb, account_and_project, session_in};
+    use crate::store::{Project, SessionStatus};
+
+    async fn running_session(store: &Store, project: &Project) -> Arc<str> {
+        let s = session_in(store, project).await;
+        let moved = store
+            .transition_session(
+                &s.id,
+                &[SessionStatus::Provisioning],
+                SessionStatus::Running,
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(moved);
+        s.id.into()
+    }
 
     async fn flushes_the_newest_beat_of_each_session(db: TestDb) {
         let store = &db.store;
         let (_, project) = account_and_project(store, "web").await;
         let mut ids: Vec<Arc<str>> = Vec::new();
         for _ in 0..3 {
-            let s = session_in(store, &project).await;
-            store
-                .transition_session(
-                    &s.id,
-                    &[SessionStatus::Provisioning],
-                    SessionStatus::Running,
-                    None,
-                )
-                .await
-                .unwrap();
-            ids.push(s.id.into());
+            ids.push(running_session(store, &project).await);
         }
         let book = HeartbeatBook::default();
         book.record(&ids[0], 10, 1_000);
@@ -129,17 +134,7 @@ mod tests {
     async fn a_failed_flush_keeps_the_beats(db: TestDb) {
         let store = &db.store;
         let (_, project) = account_and_project(store, "web").await;
-        let s = session_in(store, &project).await;
-        store
-            .transition_session(
-                &s.id,
-                &[SessionStatus::Provisioning],
-                SessionStatus::Running,
-                None,
-            )
-            .await
-            .unwrap();
-        let id: Arc<str> = s.id.into();
+        let id = running_session(store, &project).await;
         let book = HeartbeatBook::default();
         book.record(&id, 5, 5_000);
         store.close().await;

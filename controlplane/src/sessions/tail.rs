@@ -14,10 +14,12 @@ use kortix_proto::v1::Record;
 use prost::Message;
 use std::collections::VecDeque;
 
-/// Records kept per watched session.
-pub const TAIL_RECORDS: usize = 4096;
+/// Records kept per watched session. About a second of a busy session: viewers that fall
+/// behind by less are still served from memory, which is what keeps a hundred viewers of one
+/// session from turning into a hundred store readers.
+pub const TAIL_RECORDS: usize = 32_768;
 /// Encoded bytes kept per watched session.
-pub const TAIL_BYTES: usize = 4 * 1024 * 1024;
+pub const TAIL_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 pub struct Tail {
@@ -96,12 +98,13 @@ impl Tail {
         self.bytes = 0;
     }
 
-    /// Up to `max` records from `from_seq`, or `None` if the tail does not hold `from_seq`:
-    /// the viewer must read the store. That includes a viewer past the tail's end, since
-    /// newer records may have been stored by another replica.
+    /// Up to `max` records from `from_seq`; empty when `from_seq` is just past the newest
+    /// (the viewer has everything this replica published — another replica may have stored
+    /// more, which the viewer's periodic store read finds); `None` when the tail does not
+    /// reach `from_seq`: the viewer must read the store.
     pub fn read(&self, from_seq: u64, max: usize) -> Option<Vec<Record>> {
         let first = self.records.front()?.seq;
-        if from_seq < first || from_seq >= self.next() {
+        if from_seq < first || from_seq > self.next() {
             return None;
         }
         let skip = usize::try_from(from_seq - first).unwrap_or(usize::MAX);
@@ -141,7 +144,8 @@ mod tests {
         t.publish(5, &recs(4..=5));
         assert_eq!(seqs(t.read(1, 10)), Some(vec![1, 2, 3, 4, 5]));
         assert_eq!(seqs(t.read(4, 1)), Some(vec![4]));
-        assert_eq!(seqs(t.read(6, 10)), None, "past the end: ask the store");
+        assert_eq!(seqs(t.read(6, 10)), Some(vec![]), "caught up");
+        assert_eq!(seqs(t.read(7, 10)), None, "beyond the end: ask the store");
         // Resent duplicates change nothing.
         t.publish(5, &recs(3..=5));
         assert_eq!(t.len(), 5);
@@ -177,7 +181,7 @@ mod tests {
     fn stays_within_its_bounds() {
         let mut t = Tail::default();
         let mut next = 1;
-        for _ in 0..10 {
+        for _ in 0..40 {
             let batch = recs(next..next + 1000);
             next += 1000;
             t.publish(next - 1, &batch);

@@ -53,6 +53,9 @@ pub const SQLITE_FILE_NAME: &str = "kortix.db";
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a caller waits for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A wait for a pooled connection longer than this is logged as a warning. sqlx's default
+/// (a fraction of a second) turned every burst of load into thousands of log lines.
+const ACQUIRE_SLOW: Duration = Duration::from_secs(5);
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -282,6 +285,7 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_slow_threshold(ACQUIRE_SLOW)
             .connect_with(connect)
             .await
             .map_err(|source| Error::Connect {
@@ -312,6 +316,7 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_slow_threshold(ACQUIRE_SLOW)
             .connect_with(connect)
             .await
             .map_err(|source| Error::Connect {

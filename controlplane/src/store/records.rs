@@ -4,8 +4,8 @@
 use super::{BeginWrite, DbContext, Error, Result, Store, clamp_limit, with_pool};
 use std::future::Future;
 
-/// Largest multi-row INSERT: 256 rows x 4 placeholders (+1 for the session) stays far below
-/// both SQLite's (32766) and PostgreSQL's (65535) bind-parameter limits.
+/// Largest multi-row INSERT on SQLite: 256 rows x 5 placeholders stays far below its limit
+/// of 32766 bind parameters.
 const MAX_ROWS_PER_INSERT: usize = 256;
 const MAX_READ: u32 = 10_000;
 
@@ -19,9 +19,14 @@ pub struct RecordRow {
     pub body: Vec<u8>,
 }
 
-/// `INSERT … VALUES ($1,$2,$3,$4,$5),($1,$6,…) ON CONFLICT DO NOTHING` for `rows` rows,
-/// `rows` a power of two. Only these nine statements ever exist, so all of them stay in the
-/// prepared-statement cache.
+/// `INSERT … VALUES (?,?,?,?,?),(?,?,?,?,?),… ON CONFLICT DO NOTHING` for `rows` rows (SQLite
+/// only), `rows` a power of two. Only these nine statements ever exist, so all of them stay in
+/// the prepared-statement cache.
+///
+/// The placeholders are anonymous on purpose: sqlx looks up every numbered parameter's name
+/// with `sqlite3_bind_parameter_name`, a linear scan of the statement's names, which made
+/// binding a 256-row statement quadratic — 44 % of the writer's time in a profile of 100
+/// sessions streaming. Anonymous parameters have no names to scan.
 fn insert_sql(rows: usize) -> &'static str {
     use std::sync::OnceLock;
     static SQL: [OnceLock<String>; 9] = [const { OnceLock::new() }; 9];
@@ -31,11 +36,10 @@ fn insert_sql(rows: usize) -> &'static str {
         let mut sql =
             String::from("INSERT INTO records (session_id, seq, ts_ms, kind, body) VALUES ");
         for i in 0..rows {
-            let p = 2 + i * 4;
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str(&format!("($1,${},${},${},${})", p, p + 1, p + 2, p + 3));
+            sql.push_str("(?,?,?,?,?)");
         }
         sql.push_str(" ON CONFLICT DO NOTHING");
         sql
@@ -89,10 +93,11 @@ impl InsertRows for sqlx::SqliteConnection {
         records: &[RecordRow],
     ) -> std::result::Result<(), sqlx::Error> {
         for (size, chunk) in chunks(records) {
-            let mut q = sqlx::query(insert_sql(size)).bind(session_id);
+            let mut q = sqlx::query(insert_sql(size));
             let padding = std::iter::repeat_n(chunk.last(), size - chunk.len()).flatten();
             for r in chunk.iter().chain(padding) {
                 q = q
+                    .bind(session_id)
                     .bind(r.seq)
                     .bind(r.ts_ms)
                     .bind(r.kind.as_str())
@@ -343,12 +348,13 @@ mod unit_tests {
     }
 
     #[test]
-    fn insert_sql_reuses_the_session_placeholder() {
+    fn insert_sql_uses_anonymous_placeholders() {
         assert_eq!(
             insert_sql(2),
             "INSERT INTO records (session_id, seq, ts_ms, kind, body) VALUES \
-             ($1,$2,$3,$4,$5),($1,$6,$7,$8,$9) ON CONFLICT DO NOTHING"
+             (?,?,?,?,?),(?,?,?,?,?) ON CONFLICT DO NOTHING"
         );
-        assert!(insert_sql(256).contains("$1025"));
+        assert_eq!(insert_sql(256).matches('?').count(), 256 * 5);
+        assert!(!insert_sql(256).contains('$'));
     }
 }

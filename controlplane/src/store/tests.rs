@@ -117,6 +117,7 @@ both_backends!(
     records_dedup,
     records_gaps,
     records_large_batches_and_reads,
+    records_go_with_their_session_and_project,
     change_request_numbers_under_concurrency,
     change_request_states_and_paging,
     firing_claimed_exactly_once,
@@ -767,6 +768,58 @@ async fn records_gaps(db: TestDb) {
             .is_not_found()
     );
     assert!(store.acked_seq("ghost").await.unwrap_err().is_not_found());
+}
+
+/// Records have no foreign key (it cost a parent lookup per record); a trigger deletes them
+/// with their session, also when the session goes with its project.
+async fn records_go_with_their_session_and_project(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "web").await;
+    let ended = session_in(store, &project).await;
+    let kept = session_in(store, &project).await;
+    for s in [&ended, &kept] {
+        assert_eq!(
+            store
+                .insert_records(&s.id, &[rec(1), rec(2)])
+                .await
+                .unwrap(),
+            2
+        );
+    }
+    store
+        .transition_session(
+            &ended.id,
+            &[SessionStatus::Provisioning],
+            SessionStatus::Failed,
+            None,
+        )
+        .await
+        .unwrap();
+    store.delete_session(&ended.id).await.unwrap();
+    assert!(
+        store
+            .read_records(&ended.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.read_records(&kept.id, 0, 10).await.unwrap().len(), 2);
+    // Records for a session that does not exist are refused, not stored as orphans.
+    assert!(
+        store
+            .insert_records(&ended.id, &[rec(3)])
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    store.delete_project(&project.id).await.unwrap();
+    assert!(
+        store
+            .read_records(&kept.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn records_large_batches_and_reads(db: TestDb) {
