@@ -95,9 +95,14 @@ impl Hub {
         map.entry(session_id.to_string()).or_default().tail.clone()
     }
 
-    /// Records up to `acked` are durable for `session_id`; `batch` is the batch whose commit
-    /// got there, whose newest records go into the tail while the session is watched. Wakes
-    /// the viewers after the tail is updated, so they find the records there.
+    /// Records up to `acked` are durable for `session_id`; `batch` is one batch of that
+    /// commit, whose records go into the tail while the session is watched. Wakes the viewers
+    /// after the tail is updated, so they find the records there.
+    ///
+    /// One group commit can answer several batches of a stream with the same `acked`, and
+    /// the stream's acker publishes them one at a time, oldest first. Each batch is therefore
+    /// taken as durable up to its own newest seq, and viewers are woken only as far as the
+    /// tail reaches; the batch that reaches `acked` wakes them to `acked`.
     pub fn publish(&self, session_id: &str, acked: u64, batch: &[Record]) {
         let known = {
             let map = self.inner.lock().expect("hub lock");
@@ -107,15 +112,22 @@ impl Hub {
         let Some((tail, watched)) = known else {
             return self.advance(session_id, acked);
         };
-        {
+        let newest = batch.iter().map(|r| r.seq).max().unwrap_or(0);
+        let reach = {
             let mut tail = tail.lock().expect("tail lock");
             if watched {
-                tail.publish(acked, batch);
+                tail.publish(acked.min(newest), batch);
             } else if !tail.is_empty() {
                 tail.clear();
             }
-        }
-        self.advance(session_id, acked);
+            tail.last_seq()
+        };
+        let wake_to = if watched && newest < acked {
+            reach.min(acked)
+        } else {
+            acked
+        };
+        self.advance(session_id, wake_to);
     }
 
     /// Records up to `seq` are durable for `session_id`. Never moves backwards.
@@ -258,8 +270,18 @@ mod tests {
         assert_eq!(*rx.borrow_and_update(), 4);
         let got = hub.tail("s").lock().unwrap().read(3, 10).unwrap();
         assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4]);
+        // One commit answering three batches: each publish wakes viewers as far as the tail
+        // reaches, the last one to the commit's seq.
+        hub.publish("s", 10, &[rec(5), rec(6)]);
+        assert_eq!(*rx.borrow_and_update(), 6);
+        hub.publish("s", 10, &[rec(7), rec(8)]);
+        assert_eq!(*rx.borrow_and_update(), 8);
+        hub.publish("s", 10, &[rec(9), rec(10)]);
+        assert_eq!(*rx.borrow_and_update(), 10);
+        let got = hub.tail("s").lock().unwrap().read(3, 100).unwrap();
+        assert_eq!(got.len(), 8, "3..=10 all in the tail");
         drop(rx);
-        hub.publish("s", 5, &[rec(5)]);
+        hub.publish("s", 11, &[rec(11)]);
         assert!(
             hub.tail("s").lock().unwrap().is_empty(),
             "unwatched tails are dropped"

@@ -34,6 +34,11 @@ impl Tail {
         self.records.back().map_or(0, |r| r.seq + 1)
     }
 
+    /// Seq of the newest record held (0 when empty).
+    pub fn last_seq(&self) -> u64 {
+        self.records.back().map_or(0, |r| r.seq)
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }
