@@ -3,9 +3,9 @@
 //! The viewer task reads by seq: from the session's in-memory tail when the tail holds the
 //! next seq it needs, otherwise from the store. Both hold only durable records and both are
 //! read from `next`, so records written while the viewer connects appear exactly once, and
-//! live viewers of a busy session cost no store queries. Each viewer has its own bounded queue; one that does not
-//! drain it in time is ended with RESOURCE_EXHAUSTED (and the seq to resume from) instead of
-//! buffering without bound or slowing anybody else.
+//! live viewers of a busy session cost no store queries. Each viewer has its own bounded
+//! queue; one that does not drain it in time is ended with RESOURCE_EXHAUSTED (and the seq to
+//! resume from) instead of buffering without bound or slowing anybody else.
 
 use super::{Sessions, records};
 use kortix_proto::v1::Record;

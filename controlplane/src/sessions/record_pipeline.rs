@@ -110,18 +110,6 @@ impl RecordPipeline {
             .map_err(|_| IngestError::Closed)?;
         Ok(durable)
     }
-
-    /// Submits and waits: for callers that have nothing else to do meanwhile.
-    pub async fn store(
-        &self,
-        session_id: Arc<str>,
-        rows: Vec<RecordRow>,
-    ) -> Result<i64, IngestError> {
-        self.submit(session_id, rows)
-            .await?
-            .await
-            .unwrap_or(Err(IngestError::Closed))
-    }
 }
 
 async fn writer(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {

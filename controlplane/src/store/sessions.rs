@@ -460,20 +460,7 @@ impl Store {
     /// Records a heartbeat from a `running` (or `stopping`) session; false if it is in any
     /// other state or unknown.
     pub async fn record_heartbeat(&self, id: &str, idle_ms: i64, now_ms: i64) -> Result<bool> {
-        let moved = with_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE sessions SET last_heartbeat_ms = $1, idle_ms = $2
-                 WHERE id = $3 AND status IN ('running', 'stopping')",
-            )
-            .bind(now_ms)
-            .bind(idle_ms.max(0))
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })
-        .ctx(|| format!("recording a heartbeat of session {id}"))?;
-        Ok(moved == 1)
+        Ok(self.record_heartbeats(&[(id, idle_ms, now_ms)]).await? == 1)
     }
 
     /// Stores many sessions' newest heartbeats (`(id, idle_ms, at_ms)`) in one transaction;
