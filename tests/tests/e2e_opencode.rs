@@ -8,7 +8,7 @@ mod support;
 use futures::StreamExt;
 use kortix_proto::v1::record::Body;
 use kortix_proto::v1::*;
-use kortix_tests::{ScriptedModel, Turn, opencode_config};
+use kortix_tests::{ScriptedModel, Turn};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::{TestServer, eventually, git_ok};
@@ -19,46 +19,7 @@ use support::{TestServer, eventually, git_ok};
 async fn setup(model: &ScriptedModel) -> (TestServer, String, tempfile::TempDir) {
     let ts = TestServer::start_with(support::use_real_agent).await;
     let token = ts.account("alice").await;
-    ts.projects(&token)
-        .create_project(CreateProjectRequest {
-            name: "app".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let clone = work.path().join("app");
-    git_ok(
-        work.path(),
-        &[
-            "clone",
-            "-q",
-            &ts.git_url("app", &token),
-            clone.to_str().unwrap(),
-        ],
-    );
-    git_ok(&clone, &["checkout", "-qb", "setup"]);
-    opencode_config(&clone.join(".kortix/opencode"), model.port()).unwrap();
-    git_ok(&clone, &["add", "."]);
-    git_ok(&clone, &["commit", "-qm", "Configure OpenCode"]);
-    git_ok(&clone, &["push", "-q", "origin", "setup"]);
-    let cr = ts
-        .crs(&token)
-        .open_change_request(OpenChangeRequestRequest {
-            project: "app".into(),
-            branch: "setup".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    ts.crs(&token)
-        .merge_change_request(ChangeRequestRef {
-            project: "app".into(),
-            number: cr.number,
-        })
-        .await
-        .unwrap();
+    let work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
     (ts, token, work)
 }
 

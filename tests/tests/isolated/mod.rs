@@ -9,7 +9,7 @@ use kortix_controlplane::config::ServerConfig;
 use kortix_controlplane::sandbox::local::{Isolation, IsolationMode};
 use kortix_proto::v1::record::Body;
 use kortix_proto::v1::*;
-use kortix_tests::{ScriptedModel, opencode_bin, opencode_config};
+use kortix_tests::{ScriptedModel, opencode_bin};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,52 +43,15 @@ pub async fn setup(
     })
     .await;
     let token = ts.account("alice").await;
-    ts.projects(&token)
-        .create_project(CreateProjectRequest {
-            name: "app".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let clone = work.path().join("app");
-    git_ok(
-        work.path(),
-        &[
-            "clone",
-            "-q",
-            &ts.git_url("app", &token),
-            clone.to_str().unwrap(),
-        ],
-    );
-    git_ok(&clone, &["checkout", "-qb", "setup"]);
-    let config = opencode_config(&clone.join(".kortix/opencode"), model.port()).unwrap();
-    // The report commands read paths outside the workspace (/proc, the host's data directory
-    // that must not be there): OpenCode would otherwise stop to ask.
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    json["permission"]["external_directory"] = "allow".into();
-    std::fs::write(&config, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-    git_ok(&clone, &["add", "."]);
-    git_ok(&clone, &["commit", "-qm", "Configure OpenCode"]);
-    git_ok(&clone, &["push", "-q", "origin", "setup"]);
-    let cr = ts
-        .crs(&token)
-        .open_change_request(OpenChangeRequestRequest {
-            project: "app".into(),
-            branch: "setup".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    ts.crs(&token)
-        .merge_change_request(ChangeRequestRef {
-            project: "app".into(),
-            number: cr.number,
-        })
-        .await
-        .unwrap();
+    let work = crate::support::app_with_model_config(&ts, &token, model.port(), |config| {
+        // The report commands read paths outside the workspace (/proc, the host's data
+        // directory that must not be there): OpenCode would otherwise stop to ask.
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+        json["permission"]["external_directory"] = "allow".into();
+        std::fs::write(config, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    })
+    .await;
     (ts, token, work)
 }
 

@@ -242,3 +242,58 @@ pub fn use_real_agent(c: &mut ServerConfig) {
         .push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
     c.timings.stop_grace = Duration::from_secs(20);
 }
+
+/// Creates project `app` and lands an OpenCode config pointing at the scripted model on
+/// `model_port` on `main` — through a change request, the only way there. `adjust` may edit
+/// the written `opencode.json` before it is committed. Returns the temp dir holding the clone.
+pub async fn app_with_model_config(
+    ts: &TestServer,
+    token: &str,
+    model_port: u16,
+    adjust: impl FnOnce(&Path),
+) -> tempfile::TempDir {
+    use kortix_proto::v1::{ChangeRequestRef, CreateProjectRequest, OpenChangeRequestRequest};
+    ts.projects(token)
+        .create_project(CreateProjectRequest {
+            name: "app".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let clone = work.path().join("app");
+    git_ok(
+        work.path(),
+        &[
+            "clone",
+            "-q",
+            &ts.git_url("app", token),
+            clone.to_str().unwrap(),
+        ],
+    );
+    git_ok(&clone, &["checkout", "-qb", "setup"]);
+    let config =
+        kortix_tests::opencode_config(&clone.join(".kortix/opencode"), model_port).unwrap();
+    adjust(&config);
+    git_ok(&clone, &["add", "."]);
+    git_ok(&clone, &["commit", "-qm", "Configure OpenCode"]);
+    git_ok(&clone, &["push", "-q", "origin", "setup"]);
+    let cr = ts
+        .crs(token)
+        .open_change_request(OpenChangeRequestRequest {
+            project: "app".into(),
+            branch: "setup".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ts.crs(token)
+        .merge_change_request(ChangeRequestRef {
+            project: "app".into(),
+            number: cr.number,
+        })
+        .await
+        .unwrap();
+    work
+}
