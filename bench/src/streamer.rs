@@ -26,6 +26,10 @@ pub struct StreamConfig {
     pub window: usize,
     /// Records/s for this agent; 0 means as fast as acks allow.
     pub rate: f64,
+    /// Where in its send interval a paced agent starts, as a fraction (0..1). Independent
+    /// agents do not send in lockstep; spreading the phases keeps a hundred paced agents
+    /// from arriving as one burst every interval.
+    pub phase: f64,
 }
 
 /// Counters every streaming agent of a run adds to.
@@ -103,7 +107,7 @@ pub async fn run(
     } else {
         Duration::ZERO
     };
-    let mut next_send = Instant::now();
+    let mut next_send = Instant::now() + interval.mul_f64(cfg.phase.clamp(0.0, 1.0));
     let result: Result<(), BenchError> = loop {
         if *stop.borrow() {
             break Ok(());

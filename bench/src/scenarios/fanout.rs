@@ -61,6 +61,7 @@ async fn measure(args: &FanoutArgs, target: &Target) -> Result<Report, BenchErro
         record_bytes: st.record_bytes,
         window: st.window,
         rate: st.rate as f64,
+        phase: 0.0,
     };
     let streamer = tokio::spawn(streamer::run(
         agent,

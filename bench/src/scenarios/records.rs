@@ -118,6 +118,7 @@ async fn measure(args: &RecordsArgs, target: &Target) -> Result<Report, BenchErr
         record_bytes: st.record_bytes,
         window: st.window,
         rate: st.rate as f64 / n as f64,
+        phase: 0.0,
     };
     let totals = Arc::new(StreamTotals::default());
     let window = Arc::new(Window::new());
@@ -134,10 +135,14 @@ async fn measure(args: &RecordsArgs, target: &Target) -> Result<Report, BenchErr
     };
     let handles: Vec<_> = agents
         .into_iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
             tokio::spawn(streamer::run(
                 a,
-                cfg.clone(),
+                StreamConfig {
+                    phase: i as f64 / n as f64,
+                    ..cfg.clone()
+                },
                 totals.clone(),
                 vec![window.clone()],
                 cluster.errors.clone(),

@@ -12,11 +12,13 @@
 mod accounts;
 mod agent_auth;
 mod change_requests;
+mod checkpoint;
 mod firings;
 mod projects;
 mod records;
 mod secrets;
 mod sessions;
+mod sqlite_records;
 pub mod testing;
 mod tokens;
 
@@ -101,6 +103,12 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    #[error("{context}: {source}")]
+    Sqlite {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("corrupt {what} in the store: {reason}")]
     Corrupt { what: &'static str, reason: String },
 }
@@ -151,7 +159,8 @@ impl std::fmt::Display for BackendKind {
 /// The live connection pool. Cloning shares the pool.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    Sqlite(SqlitePool),
+    /// The pool, and the connection that writes records (see `sqlite_records`).
+    Sqlite(SqlitePool, sqlite_records::RecordWriter),
     Postgres(PgPool),
 }
 
@@ -160,7 +169,7 @@ pub enum Backend {
 macro_rules! with_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match $store.backend() {
-            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Sqlite($pool, _) => $body,
             $crate::store::Backend::Postgres($pool) => $body,
         }
     };
@@ -281,12 +290,14 @@ impl Store {
                 SqliteSynchronous::Full
             } else {
                 SqliteSynchronous::Normal
-            });
+            })
+            // Checkpoints run on their own connection (see `checkpoint`), not inside commits.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .acquire_slow_threshold(ACQUIRE_SLOW)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(|source| Error::Connect {
                 backend: BackendKind::Sqlite,
@@ -300,8 +311,19 @@ impl Store {
                 backend: BackendKind::Sqlite,
                 source,
             })?;
+        let writer = sqlite_records::RecordWriter::open(
+            path,
+            options.sqlite_sync_full,
+            SQLITE_BUSY_TIMEOUT,
+        )?;
+        checkpoint::spawn(
+            connect,
+            path.to_path_buf(),
+            pool.close_event(),
+            writer.rewind_flag(),
+        );
         Ok(Store {
-            backend: Backend::Sqlite(pool),
+            backend: Backend::Sqlite(pool, writer),
         })
     }
 
@@ -342,7 +364,7 @@ impl Store {
 
     pub fn kind(&self) -> BackendKind {
         match self.backend {
-            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Sqlite(..) => BackendKind::Sqlite,
             Backend::Postgres(_) => BackendKind::Postgres,
         }
     }
@@ -351,7 +373,7 @@ impl Store {
     pub fn pg_pool(&self) -> Option<&PgPool> {
         match &self.backend {
             Backend::Postgres(pool) => Some(pool),
-            Backend::Sqlite(_) => None,
+            Backend::Sqlite(..) => None,
         }
     }
 

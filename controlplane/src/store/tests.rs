@@ -116,6 +116,7 @@ both_backends!(
     sessions_sweeps_heartbeats_and_delete,
     records_dedup,
     records_gaps,
+    records_group_commit,
     records_large_batches_and_reads,
     records_go_with_their_session_and_project,
     change_request_numbers_under_concurrency,
@@ -768,6 +769,47 @@ async fn records_gaps(db: TestDb) {
             .is_not_found()
     );
     assert!(store.acked_seq("ghost").await.unwrap_err().is_not_found());
+}
+
+/// One group commit answers each batch on its own: several sessions, one session twice (its
+/// second batch filling the first's gap), an unknown session and an invalid batch.
+async fn records_group_commit(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "web").await;
+    let a = session_in(store, &project).await;
+    let b = session_in(store, &project).await;
+    store.insert_records(&b.id, &[rec(1)]).await.unwrap();
+    let a1 = [rec(1), rec(2), rec(4)];
+    let b1 = [rec(2), rec(3)];
+    let a2 = [rec(3), rec(5)];
+    let bad = [rec(0)];
+    let outcomes = store
+        .insert_record_batches(&[
+            (b.id.as_str(), &b1[..]),
+            (a.id.as_str(), &a1[..]),
+            ("ghost", &[rec(1)][..]),
+            (a.id.as_str(), &a2[..]),
+            (b.id.as_str(), &bad[..]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].as_ref().unwrap(), &3);
+    // a's first batch reaches 2 on its own; a backend may answer it with the run both made.
+    assert!(matches!(outcomes[1], Ok(2 | 5)), "{:?}", outcomes[1]);
+    assert!(outcomes[2].as_ref().unwrap_err().is_not_found());
+    assert_eq!(outcomes[3].as_ref().unwrap(), &5);
+    assert!(matches!(outcomes[4], Err(Error::Invalid { .. })));
+    assert_eq!(store.acked_seq(&a.id).await.unwrap(), 5);
+    assert_eq!(store.acked_seq(&b.id).await.unwrap(), 3);
+    let seqs = |rows: Vec<RecordRow>| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.read_records(&a.id, 0, 10).await.unwrap()),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        seqs(store.read_records(&b.id, 0, 10).await.unwrap()),
+        [1, 2, 3]
+    );
 }
 
 /// Records have no foreign key (it cost a parent lookup per record); a trigger deletes them
