@@ -47,7 +47,7 @@ const SLOW: Duration = Duration::from_secs(30);
 pub(super) struct RewindFlag(Arc<AtomicBool>);
 
 impl RewindFlag {
-    fn raise(&self) {
+    pub(super) fn raise(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 

@@ -127,6 +127,66 @@ both_backends!(
     certs_and_git_tokens,
 );
 
+/// The record writer rewinds the WAL when the checkpointer asks: it completes the checkpoint
+/// before its next transaction, which then writes from the WAL's start (the file stops
+/// growing). Without the request the WAL only grows. Runs on a copy of a store's database
+/// with a writer of its own, so no background checkpointer touches it.
+#[tokio::test]
+async fn sqlite_record_writer_rewinds_the_wal_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.db");
+    let path = dir.path().join("kortix.db");
+    let wal = dir.path().join("kortix.db-wal");
+    let store = Store::open_sqlite(&source, StoreOptions::default())
+        .await
+        .unwrap();
+    let (_, project) = account_and_project(&store, "web").await;
+    let s = session_in(&store, &project).await;
+    let copy = rusqlite::Connection::open(&source).unwrap();
+    copy.execute("VACUUM INTO ?1", [path.to_str().unwrap()])
+        .unwrap();
+    drop(copy);
+    store.close().await;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "journal_mode", "WAL")
+        .unwrap();
+
+    let writer =
+        sqlite_records::RecordWriter::open(&path, true, std::time::Duration::from_secs(5)).unwrap();
+    let wal_len = || std::fs::metadata(&wal).unwrap().len();
+    let store_rows = |seqs: std::ops::RangeInclusive<i64>| {
+        let batch: Vec<_> = seqs.map(rec).collect();
+        writer.insert(&[(s.id.as_str(), &batch[..])]).unwrap()
+    };
+    assert_eq!(store_rows(1..=300), [Some(300)]);
+    let first = wal_len();
+    assert_eq!(store_rows(301..=600), [Some(600)]);
+    let grown = wal_len();
+    assert!(
+        grown > first,
+        "without a request the WAL grows: {first} → {grown}"
+    );
+
+    writer.rewind_flag().raise();
+    assert_eq!(store_rows(601..=700), [Some(700)]);
+    assert_eq!(
+        wal_len(),
+        grown,
+        "the write after the request reuses the WAL from its start"
+    );
+    assert!(!writer.rewind_flag().take(), "the request is taken once");
+
+    let store = Store::open_sqlite(&path, StoreOptions::default())
+        .await
+        .unwrap();
+    let stored = store.read_records(&s.id, 0, 1000).await.unwrap();
+    assert_eq!(stored.len(), 700);
+    assert!(stored.iter().zip(1..).all(|(r, seq)| *r == rec(seq)));
+    assert_eq!(store.acked_seq(&s.id).await.unwrap(), 700);
+    store.close().await;
+}
+
 pub(crate) async fn account_and_project(store: &Store, name: &str) -> (Account, Project) {
     let account = store
         .create_account(&format!("{name}-owner"), false)
