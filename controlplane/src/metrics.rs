@@ -52,6 +52,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub merges: Family<OutcomeLabel, Counter>,
     pub trigger_firings: Family<FiringLabel, Counter>,
+    /// Attach viewers ended with RESOURCE_EXHAUSTED for not reading.
+    pub viewers_cut_off: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -76,6 +78,7 @@ impl Metrics {
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let merges = Family::<OutcomeLabel, Counter>::default();
         let trigger_firings = Family::<FiringLabel, Counter>::default();
+        let viewers_cut_off = Counter::default();
         registry.register("sessions", "Sessions by state", sessions.clone());
         registry.register(
             "connected_agents",
@@ -122,6 +125,11 @@ impl Metrics {
             "Trigger firings by kind and outcome",
             trigger_firings.clone(),
         );
+        registry.register(
+            "attach_viewers_cut_off",
+            "Attach viewers ended for not reading their stream (RESOURCE_EXHAUSTED)",
+            viewers_cut_off.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             sessions,
@@ -134,6 +142,7 @@ impl Metrics {
             commit_seconds,
             merges,
             trigger_firings,
+            viewers_cut_off,
         }
     }
 
@@ -248,6 +257,7 @@ mod tests {
             "kortix_record_ack_latency_seconds_bucket",
             "kortix_merges_total{outcome=\"merged\"}",
             "kortix_trigger_firings_total{kind=\"cron\",outcome=\"started\"}",
+            "kortix_attach_viewers_cut_off_total",
             "# EOF",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");

@@ -405,6 +405,83 @@ async fn attach_seam_has_no_gap_and_no_duplicate() {
     f.ts.stop().await;
 }
 
+/// A viewer that stops reading is cut off with RESOURCE_EXHAUSTED and the seq to resume from,
+/// after its stream held everything up to that seq with no gap; meanwhile the agent's
+/// batches are all acked and another viewer receives every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_stops_reading_is_cut_off_without_holding_up_anyone() {
+    use futures::StreamExt;
+    let f = fixture(|_| {}).await;
+    let (s, b) = f.start("p1", "").await;
+    let agent = f.enroll(&b).await;
+    let mut conn = agent.connect(0).await.unwrap();
+    conn.send(running()).await.unwrap();
+    let cut_before = kortix_controlplane::metrics::metrics()
+        .viewers_cut_off
+        .get();
+    let mut stalled =
+        f.ts.sessions(&f.token)
+            .attach(AttachRequest {
+                session_id: s.id.clone(),
+                from_seq: 0,
+                follow: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    // Far more than the viewer's queue and its HTTP/2 window hold.
+    let total = 5_000u64;
+    let line = "x".repeat(2_000);
+    let reader = f.follow_until(&s.id, 0, total);
+    for from in (1..=total).step_by(100) {
+        conn.send_records((from..from + 100).map(|i| log_record(i, &line)).collect())
+            .await
+            .unwrap();
+    }
+    assert_eq!(conn.wait_ack(total).await.unwrap(), total);
+    let seen = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+
+    eventually(
+        "the stalled viewer is cut off",
+        Duration::from_secs(60),
+        || async {
+            (kortix_controlplane::metrics::metrics()
+                .viewers_cut_off
+                .get()
+                > cut_before)
+                .then_some(())
+        },
+    )
+    .await;
+    let mut next = 1u64;
+    let status = loop {
+        match stalled.next().await {
+            Some(Ok(r)) => {
+                assert_eq!(r.seq, next, "no gap and no duplicate before the cut");
+                next += 1;
+            }
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without a status after seq {}", next - 1),
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        next < total,
+        "the stalled viewer was cut off before the end"
+    );
+    assert!(
+        status
+            .message()
+            .contains(&format!("reattach from seq {next}")),
+        "{status:?}"
+    );
+    f.ts.stop().await;
+}
+
 /// Batches pipelined without waiting for acks, one pair sent out of order, viewers attached
 /// from the start and from far behind the in-memory tail: everyone sees every seq once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

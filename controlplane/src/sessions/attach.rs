@@ -96,10 +96,21 @@ impl Sessions {
                 };
                 for record in page {
                     let seq = record.seq;
-                    match tx.send_timeout(Ok(record), SLOW_VIEWER_TIMEOUT).await {
+                    // A viewer keeping up has room: skip arming a timer per record (with
+                    // 100 viewers the timers were a tenth of the control plane's CPU).
+                    let record = match tx.try_send(Ok(record)) {
+                        Ok(()) => {
+                            next = seq + 1;
+                            continue;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+                        Err(mpsc::error::TrySendError::Full(record)) => record,
+                    };
+                    match tx.send_timeout(record, SLOW_VIEWER_TIMEOUT).await {
                         Ok(()) => next = seq + 1,
                         Err(mpsc::error::SendTimeoutError::Closed(_)) => return Ok(()),
                         Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                            crate::metrics::metrics().viewers_cut_off.inc();
                             return Err(Status::resource_exhausted(format!(
                                 "viewer too slow: not reading for {} s; reattach from seq {next}",
                                 SLOW_VIEWER_TIMEOUT.as_secs()
