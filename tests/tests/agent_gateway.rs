@@ -4,7 +4,7 @@
 
 mod support;
 
-use kortix_bench::sim_agent::{self, EnrolledAgent, log_record};
+use kortix_bench::sim_agent::{self, AgentConnection, EnrolledAgent, log_record};
 use kortix_controlplane::config::SandboxKind;
 use kortix_controlplane::sandbox::external::BootstrapFile;
 use kortix_proto::v1::agent_frame::Frame as In;
@@ -72,6 +72,15 @@ impl Fixture {
         )
         .await
         .expect("enroll")
+    }
+
+    /// A session in p1 whose agent has enrolled, connected and reported running.
+    async fn running_session(&self) -> (kortix_proto::v1::Session, EnrolledAgent, AgentConnection) {
+        let (s, b) = self.start("p1", "").await;
+        let agent = self.enroll(&b).await;
+        let conn = agent.connect(0).await.unwrap();
+        conn.send(running()).await.unwrap();
+        (s, agent, conn)
     }
 
     async fn status(&self, id: &str) -> Session {
@@ -371,10 +380,7 @@ async fn records_dedup_and_resume_after_a_dropped_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_seam_has_no_gap_and_no_duplicate() {
     let f = fixture(|_| {}).await;
-    let (s, b) = f.start("p1", "").await;
-    let agent = f.enroll(&b).await;
-    let mut conn = agent.connect(0).await.unwrap();
-    conn.send(running()).await.unwrap();
+    let (s, _agent, mut conn) = f.running_session().await;
     conn.send_records((1..=50).map(|i| log_record(i, "before")).collect())
         .await
         .unwrap();
@@ -412,10 +418,7 @@ async fn attach_seam_has_no_gap_and_no_duplicate() {
 async fn a_viewer_that_stops_reading_is_cut_off_without_holding_up_anyone() {
     use futures::StreamExt;
     let f = fixture(|_| {}).await;
-    let (s, b) = f.start("p1", "").await;
-    let agent = f.enroll(&b).await;
-    let mut conn = agent.connect(0).await.unwrap();
-    conn.send(running()).await.unwrap();
+    let (s, _agent, mut conn) = f.running_session().await;
     let cut_before = kortix_controlplane::metrics::metrics()
         .viewers_cut_off
         .get();
@@ -487,10 +490,7 @@ async fn a_viewer_that_stops_reading_is_cut_off_without_holding_up_anyone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_batches_reach_every_viewer_exactly_once() {
     let f = fixture(|_| {}).await;
-    let (s, b) = f.start("p1", "").await;
-    let agent = f.enroll(&b).await;
-    let mut conn = agent.connect(0).await.unwrap();
-    conn.send(running()).await.unwrap();
+    let (s, _agent, mut conn) = f.running_session().await;
     // More than the in-memory tail holds, so the late viewer starts in the store.
     let total = 40_000u64;
     let batch = |from: u64| {
@@ -651,10 +651,7 @@ async fn a_session_whose_agent_never_connects_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_a_session_whose_agent_ignores_the_stop_frame() {
     let f = fixture(|c| c.timings.stop_grace = Duration::from_secs(1)).await;
-    let (s, b) = f.start("p1", "").await;
-    let agent = f.enroll(&b).await;
-    let mut conn = agent.connect(0).await.unwrap();
-    conn.send(running()).await.unwrap();
+    let (s, agent, mut conn) = f.running_session().await;
     f.wait_status(&s.id, SessionStatus::Running).await;
     f.ts.sessions(&f.token)
         .stop_session(StopSessionRequest { id: s.id.clone() })
@@ -686,10 +683,7 @@ async fn stop_ends_a_session_whose_agent_ignores_the_stop_frame() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_hibernate_and_cooperative_stops_end_cleanly() {
     let f = fixture(|c| c.timings.idle_timeout = Duration::from_secs(1)).await;
-    let (s, b) = f.start("p1", "").await;
-    let agent = f.enroll(&b).await;
-    let mut conn = agent.connect(0).await.unwrap();
-    conn.send(running()).await.unwrap();
+    let (s, _agent, mut conn) = f.running_session().await;
     f.wait_status(&s.id, SessionStatus::Running).await;
     conn.heartbeat(1, 5_000).await.unwrap();
     loop {

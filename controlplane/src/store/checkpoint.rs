@@ -73,9 +73,9 @@ pub(super) fn spawn(
         tokio::pin!(closed);
         let mut conn: Option<SqliteConnection> = None;
         let mut db_file: Option<Arc<File>> = None;
-        // The last answer: its "pages copied" counts every frame copied since the WAL was
-        // last rewound, so a repeat means this pass copied nothing.
-        let mut last: Progress = (0, 0, 0);
+        // The last (WAL pages, pages copied): "copied" counts every frame copied since the
+        // WAL was last rewound, so a repeat means this pass copied nothing.
+        let mut last = (0, 0);
         loop {
             tokio::select! {
                 _ = &mut closed => break,
@@ -94,12 +94,12 @@ pub(super) fn spawn(
             };
             let started = Instant::now();
             match run(c, Mode::Passive).await {
-                Ok(progress @ (_, wal_pages, copied)) => {
+                Ok((_, wal_pages, copied)) => {
                     tracing::trace!(wal_pages, copied, elapsed = ?started.elapsed(), "WAL checkpoint");
-                    if copied > 0 && (wal_pages, copied) != (last.1, last.2) {
+                    if copied > 0 && (wal_pages, copied) != last {
                         flush(&path, &mut db_file).await;
                     }
-                    last = progress;
+                    last = (wal_pages, copied);
                     if wal_pages > REWIND_ABOVE_PAGES {
                         rewind.raise();
                     }

@@ -62,11 +62,12 @@ macro_rules! advanced_acked_seq {
     };
 }
 
-/// Advances one session's `acked_seq` past `$2` (see [`advanced_acked_seq`]).
-pub(super) const ADVANCE_ACKED_SQL: &str = concat!(
+/// Advances one session's `acked_seq` past `?2` (see [`advanced_acked_seq`]), with SQLite's
+/// numbered placeholders.
+pub(super) const ADVANCE_ACKED_SQLITE_SQL: &str = concat!(
     "UPDATE sessions SET acked_seq = ",
-    advanced_acked_seq!("$1", "$2"),
-    " WHERE id = $1 RETURNING acked_seq"
+    advanced_acked_seq!("?1", "?2"),
+    " WHERE id = ?1 RETURNING acked_seq"
 );
 
 /// Advances the `acked_seq` of every session `$1[i]` past `$2[i]`, in one statement.
@@ -152,6 +153,15 @@ async fn insert_postgres(
         .collect())
 }
 
+/// What a failed group commit was storing, for its error.
+pub(super) fn storing(batches: &[(&str, &[RecordRow])]) -> String {
+    let rows: usize = batches.iter().map(|(_, r)| r.len()).sum();
+    match batches {
+        [(id, _)] => format!("storing {rows} records of session {id}"),
+        _ => format!("storing {rows} records of {} sessions", batches.len()),
+    }
+}
+
 /// What one session's share of a group commit came to.
 pub type BatchOutcome = Result<i64>;
 
@@ -199,13 +209,9 @@ impl Store {
                 Backend::Sqlite(_, writer) => {
                     sqlite_records::run_blocking(|| writer.insert(&sorted))?
                 }
-                Backend::Postgres(pool) => insert_postgres(pool, &sorted).await.ctx(|| {
-                    let rows: usize = sorted.iter().map(|(_, r)| r.len()).sum();
-                    match sorted.as_slice() {
-                        [(id, _)] => format!("storing {rows} records of session {id}"),
-                        _ => format!("storing {rows} records of {} sessions", sorted.len()),
-                    }
-                })?,
+                Backend::Postgres(pool) => insert_postgres(pool, &sorted)
+                    .await
+                    .ctx(|| storing(&sorted))?,
             };
             for (&i, seq) in order.iter().zip(acked) {
                 outcomes[i] =

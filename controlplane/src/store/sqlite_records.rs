@@ -8,19 +8,16 @@
 //! cached prepared statements and one `step` per row.
 //!
 //! The statements are SQLite's half of [`super::records`]'s group commit; PostgreSQL keeps
-//! its own (one `UNNEST` per session). Both compute `acked_seq` with the same statement.
+//! its own (three statements for the whole group). Both compute `acked_seq` with the same
+//! SQL expression.
 
 use super::checkpoint::RewindFlag;
-use super::records::{ADVANCE_ACKED_SQL, contiguous_end};
+use super::records::{ADVANCE_ACKED_SQLITE_SQL, contiguous_end, storing};
 use super::{Error, RecordRow, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// The shared statement with SQLite's numbered placeholders (`?1`): `$1` is a *named*
-/// parameter to SQLite, which binds by position only by the order names first appear.
-static ADVANCE_SQL: LazyLock<String> = LazyLock::new(|| ADVANCE_ACKED_SQL.replace('$', "?"));
 
 const INSERT_SQL: &str = "INSERT INTO records (session_id, seq, ts_ms, kind, body)
                           VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING";
@@ -48,11 +45,11 @@ impl RecordWriter {
         };
         let conn = Connection::open(path).map_err(ctx)?;
         conn.busy_timeout(busy_timeout).map_err(ctx)?;
-        conn.execute_batch(if sync_full {
-            "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = ON;"
-        } else {
-            "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = ON;"
-        })
+        let synchronous = if sync_full { "FULL" } else { "NORMAL" };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0; \
+             PRAGMA foreign_keys = ON;"
+        ))
         .map_err(ctx)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -69,21 +66,16 @@ impl RecordWriter {
     /// one transaction. Per batch: the session's new `acked_seq`, or `None` for an unknown
     /// session. Blocks the thread; see [`run_blocking`].
     pub(super) fn insert(&self, batches: &[(&str, &[RecordRow])]) -> Result<Vec<Option<i64>>> {
-        let rows: usize = batches.iter().map(|(_, r)| r.len()).sum();
-        let ctx = |source| Error::Sqlite {
-            context: match batches {
-                [(id, _)] => format!("storing {rows} records of session {id}"),
-                _ => format!("storing {rows} records of {} sessions", batches.len()),
-            },
-            source,
-        };
         // A panic while holding the lock leaves no half-done transaction behind (dropping
         // the transaction rolls it back), so a poisoned lock is still a usable connection.
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if self.rewind.take() {
             finish_checkpoint(&conn);
         }
-        insert(&mut conn, batches).map_err(ctx)
+        insert(&mut conn, batches).map_err(|source| Error::Sqlite {
+            context: storing(batches),
+            source,
+        })
     }
 }
 
@@ -131,7 +123,7 @@ fn insert(
     {
         let mut read_acked = tx.prepare_cached(ACKED_SQL)?;
         let mut insert = tx.prepare_cached(INSERT_SQL)?;
-        let mut advance = tx.prepare_cached(&ADVANCE_SQL)?;
+        let mut advance = tx.prepare_cached(ADVANCE_ACKED_SQLITE_SQL)?;
         for (session_id, records) in batches {
             let Some(prev) = read_acked
                 .query_row([session_id], |r| r.get::<_, i64>(0))
