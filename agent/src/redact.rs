@@ -44,6 +44,12 @@ impl Redactor {
         self.needles.is_empty()
     }
 
+    /// Length in bytes of the longest text redacted: a cut that keeps this many bytes past
+    /// the cut point before redacting cannot split a secret into an unredacted prefix.
+    pub fn longest(&self) -> usize {
+        self.needles.first().map_or(0, |(n, _)| n.len())
+    }
+
     /// Redacts in place; returns whether anything was replaced.
     pub fn redact(&self, text: &mut String) -> bool {
         let mut changed = false;

@@ -1,5 +1,5 @@
 //! One `opencode serve` process: spawn in its own process group, pump its output into
-//! records, keep the tail of stderr for failure reports, stop it politely then firmly.
+//! records, keep the tail of its output for failure reports, stop it politely then firmly.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::process::CommandExt;
@@ -18,8 +18,8 @@ use super::Liveness;
 use crate::process::{self, Exit, Reaper};
 use crate::records::{MAX_LINE_BYTES, RecordSink};
 
-/// Lines of stderr kept for the failure reason.
-pub const STDERR_TAIL_LINES: usize = 20;
+/// Lines of output (stdout and stderr) kept for the failure reason.
+pub const TAIL_LINES: usize = 20;
 const TAIL_LINE_CHARS: usize = 400;
 
 pub struct OpencodeProcess {
@@ -60,7 +60,7 @@ impl OpencodeProcess {
         // Its own group, so a stop reaches every tool process OpenCode started.
         .process_group(0);
         let mut child = reaper.spawn(&mut cmd)?;
-        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
             pumps.push(tokio::spawn(pump(
@@ -68,7 +68,7 @@ impl OpencodeProcess {
                 LogStream::Stdout,
                 sink.clone(),
                 liveness.clone(),
-                None,
+                Some(tail.clone()),
             )));
         }
         if let Some(err) = child.stderr.take() {
@@ -105,7 +105,7 @@ impl OpencodeProcess {
         }
     }
 
-    pub fn stderr_tail(&self) -> Vec<String> {
+    pub fn output_tail(&self) -> Vec<String> {
         self.tail
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -148,24 +148,30 @@ async fn pump(
     let mut line = Vec::with_capacity(256);
     loop {
         line.clear();
-        match read_line_capped(&mut reader, &mut line, MAX_LINE_BYTES).await {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(_) => return,
-        }
+        // Keep enough past the cap for redaction to see a secret that straddles it whole.
+        let keep = MAX_LINE_BYTES + sink.redaction_window();
+        let read = match read_line_capped(&mut reader, &mut line, keep).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let kept = line.len();
         while matches!(line.last(), Some(b'\n' | b'\r')) {
             line.pop();
         }
+        // Bytes of the line as printed, without its line ending.
+        let total = if read > kept { read - 1 } else { line.len() };
         let text = String::from_utf8_lossy(&line).into_owned();
         liveness.touch();
         if let Some(tail) = &tail {
+            let mut shown = text.clone();
+            sink.redactor().redact(&mut shown);
             let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-            if t.len() == STDERR_TAIL_LINES {
+            if t.len() == TAIL_LINES {
                 t.pop_front();
             }
-            t.push_back(text.chars().take(TAIL_LINE_CHARS).collect());
+            t.push_back(shown.chars().take(TAIL_LINE_CHARS).collect());
         }
-        sink.log(stream, text);
+        sink.log_cut(stream, text, total);
     }
 }
 
@@ -200,6 +206,70 @@ async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::{Spool, SpoolOptions};
+    use kortix_proto::v1::record::Body;
+    use tokio::io::AsyncWriteExt;
+
+    /// A 31-character secret at every offset around the line cap: no prefix of it survives.
+    #[tokio::test]
+    async fn a_secret_straddling_the_line_cap_is_redacted_whole() {
+        let secret = "sk-live-0123456789abcdefghijklm";
+        assert_eq!(secret.len(), 31);
+        for offset in [
+            MAX_LINE_BYTES - 31,
+            MAX_LINE_BYTES - 30,
+            MAX_LINE_BYTES - 15,
+            MAX_LINE_BYTES - 1,
+            MAX_LINE_BYTES,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let sink = RecordSink::new(Spool::open(dir.path(), SpoolOptions::default()).unwrap());
+            sink.activate(0).unwrap();
+            sink.set_secrets(
+                &[("API_KEY".to_string(), secret.to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+            let line = format!("{}{secret}{}\n", "x".repeat(offset), "y".repeat(100));
+            let (mut tx, rx) = pipe::pipe().unwrap();
+            let liveness = Arc::new(Liveness::new());
+            let tail = Arc::new(Mutex::new(VecDeque::new()));
+            let pumping = tokio::spawn(pump(
+                rx,
+                LogStream::Stdout,
+                sink.clone(),
+                liveness,
+                Some(tail.clone()),
+            ));
+            tx.write_all(line.as_bytes()).await.unwrap();
+            drop(tx);
+            pumping.await.unwrap();
+            let batch = sink.next_batch();
+            let Some(Body::Log(log)) = &batch[0].body else {
+                panic!("expected a log record: {batch:?}");
+            };
+            for n in 4..=secret.len() {
+                assert!(
+                    !log.line.contains(&secret[..n]),
+                    "offset {offset}: {n} characters of the secret reached the record"
+                );
+            }
+            assert!(
+                log.line.len() <= MAX_LINE_BYTES + 64,
+                "offset {offset}: not cut"
+            );
+            let total = line.len() - 1;
+            assert!(
+                log.line.ends_with(&format!("…[truncated, {total} bytes]")),
+                "offset {offset}"
+            );
+            let tail = tail.lock().unwrap().iter().cloned().collect::<String>();
+            assert!(
+                !tail.contains("sk-live-0123"),
+                "offset {offset}: the failure tail leaks"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn lines_are_capped() {

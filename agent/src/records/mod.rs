@@ -61,13 +61,12 @@ impl RecordSink {
 
     /// Redacts and appends one record.
     pub fn push(&self, mut body: Body) {
-        let redactor = self
-            .shared
-            .redactor
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        redact_body(&redactor, &mut body);
+        redact_body(&self.redactor(), &mut body);
+        self.append(body);
+    }
+
+    /// Appends a record that is already redacted.
+    fn append(&self, body: Body) {
         let result = self.spool().append(now_ms(), body);
         match result {
             Ok(_) => self.shared.appended.notify_one(),
@@ -84,25 +83,40 @@ impl RecordSink {
     }
 
     pub fn log(&self, stream: LogStream, line: impl Into<String>) {
-        let mut line = line.into();
-        truncate_line(&mut line);
-        self.push(Body::Log(LogLine {
+        let line = line.into();
+        let len = line.len();
+        self.log_cut(stream, line, len);
+    }
+
+    /// A line of which only the start was kept (`line`; `total` bytes were read). Redacts
+    /// before cutting to [`MAX_LINE_BYTES`], so a secret that straddles the cut is never left
+    /// half-redacted: readers keep [`Self::redaction_window`] bytes beyond the cap for this.
+    pub fn log_cut(&self, stream: LogStream, mut line: String, total: usize) {
+        self.redactor().redact(&mut line);
+        self.append_log(stream, line, total);
+    }
+
+    fn append_log(&self, stream: LogStream, mut redacted: String, total: usize) {
+        truncate_line(&mut redacted, total);
+        self.append(Body::Log(LogLine {
             stream: stream as i32,
-            line,
+            line: redacted,
         }));
+    }
+
+    /// Bytes a line reader must keep past [`MAX_LINE_BYTES`] so that redaction sees every
+    /// secret that starts before the cut whole.
+    pub fn redaction_window(&self) -> usize {
+        self.redactor().longest()
     }
 
     /// The agent's own diagnostics: to stderr and into the stream.
     pub fn agent(&self, line: impl Into<String>) {
-        let line = line.into();
-        let mut shown = line.clone();
-        self.shared
-            .redactor
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .redact(&mut shown);
-        crate::diag::info(&shown);
-        self.log(LogStream::Agent, line);
+        let mut line = line.into();
+        self.redactor().redact(&mut line);
+        crate::diag::info(&line);
+        let total = line.len();
+        self.append_log(LogStream::Agent, line, total);
     }
 
     pub fn event(&self, r#type: impl Into<String>, json: impl Into<String>) {
@@ -248,13 +262,14 @@ impl RecordSink {
     }
 }
 
-fn truncate_line(line: &mut String) {
-    if line.len() > MAX_LINE_BYTES {
-        let mut cut = MAX_LINE_BYTES;
+/// Cuts `line` to [`MAX_LINE_BYTES`] (on a character boundary), saying how long the line was
+/// (`total`, which may exceed what was kept).
+fn truncate_line(line: &mut String, total: usize) {
+    if line.len() > MAX_LINE_BYTES || total > line.len() {
+        let mut cut = MAX_LINE_BYTES.min(line.len());
         while !line.is_char_boundary(cut) {
             cut -= 1;
         }
-        let total = line.len();
         line.truncate(cut);
         line.push_str(&format!(" …[truncated, {total} bytes]"));
     }
