@@ -34,6 +34,8 @@ pub type CredentialFn =
 pub struct CloneSpec<'a> {
     pub repo_url: &'a str,
     pub branch: &'a str,
+    /// Fetched beside the session branch (OpenCode diffs against it); empty for none.
+    pub default_branch: &'a str,
     pub workspace: &'a Path,
     /// CA to trust for an `https://` repository URL (the control plane's).
     pub ca_pem: Option<&'a str>,
@@ -81,10 +83,22 @@ pub fn clone_or_fetch(spec: &CloneSpec<'_>) -> Result<CloneOutcome, CloneError> 
     let interrupt = AtomicBool::new(false);
     let creds = spec.credentials.clone();
     let ca = spec.ca_pem.map(str::to_owned);
+    let refspecs = fetch_refspecs(spec.branch, spec.default_branch);
     let mut prepare = gix::prepare_clone(spec.repo_url, ws)
         .map_err(|e| git_err("preparing to clone", e.to_string()))?
         .with_ref_name(Some(spec.branch))
         .map_err(|e| git_err("naming the branch of", e.to_string()))?
+        // Every session adds a branch to the project, and any of them may be huge: fetch
+        // only the session's branch and the default branch, now and on later fetches.
+        .configure_remote(move |mut remote| {
+            remote
+                .replace_refspecs(
+                    refspecs.iter().map(String::as_str),
+                    gix::remote::Direction::Fetch,
+                )
+                .map_err(gix::Error::from_error)?;
+            Ok(remote)
+        })
         .configure_connection(move |conn| {
             conn.set_credentials(credential_callback(creds.clone()));
             if let Some(ca) = &ca {
@@ -99,6 +113,17 @@ pub fn clone_or_fetch(spec: &CloneSpec<'_>) -> Result<CloneOutcome, CloneError> 
         .main_worktree(gix::progress::Discard, &interrupt)
         .map_err(|e| git_err("checking out", error_text(&e)))?;
     Ok(CloneOutcome::Cloned)
+}
+
+/// The remote-tracking refspecs of a session's clone: its branch and the default branch.
+fn fetch_refspecs(branch: &str, default_branch: &str) -> Vec<String> {
+    let mut specs = vec![format!("+refs/heads/{branch}:refs/remotes/origin/{branch}")];
+    if !default_branch.is_empty() && default_branch != branch {
+        specs.push(format!(
+            "+refs/heads/{default_branch}:refs/remotes/origin/{default_branch}"
+        ));
+    }
+    specs
 }
 
 /// Credentials go over plain http only to this machine (the quickstart's loopback control
@@ -336,13 +361,20 @@ mod tests {
         std::fs::write(src.join("f.txt"), "session\n").unwrap();
         git(&src, &["commit", "-q", "-am", "s"]);
         let session_head = git(&src, &["rev-parse", "HEAD"]);
+        // Another session's branch, with history of its own: never fetched.
+        git(&src, &["checkout", "-q", "--orphan", "other"]);
+        std::fs::write(src.join("f.txt"), "unrelated\n").unwrap();
+        git(&src, &["commit", "-q", "-am", "other"]);
+        let other_head = git(&src, &["rev-parse", "HEAD"]);
         git(&src, &["checkout", "-q", "main"]);
+        let main_head = git(&src, &["rev-parse", "HEAD"]);
 
         let ws = tmp.path().join("ws");
         let url = format!("file://{}", src.display());
         let spec = CloneSpec {
             repo_url: &url,
             branch: "sess-1",
+            default_branch: "main",
             workspace: &ws,
             ca_pem: None,
             credentials: Arc::new(|_, _, _| Err("no credentials for file://".into())),
@@ -354,6 +386,22 @@ mod tests {
         );
         assert_eq!(git(&ws, &["rev-parse", "HEAD"]), session_head);
         assert_eq!(git(&ws, &["rev-parse", "--abbrev-ref", "HEAD"]), "sess-1");
+        assert_eq!(
+            git(&ws, &["rev-parse", "refs/remotes/origin/main"]),
+            main_head
+        );
+        let has_object = |sha: &str| {
+            Command::new("git")
+                .args(["cat-file", "-e", sha])
+                .current_dir(&ws)
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(
+            !has_object(&other_head),
+            "another branch's objects were fetched"
+        );
 
         configure_repo(
             &ws,
@@ -394,6 +442,10 @@ mod tests {
         assert_eq!(
             git(&ws, &["rev-parse", "refs/remotes/origin/sess-1"]),
             new_head
+        );
+        assert!(
+            !has_object(&other_head),
+            "a later fetch took another branch"
         );
 
         let full = tmp.path().join("full");

@@ -118,6 +118,7 @@ async fn https_clone_and_push_use_just_in_time_credentials() {
         clone::clone_or_fetch(&CloneSpec {
             repo_url: &url,
             branch: "sess-h",
+            default_branch: "main",
             workspace: &ws2,
             ca_pem: Some(&ca),
             credentials: creds,
@@ -216,7 +217,8 @@ async fn https_clone_and_push_use_just_in_time_credentials() {
             Some(&ca_file),
             Duration::from_secs(60)
         )
-        .await,
+        .await
+        .is_ok(),
         "{:?}",
         drain(&sink)
     );

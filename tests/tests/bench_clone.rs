@@ -101,6 +101,7 @@ async fn agent_clone_gix_vs_git_through_the_endpoint() {
             let spec = CloneSpec {
                 repo_url: &url,
                 branch: "main",
+                default_branch: "main",
                 workspace: &dest,
                 ca_pem: None,
                 credentials: Arc::new(move |_, _, _| Ok(("x".to_string(), token.clone()))),
