@@ -37,14 +37,34 @@ pub enum HttpError {
     },
 }
 
-#[derive(Clone, Copy, Debug)]
+/// OpenCode's server, which answers only with the password the agent started it with
+/// (`OPENCODE_SERVER_PASSWORD`): other processes in the sandbox cannot drive it.
+#[derive(Clone, Debug)]
 pub struct Client {
     pub port: u16,
+    /// `Basic …` for every request; `None` talks to an unprotected server.
+    authorization: Option<std::sync::Arc<str>>,
 }
+
+/// The user name OpenCode's server expects when `OPENCODE_SERVER_USERNAME` is not set.
+pub const SERVER_USER: &str = "opencode";
 
 impl Client {
     pub fn new(port: u16) -> Self {
-        Client { port }
+        Client {
+            port,
+            authorization: None,
+        }
+    }
+
+    pub fn with_password(port: u16, password: &str) -> Self {
+        use base64::Engine as _;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{SERVER_USER}:{password}"));
+        Client {
+            port,
+            authorization: Some(format!("Basic {token}").into()),
+        }
     }
 
     async fn send(
@@ -76,6 +96,9 @@ impl Client {
             .method(method.clone())
             .uri(path)
             .header(header::HOST, format!("127.0.0.1:{}", self.port));
+        if let Some(auth) = &self.authorization {
+            builder = builder.header(header::AUTHORIZATION, &**auth);
+        }
         let body = match body {
             Some(b) => {
                 builder = builder.header(header::CONTENT_TYPE, "application/json");

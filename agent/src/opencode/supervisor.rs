@@ -30,7 +30,8 @@ pub struct RestartPolicy {
     /// More crashes than this within `window` fail the session.
     pub max_crashes: usize,
     pub window: Duration,
-    /// Up this long, a server counts as healthy again and the backoff starts over.
+    /// Ready this long, a server counts as healthy again and the backoff starts over (a
+    /// server that never became ready never counts, however long it ran).
     pub stable_after: Duration,
 }
 
@@ -66,6 +67,9 @@ pub struct SupervisorConfig {
     /// When the agent started and how much of that was spent cloning: the first spawn logs
     /// the agent's own boot overhead.
     pub boot: Option<(Instant, Duration)>,
+    /// OpenCode must have been ready once by then, or the session fails with its last output
+    /// as the reason (restarts included). `None`: no deadline beyond the crash-loop limit.
+    pub ready_by: Option<Instant>,
 }
 
 impl SupervisorConfig {
@@ -82,6 +86,7 @@ impl SupervisorConfig {
             restart: RestartPolicy::default(),
             liveness: Arc::new(Liveness::new()),
             boot: None,
+            ready_by: None,
         }
     }
 }
@@ -137,6 +142,7 @@ impl Supervisor {
         let (tx, rx) = mpsc::channel(64);
         let (state_tx, state) = watch::channel(SupervisorState::Starting);
         let liveness = cfg.liveness.clone();
+        let deadline_secs = cfg_deadline_secs(&cfg);
         let task = Task {
             cfg,
             reaper,
@@ -148,6 +154,9 @@ impl Supervisor {
             queue: VecDeque::new(),
             session_id: None,
             crashes: VecDeque::new(),
+            ever_ready: false,
+            password: server_password(),
+            deadline_secs,
         };
         Supervisor {
             tx,
@@ -198,6 +207,22 @@ struct Task {
     queue: VecDeque<PromptRequest>,
     session_id: Option<String>,
     crashes: VecDeque<Instant>,
+    /// Whether any OpenCode of this session has been ready (the start deadline is met).
+    ever_ready: bool,
+    /// Given to OpenCode's server (`OPENCODE_SERVER_PASSWORD`); only the agent knows it.
+    password: String,
+    /// The start deadline in seconds from the agent's start, for the failure reason.
+    deadline_secs: u64,
+}
+
+/// Seconds from the agent's start to `ready_by` (0 when either is unknown).
+fn cfg_deadline_secs(cfg: &SupervisorConfig) -> u64 {
+    cfg.boot
+        .map(|(start, _)| start)
+        .zip(cfg.ready_by)
+        .map_or(0, |(start, by)| {
+            by.saturating_duration_since(start).as_secs()
+        })
 }
 
 /// Prompts waiting for OpenCode; more are refused with a record rather than held unbounded.
@@ -210,16 +235,47 @@ enum Ended {
     /// Restart on purpose (new secrets); not a crash.
     Restart,
     Stopped,
+    /// The start deadline passed before OpenCode was ever ready: no restart can help.
+    NeverReady(String),
+}
+
+/// How one OpenCode instance went: why it ended, and when it had become ready.
+struct Run {
+    ended: Ended,
+    ready_at: Option<Instant>,
+}
+
+/// A random password for OpenCode's server, fresh for every agent.
+fn server_password() -> String {
+    let mut buf = [0u8; 24];
+    if aws_lc_rs::rand::fill(&mut buf).is_err() {
+        // Without a system RNG there is no secret to be had; keep the jitter source's value.
+        buf[..8].copy_from_slice(&crate::backoff::random_u64().to_le_bytes());
+    }
+    hex::encode(buf)
 }
 
 impl Task {
     async fn run(mut self) {
         let mut backoff = Backoff::new(self.cfg.restart.base, self.cfg.restart.cap);
         loop {
-            let started = Instant::now();
-            let ended = self.run_once().await;
+            let Run { ended, ready_at } = self.run_once().await;
             self.liveness.alive.store(false, Ordering::Relaxed);
+            let ended = match ended {
+                Ended::Crashed(reason) if self.start_deadline_passed() => Ended::NeverReady(reason),
+                other => other,
+            };
             match ended {
+                Ended::NeverReady(reason) => {
+                    let reason = format!(
+                        "opencode did not become ready within {} s of the agent's start; {reason}",
+                        self.deadline_secs
+                    );
+                    self.sink.agent(&reason);
+                    self.state.send_replace(SupervisorState::Failed { reason });
+                    self.drain_until_stop().await;
+                    return;
+                }
                 Ended::Stopped => {
                     self.state.send_replace(SupervisorState::Stopped);
                     return;
@@ -233,7 +289,7 @@ impl Task {
                     continue;
                 }
                 Ended::Crashed(reason) => {
-                    if started.elapsed() >= self.cfg.restart.stable_after {
+                    if ready_at.is_some_and(|t| t.elapsed() >= self.cfg.restart.stable_after) {
                         backoff.reset();
                     }
                     let now = Instant::now();
@@ -269,6 +325,12 @@ impl Task {
                     );
                     self.state
                         .send_replace(SupervisorState::Restarting { reason });
+                    let delay = match (self.ever_ready, self.cfg.ready_by) {
+                        (false, Some(by)) => {
+                            delay.min(by.saturating_duration_since(Instant::now()))
+                        }
+                        _ => delay,
+                    };
                     if !self.sleep_handling_commands(delay).await {
                         self.state.send_replace(SupervisorState::Stopped);
                         return;
@@ -276,6 +338,10 @@ impl Task {
                 }
             }
         }
+    }
+
+    fn start_deadline_passed(&self) -> bool {
+        !self.ever_ready && self.cfg.ready_by.is_some_and(|by| Instant::now() >= by)
     }
 
     /// After giving up: keep answering commands (a stop must still be acknowledged).
@@ -334,10 +400,18 @@ impl Task {
             "OPENCODE_CONFIG_DIR".into(),
             self.cfg.config_dir.display().to_string(),
         );
+        env.insert("OPENCODE_SERVER_PASSWORD".into(), self.password.clone());
+        env.remove("OPENCODE_SERVER_USERNAME");
         env
     }
 
-    async fn run_once(&mut self) -> Ended {
+    async fn run_once(&mut self) -> Run {
+        let mut ready_at = None;
+        let ended = self.run_instance(&mut ready_at).await;
+        Run { ended, ready_at }
+    }
+
+    async fn run_instance(&mut self, ready_at: &mut Option<Instant>) -> Ended {
         let t0 = Instant::now();
         let port = match free_port() {
             Ok(p) => p,
@@ -376,13 +450,13 @@ impl Task {
             ));
         }
         self.liveness.alive.store(true, Ordering::Relaxed);
-        let client = Client::new(port);
+        let client = Client::with_password(port, &self.password);
 
-        match self.wait_healthy(&mut proc, client).await {
+        match self.wait_healthy(&mut proc, &client).await {
             Ok(()) => {}
             Err(ended) => return self.finish(&mut proc, ended).await,
         }
-        let sse = match self.subscribe(client).await {
+        let sse = match self.subscribe(&client).await {
             Ok(task) => task,
             Err(e) => {
                 return self
@@ -393,7 +467,7 @@ impl Task {
                     .await;
             }
         };
-        let session_id = match self.ensure_session(client).await {
+        let session_id = match self.ensure_session(&client).await {
             Ok(id) => id,
             Err(e) => {
                 sse.abort();
@@ -416,12 +490,14 @@ impl Task {
             port,
             pid: proc.pid(),
         });
+        self.ever_ready = true;
+        *ready_at = Some(Instant::now());
 
         let mut restart_pending = false;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let ended = loop {
             while let Some(p) = self.queue.pop_front() {
-                if let Err(e) = self.deliver(client, &session_id, &p).await {
+                if let Err(e) = self.deliver(&client, &session_id, &p).await {
                     let retry = matches!(e, HttpError::Connect { .. } | HttpError::Timeout { .. });
                     self.sink
                         .agent(format!("prompt {} not delivered: {e}", p.id));
@@ -445,7 +521,7 @@ impl Task {
                     Some(Cmd::Stop { grace, reply }) => {
                         sse.abort();
                         let exit = proc.stop(grace).await;
-                        self.sink.state(SessionStatus::Stopping, "opencode-stopped", exit.to_string());
+                        self.sink.state(SessionStatus::Stopping, "opencode-stopped", stop_note(exit));
                         let _ = reply.send(Some(exit));
                         return Ended::Stopped;
                     }
@@ -472,14 +548,8 @@ impl Task {
         };
         proc.stop(grace).await;
         match ended {
-            Ended::Crashed(reason) => {
-                let tail = proc.stderr_tail();
-                if tail.is_empty() {
-                    Ended::Crashed(reason)
-                } else {
-                    Ended::Crashed(format!("{reason}; stderr:\n{}", tail.join("\n")))
-                }
-            }
+            Ended::Crashed(reason) => Ended::Crashed(with_tail(reason, proc)),
+            Ended::NeverReady(reason) => Ended::NeverReady(with_tail(reason, proc)),
             other => other,
         }
     }
@@ -487,16 +557,27 @@ impl Task {
     async fn wait_healthy(
         &mut self,
         proc: &mut OpencodeProcess,
-        client: Client,
+        client: &Client,
     ) -> Result<(), Ended> {
-        let deadline = tokio::time::Instant::now() + self.cfg.ready_timeout;
+        let mut deadline = tokio::time::Instant::now() + self.cfg.ready_timeout;
+        let mut gives_up = false;
+        if let Some(by) = self.cfg.ready_by.filter(|_| !self.ever_ready) {
+            let by = tokio::time::Instant::from_std(by);
+            if by < deadline {
+                (deadline, gives_up) = (by, true);
+            }
+        }
         let mut poll = tokio::time::interval(Duration::from_millis(20));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 exit = proc.child.wait() => return Err(Ended::Crashed(format!("opencode exited before it was ready ({exit})"))),
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Ended::Crashed(format!("opencode was not healthy within {}s", self.cfg.ready_timeout.as_secs())));
+                    return Err(if gives_up {
+                        Ended::NeverReady("its health endpoint never answered".into())
+                    } else {
+                        Ended::Crashed(format!("opencode was not healthy within {}s", self.cfg.ready_timeout.as_secs()))
+                    });
                 }
                 cmd = self.rx.recv() => match cmd {
                     None => return Err(Ended::Stopped),
@@ -521,7 +602,7 @@ impl Task {
 
     /// Opens `GET /event` and waits for OpenCode's `server.connected` greeting, so no event
     /// caused by what we send next can be missed.
-    async fn subscribe(&self, client: Client) -> Result<JoinHandle<()>, String> {
+    async fn subscribe(&self, client: &Client) -> Result<JoinHandle<()>, String> {
         let mut body = client
             .stream("/event", Duration::from_secs(10))
             .await
@@ -569,7 +650,7 @@ impl Task {
 
     /// Reuses the OpenCode session across restarts (OpenCode keeps it on disk); creates one
     /// the first time or if it is gone.
-    async fn ensure_session(&mut self, client: Client) -> Result<String, HttpError> {
+    async fn ensure_session(&mut self, client: &Client) -> Result<String, HttpError> {
         if let Some(id) = &self.session_id {
             match client
                 .call(Method::GET, &format!("/session/{id}"), None, CALL_TIMEOUT)
@@ -600,7 +681,7 @@ impl Task {
 
     async fn deliver(
         &self,
-        client: Client,
+        client: &Client,
         session_id: &str,
         p: &PromptRequest,
     ) -> Result<(), HttpError> {
@@ -658,6 +739,26 @@ fn handle_sse(sink: &RecordSink, liveness: &Liveness, item: SseItem, seen: &mut 
         _ => {}
     }
     sink.event(ty, data);
+}
+
+/// What a stop's exit adds to the record: nothing when OpenCode ended as asked (cleanly, or
+/// on the SIGTERM it was sent), else how it ended.
+pub fn stop_note(exit: Exit) -> String {
+    if exit.success() || exit.signal == Some(libc::SIGTERM) {
+        String::new()
+    } else {
+        format!("did not stop cleanly: {exit}")
+    }
+}
+
+/// A failure reason with OpenCode's last output lines (stdout and stderr, in order).
+fn with_tail(reason: String, proc: &OpencodeProcess) -> String {
+    let tail = proc.output_tail();
+    if tail.is_empty() {
+        reason
+    } else {
+        format!("{reason}; last output:\n{}", tail.join("\n"))
+    }
 }
 
 fn free_port() -> std::io::Result<u16> {
