@@ -25,6 +25,10 @@ pub enum ControlEvent {
     Bootstrap(Bootstrap),
     Prompt(Prompt),
     Stop(Stop),
+    /// The control plane will never take this agent again (its session has ended, its
+    /// certificate is revoked or expired): the connection task has ended, and the daemon
+    /// must wind the session down on its own.
+    Refused(String),
 }
 
 const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -47,6 +51,11 @@ pub struct ConnectionHandle {
 }
 
 impl ConnectionHandle {
+    /// Whether the connection task has ended (the control plane refused this agent for good).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Delivers the current (final) state report, half-closes the stream and waits for the
     /// control plane to end it, until `deadline`. Returns whether that completed.
     pub async fn close(self, deadline: Instant) -> bool {
@@ -68,6 +77,29 @@ enum StreamEnd {
     /// Closed on request after the final report.
     Closed,
     Lost(String),
+    /// Refused for good; reconnecting cannot help.
+    Refused(String),
+}
+
+/// Whether the control plane's answer means this agent is done for, not that the control
+/// plane is unwell: its session ended, or its certificate was revoked. (Store outages and
+/// shutdowns come as UNAVAILABLE and are retried.)
+fn refusal(status: &tonic::Status) -> Option<String> {
+    use tonic::Code;
+    match status.code() {
+        Code::FailedPrecondition | Code::Unauthenticated | Code::PermissionDenied => {
+            Some(status.message().to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// A Connect failure: a refusal for good, or a loss to retry.
+fn connect_failed(status: &tonic::Status) -> StreamEnd {
+    match refusal(status) {
+        Some(reason) => StreamEnd::Refused(reason),
+        None => StreamEnd::Lost(format!("Connect: {}", error_chain(status))),
+    }
 }
 
 impl Connection {
@@ -97,7 +129,24 @@ impl Connection {
                     }
                     return;
                 }
+                StreamEnd::Refused(reason) => {
+                    self.sink.agent(format!(
+                        "the control plane refuses this agent ({reason}); not reconnecting"
+                    ));
+                    if let Some((_, reply)) = closing.take() {
+                        let _ = reply.send(false);
+                    }
+                    let _ = self.events.send(ControlEvent::Refused(reason)).await;
+                    return;
+                }
                 StreamEnd::Lost(reason) => {
+                    if let Some(expired) = self.certificate_expired() {
+                        let _ = self.events.send(ControlEvent::Refused(expired)).await;
+                        if let Some((_, reply)) = closing.take() {
+                            let _ = reply.send(false);
+                        }
+                        return;
+                    }
                     let delay = backoff.next_delay();
                     let status = self.state.borrow().status();
                     if !was_disconnected
@@ -159,7 +208,7 @@ impl Connection {
             match tokio::time::timeout(OPEN_TIMEOUT, client.connect(ReceiverStream::new(rx))).await
             {
                 Ok(Ok(resp)) => resp.into_inner(),
-                Ok(Err(status)) => return StreamEnd::Lost(format!("Connect: {status}")),
+                Ok(Err(status)) => return connect_failed(&status),
                 Err(_) => {
                     return StreamEnd::Lost(format!(
                         "Connect did not open within {OPEN_TIMEOUT:?}"
@@ -174,7 +223,7 @@ impl Connection {
                 return StreamEnd::Lost(format!("expected Bootstrap first, got {other:?}"));
             }
             Ok(Ok(None)) => return StreamEnd::Lost("stream ended before Bootstrap".into()),
-            Ok(Err(status)) => return StreamEnd::Lost(format!("Connect: {status}")),
+            Ok(Err(status)) => return connect_failed(&status),
             Err(_) => return StreamEnd::Lost(format!("no Bootstrap within {OPEN_TIMEOUT:?}")),
         };
         if self.sink.is_active() {
@@ -312,6 +361,14 @@ impl Connection {
                 // Dropping the sender ends our half of the stream.
             }
         }
+    }
+
+    /// A certificate past its end cannot connect again (renewal failed for its whole life).
+    fn certificate_expired(&self) -> Option<String> {
+        let not_after = self.gateway.identity().not_after_unix_s;
+        (not_after > 0 && crate::enroll::unix_now() >= not_after).then(|| {
+            format!("this agent's certificate expired at unix {not_after} and could not be renewed")
+        })
     }
 
     async fn forward(&self, event: ControlEvent) -> Option<StreamEnd> {

@@ -41,8 +41,10 @@ pub struct Final {
     pub reason: String,
 }
 
-pub async fn shutdown(s: Shutdown<'_>, end: Final) {
+pub async fn shutdown(s: Shutdown<'_>, mut end: Final) {
     let started = Instant::now();
+    // The reason also travels in state reports, which do not pass the record redaction.
+    s.sink.redactor().redact(&mut end.reason);
     let left = |d: Instant| d.saturating_duration_since(Instant::now());
     let head = |w: &Option<WatcherHandle>| w.as_ref().and_then(|w| w.head());
     s.sink
@@ -57,7 +59,10 @@ pub async fn shutdown(s: Shutdown<'_>, end: Final) {
     if let Some(sup) = s.supervisor {
         let grace = MAX_OPENCODE_GRACE.min(left(s.deadline) / 4);
         match sup.stop(grace).await {
-            Some(exit) => s.sink.agent(format!("opencode stopped ({exit})")),
+            Some(exit) => match crate::opencode::supervisor::stop_note(exit) {
+                note if note.is_empty() => s.sink.agent("opencode stopped"),
+                note => s.sink.agent(format!("opencode {note}")),
+            },
             None => s.sink.agent("opencode was not running"),
         }
     }
@@ -69,9 +74,19 @@ pub async fn shutdown(s: Shutdown<'_>, end: Final) {
         }
         if w.has_unpushed() {
             let budget = MAX_PUSH_TIME.min(left(s.deadline) / 2);
-            push(s.reaper, s.sink, s.workspace, s.branch, s.ca_file, budget).await;
+            let pushed = push(s.reaper, s.sink, s.workspace, s.branch, s.ca_file, budget).await;
             if let Err(e) = w.poll_now().await {
                 s.sink.agent(e.to_string());
+            }
+            // The reason is what people read first: committed work that never reached the
+            // control plane is lost with the sandbox, and they must know.
+            if let Err(e) = pushed {
+                end.reason = format!(
+                    "{}{}final push of {} failed, so commits made in the sandbox were lost: {e}",
+                    end.reason,
+                    if end.reason.is_empty() { "" } else { "; " },
+                    s.branch
+                );
             }
         }
     }
@@ -81,7 +96,12 @@ pub async fn shutdown(s: Shutdown<'_>, end: Final) {
         .deadline
         .checked_sub(Duration::from_millis(500))
         .unwrap_or(s.deadline);
-    if !s.sink.wait_all_acked(left(flush_until)).await {
+    if s.connection.is_finished() {
+        s.sink.agent(format!(
+            "no connection to the control plane: records after {} stay in the spool",
+            s.sink.acked()
+        ));
+    } else if !s.sink.wait_all_acked(left(flush_until)).await {
         s.sink.agent(format!(
             "records up to {} not all acknowledged before the deadline",
             s.sink.last_assigned()
@@ -104,7 +124,8 @@ pub async fn shutdown(s: Shutdown<'_>, end: Final) {
     ));
 }
 
-/// `git push origin <branch>` with the workspace's credential helper and a deadline.
+/// `git push origin <branch>` with the workspace's credential helper and a deadline; the
+/// error says why it failed.
 pub async fn push(
     reaper: &Reaper,
     sink: &RecordSink,
@@ -112,7 +133,7 @@ pub async fn push(
     branch: &str,
     ca_file: Option<&Path>,
     budget: Duration,
-) -> bool {
+) -> Result<(), String> {
     let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
     let mut cmd = Command::new("git");
     cmd.args(["push", "origin", &refspec])
@@ -124,19 +145,16 @@ pub async fn push(
     match reaper.output(&mut cmd, budget).await {
         Ok(out) if out.exit.success() => {
             sink.agent(format!("pushed unpushed commits on {branch}"));
-            true
+            Ok(())
         }
         Ok(out) => {
-            sink.agent(format!(
-                "git push of {branch} failed ({}): {}",
-                out.exit,
-                out.stderr.trim()
-            ));
-            false
+            let why = format!("git push exited {}: {}", out.exit, out.stderr.trim());
+            sink.agent(format!("push of {branch} failed ({why})"));
+            Err(why)
         }
         Err(e) => {
             sink.agent(format!("git push of {branch} failed: {e}"));
-            false
+            Err(e.to_string())
         }
     }
 }

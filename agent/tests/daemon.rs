@@ -73,6 +73,7 @@ fn bootstrap(session: &str, repo: &Path) -> Bootstrap {
         acked_seq: 0,
         protocol_version: kortix_proto::PROTOCOL_VERSION,
         idle_timeout_ms: 0,
+        start_deadline_ms: 0,
     }
 }
 
