@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub isolation: crate::sandbox::local::Isolation,
     /// Session timings (connect deadline, stop grace, idle timeout, …).
     pub timings: Timings,
+    /// How long an ended local sandbox's directory is kept for debugging (zero: removed when
+    /// its agent exits).
+    pub sandbox_retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +48,8 @@ pub struct Timings {
     pub stop_grace: Duration,
     pub idle_timeout: Duration,
     pub heartbeat_timeout: Duration,
+    pub start_deadline: Duration,
+    pub reconnect_grace: Duration,
 }
 
 impl Default for Timings {
@@ -55,6 +60,8 @@ impl Default for Timings {
             stop_grace: d.stop_grace,
             idle_timeout: d.idle_timeout,
             heartbeat_timeout: d.heartbeat_timeout,
+            start_deadline: d.start_deadline,
+            reconnect_grace: d.reconnect_grace,
         }
     }
 }
@@ -74,6 +81,7 @@ impl ServerConfig {
             agent_env: Vec::new(),
             isolation: Default::default(),
             timings: Timings::default(),
+            sandbox_retention: Duration::ZERO,
         }
     }
 }

@@ -134,6 +134,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 agent_bin: config.agent_bin.clone().unwrap_or_else(locate_agent_bin),
                 extra_env: config.agent_env.clone(),
                 isolation: config.isolation.clone(),
+                retention: config.sandbox_retention,
             },
             exit_tx,
         )),
@@ -155,6 +156,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     session_config.stop_grace = config.timings.stop_grace;
     session_config.idle_timeout = config.timings.idle_timeout;
     session_config.heartbeat_timeout = config.timings.heartbeat_timeout;
+    session_config.start_deadline = config.timings.start_deadline;
+    session_config.reconnect_grace = config.timings.reconnect_grace;
     let sessions = Sessions::new(
         store.clone(),
         repos.clone(),
@@ -194,6 +197,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .clone()
             .run_heartbeat_flusher(signalled(shutdown_rx.clone())),
     ));
+    tasks.push(tokio::spawn(
+        sessions
+            .clone()
+            .run_reconciler(signalled(shutdown_rx.clone())),
+    ));
+    // Listeners close only once this replica's sandboxes have ended: a stopping agent still
+    // pushes its last commits over git and flushes its records over its stream.
+    let (drained_tx, drained_rx) = watch::channel(false);
     let triggers = crate::triggers::Triggers::new(
         store.clone(),
         repos.clone(),
@@ -219,13 +230,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         public_addr.ip().is_loopback(),
     )?;
     {
-        let shutdown_rx = shutdown_rx.clone();
+        let drained_rx = drained_rx.clone();
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(
                 public_listener,
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(signalled(shutdown_rx));
+            .with_graceful_shutdown(signalled(drained_rx));
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "public listener failed");
             }
@@ -266,11 +277,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         // small frame waits out Nagle's delay.
         let incoming =
             tonic::transport::server::TcpIncoming::from(agent_listener).with_nodelay(Some(true));
-        let shutdown_rx = shutdown_rx.clone();
+        let drained_rx = drained_rx.clone();
         let router = agent_server.add_service(agent_service);
         tasks.push(tokio::spawn(async move {
             if let Err(e) = router
-                .serve_with_incoming_shutdown(incoming, signalled(shutdown_rx))
+                .serve_with_incoming_shutdown(incoming, signalled(drained_rx))
                 .await
             {
                 tracing::error!(error = %e, "agent listener failed");
@@ -285,14 +296,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let _ = rx.wait_for(|s| *s).await;
-            // Sandboxes an outside orchestrator runs outlive this process: their agents
-            // reconnect to the next replica. Local ones are children of this process.
-            if matches!(provider.name(), "local") {
-                shutdown_local_sandboxes(&sessions, provider.as_ref()).await;
+            sessions.drain();
+            if provider.ends_with_control_plane() {
+                end_sandboxes(&sessions, provider.as_ref()).await;
             }
             let _ = sandboxes_done.send(());
-            // Only now end the live streams, so stopping agents could still push and flush.
+            // Only now end the live streams and close the listeners, so stopping agents could
+            // still push and flush.
             sessions.hub().close();
+            let _ = drained_tx.send(true);
         }));
     }
 
@@ -404,7 +416,7 @@ fn public_router(
         .merge(crate::metrics::router(store.clone(), hub.clone())))
 }
 
-async fn shutdown_local_sandboxes(sessions: &Sessions, provider: &dyn SandboxProvider) {
+async fn end_sandboxes(sessions: &Sessions, provider: &dyn SandboxProvider) {
     use crate::store::SessionStatus;
     let live = match sessions
         .store()

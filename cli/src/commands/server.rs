@@ -70,6 +70,24 @@ pub struct ServerArgs {
     /// Seconds a stopping agent gets before its sandbox is killed.
     #[arg(long, default_value_t = 30)]
     pub stop_grace_secs: u64,
+    /// Fail a running session whose agent has not sent a heartbeat for this many seconds
+    /// (after a restart, agents first get this plus 45 s to reconnect).
+    #[arg(long, default_value_t = 90)]
+    pub heartbeat_timeout_secs: u64,
+    /// After a start, give the agents of sessions that were already live this many seconds
+    /// beyond the heartbeat timeout to reconnect before any is judged lost (at least the
+    /// agent's longest reconnect backoff, 30 s).
+    #[arg(long, default_value_t = 45)]
+    pub reconnect_grace_secs: u64,
+    /// Fail a session whose agent connected but whose OpenCode is not ready this many seconds
+    /// after the agent started; the session's reason carries OpenCode's last output.
+    #[arg(long, default_value_t = 300)]
+    pub start_deadline_secs: u64,
+    /// Keep an ended local sandbox's directory (workspace, HOME, agent.log) this many seconds
+    /// for debugging; 0 removes it as soon as its agent exits. It may hold secrets in
+    /// OpenCode's database: keep it off outside debugging.
+    #[arg(long, default_value_t = 0)]
+    pub sandbox_retention_secs: u64,
     #[arg(long, value_enum, default_value = "pretty", env = "KORTIX_LOG_FORMAT")]
     pub log_format: LogFormat,
 }
@@ -102,6 +120,10 @@ impl ServerArgs {
         config.timings.idle_timeout = Duration::from_secs(self.idle_timeout_secs);
         config.timings.connect_deadline = Duration::from_secs(self.connect_deadline_secs);
         config.timings.stop_grace = Duration::from_secs(self.stop_grace_secs);
+        config.timings.heartbeat_timeout = Duration::from_secs(self.heartbeat_timeout_secs);
+        config.timings.start_deadline = Duration::from_secs(self.start_deadline_secs);
+        config.timings.reconnect_grace = Duration::from_secs(self.reconnect_grace_secs);
+        config.sandbox_retention = Duration::from_secs(self.sandbox_retention_secs);
         // Local agents log in the same shape as the server that runs them.
         if self.log_format == crate::logging::LogFormat::Json {
             config

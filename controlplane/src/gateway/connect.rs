@@ -174,6 +174,7 @@ impl Gateway {
             acked_seq: session.acked_seq.max(0) as u64,
             protocol_version: kortix_proto::PROTOCOL_VERSION,
             idle_timeout_ms: config.idle_timeout.as_millis() as u64,
+            start_deadline_ms: config.start_deadline.as_millis() as u64,
         })
     }
 

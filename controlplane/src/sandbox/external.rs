@@ -4,7 +4,7 @@
 //! `kortix-agent` with. Killing a sandbox removes the file and reports the exit; the agent's
 //! certificate and tokens are revoked by the session lifecycle either way.
 
-use super::{SandboxError, SandboxExit, SandboxProvider, SandboxSpec};
+use super::{Inventory, SandboxError, SandboxExit, SandboxProvider, SandboxSpec};
 use futures::future::BoxFuture;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -37,6 +37,17 @@ impl ExternalProvider {
 
     pub fn bootstrap_path(&self, session_id: &str) -> PathBuf {
         self.dir.join(format!("{session_id}.json"))
+    }
+
+    async fn remove_file(&self, session_id: &str) -> Result<(), SandboxError> {
+        match tokio::fs::remove_file(self.bootstrap_path(session_id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(SandboxError::Io {
+                session_id: session_id.to_string(),
+                source,
+            }),
+        }
     }
 }
 
@@ -78,16 +89,7 @@ impl SandboxProvider for ExternalProvider {
     fn kill<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
             let was_live = self.live.lock().expect("live lock").remove(session_id);
-            match tokio::fs::remove_file(self.bootstrap_path(session_id)).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(SandboxError::Io {
-                        session_id: session_id.to_string(),
-                        source,
-                    });
-                }
-            }
+            self.remove_file(session_id).await?;
             if was_live {
                 let _ = self
                     .exits
@@ -104,6 +106,34 @@ impl SandboxProvider for ExternalProvider {
 
     fn is_running(&self, session_id: &str) -> bool {
         self.live.lock().expect("live lock").contains(session_id)
+    }
+
+    /// Only the bootstrap files this process wrote: whether an orchestrator runs them is not
+    /// visible from here.
+    fn inventory(&self) -> BoxFuture<'_, Result<Inventory, SandboxError>> {
+        Box::pin(async move {
+            Ok(Inventory {
+                sandboxes: self
+                    .live
+                    .lock()
+                    .expect("live lock")
+                    .iter()
+                    .cloned()
+                    .collect(),
+                complete: false,
+            })
+        })
+    }
+
+    fn ends_with_control_plane(&self) -> bool {
+        false
+    }
+
+    fn discard<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            self.live.lock().expect("live lock").remove(session_id);
+            self.remove_file(session_id).await
+        })
     }
 }
 

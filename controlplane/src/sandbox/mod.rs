@@ -49,6 +49,19 @@ pub struct SandboxExit {
     pub success: bool,
 }
 
+/// What a provider can say about the sandboxes that exist right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Session ids of the live sandboxes this provider runs (including ones adopted from an
+    /// earlier run of the control plane).
+    pub sandboxes: Vec<String>,
+    /// Whether the list covers every sandbox of every session (a container engine or Daytona
+    /// listing by label). Only then may a live session missing from it be declared lost;
+    /// otherwise (a local provider that sees only its own children) losses show up as exits
+    /// and missed heartbeats instead.
+    pub complete: bool,
+}
+
 pub trait SandboxProvider: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn boot(&self, spec: SandboxSpec) -> BoxFuture<'_, Result<(), SandboxError>>;
@@ -56,4 +69,18 @@ pub trait SandboxProvider: Send + Sync + 'static {
     fn kill<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>>;
     /// Whether this provider still tracks a live sandbox for the session.
     fn is_running(&self, session_id: &str) -> bool;
+    /// The live sandboxes, for reconciling them with the sessions in the store.
+    fn inventory(&self) -> BoxFuture<'_, Result<Inventory, SandboxError>>;
+    /// Whether this provider's sandboxes are ended (stopped, so their agents push and flush)
+    /// when the control plane shuts down: children of this process are; sandboxes that an
+    /// engine or an outside orchestrator runs outlive it and reconnect to the next replica.
+    fn ends_with_control_plane(&self) -> bool;
+    /// Forgets what is kept of an ended sandbox (its directory, logs, container). Called when
+    /// the session's record is deleted; a no-op for sandboxes that keep nothing.
+    fn discard<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>>;
+    /// Periodic upkeep (removing what ended sandboxes left behind once it has been kept long
+    /// enough). Called by the reconcile loop.
+    fn housekeep(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }

@@ -336,7 +336,7 @@ pub fn explain(e: &SpawnError) -> String {
 }
 
 /// How a sandbox's first process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ended {
     pub code: Option<i32>,
     pub signal: Option<i32>,

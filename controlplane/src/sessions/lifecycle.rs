@@ -112,6 +112,11 @@ impl Sessions {
     /// token and boots the sandbox. A retry with the same idempotency key returns the session
     /// the first call created, without booting anything.
     pub async fn start(&self, req: StartRequest) -> Result<Session, SessionError> {
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SessionError::Unavailable(
+                "this control plane is shutting down; start the session again (or at another replica)".into(),
+            ));
+        }
         let project = self
             .project_for(req.account_id.as_deref(), &req.project)
             .await?;
@@ -429,6 +434,10 @@ impl Sessions {
         }
         let deleted = self.store.delete_session(id).await?;
         self.hub.forget(id);
+        // What the ended sandbox left (kept by a retention setting) goes with the record.
+        if let Err(e) = self.provider.discard(id).await {
+            tracing::warn!(session = %id, error = %e, "removing what the sandbox left");
+        }
         Ok(deleted)
     }
 }

@@ -5,6 +5,7 @@
 //!   connected, heartbeats lost, idle hibernation, stop deadlines).
 //! - [`record_pipeline`]: agents' record batches → group commit → acks.
 //! - [`heartbeats`]: heartbeats answered from memory, stored in batches.
+//! - [`reconcile`]: the provider's sandboxes against the store's live sessions.
 //! - [`attach`]: stored-then-live record streams for viewers.
 //! - [`live`]: in-process wake-ups and the control channel to connected agents.
 //! - [`tail`]: the newest durable records of watched sessions, for live viewers.
@@ -14,6 +15,7 @@ pub mod attach;
 pub mod heartbeats;
 pub mod lifecycle;
 pub mod live;
+pub mod reconcile;
 pub mod record_pipeline;
 pub mod records;
 pub mod sweep;
@@ -43,6 +45,14 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// A running session with no heartbeat for this long has lost its agent.
     pub heartbeat_timeout: Duration,
+    /// A session whose agent has connected must be `running` (OpenCode ready) within this
+    /// long; the agent enforces it from its own start and reports OpenCode's last output, and
+    /// the sweeper backs it up.
+    pub start_deadline: Duration,
+    /// After this control plane starts, agents get this long (beyond the heartbeat timeout)
+    /// to notice and reconnect before the sweeper judges them: at least the agent's longest
+    /// reconnect backoff.
+    pub reconnect_grace: Duration,
     pub bootstrap_ttl: Duration,
     pub cert_ttl: Duration,
     pub git_token_ttl: Duration,
@@ -59,6 +69,8 @@ impl SessionConfig {
             stop_grace: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(15 * 60),
             heartbeat_timeout: Duration::from_secs(90),
+            start_deadline: Duration::from_secs(300),
+            reconnect_grace: Duration::from_secs(45),
             bootstrap_ttl: Duration::from_secs(10 * 60),
             cert_ttl: Duration::from_secs(60 * 60),
             git_token_ttl: Duration::from_secs(10 * 60),
@@ -76,6 +88,10 @@ pub enum SessionError {
     Invalid(String),
     #[error("{0}")]
     Precondition(String),
+    /// Try again later (or at another replica): this one is shutting down, or the store is
+    /// unreachable.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -98,6 +114,7 @@ impl From<SessionError> for tonic::Status {
             SessionError::NotFound(m) => tonic::Status::not_found(m),
             SessionError::Invalid(m) => tonic::Status::invalid_argument(m),
             SessionError::Precondition(m) => tonic::Status::failed_precondition(m),
+            SessionError::Unavailable(m) => tonic::Status::unavailable(m),
             SessionError::Internal(m) => {
                 tracing::error!(error = %m, "session operation failed");
                 tonic::Status::internal(m)
@@ -117,6 +134,11 @@ pub struct Sessions {
     pub(crate) stops: lifecycle::PendingStops,
     pub(crate) pipeline: record_pipeline::RecordPipeline,
     pub(crate) heartbeats: Arc<heartbeats::HeartbeatBook>,
+    /// When this control plane started: the sweeper gives agents time to reconnect first.
+    pub(crate) started: std::time::Instant,
+    pub(crate) started_ms: i64,
+    /// Set at shutdown: no new sessions start on this replica.
+    pub(crate) draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sessions {
@@ -137,7 +159,16 @@ impl Sessions {
             hub,
             config: Arc::new(config),
             stops: Default::default(),
+            started: std::time::Instant::now(),
+            started_ms: now_ms(),
+            draining: Arc::default(),
         }
+    }
+
+    /// Stops taking new sessions (shutdown has begun); live ones are being ended.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn hub(&self) -> &live::Hub {

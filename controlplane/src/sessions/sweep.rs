@@ -5,7 +5,7 @@ use super::{Sessions, now_ms};
 use crate::store::{Session, SessionStatus};
 use std::future::Future;
 
-const BATCH: u32 = 500;
+pub(super) const BATCH: u32 = 500;
 
 impl Sessions {
     /// Runs the sweep every `sweep_interval` until `shutdown` resolves.
@@ -26,53 +26,8 @@ impl Sessions {
     /// never hide the ones after them.
     pub async fn sweep_once(&self) {
         let now = now_ms();
-        let deadline = now - self.config.connect_deadline.as_millis() as i64;
-        let never_connected = &format!(
-            "agent never connected (waited {} s)",
-            self.config.connect_deadline.as_secs()
-        );
-        paged(
-            "provisioning sessions",
-            |after| {
-                let store = self.store.clone();
-                async move {
-                    store
-                        .stale_provisioning_sessions(deadline, after.as_ref(), BATCH)
-                        .await
-                }
-            },
-            |s| async move {
-                // An agent that connected is cloning or starting OpenCode: not a zombie.
-                if !self.hub.is_connected(&s.id) {
-                    self.fail(&s.id, never_connected).await;
-                }
-            },
-        )
-        .await;
-
-        let lost_before = now - self.config.heartbeat_timeout.as_millis() as i64;
-        let lost = &format!(
-            "agent lost: no heartbeat for {} s",
-            self.config.heartbeat_timeout.as_secs()
-        );
-        paged(
-            "running sessions",
-            |after| {
-                let store = self.store.clone();
-                async move {
-                    store
-                        .stale_running_sessions(lost_before, after.as_ref(), BATCH)
-                        .await
-                }
-            },
-            |s| async move {
-                if !self.hub.is_connected(&s.id) {
-                    self.fail(&s.id, lost).await;
-                }
-            },
-        )
-        .await;
-
+        self.sweep_unconnected(now).await;
+        self.sweep_slow_starts(now).await;
         if !self.config.idle_timeout.is_zero() {
             let idle = self.config.idle_timeout.as_millis() as i64;
             paged(
@@ -125,11 +80,96 @@ impl Sessions {
         )
         .await;
     }
+
+    /// Whether a session's missing agent may be held against it yet. Agents of a control
+    /// plane that was down back off up to their longest delay before they reconnect, and their
+    /// last heartbeat may be far older than the outage: sessions from before this process
+    /// started are judged only once the heartbeat timeout plus that grace has passed since.
+    fn may_judge(&self, s: &Session) -> bool {
+        s.created_ms >= self.started_ms
+            || self.started.elapsed() >= self.config.heartbeat_timeout + self.config.reconnect_grace
+    }
+
+    /// Agents that never connected, and agents whose heartbeats stopped.
+    async fn sweep_unconnected(&self, now: i64) {
+        let deadline = now - self.config.connect_deadline.as_millis() as i64;
+        let never_connected = &format!(
+            "agent never connected (waited {} s)",
+            self.config.connect_deadline.as_secs()
+        );
+        paged(
+            "provisioning sessions",
+            |after| {
+                let store = self.store.clone();
+                async move {
+                    store
+                        .stale_provisioning_sessions(deadline, after.as_ref(), BATCH)
+                        .await
+                }
+            },
+            |s| async move {
+                // An agent that connected is cloning or starting OpenCode: not a zombie.
+                if self.may_judge(&s) && !self.hub.is_connected(&s.id) {
+                    self.fail(&s.id, never_connected).await;
+                }
+            },
+        )
+        .await;
+
+        let lost_before = now - self.config.heartbeat_timeout.as_millis() as i64;
+        let lost = &format!(
+            "agent lost: no heartbeat for {} s",
+            self.config.heartbeat_timeout.as_secs()
+        );
+        paged(
+            "running sessions",
+            |after| {
+                let store = self.store.clone();
+                async move {
+                    store
+                        .stale_running_sessions(lost_before, after.as_ref(), BATCH)
+                        .await
+                }
+            },
+            |s| async move {
+                if self.may_judge(&s) && !self.hub.is_connected(&s.id) {
+                    self.fail(&s.id, lost).await;
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Sessions whose agent connected but that are not `running` within the start deadline
+    /// (after the connect deadline): OpenCode never became ready and the agent did not say so.
+    async fn sweep_slow_starts(&self, now: i64) {
+        let limit = self.config.connect_deadline + self.config.start_deadline;
+        let before = now - limit.as_millis() as i64;
+        let slow = &format!(
+            "the session did not become ready within {} s",
+            limit.as_secs()
+        );
+        paged(
+            "slow-starting sessions",
+            |after| {
+                let store = self.store.clone();
+                async move {
+                    store
+                        .stale_provisioning_sessions(before, after.as_ref(), BATCH)
+                        .await
+                }
+            },
+            |s| async move {
+                self.fail(&s.id, slow).await;
+            },
+        )
+        .await;
+    }
 }
 
 /// Runs `each` on every session `fetch` lists, a page of [`BATCH`] at a time (keyset paging
 /// on `(created_ms, id)`).
-async fn paged<F, FFut, E, EFut>(what: &str, mut fetch: F, mut each: E)
+pub(super) async fn paged<F, FFut, E, EFut>(what: &str, mut fetch: F, mut each: E)
 where
     F: FnMut(Option<Session>) -> FFut,
     FFut: Future<Output = crate::store::Result<Vec<Session>>>,

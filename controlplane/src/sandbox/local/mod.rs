@@ -6,18 +6,22 @@
 //! `/workspace` and nothing of the data directory or of other sessions (see
 //! [`super::namespaces`]). Without it the agent is a plain child process.
 
+mod dirs;
+mod output;
+mod record;
+
 use super::namespaces::{self, RootSource, SandboxLayout};
-use super::{SandboxError, SandboxExit, SandboxProvider, SandboxSpec};
+use super::{Inventory, SandboxError, SandboxExit, SandboxProvider, SandboxSpec};
 use futures::future::BoxFuture;
+use output::{CappedLog, copy_lines};
+use record::SandboxRecord;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use std::time::Duration;
+use tokio::io::AsyncRead;
 use tokio::sync::{mpsc, oneshot};
-
-/// Each sandbox's `agent.log` stops growing here; the agent's records carry the real stream.
-const AGENT_LOG_CAP: u64 = 16 * 1024 * 1024;
 /// Variables handed through from the control plane's environment.
 const PASSTHROUGH_ENV: &[&str] = &["PATH", "KORTIX_OPENCODE_BIN", "LANG", "TZ", "RUST_LOG"];
 
@@ -63,6 +67,9 @@ pub struct LocalConfig {
     /// Extra variables for every agent (tests use this for the OpenCode binary, timeouts, ...).
     pub extra_env: Vec<(String, String)>,
     pub isolation: Isolation,
+    /// How long an ended sandbox's directory (workspace, HOME with OpenCode's database, agent
+    /// log) is kept for debugging; zero removes it as soon as the agent has exited.
+    pub retention: Duration,
 }
 
 /// What the provider does with each sandbox, decided once at construction.
@@ -115,12 +122,14 @@ impl LocalProvider {
                 "local sandboxes cannot boot: namespace isolation is required but unavailable: {reason}"
             ),
         }
-        Self {
+        let provider = Self {
             config,
             confinement,
             children: Arc::default(),
             exits,
-        }
+        };
+        provider.adopt_previous();
+        provider
     }
 
     /// Whether sandboxes run in their own namespaces.
@@ -170,6 +179,10 @@ impl LocalProvider {
             stderr,
             exit,
         } = started;
+        if let Err(e) = SandboxRecord::of(pid).and_then(|r| r.write(&dir)) {
+            // Only adoption after a restart needs the record; the sandbox runs regardless.
+            tracing::warn!(session = %id, error = %e, "recording the sandbox's pid");
+        }
         self.children
             .lock()
             .expect("children lock")
@@ -178,52 +191,102 @@ impl LocalProvider {
         let log = Arc::new(tokio::sync::Mutex::new(
             CappedLog::open(&log_path).await.map_err(io)?,
         ));
-        let copiers = [
+        let copiers = vec![
             tokio::spawn(copy_lines(stdout, log.clone(), id.clone())),
             tokio::spawn(copy_lines(stderr, log, id.clone())),
         ];
-        let children = self.children.clone();
-        let exits = self.exits.clone();
+        let ending = self.ending(&id, Some(pid));
         tokio::spawn(async move {
-            let unknown = namespaces::Ended {
-                code: None,
-                signal: None,
-            };
             let ended = match exit.await {
                 Ok(Ok(ended)) => ended,
                 Ok(Err(e)) => {
-                    tracing::error!(session = %id, error = %e, "waiting for agent failed");
-                    unknown
+                    tracing::error!(session = %ending.id, error = %e, "waiting for agent failed");
+                    namespaces::Ended::default()
                 }
                 Err(_) => {
-                    tracing::error!(session = %id, "waiting for agent failed: the waiter is gone");
-                    unknown
+                    tracing::error!(session = %ending.id, "waiting for agent failed: the waiter is gone");
+                    namespaces::Ended::default()
                 }
             };
-            // The agent may have left descendants in its group; they go with it. (An isolated
-            // agent is its PID namespace's init: the kernel already ended everything in it.)
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            // The agent's last words reach agent.log before its exit is reported (bounded, in
-            // case something that escaped the group still holds the pipes).
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                futures::future::join_all(copiers),
-            )
-            .await;
-            children.lock().expect("children lock").remove(&id);
-            let exit = SandboxExit {
-                session_id: id.clone(),
-                status: describe(ended),
-                success: ended.code == Some(0),
-            };
-            tracing::info!(session = %id, status = %exit.status, "local sandbox exited");
-            let _ = exits.send(exit).await;
+            ending
+                .finish(describe(ended), ended.code == Some(0), copiers)
+                .await;
         });
         tracing::info!(session = %spec.session_id, pid, dir = %dir.display(), isolated = self.isolated(), "local sandbox started");
         Ok(())
+    }
+
+    fn ending(&self, id: &str, pid: Option<i32>) -> Ending {
+        Ending {
+            id: id.to_string(),
+            pid,
+            dir: self.sandbox_dir(id),
+            retention: self.config.retention,
+            children: self.children.clone(),
+            exits: self.exits.clone(),
+        }
+    }
+
+    /// Takes over the sandboxes an earlier run of the control plane left running in this
+    /// data directory (their agents outlive it and reconnect), and reports the ones that ended
+    /// meanwhile so their sessions end too.
+    fn adopt_previous(&self) {
+        let entries = match std::fs::read_dir(&self.config.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(dir = %self.config.root.display(), error = %e, "looking for sandboxes of an earlier run");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !is_safe_component(&id) || !entry.path().is_dir() {
+                continue;
+            }
+            let record = match SandboxRecord::read(&entry.path()) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "unreadable sandbox record");
+                    None
+                }
+            };
+            // Kept for debugging after it ended: housekeeping removes it in time.
+            if record.as_ref().is_some_and(|r| r.ended_ms.is_some()) {
+                continue;
+            }
+            let alive = record
+                .as_ref()
+                .and_then(|r| Some((r.pid, r.open_if_alive()?)));
+            match alive {
+                Some((pid, pidfd)) => {
+                    tracing::info!(session = %id, pid, "adopted a sandbox left running by an earlier run");
+                    self.children
+                        .lock()
+                        .expect("children lock")
+                        .insert(id.clone(), pid);
+                    let ending = self.ending(&id, Some(pid));
+                    tokio::spawn(async move {
+                        if let Err(e) = exited(pidfd).await {
+                            tracing::warn!(session = %ending.id, error = %e, "watching an adopted sandbox; treating it as ended");
+                        }
+                        let status =
+                            "ended (adopted after a control plane restart; exit status unknown)";
+                        ending.finish(status.into(), false, Vec::new()).await;
+                    });
+                }
+                None => {
+                    // Its pid may belong to someone else by now: nothing to signal.
+                    let ending = self.ending(&id, None);
+                    tokio::spawn(async move {
+                        let status = "ended while the control plane was not running";
+                        ending.finish(status.into(), false, Vec::new()).await;
+                    });
+                }
+            }
+        }
     }
 
     fn spawn_plain(
@@ -378,6 +441,72 @@ impl LocalProvider {
     }
 }
 
+/// What is left to do when one sandbox ends.
+struct Ending {
+    id: String,
+    /// The agent's process group, when it is known to be this sandbox's.
+    pid: Option<i32>,
+    dir: PathBuf,
+    retention: Duration,
+    children: Arc<Mutex<HashMap<String, i32>>>,
+    exits: mpsc::Sender<SandboxExit>,
+}
+
+impl Ending {
+    /// Ends what is left of the sandbox, keeps or removes its directory, and reports the exit.
+    async fn finish(
+        self,
+        status: String,
+        success: bool,
+        copiers: Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        if let Some(pid) = self.pid {
+            // The agent may have left descendants in its group; they go with it. (An isolated
+            // agent is its PID namespace's init: the kernel already ended everything in it.)
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // The agent's last words reach agent.log before its exit is reported (bounded, in
+        // case something that escaped the group still holds the pipes).
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(copiers)).await;
+        self.children
+            .lock()
+            .expect("children lock")
+            .remove(&self.id);
+        let (dir, retention, id) = (self.dir.clone(), self.retention, self.id.clone());
+        let tidied = tokio::task::spawn_blocking(move || dirs::ended(&dir, retention)).await;
+        match tidied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(session = %id, error = %e, "removing the sandbox directory")
+            }
+            Err(e) => tracing::warn!(session = %id, error = %e, "removing the sandbox directory"),
+        }
+        let exit = SandboxExit {
+            session_id: self.id.clone(),
+            status,
+            success,
+        };
+        tracing::info!(session = %self.id, status = %exit.status, "local sandbox exited");
+        let _ = self.exits.send(exit).await;
+    }
+}
+
+/// Resolves when the process behind `pidfd` has exited (its pidfd becomes readable).
+#[allow(unsafe_code)]
+async fn exited(pidfd: OwnedFd) -> std::io::Result<()> {
+    // SAFETY: the AsyncFd owns the pidfd, which nothing else closes or replaces while it is
+    // registered (it is dropped, deregistered first, when this function returns).
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)?
+    };
+    let _ = fd.readable().await?;
+    Ok(())
+}
+
 /// A started agent: its pid (process group), output streams and eventual exit.
 struct Started {
     pid: i32,
@@ -464,6 +593,67 @@ impl SandboxProvider for LocalProvider {
             .expect("children lock")
             .contains_key(session_id)
     }
+
+    /// This process's children and adopted sandboxes; other replicas' are not visible here.
+    fn inventory(&self) -> BoxFuture<'_, Result<Inventory, SandboxError>> {
+        Box::pin(async move {
+            Ok(Inventory {
+                sandboxes: self
+                    .children
+                    .lock()
+                    .expect("children lock")
+                    .keys()
+                    .cloned()
+                    .collect(),
+                complete: false,
+            })
+        })
+    }
+
+    fn ends_with_control_plane(&self) -> bool {
+        true
+    }
+
+    fn discard<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            if !is_safe_component(session_id) || self.is_running(session_id) {
+                return Ok(());
+            }
+            let dir = self.sandbox_dir(session_id);
+            tokio::task::spawn_blocking(move || dirs::remove(&dir))
+                .await
+                .map_err(|e| SandboxError::Boot {
+                    session_id: session_id.to_string(),
+                    message: format!("removing the sandbox directory: {e}"),
+                })?
+                .map_err(|source| SandboxError::Io {
+                    session_id: session_id.to_string(),
+                    source,
+                })
+        })
+    }
+
+    fn housekeep(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (root, retention) = (self.config.root.clone(), self.config.retention);
+            let running: std::collections::HashSet<String> = self
+                .children
+                .lock()
+                .expect("children lock")
+                .keys()
+                .cloned()
+                .collect();
+            let swept = tokio::task::spawn_blocking(move || {
+                dirs::remove_expired(&root, retention, |id| {
+                    is_safe_component(id) && !running.contains(id)
+                })
+            })
+            .await;
+            if let Ok(Err(e)) = swept {
+                tracing::warn!(error = %e, "removing expired sandbox directories");
+            }
+        })
+    }
 }
 
 fn describe(status: namespaces::Ended) -> String {
@@ -482,61 +672,13 @@ fn is_safe_component(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-struct CappedLog {
-    file: tokio::fs::File,
-    written: u64,
-    capped: bool,
-}
-
-impl CappedLog {
-    async fn open(path: &Path) -> std::io::Result<Self> {
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await?;
-        let written = file.metadata().await?.len();
-        Ok(Self {
-            file,
-            written,
-            capped: false,
-        })
-    }
-
-    async fn write_line(&mut self, line: &str) {
-        if self.capped {
-            return;
-        }
-        if self.written + line.len() as u64 + 1 > AGENT_LOG_CAP {
-            self.capped = true;
-            let _ = self
-                .file
-                .write_all(b"[kortix] agent.log reached its size cap; further output dropped\n")
-                .await;
-            return;
-        }
-        self.written += line.len() as u64 + 1;
-        let _ = self.file.write_all(line.as_bytes()).await;
-        let _ = self.file.write_all(b"\n").await;
-    }
-}
-
-async fn copy_lines(
-    stream: impl AsyncRead + Unpin,
-    log: Arc<tokio::sync::Mutex<CappedLog>>,
-    session_id: String,
-) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::debug!(session = %session_id, "agent: {line}");
-        log.lock().await.write_line(&line).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// The tests read `agent.log` after the sandbox ended.
+    const KEEP: Duration = Duration::from_secs(3600);
 
     fn plain() -> Isolation {
         Isolation {
@@ -571,6 +713,7 @@ mod tests {
                 agent_bin: script,
                 extra_env: vec![],
                 isolation: plain(),
+                retention: KEEP,
             },
             tx,
         );
@@ -599,6 +742,7 @@ mod tests {
                 agent_bin: script,
                 extra_env: vec![],
                 isolation: plain(),
+                retention: KEEP,
             },
             tx,
         );
@@ -608,6 +752,84 @@ mod tests {
         let exit = rx.recv().await.unwrap();
         assert_eq!(exit.status, "killed by signal 9");
         assert!(provider.kill("s2").await.is_ok(), "killing twice is fine");
+    }
+
+    fn plain_provider(
+        root: &Path,
+        agent_bin: PathBuf,
+        retention: Duration,
+    ) -> (LocalProvider, mpsc::Receiver<SandboxExit>) {
+        let (tx, rx) = mpsc::channel(4);
+        let provider = LocalProvider::new(
+            LocalConfig {
+                root: root.to_path_buf(),
+                agent_bin,
+                extra_env: vec![],
+                isolation: plain(),
+                retention,
+            },
+            tx,
+        );
+        (provider, rx)
+    }
+
+    #[tokio::test]
+    async fn an_ended_sandbox_directory_is_removed_without_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = script(
+            dir.path(),
+            "mkdir -p \"$HOME/.cache/x\" && chmod 555 \"$HOME/.cache/x\"\n",
+        );
+        let root = dir.path().join("sandboxes");
+        let (provider, mut rx) = plain_provider(&root, agent, Duration::ZERO);
+        provider.boot(spec("s1")).await.unwrap();
+        let exit = rx.recv().await.unwrap();
+        assert_eq!(exit.status, "exit status 0");
+        assert!(
+            !root.join("s1").exists(),
+            "removed before the exit was reported"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restarted_provider_adopts_live_sandboxes_and_reports_dead_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = script(dir.path(), "echo started\nexec sleep 300\n");
+        let root = dir.path().join("sandboxes");
+        let (first, _first_exits) = plain_provider(&root, agent.clone(), Duration::ZERO);
+        first.boot(spec("live")).await.unwrap();
+        // A sandbox whose agent died while no control plane ran: a record of a pid that
+        // is gone (a process that has exited and been reaped).
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id() as i32;
+        let record = SandboxRecord::of(gone_pid).unwrap();
+        gone.wait().unwrap();
+        std::fs::create_dir_all(root.join("dead/workspace")).unwrap();
+        record.write(&root.join("dead")).unwrap();
+
+        // A second provider on the same directory stands for the restarted control plane.
+        let (second, mut exits) = plain_provider(&root, agent, Duration::ZERO);
+        let exit = tokio::time::timeout(Duration::from_secs(20), exits.recv())
+            .await
+            .expect("the dead sandbox is reported")
+            .unwrap();
+        assert_eq!(exit.session_id, "dead");
+        assert_eq!(exit.status, "ended while the control plane was not running");
+        assert!(!root.join("dead").exists());
+        assert!(second.is_running("live"));
+        let inventory = second.inventory().await.unwrap();
+        assert_eq!(inventory.sandboxes, vec!["live".to_string()]);
+        assert!(!inventory.complete);
+
+        second.kill("live").await.unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(20), exits.recv())
+            .await
+            .expect("the adopted sandbox's end is seen")
+            .unwrap();
+        assert_eq!(exit.session_id, "live");
+        assert!(exit.status.contains("adopted"), "{}", exit.status);
+        assert!(!second.is_running("live"));
+        assert!(!root.join("live").exists());
     }
 
     #[tokio::test]
@@ -620,6 +842,7 @@ mod tests {
                 agent_bin: dir.path().join("nope"),
                 extra_env: vec![],
                 isolation: plain(),
+                retention: KEEP,
             },
             tx,
         );
@@ -656,6 +879,7 @@ mod tests {
                     mode: IsolationMode::Namespaces,
                     root: None,
                 },
+                retention: KEEP,
             },
             tx,
         );
@@ -679,11 +903,13 @@ mod tests {
              test -s /proc/kcore || echo kcore-masked\n\
              exit 4\n",
         );
-        std::fs::create_dir_all(dir.path().join("sandboxes/s1/workspace")).unwrap();
-        std::fs::write(dir.path().join("sandboxes/s1/workspace/seen"), "").unwrap();
         let Some((provider, mut rx)) = isolated(dir.path(), agent) else {
             return;
         };
+        // After the provider started: a directory it finds at start without a record is a
+        // sandbox that died with an earlier control plane.
+        std::fs::create_dir_all(dir.path().join("sandboxes/s1/workspace")).unwrap();
+        std::fs::write(dir.path().join("sandboxes/s1/workspace/seen"), "").unwrap();
         let mut spec = spec("s1");
         spec.env
             .insert("DATA".into(), dir.path().display().to_string());
@@ -776,6 +1002,7 @@ mod tests {
                     mode: IsolationMode::Auto,
                     root: Some(image),
                 },
+                retention: KEEP,
             },
             tx,
         );
@@ -796,6 +1023,7 @@ mod tests {
                     mode: IsolationMode::Namespaces,
                     root: None,
                 },
+                retention: KEEP,
             },
             confinement: Confinement::Unavailable("user namespaces are disabled".into()),
             children: Arc::default(),
