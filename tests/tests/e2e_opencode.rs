@@ -217,6 +217,15 @@ async fn a_session_writes_commits_and_pushes_through_real_opencode() {
         stopped.failure_reason
     );
     assert_eq!(stopped.end_reason, "stopped by user");
+    // What the sandbox held (its workspace, and OpenCode's database in its HOME, where tool
+    // output may show secret values) is removed once the agent has exited.
+    let sandbox_dir = ts.data_dir().join("sandboxes").join(&session.id);
+    eventually(
+        "the sandbox directory to be removed",
+        Duration::from_secs(30),
+        || async { (!sandbox_dir.exists()).then_some(()) },
+    )
+    .await;
     let all = follow_until(&ts, &token, &session.id, |_| false).await;
     assert!(
         all.iter()
@@ -343,5 +352,68 @@ async fn opencode_killed_mid_session_is_restarted() {
         Duration::from_secs(60),
     )
     .await;
+    ts.stop().await;
+}
+
+/// An OpenCode that never answers its health check: the session fails at the start deadline
+/// with OpenCode's last output as the reason, instead of staying `provisioning` forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opencode_that_never_becomes_ready_fails_the_session_with_its_output() {
+    let bin_dir = tempfile::tempdir().unwrap();
+    let fake = bin_dir.path().join("opencode");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'fake opencode: waiting for a database that never comes' >&2\nexec sleep 600\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ts = TestServer::start_with(|c| {
+        support::use_real_agent(c);
+        c.agent_env.retain(|(k, _)| k != "KORTIX_OPENCODE_BIN");
+        c.agent_env
+            .push(("KORTIX_OPENCODE_BIN".into(), fake.display().to_string()));
+        c.timings.start_deadline = Duration::from_secs(4);
+    })
+    .await;
+    let token = ts.account("alice").await;
+    ts.projects(&token)
+        .create_project(CreateProjectRequest {
+            name: "app".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let session = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            prompt: "Say hello.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = wait_status(
+        &ts,
+        &token,
+        &session.id,
+        SessionStatus::Failed,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        failed
+            .failure_reason
+            .contains("opencode did not become ready within 4 s"),
+        "{}",
+        failed.failure_reason
+    );
+    assert!(
+        failed
+            .failure_reason
+            .contains("fake opencode: waiting for a database that never comes"),
+        "the reason carries OpenCode's last output: {}",
+        failed.failure_reason
+    );
     ts.stop().await;
 }

@@ -2,6 +2,8 @@
 //! and a real `git` with an isolated configuration.
 #![allow(dead_code)]
 
+pub mod server_process;
+
 use kortix_controlplane::config::ServerConfig;
 use kortix_controlplane::server::{RunningServer, start};
 use kortix_proto::v1::{

@@ -1,0 +1,232 @@
+//! A real `kortix server` process (not in-process), for tests that kill, stop and restart the
+//! control plane with signals, and the `kortix` CLI pointed at it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use super::built_binary;
+
+pub struct ServerProcess {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub public: SocketAddr,
+    pub agent: SocketAddr,
+    extra_args: Vec<String>,
+    /// Everything the server printed, across restarts.
+    pub log: PathBuf,
+    home: PathBuf,
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address")
+}
+
+impl ServerProcess {
+    /// Starts `kortix server` on fresh loopback ports with `data_dir`, local sandboxes without
+    /// namespaces running the built `kortix-agent` and the pinned OpenCode.
+    pub fn start(root: &Path, extra_args: &[&str]) -> Self {
+        let data_dir = root.join("kortix");
+        let home = root.join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut server = ServerProcess {
+            child: None,
+            data_dir,
+            public: free_port(),
+            agent: free_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            log: root.join("server.log"),
+            home,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let opencode = kortix_tests::opencode_bin().expect("pinned OpenCode installs");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("server log");
+        let child = Command::new(built_binary("kortix"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["server", "--isolation", "none", "--log-format", "json"])
+            .args(["--listen", &self.public.to_string()])
+            .args(["--agent-listen", &self.agent.to_string()])
+            .args([
+                "--agent-bin",
+                built_binary("kortix-agent").to_str().unwrap(),
+            ])
+            .args(&self.extra_args)
+            .env("KORTIX_OPENCODE_BIN", opencode)
+            .env("HOME", &self.home)
+            .env_remove("KORTIX_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("run kortix server");
+        self.child = Some(child);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.public)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Waits until the public listener answers.
+    pub async fn wait_ready(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("kortix server exited with {status}: {}", self.log_tail());
+            }
+            if tokio::net::TcpStream::connect(self.public).await.is_ok()
+                && tokio::net::TcpStream::connect(self.agent).await.is_ok()
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "kortix server did not listen within 60 s: {}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal)
+            .expect("signal the server");
+    }
+
+    /// Waits for the server process to exit.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + within;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the server") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "kortix server did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the server again on the same data directory and addresses.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// `kortix --json ARGS…` as the local admin: stdout parsed, failing on a non-zero exit.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(&[&["--json"], args].concat());
+        assert!(
+            out.status.success(),
+            "kortix {args:?} exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "kortix {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// `kortix ARGS…` as the local admin (the token in the data directory).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let run = || {
+            Command::new(built_binary("kortix"))
+                .args(args)
+                .env("KORTIX_URL", self.url())
+                .env("KORTIX_DATA_DIR", &self.data_dir)
+                .env_remove("KORTIX_TOKEN")
+                .env("HOME", &self.home)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run kortix")
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(run),
+            Err(_) => run(),
+        }
+    }
+
+    /// Every record of a session, as `kortix sessions attach --json --no-follow` prints them.
+    pub fn records(&self, session: &str) -> Vec<serde_json::Value> {
+        let out = self.cli(&["--json", "sessions", "attach", session, "--no-follow"]);
+        assert!(
+            out.status.success(),
+            "attach exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("one JSON record per line"))
+            .collect()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Process ids of the agents the server's sandbox records name.
+    pub fn sandbox_pids(&self) -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir(self.data_dir.join("sandboxes")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("sandbox.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter(|r| r["ended_ms"].is_null())
+            .filter_map(|r| r["pid"].as_i64().map(|p| p as i32))
+            .collect()
+    }
+}
+
+impl Drop for ServerProcess {
+    /// A failed test must not leave a control plane or agents behind.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in self.sandbox_pids() {
+            // Only an agent: the recorded pid may have been reused since it exited.
+            let is_agent = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("kortix-agent"));
+            if !is_agent {
+                continue;
+            }
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
