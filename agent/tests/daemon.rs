@@ -377,3 +377,65 @@ async fn the_binary_as_subreaper_stops_cleanly_on_sigterm() {
     let pushed = git(&repo, &["log", "-1", "--format=%s", session]);
     assert_eq!(pushed, "local only");
 }
+
+/// The control plane refuses the agent for good while it has a commit it has not pushed (its
+/// session ended while it was cut off): the agent does not reconnect forever; it stops
+/// OpenCode, pushes what it can and exits, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_agent_pushes_what_it_can_and_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let session = "sess-refused";
+    let model = ScriptedModel::start(vec![
+        Turn::bash("echo wip > wip.txt && git add wip.txt && git commit -q -m 'unpushed work'"),
+        Turn::text("Committed."),
+    ])
+    .unwrap();
+    let repo = project_repo(root, session, model.port());
+    let gw = TestGateway::start(
+        session,
+        bootstrap(session, &repo),
+        BTreeMap::new(),
+        Duration::from_secs(3600),
+    )
+    .await;
+    let home = OpencodeHome::new(root).unwrap();
+    let cfg = config(&gw, root, session, CaTrust::Pem(gw.ca_pem.clone()), &home);
+    let agent = tokio::spawn(kortix_agent::run(cfg));
+    gw.wait(Duration::from_secs(180), "the unpushed commit", |s| {
+        s.records.values().any(|r| matches!(&r.body, Some(Body::Commit(c)) if !c.pushed && c.message.trim() == "unpushed work"))
+    })
+    .await;
+    let sha = gw.with(|s| {
+        s.records
+            .values()
+            .find_map(|r| match &r.body {
+                Some(Body::Commit(c)) if c.message.trim() == "unpushed work" => Some(c.sha.clone()),
+                _ => None,
+            })
+            .unwrap()
+    });
+
+    gw.refuse(tonic::Status::failed_precondition(format!(
+        "session {session} has ended (failed)"
+    )));
+    gw.kick();
+    let exit = tokio::time::timeout(Duration::from_secs(60), agent)
+        .await
+        .expect("the agent exits instead of reconnecting forever")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        exit,
+        ExitReason::Refused(format!("session {session} has ended (failed)"))
+    );
+    assert_eq!(
+        git(&repo, &["rev-parse", &format!("refs/heads/{session}")]),
+        sha,
+        "the commit was pushed on the way out"
+    );
+    let spool = std::fs::read_dir(root.join("agent-state/sessions").join(session))
+        .unwrap()
+        .count();
+    assert!(spool > 0, "unsent records stay in the spool");
+}

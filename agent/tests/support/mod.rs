@@ -39,6 +39,8 @@ pub struct GwState {
     pub heartbeats: Vec<Heartbeat>,
     pub credential_requests: Vec<GitCredentialRequest>,
     pub duplicates: u64,
+    /// When set, `Connect` answers with this (the session ended, the certificate is revoked).
+    pub refuse: Option<Status>,
 }
 
 impl GwState {
@@ -201,6 +203,11 @@ impl TestGateway {
         f(&self.state.lock().unwrap())
     }
 
+    /// From now on `Connect` is refused with `status`.
+    pub fn refuse(&self, status: Status) {
+        self.state.lock().unwrap().refuse = Some(status);
+    }
+
     /// Polls `cond` on the state until true or `timeout`.
     pub async fn wait(&self, timeout: Duration, what: &str, cond: impl Fn(&GwState) -> bool) {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -296,6 +303,9 @@ impl AgentGateway for Service {
         req: Request<Streaming<AgentFrame>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         require_client_cert(&req)?;
+        if let Some(status) = self.state.lock().unwrap().refuse.clone() {
+            return Err(status);
+        }
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel::<Result<ControlFrame, Status>>(64);
         let svc = self.clone();
