@@ -707,3 +707,56 @@ async fn idle_sessions_hibernate_and_cooperative_stops_end_cleanly() {
     f.wait_status(&s.id, SessionStatus::Hibernated).await;
     f.ts.stop().await;
 }
+
+/// The reconcile loop ends a sandbox whose session is no longer live (here: ended in the store
+/// behind the provider's back, as by a replica that died before killing it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_ends_sandboxes_whose_session_is_not_live() {
+    let f = fixture(|_| {}).await;
+    let (s, _b) = f.start("p1", "").await;
+    let file =
+        f.ts.data_dir()
+            .join("bootstrap")
+            .join(format!("{}.json", s.id));
+    assert!(file.exists());
+    let sessions = &f.ts.running().sessions;
+    sessions.reconcile_once().await;
+    assert!(file.exists(), "a live session keeps its sandbox");
+    let moved = sessions
+        .store()
+        .transition_session(
+            &s.id,
+            &kortix_controlplane::store::SessionStatus::ACTIVE,
+            kortix_controlplane::store::SessionStatus::Failed,
+            Some("ended elsewhere"),
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    sessions.reconcile_once().await;
+    assert!(!file.exists(), "the sandbox of an ended session is gone");
+    f.ts.stop().await;
+}
+
+/// An agent that connected but never reports `running` (OpenCode never ready, and the agent
+/// cannot say so) fails at the connect deadline plus the start deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_session_that_never_becomes_ready_fails_at_the_start_deadline() {
+    let f = fixture(|c| {
+        c.timings.connect_deadline = Duration::from_secs(1);
+        c.timings.start_deadline = Duration::from_secs(1);
+    })
+    .await;
+    let (s, b) = f.start("p1", "").await;
+    let agent = f.enroll(&b).await;
+    let _conn = agent.connect(0).await.unwrap();
+    let failed = f.wait_status(&s.id, SessionStatus::Failed).await;
+    assert!(
+        failed
+            .failure_reason
+            .contains("did not become ready within 2 s"),
+        "{}",
+        failed.failure_reason
+    );
+    f.ts.stop().await;
+}
