@@ -45,7 +45,7 @@ impl Cluster {
         data_dir: &Path,
         project_prefix: &str,
     ) -> Result<Arc<Cluster>, BenchError> {
-        let name = format!("{project_prefix}-{}", sim_agent::now_ms());
+        let name = format!("{project_prefix}-{}", kortix_controlplane::clock::now_ms());
         let project = api.create_project(&name).await?;
         Ok(Arc::new(Cluster {
             api,

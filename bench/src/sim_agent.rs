@@ -264,7 +264,7 @@ impl AgentConnection {
 pub fn log_record(seq: u64, line: impl Into<String>) -> Record {
     Record {
         seq,
-        ts_unix_ms: now_ms(),
+        ts_unix_ms: kortix_controlplane::clock::now_ms(),
         body: Some(kortix_proto::v1::record::Body::Log(
             kortix_proto::v1::LogLine {
                 stream: kortix_proto::v1::LogStream::Stdout as i32,
@@ -272,11 +272,4 @@ pub fn log_record(seq: u64, line: impl Into<String>) -> Record {
             },
         )),
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -22,7 +22,7 @@ fn store_err(stage: &'static str) -> impl Fn(kortix_controlplane::store::Error) 
 async fn sessions_in(store: &Store, n: u64, running: bool) -> Result<Vec<String>, BenchError> {
     let tag = format!(
         "baseline-{}-{}",
-        crate::sim_agent::now_ms(),
+        kortix_controlplane::clock::now_ms(),
         crate::clock::now_us()
     );
     let account = store
@@ -113,7 +113,7 @@ pub async fn run(
                 let records: Vec<Record> = (0..batch as u64)
                     .map(|i| Record {
                         seq: seq + i,
-                        ts_unix_ms: crate::sim_agent::now_ms(),
+                        ts_unix_ms: kortix_controlplane::clock::now_ms(),
                         body: Some(Body::Log(LogLine {
                             stream: LogStream::Stdout as i32,
                             line: line(t, &filler),
@@ -263,7 +263,7 @@ pub async fn heartbeats(
                                 HeartbeatVariant::Serialized => Some(serial.lock().await),
                                 _ => None,
                             };
-                            store.record_heartbeat(&ids[id], 0, crate::sim_agent::now_ms()).await
+                            store.record_heartbeat(&ids[id], 0, kortix_controlplane::clock::now_ms()).await
                         };
                         let r = match tokio::time::timeout(INSERT_TIMEOUT, write).await {
                             Ok(Ok(_)) => Ok(at.elapsed()),

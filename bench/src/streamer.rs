@@ -71,7 +71,7 @@ pub fn sent_us(record: &Record) -> Option<u64> {
 
 fn batch(first_seq: u64, n: usize, filler: &str) -> Vec<Record> {
     let t = now_us();
-    let ts = crate::sim_agent::now_ms();
+    let ts = kortix_controlplane::clock::now_ms();
     (0..n as u64)
         .map(|i| Record {
             seq: first_seq + i,

@@ -95,7 +95,7 @@ impl Target {
         let root = work.join(format!(
             "kortix-loadgen-{scenario}-{}-{}",
             std::process::id(),
-            crate::sim_agent::now_ms()
+            kortix_controlplane::clock::now_ms()
         ));
         let data_dir = root.join("data");
         std::fs::create_dir_all(&root)

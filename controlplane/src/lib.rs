@@ -10,14 +10,21 @@
 //! - [`changes`]: change-request diff and merge over the bare repositories.
 //! - [`metrics`]: the Prometheus endpoint.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod ca;
+pub mod change_requests;
 pub mod changes;
+pub mod clock;
 pub mod config;
+pub mod error;
 pub mod gateway;
 pub mod git;
+pub mod manifests;
 pub mod metrics;
+pub mod projects;
+pub mod public;
 pub mod sandbox;
 pub mod secrets;
 pub mod server;

@@ -1,15 +1,16 @@
 //! Assembles and runs a control plane: both listeners, the background sweeps, and graceful
 //! shutdown.
 
-use crate::api;
 use crate::auth::Authenticator;
 use crate::ca::Ca;
 use crate::config::{SandboxKind, ServerConfig, locate_agent_bin};
 use crate::gateway::Gateway;
 use crate::git::Repos;
+use crate::manifests::Manifests;
+use crate::public::PublicServices;
 use crate::sandbox::local::{LocalConfig, LocalProvider};
 use crate::sandbox::{SandboxExit, SandboxProvider};
-use crate::secrets::MasterKey;
+use crate::secrets::{MasterKey, ProjectSecrets};
 use crate::sessions::{SessionConfig, Sessions, live::Hub};
 use crate::store::Store;
 use kortix_proto::v1 as pb;
@@ -21,7 +22,6 @@ use tokio::task::JoinHandle;
 
 /// Agent record batches are at most 4 MiB; leave headroom for framing.
 const MAX_AGENT_MESSAGE: usize = 8 * 1024 * 1024;
-const MAX_API_MESSAGE: usize = 4 * 1024 * 1024;
 /// Time for the last exits, flushes and responses after the stop grace at shutdown.
 const SHUTDOWN_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -147,6 +147,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         ),
     };
     let hub = Hub::new();
+    let manifests = Arc::new(Manifests::new(repos.clone()));
+    let secrets = ProjectSecrets::new(store.clone(), master_key.clone(), hub.clone());
     let mut session_config = SessionConfig::new(
         agent_url.clone(),
         public_url.clone(),
@@ -163,6 +165,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         repos.clone(),
         provider.clone(),
         hub.clone(),
+        manifests.clone(),
         session_config,
     );
 
@@ -207,8 +210,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (drained_tx, drained_rx) = watch::channel(false);
     let triggers = crate::triggers::Triggers::new(
         store.clone(),
-        repos.clone(),
-        master_key.clone(),
+        manifests.clone(),
+        secrets.clone(),
         Arc::new(sessions.clone()),
     );
     tasks.push(tokio::spawn(
@@ -216,19 +219,38 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     ));
 
     // Public listener.
-    let authenticator = Arc::new(Authenticator::new(store.clone()));
-    let router = public_router(
-        &store,
-        &repos,
-        &sessions,
-        &master_key,
-        &hub,
-        &public_url,
-        authenticator,
-        &data_dir.join("hooks"),
+    let hooks_dir = data_dir.join("hooks");
+    let public = PublicServices {
+        accounts: crate::accounts::Accounts::new(store.clone()),
+        projects: crate::projects::Projects::new(
+            store.clone(),
+            repos.clone(),
+            manifests.clone(),
+            public_url.clone(),
+            data_dir.clone(),
+            public_addr.ip().is_loopback(),
+        ),
+        change_requests: crate::change_requests::ChangeRequests::new(store.clone(), repos.clone()),
+        secrets: secrets.clone(),
+        sessions: sessions.clone(),
         triggers,
-        public_addr.ip().is_loopback(),
-    )?;
+        authenticator: Arc::new(Authenticator::new(store.clone())),
+        git: crate::git::GitHttpState::new(
+            Arc::new(crate::auth::GitAuth::new(store.clone())),
+            repos.clone(),
+            hooks_dir.clone(),
+            crate::git::GitHttpLimits::default(),
+        )
+        .map_err(|source| ServerError::DataDir {
+            path: hooks_dir,
+            source,
+        })?,
+        store: store.clone(),
+        hub: hub.clone(),
+    };
+    let router = public
+        .router()
+        .map_err(|e| ServerError::Setup(format!("reflection: {e}")))?;
     {
         let drained_rx = drained_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -262,7 +284,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         ))
         .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
         .client_auth_optional(true);
-    let gateway = Gateway::new(sessions.clone(), ca.clone(), master_key.clone());
+    let gateway = Gateway::new(sessions.clone(), ca.clone(), secrets);
     let agent_service = pb::agent_gateway_server::AgentGatewayServer::new(gateway)
         .max_decoding_message_size(MAX_AGENT_MESSAGE)
         .max_encoding_message_size(MAX_AGENT_MESSAGE);
@@ -318,102 +340,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown,
         tasks,
     })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn public_router(
-    store: &Store,
-    repos: &Repos,
-    sessions: &Sessions,
-    master_key: &Arc<MasterKey>,
-    hub: &Hub,
-    public_url: &str,
-    authenticator: Arc<Authenticator>,
-    hooks_dir: &Path,
-    triggers: crate::triggers::Triggers,
-    local_imports: bool,
-) -> Result<axum::Router, ServerError> {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServerError::Setup(format!("reflection: {e}")))?;
-    let mut routes = tonic::service::Routes::builder();
-    routes
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(
-            pb::account_service_server::AccountServiceServer::new(api::accounts::Accounts::new(
-                store.clone(),
-            ))
-            .max_decoding_message_size(MAX_API_MESSAGE),
-        )
-        .add_service(
-            pb::project_service_server::ProjectServiceServer::new(api::projects::Projects::new(
-                store.clone(),
-                repos.clone(),
-                public_url.to_string(),
-                repos
-                    .root()
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default(),
-                local_imports,
-            ))
-            .max_decoding_message_size(MAX_API_MESSAGE),
-        )
-        .add_service(
-            pb::secret_service_server::SecretServiceServer::new(api::secrets::Secrets::new(
-                store.clone(),
-                master_key.clone(),
-                hub.clone(),
-            ))
-            .max_decoding_message_size(MAX_API_MESSAGE),
-        )
-        .add_service(
-            pb::session_service_server::SessionServiceServer::new(api::sessions::Sessions::new(
-                sessions.clone(),
-            ))
-            .max_decoding_message_size(MAX_API_MESSAGE),
-        )
-        .add_service(
-            pb::change_request_service_server::ChangeRequestServiceServer::new(
-                api::change_requests::ChangeRequests::new(store.clone(), repos.clone()),
-            )
-            .max_decoding_message_size(MAX_API_MESSAGE),
-        )
-        .add_service(
-            crate::triggers::TriggerServiceImpl::new(triggers.clone())
-                .into_server()
-                .max_decoding_message_size(MAX_API_MESSAGE),
-        );
-    tokio::spawn(async move {
-        health_reporter
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
-    });
-    let grpc = routes
-        .routes()
-        .into_axum_router()
-        .layer(axum::middleware::from_fn_with_state(
-            authenticator.clone(),
-            api::authn::middleware,
-        ));
-    let git_state = crate::git::http::GitHttpState::new(
-        Arc::new(crate::auth::GitAuth::new(store.clone())),
-        repos.clone(),
-        hooks_dir.to_path_buf(),
-        crate::git::http::GitHttpLimits::default(),
-    )
-    .map_err(|e| ServerError::DataDir {
-        path: hooks_dir.to_path_buf(),
-        source: e,
-    })?;
-    Ok(grpc
-        .merge(crate::git::http::router(git_state))
-        .merge(crate::triggers::webhook::router(triggers))
-        .merge(crate::metrics::router(store.clone(), hub.clone())))
 }
 
 async fn end_sandboxes(sessions: &Sessions, provider: &dyn SandboxProvider) {

@@ -372,7 +372,7 @@ async fn store_heartbeat_baselines(args: &FleetArgs) -> Vec<Result<HeartbeatBase
             .join(format!(
                 "kortix-loadgen-hb-{v:?}-{}-{}",
                 std::process::id(),
-                crate::sim_agent::now_ms()
+                kortix_controlplane::clock::now_ms()
             ));
         let r = store_baseline::heartbeats(
             url,

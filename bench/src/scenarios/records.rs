@@ -59,7 +59,7 @@ async fn measure(args: &RecordsArgs, target: &Target) -> Result<Report, BenchErr
             .join(format!(
                 "kortix-loadgen-baseline-{}-{}",
                 std::process::id(),
-                crate::sim_agent::now_ms()
+                kortix_controlplane::clock::now_ms()
             ));
         let url = args
             .baseline_database_url

@@ -5,19 +5,12 @@
 //! [`Principal`] in the request extensions for the services to read. Health and reflection stay
 //! open so `grpcurl` and load balancers work without a token.
 
-use crate::auth::{Authenticator, Principal};
+use crate::auth::{Authenticator, Caller, Principal};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
 use tonic::Status;
-
-/// The person behind a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub account_id: String,
-    pub admin: bool,
-}
 
 /// Whether `path` is a people-facing kortix.v1 method.
 fn needs_token(path: &str) -> bool {
@@ -63,15 +56,9 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
         .extensions()
         .get::<Principal>()
         .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
-    match principal.account_id() {
-        Some(account_id) => Ok(Caller {
-            account_id: account_id.to_string(),
-            admin: principal.is_admin(),
-        }),
-        None => Err(Status::permission_denied(
-            "a session's git token cannot use the API",
-        )),
-    }
+    principal
+        .caller()
+        .ok_or_else(|| Status::permission_denied("a session's git token cannot use the API"))
 }
 
 #[cfg(test)]

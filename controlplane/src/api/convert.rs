@@ -1,5 +1,6 @@
 //! Store rows to wire messages.
 
+use crate::changes::{FileChange, FileStatus};
 use crate::store;
 use kortix_proto::v1 as pb;
 
@@ -45,12 +46,12 @@ pub fn session(s: &store::Session, project_name: &str) -> pb::Session {
     }
 }
 
-pub fn project(p: &store::Project, public_url: &str) -> pb::Project {
+pub fn project(p: &store::Project, git_url: &str) -> pb::Project {
     pb::Project {
         id: p.id.clone(),
         name: p.name.clone(),
         default_branch: p.default_branch.clone(),
-        git_url: format!("{}/git/{}.git", public_url.trim_end_matches('/'), p.name),
+        git_url: git_url.to_string(),
         created_unix_ms: p.created_ms,
         account_id: p.account_id.clone(),
     }
@@ -108,5 +109,24 @@ pub fn change_request(c: &store::ChangeRequest) -> pb::ChangeRequest {
         updated_unix_ms: c.updated_ms,
         merged_unix_ms: c.merged_ms.unwrap_or(0),
         author_account_id: c.author_account_id.clone(),
+    }
+}
+
+pub fn file_change(c: &FileChange) -> pb::FileChange {
+    pb::FileChange {
+        path: c.path.clone(),
+        old_path: c.old_path.clone().unwrap_or_default(),
+        status: match c.status {
+            FileStatus::Added => "added",
+            FileStatus::Modified => "modified",
+            FileStatus::Deleted => "deleted",
+            FileStatus::Renamed => "renamed",
+            FileStatus::Copied => "copied",
+            FileStatus::TypeChanged => "type-changed",
+        }
+        .to_string(),
+        insertions: c.insertions,
+        deletions: c.deletions,
+        binary: c.binary,
     }
 }

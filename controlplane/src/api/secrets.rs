@@ -1,25 +1,19 @@
-//! `SecretService`: write-only project secrets. Values are sealed before they reach the store
-//! and never logged; only names and timestamps come back.
+//! `SecretService`: transport for [`crate::secrets::ProjectSecrets`]. Values go in, only
+//! names and timestamps come back.
 
-use super::{authn::caller, convert, store_status};
-use crate::gateway::secrets_topic;
-use crate::secrets::MasterKey;
-use crate::sessions::live::Hub;
-use crate::store::Store;
+use super::{authn::caller, convert};
+use crate::secrets::ProjectSecrets;
 use kortix_proto::v1::secret_service_server::SecretService;
 use kortix_proto::v1::*;
-use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct Secrets {
-    store: Store,
-    key: Arc<MasterKey>,
-    hub: Hub,
+    secrets: ProjectSecrets,
 }
 
 impl Secrets {
-    pub fn new(store: Store, key: Arc<MasterKey>, hub: Hub) -> Self {
-        Self { store, key, hub }
+    pub fn new(secrets: ProjectSecrets) -> Self {
+        Self { secrets }
     }
 }
 
@@ -31,25 +25,10 @@ impl SecretService for Secrets {
     ) -> Result<Response<SecretInfo>, Status> {
         let who = caller(&request)?;
         let req = request.into_inner();
-        crate::secrets::validate_secret_name(&req.name)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let project = self
-            .store
-            .get_project(&who.account_id, &req.project)
-            .await
-            .map_err(store_status)?;
-        let sealed = self
-            .key
-            .seal(&project.id, &req.name, &req.value)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (meta, version) = self
-            .store
-            .put_secret(&project.id, &req.name, &sealed.nonce, &sealed.ciphertext)
-            .await
-            .map_err(store_status)?;
-        self.hub
-            .advance(&secrets_topic(&project.id), version.max(0) as u64);
-        tracing::info!(project = %project.name, secret = %req.name, "secret set");
+        let meta = self
+            .secrets
+            .set(&who, &req.project, &req.name, &req.value)
+            .await?;
         Ok(Response::new(convert::secret(&meta)))
     }
 
@@ -58,16 +37,10 @@ impl SecretService for Secrets {
         request: Request<ListSecretsRequest>,
     ) -> Result<Response<ListSecretsResponse>, Status> {
         let who = caller(&request)?;
-        let project = self
-            .store
-            .get_project(&who.account_id, &request.into_inner().project)
-            .await
-            .map_err(store_status)?;
         let secrets = self
-            .store
-            .list_secrets(&project.id)
-            .await
-            .map_err(store_status)?;
+            .secrets
+            .list(&who, &request.into_inner().project)
+            .await?;
         Ok(Response::new(ListSecretsResponse {
             secrets: secrets.iter().map(convert::secret).collect(),
         }))
@@ -79,18 +52,7 @@ impl SecretService for Secrets {
     ) -> Result<Response<SecretInfo>, Status> {
         let who = caller(&request)?;
         let req = request.into_inner();
-        let project = self
-            .store
-            .get_project(&who.account_id, &req.project)
-            .await
-            .map_err(store_status)?;
-        let (meta, version) = self
-            .store
-            .delete_secret(&project.id, &req.name)
-            .await
-            .map_err(store_status)?;
-        self.hub
-            .advance(&secrets_topic(&project.id), version.max(0) as u64);
+        let meta = self.secrets.delete(&who, &req.project, &req.name).await?;
         Ok(Response::new(convert::secret(&meta)))
     }
 }

@@ -1,42 +1,25 @@
-//! `SessionService`: start, inspect, stop and watch sessions.
+//! `SessionService`: transport for [`crate::sessions::Sessions`] as people see it
+//! (`sessions::access`).
 
-use super::{authn::caller, convert, store_status};
-use crate::sessions::{Sessions as Machinery, attach::AttachStream, lifecycle::StartRequest};
-use crate::store::{Session, SessionStatus};
+use super::{authn::caller, convert};
+use crate::sessions::access::NamedSession;
+use crate::sessions::{Sessions as Domain, attach::AttachStream, lifecycle::StartRequest};
 use kortix_proto::v1::session_service_server::SessionService;
 use kortix_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-const LIST_LIMIT: u32 = 500;
-const MAX_PROMPT: usize = 256 * 1024;
-
 pub struct Sessions {
-    sessions: Machinery,
+    sessions: Domain,
 }
 
 impl Sessions {
-    pub fn new(sessions: Machinery) -> Self {
+    pub fn new(sessions: Domain) -> Self {
         Self { sessions }
     }
+}
 
-    /// The session, if the caller's account owns its project.
-    async fn owned(&self, account_id: &str, id: &str) -> Result<Session, Status> {
-        self.sessions
-            .store()
-            .get_session_for_account(account_id, id)
-            .await
-            .map_err(store_status)
-    }
-
-    async fn to_pb(&self, s: &Session) -> Result<kortix_proto::v1::Session, Status> {
-        let project = self
-            .sessions
-            .store()
-            .find_project(&s.project_id)
-            .await
-            .map_err(store_status)?;
-        Ok(convert::session(s, &project.name))
-    }
+fn to_pb(s: &NamedSession) -> Session {
+    convert::session(&s.session, &s.project_name)
 }
 
 #[tonic::async_trait]
@@ -44,39 +27,38 @@ impl SessionService for Sessions {
     async fn start_session(
         &self,
         request: Request<StartSessionRequest>,
-    ) -> Result<Response<kortix_proto::v1::Session>, Status> {
+    ) -> Result<Response<Session>, Status> {
         let who = caller(&request)?;
         let req = request.into_inner();
-        if req.prompt.len() > MAX_PROMPT {
-            return Err(Status::invalid_argument(format!(
-                "prompt longer than {MAX_PROMPT} bytes"
-            )));
-        }
         let session = self
             .sessions
-            .start(StartRequest {
-                account_id: Some(who.account_id),
-                project: req.project,
-                prompt: req.prompt,
-                template: req.template,
-                agent: req.agent,
-                idempotency_key: req.idempotency_key,
-                resume_branch: req.resume_branch,
-                origin: "cli".into(),
-            })
+            .start_for(
+                &who,
+                StartRequest {
+                    account_id: None,
+                    project: req.project,
+                    prompt: req.prompt,
+                    template: req.template,
+                    agent: req.agent,
+                    idempotency_key: req.idempotency_key,
+                    resume_branch: req.resume_branch,
+                    origin: "cli".into(),
+                },
+            )
             .await?;
-        Ok(Response::new(self.to_pb(&session).await?))
+        Ok(Response::new(to_pb(&session)))
     }
 
     async fn get_session(
         &self,
         request: Request<GetSessionRequest>,
-    ) -> Result<Response<kortix_proto::v1::Session>, Status> {
+    ) -> Result<Response<Session>, Status> {
         let who = caller(&request)?;
         let s = self
-            .owned(&who.account_id, &request.into_inner().id)
+            .sessions
+            .get_for(&who, &request.into_inner().id)
             .await?;
-        Ok(Response::new(self.to_pb(&s).await?))
+        Ok(Response::new(to_pb(&s)))
     }
 
     async fn list_sessions(
@@ -84,67 +66,37 @@ impl SessionService for Sessions {
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
         let who = caller(&request)?;
-        let req = request.into_inner();
-        let store = self.sessions.store();
-        let rows = if req.project.is_empty() {
-            store
-                .list_sessions_for_account(&who.account_id, LIST_LIMIT)
-                .await
-        } else {
-            let project = store
-                .get_project(&who.account_id, &req.project)
-                .await
-                .map_err(store_status)?;
-            store.list_sessions(&project.id, LIST_LIMIT).await
-        }
-        .map_err(store_status)?;
-        let projects = store
-            .list_projects(&who.account_id)
-            .await
-            .map_err(store_status)?;
-        let name_of = |id: &str| {
-            projects
-                .iter()
-                .find(|p| p.id == id)
-                .map(|p| p.name.clone())
-                .unwrap_or_default()
-        };
+        let rows = self
+            .sessions
+            .list_for(&who, &request.into_inner().project)
+            .await?;
         Ok(Response::new(ListSessionsResponse {
-            sessions: rows
-                .iter()
-                .map(|s| convert::session(s, &name_of(&s.project_id)))
-                .collect(),
+            sessions: rows.iter().map(to_pb).collect(),
         }))
     }
 
     async fn stop_session(
         &self,
         request: Request<StopSessionRequest>,
-    ) -> Result<Response<kortix_proto::v1::Session>, Status> {
+    ) -> Result<Response<Session>, Status> {
         let who = caller(&request)?;
         let s = self
-            .owned(&who.account_id, &request.into_inner().id)
+            .sessions
+            .stop_for(&who, &request.into_inner().id)
             .await?;
-        let stopped = self.sessions.stop(&s.id, false, "stopped by user").await?;
-        Ok(Response::new(self.to_pb(&stopped).await?))
+        Ok(Response::new(to_pb(&s)))
     }
 
     async fn delete_session(
         &self,
         request: Request<DeleteSessionRequest>,
-    ) -> Result<Response<kortix_proto::v1::Session>, Status> {
+    ) -> Result<Response<Session>, Status> {
         let who = caller(&request)?;
         let s = self
-            .owned(&who.account_id, &request.into_inner().id)
-            .await?;
-        let project = self
             .sessions
-            .store()
-            .find_project(&s.project_id)
-            .await
-            .map_err(store_status)?;
-        let deleted = self.sessions.delete(&s.id).await?;
-        Ok(Response::new(convert::session(&deleted, &project.name)))
+            .delete_for(&who, &request.into_inner().id)
+            .await?;
+        Ok(Response::new(to_pb(&s)))
     }
 
     type AttachStream = AttachStream;
@@ -155,12 +107,11 @@ impl SessionService for Sessions {
     ) -> Result<Response<Self::AttachStream>, Status> {
         let who = caller(&request)?;
         let req = request.into_inner();
-        let s = self.owned(&who.account_id, &req.session_id).await?;
-        Ok(Response::new(self.sessions.attach(
-            s.id,
-            req.from_seq,
-            req.follow,
-        )))
+        let stream = self
+            .sessions
+            .attach_for(&who, &req.session_id, req.from_seq, req.follow)
+            .await?;
+        Ok(Response::new(stream))
     }
 
     async fn send_prompt(
@@ -169,33 +120,10 @@ impl SessionService for Sessions {
     ) -> Result<Response<SendPromptResponse>, Status> {
         let who = caller(&request)?;
         let req = request.into_inner();
-        if req.text.trim().is_empty() {
-            return Err(Status::invalid_argument("prompt text is empty"));
-        }
-        if req.text.len() > MAX_PROMPT {
-            return Err(Status::invalid_argument(format!(
-                "prompt longer than {MAX_PROMPT} bytes"
-            )));
-        }
-        let s = self.owned(&who.account_id, &req.session_id).await?;
-        if s.status != SessionStatus::Running {
-            return Err(Status::failed_precondition(format!(
-                "session {} is {}; prompts go to running sessions",
-                s.id, s.status
-            )));
-        }
-        let prompt_id = crate::store::new_id();
-        let frame = ControlFrame {
-            frame: Some(control_frame::Frame::Prompt(Prompt {
-                id: prompt_id.clone(),
-                text: req.text,
-                agent: req.agent,
-            })),
-        };
-        self.sessions
-            .hub()
-            .send_control(&s.id, frame)
-            .map_err(|e| Status::unavailable(format!("session {}: {e}", s.id)))?;
+        let prompt_id = self
+            .sessions
+            .send_prompt(&who, &req.session_id, req.text, req.agent)
+            .await?;
         Ok(Response::new(SendPromptResponse { prompt_id }))
     }
 }

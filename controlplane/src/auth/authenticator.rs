@@ -29,7 +29,7 @@ impl Authenticator {
     /// Unknown, revoked and expired tokens are all [`AuthError::InvalidToken`].
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         let hash = hash_token(token);
-        let now = store::now_ms();
+        let now = crate::clock::now_ms();
         match TokenKind::of(token)? {
             TokenKind::Person => match self.store.lookup_api_token(&hash, now).await {
                 Ok((account, _)) => Ok(Principal::Account {
@@ -171,7 +171,7 @@ mod tests {
                 &session.id,
                 &project.id,
                 &session.id,
-                store::now_ms() + 60_000,
+                crate::clock::now_ms() + 60_000,
             )
             .await
             .unwrap();
@@ -215,7 +215,7 @@ mod tests {
         ));
 
         store
-            .revoke_api_token(&alice.id, &info.id, store::now_ms())
+            .revoke_api_token(&alice.id, &info.id, crate::clock::now_ms())
             .await
             .unwrap();
         assert!(matches!(

@@ -64,7 +64,8 @@ impl GitAuthorizer for GitAuth {
 mod tests {
     use super::*;
     use crate::auth::{TokenKind, generate_token, hash_token};
-    use crate::store::{NewSession, StoreOptions, now_ms};
+    use crate::clock::now_ms;
+    use crate::store::{NewSession, StoreOptions};
 
     #[tokio::test]
     async fn maps_tokens_to_projects_and_push_scopes() {

@@ -10,7 +10,7 @@ mod tokens;
 pub use authenticator::{ADMIN_ACCOUNT_NAME, Authenticator, bootstrap_admin};
 pub use git_access::{DEFAULT_BRANCH_REFUSAL, Denied, git_access, git_read_access};
 pub use git_auth::GitAuth;
-pub use principal::Principal;
+pub use principal::{Caller, Principal};
 pub use tokens::{
     MAX_AUTHORIZATION_LEN, TokenKind, check_token_format, generate_token, hash_token, parse_bearer,
     parse_git_authorization,

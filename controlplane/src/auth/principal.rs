@@ -26,4 +26,22 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         matches!(self, Principal::Account { admin: true, .. })
     }
+
+    /// The person behind the token; `None` for session tokens, which never act as people.
+    pub fn caller(&self) -> Option<Caller> {
+        match self {
+            Principal::Account { account_id, admin } => Some(Caller {
+                account_id: account_id.clone(),
+                admin: *admin,
+            }),
+            Principal::SessionGit { .. } => None,
+        }
+    }
+}
+
+/// A person calling a domain service: their account and whether it is the admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub account_id: String,
+    pub admin: bool,
 }

@@ -10,8 +10,10 @@
 
 use super::Gateway;
 use crate::ca::SessionIdentity;
+use crate::clock::now_ms;
+use crate::error::DomainError;
 use crate::sessions::record_pipeline::Durable;
-use crate::sessions::{now_ms, records};
+use crate::sessions::records;
 use crate::store::{Session, SessionStatus};
 use kortix_proto::v1::{
     Ack, AgentFrame, Bootstrap, ControlFrame, HeartbeatAck, Hello, Record, RecordBatch,
@@ -51,7 +53,7 @@ impl Gateway {
         let session = store
             .get_session(&who.session_id)
             .await
-            .map_err(|e| Status::not_found(e.to_string()))?;
+            .map_err(DomainError::from)?;
         if session.status.is_terminal() {
             return Err(Status::failed_precondition(format!(
                 "session {} has ended ({})",
@@ -145,7 +147,7 @@ impl Gateway {
             .store()
             .find_project(&session.project_id)
             .await
-            .map_err(|e| Status::not_found(e.to_string()))?;
+            .map_err(DomainError::from)?;
         let manifest = self
             .sessions
             .manifest(&project)
@@ -155,11 +157,7 @@ impl Gateway {
         Ok(Bootstrap {
             session_id: session.id.clone(),
             project_id: project.id.clone(),
-            repo_url: format!(
-                "{}/git/{}.git",
-                config.public_url.trim_end_matches('/'),
-                project.name
-            ),
+            repo_url: crate::git::clone_url(&config.public_url, &project.name),
             branch: session.id.clone(),
             default_branch: project.default_branch.clone(),
             opencode_config_dir: manifest.opencode_config_dir().to_string(),

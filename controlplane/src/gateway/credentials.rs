@@ -2,7 +2,8 @@
 
 use super::Gateway;
 use crate::ca::SessionIdentity;
-use crate::sessions::now_ms;
+use crate::clock::now_ms;
+use crate::error::DomainError;
 use kortix_proto::v1::{GitCredentialRequest, GitCredentialResponse};
 use tonic::Status;
 
@@ -25,7 +26,7 @@ impl Gateway {
         let session = store
             .get_session(&who.session_id)
             .await
-            .map_err(|e| Status::not_found(e.to_string()))?;
+            .map_err(DomainError::from)?;
         if session.status.is_terminal() {
             return Err(Status::failed_precondition(format!(
                 "session {} has ended ({})",
@@ -43,7 +44,7 @@ impl Gateway {
                 expires_ms,
             )
             .await
-            .map_err(|e| Status::unavailable(format!("issuing a git token: {e}")))?;
+            .map_err(DomainError::from)?;
         Ok(GitCredentialResponse {
             username: GIT_USERNAME.to_string(),
             password: token,

@@ -2,7 +2,8 @@
 
 use super::Gateway;
 use crate::ca::{IssuedCert, SessionIdentity};
-use crate::sessions::now_ms;
+use crate::clock::now_ms;
+use crate::error::DomainError;
 use crate::store::SessionStatus;
 use kortix_proto::v1::{EnrollRequest, EnrollResponse, RenewRequest};
 use tonic::Status;
@@ -19,16 +20,11 @@ impl Gateway {
         let session_id = store
             .consume_bootstrap_token(&crate::auth::hash_token(token), now_ms())
             .await
-            .map_err(|e| match e {
-                crate::store::Error::BootstrapToken(why) => {
-                    Status::unauthenticated(format!("bootstrap token rejected: {why}"))
-                }
-                other => Status::unavailable(other.to_string()),
-            })?;
+            .map_err(DomainError::from)?;
         let session = store
             .get_session(&session_id)
             .await
-            .map_err(|e| Status::not_found(e.to_string()))?;
+            .map_err(DomainError::from)?;
         if session.status != SessionStatus::Provisioning {
             return Err(Status::failed_precondition(format!(
                 "session {session_id} is {}, not provisioning",
@@ -50,7 +46,7 @@ impl Gateway {
             .store()
             .get_session(&who.session_id)
             .await
-            .map_err(|e| Status::not_found(e.to_string()))?;
+            .map_err(DomainError::from)?;
         if session.status.is_terminal() {
             return Err(Status::failed_precondition(format!(
                 "session {} has ended ({})",
@@ -75,7 +71,7 @@ impl Gateway {
                 issued.not_after_unix_s * 1000,
             )
             .await
-            .map_err(|e| Status::unavailable(format!("recording the certificate: {e}")))?;
+            .map_err(DomainError::from)?;
         Ok(issued)
     }
 

@@ -3,6 +3,7 @@
 
 use super::Gateway;
 use crate::ca::{SessionIdentity, identity_from_cert};
+use crate::error::DomainError;
 use tonic::{Request, Status};
 
 /// Identity of a client certificate, without the revocation check.
@@ -14,11 +15,6 @@ pub fn peer_identity<T>(request: &Request<T>) -> Result<SessionIdentity, Status>
         .first()
         .ok_or_else(|| Status::unauthenticated("a client certificate from Enroll is required"))?;
     identity_from_cert(leaf.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))
-}
-
-/// The hub topic that wakes secret watchers of a project.
-pub fn secrets_topic(project_id: &str) -> String {
-    format!("project-secrets:{project_id}")
 }
 
 impl Gateway {
@@ -33,7 +29,7 @@ impl Gateway {
             .store()
             .is_cert_revoked(&who.serial_hex)
             .await
-            .map_err(|e| Status::unavailable(format!("checking certificate status: {e}")))?;
+            .map_err(DomainError::from)?;
         if revoked {
             return Err(Status::unauthenticated(format!(
                 "certificate {} for session {} is revoked",

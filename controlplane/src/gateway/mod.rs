@@ -6,6 +6,10 @@
 //!   stop).
 //! - [`credentials`]: just-in-time git tokens scoped to the session's branch.
 //! - [`secrets_watch`]: the project's secrets, now and on every change.
+//!
+//! Store failures reach agents through the domain error's one mapping
+//! ([`crate::error::DomainError`]): a session that does not exist is NOT_FOUND, a database
+//! that does not answer is UNAVAILABLE (the agent retries), never the other way round.
 
 mod connect;
 mod credentials;
@@ -14,7 +18,7 @@ mod identity;
 mod secrets_watch;
 
 use crate::ca::Ca;
-use crate::secrets::MasterKey;
+use crate::secrets::ProjectSecrets;
 use crate::sessions::Sessions;
 use kortix_proto::v1::agent_gateway_server::AgentGateway;
 use kortix_proto::v1::*;
@@ -22,21 +26,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use identity::{peer_identity, secrets_topic};
+pub use identity::peer_identity;
 
 #[derive(Clone)]
 pub struct Gateway {
     pub(crate) sessions: Sessions,
     pub(crate) ca: Arc<Ca>,
-    pub(crate) master_key: Arc<MasterKey>,
+    pub(crate) secrets: ProjectSecrets,
 }
 
 impl Gateway {
-    pub fn new(sessions: Sessions, ca: Arc<Ca>, master_key: Arc<MasterKey>) -> Self {
+    pub fn new(sessions: Sessions, ca: Arc<Ca>, secrets: ProjectSecrets) -> Self {
         Self {
             sessions,
             ca,
-            master_key,
+            secrets,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! `WatchSecrets`: the project's complete secret set at start and after every change, only to
-//! that project's live session agents.
+//! that project's live session agents. Loading and decrypting is [`ProjectSecrets`]'s.
+//!
+//! [`ProjectSecrets`]: crate::secrets::ProjectSecrets
 
-use super::{Gateway, secrets_topic};
+use super::Gateway;
 use crate::ca::SessionIdentity;
+use crate::error::DomainError;
 use kortix_proto::v1::SecretsUpdate;
-use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -21,7 +23,7 @@ impl Gateway {
         let session = store
             .get_session(&who.session_id)
             .await
-            .map_err(|e| Status::not_found(e.to_string()))?;
+            .map_err(DomainError::from)?;
         if session.status.is_terminal() {
             return Err(Status::failed_precondition(format!(
                 "session {} has ended",
@@ -32,21 +34,29 @@ impl Gateway {
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();
         tokio::spawn(async move {
-            let mut wake = this.sessions.hub().subscribe(&secrets_topic(&project_id));
+            let mut wake = this.secrets.watch(&project_id);
             let closed = this.sessions.hub().closed();
             tokio::pin!(closed);
             let mut sent: Option<i64> = None;
             loop {
-                match this.current_secrets(&project_id, sent).await {
-                    Ok(Some(update)) => {
-                        sent = Some(update.version as i64);
+                match this.secrets.load_if_changed(&project_id, sent).await {
+                    Ok(Some(set)) => {
+                        sent = Some(set.version);
+                        let update = SecretsUpdate {
+                            secrets: set
+                                .values
+                                .iter()
+                                .map(|(name, value)| (name.clone(), value.expose().to_string()))
+                                .collect(),
+                            version: set.version.max(0) as u64,
+                        };
                         if tx.send(Ok(update)).await.is_err() {
                             return;
                         }
                     }
                     Ok(None) => {}
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
                         return;
                     }
                 }
@@ -66,37 +76,5 @@ impl Gateway {
             }
         });
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
-    }
-
-    /// The project's decrypted secrets, unless the version is still `known`.
-    async fn current_secrets(
-        &self,
-        project_id: &str,
-        known: Option<i64>,
-    ) -> Result<Option<SecretsUpdate>, Status> {
-        let store = self.sessions.store();
-        let version = store
-            .secrets_version(project_id)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        if known == Some(version) {
-            return Ok(None);
-        }
-        let snapshot = store
-            .load_secrets(project_id)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut secrets = HashMap::with_capacity(snapshot.secrets.len());
-        for row in &snapshot.secrets {
-            let value = self
-                .master_key
-                .open(project_id, &row.name, &row.nonce, &row.ciphertext)
-                .map_err(|e| Status::data_loss(format!("secret {}: {e}", row.name)))?;
-            secrets.insert(row.name.clone(), value.expose().to_string());
-        }
-        Ok(Some(SecretsUpdate {
-            secrets,
-            version: snapshot.version.max(0) as u64,
-        }))
     }
 }

@@ -123,6 +123,15 @@ impl GitHttpState {
     }
 }
 
+/// The clone URL of a project's repository on the public listener at `public_url` — the one
+/// place that knows the `/git/<project-name>.git` layout besides [`router`].
+pub fn clone_url(public_url: &str, project_name: &str) -> String {
+    format!(
+        "{}/git/{project_name}.git",
+        public_url.trim_end_matches('/')
+    )
+}
+
 /// The routes `/git/{repo}/{*rest}`, to be merged into the public listener's router.
 pub fn router(state: GitHttpState) -> Router {
     Router::new()

@@ -21,6 +21,6 @@ pub mod repos;
 mod testutil;
 
 pub use access::{GitAccess, GitAuthorizer, GitDenied, PushScope};
-pub use http::{GitHttpLimits, GitHttpState, router};
+pub use http::{GitHttpLimits, GitHttpState, clone_url, router};
 pub use refs::{Expected, RefError, resolve_branch, update_ref};
 pub use repos::{Author, Branch, ImportedRepo, RepoError, Repos};

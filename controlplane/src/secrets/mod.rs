@@ -1,12 +1,13 @@
 //! Project secrets: names and values are validated here, values are sealed with AES-256-GCM
 //! under the control plane's master key (project id and name bound in as associated data, so
 //! a ciphertext can't be moved to another project or name), and only ciphertext reaches the
-//! store.
+//! store. [`ProjectSecrets`] is the one owner of setting, loading, decrypting and announcing
+//! them.
 
 mod keyfile;
 mod master_key;
 mod names;
-mod project;
+mod project_secrets;
 mod value;
 
 pub use keyfile::write_private_file;
@@ -14,7 +15,7 @@ pub use master_key::{MASTER_KEY_FILE_NAME, MASTER_KEY_LEN, MasterKey, Sealed};
 /// Same as [`validate_secret_name`].
 pub use names::validate_secret_name as validate_name;
 pub use names::{MAX_SECRET_VALUE_BYTES, validate_secret_name, validate_secret_value};
-pub use project::{load_project_secrets, set_project_secret};
+pub use project_secrets::{ProjectSecrets, SecretSet};
 pub use value::SecretValue;
 
 use std::path::PathBuf;
@@ -40,6 +41,4 @@ pub enum SecretsError {
         "secret {name} of project {project_id} cannot be decrypted (wrong master key or corrupted data)"
     )]
     Open { project_id: String, name: String },
-    #[error(transparent)]
-    Store(#[from] crate::store::Error),
 }

@@ -67,7 +67,7 @@ impl Sessions {
                     .store
                     .get_session(id)
                     .await
-                    .map_err(|e| Status::not_found(e.to_string()))?
+                    .map_err(crate::error::DomainError::from)?
                     .status
                     .is_terminal();
             }
@@ -84,7 +84,7 @@ impl Sessions {
                             .store
                             .read_records(id, next as i64, PAGE)
                             .await
-                            .map_err(|e| Status::internal(e.to_string()))?;
+                            .map_err(crate::error::DomainError::from)?;
                         let full = rows.len() as u32 == PAGE;
                         let records = rows
                             .iter()

@@ -82,30 +82,14 @@ impl Sessions {
         })
     }
 
-    /// Reads and parses `kortix.toml` on the project's default branch (no checkout).
+    /// `kortix.toml` on the project's default branch, through the one reader
+    /// ([`crate::manifests`]).
     pub async fn manifest(&self, project: &Project) -> Result<Manifest, SessionError> {
-        let repos = self.repos.clone();
-        let (id, branch) = (project.id.clone(), project.default_branch.clone());
-        let bytes = tokio::task::spawn_blocking(move || {
-            repos.read_file_at_branch(&id, &branch, kortix_manifest::MANIFEST_FILE)
-        })
-        .await
-        .map_err(|e| SessionError::Internal(format!("reading the manifest: {e}")))?
-        .map_err(|e| {
-            SessionError::Precondition(format!(
-                "reading kortix.toml of project {}: {e}",
-                project.name
-            ))
-        })?;
-        match bytes {
-            None => Ok(Manifest::default()),
-            Some(bytes) => kortix_manifest::parse_bytes(&bytes).map_err(|e| {
-                SessionError::Precondition(format!(
-                    "kortix.toml on {} of project {} is rejected: {e}",
-                    project.default_branch, project.name
-                ))
-            }),
-        }
+        self.manifests
+            .get(&project.id, &project.default_branch)
+            .await?
+            .for_session()
+            .map_err(|why| SessionError::Precondition(format!("project {}: {why}", project.name)))
     }
 
     /// Starts a session: inserts it (`provisioning`), cuts its branch, mints the bootstrap

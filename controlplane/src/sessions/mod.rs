@@ -1,6 +1,7 @@
 //! Sessions: one OpenCode run in a disposable sandbox, on a branch named after the session.
 //!
 //! - [`lifecycle`]: start, stop, delete, and what happens when a sandbox exits.
+//! - [`access`]: the same for people: ownership checks, project names, prompts.
 //! - [`sweep`]: the periodic checks that keep a session from ever being a zombie (agent never
 //!   connected, heartbeats lost, idle hibernation, stop deadlines).
 //! - [`record_pipeline`]: agents' record batches → group commit → acks.
@@ -11,6 +12,7 @@
 //! - [`tail`]: the newest durable records of watched sessions, for live viewers.
 //! - [`records`]: the record encoding shared by the gateway and attach.
 
+pub mod access;
 pub mod attach;
 pub mod heartbeats;
 pub mod lifecycle;
@@ -23,6 +25,7 @@ pub mod tail;
 mod trigger_starter;
 
 use crate::git::Repos;
+use crate::manifests::Manifests;
 use crate::sandbox::SandboxProvider;
 use crate::store::Store;
 use std::sync::Arc;
@@ -79,49 +82,8 @@ impl SessionConfig {
     }
 }
 
-/// Errors of session operations, each mapping to one gRPC status.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Precondition(String),
-    /// Try again later (or at another replica): this one is shutting down, or the store is
-    /// unreachable.
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<crate::store::Error> for SessionError {
-    fn from(e: crate::store::Error) -> Self {
-        match e {
-            crate::store::Error::NotFound(what) => {
-                SessionError::NotFound(format!("{what} not found"))
-            }
-            crate::store::Error::Invalid { .. } => SessionError::Invalid(e.to_string()),
-            other => SessionError::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<SessionError> for tonic::Status {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::NotFound(m) => tonic::Status::not_found(m),
-            SessionError::Invalid(m) => tonic::Status::invalid_argument(m),
-            SessionError::Precondition(m) => tonic::Status::failed_precondition(m),
-            SessionError::Unavailable(m) => tonic::Status::unavailable(m),
-            SessionError::Internal(m) => {
-                tracing::error!(error = %m, "session operation failed");
-                tonic::Status::internal(m)
-            }
-        }
-    }
-}
+/// Session operations fail with the domain error (see [`crate::error`]).
+pub use crate::error::DomainError as SessionError;
 
 /// Shared state of the session machinery; cheap to clone.
 #[derive(Clone)]
@@ -139,6 +101,7 @@ pub struct Sessions {
     pub(crate) started_ms: i64,
     /// Set at shutdown: no new sessions start on this replica.
     pub(crate) draining: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) manifests: Arc<Manifests>,
 }
 
 impl Sessions {
@@ -148,9 +111,11 @@ impl Sessions {
         repos: Repos,
         provider: Arc<dyn SandboxProvider>,
         hub: live::Hub,
+        manifests: Arc<Manifests>,
         config: SessionConfig,
     ) -> Self {
         Self {
+            manifests,
             pipeline: record_pipeline::RecordPipeline::start(store.clone()),
             heartbeats: Arc::default(),
             store,
@@ -192,9 +157,4 @@ impl Sessions {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::now_ms;

@@ -10,6 +10,7 @@
 //! sleep on its lock. PostgreSQL gets several, so one group fills while another commits; the
 //! store locks session rows in id order, so concurrent groups never deadlock.
 
+use crate::error::DomainError;
 use crate::store::{BackendKind, RecordRow, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,51 +24,26 @@ const MAX_ROWS_PER_COMMIT: usize = 16_384;
 /// Concurrent group commits on PostgreSQL (each holds one pooled connection).
 const POSTGRES_WRITERS: usize = 3;
 
-/// Why a batch was not stored. Cloneable: one failed transaction answers many batches.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum IngestError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("storing records: {0}")]
-    Store(String),
-    #[error("the record pipeline has stopped")]
-    Closed,
-}
-
-impl From<crate::store::Error> for IngestError {
-    fn from(e: crate::store::Error) -> Self {
-        match e {
-            crate::store::Error::NotFound(what) => {
-                IngestError::NotFound(format!("{what} not found"))
-            }
-            e @ crate::store::Error::Invalid { .. } => IngestError::Invalid(e.to_string()),
-            e => IngestError::Store(e.to_string()),
-        }
+/// Why a batch was not stored. A store that fails a write is UNAVAILABLE whatever the
+/// cause: the agent keeps its records and resends them after reconnecting.
+fn ingest_error(e: crate::store::Error) -> DomainError {
+    match DomainError::from(e) {
+        e @ (DomainError::NotFound(_) | DomainError::Invalid(_)) => e,
+        other => DomainError::Unavailable(format!("storing records: {other}")),
     }
 }
 
-impl From<IngestError> for tonic::Status {
-    fn from(e: IngestError) -> Self {
-        match e {
-            IngestError::NotFound(m) => tonic::Status::not_found(m),
-            IngestError::Invalid(m) => tonic::Status::invalid_argument(m),
-            // The agent keeps its records and resends them after reconnecting.
-            e @ (IngestError::Store(_) | IngestError::Closed) => {
-                tonic::Status::unavailable(e.to_string())
-            }
-        }
-    }
+fn pipeline_stopped() -> DomainError {
+    DomainError::Unavailable("the record pipeline has stopped".into())
 }
 
 /// The session's `acked_seq` after the batch was stored.
-pub type Durable = oneshot::Receiver<Result<i64, IngestError>>;
+pub type Durable = oneshot::Receiver<Result<i64, DomainError>>;
 
 struct Job {
     session_id: Arc<str>,
     rows: Vec<RecordRow>,
-    reply: oneshot::Sender<Result<i64, IngestError>>,
+    reply: oneshot::Sender<Result<i64, DomainError>>,
 }
 
 /// Handle to the pipeline; cheap to clone. The writers stop once every handle is gone and
@@ -98,7 +74,7 @@ impl RecordPipeline {
         &self,
         session_id: Arc<str>,
         rows: Vec<RecordRow>,
-    ) -> Result<Durable, IngestError> {
+    ) -> Result<Durable, DomainError> {
         let (reply, durable) = oneshot::channel();
         self.tx
             .send(Job {
@@ -107,7 +83,7 @@ impl RecordPipeline {
                 reply,
             })
             .await
-            .map_err(|_| IngestError::Closed)?;
+            .map_err(|_| pipeline_stopped())?;
         Ok(durable)
     }
 }
@@ -140,7 +116,7 @@ async fn writer(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
 struct Part {
     session_id: Arc<str>,
     rows: Vec<RecordRow>,
-    replies: Vec<oneshot::Sender<Result<i64, IngestError>>>,
+    replies: Vec<oneshot::Sender<Result<i64, DomainError>>>,
 }
 
 fn merge(group: Vec<Job>) -> Vec<Part> {
@@ -176,7 +152,7 @@ async fn commit(store: &Store, group: Vec<Job>) {
     let outcomes = match store.insert_record_batches(&batches).await {
         Ok(outcomes) => outcomes
             .into_iter()
-            .map(|o| o.map_err(IngestError::from))
+            .map(|o| o.map_err(ingest_error))
             .collect(),
         // The whole transaction failed. If one session's rows were the cause, committing
         // each session on its own keeps the others from failing with it.
@@ -189,14 +165,14 @@ async fn commit(store: &Store, group: Vec<Job>) {
                         .insert_record_batches(std::slice::from_ref(batch))
                         .await
                     {
-                        Ok(mut one) => one.pop().unwrap_or(Ok(0)).map_err(IngestError::from),
-                        Err(e) => Err(IngestError::from(e)),
+                        Ok(mut one) => one.pop().unwrap_or(Ok(0)).map_err(ingest_error),
+                        Err(e) => Err(ingest_error(e)),
                     },
                 );
             }
             outcomes
         }
-        Err(e) => vec![Err(IngestError::from(e))],
+        Err(e) => vec![Err(ingest_error(e))],
     };
     crate::metrics::metrics().observe_commit(rows, started.elapsed());
     for (part, outcome) in parts.into_iter().zip(outcomes) {
@@ -296,10 +272,10 @@ mod tests {
         let bad = pipeline.submit(ids[0].clone(), rows(0..=3)).await.unwrap();
         let unknown = pipeline.submit(ghost, rows(1..=3)).await.unwrap();
         let good = pipeline.submit(ids[1].clone(), rows(1..=3)).await.unwrap();
-        assert!(matches!(bad.await.unwrap(), Err(IngestError::Invalid(_))));
+        assert!(matches!(bad.await.unwrap(), Err(DomainError::Invalid(_))));
         assert!(matches!(
             unknown.await.unwrap(),
-            Err(IngestError::NotFound(_))
+            Err(DomainError::NotFound(_))
         ));
         assert_eq!(good.await.unwrap(), Ok(3));
         assert_eq!(db.store.acked_seq(&ids[0]).await.unwrap(), 0);

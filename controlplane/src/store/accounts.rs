@@ -1,8 +1,9 @@
 //! Accounts: the people (and the admin) that own projects and tokens.
 
 use super::{
-    DbContext, Error, Result, Store, is_unique_violation, new_id, now_ms, validate_name, with_pool,
+    DbContext, Error, Result, Store, is_unique_violation, new_id, validate_name, with_pool,
 };
+use crate::clock::now_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Account {

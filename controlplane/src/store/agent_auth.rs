@@ -2,7 +2,8 @@
 //! the client certificates it was issued, and the short-lived git tokens it pushes with.
 //! Tokens are stored as hashes only.
 
-use super::{DbContext, Error, Result, Store, now_ms, with_pool};
+use super::{DbContext, Error, Result, Store, with_pool};
+use crate::clock::now_ms;
 
 /// Why a bootstrap token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

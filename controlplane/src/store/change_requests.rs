@@ -3,9 +3,9 @@
 //! replica) get distinct, gap-free numbers without retries.
 
 use super::{
-    BeginWrite, DbContext, Error, Result, Store, clamp_limit, is_unique_violation, now_ms,
-    with_pool,
+    BeginWrite, DbContext, Error, Result, Store, clamp_limit, is_unique_violation, with_pool,
 };
+use crate::clock::now_ms;
 
 const MAX_LIST: u32 = 500;
 const MAX_TITLE_BYTES: usize = 1024;

@@ -28,7 +28,7 @@ pub(crate) mod tests;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -120,6 +120,44 @@ impl Error {
 
     pub fn is_already_exists(&self) -> bool {
         matches!(self, Error::AlreadyExists(_))
+    }
+
+    /// Whether the database could not be reached or was too busy to answer — an outage a
+    /// retry may outlive — rather than a refusal, a bug or damaged data.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Connect { .. } => true,
+            Error::Database { source, .. } => sqlx_unavailable(source),
+            Error::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+}
+
+fn sqlx_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL: connection exceptions (08), insufficient resources (53), operator
+            // intervention such as a shutting-down server (57), serialization failures and
+            // deadlocks (40001, 40P01). SQLite: busy (5) and locked (6).
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code == "40001"
+                || code == "40P01"
+                || code == "5"
+                || code == "6"
+        }
+        _ => false,
     }
 }
 
@@ -415,14 +453,6 @@ pub fn redact_url(url: &str) -> String {
         }
         None => url.to_string(),
     }
-}
-
-/// Current wall-clock time in unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// A fresh, time-ordered id (UUIDv7 text).

@@ -1,8 +1,9 @@
 //! Projects: a named git repository owned by one account.
 
 use super::{
-    DbContext, Error, Result, Store, is_unique_violation, new_id, now_ms, validate_name, with_pool,
+    DbContext, Error, Result, Store, is_unique_violation, new_id, validate_name, with_pool,
 };
+use crate::clock::now_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Project {

@@ -1,7 +1,8 @@
 //! Sealed project secrets. The store only ever sees nonce and ciphertext; sealing and
 //! opening live in `crate::secrets`.
 
-use super::{BeginWrite, DbContext, Error, Result, Store, now_ms, with_pool};
+use super::{BeginWrite, DbContext, Error, Result, Store, with_pool};
+use crate::clock::now_ms;
 
 /// A secret's name and times, never its value.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -2,9 +2,10 @@
 //! updates, so when two replicas race to move a session exactly one of them wins.
 
 use super::{
-    BeginWrite, DbContext, Error, Result, Store, clamp_limit, is_unique_violation, new_id, now_ms,
+    BeginWrite, DbContext, Error, Result, Store, clamp_limit, is_unique_violation, new_id,
     placeholders, with_pool,
 };
+use crate::clock::now_ms;
 
 const MAX_LIST: u32 = 1000;
 

@@ -9,6 +9,7 @@ use futures::FutureExt;
 
 use super::testing::{PgTestError, PgTestSchema};
 use super::*;
+use crate::clock::now_ms;
 
 /// A store under test, plus what is needed to open a second handle on the same database.
 pub(crate) struct TestDb {

@@ -1,9 +1,8 @@
 //! People's bearer tokens. Only the SHA-256 of a token is stored; the token itself is shown
 //! once, when created.
 
-use super::{
-    Account, DbContext, Error, Result, Store, is_unique_violation, new_id, now_ms, with_pool,
-};
+use super::{Account, DbContext, Error, Result, Store, is_unique_violation, new_id, with_pool};
+use crate::clock::now_ms;
 
 /// `last_used_ms` is refreshed at most this often, so authentication isn't a write per call.
 const LAST_USED_RESOLUTION_MS: i64 = 60_000;

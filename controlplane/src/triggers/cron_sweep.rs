@@ -30,7 +30,8 @@ use futures::StreamExt;
 use kortix_manifest::{Trigger, TriggerKind};
 
 use super::firing::{self, ABANDONED_ERROR_PREFIX, FireRequest, Source};
-use super::{TriggerError, Triggers, schedule};
+use super::{Triggers, schedule};
+use crate::error::DomainError;
 use crate::store::{Firing, FiringOutcome};
 
 /// How many of a trigger's recent firings are searched for its last cron firing when this
@@ -243,7 +244,7 @@ impl Sweeper {
         }
 
         let triggers = &self.triggers;
-        let results: Vec<(Job, Result<firing::FireOutcome, TriggerError>)> =
+        let results: Vec<(Job, Result<firing::FireOutcome, DomainError>)> =
             futures::stream::iter(jobs)
                 .map(|job| async move {
                     let outcome = firing::fire(
@@ -328,7 +329,7 @@ impl Sweeper {
         project_id: &str,
         trigger: &Trigger,
         now: DateTime<Utc>,
-    ) -> Result<DateTime<Utc>, TriggerError> {
+    ) -> Result<DateTime<Utc>, DomainError> {
         let definition = (
             trigger.cron.clone().unwrap_or_default(),
             trigger.timezone.clone().unwrap_or_default(),
@@ -369,7 +370,7 @@ impl Sweeper {
         &self,
         project_id: &str,
         slug: &str,
-    ) -> Result<Option<DateTime<Utc>>, TriggerError> {
+    ) -> Result<Option<DateTime<Utc>>, DomainError> {
         let recent = self
             .triggers
             .store()
@@ -416,7 +417,7 @@ impl Sweeper {
         &self,
         stale: Firing,
         now: DateTime<Utc>,
-    ) -> Result<Option<Firing>, TriggerError> {
+    ) -> Result<Option<Firing>, DomainError> {
         let store = self.triggers.store();
         let scheduled = stale
             .firing_key

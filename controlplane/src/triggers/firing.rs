@@ -8,7 +8,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use kortix_manifest::{DEFAULT_TIMEZONE, Trigger, TriggerKind};
 use serde_json::{Map, Value, json};
 
-use super::{TriggerError, TriggerStart, Triggers, template};
+use super::{TriggerStart, Triggers, template};
+use crate::error::DomainError;
 use crate::store::{Claim, Firing, FiringOutcome, NewFiring};
 
 /// How long the session service may take to start a session for a firing.
@@ -96,7 +97,7 @@ pub fn delivery_key(delivery_id: Option<&str>) -> String {
 }
 
 /// Claims `req.key` and, if this call won it, starts the session and records the outcome.
-pub async fn fire(triggers: &Triggers, req: FireRequest) -> Result<FireOutcome, TriggerError> {
+pub async fn fire(triggers: &Triggers, req: FireRequest) -> Result<FireOutcome, DomainError> {
     let now = triggers.now();
     let (scheduled, catch_up) = match &req.source {
         Source::Cron {
@@ -148,7 +149,7 @@ pub(crate) async fn run_claimed(
     mut firing: Firing,
     trigger: &Trigger,
     context: &Value,
-) -> Result<Firing, TriggerError> {
+) -> Result<Firing, DomainError> {
     let result = match template::render(&trigger.prompt, context) {
         Err(e) => Err(format!("{TEMPLATE_ERROR_PREFIX}{e}")),
         Ok(prompt) => {

@@ -2,43 +2,42 @@
 //!
 //! - [`cron_sweep`]: the background [`Sweeper`] that fires due cron occurrences.
 //! - [`webhook`]: `POST /v1/webhooks/projects/{project}/{slug}` as an axum router.
-//! - [`service`]: the `TriggerService` gRPC implementation.
+//! - [`access`]: what people may do (list, fire by hand, list firings); its gRPC transport
+//!   is `api::triggers`.
 //! - [`firing`]: claim → render → start → record, shared by all three.
-//! - [`manifests`]: `[[triggers]]` from the manifest on each project's default branch,
-//!   cached by the branch head.
-//! - [`schedule`], [`template`], [`signature`], [`clock`]: the pure pieces.
+//! - [`schedule`], [`template`], [`signature`]: the pure pieces.
+//!
+//! `[[triggers]]` come from the manifest on each project's default branch, read through the
+//! one cached reader in [`crate::manifests`].
 //!
 //! Exactly-once: every firing has a key (`cron:<scheduled-unix-s>`, `delivery:<id>`,
 //! `delivery-none:<uuid>`, `manual:<uuid>`) and is claimed in the store — an insert on
 //! UNIQUE(project, slug, key) — *before* the session is started. Whoever loses the insert
 //! does nothing, so any number of replicas sweep and receive webhooks side by side.
 
-pub mod clock;
+pub mod access;
 pub mod cron_sweep;
 pub mod firing;
-pub mod manifests;
 pub mod schedule;
-pub mod service;
 pub mod signature;
 pub mod template;
 pub mod webhook;
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::git::Repos;
-use crate::secrets::MasterKey;
+use crate::manifests::Manifests;
+use crate::secrets::ProjectSecrets;
 use crate::store::Store;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use access::{TriggerList, TriggerView};
 pub use cron_sweep::{SweepConfig, SweepReport, Sweeper};
 pub use firing::FireOutcome;
-pub use manifests::{ManifestCache, ProjectManifest};
-pub use service::TriggerServiceImpl;
 
 /// What a trigger asks the session service to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,28 +57,6 @@ pub trait SessionStarter: Send + Sync + 'static {
     fn start(&self, req: TriggerStart) -> BoxFuture<'_, Result<String, String>>;
 }
 
-/// Why trigger machinery could not do its work (as opposed to a firing that failed, which
-/// is recorded as a firing with outcome `failed`).
-#[derive(Debug, thiserror::Error)]
-pub enum TriggerError {
-    #[error(transparent)]
-    Store(#[from] crate::store::Error),
-    #[error("reading kortix.toml of project {project_id}: {source}")]
-    Git {
-        project_id: String,
-        #[source]
-        source: crate::git::RepoError,
-    },
-    #[error("opening secret {name} of project {project_id}: {reason}")]
-    Secret {
-        project_id: String,
-        name: String,
-        reason: String,
-    },
-    #[error("{0}")]
-    Internal(String),
-}
-
 /// Everything the sweeper, the webhook endpoint and the gRPC service share. Cheap to clone.
 #[derive(Clone)]
 pub struct Triggers {
@@ -88,8 +65,8 @@ pub struct Triggers {
 
 struct Inner {
     store: Store,
-    manifests: ManifestCache,
-    master_key: Arc<MasterKey>,
+    manifests: Arc<Manifests>,
+    secrets: ProjectSecrets,
     starter: Arc<dyn SessionStarter>,
     clock: Arc<dyn Clock>,
 }
@@ -97,26 +74,26 @@ struct Inner {
 impl Triggers {
     pub fn new(
         store: Store,
-        repos: Repos,
-        master_key: Arc<MasterKey>,
+        manifests: Arc<Manifests>,
+        secrets: ProjectSecrets,
         starter: Arc<dyn SessionStarter>,
     ) -> Self {
-        Self::with_clock(store, repos, master_key, starter, Arc::new(SystemClock))
+        Self::with_clock(store, manifests, secrets, starter, Arc::new(SystemClock))
     }
 
     /// [`Triggers::new`] reading the time from `clock` (tests drive time by hand).
     pub fn with_clock(
         store: Store,
-        repos: Repos,
-        master_key: Arc<MasterKey>,
+        manifests: Arc<Manifests>,
+        secrets: ProjectSecrets,
         starter: Arc<dyn SessionStarter>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Triggers {
             inner: Arc::new(Inner {
                 store,
-                manifests: ManifestCache::new(repos),
-                master_key,
+                manifests,
+                secrets,
                 starter,
                 clock,
             }),
@@ -127,12 +104,12 @@ impl Triggers {
         &self.inner.store
     }
 
-    pub fn manifests(&self) -> &ManifestCache {
+    pub fn manifests(&self) -> &Manifests {
         &self.inner.manifests
     }
 
-    pub(crate) fn master_key(&self) -> &MasterKey {
-        &self.inner.master_key
+    pub(crate) fn secrets(&self) -> &ProjectSecrets {
+        &self.inner.secrets
     }
 
     pub(crate) fn starter(&self) -> &dyn SessionStarter {

@@ -11,7 +11,9 @@ use futures::future::BoxFuture;
 
 use super::{ManualClock, SessionStarter, TriggerStart, Triggers};
 use crate::git::{Author, Repos};
-use crate::secrets::{MasterKey, set_project_secret};
+use crate::manifests::Manifests;
+use crate::secrets::{MasterKey, ProjectSecrets};
+use crate::sessions::live::Hub;
 use crate::store::testing::{PgTestError, PgTestSchema};
 use crate::store::{Project, Store, StoreOptions};
 
@@ -124,8 +126,8 @@ impl Fixture {
         let clock = ManualClock::new(start);
         let triggers = Triggers::with_clock(
             store.clone(),
-            repos.clone(),
-            key.clone(),
+            Arc::new(Manifests::new(repos.clone())),
+            ProjectSecrets::new(store.clone(), key.clone(), Hub::new()),
             starter.clone(),
             Arc::new(clock.clone()),
         );
@@ -160,16 +162,18 @@ impl Fixture {
                 .unwrap(),
         };
         Triggers::with_clock(
-            store,
-            self.repos.clone(),
-            self.key.clone(),
+            store.clone(),
+            Arc::new(Manifests::new(self.repos.clone())),
+            ProjectSecrets::new(store, self.key.clone(), Hub::new()),
             self.starter.clone(),
             Arc::new(self.clock.clone()),
         )
     }
 
     pub async fn set_secret(&self, name: &str, value: &str) {
-        set_project_secret(&self.store, &self.key, &self.project.id, name, value)
+        self.triggers
+            .secrets()
+            .put(&self.project, name, value)
             .await
             .unwrap();
     }

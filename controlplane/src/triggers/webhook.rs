@@ -10,7 +10,8 @@
 //! - 413 body over [`MAX_BODY_BYTES`].
 //! - 422 the prompt template failed (the firing is recorded as failed with the reason).
 //! - 502 the session service refused or timed out (recorded likewise).
-//! - 500 the control plane could not do its part (store, repository).
+//! - 500 the control plane could not do its part (repository, damaged data); 503 when the
+//!   database is out of reach (retry later).
 
 use std::time::Duration;
 
@@ -25,7 +26,8 @@ use kortix_manifest::TriggerKind;
 use serde_json::{Map, Value, json};
 
 use super::firing::{self, FailureKind, FireOutcome, FireRequest, Source};
-use super::{TriggerError, Triggers, signature};
+use super::{Triggers, signature};
+use crate::error::DomainError;
 use crate::store::{Firing, FiringOutcome};
 
 /// The largest delivery accepted.
@@ -53,9 +55,15 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     answer(status, json!({ "error": message.into() }))
 }
 
-fn internal(e: TriggerError) -> Response {
+/// The control plane could not do its part: 503 when a dependency (the database) is out
+/// of reach and the sender should retry, 500 otherwise.
+fn internal(e: DomainError) -> Response {
+    let status = match e {
+        DomainError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
     tracing::error!(error = %e, "webhook delivery");
-    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    error(status, e.to_string())
 }
 
 async fn deliver(
@@ -117,7 +125,7 @@ async fn deliver(
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
     };
 
-    let secret = match secret_value(&triggers, &project.id, &secret_name).await {
+    let secret = match triggers.secrets().value(&project.id, &secret_name).await {
         Ok(Some(s)) => s,
         Ok(None) => {
             return error(
@@ -168,26 +176,6 @@ fn too_large() -> Response {
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("body over {MAX_BODY_BYTES} bytes"),
     )
-}
-
-async fn secret_value(
-    triggers: &Triggers,
-    project_id: &str,
-    name: &str,
-) -> Result<Option<crate::secrets::SecretValue>, TriggerError> {
-    let snapshot = triggers.store().load_secrets(project_id).await?;
-    let Some(row) = snapshot.secrets.into_iter().find(|r| r.name == name) else {
-        return Ok(None);
-    };
-    triggers
-        .master_key()
-        .open(project_id, name, &row.nonce, &row.ciphertext)
-        .map(Some)
-        .map_err(|e| TriggerError::Secret {
-            project_id: project_id.to_owned(),
-            name: name.to_owned(),
-            reason: e.to_string(),
-        })
 }
 
 /// The sender's delivery id, which makes redeliveries recognisable.
@@ -241,7 +229,7 @@ fn body_value(body: &[u8]) -> Value {
 async fn wait_while_pending(
     triggers: &Triggers,
     mut firing: Firing,
-) -> Result<Firing, TriggerError> {
+) -> Result<Firing, DomainError> {
     let deadline = tokio::time::Instant::now() + PENDING_WAIT;
     let mut pause = Duration::from_millis(20);
     while firing.outcome == FiringOutcome::Pending && tokio::time::Instant::now() < deadline {

@@ -1,8 +1,18 @@
-//! Where the trigger machinery reads the time, so tests can move it by hand.
+//! The control plane's one clock: [`now_ms`] for the unix-millisecond timestamps in the store
+//! and on the wire, and [`Clock`] for machinery whose tests move time by hand (triggers).
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, TimeDelta, Utc};
+
+/// Current wall-clock time in unix milliseconds (0 before 1970, saturating far in the future).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;

@@ -1,0 +1,239 @@
+//! The one reader of `kortix.toml` on a project's default branch, parsed once per head.
+//!
+//! Sessions (template, OpenCode config dir), triggers (the sweeper asks for every project
+//! every second) and the API (`projects info`) all read the manifest through [`Manifests`].
+//! Reading the branch head is cheap; reading and parsing the file is not, so the parsed
+//! result is kept until the head moves.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use gix::ObjectId;
+use kortix_manifest::{Manifest, Trigger};
+
+use crate::error::{DomainError, DomainResult};
+use crate::git::{RepoError, Repos, repos::MANIFEST_PATH};
+
+/// What the default branch says, at one head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultBranchManifest {
+    pub branch: String,
+    /// The branch's head; `None` when the branch (or the repository) is missing.
+    pub head: Option<ObjectId>,
+    pub state: ManifestState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestState {
+    Parsed(Box<Manifest>),
+    /// There is no `kortix.toml`: the defaults apply.
+    Absent,
+    /// There is nothing usable: why (rejected, too large, not a file, no branch, no repository).
+    Unusable(String),
+}
+
+impl DefaultBranchManifest {
+    pub fn manifest(&self) -> Option<&Manifest> {
+        match &self.state {
+            ManifestState::Parsed(m) => Some(m),
+            ManifestState::Absent | ManifestState::Unusable(_) => None,
+        }
+    }
+
+    /// Why there is no manifest to show, if there is none.
+    pub fn problem(&self) -> Option<String> {
+        match &self.state {
+            ManifestState::Parsed(_) => None,
+            ManifestState::Absent => Some(format!("no {MANIFEST_PATH} on {}", self.branch)),
+            ManifestState::Unusable(why) => Some(why.clone()),
+        }
+    }
+
+    /// What a session runs with: the manifest, or the defaults when there is none. An
+    /// unusable one refuses the session rather than silently running with defaults.
+    pub fn for_session(&self) -> Result<Manifest, String> {
+        match &self.state {
+            ManifestState::Parsed(m) => Ok(m.as_ref().clone()),
+            ManifestState::Absent => Ok(Manifest::default()),
+            ManifestState::Unusable(why) => Err(why.clone()),
+        }
+    }
+
+    pub fn triggers(&self) -> &[Trigger] {
+        self.manifest().map_or(&[], |m| m.triggers.as_slice())
+    }
+
+    pub fn trigger(&self, slug: &str) -> Option<&Trigger> {
+        self.manifest().and_then(|m| m.trigger(slug))
+    }
+
+    /// Problems with `[[triggers]]` entries (and with the manifest as a whole), as
+    /// "slug: message".
+    pub fn trigger_errors(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.problem().into_iter().collect();
+        if let Some(m) = self.manifest() {
+            for d in m.errors.iter().filter(|d| d.section == "triggers") {
+                let who = d
+                    .slug
+                    .clone()
+                    .or_else(|| d.index.map(|i| format!("triggers[{i}]")))
+                    .unwrap_or_else(|| "triggers".to_owned());
+                out.push(format!("{who}: {}", d.message));
+            }
+        }
+        out
+    }
+}
+
+/// Parsed manifests by project id, each valid for one head of one branch.
+pub struct Manifests {
+    repos: Repos,
+    entries: Mutex<HashMap<String, Arc<DefaultBranchManifest>>>,
+}
+
+impl Manifests {
+    pub fn new(repos: Repos) -> Self {
+        Manifests {
+            repos,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The manifest on `branch` of the project, re-read only when the branch moved.
+    pub async fn get(
+        &self,
+        project_id: &str,
+        branch: &str,
+    ) -> DomainResult<Arc<DefaultBranchManifest>> {
+        let cached = self.lock().get(project_id).cloned();
+        let repos = self.repos.clone();
+        let (id, branch_name) = (project_id.to_owned(), branch.to_owned());
+        // gix reads are blocking file I/O.
+        let loaded = tokio::task::spawn_blocking(move || load(&repos, &id, &branch_name, cached))
+            .await
+            .map_err(|e| DomainError::Internal(format!("reading {MANIFEST_PATH}: {e}")))?
+            .map_err(|e| {
+                DomainError::Internal(format!(
+                    "reading {MANIFEST_PATH} of project {project_id}: {e}"
+                ))
+            })?;
+        self.lock().insert(project_id.to_owned(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Forgets projects not in `keep` (deleted ones), so the cache stays as large as the
+    /// set of projects.
+    pub fn retain(&self, keep: &HashSet<&str>) {
+        self.lock().retain(|id, _| keep.contains(id.as_str()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<DefaultBranchManifest>>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn load(
+    repos: &Repos,
+    project_id: &str,
+    branch: &str,
+    cached: Option<Arc<DefaultBranchManifest>>,
+) -> Result<Arc<DefaultBranchManifest>, RepoError> {
+    let at = |head: Option<ObjectId>, state| {
+        Arc::new(DefaultBranchManifest {
+            branch: branch.to_owned(),
+            head,
+            state,
+        })
+    };
+    let no_branch = || ManifestState::Unusable(format!("default branch {branch} does not exist"));
+    let head = match repos.branch_head(project_id, branch) {
+        Ok(head) => head,
+        Err(RepoError::NotFound { .. }) => {
+            return Ok(at(
+                None,
+                ManifestState::Unusable(format!("project {project_id} has no repository")),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(cached) = cached.filter(|c| c.head == head && c.branch == branch) {
+        return Ok(cached);
+    }
+    let Some(head) = head else {
+        return Ok(at(None, no_branch()));
+    };
+    // The branch may move between reading its head and reading the file; the result is
+    // then filed under the older head and re-read on the next call, never kept stale.
+    let state = match repos.read_file_at_branch(project_id, branch, MANIFEST_PATH) {
+        Ok(Some(bytes)) => match kortix_manifest::parse_bytes(&bytes) {
+            Ok(manifest) => ManifestState::Parsed(Box::new(manifest)),
+            Err(e) => {
+                ManifestState::Unusable(format!("{MANIFEST_PATH} on {branch} is rejected: {e}"))
+            }
+        },
+        Ok(None) => ManifestState::Absent,
+        Err(RepoError::FileTooLarge { size, limit, .. }) => ManifestState::Unusable(format!(
+            "{MANIFEST_PATH} on {branch} is {size} bytes, over the {limit}-byte limit"
+        )),
+        Err(RepoError::NotAFile { .. }) => {
+            ManifestState::Unusable(format!("{MANIFEST_PATH} on {branch} is not a file"))
+        }
+        Err(RepoError::BranchNotFound { .. }) => return Ok(at(None, no_branch())),
+        Err(e) => return Err(e),
+    };
+    Ok(at(Some(head), state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::Author;
+
+    fn author() -> Author {
+        Author {
+            name: "Test".into(),
+            email: "test@example.com".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_once_per_head_and_says_why_nothing_is_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = Repos::open(dir.path().join("repos")).unwrap();
+        let manifests = Manifests::new(repos.clone());
+
+        let missing = manifests.get("p1", "main").await.unwrap();
+        assert_eq!(
+            missing.problem().as_deref(),
+            Some("project p1 has no repository")
+        );
+        assert!(missing.for_session().is_err());
+
+        repos
+            .create_empty("p1", "main", "kortix_version = 1\n", &author())
+            .unwrap();
+        let first = manifests.get("p1", "main").await.unwrap();
+        assert!(first.manifest().is_some(), "{first:?}");
+        assert_eq!(first.problem(), None);
+        let again = manifests.get("p1", "main").await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "same head: the cached parse");
+
+        let other_branch = manifests.get("p1", "trunk").await.unwrap();
+        assert_eq!(other_branch.head, None);
+        assert_eq!(
+            other_branch.problem().as_deref(),
+            Some("default branch trunk does not exist")
+        );
+
+        repos
+            .create_empty("p2", "main", "kortix_version = 7\n", &author())
+            .unwrap();
+        let rejected = manifests.get("p2", "main").await.unwrap();
+        let why = rejected.for_session().unwrap_err();
+        assert!(
+            why.starts_with("kortix.toml on main is rejected: "),
+            "{why}"
+        );
+        assert_eq!(rejected.trigger_errors(), vec![why]);
+    }
+}

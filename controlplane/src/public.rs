@@ -1,0 +1,105 @@
+//! The public listener's composition: every service it serves, named, and the one router
+//! over them — gRPC `kortix.v1` behind bearer-token authentication (plus health and
+//! reflection), git smart HTTP, webhooks and `/metrics`.
+
+use std::sync::Arc;
+
+use kortix_proto::v1 as pb;
+
+use crate::accounts::Accounts;
+use crate::api;
+use crate::auth::Authenticator;
+use crate::change_requests::ChangeRequests;
+use crate::git::GitHttpState;
+use crate::projects::Projects;
+use crate::secrets::ProjectSecrets;
+use crate::sessions::{Sessions, live::Hub};
+use crate::store::Store;
+use crate::triggers::Triggers;
+
+/// Largest gRPC request a person's client may send.
+const MAX_API_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// What the public listener serves. Built once at start from the opened store, repositories
+/// and keys; each field is one domain service (or the state of one HTTP surface).
+pub struct PublicServices {
+    pub accounts: Accounts,
+    pub projects: Projects,
+    pub change_requests: ChangeRequests,
+    pub secrets: ProjectSecrets,
+    pub sessions: Sessions,
+    pub triggers: Triggers,
+    /// Resolves bearer tokens for every `kortix.v1` call.
+    pub authenticator: Arc<Authenticator>,
+    /// `/git/<project>.git` over smart HTTP.
+    pub git: GitHttpState,
+    /// `/metrics` reads aggregate numbers from the store and the hub.
+    pub store: Store,
+    pub hub: Hub,
+}
+
+impl PublicServices {
+    /// The router over every service.
+    pub fn router(self) -> Result<axum::Router, tonic_reflection::server::Error> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let mut routes = tonic::service::Routes::builder();
+        routes
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                pb::account_service_server::AccountServiceServer::new(
+                    api::accounts::Accounts::new(self.accounts),
+                )
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
+                pb::project_service_server::ProjectServiceServer::new(
+                    api::projects::Projects::new(self.projects),
+                )
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
+                pb::secret_service_server::SecretServiceServer::new(api::secrets::Secrets::new(
+                    self.secrets,
+                ))
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
+                pb::session_service_server::SessionServiceServer::new(
+                    api::sessions::Sessions::new(self.sessions),
+                )
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
+                pb::change_request_service_server::ChangeRequestServiceServer::new(
+                    api::change_requests::ChangeRequests::new(self.change_requests),
+                )
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
+                api::triggers::TriggerServiceImpl::new(self.triggers.clone())
+                    .into_server()
+                    .max_decoding_message_size(MAX_API_MESSAGE),
+            );
+        tokio::spawn(async move {
+            health_reporter
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+        });
+        let grpc = routes
+            .routes()
+            .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                self.authenticator,
+                api::authn::middleware,
+            ));
+        Ok(grpc
+            .merge(crate::git::router(self.git))
+            .merge(crate::triggers::webhook::router(self.triggers))
+            .merge(crate::metrics::router(self.store, self.hub)))
+    }
+}

@@ -1,0 +1,171 @@
+//! Sessions as people see them: every operation checks that the caller's account owns the
+//! session's project (another account's session is NOT_FOUND, like a missing one) and
+//! returns the session with its project's name.
+
+use super::attach::AttachStream;
+use super::lifecycle::StartRequest;
+use super::{SessionError, Sessions};
+use crate::auth::Caller;
+use crate::error::check_len;
+use crate::store::{Session, SessionStatus};
+use kortix_proto::v1::{ControlFrame, Prompt, control_frame};
+
+/// Most sessions listed at once.
+const LIST_LIMIT: u32 = 500;
+/// Largest prompt accepted (initial or chat).
+pub const MAX_PROMPT: usize = 256 * 1024;
+/// Longest session id looked up (ids are UUIDs).
+const MAX_SESSION_ID: usize = 64;
+
+/// A session and the name of its project.
+pub struct NamedSession {
+    pub session: Session,
+    pub project_name: String,
+}
+
+impl Sessions {
+    /// The session, if the caller's account owns its project.
+    pub async fn owned(&self, caller: &Caller, id: &str) -> Result<Session, SessionError> {
+        check_len("the session id", id, MAX_SESSION_ID)?;
+        Ok(self
+            .store
+            .get_session_for_account(&caller.account_id, id)
+            .await?)
+    }
+
+    async fn named(&self, session: Session) -> Result<NamedSession, SessionError> {
+        let project = self.store.find_project(&session.project_id).await?;
+        Ok(NamedSession {
+            session,
+            project_name: project.name,
+        })
+    }
+
+    pub async fn start_for(
+        &self,
+        caller: &Caller,
+        req: StartRequest,
+    ) -> Result<NamedSession, SessionError> {
+        if req.prompt.len() > MAX_PROMPT {
+            return Err(SessionError::Invalid(format!(
+                "prompt longer than {MAX_PROMPT} bytes"
+            )));
+        }
+        check_len(
+            "the project name or id",
+            &req.project,
+            crate::projects::MAX_PROJECT_REF,
+        )?;
+        let session = self
+            .start(StartRequest {
+                account_id: Some(caller.account_id.clone()),
+                ..req
+            })
+            .await?;
+        self.named(session).await
+    }
+
+    pub async fn get_for(&self, caller: &Caller, id: &str) -> Result<NamedSession, SessionError> {
+        let session = self.owned(caller, id).await?;
+        self.named(session).await
+    }
+
+    /// The caller's newest sessions, of one project or of all of them.
+    pub async fn list_for(
+        &self,
+        caller: &Caller,
+        project: &str,
+    ) -> Result<Vec<NamedSession>, SessionError> {
+        let rows = if project.is_empty() {
+            self.store
+                .list_sessions_for_account(&caller.account_id, LIST_LIMIT)
+                .await?
+        } else {
+            let project = crate::projects::owned(&self.store, caller, project).await?;
+            self.store.list_sessions(&project.id, LIST_LIMIT).await?
+        };
+        let projects = self.store.list_projects(&caller.account_id).await?;
+        let name_of = |id: &str| {
+            projects
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.name.clone())
+                .unwrap_or_default()
+        };
+        Ok(rows
+            .into_iter()
+            .map(|session| NamedSession {
+                project_name: name_of(&session.project_id),
+                session,
+            })
+            .collect())
+    }
+
+    pub async fn stop_for(&self, caller: &Caller, id: &str) -> Result<NamedSession, SessionError> {
+        let session = self.owned(caller, id).await?;
+        let stopped = self.stop(&session.id, false, "stopped by user").await?;
+        self.named(stopped).await
+    }
+
+    pub async fn delete_for(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<NamedSession, SessionError> {
+        let session = self.owned(caller, id).await?;
+        let project = self.store.find_project(&session.project_id).await?;
+        let deleted = self.delete(&session.id).await?;
+        Ok(NamedSession {
+            session: deleted,
+            project_name: project.name,
+        })
+    }
+
+    pub async fn attach_for(
+        &self,
+        caller: &Caller,
+        id: &str,
+        from_seq: u64,
+        follow: bool,
+    ) -> Result<AttachStream, SessionError> {
+        let session = self.owned(caller, id).await?;
+        Ok(self.attach(session.id, from_seq, follow))
+    }
+
+    /// Sends a prompt to the session's running agent; returns the prompt's id.
+    pub async fn send_prompt(
+        &self,
+        caller: &Caller,
+        id: &str,
+        text: String,
+        agent: String,
+    ) -> Result<String, SessionError> {
+        if text.trim().is_empty() {
+            return Err(SessionError::Invalid("prompt text is empty".into()));
+        }
+        if text.len() > MAX_PROMPT {
+            return Err(SessionError::Invalid(format!(
+                "prompt longer than {MAX_PROMPT} bytes"
+            )));
+        }
+        let s = self.owned(caller, id).await?;
+        if s.status != SessionStatus::Running {
+            return Err(SessionError::Precondition(format!(
+                "session {} is {}; prompts go to running sessions",
+                s.id, s.status
+            )));
+        }
+        let prompt_id = crate::store::new_id();
+        let frame = ControlFrame {
+            frame: Some(control_frame::Frame::Prompt(Prompt {
+                id: prompt_id.clone(),
+                text,
+                agent,
+            })),
+        };
+        self.hub
+            .send_control(&s.id, frame)
+            .map_err(|e| SessionError::Unavailable(format!("session {}: {e}", s.id)))?;
+        Ok(prompt_id)
+    }
+}
