@@ -3,7 +3,8 @@
 //! - [`lifecycle`]: start, stop, delete, and what happens when a sandbox exits.
 //! - [`access`]: the same for people: ownership checks, project names, prompts.
 //! - [`sweep`]: the periodic checks that keep a session from ever being a zombie (agent never
-//!   connected, heartbeats lost, idle hibernation, stop deadlines).
+//!   connected, heartbeats lost, idle hibernation, stop deadlines), and, every ten minutes,
+//!   the purge of expired credentials (`purge`).
 //! - [`record_pipeline`]: agents' record batches → group commit → acks.
 //! - [`heartbeats`]: heartbeats answered from memory, stored in batches.
 //! - [`reconcile`]: the provider's sandboxes against the store's live sessions.
@@ -17,6 +18,7 @@ pub mod attach;
 pub mod heartbeats;
 pub mod lifecycle;
 pub mod live;
+mod purge;
 pub mod reconcile;
 pub mod record_pipeline;
 pub mod records;
@@ -102,6 +104,7 @@ pub struct Sessions {
     /// Set at shutdown: no new sessions start on this replica.
     pub(crate) draining: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) manifests: Arc<Manifests>,
+    pub(crate) purged: Arc<purge::PurgeClock>,
 }
 
 impl Sessions {
@@ -116,6 +119,7 @@ impl Sessions {
     ) -> Self {
         Self {
             manifests,
+            purged: Arc::default(),
             pipeline: record_pipeline::RecordPipeline::start(store.clone()),
             heartbeats: Arc::default(),
             store,

@@ -79,6 +79,8 @@ impl Sessions {
             },
         )
         .await;
+
+        self.purge_expired_credentials_if_due().await;
     }
 
     /// Whether a session's missing agent may be held against it yet. Agents of a control
