@@ -1,7 +1,11 @@
-//! Shared harness for the cross-crate tests: the pinned OpenCode release, a scripted
-//! OpenAI-compatible model server for it, and the OpenCode configuration that ties them.
+//! Shared test support: the one git test environment ([`git::GitEnv`]), the rule for tests
+//! that need something of the machine ([`require`]: skip loudly, fail under CI), the pinned
+//! OpenCode release, a scripted OpenAI-compatible model server for it, and the OpenCode
+//! configuration that ties them. The control plane's unit tests use it too.
 
+pub mod git;
 pub mod opencode;
+pub mod require;
 pub mod scripted_model;
 
 pub use opencode::{OPENCODE_VERSION, OpencodeHome, opencode_bin, opencode_config};

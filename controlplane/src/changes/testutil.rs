@@ -1,12 +1,9 @@
 //! Real bare repositories built with the `git` program, for the tests of this module.
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
+use std::path::{Path, PathBuf};
 
 use gix::ObjectId;
+use kortix_tests::git::GitEnv;
 
 /// One change to a branch's tree in [`Fixture::commit_ops`].
 pub enum Op<'a> {
@@ -18,10 +15,11 @@ pub enum Op<'a> {
     Delete(&'a str),
 }
 
-/// A bare repository (default branch `main`) in a temp dir, with git isolated from the
-/// machine's configuration.
+/// A bare repository (default branch `main`) in a temp dir, built by git in the shared test
+/// environment with fixed commit dates (so object ids are the same every run).
 pub struct Fixture {
     dir: tempfile::TempDir,
+    env: GitEnv,
     pub bare: PathBuf,
 }
 
@@ -29,8 +27,11 @@ impl Fixture {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let bare = dir.path().join("repo.git");
-        std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        let fx = Fixture { dir, bare };
+        let fx = Fixture {
+            dir,
+            env: GitEnv::new().with_fixed_dates(),
+            bare,
+        };
         fx.run_in(
             fx.dir.path(),
             &["init", "--bare", "-q", "-b", "main", "repo.git"],
@@ -41,23 +42,6 @@ impl Fixture {
 
     pub fn open(&self) -> gix::Repository {
         gix::open(&self.bare).unwrap()
-    }
-
-    fn command(&self, cwd: &Path) -> Command {
-        let mut cmd = Command::new("git");
-        cmd.current_dir(cwd)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path().join("home"))
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "Test Author")
-            .env("GIT_AUTHOR_EMAIL", "author@example.com")
-            .env("GIT_AUTHOR_DATE", "1700000000 +0000")
-            .env("GIT_COMMITTER_NAME", "Test Committer")
-            .env("GIT_COMMITTER_EMAIL", "committer@example.com")
-            .env("GIT_COMMITTER_DATE", "1700000000 +0000")
-            .env("LC_ALL", "C");
-        cmd
     }
 
     fn run_in(&self, cwd: &Path, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
@@ -71,21 +55,7 @@ impl Fixture {
         stdin: Option<&[u8]>,
         env: &[(&str, &Path)],
     ) -> Vec<u8> {
-        let mut cmd = self.command(cwd);
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut child_stdin = child.stdin.take().unwrap();
-        if let Some(input) = stdin {
-            child_stdin.write_all(input).unwrap();
-        }
-        drop(child_stdin);
-        let out = child.wait_with_output().unwrap();
+        let out = self.env.run_with(cwd, args, stdin, env);
         assert!(
             out.status.success(),
             "git {args:?} failed: {}",
@@ -109,16 +79,15 @@ impl Fixture {
     }
 
     pub fn try_sha(&self, branch: &str) -> Option<ObjectId> {
-        let out = self
-            .command(&self.bare)
-            .args([
+        let out = self.env.run(
+            &self.bare,
+            &[
                 "rev-parse",
                 "--verify",
                 "-q",
                 &format!("refs/heads/{branch}"),
-            ])
-            .output()
-            .unwrap();
+            ],
+        );
         out.status.success().then(|| {
             ObjectId::from_hex(String::from_utf8_lossy(&out.stdout).trim().as_bytes()).unwrap()
         })

@@ -17,9 +17,6 @@ pub mod names;
 pub mod refs;
 pub mod repos;
 
-#[cfg(test)]
-mod testutil;
-
 pub use access::{GitAccess, GitAuthorizer, GitDenied, PushScope};
 pub use http::{GitHttpLimits, GitHttpState, clone_url, router};
 pub use refs::{Expected, RefError, resolve_branch, update_ref};

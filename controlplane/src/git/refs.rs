@@ -311,14 +311,7 @@ mod tests {
             "create",
         )
         .unwrap();
-        let status = std::process::Command::new("git")
-            .args(["pack-refs", "--all"])
-            .current_dir(repo.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .status()
-            .unwrap();
-        assert!(status.success());
+        kortix_tests::git::GitEnv::new().ok(repo.path(), &["pack-refs", "--all"]);
         assert!(!repo.path().join("refs/heads/main").exists());
         let err = update_ref(&repo, "refs/heads/main", Expected::MustNotExist, b, "c").unwrap_err();
         assert!(

@@ -3,7 +3,7 @@
 //!
 //! Each backend keeps its native pool rather than going through `sqlx::Any`: SQLite needs
 //! connection options that `Any` can only express as URL text (WAL, synchronous, busy
-//! timeout), and PostgreSQL's pool must stay reachable for `LISTEN/NOTIFY`. The queries are
+//! timeout) and a record writer of its own, and PostgreSQL's pool is typed. The queries are
 //! still written once: [`with_pool!`] expands one body for each concrete pool, so both
 //! backends are type-checked against the same statement text. The dialect is the common
 //! subset: `$n` placeholders, `ON CONFLICT … DO NOTHING/UPDATE`, `RETURNING`, partial unique
@@ -19,9 +19,10 @@ mod records;
 mod secrets;
 mod sessions;
 mod sqlite_records;
-pub mod testing;
 mod tokens;
 
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -404,14 +405,6 @@ impl Store {
         match self.backend {
             Backend::Sqlite(..) => BackendKind::Sqlite,
             Backend::Postgres(_) => BackendKind::Postgres,
-        }
-    }
-
-    /// The PostgreSQL pool, for `LISTEN/NOTIFY`; `None` on SQLite.
-    pub fn pg_pool(&self) -> Option<&PgPool> {
-        match &self.backend {
-            Backend::Postgres(pool) => Some(pool),
-            Backend::Sqlite(..) => None,
         }
     }
 

@@ -1,6 +1,5 @@
-//! Throwaway PostgreSQL stores for tests (this crate's and the integration tests'): each one
-//! lives in a fresh schema of the test database that every pooled connection uses, and is
-//! dropped afterwards.
+//! Throwaway PostgreSQL stores for this crate's tests: each one lives in a fresh schema of
+//! the test database that every pooled connection uses, and is dropped afterwards.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -87,10 +86,6 @@ impl PgTestSchema {
 
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    pub fn schema(&self) -> &str {
-        &self.schema
     }
 
     /// Connect options that use this schema, e.g. to open a second store on it.

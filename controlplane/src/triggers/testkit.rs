@@ -2,12 +2,11 @@
 //! bare repositories, and a session starter that records what it is asked to start.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use kortix_tests::git::GitEnv;
 
 use super::{ManualClock, SessionStarter, TriggerStart, Triggers};
 use crate::git::{Author, Repos};
@@ -86,12 +85,12 @@ impl Fixture {
     }
 
     /// The same on a fresh PostgreSQL schema; `None` (after saying so) when no PostgreSQL
-    /// answers.
+    /// answers — which fails the test under CI=true.
     pub async fn postgres(manifest: &str, start: DateTime<Utc>) -> Option<Fixture> {
         let schema = match PgTestSchema::create().await {
             Ok(s) => s,
             Err(PgTestError::Unavailable { url, reason }) => {
-                eprintln!("SKIPPED (postgres): no PostgreSQL at {url}: {reason}");
+                kortix_tests::require::unavailable("PostgreSQL", &format!("{url}: {reason}"));
                 return None;
             }
             Err(e) => panic!("{e}"),
@@ -181,23 +180,23 @@ impl Fixture {
     /// Commits `manifest` as `kortix.toml` on `main` with the real `git` program.
     pub fn commit_manifest(&self, manifest: &str) -> String {
         let repo = self.repos.path(&self.project.id).unwrap();
-        let parent = git(&repo, &["rev-parse", "refs/heads/main"], None);
-        let blob = git(&repo, &["hash-object", "-w", "--stdin"], Some(manifest));
-        let tree = git(
+        let git = GitEnv::new();
+        let parent = git.ok(&repo, &["rev-parse", "refs/heads/main"]);
+        let blob = git.ok_with_stdin(
+            &repo,
+            &["hash-object", "-w", "--stdin"],
+            manifest.as_bytes(),
+        );
+        let tree = git.ok_with_stdin(
             &repo,
             &["mktree"],
-            Some(&format!("100644 blob {blob}\tkortix.toml\n")),
+            format!("100644 blob {blob}\tkortix.toml\n").as_bytes(),
         );
-        let commit = git(
+        let commit = git.ok(
             &repo,
             &["commit-tree", &tree, "-p", &parent, "-m", "Change triggers"],
-            None,
         );
-        git(
-            &repo,
-            &["update-ref", "refs/heads/main", &commit, &parent],
-            None,
-        );
+        git.ok(&repo, &["update-ref", "refs/heads/main", &commit, &parent]);
         commit
     }
 
@@ -206,39 +205,4 @@ impl Fixture {
             schema.drop_schema().await.unwrap();
         }
     }
-}
-
-fn git(repo: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut cmd = Command::new("git");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("GIT_") {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.arg("--git-dir")
-        .arg(repo)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -6,7 +6,8 @@ use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use crate::git::{Author, hook::DEFAULT_BRANCH_REFUSED, testutil::GitEnv};
+use crate::git::{Author, hook::DEFAULT_BRANCH_REFUSED};
+use kortix_tests::git::GitEnv;
 
 const PEOPLE: &str = "people-token";
 const SESSION: &str = "session-token";

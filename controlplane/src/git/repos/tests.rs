@@ -1,5 +1,5 @@
 use super::*;
-use crate::git::testutil::GitEnv;
+use kortix_tests::git::GitEnv;
 
 fn author() -> Author {
     Author {
