@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = tonic_prost_build::Config::new();
     if std::env::var_os("PROTOC").is_none() {
-        let protoc = protoc_bin_vendored::protoc_bin_path()?;
-        // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
-        unsafe { std::env::set_var("PROTOC", protoc) };
+        config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     }
     let root = PathBuf::from("kortix/v1");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&root)?
@@ -23,6 +22,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_transport(false)
         .file_descriptor_set_path(out.join("kortix_v1_descriptor.bin"))
-        .compile_protos(&files, &[PathBuf::from(".")])?;
+        .compile_with_config(config, &files, &[PathBuf::from(".")])?;
     Ok(())
 }

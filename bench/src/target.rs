@@ -218,11 +218,11 @@ impl Target {
     /// SIGTERM, then SIGKILL after a grace; removes the temporary data directory.
     pub async fn stop(mut self) {
         if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                // SAFETY: plain syscall on the pid of our own child.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
-                }
+            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
             if tokio::time::timeout(STOP_TIMEOUT, child.wait())
                 .await

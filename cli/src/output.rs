@@ -3,6 +3,8 @@
 
 pub mod json;
 pub mod table;
+// Turning terminal echo off for secret prompts is a `tcgetattr`/`tcsetattr` pair on stdin.
+#[allow(unsafe_code)]
 pub mod terminal;
 pub mod time;
 
