@@ -2,7 +2,7 @@
 //! delivered to viewers and their lag, with the same run's no-viewer phase as the baseline
 //! for ingest.
 
-use super::{machine_note, problems_row};
+use super::{cores, finish, run_against, wind_down};
 use crate::api::Api;
 use crate::cli::FanoutArgs;
 use crate::clock::Window;
@@ -21,16 +21,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub async fn run(args: FanoutArgs) -> Result<Report, BenchError> {
-    let target = Target::open(&args.target, "fanout").await?;
-    let result = measure(&args, &target).await;
-    if let Some(log) = target.log_path() {
-        eprintln!("server log: {}", log.display());
-    }
-    let problems = target.log_problems();
-    target.stop().await;
-    let mut report = result?;
-    problems_row(&mut report, problems);
-    Ok(report)
+    run_against(&args.target, "fanout", async |target| {
+        measure(&args, target).await
+    })
+    .await
 }
 
 /// Ingest rate over a window: acked records advanced while it was open.
@@ -122,27 +116,18 @@ async fn measure(args: &FanoutArgs, target: &Target) -> Result<Report, BenchErro
 
     let (mut lag, mut agg) = (Latency::new(), ViewerStats::default());
     let mut early = 0u64;
-    match tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(viewers)).await {
-        Ok(results) => {
-            for v in results.into_iter().flatten() {
-                lag.merge(&v.lag);
-                agg.delivered_in_window += v.delivered_in_window;
-                agg.delivered_total += v.delivered_total;
-                agg.gaps += v.gaps;
-                agg.duplicates += v.duplicates;
-                early += u64::from(v.ended_early);
-            }
-        }
-        Err(_) => cluster.errors.record(&BenchError::timeout(
-            "viewer shutdown",
-            Duration::from_secs(60),
-        )),
+    for v in wind_down("viewer shutdown", viewers, &cluster.errors).await {
+        lag.merge(&v.lag);
+        agg.delivered_in_window += v.delivered_in_window;
+        agg.delivered_total += v.delivered_total;
+        agg.gaps += v.gaps;
+        agg.duplicates += v.duplicates;
+        early += u64::from(v.ended_early);
     }
-    let (ack_alone, ack_viewed) =
-        match tokio::time::timeout(Duration::from_secs(60), streamer).await {
-            Ok(Ok(h)) if h.len() == 2 => (h[0].summary(), h[1].summary()),
-            _ => Default::default(),
-        };
+    let (ack_alone, ack_viewed) = match tokio::time::timeout(super::WIND_DOWN, streamer).await {
+        Ok(Ok(h)) if h.len() == 2 => (h[0].summary(), h[1].summary()),
+        _ => Default::default(),
+    };
 
     let secs = w_main.secs();
     let delivered = ratio(agg.delivered_in_window as f64, secs);
@@ -207,28 +192,16 @@ async fn measure(args: &FanoutArgs, target: &Target) -> Result<Report, BenchErro
                 base_cores
                     .map(|c| format!("{c:.2}"))
                     .unwrap_or_else(|| "n/a".into()),
-                server_cores
-                    .map(|c| format!("{c:.2} cores"))
-                    .unwrap_or_else(|| "n/a".into()),
+                cores(server_cores),
                 fmt_mib(max_rss.max(mem.map(|m| m.rss).unwrap_or(0)))
             ),
         );
     }
-    r.row(
-        "load generator CPU with viewers",
-        own_cores
-            .map(|c| format!("{c:.2} cores"))
-            .unwrap_or_else(|| "n/a".into()),
-    );
-    r.row(
-        "load-generator errors",
-        format!("{}: {}", cluster.errors.total(), cluster.errors.summary()),
-    );
     r.note(
         "Lag is measured on one clock: the agent writes its send time into each record's log line; the viewer \
          (same process) subtracts it from the receive time. It includes durable storage, the viewer's wake-up \
          and its read back from the store.",
     );
-    r.note(machine_note());
+    finish(&mut r, own_cores, &cluster.errors);
     Ok(r)
 }

@@ -3,7 +3,7 @@
 //! baselines from the same run: the unloaded round trip (one agent, serial heartbeats, before
 //! the ramp) and the idle control plane's memory (before any session existed).
 
-use super::{machine_note, problems_row};
+use super::{cores, machine_note, run_against, scratch_dir, wind_down};
 use crate::api::Api;
 use crate::cli::FleetArgs;
 use crate::clock::Window;
@@ -25,16 +25,10 @@ const GOAL_RSS: u64 = 1024 * 1024 * 1024;
 const GOAL_P99_US: u64 = 50_000;
 
 pub async fn run(args: FleetArgs) -> Result<Report, BenchError> {
-    let target = Target::open(&args.target, "fleet").await?;
-    let result = measure(&args, &target).await;
-    if let Some(log) = target.log_path() {
-        eprintln!("server log: {}", log.display());
-    }
-    let problems = target.log_problems();
-    target.stop().await;
-    let mut report = result?;
-    problems_row(&mut report, problems);
-    Ok(report)
+    run_against(&args.target, "fleet", async |target| {
+        measure(&args, target).await
+    })
+    .await
 }
 
 async fn measure(args: &FleetArgs, target: &Target) -> Result<Report, BenchError> {
@@ -177,15 +171,7 @@ async fn measure(args: &FleetArgs, target: &Target) -> Result<Report, BenchError
             .lock()
             .map_err(|_| BenchError::new("fleet", "lock", "poisoned"))?,
     );
-    if tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(handles))
-        .await
-        .is_err()
-    {
-        cluster.errors.record(&BenchError::timeout(
-            "agent shutdown",
-            Duration::from_secs(60),
-        ));
-    }
+    wind_down("agent shutdown", handles, &cluster.errors).await;
     let _ = done_tx.send(true);
     let (ramp_rtt, steady) = match tokio::time::timeout(Duration::from_secs(10), collector).await {
         Ok(Ok(h)) => h,
@@ -310,12 +296,7 @@ async fn measure(args: &FleetArgs, target: &Target) -> Result<Report, BenchError
                 )
             ),
         );
-        r.row(
-            "control-plane CPU in window",
-            server_cores
-                .map(|c| format!("{:.2} cores", c))
-                .unwrap_or_else(|| "n/a".into()),
-        );
+        r.row("control-plane CPU in window", cores(server_cores));
     } else {
         r.row("control-plane RSS", "n/a (pass --server-pid)");
     }
@@ -325,9 +306,7 @@ async fn measure(args: &FleetArgs, target: &Target) -> Result<Report, BenchError
             "{} → {} / {}",
             fmt_mib(own_idle.map(|m| m.rss).unwrap_or(0)),
             fmt_mib(own_mem.map(|m| m.rss).unwrap_or(0)),
-            own_cores
-                .map(|c| format!("{:.2} cores", c))
-                .unwrap_or_else(|| "n/a".into())
+            cores(own_cores)
         ),
     );
     r.row(
@@ -364,16 +343,7 @@ async fn store_heartbeat_baselines(args: &FleetArgs) -> Vec<Result<HeartbeatBase
     let mut out = Vec::new();
     for v in variants {
         eprintln!("baseline: store heartbeats in process, {}", v.describe());
-        let scratch = args
-            .target
-            .work_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir)
-            .join(format!(
-                "kortix-loadgen-hb-{v:?}-{}-{}",
-                std::process::id(),
-                kortix_controlplane::clock::now_ms()
-            ));
+        let scratch = scratch_dir(&args.target, &format!("hb-{v:?}"));
         let r = store_baseline::heartbeats(
             url,
             &scratch,

@@ -5,8 +5,78 @@ pub mod fanout;
 pub mod fleet;
 pub mod records;
 
+use crate::errors::{BenchError, ErrorLog};
 use crate::report::Report;
-use crate::target::LogProblems;
+use crate::target::{LogProblems, Target, TargetArgs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long the agents and viewers of a scenario get to wind down after it.
+pub const WIND_DOWN: Duration = Duration::from_secs(60);
+
+/// The frame of every scenario: open (or start) the control plane, measure, stop it, and
+/// add the started server's WARN/ERROR log lines to the report.
+pub async fn run_against(
+    target: &TargetArgs,
+    scenario: &str,
+    measure: impl AsyncFnOnce(&Target) -> Result<Report, BenchError>,
+) -> Result<Report, BenchError> {
+    let target = Target::open(target, scenario).await?;
+    let result = measure(&target).await;
+    if let Some(log) = target.log_path() {
+        eprintln!("server log: {}", log.display());
+    }
+    let problems = target.log_problems();
+    target.stop().await;
+    let mut report = result?;
+    problems_row(&mut report, problems);
+    Ok(report)
+}
+
+/// A fresh scratch directory name for an in-process baseline.
+pub fn scratch_dir(target: &TargetArgs, what: &str) -> PathBuf {
+    target
+        .work_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!(
+            "kortix-loadgen-{what}-{}-{}",
+            std::process::id(),
+            kortix_controlplane::clock::now_ms()
+        ))
+}
+
+/// Waits for the scenario's tasks, at most [`WIND_DOWN`]; a timeout is counted as an error.
+pub async fn wind_down<T>(
+    what: &'static str,
+    tasks: Vec<tokio::task::JoinHandle<T>>,
+    errors: &ErrorLog,
+) -> Vec<T> {
+    match tokio::time::timeout(WIND_DOWN, futures::future::join_all(tasks)).await {
+        Ok(results) => results.into_iter().flatten().collect(),
+        Err(_) => {
+            errors.record(&BenchError::timeout(what, WIND_DOWN));
+            Vec::new()
+        }
+    }
+}
+
+/// CPU use for a report row: `1.23 cores`, or `n/a` where it could not be read.
+pub fn cores(c: Option<f64>) -> String {
+    c.map(|c| format!("{c:.2} cores"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// The rows and note every report ends with: the load generator's own CPU, its errors, the
+/// machine.
+pub fn finish(r: &mut Report, own_cores: Option<f64>, errors: &ErrorLog) {
+    r.row("load generator CPU in window", cores(own_cores));
+    r.row(
+        "load-generator errors",
+        format!("{}: {}", errors.total(), errors.summary()),
+    );
+    r.note(machine_note());
+}
 
 /// `nproc`, memory and kernel of this machine, for the notes under a table.
 pub fn machine_note() -> String {

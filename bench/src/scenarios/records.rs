@@ -2,7 +2,7 @@
 //! durable and the batch ack latency, against the in-run baseline of the store's own insert
 //! throughput (same batches, in process, no gRPC).
 
-use super::{machine_note, problems_row};
+use super::{cores, finish, run_against, scratch_dir, wind_down};
 use crate::api::Api;
 use crate::cli::RecordsArgs;
 use crate::clock::Window;
@@ -24,16 +24,10 @@ const GOAL_RATE: f64 = 100_000.0;
 const GOAL_P99_US: u64 = 100_000;
 
 pub async fn run(args: RecordsArgs) -> Result<Report, BenchError> {
-    let target = Target::open(&args.target, "records").await?;
-    let result = measure(&args, &target).await;
-    if let Some(log) = target.log_path() {
-        eprintln!("server log: {}", log.display());
-    }
-    let problems = target.log_problems();
-    target.stop().await;
-    let mut report = result?;
-    problems_row(&mut report, problems);
-    Ok(report)
+    run_against(&args.target, "records", async |target| {
+        measure(&args, target).await
+    })
+    .await
 }
 
 async fn measure(args: &RecordsArgs, target: &Target) -> Result<Report, BenchError> {
@@ -51,16 +45,7 @@ async fn measure(args: &RecordsArgs, target: &Target) -> Result<Report, BenchErr
             args.baseline_secs,
             if serialize { ", serialized" } else { "" }
         );
-        let scratch = args
-            .target
-            .work_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir)
-            .join(format!(
-                "kortix-loadgen-baseline-{}-{}",
-                std::process::id(),
-                kortix_controlplane::clock::now_ms()
-            ));
+        let scratch = scratch_dir(&args.target, "baseline");
         let url = args
             .baseline_database_url
             .clone()
@@ -170,18 +155,10 @@ async fn measure(args: &RecordsArgs, target: &Target) -> Result<Report, BenchErr
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop_tx.send(true);
     let mut latency = Latency::new();
-    match tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(handles)).await {
-        Ok(results) => {
-            for h in results.into_iter().flatten() {
-                if let Some(h) = h.first() {
-                    latency.merge(h);
-                }
-            }
+    for h in wind_down("agent shutdown", handles, &cluster.errors).await {
+        if let Some(h) = h.first() {
+            latency.merge(h);
         }
-        Err(_) => cluster.errors.record(&BenchError::timeout(
-            "agent shutdown",
-            Duration::from_secs(60),
-        )),
     }
 
     let secs = window.secs();
@@ -263,28 +240,16 @@ async fn measure(args: &RecordsArgs, target: &Target) -> Result<Report, BenchErr
             "control-plane CPU / max RSS in window",
             format!(
                 "{} / {}",
-                server_cores
-                    .map(|c| format!("{c:.2} cores"))
-                    .unwrap_or_else(|| "n/a".into()),
+                cores(server_cores),
                 fmt_mib(max_rss.max(mem.map(|m| m.rss).unwrap_or(0)))
             ),
         );
     }
-    r.row(
-        "load generator CPU in window",
-        own_cores
-            .map(|c| format!("{c:.2} cores"))
-            .unwrap_or_else(|| "n/a".into()),
-    );
-    r.row(
-        "load-generator errors",
-        format!("{}: {}", cluster.errors.total(), cluster.errors.summary()),
-    );
     r.note(
         "Throughput counts the advance of each session's Ack (highest contiguous durable seq) inside the window; \
          latency is per batch, from queueing it on the Connect stream to receiving an Ack ≥ its last seq, for \
          batches sent inside the window.",
     );
-    r.note(machine_note());
+    finish(&mut r, own_cores, &cluster.errors);
     Ok(r)
 }
