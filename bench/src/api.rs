@@ -2,7 +2,7 @@
 
 use crate::errors::{BenchError, timed};
 use kortix_proto::v1::{
-    AttachRequest, CreateProjectRequest, ListProjectsRequest, Record, StartSessionRequest,
+    AttachRequest, CreateProjectRequest, ListProjectsRequest, Project, Record, StartSessionRequest,
     project_service_client::ProjectServiceClient, session_service_client::SessionServiceClient,
 };
 use std::time::Duration;
@@ -82,20 +82,25 @@ impl Api {
 
     /// A fresh project (one commit with a minimal kortix.toml); returns its name.
     pub async fn create_project(&self, name: &str) -> Result<String, BenchError> {
+        Ok(self.import_project(name, "").await?.name)
+    }
+
+    /// A project whose repository is a copy of `source` (a path or clone URL; empty for a
+    /// fresh one).
+    pub async fn import_project(&self, name: &str, source: &str) -> Result<Project, BenchError> {
         let req = CreateProjectRequest {
             name: name.to_string(),
-            import_source: String::new(),
+            import_source: source.to_string(),
             default_branch: String::new(),
         };
-        let p = timed(
+        Ok(timed(
             "create project",
             CALL_TIMEOUT,
             self.projects().create_project(req),
             BenchError::from_status,
         )
         .await?
-        .into_inner();
-        Ok(p.name)
+        .into_inner())
     }
 
     /// Starts a session; returns its id.

@@ -1,5 +1,5 @@
 //! An in-process control plane on 127.0.0.1:0 with a temp data directory, plus gRPC clients
-//! and a real `git` with an isolated configuration.
+//! and the real `git` in the shared test environment.
 #![allow(dead_code)]
 
 pub mod server_process;
@@ -13,7 +13,6 @@ use kortix_proto::v1::{
     session_service_client::SessionServiceClient,
 };
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -129,35 +128,19 @@ impl TestServer {
     }
 }
 
-/// Runs the real `git` with no global or system configuration.
+/// Runs the real `git` in the shared test environment ([`kortix_tests::git::GitEnv`]).
 ///
 /// git talks to the test's own server, which runs on the test's runtime: on a multi-thread
 /// runtime the wait moves off the worker (`block_in_place`) so the server keeps serving.
 pub fn git(dir: &Path, args: &[&str]) -> std::process::Output {
     use tokio::runtime::{Handle, RuntimeFlavor};
+    let run = || kortix_tests::git::GitEnv::new().run(dir, args);
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| run_git(dir, args))
+            tokio::task::block_in_place(run)
         }
-        _ => run_git(dir, args),
+        _ => run(),
     }
-}
-
-fn run_git(dir: &Path, args: &[&str]) -> std::process::Output {
-    let home = dir.parent().unwrap_or(dir).join(".git-home");
-    std::fs::create_dir_all(&home).unwrap();
-    Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", &home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_AUTHOR_NAME", "Tester")
-        .env("GIT_AUTHOR_EMAIL", "tester@example.com")
-        .env("GIT_COMMITTER_NAME", "Tester")
-        .env("GIT_COMMITTER_EMAIL", "tester@example.com")
-        .output()
-        .expect("run git")
 }
 
 /// `git` that must succeed; returns stdout.
