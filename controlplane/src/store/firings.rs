@@ -147,6 +147,26 @@ impl Store {
         }
     }
 
+    /// Renames the key of firing `id` from `key` to `retired_key`, if it still has `key`,
+    /// so that `key` can be claimed again (a replay window has passed). Returns whether this
+    /// call renamed it: of replicas racing to reuse a key, exactly one does, and all of them
+    /// then race on the claim as usual.
+    pub async fn retire_firing_key(&self, id: &str, key: &str, retired_key: &str) -> Result<bool> {
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE trigger_firings SET firing_key = $1 WHERE id = $2 AND firing_key = $3",
+            )
+            .bind(retired_key)
+            .bind(id)
+            .bind(key)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("retiring firing key {key}"))?;
+        Ok(n == 1)
+    }
+
     /// Records how a claimed firing ended. Only a `pending` firing changes; returns whether
     /// this call completed it.
     pub async fn complete_firing(

@@ -123,6 +123,7 @@ both_backends!(
     change_request_numbers_under_concurrency,
     change_request_states_and_paging,
     firing_claimed_exactly_once,
+    firing_key_retired_and_claimed_again,
     firing_completion_and_listing,
     bootstrap_tokens_single_use_and_expiry,
     certs_and_git_tokens,
@@ -1221,6 +1222,51 @@ async fn change_request_states_and_paging(db: TestDb) {
             .session_id,
         None
     );
+}
+
+async fn firing_key_retired_and_claimed_again(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "web").await;
+    let new = NewFiring {
+        project_id: project.id.clone(),
+        trigger_slug: "hook".into(),
+        firing_key: "signed:abc".into(),
+        fired_ms: 1_000,
+        scheduled_ms: Some(1_000),
+        catch_up: false,
+    };
+    let Claim::Claimed(first) = store.claim_firing(&new).await.unwrap() else {
+        panic!("the first claim wins");
+    };
+    assert!(
+        store
+            .retire_firing_key(&first, "signed:abc", "signed:abc@1000")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .retire_firing_key(&first, "signed:abc", "signed:abc@1000")
+            .await
+            .unwrap(),
+        "only once"
+    );
+    assert_eq!(
+        store.get_firing(&first).await.unwrap().firing_key,
+        "signed:abc@1000"
+    );
+    let again = NewFiring {
+        fired_ms: 2_000,
+        ..new
+    };
+    let Claim::Claimed(second) = store.claim_firing(&again).await.unwrap() else {
+        panic!("a retired key is free again");
+    };
+    assert_ne!(first, second);
+    assert!(matches!(
+        store.claim_firing(&again).await.unwrap(),
+        Claim::AlreadyClaimed(f) if f.id == second
+    ));
 }
 
 async fn firing_claimed_exactly_once(db: TestDb) {

@@ -89,6 +89,7 @@ impl Triggers {
                 trigger,
                 key: firing::manual_key(),
                 source: Source::Manual,
+                reuse_after: None,
             },
         )
         .await?;

@@ -257,6 +257,7 @@ impl Sweeper {
                                 scheduled: job.scheduled,
                                 catch_up: job.catch_up,
                             },
+                            reuse_after: None,
                         },
                     )
                     .await;
@@ -443,7 +444,10 @@ impl Sweeper {
                 },
                 now,
             );
-            let done = firing::run_claimed(&self.triggers, stale, &trigger, &context).await?;
+            // Cron keys fire once, so the key is the session service's idempotency key too:
+            // a session the claimer did start is found, not duplicated.
+            let key = stale.firing_key.clone();
+            let done = firing::run_claimed(&self.triggers, stale, &trigger, &context, &key).await?;
             return Ok(Some(done));
         }
         let error = format!(

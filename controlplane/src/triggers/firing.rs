@@ -47,6 +47,9 @@ pub struct FireRequest {
     pub trigger: Trigger,
     pub key: String,
     pub source: Source,
+    /// A key claimed longer ago than this may fire again (its old firing keeps the key with
+    /// `@<fired_ms>` appended); `None`: a key fires once, ever.
+    pub reuse_after: Option<Duration>,
 }
 
 /// What became of a fire attempt.
@@ -89,11 +92,19 @@ pub fn manual_key() -> String {
     format!("manual:{}", uuid::Uuid::new_v4())
 }
 
-pub fn delivery_key(delivery_id: Option<&str>) -> String {
-    match delivery_id {
-        Some(id) => format!("delivery:{id}"),
-        None => format!("delivery-none:{}", uuid::Uuid::new_v4()),
-    }
+/// The key of a delivery that names itself (`X-GitHub-Delivery`, `X-Kortix-Delivery`).
+pub fn delivery_key(delivery_id: &str) -> String {
+    format!("delivery:{delivery_id}")
+}
+
+/// The key of a signed delivery without a delivery id: the digest of its signature and body,
+/// so an identical request (a replay) is recognised.
+pub fn signed_key(signature: &[u8], body: &[u8]) -> String {
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    digest.update(&(signature.len() as u64).to_be_bytes());
+    digest.update(signature);
+    digest.update(body);
+    format!("signed:{}", hex::encode(digest.finish()))
 }
 
 /// Claims `req.key` and, if this call won it, starts the session and records the outcome.
@@ -115,13 +126,33 @@ pub async fn fire(triggers: &Triggers, req: FireRequest) -> Result<FireOutcome, 
         catch_up,
     };
     let id = match triggers.store().claim_firing(&new).await? {
-        Claim::AlreadyClaimed(existing) => {
-            return Ok(FireOutcome {
-                firing: existing,
-                claimed: false,
-            });
-        }
         Claim::Claimed(id) => id,
+        Claim::AlreadyClaimed(existing) => {
+            let stale = req.reuse_after.is_some_and(|window| {
+                now.timestamp_millis() - existing.fired_ms > window.as_millis() as i64
+            });
+            if !stale {
+                return Ok(FireOutcome {
+                    firing: existing,
+                    claimed: false,
+                });
+            }
+            let retired = format!("{}@{}", existing.firing_key, existing.fired_ms);
+            triggers
+                .store()
+                .retire_firing_key(&existing.id, &existing.firing_key, &retired)
+                .await?;
+            // Whoever renamed it, the key is free now; the claim decides who fires.
+            match triggers.store().claim_firing(&new).await? {
+                Claim::Claimed(id) => id,
+                Claim::AlreadyClaimed(existing) => {
+                    return Ok(FireOutcome {
+                        firing: existing,
+                        claimed: false,
+                    });
+                }
+            }
+        }
     };
     let pending = Firing {
         id,
@@ -136,7 +167,13 @@ pub async fn fire(triggers: &Triggers, req: FireRequest) -> Result<FireOutcome, 
         catch_up,
     };
     let context = prompt_context(&req.trigger, &req.source, now);
-    let firing = run_claimed(triggers, pending, &req.trigger, &context).await?;
+    // The session service is idempotent on this. A key that may fire again after its window
+    // needs one per firing, or the second firing would be answered with the first's session.
+    let idempotency_key = match req.reuse_after {
+        Some(_) => format!("{}@{}", pending.firing_key, pending.fired_ms),
+        None => pending.firing_key.clone(),
+    };
+    let firing = run_claimed(triggers, pending, &req.trigger, &context, &idempotency_key).await?;
     Ok(FireOutcome {
         firing,
         claimed: true,
@@ -149,6 +186,7 @@ pub(crate) async fn run_claimed(
     mut firing: Firing,
     trigger: &Trigger,
     context: &Value,
+    idempotency_key: &str,
 ) -> Result<Firing, DomainError> {
     let result = match template::render(&trigger.prompt, context) {
         Err(e) => Err(format!("{TEMPLATE_ERROR_PREFIX}{e}")),
@@ -158,7 +196,7 @@ pub(crate) async fn run_claimed(
                 prompt,
                 agent: trigger.agent.clone(),
                 origin: format!("trigger:{}", trigger.slug),
-                idempotency_key: firing.firing_key.clone(),
+                idempotency_key: idempotency_key.to_owned(),
             });
             match tokio::time::timeout(START_TIMEOUT, start).await {
                 Ok(Ok(session_id)) => Ok(session_id),
@@ -313,9 +351,19 @@ mod tests {
     fn keys() {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         assert_eq!(cron_key(at), "cron:1767225600");
-        assert_eq!(delivery_key(Some("abc")), "delivery:abc");
-        assert!(delivery_key(None).starts_with("delivery-none:"));
-        assert_ne!(delivery_key(None), delivery_key(None));
+        assert_eq!(delivery_key("abc"), "delivery:abc");
+        let key = signed_key(b"sha256=ab", b"{}");
+        assert!(
+            key.starts_with("signed:") && key.len() == "signed:".len() + 64,
+            "{key}"
+        );
+        assert_eq!(key, signed_key(b"sha256=ab", b"{}"), "identical requests");
+        assert_ne!(key, signed_key(b"sha256=ab", b"{} "), "another body");
+        assert_ne!(
+            key,
+            signed_key(b"sha256=a", b"b{}"),
+            "the boundary is part of it"
+        );
         assert_ne!(manual_key(), manual_key());
     }
 }

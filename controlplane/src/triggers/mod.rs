@@ -11,7 +11,7 @@
 //! one cached reader in [`crate::manifests`].
 //!
 //! Exactly-once: every firing has a key (`cron:<scheduled-unix-s>`, `delivery:<id>`,
-//! `delivery-none:<uuid>`, `manual:<uuid>`) and is claimed in the store — an insert on
+//! `signed:<digest of signature and body>`, `manual:<uuid>`) and is claimed in the store — an insert on
 //! UNIQUE(project, slug, key) — *before* the session is started. Whoever loses the insert
 //! does nothing, so any number of replicas sweep and receive webhooks side by side.
 
@@ -47,7 +47,8 @@ pub struct TriggerStart {
     pub agent: String,
     /// `trigger:<slug>`.
     pub origin: String,
-    /// The firing key; starting twice with the same key must yield the same session.
+    /// Starting twice with the same key must yield the same session: the firing key, or for
+    /// keys that may fire again after a while, the key and the firing's time.
     pub idempotency_key: String,
 }
 

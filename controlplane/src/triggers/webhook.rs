@@ -1,9 +1,11 @@
 //! `POST /v1/webhooks/projects/{project}/{slug}`: signed deliveries that start sessions.
 //!
 //! Answers, all JSON:
-//! - 202 `{session_id, firing_id}` — started; a redelivery (same `X-GitHub-Delivery` or
-//!   `X-Kortix-Delivery`) gets the original session and starts nothing. A redelivery whose
-//!   original is still starting gets `{firing_id, session_id: null, status: "pending"}`.
+//! - 202 `{session_id, firing_id, duplicate}` — started (`duplicate: false`). A redelivery
+//!   (same `X-GitHub-Delivery` or `X-Kortix-Delivery`), or a replay (an identical signed
+//!   request without a delivery id within [`REPLAY_WINDOW`]), starts nothing and gets the
+//!   original's answer with `duplicate: true`; while the original is still starting,
+//!   `{firing_id, session_id: null, status: "pending", duplicate: true}`.
 //! - 401 bad, missing or truncated signature.
 //! - 404 unknown project, unknown trigger, or a cron trigger.
 //! - 409 trigger disabled, no `secret_env`, or the secret has no value.
@@ -36,6 +38,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const MAX_DELIVERY_ID: usize = 256;
 /// How long a redelivery waits for the original delivery's session to be started.
 const PENDING_WAIT: Duration = Duration::from_secs(10);
+/// An identical signed request without a delivery id within this long is a replay.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
 pub const GITHUB_DELIVERY_HEADER: &str = "x-github-delivery";
 pub const KORTIX_DELIVERY_HEADER: &str = "x-kortix-delivery";
@@ -135,19 +139,31 @@ async fn deliver(
         }
         Err(e) => return internal(e),
     };
-    let verified = signature::from_headers(&headers)
-        .and_then(|sig| signature::verify(secret.expose().as_bytes(), &body, sig));
-    if let Err(e) = verified {
-        return error(StatusCode::UNAUTHORIZED, e.to_string());
-    }
+    let signature = match signature::from_headers(&headers)
+        .and_then(|sig| signature::verify(secret.expose().as_bytes(), &body, sig).map(|()| sig))
+    {
+        Ok(sig) => sig.trim().to_ascii_lowercase(),
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e.to_string()),
+    };
 
     let delivery_id = match delivery_id(&headers) {
         Ok(id) => id,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    // A delivery id makes a redelivery recognisable for good. Without one, an identical
+    // signed request within REPLAY_WINDOW is a replay (anyone who saw the request could
+    // repeat it); senders that mean to repeat a request send distinct delivery ids.
+    let (key, reuse_after) = match &delivery_id {
+        Some(id) => (firing::delivery_key(id), None),
+        None => (
+            firing::signed_key(signature.as_bytes(), &body),
+            Some(REPLAY_WINDOW),
+        ),
+    };
     let request = FireRequest {
         project_id: project.id.clone(),
-        key: firing::delivery_key(delivery_id.as_deref()),
+        key,
+        reuse_after,
         source: Source::Webhook {
             headers: header_map(&headers),
             body: body_value(&body),
@@ -159,12 +175,12 @@ async fn deliver(
         Ok(FireOutcome {
             firing,
             claimed: true,
-        }) => firing_answer(&firing),
+        }) => firing_answer(&firing, false),
         Ok(FireOutcome {
             firing,
             claimed: false,
         }) => match wait_while_pending(&triggers, firing).await {
-            Ok(firing) => firing_answer(&firing),
+            Ok(firing) => firing_answer(&firing, true),
             Err(e) => internal(e),
         },
         Err(e) => internal(e),
@@ -240,15 +256,17 @@ async fn wait_while_pending(
     Ok(firing)
 }
 
-fn firing_answer(firing: &Firing) -> Response {
+/// The answer for a firing; `duplicate` when this request started nothing because an earlier
+/// one (a redelivery's original, or a replayed request) did.
+fn firing_answer(firing: &Firing, duplicate: bool) -> Response {
     match firing.outcome {
         FiringOutcome::Started => answer(
             StatusCode::ACCEPTED,
-            json!({ "session_id": firing.session_id, "firing_id": firing.id }),
+            json!({ "session_id": firing.session_id, "firing_id": firing.id, "duplicate": duplicate }),
         ),
         FiringOutcome::Pending => answer(
             StatusCode::ACCEPTED,
-            json!({ "session_id": null, "firing_id": firing.id, "status": "pending" }),
+            json!({ "session_id": null, "firing_id": firing.id, "status": "pending", "duplicate": duplicate }),
         ),
         FiringOutcome::Failed => {
             let status = match firing::failure_kind(firing) {
@@ -258,7 +276,7 @@ fn firing_answer(firing: &Firing) -> Response {
             };
             answer(
                 status,
-                json!({ "error": firing.error, "firing_id": firing.id }),
+                json!({ "error": firing.error, "firing_id": firing.id, "duplicate": duplicate }),
             )
         }
     }
@@ -446,7 +464,12 @@ prompt = "x"
         // GitHub's "Redeliver": same delivery id, same body.
         let (status, again) = post(addr, "/v1/webhooks/projects/web/gh", &headers, body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{again}");
-        assert_eq!(again, first);
+        assert_eq!(first["duplicate"], false);
+        assert_eq!(again["duplicate"], true);
+        assert_eq!(
+            (&again["session_id"], &again["firing_id"]),
+            (&first["session_id"], &first["firing_id"])
+        );
 
         let calls = fx.starter.calls();
         assert_eq!(calls.len(), 1, "redelivery started a session: {calls:?}");
@@ -469,22 +492,97 @@ prompt = "x"
         assert_eq!(firing.outcome, FiringOutcome::Started);
         assert_eq!(Some(firing.id.as_str()), first["firing_id"].as_str());
 
-        // Kortix-signed deliveries without a delivery id are all distinct.
+        // Senders that mean to repeat a request give each one its own delivery id.
+        for id in ["k-1", "k-2"] {
+            let mut signed = github_headers(body, id);
+            signed.retain(|(name, _)| *name != "x-github-delivery");
+            signed.push(("x-kortix-delivery", id.to_owned()));
+            let (s, j) = post(addr, "/v1/webhooks/projects/web/gh", &signed, body).await;
+            assert_eq!(
+                (s, &j["duplicate"]),
+                (StatusCode::ACCEPTED, &json!(false)),
+                "{j}"
+            );
+        }
+        assert_eq!(fx.starter.calls().len(), 3);
+        fx.cleanup().await;
+    }
+
+    /// A signed request without a delivery id could be replayed by anyone who saw it, each
+    /// replay a new session. An identical one (same trigger, body and signature) within 24 h
+    /// starts nothing and is answered as a duplicate; after that it fires again.
+    async fn signed_requests_without_a_delivery_id_are_not_replayable(fx: Fixture) {
+        let addr = serve(&fx).await;
+        let body = br#"{"action":"opened"}"#;
         let sig = vec![(
             "x-kortix-signature",
             signature::sign(SECRET.as_bytes(), body),
         )];
         let (s1, a) = post(addr, "/v1/webhooks/projects/web/gh", &sig, body).await;
         let (s2, b) = post(addr, "/v1/webhooks/projects/web/gh", &sig, body).await;
-        assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
-        assert_ne!(a["session_id"], b["session_id"]);
+        assert_eq!(
+            (s1, s2),
+            (StatusCode::ACCEPTED, StatusCode::ACCEPTED),
+            "{a} {b}"
+        );
+        assert_eq!(
+            (&a["duplicate"], &b["duplicate"]),
+            (&json!(false), &json!(true))
+        );
+        assert_eq!(a["session_id"], b["session_id"]);
+        assert_eq!(fx.starter.calls().len(), 1, "the replay started nothing");
+        let first_key = &fx.starter.calls()[0].idempotency_key;
+        assert!(first_key.starts_with("signed:"), "{first_key}");
+
+        // Another body is another request.
+        let other = br#"{"action":"closed"}"#;
+        let other_sig = vec![(
+            "x-kortix-signature",
+            signature::sign(SECRET.as_bytes(), other),
+        )];
+        let (_, c) = post(addr, "/v1/webhooks/projects/web/gh", &other_sig, other).await;
+        assert_eq!(c["duplicate"], false);
+        assert_ne!(c["session_id"], a["session_id"]);
+
+        fx.clock.advance(chrono::TimeDelta::hours(23));
+        let (_, d) = post(addr, "/v1/webhooks/projects/web/gh", &sig, body).await;
+        assert_eq!(d["duplicate"], true, "still within 24 h: {d}");
+        fx.clock
+            .advance(chrono::TimeDelta::hours(1) + chrono::TimeDelta::seconds(1));
+        let (s, e) = post(addr, "/v1/webhooks/projects/web/gh", &sig, body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{e}");
+        assert_eq!(e["duplicate"], false, "24 h later it fires again: {e}");
+        assert_ne!(e["session_id"], a["session_id"]);
+        let (_, f) = post(addr, "/v1/webhooks/projects/web/gh", &sig, body).await;
+        assert_eq!(
+            (&f["duplicate"], &f["session_id"]),
+            (&json!(true), &e["session_id"])
+        );
         assert_eq!(fx.starter.calls().len(), 3);
-        assert!(
-            fx.starter.calls()[1]
-                .idempotency_key
-                .starts_with("delivery-none:")
+        let firings = fx
+            .store
+            .list_firings(&fx.project.id, Some("gh"), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            firings.len(),
+            3,
+            "the first firing is kept under a retired key"
         );
         fx.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn signed_requests_without_a_delivery_id_are_not_replayable_sqlite() {
+        signed_requests_without_a_delivery_id_are_not_replayable(fixture_sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn signed_requests_without_a_delivery_id_are_not_replayable_postgres() {
+        if let Some(fx) = Fixture::postgres(MANIFEST, utc(2026, 6, 1, 12, 0, 0)).await {
+            fx.set_secret("GH_SECRET", SECRET).await;
+            signed_requests_without_a_delivery_id_are_not_replayable(fx).await;
+        }
     }
 
     #[tokio::test]
@@ -537,6 +635,7 @@ prompt = "x"
                 trigger: manifest.trigger("gh").unwrap().clone(),
                 key: "delivery:race-1".into(),
                 source: Source::Manual,
+                reuse_after: None,
             },
         )
         .await
@@ -559,7 +658,15 @@ prompt = "x"
             "{a} {b}"
         );
         assert_eq!(a["session_id"], "session-1");
-        assert_eq!(a, b);
+        assert_eq!(
+            (&a["session_id"], &a["firing_id"]),
+            (&b["session_id"], &b["firing_id"])
+        );
+        assert_eq!(
+            [&a["duplicate"], &b["duplicate"]],
+            [&json!(false), &json!(true)],
+            "the first one started it"
+        );
         assert_eq!(fx.starter.calls().len(), 1);
         fx.cleanup().await;
     }
