@@ -167,9 +167,16 @@ impl ChangeRequests {
                 Ok((base_sha, head_sha, mb, subject))
             })
             .await?;
+        // Nothing the default branch lacks (level with it, or merged already): no change.
+        if mb == Some(head_sha) {
+            return Err(DomainError::Precondition(format!(
+                "{head} has no commits that {} does not have; there is nothing to review",
+                project.default_branch
+            )));
+        }
         let title = if !req.title.trim().is_empty() {
             req.title.trim().to_string()
-        } else if !subject.is_empty() && mb != Some(head_sha) {
+        } else if !subject.is_empty() {
             subject
         } else {
             format!("Changes from {head}")

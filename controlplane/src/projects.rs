@@ -20,13 +20,19 @@ pub const MAX_PROJECT_REF: usize = 128;
 pub const MAX_IMPORT_SOURCE: usize = 4096;
 
 /// The caller's project named or identified by `reference`. Another account's project is
-/// NOT_FOUND exactly like a missing one.
+/// NOT_FOUND exactly like a missing one ("not found in your account"; names are unique
+/// across accounts, so [`Projects::create`] says a name is taken without saying by whom).
 pub async fn owned(store: &Store, caller: &Caller, reference: &str) -> DomainResult<Project> {
     if reference.is_empty() {
         return Err(DomainError::Invalid("a project is required".into()));
     }
     check_len("the project name or id", reference, MAX_PROJECT_REF)?;
-    Ok(store.get_project(&caller.account_id, reference).await?)
+    match store.get_project(&caller.account_id, reference).await {
+        Err(e) if e.is_not_found() => Err(DomainError::NotFound(format!(
+            "project '{reference}' not found in your account"
+        ))),
+        other => Ok(other?),
+    }
 }
 
 /// Who the platform's own commits (initial commit, merges) are by.
@@ -73,9 +79,6 @@ pub struct Projects {
     manifests: Arc<Manifests>,
     public_url: String,
     data_dir: PathBuf,
-    /// Whether non-admin callers may import from the server's own filesystem. True when the
-    /// public listener is loopback-only (the caller is on this machine anyway).
-    local_imports: bool,
 }
 
 impl Projects {
@@ -85,7 +88,6 @@ impl Projects {
         manifests: Arc<Manifests>,
         public_url: String,
         data_dir: PathBuf,
-        local_imports: bool,
     ) -> Self {
         Self {
             store,
@@ -93,7 +95,6 @@ impl Projects {
             manifests,
             public_url,
             data_dir,
-            local_imports,
         }
     }
 
@@ -122,10 +123,19 @@ impl Projects {
         } else {
             &requested_branch
         };
-        let project = self
+        let project = match self
             .store
             .create_project(&caller.account_id, &req.name, branch_guess)
-            .await?;
+            .await
+        {
+            Err(e) if e.is_already_exists() => {
+                return Err(DomainError::AlreadyExists(format!(
+                    "project name '{}' is already taken (names are unique across all accounts)",
+                    req.name
+                )));
+            }
+            other => other?,
+        };
         let built = if import.is_empty() {
             let repos = self.repos.clone();
             let (id, name, branch) = (
@@ -179,9 +189,10 @@ impl Projects {
         }
     }
 
-    /// Local-path (and `file://`) imports read the server's filesystem: never from inside the
-    /// data directory (other projects' repositories live there), and for non-admins only on
-    /// a loopback-only server.
+    /// Local-path (and `file://`) imports read the server's filesystem: only the admin may
+    /// ask for one (another account could otherwise copy any repository the server can read,
+    /// also on a loopback server shared by several people), and never from inside the data
+    /// directory, where every project's repository lives.
     fn check_import_source(&self, source: &str, admin: bool) -> DomainResult<()> {
         let local = if let Some(path) = source.strip_prefix("file://") {
             Some(PathBuf::from(path))
@@ -199,9 +210,10 @@ impl Projects {
                 )))
             };
         };
-        if !admin && !self.local_imports {
+        if !admin {
             return Err(DomainError::PermissionDenied(
-                "importing from the server's filesystem is limited to the admin on a non-loopback server".into(),
+                "importing from a path on the server is for the admin; import from an http(s) URL"
+                    .into(),
             ));
         }
         let resolved = path.canonicalize().map_err(|e| {

@@ -228,7 +228,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             manifests.clone(),
             public_url.clone(),
             data_dir.clone(),
-            public_addr.ip().is_loopback(),
         ),
         change_requests: crate::change_requests::ChangeRequests::new(store.clone(), repos.clone()),
         secrets: secrets.clone(),

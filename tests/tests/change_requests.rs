@@ -20,7 +20,8 @@ impl Fixture {
     /// A project `app` whose `main` has one commit with `shared.txt` and `image.bin`.
     async fn new() -> Fixture {
         let ts = TestServer::start().await;
-        let token = ts.account("alice").await;
+        // Local-path imports are the admin's (they read the server's disk).
+        let token = ts.admin_token.clone();
         let work = tempfile::tempdir().unwrap();
         let seed = work.path().join("seed");
         std::fs::create_dir_all(&seed).unwrap();
@@ -184,6 +185,44 @@ async fn fast_forward_then_a_second_merge_is_refused() {
         again.message()
     );
     assert_eq!(f.main_tip(), head, "nothing moved");
+    f.ts.stop().await;
+}
+
+/// A change request lands commits: a branch with none that the default branch lacks — level
+/// with it, or already merged — has nothing to review and is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_with_nothing_ahead_is_refused() {
+    let f = Fixture::new().await;
+    git_ok(
+        &f.clone,
+        &["push", "-q", "origin", "origin/main:refs/heads/level"],
+    );
+    let feature = f.branch("feature", "main", "Add feature", |d| {
+        std::fs::write(d.join("feature.txt"), "feature\n").unwrap();
+    });
+    let cr = f.open("feature").await;
+    f.merge(cr.number).await.unwrap();
+    for branch in ["level", "feature"] {
+        let refused =
+            f.ts.crs(&f.token)
+                .open_change_request(OpenChangeRequestRequest {
+                    project: "app".into(),
+                    branch: branch.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::FailedPrecondition,
+            "{branch}: {refused:?}"
+        );
+        assert_eq!(
+            refused.message(),
+            format!("{branch} has no commits that main does not have; there is nothing to review")
+        );
+    }
+    assert_eq!(f.main_tip(), feature);
     f.ts.stop().await;
 }
 

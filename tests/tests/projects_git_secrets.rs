@@ -120,6 +120,13 @@ async fn projects_are_per_account_and_names_unique() {
         .await
         .unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists);
+    // Names are unique across accounts (they are the git URL), so a taken name is said to be
+    // taken — worded as a name, not as a project bob could see — while the project itself
+    // stays invisible to him.
+    assert_eq!(
+        dup.message(),
+        "project name 'web' is already taken (names are unique across all accounts)"
+    );
     for project in ["web", p.id.as_str()] {
         let hidden = ts
             .projects(&bob)
@@ -129,6 +136,10 @@ async fn projects_are_per_account_and_names_unique() {
             .await
             .unwrap_err();
         assert_eq!(hidden.code(), Code::NotFound);
+        assert_eq!(
+            hidden.message(),
+            format!("project '{project}' not found in your account")
+        );
     }
     let bad = ts
         .projects(&alice)
@@ -171,8 +182,27 @@ async fn import_clone_push_and_the_default_branch_guard() {
     let bob = ts.account("bob").await;
     let work = tempfile::tempdir().unwrap();
     let src = source_repo(work.path());
+    // A local path reads the server's disk: only the admin may import one, also on a
+    // loopback server; other accounts import from http(s) URLs.
+    for source in [
+        src.display().to_string(),
+        format!("file://{}", src.display()),
+    ] {
+        let refused = ts
+            .projects(&alice)
+            .create_project(CreateProjectRequest {
+                name: "mine".into(),
+                import_source: source,
+                default_branch: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        assert!(refused.message().contains("admin"), "{}", refused.message());
+    }
+    let owner = ts.admin_token.clone();
     let p = ts
-        .projects(&alice)
+        .projects(&owner)
         .create_project(CreateProjectRequest {
             name: "imported".into(),
             import_source: src.display().to_string(),
@@ -189,7 +219,7 @@ async fn import_clone_push_and_the_default_branch_guard() {
         &[
             "clone",
             "-q",
-            &ts.git_url("imported", &alice),
+            &ts.git_url("imported", &owner),
             clone.to_str().unwrap(),
         ],
     );
@@ -233,7 +263,7 @@ async fn import_clone_push_and_the_default_branch_guard() {
 
     // The manifest is read from the default branch head.
     let info = ts
-        .projects(&alice)
+        .projects(&owner)
         .get_project(GetProjectRequest {
             project: "imported".into(),
         })
@@ -273,6 +303,14 @@ async fn secrets_are_sealed_validated_and_listed_by_name() {
     for (name, why) in [
         ("lower", "lowercase"),
         ("KORTIX_TOKEN", "reserved"),
+        // These would replace the sandbox's own environment (agent, OpenCode, shell, git).
+        ("PATH", "reserved"),
+        ("HOME", "reserved"),
+        ("LD_PRELOAD", "reserved"),
+        ("LD_LIBRARY_PATH", "reserved"),
+        ("GIT_DIR", "reserved"),
+        ("GIT_SSL_NO_VERIFY", "reserved"),
+        ("OPENCODE_CONFIG_DIR", "reserved"),
         ("1ABC", "leading digit"),
         (&*"A".repeat(65), "too long"),
     ] {
@@ -286,6 +324,7 @@ async fn secrets_are_sealed_validated_and_listed_by_name() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{why}: {err:?}");
+        assert!(err.message().contains(why) || why != "reserved", "{err:?}");
     }
     let reserved = ts
         .secrets(&alice)
@@ -362,5 +401,64 @@ async fn health_and_reflection_need_no_token() {
         status.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    ts.stop().await;
+}
+
+/// A 100,000-character name used to end in "h2 protocol error": the validation message
+/// echoed the whole name back in the `grpc-message` trailer, past the client's header list
+/// limit. Every reference is now bounded before it is looked up, and messages are capped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_names_get_the_validation_message() {
+    let ts = TestServer::start().await;
+    let alice = ts.account("alice").await;
+    let huge = "a".repeat(100_000);
+    let created = ts
+        .projects(&alice)
+        .create_project(CreateProjectRequest {
+            name: huge.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(created.code(), Code::InvalidArgument, "{created:?}");
+    assert!(
+        created.message().contains("at most 64 characters"),
+        "{}",
+        created.message()
+    );
+    let info = ts
+        .projects(&alice)
+        .get_project(GetProjectRequest {
+            project: huge.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(info.code(), Code::InvalidArgument, "{info:?}");
+    let secret = ts
+        .secrets(&alice)
+        .set_secret(SetSecretRequest {
+            project: huge.clone(),
+            name: "A".into(),
+            value: "v".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(secret.code(), Code::InvalidArgument, "{secret:?}");
+    let session = ts
+        .sessions(&alice)
+        .start_session(StartSessionRequest {
+            project: huge.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(session.code(), Code::InvalidArgument, "{session:?}");
+    for status in [&created, &info, &secret, &session] {
+        assert!(
+            status.message().len() <= 1024,
+            "{} bytes",
+            status.message().len()
+        );
+    }
     ts.stop().await;
 }

@@ -22,8 +22,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
-    #[error("invalid secret name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    /// `name` is quoted and cut (see [`crate::store::quoted`]).
+    #[error("invalid secret name {name}: {reason}")]
+    InvalidName { name: String, reason: String },
     #[error("secret {name}: value is {size} bytes, at most {max} allowed", max = MAX_SECRET_VALUE_BYTES)]
     TooLarge { name: String, size: usize },
     #[error("master key {}: {reason}", path.display())]

@@ -6,12 +6,43 @@ use super::SecretsError;
 pub const MAX_SECRET_VALUE_BYTES: usize = 64 * 1024;
 const MAX_NAME_LEN: usize = 64;
 
-/// Secret names become environment variables: `^[A-Z_][A-Z0-9_]{0,63}$`, and `KORTIX_*` is
-/// kept for the platform's own variables.
+/// Variables the sandbox's own processes (the agent, OpenCode, the shell and git they run)
+/// depend on: a secret by one of these names would silently replace them.
+pub const RESERVED_NAMES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "PWD",
+    "OLDPWD",
+    "TMPDIR",
+    "TMP",
+    "TEMP",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// Prefixes reserved the same way: the platform's own variables, the dynamic linker's, git's
+/// (`GIT_DIR`, `GIT_WORK_TREE`, `GIT_SSL_NO_VERIFY`, `GIT_ASKPASS`, `GIT_CONFIG_*`, …),
+/// OpenCode's and the XDG base directories (where OpenCode keeps its configuration).
+pub const RESERVED_PREFIXES: &[&str] = &["KORTIX_", "LD_", "DYLD_", "GIT_", "OPENCODE_", "XDG_"];
+
+/// Secret names become environment variables: `^[A-Z_][A-Z0-9_]{0,63}$`, and none of
+/// [`RESERVED_NAMES`] or [`RESERVED_PREFIXES`].
 pub fn validate_secret_name(name: &str) -> Result<(), SecretsError> {
-    let invalid = |reason| SecretsError::InvalidName {
-        name: name.to_string(),
-        reason,
+    let invalid = |reason: &str| SecretsError::InvalidName {
+        name: crate::store::quoted(name),
+        reason: reason.to_string(),
     };
     let bytes = name.as_bytes();
     let Some(first) = bytes.first() else {
@@ -31,6 +62,16 @@ pub fn validate_secret_name(name: &str) -> Result<(), SecretsError> {
     }
     if name.starts_with("KORTIX_") {
         return Err(invalid("KORTIX_ is reserved for the platform"));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(invalid(
+            "reserved: the sandbox's own environment needs this variable",
+        ));
+    }
+    if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(*p)) {
+        return Err(invalid(&format!(
+            "names starting with {prefix} are reserved: they steer the sandbox's own programs"
+        )));
     }
     Ok(())
 }
@@ -96,6 +137,52 @@ mod tests {
             "{err}"
         );
         assert!(validate_secret_name("KORTIX_").is_err());
+    }
+
+    #[test]
+    fn environment_the_sandbox_depends_on_is_reserved() {
+        for reserved in [
+            "PATH",
+            "HOME",
+            "USER",
+            "SHELL",
+            "PWD",
+            "TMPDIR",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "DYLD_INSERT_LIBRARIES",
+            "GIT_DIR",
+            "GIT_WORK_TREE",
+            "GIT_SSL_NO_VERIFY",
+            "GIT_ASKPASS",
+            "GIT_CONFIG_GLOBAL",
+            "OPENCODE_CONFIG_DIR",
+            "NODE_OPTIONS",
+            "BASH_ENV",
+            "XDG_CONFIG_HOME",
+        ] {
+            let err = validate_secret_name(reserved).unwrap_err().to_string();
+            assert!(err.contains("reserved"), "{reserved}: {err}");
+        }
+        // Look-alikes stay usable.
+        for ok in [
+            "GITHUB_TOKEN",
+            "GITLAB_TOKEN",
+            "PATHS",
+            "HOME_URL",
+            "LDAP_PASSWORD",
+        ] {
+            validate_secret_name(ok).unwrap();
+        }
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_short_name() {
+        let err = validate_secret_name(&"A".repeat(100_000))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 200, "{} bytes", err.len());
+        assert!(err.contains("(100000 bytes)"), "{err}");
     }
 
     #[test]

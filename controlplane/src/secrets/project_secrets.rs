@@ -10,7 +10,10 @@ use tokio::sync::watch;
 
 use super::{MasterKey, SecretValue, SecretsError};
 use crate::auth::Caller;
-use crate::error::{DomainError, DomainResult};
+use crate::error::{DomainError, DomainResult, check_len};
+
+/// Longest secret name looked up (valid ones are at most 64 bytes).
+const MAX_NAME_LOOKUP: usize = 256;
 use crate::sessions::live::Hub;
 use crate::store::{Project, SecretMeta, Store};
 
@@ -71,6 +74,7 @@ impl ProjectSecrets {
         project: &str,
         name: &str,
     ) -> DomainResult<SecretMeta> {
+        check_len("the secret name", name, MAX_NAME_LOOKUP)?;
         let project = crate::projects::owned(&self.store, caller, project).await?;
         let (meta, version) = self.store.delete_secret(&project.id, name).await?;
         self.changed(&project.id, version);

@@ -458,7 +458,7 @@ pub fn new_id() -> String {
 pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
     let invalid = |reason: &str| Error::Invalid {
         what,
-        reason: format!("{name:?}: {reason}"),
+        reason: format!("{}: {reason}", quoted(name)),
     };
     if name.is_empty() {
         return Err(invalid("must not be empty"));
@@ -479,6 +479,18 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
         return Err(invalid("must not end in '.git' or '.', nor contain '..'"));
     }
     Ok(())
+}
+
+/// A caller's name as an error quotes it: at most 64 characters of it, so an error about an
+/// oversized name stays small.
+pub fn quoted(name: &str) -> String {
+    const SHOWN: usize = 64;
+    if name.chars().count() <= SHOWN {
+        format!("{name:?}")
+    } else {
+        let head: String = name.chars().take(SHOWN).collect();
+        format!("{head:?}… ({} bytes)", name.len())
+    }
 }
 
 /// `$first, $first+1, …` for `count` placeholders, for `IN (…)` lists built at run time.
@@ -541,6 +553,14 @@ mod unit_tests {
         for bad in ["", "-x", ".x", "a b", "x.git", "a..b", "é", &"a".repeat(65)] {
             assert!(validate_name("project name", bad).is_err(), "{bad:?}");
         }
+        let long = validate_name("project name", &"a".repeat(100_000)).unwrap_err();
+        assert_eq!(
+            long.to_string(),
+            format!(
+                "invalid project name: {:?}… (100000 bytes): must be at most 64 characters",
+                "a".repeat(64)
+            )
+        );
     }
 
     #[test]
