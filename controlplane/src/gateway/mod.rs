@@ -100,3 +100,89 @@ impl AgentGateway for Gateway {
         Ok(Response::new(Box::pin(stream)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::SessionIdentity;
+    use crate::git::Repos;
+    use crate::manifests::Manifests;
+    use crate::sandbox::external::ExternalProvider;
+    use crate::sessions::{SessionConfig, live::Hub};
+    use crate::store::{Store, StoreOptions};
+    use tonic::Code;
+
+    /// A gateway over a store, and the store.
+    async fn gateway(dir: &std::path::Path) -> (Gateway, Store) {
+        let store = Store::open_sqlite(&dir.join("kortix.db"), StoreOptions::default())
+            .await
+            .unwrap();
+        let repos = Repos::open(dir.join("repos")).unwrap();
+        let (exits, _) = tokio::sync::mpsc::channel(1);
+        let hub = Hub::new();
+        let sessions = Sessions::new(
+            store.clone(),
+            repos.clone(),
+            Arc::new(ExternalProvider::new(dir.join("bootstrap"), exits).unwrap()),
+            hub.clone(),
+            Arc::new(Manifests::new(repos)),
+            SessionConfig::new(String::new(), String::new(), String::new()),
+        );
+        let key = Arc::new(crate::secrets::MasterKey::generate().unwrap());
+        let gateway = Gateway::new(
+            sessions,
+            Arc::new(Ca::load_or_create(&dir.join("ca")).unwrap()),
+            ProjectSecrets::new(store.clone(), key, hub),
+        );
+        (gateway, store)
+    }
+
+    fn agent(session_id: &str) -> SessionIdentity {
+        SessionIdentity {
+            session_id: session_id.into(),
+            serial_hex: "0a".into(),
+            not_after_unix_s: i64::MAX,
+        }
+    }
+
+    /// An agent must be able to tell "your session does not exist" (give up) from "the
+    /// database is down" (retry): the gateway used to answer NOT_FOUND to both.
+    #[tokio::test]
+    async fn a_store_outage_is_unavailable_never_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, store) = gateway(dir.path()).await;
+        let request = || GitCredentialRequest {
+            protocol: "http".into(),
+            host: "127.0.0.1".into(),
+            path: "git/web.git".into(),
+        };
+        let missing = gateway
+            .do_git_credential(&agent("no-such-session"), request())
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+        assert_eq!(missing.message(), "session no-such-session not found");
+        let missing = gateway
+            .do_watch_secrets(agent("no-such-session"))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+
+        store.close().await;
+        let down = gateway
+            .do_git_credential(&agent("no-such-session"), request())
+            .await
+            .unwrap_err();
+        assert_eq!(down.code(), Code::Unavailable, "{down:?}");
+        let down = gateway
+            .do_watch_secrets(agent("no-such-session"))
+            .await
+            .unwrap_err();
+        assert_eq!(down.code(), Code::Unavailable, "{down:?}");
+        let down = gateway
+            .do_renew(&agent("no-such-session"), RenewRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(down.code(), Code::Unavailable, "{down:?}");
+    }
+}
