@@ -132,27 +132,23 @@ fn main() -> Result<()> {
 struct Bench {
     dir: PathBuf,
     repo: PathBuf,
+    /// git isolated from the machine's configuration, with fixed dates (the shared test one).
+    env: kortix_tests::git::GitEnv,
 }
 
 impl Bench {
     fn new(dir: PathBuf) -> Result<Self> {
-        std::fs::create_dir_all(dir.join("home"))?;
+        std::fs::create_dir_all(&dir)?;
         let repo = dir.join("repo.git");
-        Ok(Bench { dir, repo })
+        Ok(Bench {
+            dir,
+            repo,
+            env: kortix_tests::git::GitEnv::new().with_fixed_dates(),
+        })
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new("git");
-        cmd.current_dir(&self.repo)
-            .env("HOME", self.dir.join("home"))
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "Kortix")
-            .env("GIT_AUTHOR_EMAIL", "kortix@localhost")
-            .env("GIT_AUTHOR_DATE", "1700000000 +0000")
-            .env("GIT_COMMITTER_NAME", "Kortix")
-            .env("GIT_COMMITTER_EMAIL", "kortix@localhost")
-            .env("GIT_COMMITTER_DATE", "1700000000 +0000");
-        cmd
+        self.env.command(&self.repo)
     }
 
     fn git(&self, args: &[&str]) -> Result<String> {
@@ -177,11 +173,11 @@ impl Bench {
             std::fs::remove_dir_all(&self.repo)?;
         }
         let started = Instant::now();
-        let status = Command::new("git")
+        let status = self
+            .env
+            .command(&self.dir)
             .args(["init", "--bare", "-q", "-b", "main"])
             .arg(&self.repo)
-            .env("HOME", self.dir.join("home"))
-            .env("GIT_CONFIG_NOSYSTEM", "1")
             .status()?;
         if !status.success() {
             return Err("git init failed".into());
