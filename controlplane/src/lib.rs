@@ -1,14 +1,22 @@
-//! The Kortix control plane.
+//! The Kortix control plane. `ARCHITECTURE.md` at the repository root has the full map and
+//! the invariants; in short:
 //!
-//! Where things live:
-//! - [`store`]: accounts, tokens, projects, sessions, records, change requests, firings —
-//!   one SQL layer over SQLite (default) and PostgreSQL.
-//! - [`auth`]: bearer tokens for people and scoped git tokens for sessions.
-//! - [`secrets`]: AEAD sealing of project secrets under the master key.
-//! - [`git`]: bare repositories (create, import, read, compare-and-swap refs) and smart HTTP
-//!   hosting through `git http-backend`.
-//! - [`changes`]: change-request diff and merge over the bare repositories.
-//! - [`metrics`]: the Prometheus endpoint.
+//! Transport (no rules of their own):
+//! - [`api`]: the public gRPC services — authenticate, convert, call one domain service.
+//! - [`gateway`]: the agents' mTLS service; identity from the client certificate only.
+//! - [`public`]: what the public listener serves; [`server`]: composition and lifecycle.
+//!
+//! Domain services (all fail with [`error::DomainError`]):
+//! - [`accounts`], [`projects`], [`change_requests`], [`secrets`] (`ProjectSecrets`),
+//!   [`sessions`], [`triggers`]; [`manifests`]: the one reader of `kortix.toml` on a default
+//!   branch.
+//!
+//! Infrastructure:
+//! - [`store`]: every SQL statement, once for SQLite and PostgreSQL.
+//! - [`git`]: bare repositories, compare-and-swap refs, smart HTTP hosting; [`changes`]: diffs
+//!   and merges. Neither knows the store.
+//! - [`auth`]: tokens and push rules; [`ca`]: the built-in CA; [`sandbox`]: where agents run.
+//! - [`error`], [`clock`], [`metrics`], [`config`].
 
 pub mod accounts;
 pub mod api;

@@ -14,7 +14,10 @@ pub use keyfile::write_private_file;
 pub use master_key::{MASTER_KEY_FILE_NAME, MASTER_KEY_LEN, MasterKey, Sealed};
 /// Same as [`validate_secret_name`].
 pub use names::validate_secret_name as validate_name;
-pub use names::{MAX_SECRET_VALUE_BYTES, validate_secret_name, validate_secret_value};
+pub use names::{
+    MAX_SECRET_VALUE_BYTES, RESERVED_NAMES, RESERVED_PREFIXES, validate_secret_name,
+    validate_secret_value,
+};
 pub use project_secrets::{ProjectSecrets, SecretSet};
 pub use value::SecretValue;
 
