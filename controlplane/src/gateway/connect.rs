@@ -49,17 +49,7 @@ impl Gateway {
         who: SessionIdentity,
         mut inbound: Streaming<AgentFrame>,
     ) -> Result<tokio_stream::wrappers::ReceiverStream<Result<ControlFrame, Status>>, Status> {
-        let store = self.sessions.store().clone();
-        let session = store
-            .get_session(&who.session_id)
-            .await
-            .map_err(DomainError::from)?;
-        if session.status.is_terminal() {
-            return Err(Status::failed_precondition(format!(
-                "session {} has ended ({})",
-                session.id, session.status
-            )));
-        }
+        let session = self.live_session(&who.session_id).await?;
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 30 s")),
             Ok(Err(status)) => return Err(status),

@@ -22,17 +22,8 @@ impl Gateway {
                 "credential request fields too long",
             ));
         }
+        let session = self.live_session(&who.session_id).await?;
         let store = self.sessions.store();
-        let session = store
-            .get_session(&who.session_id)
-            .await
-            .map_err(DomainError::from)?;
-        if session.status.is_terminal() {
-            return Err(Status::failed_precondition(format!(
-                "session {} has ended ({})",
-                session.id, session.status
-            )));
-        }
         let token = crate::auth::generate_token(crate::auth::TokenKind::SessionGit);
         let expires_ms = now_ms() + self.sessions.config().git_token_ttl.as_millis() as i64;
         store

@@ -41,18 +41,7 @@ impl Gateway {
         who: &SessionIdentity,
         req: RenewRequest,
     ) -> Result<EnrollResponse, Status> {
-        let session = self
-            .sessions
-            .store()
-            .get_session(&who.session_id)
-            .await
-            .map_err(DomainError::from)?;
-        if session.status.is_terminal() {
-            return Err(Status::failed_precondition(format!(
-                "session {} has ended ({})",
-                who.session_id, session.status
-            )));
-        }
+        self.live_session(&who.session_id).await?;
         let issued = self.issue(&req.csr_der, &who.session_id).await?;
         Ok(self.response(who.session_id.clone(), issued))
     }

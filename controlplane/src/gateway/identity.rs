@@ -4,6 +4,7 @@
 use super::Gateway;
 use crate::ca::{SessionIdentity, identity_from_cert};
 use crate::error::DomainError;
+use crate::store::Session;
 use tonic::{Request, Status};
 
 /// Identity of a client certificate, without the revocation check.
@@ -37,5 +38,23 @@ impl Gateway {
             )));
         }
         Ok(who)
+    }
+
+    /// The calling agent's session, refused (FAILED_PRECONDITION, which agents take as final)
+    /// once it has ended.
+    pub(super) async fn live_session(&self, session_id: &str) -> Result<Session, Status> {
+        let session = self
+            .sessions
+            .store()
+            .get_session(session_id)
+            .await
+            .map_err(DomainError::from)?;
+        if session.status.is_terminal() {
+            return Err(Status::failed_precondition(format!(
+                "session {} has ended ({})",
+                session.id, session.status
+            )));
+        }
+        Ok(session)
     }
 }

@@ -5,7 +5,6 @@
 
 use super::Gateway;
 use crate::ca::SessionIdentity;
-use crate::error::DomainError;
 use kortix_proto::v1::SecretsUpdate;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -19,17 +18,7 @@ impl Gateway {
         &self,
         who: SessionIdentity,
     ) -> Result<tokio_stream::wrappers::ReceiverStream<Result<SecretsUpdate, Status>>, Status> {
-        let store = self.sessions.store().clone();
-        let session = store
-            .get_session(&who.session_id)
-            .await
-            .map_err(DomainError::from)?;
-        if session.status.is_terminal() {
-            return Err(Status::failed_precondition(format!(
-                "session {} has ended",
-                session.id
-            )));
-        }
+        let session = self.live_session(&who.session_id).await?;
         let project_id = session.project_id.clone();
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();
