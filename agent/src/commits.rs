@@ -328,30 +328,9 @@ impl WatcherHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
     fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=Ada",
-                "-c",
-                "user.email=ada@example.com",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        kortix_tests::git::GitEnv::new().ok(dir, args)
     }
 
     fn setup() -> (tempfile::TempDir, PathBuf) {
@@ -394,7 +373,10 @@ mod tests {
         assert_eq!(r.parents, vec![parent]);
         assert_eq!(
             (r.author_name.as_str(), r.author_email.as_str()),
-            ("Ada", "ada@example.com")
+            (
+                kortix_tests::git::AUTHOR_NAME,
+                kortix_tests::git::AUTHOR_EMAIL
+            )
         );
         assert_eq!(r.message, "change things\n\nbody\n");
         // git diff --shortstat: 3 files changed, 4 insertions(+), 1 deletion(-)

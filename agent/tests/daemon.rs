@@ -18,27 +18,7 @@ use kortix_tests::{OpencodeHome, ScriptedModel, Turn, opencode_bin, opencode_con
 use support::TestGateway;
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=Seed",
-            "-c",
-            "user.email=seed@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    kortix_tests::git::GitEnv::new().ok(dir, args)
 }
 
 /// A bare "project" repo whose session branch carries the OpenCode config.

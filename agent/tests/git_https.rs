@@ -19,27 +19,7 @@ use support::TestGateway;
 use support::git_http::GitHttpServer;
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=Seed",
-            "-c",
-            "user.email=seed@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    kortix_tests::git::GitEnv::new().ok(dir, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

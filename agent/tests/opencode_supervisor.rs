@@ -44,16 +44,7 @@ async fn wait_state(
 }
 
 fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kortix_tests::git::GitEnv::new().ok(dir, args);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

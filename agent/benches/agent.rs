@@ -1,10 +1,12 @@
-//! Benchmarks of the real `kortix-agent` binary (ignored by default; run with
-//! `cargo test -p kortix-agent --release --test bench -- --ignored --nocapture`).
+//! Benchmarks of the real `kortix-agent` binary:
+//! `cargo bench -p kortix-agent --bench agent` (all three), or name one:
+//! `cargo bench -p kortix-agent --bench agent -- rss|enroll|crypto`.
 //!
 //! The OpenCode stand-in is benchmark input: a small HTTP server speaking the endpoints the
 //! agent uses (`/global/health`, `/event`, `/session`, `prompt_async`) that prints 10,000
 //! stdout lines per second, so the agent's streaming path is measured without a model.
 
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
@@ -55,25 +57,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
 
 fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=S",
-            "-c",
-            "user.email=s@e",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kortix_tests::git::GitEnv::new().ok(dir, args);
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -87,8 +71,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: run explicitly with --ignored"]
 async fn agent_rss_and_boot_while_opencode_prints_10k_lines_per_second() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -231,8 +213,6 @@ async fn agent_rss_and_boot_while_opencode_prints_10k_lines_per_second() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: run explicitly with --ignored"]
 async fn enroll_latency() {
     let gw = TestGateway::start(
         "lat",
@@ -262,8 +242,6 @@ async fn enroll_latency() {
     }
 }
 
-#[test]
-#[ignore = "benchmark: run explicitly with --ignored"]
 fn crypto_first_use_cost() {
     for i in 0..2 {
         let t = Instant::now();
@@ -291,4 +269,28 @@ fn crypto_first_use_cost() {
         &[],
     );
     println!("client config {} us", t.elapsed().as_micros());
+}
+
+fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // `cargo bench` passes `--bench`; any other argument names the benchmarks to run.
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runs = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    if runs("rss") {
+        runtime.block_on(agent_rss_and_boot_while_opencode_prints_10k_lines_per_second());
+    }
+    if runs("enroll") {
+        runtime.block_on(enroll_latency());
+    }
+    if runs("crypto") {
+        crypto_first_use_cost();
+    }
 }
