@@ -23,12 +23,13 @@ struct Cli {
 /// Flags every command accepts, before or after the subcommand.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
-    /// Control plane URL.
+    /// Control plane URL (http://HOST:PORT or https://HOST).
     #[arg(
         long,
         global = true,
         env = "KORTIX_URL",
-        default_value = "http://127.0.0.1:8008"
+        default_value = "http://127.0.0.1:8008",
+        value_parser = client::parse_url
     )]
     pub url: String,
     /// Bearer token (otherwise the saved login, or the local admin token).
