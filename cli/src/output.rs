@@ -83,11 +83,6 @@ pub fn short_sha(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }
 
-/// The first line of a commit message.
-pub fn subject(message: &str) -> &str {
-    message.lines().next().unwrap_or_default().trim_end()
-}
-
 /// The colour that goes with a session status or CR state.
 pub fn status_style(status: &str) -> Style {
     match status {
@@ -108,12 +103,6 @@ mod tests {
         assert_eq!(short_sha("0123456789abcdef"), "0123456");
         assert_eq!(short_sha("abc"), "abc");
         assert_eq!(short_sha(""), "");
-    }
-
-    #[test]
-    fn subject_is_the_first_line() {
-        assert_eq!(subject("Fix it  \n\nbecause"), "Fix it");
-        assert_eq!(subject(""), "");
     }
 
     #[test]

@@ -160,6 +160,45 @@ fn script_records() -> Vec<Record> {
     ]
 }
 
+/// A running session as OpenCode reports it: an error, then a commit.
+fn live_records() -> Vec<Record> {
+    let event = |seq, json: Value| {
+        rec(
+            seq,
+            record::Body::Event(OpencodeEvent {
+                r#type: json["type"].as_str().unwrap_or_default().to_owned(),
+                json: json.to_string(),
+            }),
+        )
+    };
+    vec![
+        rec(
+            1,
+            record::Body::State(StateChange {
+                status: SessionStatus::Running as i32,
+                phase: "running".into(),
+                reason: String::new(),
+            }),
+        ),
+        event(
+            2,
+            json!({"type": "session.error", "properties": {"error": {"name": "ProviderAuthError",
+                "data": {"message": "the provider refused the key"}}}}),
+        ),
+        rec(
+            3,
+            record::Body::Commit(CommitRecord {
+                sha: "0123456789abcdef0123".into(),
+                message: "Add parser".into(),
+                files_changed: 1,
+                insertions: 3,
+                pushed: true,
+                ..Default::default()
+            }),
+        ),
+    ]
+}
+
 type RecordStream = Pin<Box<dyn Stream<Item = Result<Record, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -219,6 +258,15 @@ impl SessionService for Script {
             .lock()
             .expect("lock")
             .push((req.from_seq, req.follow));
+        if req.session_id == "s-live" {
+            // A session that goes on: its records, then nothing until the viewer leaves.
+            let records = live_records().into_iter().map(Ok);
+            let stream = tokio_stream::StreamExt::chain(
+                tokio_stream::iter(records),
+                tokio_stream::pending(),
+            );
+            return Ok(Response::new(Box::pin(stream)));
+        }
         let all = script_records();
         let items: Vec<Result<Record, Status>> = if req.from_seq <= 1 {
             all.into_iter()
@@ -502,9 +550,9 @@ async fn attach_human_view_and_no_follow() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "[commit] 0123456 Add parser (+10 -1, 2 files)\n\
-         [gap] records 5..5 lost: spool overflow\n\
-         [state] stopped: user stop\n",
+        "● commit 0123456 Add parser (+10 -1, 2 files), pushed\n\
+         ! records 5..5 lost: spool overflow\n\
+         — stopped: user stop\n",
         "no colour codes when stdout is not a terminal; seam record 3 dropped"
     );
     assert_eq!(*script.seen.attach.lock().expect("lock"), [(4, false)]);
@@ -620,4 +668,105 @@ async fn cr_merge_success_and_refusals() {
         "merge refused: base moved\n",
         "not said twice"
     );
+}
+
+/// A private tmux server: `kortix` runs in a real pseudo-terminal, as a person runs it.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Output {
+        std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux is installed (scripts/test installs it)")
+    }
+
+    /// The screen, with colours as escape sequences.
+    fn screen(&self) -> String {
+        text(
+            &self
+                .run(&["capture-pane", "-p", "-e", "-t", "attach"])
+                .stdout,
+        )
+    }
+
+    /// Polls the screen until `done` holds, for at most 20 s.
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut pause = std::time::Duration::from_millis(20);
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; screen:\n{screen}"
+            );
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_on_a_terminal_is_coloured_and_ctrl_c_detaches() {
+    let url = format!("http://{}", serve(Script::default()).await);
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let tmux = Tmux {
+        socket: format!("kortix-test-{}", std::process::id()),
+    };
+    let script = format!(
+        "env -u NO_COLOR -u KORTIX_URL -u KORTIX_TOKEN HOME={home} KORTIX_DATA_DIR={home}/data \
+         TERM=xterm-256color {bin} --url {url} --token t sessions attach s-live; \
+         echo EXIT=$?; sleep 60",
+        home = h.display(),
+        bin = env!("CARGO_BIN_EXE_kortix"),
+    );
+    tokio::task::block_in_place(|| {
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "attach",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &script,
+        ]);
+        assert!(out.status.success(), "tmux: {}", text(&out.stderr));
+        let screen = tmux.wait_for("the commit", |s| s.contains("Add parser"));
+        let error = screen
+            .lines()
+            .find(|l| l.contains("the provider refused the key"))
+            .unwrap_or_else(|| panic!("error shown:\n{screen}"));
+        assert!(error.contains("\u{1b}[31m"), "errors in red: {error:?}");
+        let commit = screen.lines().find(|l| l.contains("Add parser")).unwrap();
+        assert!(
+            commit.contains("\u{1b}[32m"),
+            "commits in green: {commit:?}"
+        );
+        let out = tmux.run(&["send-keys", "-t", "attach", "C-c"]);
+        assert!(out.status.success(), "send-keys: {}", text(&out.stderr));
+        let screen = tmux.wait_for("the detach", |s| s.contains("EXIT="));
+        assert!(
+            screen.contains(
+                "detached from session s-live; it keeps running (resume with: kortix sessions attach s-live --from 4)"
+            ),
+            "{screen}"
+        );
+        assert!(screen.contains("EXIT=0"), "{screen}");
+    });
 }

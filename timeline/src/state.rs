@@ -59,8 +59,10 @@ impl StateReader {
             (_, "reconnected") => ("reconnected to the control plane".to_owned(), Tone::Info),
             (_, "agent-starting") => ("agent starting".to_owned(), Tone::Info),
             (_, "enrolled") => ("agent enrolled".to_owned(), Tone::Info),
-            (_, "cloning") => (said("cloning the repository"), Tone::Info),
-            (_, "cloned") => (said("repository cloned"), Tone::Info),
+            // The reason of these is the branch (the session's id) and the time taken.
+            (_, "cloning") => ("cloning the repository".to_owned(), Tone::Info),
+            (_, "cloned") if !reason.is_empty() => (reason.to_owned(), Tone::Info),
+            (_, "cloned") => ("repository cloned".to_owned(), Tone::Info),
             (_, "opencode-starting") => ("starting OpenCode".to_owned(), Tone::Info),
             // The reason of this phase is OpenCode's session id: of no use to a reader.
             (_, "opencode-ready") => ("OpenCode ready".to_owned(), Tone::Good),

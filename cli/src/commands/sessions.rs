@@ -78,16 +78,29 @@ enum SessionsCommand {
         /// Session id.
         id: String,
     },
-    /// Stream a session's records (logs, events, commits, state changes).
+    /// Follow a session: its prompts, the assistant's replies, tool calls and their output,
+    /// file edits, commits and state changes, live until it ends (Ctrl-C detaches).
     Attach {
         /// Session id.
         id: String,
-        /// First record to show; 0 is the beginning.
-        #[arg(long, value_name = "SEQ", default_value_t = 0)]
-        from: u64,
+        /// First record to show, by seq; 0 is the beginning.
+        #[arg(long, value_name = "SEQ", conflicts_with = "tail")]
+        from: Option<u64>,
+        /// Start with the last N records, then follow.
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// Only records from the last DURATION (90s, 30m, 12h, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = time::parse_duration)]
+        since: Option<Duration>,
         /// Stop after the stored records instead of following live ones.
         #[arg(long)]
         no_follow: bool,
+        /// Show every record, OpenCode's bookkeeping events included.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Start each line with the local time of its record.
+        #[arg(long, short)]
+        timestamps: bool,
     },
     /// Send a prompt to a running session (`-` reads it from stdin).
     Chat {
@@ -133,7 +146,11 @@ pub fn run(global: &Global, args: SessionsArgs) -> anyhow::Result<ExitCode> {
             SessionsCommand::Attach {
                 id,
                 from,
+                tail,
+                since,
                 no_follow,
+                verbose,
+                timestamps,
             } => {
                 attach::run(
                     &ctx,
@@ -142,6 +159,10 @@ pub fn run(global: &Global, args: SessionsArgs) -> anyhow::Result<ExitCode> {
                         id,
                         from,
                         follow: !no_follow,
+                        verbose,
+                        timestamps,
+                        tail,
+                        since,
                     },
                 )
                 .await

@@ -1,16 +1,23 @@
 //! `sessions attach`: stream a session's records, reattaching after a dropped connection or a
 //! slow-viewer cut-off from the last seq seen, so the output has no gap or duplicate.
+//!
+//! `--json` prints each record as it is; the human view reads them through
+//! [`kortix_timeline`] and prints its entries ([`view`]).
 
+mod view;
+
+use std::cell::Cell;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kortix_proto::v1::{AttachRequest, Record, record};
+use kortix_proto::v1::{AttachRequest, GetSessionRequest, Record};
+use kortix_timeline::Timeline;
 use rand::Rng as _;
 use tonic::{Code, Status};
 
-use crate::client::{CliError, Client, Context, UNARY_TIMEOUT};
-use crate::output::json::{RecordJson, log_stream, session_status};
-use crate::output::{self, CYAN, DIM, GREEN, RED, YELLOW, paint, short_sha, status_style, subject};
+use crate::client::{CliError, Client, Context, UNARY_TIMEOUT, unary};
+use crate::output::json::RecordJson;
+use crate::output::{self, DIM, paint, terminal};
 
 /// Reattach attempts in a row without receiving a record before giving up.
 const MAX_REATTACH: u32 = 8;
@@ -19,38 +26,141 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct Options {
     pub id: String,
-    pub from: u64,
+    /// First seq to show; `None` is the beginning (or `tail` from the end).
+    pub from: Option<u64>,
     pub follow: bool,
+    pub verbose: bool,
+    pub timestamps: bool,
+    /// Start this many records before the newest.
+    pub tail: Option<u64>,
+    /// Only records stamped within this long before now.
+    pub since: Option<Duration>,
 }
 
-/// Streams until the server ends the stream (exit 0), Ctrl-C (exit 0), or an error that
-/// reattaching cannot fix (exit 1).
+/// Streams until the server ends the stream (exit 0), Ctrl-C (exit 0, saying how to come
+/// back), or an error that reattaching cannot fix (exit 1).
 pub async fn run(ctx: &Context, client: &Client, opts: Options) -> Result<ExitCode, CliError> {
+    let first = match (opts.from, opts.tail) {
+        (Some(from), _) => from,
+        (None, Some(n)) => {
+            let session = client
+                .call(
+                    "GetSession",
+                    client.sessions().get_session(unary(GetSessionRequest {
+                        id: opts.id.clone(),
+                    })),
+                )
+                .await?;
+            session.last_seq.saturating_sub(n) + 1
+        }
+        (None, None) => 0,
+    };
+    let cutoff_ms = opts.since.map(|d| {
+        let now = chrono::Utc::now().timestamp_millis();
+        now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    });
+    let mut out = Printer {
+        json: ctx.json,
+        cutoff_ms,
+        timeline: Timeline::new(kortix_timeline::Options {
+            verbose: opts.verbose,
+            ..kortix_timeline::Options::default()
+        }),
+        view: view::View {
+            timestamps: opts.timestamps,
+            width: terminal::stdout_width(),
+        },
+    };
+    let next = Cell::new(first);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    tokio::select! {
-        result = stream(ctx, client, &opts) => result,
+    let result = tokio::select! {
+        result = stream(client, &opts, &next, &mut out) => result,
         // If the handler cannot be installed the branch is disabled; the default SIGINT
         // action still ends the process.
-        Ok(()) = &mut ctrl_c => Ok(ExitCode::SUCCESS),
+        Ok(()) = &mut ctrl_c => {
+            output::note(&paint(DIM, &format!(
+                "detached from session {id}; it keeps running (resume with: kortix sessions attach {id} --from {})",
+                next.get().max(1),
+                id = opts.id,
+            )));
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    out.finish()?;
+    result
+}
+
+/// Writes records as JSON lines, or as the timeline's entries for people.
+struct Printer {
+    json: bool,
+    cutoff_ms: Option<i64>,
+    timeline: Timeline,
+    view: view::View,
+}
+
+impl Printer {
+    fn record(&mut self, rec: &Record) -> Result<(), CliError> {
+        // A record this build does not know has no JSON shape to show.
+        let Some(json) = RecordJson::from_record(rec) else {
+            return Ok(());
+        };
+        let shown = self.cutoff_ms.is_none_or(|cut| rec.ts_unix_ms >= cut);
+        if self.json {
+            return if shown {
+                output::print_json_line(&json)
+            } else {
+                Ok(())
+            };
+        }
+        let record = serde_json::to_value(&json)
+            .and_then(serde_json::from_value::<kortix_timeline::Record>)
+            .map_err(|e| CliError::Input(format!("record {}: {e}", rec.seq)))?;
+        // Earlier records still go through the timeline: they say whose message is whose.
+        let entries = self.timeline.push(&record);
+        if shown {
+            self.entries(entries)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), CliError> {
+        if self.json {
+            return Ok(());
+        }
+        let entries = self.timeline.finish();
+        self.entries(entries)
+    }
+
+    fn entries(&self, entries: Vec<kortix_timeline::Entry>) -> Result<(), CliError> {
+        for entry in entries {
+            for line in self.view.lines(&entry) {
+                output::print_text(&line)?;
+            }
+        }
+        Ok(())
     }
 }
 
-async fn stream(ctx: &Context, client: &Client, opts: &Options) -> Result<ExitCode, CliError> {
-    let mut next = opts.from;
+async fn stream(
+    client: &Client,
+    opts: &Options,
+    next: &Cell<u64>,
+    out: &mut Printer,
+) -> Result<ExitCode, CliError> {
     let mut failures = 0;
     loop {
-        let status = match open(client, opts, next).await {
+        let status = match open(client, opts, next.get()).await {
             Ok(mut records) => loop {
                 match records.message().await {
                     Ok(Some(rec)) => {
                         // A reattach may replay the seam record; seq is gap-free per session.
-                        if rec.seq < next {
+                        if rec.seq < next.get() {
                             continue;
                         }
                         failures = 0;
-                        next = rec.seq + 1;
-                        print(ctx.json, &rec)?;
+                        next.set(rec.seq + 1);
+                        out.record(&rec)?;
                     }
                     Ok(None) => return Ok(ExitCode::SUCCESS),
                     Err(status) => break status,
@@ -66,8 +176,9 @@ async fn stream(ctx: &Context, client: &Client, opts: &Options) -> Result<ExitCo
         output::note(&paint(
             DIM,
             &format!(
-                "attach interrupted ({}); reattaching from record {next} in {}ms",
+                "attach interrupted ({}); reattaching from record {} in {}ms",
                 status.message(),
+                next.get(),
                 pause.as_millis()
             ),
         ));
@@ -116,166 +227,9 @@ fn backoff(attempt: u32) -> Duration {
     base.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
-fn print(json: bool, rec: &Record) -> Result<(), CliError> {
-    if json {
-        match RecordJson::from_record(rec) {
-            Some(line) => output::print_json_line(&line),
-            None => Ok(()),
-        }
-    } else {
-        match human_line(rec) {
-            Some(line) => output::print_text(&line),
-            None => Ok(()),
-        }
-    }
-}
-
-/// The readable log view: log lines as they are, everything else tagged. `None` for records
-/// this build does not know.
-pub fn human_line(rec: &Record) -> Option<String> {
-    let line = match rec.body.as_ref()? {
-        record::Body::Log(l) => match log_stream(l.stream) {
-            "agent" => paint(DIM, &format!("[agent] {}", l.line)),
-            _ => l.line.clone(),
-        },
-        record::Body::Event(e) => format!("{} {}", paint(CYAN, "[event]"), e.r#type),
-        record::Body::Commit(c) => format!(
-            "{} {} {} (+{} -{}, {} file{})",
-            paint(GREEN, "[commit]"),
-            short_sha(&c.sha),
-            subject(&c.message),
-            c.insertions,
-            c.deletions,
-            c.files_changed,
-            if c.files_changed == 1 { "" } else { "s" }
-        ),
-        record::Body::State(s) => {
-            let status = session_status(s.status);
-            let mut text = format!(
-                "{} {}",
-                paint(YELLOW, "[state]"),
-                paint(status_style(status), status)
-            );
-            if !s.phase.is_empty() {
-                text.push_str(&format!(" ({})", s.phase));
-            }
-            if !s.reason.is_empty() {
-                text.push_str(&format!(": {}", s.reason));
-            }
-            text
-        }
-        record::Body::Gap(g) => {
-            let mut text = format!(
-                "{} records {}..{} lost",
-                paint(RED, "[gap]"),
-                g.from_seq,
-                g.to_seq
-            );
-            if !g.reason.is_empty() {
-                text.push_str(&format!(": {}", g.reason));
-            }
-            text
-        }
-    };
-    Some(line)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kortix_proto::v1::{CommitRecord, Gap, LogLine, OpencodeEvent, StateChange};
-
-    fn plain(body: record::Body) -> String {
-        let rec = Record {
-            seq: 1,
-            ts_unix_ms: 0,
-            body: Some(body),
-        };
-        let text = human_line(&rec).expect("known body");
-        // Strip ANSI styles for comparison.
-        let mut out = String::new();
-        let mut in_escape = false;
-        for c in text.chars() {
-            match (in_escape, c) {
-                (false, '\u{1b}') => in_escape = true,
-                (true, 'm') => in_escape = false,
-                (false, c) => out.push(c),
-                (true, _) => {}
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn human_view_of_each_kind() {
-        assert_eq!(
-            plain(record::Body::Log(LogLine {
-                stream: 1,
-                line: "hello".into()
-            })),
-            "hello"
-        );
-        assert_eq!(
-            plain(record::Body::Log(LogLine {
-                stream: 3,
-                line: "cloned".into()
-            })),
-            "[agent] cloned"
-        );
-        assert_eq!(
-            plain(record::Body::Event(OpencodeEvent {
-                r#type: "session.idle".into(),
-                json: "{}".into()
-            })),
-            "[event] session.idle"
-        );
-        assert_eq!(
-            plain(record::Body::Commit(CommitRecord {
-                sha: "0123456789abcdef".into(),
-                message: "Add parser\n\nDetails".into(),
-                files_changed: 3,
-                insertions: 40,
-                deletions: 2,
-                ..Default::default()
-            })),
-            "[commit] 0123456 Add parser (+40 -2, 3 files)"
-        );
-        assert_eq!(
-            plain(record::Body::State(StateChange {
-                status: 6,
-                phase: "cloning".into(),
-                reason: "auth failed".into()
-            })),
-            "[state] failed (cloning): auth failed"
-        );
-        assert_eq!(
-            plain(record::Body::State(StateChange {
-                status: 2,
-                ..Default::default()
-            })),
-            "[state] running"
-        );
-        assert_eq!(
-            plain(record::Body::Gap(Gap {
-                from_seq: 5,
-                to_seq: 9,
-                reason: "spool overflow".into()
-            })),
-            "[gap] records 5..9 lost: spool overflow"
-        );
-    }
-
-    #[test]
-    fn unknown_body_prints_nothing() {
-        assert!(
-            human_line(&Record {
-                seq: 1,
-                ts_unix_ms: 0,
-                body: None
-            })
-            .is_none()
-        );
-    }
 
     #[test]
     fn resumable_statuses() {
