@@ -25,6 +25,7 @@ struct Seen {
     auth: Mutex<Vec<Option<String>>>,
     attach: Mutex<Vec<(u64, bool)>>,
     polls: Mutex<u32>,
+    watches: Mutex<u32>,
     idempotency_keys: Mutex<Vec<String>>,
 }
 
@@ -239,8 +240,61 @@ impl SessionService for Script {
         unimplemented()
     }
 
-    async fn stop_session(&self, _: Request<StopSessionRequest>) -> Reply<Session> {
-        unimplemented()
+    async fn stop_session(&self, req: Request<StopSessionRequest>) -> Reply<Session> {
+        let id = req.into_inner().id;
+        let project = id.trim_start_matches("s-").to_owned();
+        Ok(Response::new(session(
+            &id,
+            &project,
+            SessionStatus::Stopping,
+            "",
+        )))
+    }
+
+    type WatchSessionStream = Pin<Box<dyn Stream<Item = Result<Session, Status>> + Send>>;
+
+    /// `s-legacy` is a control plane without WatchSession; `s-halt` is stopping and stops;
+    /// `s-doomed` fails while provisioning; any other starts and runs on.
+    async fn watch_session(
+        &self,
+        req: Request<WatchSessionRequest>,
+    ) -> Reply<Self::WatchSessionStream> {
+        let id = req.into_inner().id;
+        *self.seen.watches.lock().expect("lock") += 1;
+        let project = id.trim_start_matches("s-").to_owned();
+        let at = |status, reason: &str| Ok(session(&id, &project, status, reason));
+        let (updates, ends) = match project.as_str() {
+            "legacy" => return Err(Status::unimplemented("unknown method WatchSession")),
+            "halt" => (
+                vec![
+                    at(SessionStatus::Stopping, ""),
+                    at(SessionStatus::Stopped, "stopped by user"),
+                ],
+                true,
+            ),
+            "doomed" => (
+                vec![
+                    at(SessionStatus::Provisioning, ""),
+                    at(SessionStatus::Failed, "image build failed"),
+                ],
+                true,
+            ),
+            _ => (
+                vec![
+                    at(SessionStatus::Provisioning, ""),
+                    at(SessionStatus::Running, ""),
+                ],
+                false,
+            ),
+        };
+        let updates = tokio_stream::iter(updates);
+        if ends {
+            Ok(Response::new(Box::pin(updates)))
+        } else {
+            // A running session's watch stays open until the session ends.
+            let open = tokio_stream::StreamExt::chain(updates, tokio_stream::pending());
+            Ok(Response::new(Box::pin(open)))
+        }
     }
 
     async fn delete_session(&self, _: Request<DeleteSessionRequest>) -> Reply<Session> {
@@ -584,12 +638,62 @@ async fn sessions_new_wait_returns_once_running() {
         json_doc(&out),
         json!({"id": "s-demo", "project": "demo", "branch": "s-demo", "status": "running"})
     );
-    assert!(*script.seen.polls.lock().expect("lock") >= 2);
+    assert_eq!(*script.seen.watches.lock().expect("lock"), 1);
+    assert_eq!(
+        *script.seen.polls.lock().expect("lock"),
+        0,
+        "the state is followed, not polled"
+    );
     let keys = script.seen.idempotency_keys.lock().expect("lock").clone();
     assert_eq!(keys.len(), 1);
     assert!(
         !keys[0].is_empty(),
         "StartSession carries an idempotency key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_new_wait_polls_a_control_plane_without_watch() {
+    let script = Script::default();
+    let url = format!("http://{}", serve(script.clone()).await);
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = kortix(
+        home.path(),
+        &[
+            "--url", &url, "--token", "t", "--json", "sessions", "new", "-p", "legacy", "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json_doc(&out)["status"], json!("running"));
+    assert!(*script.seen.polls.lock().expect("lock") >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_stop_wait_returns_the_ended_session() {
+    let url = format!("http://{}", serve(Script::default()).await);
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = kortix(
+        home.path(),
+        &[
+            "--url", &url, "--token", "t", "--json", "sessions", "stop", "s-halt", "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stopped = json_doc(&out);
+    assert_eq!(stopped["status"], json!("stopped"));
+    assert_eq!(stopped["id"], json!("s-halt"));
+    let out = kortix(
+        home.path(),
+        &["--url", &url, "--token", "t", "sessions", "stop", "s-halt"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("stopping"),
+        "{}",
+        text(&out.stdout)
     );
 }
 

@@ -72,6 +72,12 @@ enum SessionsCommand {
     Stop {
         /// Session id.
         id: String,
+        /// Return once the session has ended (its agent pushed, flushed and exited).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 120, requires = "wait")]
+        wait_timeout: u64,
     },
     /// Delete a finished session's record; its branch is kept.
     Rm {
@@ -141,7 +147,14 @@ pub fn run(global: &Global, args: SessionsArgs) -> anyhow::Result<ExitCode> {
             }
             SessionsCommand::Ls { project } => list(&ctx, &client, project).await,
             SessionsCommand::Info { id } => info(&ctx, &client, id).await,
-            SessionsCommand::Stop { id } => stop(&ctx, &client, id).await,
+            SessionsCommand::Stop {
+                id,
+                wait,
+                wait_timeout,
+            } => {
+                let wait = wait.then(|| Duration::from_secs(wait_timeout));
+                stop(&ctx, &client, id, wait).await
+            }
             SessionsCommand::Rm { id } => remove(&ctx, &client, id).await,
             SessionsCommand::Attach {
                 id,
@@ -180,7 +193,7 @@ async fn new(
 ) -> Result<ExitCode, CliError> {
     let mut session = start(client, request).await?;
     if let Some(limit) = wait {
-        session = wait::until_running(ctx, client, &session.id, limit).await?;
+        session = wait::until(ctx, client, &session.id, wait::Until::Started, limit).await?;
     }
     let status = SessionStatus::try_from(session.status).unwrap_or(SessionStatus::Unspecified);
     if ctx.json {
@@ -302,16 +315,16 @@ fn print_session(ctx: &Context, s: &Session) -> Result<(), CliError> {
     if !s.failure_reason.is_empty() {
         rows.push(("failure", s.failure_reason.clone()));
     } else if !s.end_reason.is_empty() {
-        rows.push(("ended", s.end_reason.clone()));
+        rows.push(("end reason", s.end_reason.clone()));
     }
     rows.extend([
         ("head", or_dash(&s.head_sha)),
         ("template", or_dash(&s.template)),
         ("agent", or_dash(&s.agent)),
         ("origin", or_dash(&s.origin)),
-        ("created", time::human_ms(s.created_unix_ms)),
-        ("started", time::human_ms(s.started_unix_ms)),
-        ("ended", time::human_ms(s.ended_unix_ms)),
+        ("created at", time::human_ms(s.created_unix_ms)),
+        ("started at", time::human_ms(s.started_unix_ms)),
+        ("ended at", time::human_ms(s.ended_unix_ms)),
         ("last heartbeat", time::human_ms(s.last_heartbeat_unix_ms)),
         ("records", s.last_seq.to_string()),
     ]);
@@ -321,8 +334,13 @@ fn print_session(ctx: &Context, s: &Session) -> Result<(), CliError> {
     output::print_text(&table::details(&rows))
 }
 
-async fn stop(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, CliError> {
-    let session = client
+async fn stop(
+    ctx: &Context,
+    client: &Client,
+    id: String,
+    wait: Option<Duration>,
+) -> Result<ExitCode, CliError> {
+    let mut session = client
         .call(
             "StopSession",
             client
@@ -330,6 +348,9 @@ async fn stop(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, Cl
                 .stop_session(unary(StopSessionRequest { id })),
         )
         .await?;
+    if let Some(limit) = wait {
+        session = wait::until(ctx, client, &session.id, wait::Until::Ended, limit).await?;
+    }
     if ctx.json {
         output::print_json(&SessionJson::from(&session))?;
     } else {

@@ -5,6 +5,8 @@ use crate::sessions::{Sessions as Machinery, attach::AttachStream, lifecycle::St
 use crate::store::{Session, SessionStatus};
 use kortix_proto::v1::session_service_server::SessionService;
 use kortix_proto::v1::*;
+use std::pin::Pin;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 const LIST_LIMIT: u32 = 500;
@@ -161,6 +163,29 @@ impl SessionService for Sessions {
             req.from_seq,
             req.follow,
         )))
+    }
+
+    type WatchSessionStream =
+        Pin<Box<dyn Stream<Item = Result<kortix_proto::v1::Session, Status>> + Send>>;
+
+    async fn watch_session(
+        &self,
+        request: Request<WatchSessionRequest>,
+    ) -> Result<Response<Self::WatchSessionStream>, Status> {
+        let who = caller(&request)?;
+        let s = self
+            .owned(&who.account_id, &request.into_inner().id)
+            .await?;
+        let project = self
+            .sessions
+            .store()
+            .find_project(&s.project_id)
+            .await
+            .map_err(store_status)?;
+        let updates = tokio_stream::wrappers::ReceiverStream::new(self.sessions.watch(s.id));
+        Ok(Response::new(Box::pin(updates.map(move |update| {
+            update.map(|s| convert::session(&s, &project.name))
+        }))))
     }
 
     async fn send_prompt(
