@@ -176,15 +176,10 @@ impl SessionService for Sessions {
         let s = self
             .owned(&who.account_id, &request.into_inner().id)
             .await?;
-        let project = self
-            .sessions
-            .store()
-            .find_project(&s.project_id)
-            .await
-            .map_err(store_status)?;
+        let project = self.to_pb(&s).await?.project_name;
         let updates = tokio_stream::wrappers::ReceiverStream::new(self.sessions.watch(s.id));
         Ok(Response::new(Box::pin(updates.map(move |update| {
-            update.map(|s| convert::session(&s, &project.name))
+            update.map(|s| convert::session(&s, &project))
         }))))
     }
 
