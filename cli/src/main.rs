@@ -61,6 +61,10 @@ enum Command {
     Logout(commands::login::LogoutArgs),
     /// Create, list and inspect projects.
     Projects(commands::projects::ProjectsArgs),
+    /// git's credential helper for people: answers git with your token for this control
+    /// plane's git URLs (`projects clone` sets it up).
+    #[command(name = "git-credential")]
+    GitCredential(commands::git_credential::GitCredentialArgs),
     /// Set, list and remove project secrets.
     Secrets(commands::secrets::SecretsArgs),
     /// Start, follow, prompt and stop agent sessions.
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Login(args) => commands::login::run_login(&cli.global, args),
         Command::Logout(args) => commands::login::run_logout(&cli.global, args),
         Command::Projects(args) => commands::projects::run(&cli.global, args),
+        Command::GitCredential(args) => commands::git_credential::run(&cli.global, args),
         Command::Secrets(args) => commands::secrets::run(&cli.global, args),
         Command::Sessions(args) => commands::sessions::run(&cli.global, args),
         Command::Cr(args) => commands::cr::run(&cli.global, args),
