@@ -52,8 +52,10 @@ enum CrCommand {
         /// The branch to propose.
         #[arg(long, value_name = "BRANCH")]
         branch: Option<String>,
+        /// Title [default: the subject of the branch's newest commit].
         #[arg(long)]
         title: Option<String>,
+        /// Description shown with the CR.
         #[arg(long)]
         body: Option<String>,
     },
