@@ -2,6 +2,7 @@
 //! `anstream`, which drops colour codes unless stdout is a terminal (and honours `NO_COLOR`).
 
 pub mod json;
+pub mod pager;
 pub mod table;
 pub mod terminal;
 pub mod time;

@@ -379,7 +379,10 @@ impl ChangeRequestService for Script {
     }
 
     async fn get_diff(&self, _: Request<ChangeRequestRef>) -> Reply<DiffResponse> {
-        unimplemented()
+        Ok(Response::new(DiffResponse {
+            diff: "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n".into(),
+            files: Vec::new(),
+        }))
     }
 
     async fn merge_preview(&self, req: Request<ChangeRequestRef>) -> Reply<MergePreviewResponse> {
@@ -780,6 +783,39 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A tmux server of its own running `kortix ARGS` (with a private HOME, no inherited
+    /// KORTIX_* or NO_COLOR) in a 120×30 terminal, then printing `EXIT=<code>`.
+    fn start(home: &Path, env: &str, args: &str) -> Tmux {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let tmux = Tmux {
+            socket: format!(
+                "kortix-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+        };
+        let script = format!(
+            "env -u NO_COLOR -u KORTIX_URL -u KORTIX_TOKEN HOME={home} \
+             KORTIX_DATA_DIR={home}/data TERM=xterm-256color {env} {bin} {args}; \
+             echo EXIT=$?; sleep 60",
+            home = home.display(),
+            bin = env!("CARGO_BIN_EXE_kortix"),
+        );
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "attach",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &script,
+        ]);
+        assert!(out.status.success(), "tmux: {}", text(&out.stderr));
+        tmux
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         std::process::Command::new("tmux")
             .arg("-L")
@@ -824,33 +860,51 @@ impl Drop for Tmux {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cr_diff_pages_on_a_terminal_only() {
+    let url = format!("http://{}", serve(Script::default()).await);
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let pager = "sed s/^/PAGED:/";
+    tokio::task::block_in_place(|| {
+        let tmux = Tmux::start(
+            h,
+            &format!("KORTIX_PAGER='{pager}'"),
+            &format!("--url {url} --token t cr diff 1 -p demo"),
+        );
+        let screen = tmux.wait_for("the diff", |s| s.contains("EXIT="));
+        assert!(screen.contains("PAGED:"), "through the pager:\n{screen}");
+        assert!(screen.contains("EXIT=0"), "{screen}");
+    });
+    // Piped: no pager, whatever KORTIX_PAGER says.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kortix"))
+        .args([
+            "--url", &url, "--token", "t", "cr", "diff", "1", "-p", "demo",
+        ])
+        .env("HOME", h)
+        .env("KORTIX_PAGER", pager)
+        .output()
+        .await
+        .expect("run kortix");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("diff --git a/x b/x\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!text(&out.stdout).contains("PAGED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_on_a_terminal_is_coloured_and_ctrl_c_detaches() {
     let url = format!("http://{}", serve(Script::default()).await);
     let home = tempfile::tempdir().expect("tempdir");
     let h = home.path();
-    let tmux = Tmux {
-        socket: format!("kortix-test-{}", std::process::id()),
-    };
-    let script = format!(
-        "env -u NO_COLOR -u KORTIX_URL -u KORTIX_TOKEN HOME={home} KORTIX_DATA_DIR={home}/data \
-         TERM=xterm-256color {bin} --url {url} --token t sessions attach s-live; \
-         echo EXIT=$?; sleep 60",
-        home = h.display(),
-        bin = env!("CARGO_BIN_EXE_kortix"),
-    );
     tokio::task::block_in_place(|| {
-        let out = tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "attach",
-            "-x",
-            "120",
-            "-y",
-            "30",
-            &script,
-        ]);
-        assert!(out.status.success(), "tmux: {}", text(&out.stderr));
+        let tmux = Tmux::start(
+            h,
+            "",
+            &format!("--url {url} --token t sessions attach s-live"),
+        );
         let screen = tmux.wait_for("the commit", |s| s.contains("Add parser"));
         let error = screen
             .lines()

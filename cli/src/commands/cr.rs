@@ -302,7 +302,10 @@ async fn diff(ctx: &Context, client: &Client, r: ChangeRequestRef) -> Result<Exi
     if ctx.json {
         output::print_json(&DiffJson::from(&diff))?;
     } else if !diff.diff.is_empty() {
-        output::print_text(&colorize_diff(&diff.diff))?;
+        let text = colorize_diff(&diff.diff);
+        if !output::pager::page(&text)? {
+            output::print_text(&text)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
