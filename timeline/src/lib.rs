@@ -44,8 +44,12 @@ const RAW_SUMMARY_CHARS: usize = 200;
 /// banner and warnings are about a port nobody else can reach).
 fn quiet_log(stream: &str, line: &str, stopping: bool) -> bool {
     match stream {
+        // While stopping, OpenCode going away is the stop at work; the state says so.
         "agent" => {
-            line.starts_with("timing: ") || (stopping && line.starts_with("opencode stopped"))
+            line.starts_with("timing: ")
+                || (stopping
+                    && (line.starts_with("opencode stopped")
+                        || line.starts_with("opencode event stream ended")))
         }
         _ => {
             line.contains("OPENCODE_SERVER_PASSWORD")
@@ -176,5 +180,70 @@ fn raw(kind: &str, record: &Record) -> Item {
     Item::Raw {
         kind: kind.to_owned(),
         summary,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_logs() {
+        assert!(quiet_log("agent", "timing: enrolled at 58 ms", false));
+        assert!(quiet_log(
+            "agent",
+            "opencode stopped (killed by SIGTERM)",
+            true
+        ));
+        assert!(!quiet_log(
+            "agent",
+            "opencode stopped (exit status 1)",
+            false
+        ));
+        assert!(quiet_log(
+            "agent",
+            "opencode event stream ended after 9 events",
+            true
+        ));
+        assert!(quiet_log(
+            "stdout",
+            "Warning: OPENCODE_SERVER_PASSWORD is not set",
+            false
+        ));
+        assert!(quiet_log(
+            "stdout",
+            "opencode server listening on http://127.0.0.1:1",
+            false
+        ));
+        assert!(!quiet_log("stderr", "Error: provider refused", false));
+        assert!(!quiet_log("agent", "pushed unpushed commits on s1", true));
+    }
+
+    #[test]
+    fn unknown_kinds_pass_through_and_verbose_shows_noise() {
+        let record = |kind: &str, data: serde_json::Value| Record {
+            seq: 1,
+            ts: None,
+            kind: kind.into(),
+            data,
+        };
+        let mut quiet = Timeline::new(Options::default());
+        let approval = quiet.push(&record("approval", serde_json::json!({"tool": "deploy"})));
+        assert!(
+            matches!(&approval[..], [Entry { item: Item::Raw { kind, .. }, .. }] if kind == "approval")
+        );
+        let noise = record(
+            "event",
+            serde_json::json!({"type": "plugin.added", "data": {"type": "plugin.added", "properties": {"id": "x"}}}),
+        );
+        assert!(quiet.push(&noise).is_empty());
+        let mut verbose = Timeline::new(Options {
+            verbose: true,
+            ..Options::default()
+        });
+        assert!(matches!(
+            &verbose.push(&noise)[..],
+            [Entry { item: Item::Raw { summary, .. }, .. }] if summary == r#"plugin.added {"id":"x"}"#
+        ));
     }
 }
