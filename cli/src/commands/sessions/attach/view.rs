@@ -351,7 +351,9 @@ mod tests {
         );
         assert!(out.contains("$ git add hello.txt && git commit -q -m 'Add hello.txt'"));
         assert!(out.contains("  │ pushed\n  │ Add hello.txt\n"));
-        assert!(out.contains("● commit a10fbeb Add hello.txt (+1 -0, 1 file), pushed\n"));
+        assert!(
+            out.contains("● commit ") && out.contains(" Add hello.txt (+1 -0, 1 file), pushed\n")
+        );
         assert!(!out.contains("plugin.added") && !out.contains("SIGTERM"));
     }
 }
