@@ -230,6 +230,24 @@ pub fn unary_within<T>(message: T, timeout: Duration) -> Request<T> {
     req
 }
 
+/// `--url` as clap checks it, so a malformed one is a usage error (exit 2): an `http` or
+/// `https` scheme and a host.
+pub fn parse_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("expected http://HOST:PORT or https://HOST (the scheme is missing)".into());
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return Err(format!(
+            "expected http://HOST:PORT or https://HOST, not a {scheme}:// URL"
+        ));
+    }
+    if rest.split(['/', '?', '#']).next().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(url.to_owned())
+}
+
 /// The endpoint for `url`: plain HTTP/2 for `http://`, rustls (aws-lc) for `https://` with
 /// either the given CA or the webpki roots.
 fn endpoint(url: &str, ca_cert: Option<&std::path::Path>) -> Result<Endpoint, CliError> {
@@ -330,6 +348,18 @@ mod tests {
         for url in ["127.0.0.1:8008", "ftp://h", "grpc://h:1"] {
             let err = endpoint(url, None).expect_err(url);
             assert!(err.to_string().starts_with("invalid --url"), "{err}");
+        }
+    }
+
+    #[test]
+    fn url_flag_needs_a_scheme_and_a_host() {
+        assert_eq!(
+            parse_url(" http://127.0.0.1:8008 ").as_deref(),
+            Ok("http://127.0.0.1:8008")
+        );
+        assert!(parse_url("HTTPS://kortix.example.com/").is_ok());
+        for bad in ["127.0.0.1:8008", "ftp://h", "http://", "https:///x", ""] {
+            assert!(parse_url(bad).is_err(), "{bad}");
         }
     }
 

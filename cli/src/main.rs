@@ -8,7 +8,7 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// Kortix: projects, sessions and change requests for coding agents.
 #[derive(Debug, Parser)]
@@ -23,12 +23,13 @@ struct Cli {
 /// Flags every command accepts, before or after the subcommand.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
-    /// Control plane URL.
+    /// Control plane URL (http://HOST:PORT or https://HOST).
     #[arg(
         long,
         global = true,
         env = "KORTIX_URL",
-        default_value = "http://127.0.0.1:8008"
+        default_value = "http://127.0.0.1:8008",
+        value_parser = client::parse_url
     )]
     pub url: String,
     /// Bearer token (otherwise the saved login, or the local admin token).
@@ -60,6 +61,10 @@ enum Command {
     Logout(commands::login::LogoutArgs),
     /// Create, list and inspect projects.
     Projects(commands::projects::ProjectsArgs),
+    /// git's credential helper for people: answers git with your token for this control
+    /// plane's git URLs (`projects clone` sets it up).
+    #[command(name = "git-credential")]
+    GitCredential(commands::git_credential::GitCredentialArgs),
     /// Set, list and remove project secrets.
     Secrets(commands::secrets::SecretsArgs),
     /// Start, follow, prompt and stop agent sessions.
@@ -74,9 +79,28 @@ enum Command {
     Up(commands::up::UpArgs),
 }
 
+/// Global flags only client commands use: the control plane's own commands do not list them.
+const CLIENT_ONLY: [&str; 4] = ["url", "token", "json", "ca_cert"];
+
+/// The command line, with the client-only global flags hidden from `server` and `up`: they
+/// get hidden copies of their own, which global flags do not override.
+fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    let hidden: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| CLIENT_ONLY.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().global(false).hide(true))
+        .collect();
+    for name in ["server", "up"] {
+        cmd = cmd.mut_subcommand(name, |sub| sub.args(hidden.clone()));
+    }
+    cmd
+}
+
 fn main() -> ExitCode {
     // clap exits with 2 on usage errors by itself.
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Manifest(args) => commands::manifest::run(&cli.global, args),
         Command::Accounts(args) => commands::accounts::run(&cli.global, args),
@@ -84,6 +108,7 @@ fn main() -> ExitCode {
         Command::Login(args) => commands::login::run_login(&cli.global, args),
         Command::Logout(args) => commands::login::run_logout(&cli.global, args),
         Command::Projects(args) => commands::projects::run(&cli.global, args),
+        Command::GitCredential(args) => commands::git_credential::run(&cli.global, args),
         Command::Secrets(args) => commands::secrets::run(&cli.global, args),
         Command::Sessions(args) => commands::sessions::run(&cli.global, args),
         Command::Cr(args) => commands::cr::run(&cli.global, args),
@@ -97,5 +122,60 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument of every command, as `(command path, argument id)`.
+    fn all_args(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            out.push((path.to_owned(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_args(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn server_commands_do_not_list_client_flags() {
+        for name in ["server", "up"] {
+            let mut cmd = command();
+            cmd.build();
+            let help = cmd
+                .find_subcommand_mut(name)
+                .expect("subcommand")
+                .render_long_help()
+                .to_string();
+            for flag in ["--url", "--token", "--json", "--ca-cert"] {
+                assert!(!help.contains(flag), "{name} --help lists {flag}:\n{help}");
+            }
+            assert!(help.contains("--data-dir"), "{help}");
+        }
+        let mut cmd = command();
+        cmd.build();
+        let help = cmd
+            .find_subcommand_mut("projects")
+            .expect("projects")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--url"), "{help}");
+    }
+
+    #[test]
+    fn every_flag_and_argument_has_help() {
+        let mut cmd = command();
+        cmd.build();
+        let mut args = Vec::new();
+        all_args(&cmd, "kortix", &mut args);
+        let missing: Vec<String> = args
+            .iter()
+            .filter(|(_, a)| !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|(_, a)| a.get_help().is_none())
+            .map(|(path, a)| format!("{path} {}", a.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "without help: {missing:?}");
     }
 }

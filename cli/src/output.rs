@@ -2,6 +2,7 @@
 //! `anstream`, which drops colour codes unless stdout is a terminal (and honours `NO_COLOR`).
 
 pub mod json;
+pub mod pager;
 pub mod table;
 // Turning terminal echo off for secret prompts is a `tcgetattr`/`tcsetattr` pair on stdin.
 #[allow(unsafe_code)]
@@ -85,11 +86,6 @@ pub fn short_sha(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }
 
-/// The first line of a commit message.
-pub fn subject(message: &str) -> &str {
-    message.lines().next().unwrap_or_default().trim_end()
-}
-
 /// The colour that goes with a session status or CR state.
 pub fn status_style(status: &str) -> Style {
     match status {
@@ -110,12 +106,6 @@ mod tests {
         assert_eq!(short_sha("0123456789abcdef"), "0123456");
         assert_eq!(short_sha("abc"), "abc");
         assert_eq!(short_sha(""), "");
-    }
-
-    #[test]
-    fn subject_is_the_first_line() {
-        assert_eq!(subject("Fix it  \n\nbecause"), "Fix it");
-        assert_eq!(subject(""), "");
     }
 
     #[test]

@@ -129,10 +129,12 @@ fn url_can_come_from_the_environment() {
 }
 
 #[test]
-fn malformed_url_exits_1() {
-    let out = kortix(&["--url", "127.0.0.1:8008", "projects", "ls"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("invalid --url"), "{}", stderr(&out));
+fn malformed_url_is_a_usage_error() {
+    for url in ["127.0.0.1:8008", "ftp://h", "http://"] {
+        let out = kortix(&["--url", url, "projects", "ls"]);
+        assert_eq!(out.status.code(), Some(2), "{url}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--url"), "{}", stderr(&out));
+    }
 }
 
 #[test]

@@ -25,6 +25,7 @@ struct Seen {
     auth: Mutex<Vec<Option<String>>>,
     attach: Mutex<Vec<(u64, bool)>>,
     polls: Mutex<u32>,
+    watches: Mutex<u32>,
     idempotency_keys: Mutex<Vec<String>>,
 }
 
@@ -160,6 +161,45 @@ fn script_records() -> Vec<Record> {
     ]
 }
 
+/// A running session as OpenCode reports it: an error, then a commit.
+fn live_records() -> Vec<Record> {
+    let event = |seq, json: Value| {
+        rec(
+            seq,
+            record::Body::Event(OpencodeEvent {
+                r#type: json["type"].as_str().unwrap_or_default().to_owned(),
+                json: json.to_string(),
+            }),
+        )
+    };
+    vec![
+        rec(
+            1,
+            record::Body::State(StateChange {
+                status: SessionStatus::Running as i32,
+                phase: "running".into(),
+                reason: String::new(),
+            }),
+        ),
+        event(
+            2,
+            json!({"type": "session.error", "properties": {"error": {"name": "ProviderAuthError",
+                "data": {"message": "the provider refused the key"}}}}),
+        ),
+        rec(
+            3,
+            record::Body::Commit(CommitRecord {
+                sha: "0123456789abcdef0123".into(),
+                message: "Add parser".into(),
+                files_changed: 1,
+                insertions: 3,
+                pushed: true,
+                ..Default::default()
+            }),
+        ),
+    ]
+}
+
 type RecordStream = Pin<Box<dyn Stream<Item = Result<Record, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -200,8 +240,61 @@ impl SessionService for Script {
         unimplemented()
     }
 
-    async fn stop_session(&self, _: Request<StopSessionRequest>) -> Reply<Session> {
-        unimplemented()
+    async fn stop_session(&self, req: Request<StopSessionRequest>) -> Reply<Session> {
+        let id = req.into_inner().id;
+        let project = id.trim_start_matches("s-").to_owned();
+        Ok(Response::new(session(
+            &id,
+            &project,
+            SessionStatus::Stopping,
+            "",
+        )))
+    }
+
+    type WatchSessionStream = Pin<Box<dyn Stream<Item = Result<Session, Status>> + Send>>;
+
+    /// `s-legacy` is a control plane without WatchSession; `s-halt` is stopping and stops;
+    /// `s-doomed` fails while provisioning; any other starts and runs on.
+    async fn watch_session(
+        &self,
+        req: Request<WatchSessionRequest>,
+    ) -> Reply<Self::WatchSessionStream> {
+        let id = req.into_inner().id;
+        *self.seen.watches.lock().expect("lock") += 1;
+        let project = id.trim_start_matches("s-").to_owned();
+        let at = |status, reason: &str| Ok(session(&id, &project, status, reason));
+        let (updates, ends) = match project.as_str() {
+            "legacy" => return Err(Status::unimplemented("unknown method WatchSession")),
+            "halt" => (
+                vec![
+                    at(SessionStatus::Stopping, ""),
+                    at(SessionStatus::Stopped, "stopped by user"),
+                ],
+                true,
+            ),
+            "doomed" => (
+                vec![
+                    at(SessionStatus::Provisioning, ""),
+                    at(SessionStatus::Failed, "image build failed"),
+                ],
+                true,
+            ),
+            _ => (
+                vec![
+                    at(SessionStatus::Provisioning, ""),
+                    at(SessionStatus::Running, ""),
+                ],
+                false,
+            ),
+        };
+        let updates = tokio_stream::iter(updates);
+        if ends {
+            Ok(Response::new(Box::pin(updates)))
+        } else {
+            // A running session's watch stays open until the session ends.
+            let open = tokio_stream::StreamExt::chain(updates, tokio_stream::pending());
+            Ok(Response::new(Box::pin(open)))
+        }
     }
 
     async fn delete_session(&self, _: Request<DeleteSessionRequest>) -> Reply<Session> {
@@ -219,6 +312,15 @@ impl SessionService for Script {
             .lock()
             .expect("lock")
             .push((req.from_seq, req.follow));
+        if req.session_id == "s-live" {
+            // A session that goes on: its records, then nothing until the viewer leaves.
+            let records = live_records().into_iter().map(Ok);
+            let stream = tokio_stream::StreamExt::chain(
+                tokio_stream::iter(records),
+                tokio_stream::pending(),
+            );
+            return Ok(Response::new(Box::pin(stream)));
+        }
         let all = script_records();
         let items: Vec<Result<Record, Status>> = if req.from_seq <= 1 {
             all.into_iter()
@@ -277,7 +379,10 @@ impl ChangeRequestService for Script {
     }
 
     async fn get_diff(&self, _: Request<ChangeRequestRef>) -> Reply<DiffResponse> {
-        unimplemented()
+        Ok(Response::new(DiffResponse {
+            diff: "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n".into(),
+            files: Vec::new(),
+        }))
     }
 
     async fn merge_preview(&self, req: Request<ChangeRequestRef>) -> Reply<MergePreviewResponse> {
@@ -502,9 +607,9 @@ async fn attach_human_view_and_no_follow() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "[commit] 0123456 Add parser (+10 -1, 2 files)\n\
-         [gap] records 5..5 lost: spool overflow\n\
-         [state] stopped: user stop\n",
+        "● commit 0123456 Add parser (+10 -1, 2 files), pushed\n\
+         ! records 5..5 lost: spool overflow\n\
+         — stopped: user stop\n",
         "no colour codes when stdout is not a terminal; seam record 3 dropped"
     );
     assert_eq!(*script.seen.attach.lock().expect("lock"), [(4, false)]);
@@ -536,12 +641,62 @@ async fn sessions_new_wait_returns_once_running() {
         json_doc(&out),
         json!({"id": "s-demo", "project": "demo", "branch": "s-demo", "status": "running"})
     );
-    assert!(*script.seen.polls.lock().expect("lock") >= 2);
+    assert_eq!(*script.seen.watches.lock().expect("lock"), 1);
+    assert_eq!(
+        *script.seen.polls.lock().expect("lock"),
+        0,
+        "the state is followed, not polled"
+    );
     let keys = script.seen.idempotency_keys.lock().expect("lock").clone();
     assert_eq!(keys.len(), 1);
     assert!(
         !keys[0].is_empty(),
         "StartSession carries an idempotency key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_new_wait_polls_a_control_plane_without_watch() {
+    let script = Script::default();
+    let url = format!("http://{}", serve(script.clone()).await);
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = kortix(
+        home.path(),
+        &[
+            "--url", &url, "--token", "t", "--json", "sessions", "new", "-p", "legacy", "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json_doc(&out)["status"], json!("running"));
+    assert!(*script.seen.polls.lock().expect("lock") >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_stop_wait_returns_the_ended_session() {
+    let url = format!("http://{}", serve(Script::default()).await);
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = kortix(
+        home.path(),
+        &[
+            "--url", &url, "--token", "t", "--json", "sessions", "stop", "s-halt", "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stopped = json_doc(&out);
+    assert_eq!(stopped["status"], json!("stopped"));
+    assert_eq!(stopped["id"], json!("s-halt"));
+    let out = kortix(
+        home.path(),
+        &["--url", &url, "--token", "t", "sessions", "stop", "s-halt"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("stopping"),
+        "{}",
+        text(&out.stdout)
     );
 }
 
@@ -620,4 +775,156 @@ async fn cr_merge_success_and_refusals() {
         "merge refused: base moved\n",
         "not said twice"
     );
+}
+
+/// A private tmux server: `kortix` runs in a real pseudo-terminal, as a person runs it.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// A tmux server of its own running `kortix ARGS` (with a private HOME, no inherited
+    /// KORTIX_* or NO_COLOR) in a 120×30 terminal, then printing `EXIT=<code>`.
+    fn start(home: &Path, env: &str, args: &str) -> Tmux {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let tmux = Tmux {
+            socket: format!(
+                "kortix-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+        };
+        let script = format!(
+            "env -u NO_COLOR -u KORTIX_URL -u KORTIX_TOKEN HOME={home} \
+             KORTIX_DATA_DIR={home}/data TERM=xterm-256color {env} {bin} {args}; \
+             echo EXIT=$?; sleep 60",
+            home = home.display(),
+            bin = env!("CARGO_BIN_EXE_kortix"),
+        );
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "attach",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &script,
+        ]);
+        assert!(out.status.success(), "tmux: {}", text(&out.stderr));
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux is installed (scripts/test installs it)")
+    }
+
+    /// The screen, with colours as escape sequences.
+    fn screen(&self) -> String {
+        text(
+            &self
+                .run(&["capture-pane", "-p", "-e", "-t", "attach"])
+                .stdout,
+        )
+    }
+
+    /// Polls the screen until `done` holds, for at most 20 s.
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut pause = std::time::Duration::from_millis(20);
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; screen:\n{screen}"
+            );
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cr_diff_pages_on_a_terminal_only() {
+    let url = format!("http://{}", serve(Script::default()).await);
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let pager = "sed s/^/PAGED:/";
+    tokio::task::block_in_place(|| {
+        let tmux = Tmux::start(
+            h,
+            &format!("KORTIX_PAGER='{pager}'"),
+            &format!("--url {url} --token t cr diff 1 -p demo"),
+        );
+        let screen = tmux.wait_for("the diff", |s| s.contains("EXIT="));
+        assert!(screen.contains("PAGED:"), "through the pager:\n{screen}");
+        assert!(screen.contains("EXIT=0"), "{screen}");
+    });
+    // Piped: no pager, whatever KORTIX_PAGER says.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kortix"))
+        .args([
+            "--url", &url, "--token", "t", "cr", "diff", "1", "-p", "demo",
+        ])
+        .env("HOME", h)
+        .env("KORTIX_PAGER", pager)
+        .output()
+        .await
+        .expect("run kortix");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("diff --git a/x b/x\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!text(&out.stdout).contains("PAGED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_on_a_terminal_is_coloured_and_ctrl_c_detaches() {
+    let url = format!("http://{}", serve(Script::default()).await);
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    tokio::task::block_in_place(|| {
+        let tmux = Tmux::start(
+            h,
+            "",
+            &format!("--url {url} --token t sessions attach s-live"),
+        );
+        let screen = tmux.wait_for("the commit", |s| s.contains("Add parser"));
+        let error = screen
+            .lines()
+            .find(|l| l.contains("the provider refused the key"))
+            .unwrap_or_else(|| panic!("error shown:\n{screen}"));
+        assert!(error.contains("\u{1b}[31m"), "errors in red: {error:?}");
+        let commit = screen.lines().find(|l| l.contains("Add parser")).unwrap();
+        assert!(
+            commit.contains("\u{1b}[32m"),
+            "commits in green: {commit:?}"
+        );
+        let out = tmux.run(&["send-keys", "-t", "attach", "C-c"]);
+        assert!(out.status.success(), "send-keys: {}", text(&out.stderr));
+        let screen = tmux.wait_for("the detach", |s| s.contains("EXIT="));
+        assert!(
+            screen.contains(
+                "detached from session s-live; it keeps running (resume with: kortix sessions attach s-live --from 4)"
+            ),
+            "{screen}"
+        );
+        assert!(screen.contains("EXIT=0"), "{screen}");
+    });
 }

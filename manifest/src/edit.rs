@@ -25,9 +25,9 @@ use crate::{Manifest, ManifestError, SUPPORTED_VERSION, parse, write};
 /// guess.
 pub fn write_over(original: &str, manifest: &Manifest) -> Result<String, ManifestError> {
     let old = parse(original)?;
-    let mut doc: DocumentMut = original
-        .parse()
-        .map_err(|e: toml_edit::TomlError| ManifestError::Toml(e.message().to_owned()))?;
+    let mut doc: DocumentMut = original.parse().map_err(|e: toml_edit::TomlError| {
+        ManifestError::Toml(crate::error::toml_syntax(original, e.message(), e.span()))
+    })?;
     let fresh = crate::write::document(manifest);
     let root = doc.as_table_mut();
     // New tables go after everything, not after whichever table happens to

@@ -26,6 +26,29 @@ pub enum ManifestError {
     },
 }
 
+/// A TOML syntax error as `line L, column C: message` (1-based, columns in characters), so
+/// a person can find it: the parsers' messages alone do not say where.
+pub fn toml_syntax(text: &str, message: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let message = message.trim_end();
+    let Some(span) = span else {
+        return message.to_owned();
+    };
+    let (line, column) = line_column(text, span.start);
+    format!("line {line}, column {column}: {message}")
+}
+
+/// 1-based line and column (in characters) of byte offset `at` in `text`.
+pub fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
 /// One problem (or warning) tied to a place in the manifest.
 ///
 /// `section` is the TOML path of the list or table (`"triggers"`,
@@ -97,5 +120,27 @@ fn diag(
         index,
         slug: slug.map(str::to_owned),
         message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let text = "[project]\nname = \"ok\"\nbroken = [1,\n";
+        let err = crate::parse(text).expect_err("not TOML");
+        let msg = err.to_string();
+        assert!(msg.starts_with("not valid TOML: line 3, column "), "{msg}");
+    }
+
+    #[test]
+    fn columns_count_characters_and_offsets_are_clamped() {
+        assert_eq!(line_column("é = ?", 5), (1, 5));
+        assert_eq!(line_column("a\nbc", 3), (2, 2));
+        assert_eq!(line_column("a", 99), (1, 2));
+        // Inside a multi-byte character: the character's own column.
+        assert_eq!(line_column("éx", 1), (1, 1));
     }
 }

@@ -80,7 +80,7 @@ pub use connectors::{
 };
 pub use edit::write_over;
 pub use env::Env;
-pub use error::{Diagnostic, EntryError, ManifestError};
+pub use error::{Diagnostic, EntryError, ManifestError, toml_syntax};
 pub use hash::{app_redeploy_hash, snapshot_hash};
 pub use image::ImageRef;
 pub use names::{
@@ -150,9 +150,9 @@ impl Default for Manifest {
 /// unsupported / invalid `kortix_version`); per-entry problems land in
 /// [`Manifest::errors`].
 pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ManifestError::Toml(e.message().to_owned()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        ManifestError::Toml(error::toml_syntax(text, e.message(), e.span()))
+    })?;
     let kortix_version = version::decode(table.get("kortix_version"))?;
     let mut diags = error::Diagnostics::default();
     let project = project::parse(table.get("project"), &mut diags);

@@ -760,3 +760,61 @@ async fn a_connected_session_that_never_becomes_ready_fails_at_the_start_deadlin
     );
     f.ts.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_session_follows_the_state_to_its_end() {
+    use futures::StreamExt as _;
+    let f = fixture(|_| {}).await;
+    let (s, b) = f.start("p1", "").await;
+    let mut watch =
+        f.ts.sessions(&f.token)
+            .watch_session(WatchSessionRequest { id: s.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+    async fn next_update(
+        watch: &mut tonic::Streaming<Session>,
+    ) -> Option<Result<Session, tonic::Status>> {
+        tokio::time::timeout(Duration::from_secs(20), watch.next())
+            .await
+            .expect("an update in time")
+    }
+    let first = next_update(&mut watch).await.unwrap().unwrap();
+    assert_eq!(first.status, SessionStatus::Provisioning as i32);
+    let agent = f.enroll(&b).await;
+    let conn = agent.connect(0).await.unwrap();
+    conn.send(running()).await.unwrap();
+    let running = next_update(&mut watch).await.unwrap().unwrap();
+    assert_eq!(running.status, SessionStatus::Running as i32);
+    assert!(running.started_unix_ms > 0);
+    f.ts.sessions(&f.token)
+        .stop_session(StopSessionRequest { id: s.id.clone() })
+        .await
+        .unwrap();
+    let stopping = next_update(&mut watch).await.unwrap().unwrap();
+    assert_eq!(stopping.status, SessionStatus::Stopping as i32);
+    conn.send(In::State(StateReport {
+        status: SessionStatus::Stopped as i32,
+        reason: "stopped by user".into(),
+        r#final: true,
+        head_sha: String::new(),
+    }))
+    .await
+    .unwrap();
+    let stopped = next_update(&mut watch).await.unwrap().unwrap();
+    assert_eq!(stopped.status, SessionStatus::Stopped as i32);
+    assert_eq!(stopped.end_reason, "stopped by user");
+    assert!(
+        next_update(&mut watch).await.is_none(),
+        "the watch ends with the session"
+    );
+    // Someone else's session is not theirs to watch.
+    let other = f.ts.account("mallory").await;
+    let err =
+        f.ts.sessions(&other)
+            .watch_session(WatchSessionRequest { id: s.id.clone() })
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    f.ts.stop().await;
+}

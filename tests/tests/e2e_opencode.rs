@@ -30,14 +30,6 @@ fn workspace(ts: &TestServer, session: &str) -> PathBuf {
         .join("workspace")
 }
 
-async fn status(ts: &TestServer, token: &str, id: &str) -> Session {
-    ts.sessions(token)
-        .get_session(GetSessionRequest { id: id.into() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 async fn wait_status(
     ts: &TestServer,
     token: &str,
@@ -46,7 +38,7 @@ async fn wait_status(
     within: Duration,
 ) -> Session {
     eventually(&format!("{want:?}"), within, || async {
-        let s = status(ts, token, id).await;
+        let s = ts.session(token, id).await;
         if s.status == SessionStatus::Failed as i32 && want != SessionStatus::Failed {
             panic!("session failed: {}", s.failure_reason);
         }
@@ -321,7 +313,7 @@ async fn opencode_killed_mid_session_is_restarted() {
     })
     .await;
     assert!(!records.is_empty());
-    let s = status(&ts, &token, &session.id).await;
+    let s = ts.session(&token, &session.id).await;
     assert_eq!(
         s.status,
         SessionStatus::Running as i32,

@@ -199,20 +199,16 @@ async fn the_readme_walkthrough_works() {
     assert!(diff.contains("+Pass --verbose for more output."), "{diff}");
     let merged = cli.json(&["cr", "merge", &number, "--project", "myapp"]);
     assert_eq!(merged["state"], "merged", "{merged}");
-    let stopped = cli.json(&["sessions", "stop", &id]);
+    let stopped = cli.json(&["sessions", "stop", &id, "--wait"]);
     assert_eq!(stopped["id"], id.as_str());
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
 
-    // The work is on the default branch.
-    let check = home.path().join("check");
-    git_ok(
-        home.path(),
-        &[
-            "clone",
-            "-q",
-            &ts.git_url("myapp", &ts.admin_token),
-            check.to_str().unwrap(),
-        ],
-    );
+    // 6. The work is on the default branch, in a checkout of one's own; pulling needs no
+    //    token typed (git asks `kortix git-credential`).
+    let check = home.path().join("myapp-kortix");
+    let cloned = cli.json(&["projects", "clone", "myapp", check.to_str().unwrap()]);
+    assert_eq!(cloned["dir"], check.display().to_string().as_str());
     assert!(check.join("VERBOSE.md").is_file());
+    git_ok(&check, &["pull", "-q"]);
     ts.stop().await;
 }

@@ -141,7 +141,11 @@ pub fn load(path: &Path) -> Result<Credentials, CliError> {
     let Some(text) = read_bounded(path)? else {
         return Ok(Credentials::default());
     };
-    toml::from_str(&text).map_err(|e| CliError::file(path, "parse", &e))
+    toml::from_str(&text).map_err(|e: toml::de::Error| CliError::File {
+        path: path.to_path_buf(),
+        action: "parse",
+        detail: kortix_manifest::toml_syntax(&text, e.message(), e.span()),
+    })
 }
 
 /// Writes the logins atomically (temp file + rename) with mode 0600 in a 0700 directory.
@@ -259,6 +263,10 @@ mod tests {
         fs::write(&path, "servers = 3").expect("write");
         let err = load(&path).expect_err("garbage");
         assert!(err.to_string().starts_with("cannot parse "), "{err}");
+        fs::write(&path, "[servers.\"x\"]\ntoken = \n").expect("write");
+        let err = load(&path).expect_err("not TOML").to_string();
+        assert!(err.contains(": line 2, column 9: "), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 
     #[test]

@@ -97,27 +97,27 @@ impl fmt::Display for CliError {
 
 impl StdError for CliError {}
 
-/// One clear line per gRPC status code; the server's message says which object.
+/// One clear line per gRPC status. The server's message names the object and what is wrong
+/// with it ("project 'demo' not found"), so it stands alone: repeating the code in front of it
+/// would say things twice. Only what the message cannot know is added: how to authenticate,
+/// which URL was unreachable, that the server is older, that the fault is the server's.
 pub fn status_message(url: &str, status: &Status) -> String {
     let msg = status_detail(status);
     match status.code() {
         Code::Unauthenticated => {
             format!("not authenticated: {msg} (pass --token or run kortix login)")
         }
-        Code::PermissionDenied => format!("permission denied: {msg}"),
-        Code::NotFound => format!("not found: {msg}"),
-        Code::AlreadyExists => format!("already exists: {msg}"),
-        Code::FailedPrecondition => format!("refused: {msg}"),
-        Code::InvalidArgument => format!("invalid request: {msg}"),
         Code::Unavailable => format!("cannot reach the control plane at {url}: {msg}"),
-        Code::DeadlineExceeded => format!("timed out: {msg}"),
-        Code::ResourceExhausted => format!("resource exhausted: {msg}"),
         Code::Unimplemented => format!(
             "the control plane at {url} does not implement this call ({msg}); is it an older version?"
         ),
-        Code::Aborted => format!("aborted: {msg}"),
-        Code::Cancelled => format!("cancelled: {msg}"),
-        code => format!("server error ({}): {msg}", code_name(code)),
+        Code::Unknown | Code::Internal | Code::DataLoss => {
+            format!("server error ({}): {msg}", code_name(status.code()))
+        }
+        _ if status.message().trim().is_empty() => {
+            format!("{}: {msg}", code_name(status.code()))
+        }
+        _ => msg,
     }
 }
 
@@ -198,24 +198,19 @@ mod tests {
     }
 
     #[test]
-    fn each_common_code_has_its_own_prefix() {
+    fn the_servers_message_is_said_once() {
         let cases = [
-            (Status::not_found("project demo"), "not found: project demo"),
             (
-                Status::already_exists("project demo"),
-                "already exists: project demo",
+                Status::not_found("project 'nope' not found"),
+                "project 'nope' not found",
             ),
             (
-                Status::permission_denied("admin only"),
-                "permission denied: admin only",
+                Status::already_exists("project 'demo' already exists"),
+                "project 'demo' already exists",
             ),
             (
-                Status::failed_precondition("session running"),
-                "refused: session running",
-            ),
-            (
-                Status::invalid_argument("bad name"),
-                "invalid request: bad name",
+                Status::failed_precondition("session s1 is running"),
+                "session s1 is running",
             ),
             (Status::internal("boom"), "server error (internal): boom"),
         ];
@@ -225,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn empty_message_says_so() {
+    fn empty_message_names_the_code() {
         let msg = status_message(URL, &Status::not_found(""));
         assert_eq!(msg, "not found: no details given");
     }

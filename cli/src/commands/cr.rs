@@ -52,8 +52,10 @@ enum CrCommand {
         /// The branch to propose.
         #[arg(long, value_name = "BRANCH")]
         branch: Option<String>,
+        /// Title [default: the subject of the branch's newest commit].
         #[arg(long)]
         title: Option<String>,
+        /// Description shown with the CR.
         #[arg(long)]
         body: Option<String>,
     },
@@ -300,7 +302,10 @@ async fn diff(ctx: &Context, client: &Client, r: ChangeRequestRef) -> Result<Exi
     if ctx.json {
         output::print_json(&DiffJson::from(&diff))?;
     } else if !diff.diff.is_empty() {
-        output::print_text(&colorize_diff(&diff.diff))?;
+        let text = colorize_diff(&diff.diff);
+        if !output::pager::page(&text)? {
+            output::print_text(&text)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

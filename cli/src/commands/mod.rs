@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod cr;
+pub mod git_credential;
 pub mod login;
 pub mod manifest;
 pub mod projects;

@@ -1,5 +1,6 @@
-//! `kortix projects create|ls|info`.
+//! `kortix projects create|ls|info|clone`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -9,9 +10,12 @@ use crate::Global;
 use crate::client::{
     self, CliError, Client, Context, LONG_TIMEOUT, UNARY_TIMEOUT, unary, unary_within,
 };
-use crate::output::json::{ProjectCreatedJson, ProjectInfoJson, ProjectJson};
+use crate::commands::git_credential::helper_command;
+use crate::output::json::{ProjectClonedJson, ProjectCreatedJson, ProjectInfoJson, ProjectJson};
 use crate::output::table::Table;
-use crate::output::{self, BOLD, GREEN, RED, or_dash, paint, short_sha, table, terminal, time};
+use crate::output::{
+    self, BOLD, DIM, GREEN, RED, or_dash, paint, short_sha, table, terminal, time,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct ProjectsArgs {
@@ -40,6 +44,14 @@ enum ProjectsCommand {
         /// Project name or id.
         project: String,
     },
+    /// Clone a project's repository; `git pull` and `git push` in the clone then
+    /// authenticate through `kortix git-credential`, with no token typed.
+    Clone {
+        /// Project name or id.
+        project: String,
+        /// Where to clone it [default: the project's name].
+        dir: Option<PathBuf>,
+    },
 }
 
 pub fn run(global: &Global, args: ProjectsArgs) -> anyhow::Result<ExitCode> {
@@ -54,6 +66,7 @@ pub fn run(global: &Global, args: ProjectsArgs) -> anyhow::Result<ExitCode> {
             } => create(&ctx, &client, name, import, default_branch).await,
             ProjectsCommand::Ls => list(&ctx, &client).await,
             ProjectsCommand::Info { project } => info(&ctx, &client, project).await,
+            ProjectsCommand::Clone { project, dir } => clone(&ctx, &client, project, dir).await,
         }
     })
 }
@@ -194,6 +207,94 @@ async fn info(ctx: &Context, client: &Client, project: String) -> Result<ExitCod
         ("manifest", manifest),
     ]))?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn clone(
+    ctx: &Context,
+    client: &Client,
+    project: String,
+    dir: Option<PathBuf>,
+) -> Result<ExitCode, CliError> {
+    let info = client
+        .call(
+            "GetProject",
+            client
+                .projects()
+                .get_project(unary(GetProjectRequest { project })),
+        )
+        .await?;
+    let p = info.project.unwrap_or_default();
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&p.name));
+    let dir = std::path::absolute(&dir).map_err(|e| CliError::file(&dir, "resolve", &e))?;
+    // git runs the helper through a shell, maybe from another directory and without kortix on
+    // PATH: it names this binary by its absolute path.
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Input(format!("cannot tell where this kortix binary is: {e}")))?;
+    let helper = helper_command(&exe, &ctx.url, ctx.data_dir.as_deref());
+    // The empty value first: helpers from the user's other git configs are neither asked for
+    // nor handed this control plane's token.
+    git(
+        None,
+        &[
+            "-c",
+            "credential.helper=",
+            "-c",
+            &format!("credential.helper={helper}"),
+            "clone",
+            &p.git_url,
+            &dir.display().to_string(),
+        ],
+    )
+    .await?;
+    for value in ["", helper.as_str()] {
+        git(
+            Some(&dir),
+            &["config", "--local", "--add", "credential.helper", value],
+        )
+        .await?;
+    }
+    if ctx.json {
+        output::print_json(&ProjectClonedJson {
+            project: p.name,
+            dir: dir.display().to_string(),
+        })?;
+    } else {
+        output::print_text(&format!(
+            "cloned project {} into {}\n{}",
+            paint(BOLD, &p.name),
+            dir.display(),
+            paint(
+                DIM,
+                "git pull and git push there authenticate through `kortix git-credential`"
+            )
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `git ARGS` (in `dir`) with its messages on our stderr; never prompts.
+async fn git(dir: Option<&std::path::Path>, args: &[&str]) -> Result<(), CliError> {
+    let mut cmd = tokio::process::Command::new("git");
+    if let Some(dir) = dir {
+        cmd.arg("-C").arg(dir);
+    }
+    let status = cmd
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .map_err(|e| CliError::Input(format!("cannot run git (is it installed?): {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        let what = args
+            .iter()
+            .find(|a| !a.starts_with('-') && !a.contains('='))
+            .unwrap_or(&"");
+        Err(CliError::Refused(format!("git {what} failed ({status})")))
+    }
 }
 
 /// "ok: 2 triggers, 1 template (3 errors)" from the normalized manifest JSON.

@@ -88,6 +88,8 @@ pub struct ServerArgs {
     /// OpenCode's database: keep it off outside debugging.
     #[arg(long, default_value_t = 0)]
     pub sandbox_retention_secs: u64,
+    /// Log lines for people (`pretty`) or one JSON object per line (`json`); `RUST_LOG`
+    /// filters them.
     #[arg(long, value_enum, default_value = "pretty", env = "KORTIX_LOG_FORMAT")]
     pub log_format: LogFormat,
 }

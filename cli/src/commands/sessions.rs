@@ -72,22 +72,41 @@ enum SessionsCommand {
     Stop {
         /// Session id.
         id: String,
+        /// Return once the session has ended (its agent pushed, flushed and exited).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 120, requires = "wait")]
+        wait_timeout: u64,
     },
     /// Delete a finished session's record; its branch is kept.
     Rm {
         /// Session id.
         id: String,
     },
-    /// Stream a session's records (logs, events, commits, state changes).
+    /// Follow a session: its prompts, the assistant's replies, tool calls and their output,
+    /// file edits, commits and state changes, live until it ends (Ctrl-C detaches).
     Attach {
         /// Session id.
         id: String,
-        /// First record to show; 0 is the beginning.
-        #[arg(long, value_name = "SEQ", default_value_t = 0)]
-        from: u64,
+        /// First record to show, by seq; 0 is the beginning.
+        #[arg(long, value_name = "SEQ", conflicts_with = "tail")]
+        from: Option<u64>,
+        /// Start with the last N records, then follow.
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// Only records from the last DURATION (90s, 30m, 12h, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = time::parse_duration)]
+        since: Option<Duration>,
         /// Stop after the stored records instead of following live ones.
         #[arg(long)]
         no_follow: bool,
+        /// Show every record, OpenCode's bookkeeping events included.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Start each line with the local time of its record.
+        #[arg(long, short)]
+        timestamps: bool,
     },
     /// Send a prompt to a running session (`-` reads it from stdin).
     Chat {
@@ -128,12 +147,23 @@ pub fn run(global: &Global, args: SessionsArgs) -> anyhow::Result<ExitCode> {
             }
             SessionsCommand::Ls { project } => list(&ctx, &client, project).await,
             SessionsCommand::Info { id } => info(&ctx, &client, id).await,
-            SessionsCommand::Stop { id } => stop(&ctx, &client, id).await,
+            SessionsCommand::Stop {
+                id,
+                wait,
+                wait_timeout,
+            } => {
+                let wait = wait.then(|| Duration::from_secs(wait_timeout));
+                stop(&ctx, &client, id, wait).await
+            }
             SessionsCommand::Rm { id } => remove(&ctx, &client, id).await,
             SessionsCommand::Attach {
                 id,
                 from,
+                tail,
+                since,
                 no_follow,
+                verbose,
+                timestamps,
             } => {
                 attach::run(
                     &ctx,
@@ -142,6 +172,10 @@ pub fn run(global: &Global, args: SessionsArgs) -> anyhow::Result<ExitCode> {
                         id,
                         from,
                         follow: !no_follow,
+                        verbose,
+                        timestamps,
+                        tail,
+                        since,
                     },
                 )
                 .await
@@ -159,7 +193,7 @@ async fn new(
 ) -> Result<ExitCode, CliError> {
     let mut session = start(client, request).await?;
     if let Some(limit) = wait {
-        session = wait::until_running(ctx, client, &session.id, limit).await?;
+        session = wait::until(ctx, client, &session.id, wait::Until::Started, limit).await?;
     }
     let status = SessionStatus::try_from(session.status).unwrap_or(SessionStatus::Unspecified);
     if ctx.json {
@@ -281,16 +315,16 @@ fn print_session(ctx: &Context, s: &Session) -> Result<(), CliError> {
     if !s.failure_reason.is_empty() {
         rows.push(("failure", s.failure_reason.clone()));
     } else if !s.end_reason.is_empty() {
-        rows.push(("ended", s.end_reason.clone()));
+        rows.push(("end reason", s.end_reason.clone()));
     }
     rows.extend([
         ("head", or_dash(&s.head_sha)),
         ("template", or_dash(&s.template)),
         ("agent", or_dash(&s.agent)),
         ("origin", or_dash(&s.origin)),
-        ("created", time::human_ms(s.created_unix_ms)),
-        ("started", time::human_ms(s.started_unix_ms)),
-        ("ended", time::human_ms(s.ended_unix_ms)),
+        ("created at", time::human_ms(s.created_unix_ms)),
+        ("started at", time::human_ms(s.started_unix_ms)),
+        ("ended at", time::human_ms(s.ended_unix_ms)),
         ("last heartbeat", time::human_ms(s.last_heartbeat_unix_ms)),
         ("records", s.last_seq.to_string()),
     ]);
@@ -300,8 +334,13 @@ fn print_session(ctx: &Context, s: &Session) -> Result<(), CliError> {
     output::print_text(&table::details(&rows))
 }
 
-async fn stop(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, CliError> {
-    let session = client
+async fn stop(
+    ctx: &Context,
+    client: &Client,
+    id: String,
+    wait: Option<Duration>,
+) -> Result<ExitCode, CliError> {
+    let mut session = client
         .call(
             "StopSession",
             client
@@ -309,6 +348,9 @@ async fn stop(ctx: &Context, client: &Client, id: String) -> Result<ExitCode, Cl
                 .stop_session(unary(StopSessionRequest { id })),
         )
         .await?;
+    if let Some(limit) = wait {
+        session = wait::until(ctx, client, &session.id, wait::Until::Ended, limit).await?;
+    }
     if ctx.json {
         output::print_json(&SessionJson::from(&session))?;
     } else {

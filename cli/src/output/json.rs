@@ -152,6 +152,13 @@ impl From<&Project> for ProjectCreatedJson {
     }
 }
 
+/// `projects clone`: exactly `{"project","dir"}` (`dir` absolute).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ProjectClonedJson {
+    pub project: String,
+    pub dir: String,
+}
+
 /// `projects info`: the project, its head, and the parsed normalized manifest.
 #[derive(Debug, Serialize)]
 pub struct ProjectInfoJson {

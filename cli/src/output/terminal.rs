@@ -103,6 +103,22 @@ impl Drop for EchoOff {
     }
 }
 
+/// The width of the terminal stdout is, or `None` when stdout is not a terminal (a pipe, a
+/// file): output for programs and logs is never cut to fit a screen.
+pub fn stdout_width() -> Option<usize> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    // SAFETY: winsize is plain old data that TIOCGWINSZ fills on success; it is read only then.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    Some(if ok && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        80
+    })
+}
+
 /// A spinner on stderr for long work, or a hidden one when output is JSON or stderr is not a
 /// terminal (so scripts and logs never see control codes).
 pub fn spinner(enabled: bool, message: String) -> ProgressBar {

@@ -65,9 +65,61 @@ pub fn relative(unix_ms: i64, now_ms: i64) -> String {
     }
 }
 
+/// A DURATION argument: a whole number and a unit, `90s`, `30m`, `12h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit: write e.g. 90s, 30m, 12h or 7d"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use s, m, h or d"
+            ));
+        }
+    };
+    n.checked_mul(secs)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// An RFC 3339 timestamp as local wall-clock `HH:MM:SS` (`--timestamps`).
+pub fn local_clock(rfc3339: &str) -> Option<String> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|t| t.with_timezone(&Local).format("%H:%M:%S").to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_a_number_and_a_unit() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration(" 7d "), Ok(Duration::from_secs(604_800)));
+        for bad in ["", "5", "m", "5w", "-5s", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn local_clock_reads_rfc3339() {
+        let shown = local_clock("2025-01-02T03:04:05.678Z").expect("valid");
+        assert_eq!(shown.len(), 8, "{shown}");
+        assert!(local_clock("yesterday").is_none());
+    }
 
     #[test]
     fn rfc3339_is_utc_with_millis_and_zero_is_null() {

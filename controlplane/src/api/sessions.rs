@@ -6,6 +6,8 @@ use crate::sessions::access::NamedSession;
 use crate::sessions::{Sessions as Domain, attach::AttachStream, lifecycle::StartRequest};
 use kortix_proto::v1::session_service_server::SessionService;
 use kortix_proto::v1::*;
+use std::pin::Pin;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 pub struct Sessions {
@@ -112,6 +114,26 @@ impl SessionService for Sessions {
             .attach_for(&who, &req.session_id, req.from_seq, req.follow)
             .await?;
         Ok(Response::new(stream))
+    }
+
+    type WatchSessionStream =
+        Pin<Box<dyn Stream<Item = Result<kortix_proto::v1::Session, Status>> + Send>>;
+
+    async fn watch_session(
+        &self,
+        request: Request<WatchSessionRequest>,
+    ) -> Result<Response<Self::WatchSessionStream>, Status> {
+        let who = caller(&request)?;
+        let named = self
+            .sessions
+            .get_for(&who, &request.into_inner().id)
+            .await?;
+        let project = named.project_name;
+        let updates =
+            tokio_stream::wrappers::ReceiverStream::new(self.sessions.watch(named.session.id));
+        Ok(Response::new(Box::pin(updates.map(move |update| {
+            update.map(|s| convert::session(&s, &project))
+        }))))
     }
 
     async fn send_prompt(

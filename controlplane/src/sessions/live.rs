@@ -19,6 +19,8 @@ pub const CONTROL_QUEUE: usize = 64;
 #[derive(Default)]
 struct Entry {
     durable: Option<watch::Sender<u64>>,
+    /// Counts the session's state changes, for those who wait on its state alone.
+    states: Option<watch::Sender<u64>>,
     agent: Option<AgentLink>,
     tail: Arc<Mutex<Tail>>,
 }
@@ -145,12 +147,30 @@ impl Hub {
         });
     }
 
-    /// Wakes the session's viewers without new records (the session ended, say).
+    /// Wakes the session's viewers without new records (the session ended, say), and those
+    /// waiting for its state to change.
     pub fn bump(&self, session_id: &str) {
         let map = self.inner.lock().expect("hub lock");
-        if let Some(tx) = map.get(session_id).and_then(|e| e.durable.as_ref()) {
+        let Some(entry) = map.get(session_id) else {
+            return;
+        };
+        if let Some(tx) = &entry.durable {
             tx.send_modify(|_| {});
         }
+        if let Some(tx) = &entry.states {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// A receiver that changes whenever the session's state changes on this replica
+    /// ([`Hub::bump`]); record traffic does not wake it.
+    pub fn subscribe_states(&self, session_id: &str) -> watch::Receiver<u64> {
+        let mut map = self.inner.lock().expect("hub lock");
+        let entry = map.entry(session_id.to_string()).or_default();
+        entry
+            .states
+            .get_or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// A receiver that changes whenever the session's durable seq advances.
@@ -219,10 +239,10 @@ impl Hub {
     pub fn forget(&self, session_id: &str) {
         let mut map = self.inner.lock().expect("hub lock");
         if let Some(entry) = map.get(session_id) {
-            let watched = entry
-                .durable
-                .as_ref()
-                .is_some_and(|tx| tx.receiver_count() > 0);
+            let watched = [&entry.durable, &entry.states]
+                .into_iter()
+                .flatten()
+                .any(|tx| tx.receiver_count() > 0);
             if !watched && entry.agent.is_none() {
                 map.remove(session_id);
             }
@@ -286,6 +306,19 @@ mod tests {
             hub.tail("s").lock().unwrap().is_empty(),
             "unwatched tails are dropped"
         );
+    }
+
+    #[tokio::test]
+    async fn state_watchers_wake_on_bumps_not_on_records() {
+        let hub = Hub::new();
+        let mut states = hub.subscribe_states("s");
+        hub.advance("s", 5);
+        assert!(!states.has_changed().unwrap());
+        hub.bump("s");
+        states.changed().await.unwrap();
+        hub.forget("s");
+        hub.bump("s");
+        assert!(states.has_changed().unwrap(), "a watched entry is kept");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@
 //! - [`live`]: in-process wake-ups and the control channel to connected agents.
 //! - [`tail`]: the newest durable records of watched sessions, for live viewers.
 //! - [`records`]: the record encoding shared by the gateway and attach.
+//! - [`watch`]: a session's state changes, for those who wait on them.
 
 pub mod access;
 pub mod attach;
@@ -25,6 +26,7 @@ pub mod records;
 pub mod sweep;
 pub mod tail;
 mod trigger_starter;
+pub mod watch;
 
 use crate::git::Repos;
 use crate::manifests::Manifests;

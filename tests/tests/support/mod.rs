@@ -104,6 +104,15 @@ impl TestServer {
         ChangeRequestServiceClient::new(self.authed(token))
     }
 
+    /// The session as its owner sees it.
+    pub async fn session(&self, token: &str, id: &str) -> kortix_proto::v1::Session {
+        self.sessions(token)
+            .get_session(kortix_proto::v1::GetSessionRequest { id: id.into() })
+            .await
+            .expect("GetSession")
+            .into_inner()
+    }
+
     /// A new account and its token.
     pub async fn account(&self, name: &str) -> String {
         self.accounts(&self.admin_token)

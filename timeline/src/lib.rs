@@ -1,0 +1,249 @@
+//! A session's records read as a timeline people can follow.
+//!
+//! Feed records (the `{"seq","ts","kind","data"}` shape of `kortix sessions attach --json`)
+//! in order to a [`Timeline`]; it answers with [`Entry`]s: the prompt, the assistant's text
+//! line by line, tool calls with their input and a bounded excerpt of their output, file
+//! edits with line counts, commits, state changes in words, errors, agent logs. Noise
+//! (OpenCode's plugin, catalog and watcher events, session bookkeeping, repeats) is left out
+//! unless [`Options::verbose`], which shows every record. Rendering is the caller's: the CLI
+//! prints entries to a terminal, the web console to HTML.
+
+mod bounded;
+mod item;
+mod opencode;
+mod record;
+mod state;
+
+pub use item::{Entry, Item, Output, Tone, ToolInput, cut_chars};
+pub use record::{Record, RecordError};
+
+use record::text;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Every record: noise as [`Item::Raw`], repeats included.
+    pub verbose: bool,
+    /// Lines of a tool's output kept in [`Output::excerpt`].
+    pub excerpt_lines: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            verbose: false,
+            excerpt_lines: 10,
+        }
+    }
+}
+
+/// Longest summary of a raw record.
+const RAW_SUMMARY_CHARS: usize = 200;
+
+/// Agent log lines a reader does not need (timings are for engineers; OpenCode's own server
+/// banner and warnings are about a port nobody else can reach).
+fn quiet_log(stream: &str, line: &str, stopping: bool) -> bool {
+    match stream {
+        // While stopping, OpenCode going away is the stop at work; the state says so.
+        "agent" => {
+            line.starts_with("timing: ")
+                || (stopping
+                    && (line.starts_with("opencode stopped")
+                        || line.starts_with("opencode event stream ended")))
+        }
+        _ => {
+            line.contains("OPENCODE_SERVER_PASSWORD")
+                || line.starts_with("opencode server listening")
+        }
+    }
+}
+
+pub struct Timeline {
+    options: Options,
+    opencode: opencode::Reader,
+    states: state::StateReader,
+    last_seq: Option<(u64, Option<String>)>,
+}
+
+impl Timeline {
+    pub fn new(options: Options) -> Self {
+        Timeline {
+            opencode: opencode::Reader::new(options.excerpt_lines),
+            states: state::StateReader::default(),
+            options,
+            last_seq: None,
+        }
+    }
+
+    /// The entries `record` completes (often none: a text delta waits for its line's end).
+    pub fn push(&mut self, record: &Record) -> Vec<Entry> {
+        self.last_seq = Some((record.seq, record.ts.clone()));
+        let verbose = self.options.verbose;
+        let mut items = match record.kind.as_str() {
+            "event" => self.opencode.read(record.str("type"), &record.data["data"]),
+            "log" => {
+                let stream = record.str("stream");
+                let line = record.str("line");
+                let quiet = quiet_log(stream, line, self.states.stopping());
+                let item = Item::Log {
+                    stream: stream.to_owned(),
+                    line: line.to_owned(),
+                };
+                if quiet { Vec::new() } else { vec![item] }
+            }
+            "state" => {
+                let item = self.states.read(
+                    record.str("status"),
+                    record.str("phase"),
+                    record.str("reason"),
+                    verbose,
+                );
+                item.into_iter().collect()
+            }
+            "commit" => vec![commit(&record.data)],
+            "gap" => vec![Item::Gap {
+                from_seq: record.data["from_seq"].as_u64().unwrap_or(record.seq),
+                to_seq: record.data["to_seq"].as_u64().unwrap_or(record.seq),
+                reason: record.data["reason"].as_str().map(str::to_owned),
+            }],
+            // Kinds this build does not know are shown as they are, never dropped.
+            kind => vec![raw(kind, record)],
+        };
+        // Verbose: every record shows, as what it means or else as it is.
+        if items.is_empty() && verbose {
+            items.push(raw(&record.kind, record));
+        }
+        items
+            .into_iter()
+            .map(|item| Entry {
+                seq: record.seq,
+                ts: record.ts.clone(),
+                item,
+            })
+            .collect()
+    }
+
+    /// What is still held back (a reply's unfinished last line), when the records end.
+    pub fn finish(&mut self) -> Vec<Entry> {
+        let mut items = Vec::new();
+        self.opencode.flush_all(&mut items);
+        let (seq, ts) = self.last_seq.clone().unwrap_or((0, None));
+        items
+            .into_iter()
+            .map(|item| Entry {
+                seq,
+                ts: ts.clone(),
+                item,
+            })
+            .collect()
+    }
+}
+
+fn commit(data: &Value) -> Item {
+    let message = text(&data["message"]);
+    Item::Commit {
+        sha: text(&data["sha"]).to_owned(),
+        subject: message
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned(),
+        files_changed: data["files_changed"].as_u64().unwrap_or(0),
+        insertions: data["insertions"].as_u64().unwrap_or(0),
+        deletions: data["deletions"].as_u64().unwrap_or(0),
+        pushed: data["pushed"].as_bool().unwrap_or(false),
+    }
+}
+
+/// A one-line summary of any record: its type (for events) and its data, cut short.
+fn raw(kind: &str, record: &Record) -> Item {
+    let summary = match kind {
+        "event" => {
+            let props = &record.data["data"]["properties"];
+            let detail = if props.as_object().is_some_and(|o| !o.is_empty()) {
+                format!(" {props}")
+            } else {
+                String::new()
+            };
+            cut_chars(
+                &format!("{}{detail}", record.str("type")),
+                RAW_SUMMARY_CHARS,
+            )
+        }
+        "log" => cut_chars(
+            &format!("{}: {}", record.str("stream"), record.str("line")),
+            RAW_SUMMARY_CHARS,
+        ),
+        _ => cut_chars(&record.data.to_string(), RAW_SUMMARY_CHARS),
+    };
+    Item::Raw {
+        kind: kind.to_owned(),
+        summary,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_logs() {
+        assert!(quiet_log("agent", "timing: enrolled at 58 ms", false));
+        assert!(quiet_log(
+            "agent",
+            "opencode stopped (killed by SIGTERM)",
+            true
+        ));
+        assert!(!quiet_log(
+            "agent",
+            "opencode stopped (exit status 1)",
+            false
+        ));
+        assert!(quiet_log(
+            "agent",
+            "opencode event stream ended after 9 events",
+            true
+        ));
+        assert!(quiet_log(
+            "stdout",
+            "Warning: OPENCODE_SERVER_PASSWORD is not set",
+            false
+        ));
+        assert!(quiet_log(
+            "stdout",
+            "opencode server listening on http://127.0.0.1:1",
+            false
+        ));
+        assert!(!quiet_log("stderr", "Error: provider refused", false));
+        assert!(!quiet_log("agent", "pushed unpushed commits on s1", true));
+    }
+
+    #[test]
+    fn unknown_kinds_pass_through_and_verbose_shows_noise() {
+        let record = |kind: &str, data: serde_json::Value| Record {
+            seq: 1,
+            ts: None,
+            kind: kind.into(),
+            data,
+        };
+        let mut quiet = Timeline::new(Options::default());
+        let approval = quiet.push(&record("approval", serde_json::json!({"tool": "deploy"})));
+        assert!(
+            matches!(&approval[..], [Entry { item: Item::Raw { kind, .. }, .. }] if kind == "approval")
+        );
+        let noise = record(
+            "event",
+            serde_json::json!({"type": "plugin.added", "data": {"type": "plugin.added", "properties": {"id": "x"}}}),
+        );
+        assert!(quiet.push(&noise).is_empty());
+        let mut verbose = Timeline::new(Options {
+            verbose: true,
+            ..Options::default()
+        });
+        assert!(matches!(
+            &verbose.push(&noise)[..],
+            [Entry { item: Item::Raw { summary, .. }, .. }] if summary == r#"plugin.added {"id":"x"}"#
+        ));
+    }
+}
