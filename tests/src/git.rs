@@ -46,7 +46,8 @@ impl GitEnv {
     }
 
     /// `git` in `dir`, isolated: no `GIT_*` variable of the caller's environment, no system or
-    /// global configuration, no credential helper, no terminal prompts.
+    /// global configuration (so no credential helper but one a repository configures itself),
+    /// no terminal prompts.
     pub fn command(&self, dir: &Path) -> Command {
         let mut cmd = Command::new("git");
         for (key, _) in std::env::vars_os() {
@@ -65,7 +66,7 @@ impl GitEnv {
             .env("GIT_COMMITTER_NAME", COMMITTER_NAME)
             .env("GIT_COMMITTER_EMAIL", COMMITTER_EMAIL)
             .env("LC_ALL", "C")
-            .args(["-c", "credential.helper=", "-c", "init.defaultBranch=main"]);
+            .args(["-c", "init.defaultBranch=main"]);
         if self.fixed_dates {
             cmd.env("GIT_AUTHOR_DATE", "1700000000 +0000")
                 .env("GIT_COMMITTER_DATE", "1700000000 +0000");
