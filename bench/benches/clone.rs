@@ -13,24 +13,17 @@
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kortix_agent::clone::{CloneSpec, clone_or_fetch};
 use kortix_bench::api::Api;
-use kortix_controlplane::config::{SandboxKind, ServerConfig};
 use kortix_tests::git::GitEnv;
+use support::{median, ms, timed_git};
+
+mod support;
 
 const COMMITS: u32 = 10_000;
 const ROUNDS: usize = 5;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
 
 /// A bare repository with `COMMITS` commits on `main`, spread over 20 directories.
 fn source_repo(git: &GitEnv, dir: &Path) -> std::path::PathBuf {
@@ -67,24 +60,10 @@ fn source_repo(git: &GitEnv, dir: &Path) -> std::path::PathBuf {
     source
 }
 
-/// Wall time of `git` with `args` in `dir` (which must succeed).
-fn timed_git(git: &GitEnv, dir: &Path, args: &[&str]) -> Duration {
-    let started = Instant::now();
-    git.ok(dir, args);
-    started.elapsed()
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
-    let mut config = ServerConfig::new(work.path().join("data"));
-    config.listen = "127.0.0.1:0".parse()?;
-    config.agent_listen = "127.0.0.1:0".parse()?;
-    config.sandbox = SandboxKind::External;
-    let server = kortix_controlplane::server::start(config).await?;
-    let token = std::fs::read_to_string(server.admin_token_path())?
-        .trim()
-        .to_string();
+    let (server, token) = support::start_server(work.path()).await?;
     let git = GitEnv::new();
     let source = source_repo(&git, work.path());
     let api = Api::connect(&server.public_url, &token).await?;

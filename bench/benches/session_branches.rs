@@ -14,26 +14,19 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kortix_agent::clone::{CloneSpec, clone_or_fetch};
 use kortix_bench::api::Api;
-use kortix_controlplane::config::{SandboxKind, ServerConfig};
 use kortix_tests::git::GitEnv;
+use support::{median, ms, timed_git};
+
+mod support;
 
 const MAIN_COMMITS: u32 = 2_000;
 const SESSION_BRANCHES: u32 = 1_000;
 const BIG_BRANCH_BYTES: usize = 200 << 20;
 const ROUNDS: usize = 3;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1e3)
-}
 
 fn dir_size(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
@@ -125,23 +118,10 @@ fn source_repo(git: &GitEnv, dir: &Path) -> PathBuf {
     source
 }
 
-fn timed_git(git: &GitEnv, dir: &Path, args: &[&str]) -> Duration {
-    let started = Instant::now();
-    git.ok(dir, args);
-    started.elapsed()
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
-    let mut config = ServerConfig::new(work.path().join("data"));
-    config.listen = "127.0.0.1:0".parse()?;
-    config.agent_listen = "127.0.0.1:0".parse()?;
-    config.sandbox = SandboxKind::External;
-    let server = kortix_controlplane::server::start(config).await?;
-    let token = std::fs::read_to_string(server.admin_token_path())?
-        .trim()
-        .to_string();
+    let (server, token) = support::start_server(work.path()).await?;
     let git = GitEnv::new();
     let source = tokio::task::block_in_place(|| source_repo(&git, work.path()));
     let api = Api::connect(&server.public_url, &token).await?;

@@ -1,0 +1,152 @@
+//! The object graph of a running control plane: which domain service gets which
+//! collaborators. Built once per process from the [`Foundation`]; the listeners and the
+//! background tasks only borrow from it.
+
+use super::ServerError;
+use super::foundation::Foundation;
+use crate::auth::Authenticator;
+use crate::config::{SandboxKind, ServerConfig, locate_agent_bin};
+use crate::manifests::Manifests;
+use crate::public::PublicServices;
+use crate::sandbox::local::{LocalConfig, LocalProvider};
+use crate::sandbox::{SandboxExit, SandboxProvider};
+use crate::secrets::ProjectSecrets;
+use crate::sessions::{SessionConfig, Sessions, live::Hub};
+use crate::triggers::Triggers;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Where this replica is reached: by people and git (public) and by agents.
+pub(super) struct Urls {
+    pub public: String,
+    pub agent: String,
+}
+
+/// Every long-lived service of one replica, wired together.
+pub(super) struct Services {
+    pub provider: Arc<dyn SandboxProvider>,
+    pub hub: Hub,
+    pub manifests: Arc<Manifests>,
+    pub secrets: ProjectSecrets,
+    pub sessions: Sessions,
+    pub triggers: Triggers,
+}
+
+impl Services {
+    /// Wires the services; sandbox exits arrive on the returned channel.
+    pub fn compose(
+        config: &ServerConfig,
+        base: &Foundation,
+        urls: &Urls,
+    ) -> Result<(Self, mpsc::Receiver<SandboxExit>), ServerError> {
+        let (exit_tx, exit_rx) = mpsc::channel::<SandboxExit>(1024);
+        let provider = sandbox_provider(config, base, exit_tx)?;
+        let hub = Hub::new();
+        let manifests = Arc::new(Manifests::new(base.repos.clone()));
+        let secrets = ProjectSecrets::new(base.store.clone(), base.master_key.clone(), hub.clone());
+        let sessions = Sessions::new(
+            base.store.clone(),
+            base.repos.clone(),
+            provider.clone(),
+            hub.clone(),
+            manifests.clone(),
+            session_config(config, base, urls),
+        );
+        let triggers = Triggers::new(
+            base.store.clone(),
+            manifests.clone(),
+            secrets.clone(),
+            Arc::new(sessions.clone()),
+        );
+        Ok((
+            Self {
+                provider,
+                hub,
+                manifests,
+                secrets,
+                sessions,
+                triggers,
+            },
+            exit_rx,
+        ))
+    }
+
+    /// The services behind the public listener (gRPC API, git, webhooks, metrics).
+    pub fn public(&self, base: &Foundation, urls: &Urls) -> Result<PublicServices, ServerError> {
+        let hooks_dir = base.data_dir.join("hooks");
+        let store = &base.store;
+        Ok(PublicServices {
+            accounts: crate::accounts::Accounts::new(store.clone()),
+            projects: crate::projects::Projects::new(
+                store.clone(),
+                base.repos.clone(),
+                self.manifests.clone(),
+                urls.public.clone(),
+                base.data_dir.clone(),
+            ),
+            change_requests: crate::change_requests::ChangeRequests::new(
+                store.clone(),
+                base.repos.clone(),
+            ),
+            secrets: self.secrets.clone(),
+            sessions: self.sessions.clone(),
+            triggers: self.triggers.clone(),
+            authenticator: Arc::new(Authenticator::new(store.clone())),
+            git: crate::git::GitHttpState::new(
+                Arc::new(crate::auth::GitAuth::new(store.clone())),
+                base.repos.clone(),
+                hooks_dir.clone(),
+                crate::git::GitHttpLimits::default(),
+            )
+            .map_err(|source| ServerError::DataDir {
+                path: hooks_dir,
+                source,
+            })?,
+            store: store.clone(),
+            hub: self.hub.clone(),
+        })
+    }
+}
+
+fn sandbox_provider(
+    config: &ServerConfig,
+    base: &Foundation,
+    exit_tx: mpsc::Sender<SandboxExit>,
+) -> Result<Arc<dyn SandboxProvider>, ServerError> {
+    let data_dir = &base.data_dir;
+    Ok(match config.sandbox {
+        SandboxKind::Local => Arc::new(LocalProvider::new(
+            LocalConfig {
+                root: data_dir.join("sandboxes"),
+                agent_bin: config.agent_bin.clone().unwrap_or_else(locate_agent_bin),
+                extra_env: config.agent_env.clone(),
+                isolation: config.isolation.clone(),
+                retention: config.sandbox_retention,
+            },
+            exit_tx,
+        )),
+        SandboxKind::External => Arc::new(
+            crate::sandbox::external::ExternalProvider::new(data_dir.join("bootstrap"), exit_tx)
+                .map_err(|source| ServerError::DataDir {
+                    path: data_dir.join("bootstrap"),
+                    source,
+                })?,
+        ),
+    })
+}
+
+fn session_config(config: &ServerConfig, base: &Foundation, urls: &Urls) -> SessionConfig {
+    let timings = &config.timings;
+    let mut session = SessionConfig::new(
+        urls.agent.clone(),
+        urls.public.clone(),
+        base.ca.cert_pem().to_string(),
+    );
+    session.connect_deadline = timings.connect_deadline;
+    session.stop_grace = timings.stop_grace;
+    session.idle_timeout = timings.idle_timeout;
+    session.heartbeat_timeout = timings.heartbeat_timeout;
+    session.start_deadline = timings.start_deadline;
+    session.reconnect_grace = timings.reconnect_grace;
+    session
+}

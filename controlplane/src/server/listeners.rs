@@ -1,0 +1,133 @@
+//! The two listeners: public (gRPC API, git smart HTTP, webhooks, metrics) and agents (mTLS
+//! gRPC). Both keep serving until `drained` fires, which the shutdown sequence sends only
+//! after this replica's sandboxes have pushed and flushed.
+
+use super::{ServerError, signalled};
+use crate::ca::Ca;
+use crate::gateway::Gateway;
+use crate::public::PublicServices;
+use kortix_proto::v1 as pb;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Agent record batches are at most 4 MiB; leave headroom for framing.
+const MAX_AGENT_MESSAGE: usize = 8 * 1024 * 1024;
+
+/// A bound listener and the address it got (port 0 resolves here).
+pub(super) struct Bound {
+    pub listener: TcpListener,
+    pub addr: SocketAddr,
+}
+
+pub(super) async fn bind(addr: SocketAddr) -> Result<Bound, ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok(Bound { listener, addr })
+}
+
+pub(super) fn serve_public(
+    bound: Bound,
+    public: PublicServices,
+    drained: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, ServerError> {
+    let router = public
+        .router()
+        .map_err(|e| ServerError::Setup(format!("reflection: {e}")))?;
+    Ok(tokio::spawn(async move {
+        let serve = axum::serve(
+            bound.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signalled(drained));
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "public listener failed");
+        }
+    }))
+}
+
+/// mTLS with the control plane's CA; `Enroll` works without a client certificate.
+pub(super) fn serve_agents(
+    bound: Bound,
+    agent_url: &str,
+    ca: &Ca,
+    gateway: Gateway,
+    drained: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, ServerError> {
+    let mut names = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "::1".to_string(),
+    ];
+    if let Some(host) = host_of(agent_url)
+        && !names.contains(&host)
+    {
+        names.push(host);
+    }
+    let server_cert = ca.issue_server_cert(&names)?;
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            &server_cert.cert_pem,
+            &server_cert.key_pem,
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
+        .client_auth_optional(true);
+    let agent_service = pb::agent_gateway_server::AgentGatewayServer::new(gateway)
+        .max_decoding_message_size(MAX_AGENT_MESSAGE)
+        .max_encoding_message_size(MAX_AGENT_MESSAGE);
+    let mut server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .map_err(|e| ServerError::Setup(e.to_string()))?
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .tcp_nodelay(true);
+    // `Server::tcp_nodelay` does not apply to a caller-supplied listener; without it every
+    // small frame waits out Nagle's delay.
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(bound.listener).with_nodelay(Some(true));
+    let router = server.add_service(agent_service);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, signalled(drained))
+            .await
+        {
+            tracing::error!(error = %e, "agent listener failed");
+        }
+    }))
+}
+
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split("://").nth(1)?;
+    let authority = rest.split('/').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_of_handles_ports_and_ipv6() {
+        assert_eq!(
+            super::host_of("https://10.0.0.5:8009").as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(
+            super::host_of("https://cp.example.com").as_deref(),
+            Some("cp.example.com")
+        );
+        assert_eq!(
+            super::host_of("https://[::1]:8009/x").as_deref(),
+            Some("::1")
+        );
+        assert_eq!(super::host_of("nonsense"), None);
+    }
+}
