@@ -54,6 +54,9 @@ pub struct Metrics {
     pub trigger_firings: Family<FiringLabel, Counter>,
     /// Attach viewers ended with RESOURCE_EXHAUSTED for not reading.
     pub viewers_cut_off: Counter,
+    /// Wake-ups sent to and received from other replicas (PostgreSQL NOTIFY).
+    pub cluster_wakeups_sent: Counter,
+    pub cluster_wakeups_received: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -79,6 +82,8 @@ impl Metrics {
         let merges = Family::<OutcomeLabel, Counter>::default();
         let trigger_firings = Family::<FiringLabel, Counter>::default();
         let viewers_cut_off = Counter::default();
+        let cluster_wakeups_sent = Counter::default();
+        let cluster_wakeups_received = Counter::default();
         registry.register("sessions", "Sessions by state", sessions.clone());
         registry.register(
             "connected_agents",
@@ -130,6 +135,16 @@ impl Metrics {
             "Attach viewers ended for not reading their stream (RESOURCE_EXHAUSTED)",
             viewers_cut_off.clone(),
         );
+        registry.register(
+            "cluster_wakeups_sent",
+            "Wake-ups for viewers on other replicas sent through PostgreSQL NOTIFY",
+            cluster_wakeups_sent.clone(),
+        );
+        registry.register(
+            "cluster_wakeups_received",
+            "Wake-ups from other replicas received through PostgreSQL LISTEN",
+            cluster_wakeups_received.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             sessions,
@@ -143,6 +158,8 @@ impl Metrics {
             merges,
             trigger_firings,
             viewers_cut_off,
+            cluster_wakeups_sent,
+            cluster_wakeups_received,
         }
     }
 

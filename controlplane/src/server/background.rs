@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 /// shutdown until `sandboxes_done` fires, so exits of the sandboxes this replica ends at
 /// shutdown still move their sessions.
 pub(super) fn spawn(
-    services: &Services,
+    services: &mut Services,
     mut exits: mpsc::Receiver<SandboxExit>,
     mut sandboxes_done: oneshot::Receiver<()>,
     shutdown: &watch::Receiver<bool>,
@@ -47,6 +47,10 @@ pub(super) fn spawn(
     tasks.push(tokio::spawn(
         sessions.clone().run_reconciler(signalled(shutdown.clone())),
     ));
+    if let Some(cluster) = services.cluster.take() {
+        tracing::info!(replica = cluster.replica(), "waking viewers on other replicas through PostgreSQL");
+        tasks.push(tokio::spawn(cluster.run()));
+    }
     tasks.push(tokio::spawn(
         crate::triggers::Sweeper::new(services.triggers.clone()).run(signalled(shutdown.clone())),
     ));

@@ -11,6 +11,7 @@ use crate::public::PublicServices;
 use crate::sandbox::local::{LocalConfig, LocalProvider};
 use crate::sandbox::{SandboxExit, SandboxProvider};
 use crate::secrets::ProjectSecrets;
+use crate::sessions::cluster::Cluster;
 use crate::sessions::{SessionConfig, Sessions, live::Hub};
 use crate::triggers::Triggers;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub(super) struct Urls {
 pub(super) struct Services {
     pub provider: Arc<dyn SandboxProvider>,
     pub hub: Hub,
+    /// Wake-ups to and from the other replicas (PostgreSQL only); taken by the background.
+    pub cluster: Option<Cluster>,
     pub manifests: Arc<Manifests>,
     pub secrets: ProjectSecrets,
     pub sessions: Sessions,
@@ -42,6 +45,7 @@ impl Services {
         let (exit_tx, exit_rx) = mpsc::channel::<SandboxExit>(1024);
         let provider = sandbox_provider(config, base, exit_tx)?;
         let hub = Hub::new();
+        let cluster = Cluster::attach(&base.store, &hub);
         let manifests = Arc::new(Manifests::new(base.repos.clone()));
         let secrets = ProjectSecrets::new(base.store.clone(), base.master_key.clone(), hub.clone());
         let sessions = Sessions::new(
@@ -62,6 +66,7 @@ impl Services {
             Self {
                 provider,
                 hub,
+                cluster,
                 manifests,
                 secrets,
                 sessions,

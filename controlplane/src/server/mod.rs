@@ -115,14 +115,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .unwrap_or_else(|| format!("https://{agent_addr}")),
     };
 
-    let (services, exits) = Services::compose(&config, &base, &urls)?;
+    let (mut services, exits) = Services::compose(&config, &base, &urls)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (sandboxes_done_tx, sandboxes_done_rx) = oneshot::channel();
     // Listeners close only once this replica's sandboxes have ended: a stopping agent still
     // pushes its last commits over git and flushes its records over its stream.
     let (drained_tx, drained_rx) = watch::channel(false);
 
-    let mut tasks = background::spawn(&services, exits, sandboxes_done_rx, &shutdown_rx);
+    let mut tasks = background::spawn(&mut services, exits, sandboxes_done_rx, &shutdown_rx);
     tasks.push(listeners::serve_public(
         public_bound,
         services.public(&base, &urls)?,

@@ -4,13 +4,15 @@
 //! Viewers are woken here when a session's durable seq advances, and find the newest durable
 //! records of watched sessions in the session's [`Tail`]; anything older they read from the
 //! store by seq, so what they see is exactly what is durable, with no gap or duplicate at the
-//! seam between history and live tail. Wake-ups are in-process: a viewer attached to another
-//! replica than the agent's still sees every record, within the attach poll interval.
+//! seam between history and live tail. With PostgreSQL, wake-ups also travel to the other
+//! replicas ([`super::cluster`]); without them a viewer attached to another replica than the
+//! agent's still sees every record, within the attach poll interval.
 
+use super::cluster::Outbox;
 use super::tail::Tail;
 use kortix_proto::v1::{ControlFrame, Record};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, watch};
 
 /// Control frames waiting for one agent; small, since frames are rare (prompts, stop).
@@ -55,6 +57,8 @@ pub struct Hub {
     /// Set once at shutdown: long-lived streams (agents, viewers, secret watches) end so the
     /// listeners can drain instead of waiting out their deadline.
     closing: Arc<watch::Sender<bool>>,
+    /// Where this replica's wake-ups go for the other replicas, once clustered.
+    remote: Arc<OnceLock<Arc<Outbox>>>,
 }
 
 impl Default for Hub {
@@ -63,6 +67,7 @@ impl Default for Hub {
             inner: Arc::default(),
             next_conn: Arc::default(),
             closing: Arc::new(watch::channel(false).0),
+            remote: Arc::default(),
         }
     }
 }
@@ -70,6 +75,12 @@ impl Default for Hub {
 impl Hub {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// From now on, durable advances and state changes are also sent to `outbox` for the
+    /// other replicas. Set once; later calls are ignored.
+    pub fn send_wakeups_to(&self, outbox: Arc<Outbox>) {
+        let _ = self.remote.set(outbox);
     }
 
     /// Ends every live stream of this replica (shutdown).
@@ -134,6 +145,33 @@ impl Hub {
 
     /// Records up to `seq` are durable for `session_id`. Never moves backwards.
     pub fn advance(&self, session_id: &str, seq: u64) {
+        self.advance_local(session_id, seq);
+        if let Some(remote) = self.remote.get() {
+            remote.advance(session_id, seq);
+        }
+    }
+
+    /// Another replica made records up to `seq` durable. Only sessions someone here follows
+    /// are touched, and a local tail that does not reach `seq` is dropped: the records past
+    /// it are in the store, not in this replica's memory.
+    pub fn advance_from_remote(&self, session_id: &str, seq: u64) {
+        let tail = {
+            let map = self.inner.lock().expect("hub lock");
+            match map.get(session_id) {
+                Some(entry) => entry.tail.clone(),
+                None => return,
+            }
+        };
+        {
+            let mut tail = tail.lock().expect("tail lock");
+            if !tail.is_empty() && tail.last_seq() < seq {
+                tail.clear();
+            }
+        }
+        self.advance_local(session_id, seq);
+    }
+
+    fn advance_local(&self, session_id: &str, seq: u64) {
         let mut map = self.inner.lock().expect("hub lock");
         let entry = map.entry(session_id.to_string()).or_default();
         let tx = entry.durable.get_or_insert_with(|| watch::channel(0).0);
@@ -150,6 +188,27 @@ impl Hub {
     /// Wakes the session's viewers without new records (the session ended, say), and those
     /// waiting for its state to change.
     pub fn bump(&self, session_id: &str) {
+        self.bump_local(session_id);
+        if let Some(remote) = self.remote.get() {
+            remote.bump(session_id);
+        }
+    }
+
+    /// Another replica changed the session's state.
+    pub fn bump_from_remote(&self, session_id: &str) {
+        self.bump_local(session_id);
+    }
+
+    /// Wake-ups from other replicas may have been lost (the listener's connection dropped):
+    /// wakes every viewer and waiter here, so each looks in the store for itself.
+    pub fn bump_all_remote(&self) {
+        let ids: Vec<String> = self.inner.lock().expect("hub lock").keys().cloned().collect();
+        for id in ids {
+            self.bump_local(&id);
+        }
+    }
+
+    fn bump_local(&self, session_id: &str) {
         let map = self.inner.lock().expect("hub lock");
         let Some(entry) = map.get(session_id) else {
             return;

@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod attach;
+pub mod cluster;
 pub mod heartbeats;
 pub mod lifecycle;
 pub mod live;

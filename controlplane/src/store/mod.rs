@@ -14,6 +14,7 @@ mod agent_auth;
 mod change_requests;
 mod checkpoint;
 mod firings;
+mod notify;
 mod projects;
 mod records;
 mod secrets;
@@ -38,6 +39,7 @@ use sqlx::sqlite::{
 use sqlx::{Postgres, Sqlite, Transaction};
 
 pub use accounts::Account;
+pub use notify::{Heard, WakeListener};
 pub use agent_auth::{BootstrapRejection, GitToken, IssuedCert};
 pub use change_requests::{
     ChangeRequest, CrListQuery, CrState, MergedChangeRequest, NewChangeRequest,

@@ -1,0 +1,89 @@
+//! PostgreSQL `NOTIFY`/`LISTEN` on one channel, for wake-ups between control-plane replicas
+//! that share the database. SQLite has one process per data file, so it has no channel.
+//!
+//! A notification is a hint that something changed, never data: receivers read what changed
+//! from the tables, and a lost notification costs latency (the next poll), not correctness.
+
+use super::{Backend, DbContext, Result, Store};
+use sqlx::postgres::{PgListener, PgNotification};
+
+/// The channel every replica listens on.
+pub const WAKE_CHANNEL: &str = "kortix_wake";
+/// PostgreSQL refuses payloads of 8000 bytes or more.
+pub const MAX_PAYLOAD: usize = 7_999;
+/// Payloads sent per statement.
+const BATCH: usize = 500;
+
+/// What a listener hears.
+#[derive(Debug)]
+pub enum Heard {
+    /// One notification's payload.
+    Wake(String),
+    /// The connection was lost and is re-established: notifications sent meanwhile are gone.
+    Gap,
+}
+
+/// A dedicated connection listening on [`WAKE_CHANNEL`].
+pub struct WakeListener {
+    inner: PgListener,
+}
+
+impl WakeListener {
+    /// The next notification, or [`Heard::Gap`] after a lost connection. An error means the
+    /// database cannot be reached now; calling again retries.
+    pub async fn next(&mut self) -> Result<Heard> {
+        match self.inner.try_recv().await {
+            Ok(Some(n)) => Ok(Heard::Wake(payload(n))),
+            Ok(None) => Ok(Heard::Gap),
+            Err(e) => Err(e).ctx(|| format!("listening on {WAKE_CHANNEL}")),
+        }
+    }
+}
+
+fn payload(n: PgNotification) -> String {
+    n.payload().to_string()
+}
+
+impl Store {
+    /// Whether this store can carry wake-ups between processes.
+    pub fn has_wake_channel(&self) -> bool {
+        matches!(self.backend(), Backend::Postgres(_))
+    }
+
+    /// Sends each payload as one notification on [`WAKE_CHANNEL`]; payloads over
+    /// [`MAX_PAYLOAD`] bytes are dropped. Does nothing on SQLite.
+    pub async fn notify_wakeups(&self, payloads: &[String]) -> Result<()> {
+        let Backend::Postgres(pool) = self.backend() else {
+            return Ok(());
+        };
+        let payloads: Vec<&str> = payloads
+            .iter()
+            .map(String::as_str)
+            .filter(|p| p.len() <= MAX_PAYLOAD)
+            .collect();
+        for chunk in payloads.chunks(BATCH) {
+            sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+                .bind(WAKE_CHANNEL)
+                .bind(chunk)
+                .execute(pool)
+                .await
+                .ctx(|| format!("notifying {} wake-ups", chunk.len()))?;
+        }
+        Ok(())
+    }
+
+    /// A listener on [`WAKE_CHANNEL`]; `None` on SQLite.
+    pub async fn listen_wakeups(&self) -> Result<Option<WakeListener>> {
+        let Backend::Postgres(pool) = self.backend() else {
+            return Ok(None);
+        };
+        let mut inner = PgListener::connect_with(pool)
+            .await
+            .ctx(|| "connecting a listener".to_string())?;
+        inner
+            .listen(WAKE_CHANNEL)
+            .await
+            .ctx(|| format!("LISTEN {WAKE_CHANNEL}"))?;
+        Ok(Some(WakeListener { inner }))
+    }
+}
