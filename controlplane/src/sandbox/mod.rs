@@ -8,6 +8,7 @@ pub mod local;
 // (mount, pivot, exec; no allocation, no locks) in the child, which no safe wrapper offers.
 #[allow(unsafe_code)]
 pub mod namespaces;
+pub mod opencode_packages;
 
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
