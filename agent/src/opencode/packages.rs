@@ -113,10 +113,13 @@ pub fn link(shared: &Path, config_dirs: &[PathBuf], cache: &Path) -> Result<Link
         linked.config_dirs.push(dir.clone());
     }
     let specs = match std::fs::read_dir(shared.join(SHARED_PACKAGES)) {
+        // Top-level entries: a spec's directory, or a scope's (`@acme/provider` lives at
+        // `@acme/provider/`); staging directories and locks start with a dot.
         Ok(entries) => entries
             .flatten()
-            .filter(|e| e.path().join("node_modules").is_dir())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.file_name())
+            .filter(|n| !n.to_string_lossy().starts_with('.'))
             .collect::<Vec<_>>(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(err("listing the shared provider packages".into())(e)),
@@ -213,7 +216,9 @@ mod tests {
             r#"{"packages":{"":{"dependencies":{"@opencode-ai/plugin":"1.18.33"}}}}"#,
         )
         .unwrap();
-        std::fs::create_dir_all(shared.join("packages/@acme+provider@2/node_modules")).unwrap();
+        std::fs::create_dir_all(shared.join("packages/@acme/provider@2/node_modules")).unwrap();
+        std::fs::create_dir_all(shared.join("packages/left-pad/node_modules")).unwrap();
+        std::fs::create_dir_all(shared.join("packages/.staging-1")).unwrap();
         shared
     }
 
@@ -228,7 +233,9 @@ mod tests {
         let cache = dir.path().join("home/.cache/opencode");
         let linked = link(&shared, &[global.clone(), project.clone()], &cache).unwrap();
         assert_eq!(linked.config_dirs, vec![global.clone(), project.clone()]);
-        assert_eq!(linked.packages, vec!["@acme+provider@2".to_string()]);
+        let mut packages = linked.packages.clone();
+        packages.sort();
+        assert_eq!(packages, vec!["@acme".to_string(), "left-pad".to_string()]);
         for d in [&global, &project] {
             assert_eq!(
                 std::fs::read_link(d.join("node_modules")).unwrap(),
@@ -247,7 +254,7 @@ mod tests {
         }
         assert!(
             cache
-                .join("packages/@acme+provider@2/node_modules")
+                .join("packages/@acme/provider@2/node_modules")
                 .is_dir()
         );
         // A second run (an OpenCode restart) changes nothing.

@@ -34,6 +34,36 @@ pub const PACKAGES_DIR: &str = "packages";
 const NPM_FETCH_TIMEOUT_MS: u32 = 60_000;
 const NPM_FETCH_RETRIES: u32 = 2;
 const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Provider packages OpenCode 1.18.33 ships inside its binary: a config naming one of these
+/// exactly (without a version) makes OpenCode fetch nothing for it.
+pub const BUNDLED_PROVIDERS: &[&str] = &[
+    "@ai-sdk/amazon-bedrock",
+    "@ai-sdk/amazon-bedrock/mantle",
+    "@ai-sdk/anthropic",
+    "@ai-sdk/azure",
+    "@ai-sdk/google",
+    "@ai-sdk/google-vertex",
+    "@ai-sdk/google-vertex/anthropic",
+    "@ai-sdk/openai",
+    "@ai-sdk/openai-compatible",
+    "@openrouter/ai-sdk-provider",
+    "@ai-sdk/xai",
+    "@ai-sdk/mistral",
+    "@ai-sdk/groq",
+    "@ai-sdk/deepinfra",
+    "@ai-sdk/cerebras",
+    "@ai-sdk/cohere",
+    "@ai-sdk/gateway",
+    "@ai-sdk/togetherai",
+    "@ai-sdk/perplexity",
+    "@ai-sdk/vercel",
+    "@ai-sdk/alibaba",
+    "gitlab-ai-provider",
+    "@ai-sdk/github-copilot",
+    "venice-ai-sdk-provider",
+];
+/// At most this many provider packages of one config are installed.
+const MAX_PROVIDER_SPECS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackagesError {
@@ -65,6 +95,9 @@ pub struct OpencodePackages {
     opencode_bin: PathBuf,
     npm: PathBuf,
     installed: OnceCell<Option<PathBuf>>,
+    /// Provider specs whose install failed, not tried again by this process (every session
+    /// start would otherwise wait for the same failing npm run).
+    failed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl OpencodePackages {
@@ -76,6 +109,7 @@ impl OpencodePackages {
             opencode_bin,
             npm: PathBuf::from("npm"),
             installed: OnceCell::new(),
+            failed: Default::default(),
         }
     }
 
@@ -118,6 +152,232 @@ impl OpencodePackages {
             .await
             .clone()
     }
+}
+
+impl OpencodePackages {
+    /// [`Self::get`], plus the provider packages `specs` (installed into the set's
+    /// `packages/` on first use, one npm run each; see [`provider_specs`]).
+    pub async fn get_with(&self, specs: &[String]) -> Option<PathBuf> {
+        let dir = self.get().await?;
+        for spec in specs.iter().take(MAX_PROVIDER_SPECS) {
+            if provider_installed(&dir, spec) || self.failed_before(spec) {
+                continue;
+            }
+            let (set, wanted, npm) = (dir.clone(), spec.clone(), self.npm.clone());
+            let result =
+                tokio::task::spawn_blocking(move || install_provider(&set, &wanted, &npm)).await;
+            match result {
+                Ok(Ok(())) => {
+                    tracing::info!(spec, "OpenCode provider package installed for sandboxes")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(spec, error = %e, "OpenCode provider package not installed: sandboxes fetch it themselves");
+                    self.failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(spec.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(spec, error = %e, "installing an OpenCode provider package")
+                }
+            }
+        }
+        Some(dir)
+    }
+
+    fn failed_before(&self, spec: &str) -> bool {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(spec)
+    }
+}
+
+/// The npm packages an OpenCode config (JSON with comments) names for its providers
+/// (`provider.<id>.npm`, and a model's own `provider.npm`) that OpenCode does not bundle and
+/// that are plain registry specs (`name` or `@scope/name`, either with `@version`).
+pub fn provider_specs(config: &str) -> Vec<String> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&strip_jsonc(config)) else {
+        return Vec::new();
+    };
+    let mut specs = Vec::new();
+    for provider in value["provider"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        specs.extend(provider["npm"].as_str().map(str::to_owned));
+        for model in provider["models"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            specs.extend(model["provider"]["npm"].as_str().map(str::to_owned));
+        }
+    }
+    specs.retain(|s| !BUNDLED_PROVIDERS.contains(&s.as_str()) && package_name(s).is_some());
+    specs.sort();
+    specs.dedup();
+    specs
+}
+
+/// The package name of a registry spec (`@scope/name@1` → `@scope/name`), or `None` for
+/// anything else (paths, URLs, git specs, names that could climb out of a directory).
+pub fn package_name(spec: &str) -> Option<&str> {
+    if spec.is_empty() || spec.len() > 256 || spec.contains("..") {
+        return None;
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"@/._-~^".contains(&b);
+    if !spec.bytes().all(allowed) {
+        return None;
+    }
+    let end = match spec.strip_prefix('@') {
+        Some(rest) => rest.find('@').map_or(spec.len(), |i| i + 1),
+        None => spec.find('@').unwrap_or(spec.len()),
+    };
+    let name = &spec[..end];
+    let version = &spec[end..];
+    let shaped = if name.starts_with('@') {
+        name.matches('/').count() == 1 && !name.ends_with('/') && !name.contains("@/")
+    } else {
+        !name.contains('/')
+    };
+    let version_ok = !version.contains('/');
+    (shaped && version_ok && !name.starts_with('.') && name.len() > 1).then_some(name)
+}
+
+/// Whether `spec` is where OpenCode looks for it: `packages/<spec>/node_modules/<name>`.
+fn provider_installed(set: &Path, spec: &str) -> bool {
+    installed_in(&set.join(PACKAGES_DIR).join(spec), spec)
+}
+
+fn installed_in(prefix: &Path, spec: &str) -> bool {
+    package_name(spec).is_some_and(|name| {
+        prefix
+            .join("node_modules")
+            .join(name)
+            .join("package.json")
+            .is_file()
+    })
+}
+
+fn install_provider(set: &Path, spec: &str, npm: &Path) -> Result<(), PackagesError> {
+    let packages = set.join(PACKAGES_DIR);
+    let lock_path = packages.join(".install.lock");
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(format!("opening {}", lock_path.display())))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(
+        |(_, e)| PackagesError::Io {
+            context: format!("locking {}", lock_path.display()),
+            source: e.into(),
+        },
+    )?;
+    if provider_installed(set, spec) {
+        return Ok(());
+    }
+    let staging = packages.join(format!(".staging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let result = npm_install(npm, &staging, spec).and_then(|()| {
+        if !installed_in(&staging, spec) {
+            return Err(PackagesError::Npm {
+                spec: spec.to_string(),
+                dir: staging.display().to_string(),
+                status: "exit status 0".into(),
+                stderr: "npm succeeded but the package is not in node_modules".into(),
+            });
+        }
+        let target = packages.join(spec);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("creating {}", parent.display())))?;
+        }
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::rename(&staging, &target).map_err(io(format!(
+            "moving {} to {}",
+            staging.display(),
+            target.display()
+        )))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// Removes `//` and `/* */` comments outside strings and trailing commas, which OpenCode's
+/// JSONC reader accepts.
+fn strip_jsonc(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if in_string {
+            out.push(c);
+            if c == '\\' {
+                out.extend(next);
+                i += 1;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        } else if c == '/' && next == Some('*') {
+            i += 2;
+            while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+                i += 1;
+            }
+            i += 2;
+            out.push(' ');
+            continue;
+        } else if c == ',' {
+            let mut j = i + 1;
+            let mut closes = false;
+            while j < chars.len() {
+                match chars[j] {
+                    w if w.is_whitespace() => j += 1,
+                    '/' if chars.get(j + 1) == Some(&'/') => {
+                        while j < chars.len() && chars[j] != '\n' {
+                            j += 1;
+                        }
+                    }
+                    '/' if chars.get(j + 1) == Some(&'*') => {
+                        j += 2;
+                        while j < chars.len()
+                            && !(chars[j] == '*' && chars.get(j + 1) == Some(&'/'))
+                        {
+                            j += 1;
+                        }
+                        j += 2;
+                    }
+                    '}' | ']' => {
+                        closes = true;
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            if !closes {
+                out.push(c);
+            }
+        } else {
+            out.push(c);
+        }
+        i += 1;
+    }
+    out
 }
 
 /// The OpenCode version `bin` reports.
@@ -215,10 +475,25 @@ fn is_complete(dir: &Path) -> bool {
 
 fn install_into(staging: &Path, version: &str, npm: &Path) -> Result<(), PackagesError> {
     let config = staging.join(CONFIG_DIR);
-    std::fs::create_dir_all(&config).map_err(io(format!("creating {}", config.display())))?;
     std::fs::create_dir_all(staging.join(PACKAGES_DIR))
         .map_err(io(format!("creating {}", staging.display())))?;
     let spec = format!("{PLUGIN_PACKAGE}@{version}");
+    npm_install(npm, &config, &spec)?;
+    if !is_complete(staging) {
+        return Err(PackagesError::Npm {
+            spec,
+            dir: config.display().to_string(),
+            status: "exit status 0".into(),
+            stderr: "npm succeeded but left no package-lock.json or package".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `npm install SPEC` into the prefix `dir` (its `package.json` and lockfile written),
+/// without install scripts, with bounded network retries.
+fn npm_install(npm: &Path, dir: &Path, spec: &str) -> Result<(), PackagesError> {
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let output = Command::new(npm)
         .args([
             "install",
@@ -231,8 +506,8 @@ fn install_into(staging: &Path, version: &str, npm: &Path) -> Result<(), Package
             &format!("--fetch-retries={NPM_FETCH_RETRIES}"),
             "--prefix",
         ])
-        .arg(&config)
-        .arg(&spec)
+        .arg(dir)
+        .arg(spec)
         .stdin(Stdio::null())
         .output()
         .map_err(io(format!(
@@ -241,18 +516,10 @@ fn install_into(staging: &Path, version: &str, npm: &Path) -> Result<(), Package
         )))?;
     if !output.status.success() {
         return Err(PackagesError::Npm {
-            spec,
-            dir: config.display().to_string(),
+            spec: spec.to_string(),
+            dir: dir.display().to_string(),
             status: output.status.to_string(),
             stderr: truncate(String::from_utf8_lossy(&output.stderr).trim(), 2000),
-        });
-    }
-    if !is_complete(staging) {
-        return Err(PackagesError::Npm {
-            spec,
-            dir: config.display().to_string(),
-            status: output.status.to_string(),
-            stderr: "npm succeeded but left no package-lock.json or package".into(),
         });
     }
     Ok(())
@@ -334,21 +601,26 @@ mod tests {
         path
     }
 
-    /// A stand-in for npm that lays out what `npm install --prefix DIR SPEC` leaves, and
-    /// counts its runs.
+    /// A stand-in for npm that lays out what `npm install --prefix DIR SPEC` leaves (the
+    /// package in `node_modules`, `package.json`, a lockfile naming it), and counts its runs.
     fn fake_npm(dir: &Path) -> PathBuf {
         let count = dir.join("npm-runs");
         script(
             dir,
             "npm",
             &format!(
-                "echo run >> '{}'\n\
-                 while [ \"$1\" != --prefix ]; do shift; done\n\
-                 prefix=$2; spec=$3\n\
-                 mkdir -p \"$prefix/node_modules/@opencode-ai/plugin\"\n\
-                 echo '{{}}' > \"$prefix/node_modules/@opencode-ai/plugin/package.json\"\n\
-                 echo \"{{\\\"dependencies\\\":{{\\\"@opencode-ai/plugin\\\":\\\"${{spec##*@}}\\\"}}}}\" > \"$prefix/package.json\"\n\
-                 echo '{{\"packages\":{{\"\":{{\"dependencies\":{{\"@opencode-ai/plugin\":\"1\"}}}}}}}}' > \"$prefix/package-lock.json\"\n",
+                r#"echo "$*" >> '{}'
+while [ "$1" != --prefix ]; do shift; done
+prefix=$2; spec=$3
+case "$spec" in
+  @*) rest=${{spec#@}}; name="@${{rest%%@*}}" ;;
+  *) name=${{spec%%@*}} ;;
+esac
+mkdir -p "$prefix/node_modules/$name"
+echo '{{}}' > "$prefix/node_modules/$name/package.json"
+echo "{{\"dependencies\":{{\"$name\":\"${{spec##*@}}\"}}}}" > "$prefix/package.json"
+echo "{{\"packages\":{{\"\":{{\"dependencies\":{{\"$name\":\"1\"}}}}}}}}" > "$prefix/package-lock.json"
+"#,
                 count.display()
             ),
         )
@@ -416,6 +688,81 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot run"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn provider_packages_are_installed_where_opencode_looks_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let opencode = script(
+            dir.path(),
+            "opencode",
+            "echo 1.18.33
+",
+        );
+        let npm = fake_npm(dir.path());
+        let packages = OpencodePackages::new(dir.path().join("root"), opencode).with_npm(npm);
+        let specs = vec![
+            "@acme/provider@2.1.0".to_string(),
+            "plain-provider".to_string(),
+        ];
+        let set = packages.get_with(&specs).await.unwrap();
+        for (spec, name) in [
+            ("@acme/provider@2.1.0", "@acme/provider"),
+            ("plain-provider", "plain-provider"),
+        ] {
+            let at = set
+                .join("packages")
+                .join(spec)
+                .join("node_modules")
+                .join(name);
+            assert!(at.join("package.json").is_file(), "{}", at.display());
+        }
+        assert_eq!(packages.get_with(&specs).await, Some(set));
+        let runs = std::fs::read_to_string(dir.path().join("npm-runs")).unwrap();
+        assert_eq!(
+            runs.lines().count(),
+            3,
+            "the plugin and two providers, once each: {runs}"
+        );
+    }
+
+    #[test]
+    fn a_config_names_the_provider_packages_opencode_does_not_bundle() {
+        let config = r#"{
+          // JSON with comments, as OpenCode reads it
+          "provider": {
+            "mine": { "npm": "@acme/provider@2", "models": {
+              "m": { "provider": { "npm": "other-provider" } } } },
+            "bundled": { "npm": "@ai-sdk/openai-compatible", },
+            "pinned": { "npm": "@ai-sdk/openai-compatible@1.0.0" },
+            /* not registry specs */
+            "local": { "npm": "file:///opt/provider" },
+            "climb": { "npm": "../../etc" },
+            "url": { "npm": "https://example.com/p.tgz" },
+          },
+        }"#;
+        assert_eq!(
+            provider_specs(config),
+            vec![
+                "@acme/provider@2".to_string(),
+                "@ai-sdk/openai-compatible@1.0.0".to_string(),
+                "other-provider".to_string(),
+            ]
+        );
+        assert!(provider_specs("not json").is_empty());
+        assert!(provider_specs(r#"{"url": "http://x//y", "provider": {}}"#).is_empty());
+    }
+
+    #[test]
+    fn package_names_come_only_from_registry_specs() {
+        assert_eq!(package_name("@acme/p@2.0.0"), Some("@acme/p"));
+        assert_eq!(package_name("@acme/p"), Some("@acme/p"));
+        assert_eq!(package_name("left-pad@^1"), Some("left-pad"));
+        for bad in [
+            "", "@acme", "@/x", "a/b", "../x", ".hidden", "x y", "@a/b/c", "p@1/2",
+        ] {
+            assert_eq!(package_name(bad), None, "{bad}");
+        }
     }
 
     #[tokio::test]

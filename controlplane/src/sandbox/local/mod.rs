@@ -183,7 +183,7 @@ impl LocalProvider {
             tokio::fs::create_dir_all(d).await.map_err(io)?;
         }
         let packages = match &self.opencode_packages {
-            Some(packages) => packages.get().await,
+            Some(packages) => packages.get_with(&spec.opencode_npm).await,
             None => None,
         };
         let started = match &self.confinement {
@@ -733,6 +733,7 @@ mod tests {
             session_id: id.to_string(),
             env: BTreeMap::from([("KORTIX_SESSION_ID".to_string(), id.to_string())]),
             resources: Default::default(),
+            opencode_npm: Vec::new(),
         }
     }
 
