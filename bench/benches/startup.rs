@@ -56,6 +56,9 @@ struct Run {
     ready: Duration,
     /// The commit is on the remote branch.
     commit: Duration,
+    /// Baseline: OpenCode's resident memory once the commit is in (what an idle, booted
+    /// sandbox of a warm pool would hold at least), in KiB.
+    rss_kib: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -253,7 +256,11 @@ async fn kortix_run(
     })
     .await
     .context("waiting for the session's end")??;
-    Ok(Run { ready, commit })
+    Ok(Run {
+        ready,
+        commit,
+        rss_kib: None,
+    })
 }
 
 struct Baseline<'a> {
@@ -306,8 +313,10 @@ impl Baseline<'_> {
             .with_context(|| format!("spawning {}", self.opencode.display()))?;
         let result = self.drive(port, &file, &branch, started).await;
         let waited = wait_calls(model, calls).await;
+        let rss_kib = rss_kib(child.id());
         stop(&mut child);
-        let run = result?;
+        let mut run = result?;
+        run.rss_kib = rss_kib;
         waited?;
         let _ = std::fs::remove_dir_all(&checkout);
         Ok(run)
@@ -360,7 +369,11 @@ impl Baseline<'_> {
             .await?;
         let ready = started.elapsed();
         let commit = ref_moves(self.origin, branch, None, started).await?;
-        Ok(Run { ready, commit })
+        Ok(Run {
+            ready,
+            commit,
+            rss_kib: None,
+        })
     }
 }
 
@@ -379,6 +392,19 @@ fn stop(child: &mut Child) {
     }
     let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
     let _ = child.wait();
+}
+
+/// `VmRSS` of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn free_port() -> Result<u16> {
@@ -489,6 +515,14 @@ fn report(kortix: &[Run], bare: &[Run], runs: usize) {
             ms(b99),
             k50.as_secs_f64() / b50.as_secs_f64(),
             ms(k50.saturating_sub(b50)),
+        );
+    }
+    let mut rss: Vec<u64> = bare.iter().filter_map(|r| r.rss_kib).collect();
+    rss.sort_unstable();
+    if let Some(mid) = rss.get(rss.len() / 2) {
+        println!(
+            "\n`opencode serve` resident memory after the commit: {} MiB (median)",
+            mid / 1024
         );
     }
 }
