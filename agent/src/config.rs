@@ -34,6 +34,9 @@ pub struct Config {
     /// OpenCode's base environment; `None` takes the agent's own (minus `KORTIX_*`). Lets a
     /// library caller give OpenCode a private HOME without touching the process environment.
     pub opencode_env: Option<std::collections::BTreeMap<String, String>>,
+    /// OpenCode's packages installed once by the control plane and shared read-only
+    /// (`KORTIX_OPENCODE_PACKAGES`); linked into OpenCode's directories before it starts.
+    pub opencode_packages: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +131,9 @@ impl Config {
             reap_orphans: false,
             helper_exe,
             opencode_env: None,
+            opencode_packages: get("KORTIX_OPENCODE_PACKAGES")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         })
     }
 

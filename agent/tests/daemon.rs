@@ -76,6 +76,7 @@ fn config(
         heartbeat_interval: Duration::from_secs(1),
         reap_orphans: false,
         helper_exe: PathBuf::from(env!("CARGO_BIN_EXE_kortix-agent")),
+        opencode_packages: None,
         opencode_env: Some(home.env().into_iter().collect()),
     }
 }

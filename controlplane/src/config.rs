@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub agent_bin: Option<PathBuf>,
     /// Extra environment for every local sandbox.
     pub agent_env: Vec<(String, String)>,
+    /// Where OpenCode's packages are installed for local sandboxes, one directory per
+    /// OpenCode version (`sandbox::opencode_packages`); `None` is `<data-dir>/opencode-packages`.
+    pub opencode_packages: Option<PathBuf>,
     /// How local sandboxes are confined: namespaces where the kernel allows (the default),
     /// and the root filesystem they get.
     pub isolation: crate::sandbox::local::Isolation,
@@ -79,6 +82,7 @@ impl ServerConfig {
             agent_url: None,
             agent_bin: None,
             agent_env: Vec::new(),
+            opencode_packages: None,
             isolation: Default::default(),
             timings: Timings::default(),
             sandbox_retention: Duration::ZERO,

@@ -8,7 +8,9 @@ pub mod opencode;
 pub mod require;
 pub mod scripted_model;
 
-pub use opencode::{OPENCODE_VERSION, OpencodeHome, opencode_bin, opencode_config};
+pub use opencode::{
+    OPENCODE_VERSION, OpencodeHome, opencode_bin, opencode_config, opencode_packages_dir,
+};
 pub use scripted_model::{ReceivedRequest, ScriptedModel, ToolCall, Turn};
 
 #[derive(Debug, thiserror::Error)]

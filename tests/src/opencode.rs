@@ -19,6 +19,13 @@ pub fn opencode_bin() -> Result<PathBuf, HarnessError> {
         .map_err(HarnessError::Install)
 }
 
+/// Where control planes under test install OpenCode's packages for their sandboxes
+/// (`ServerConfig::opencode_packages`): shared by every test, beside the pinned OpenCode, so
+/// they are installed once per cache like OpenCode itself.
+pub fn opencode_packages_dir() -> PathBuf {
+    cache_dir().join("opencode-packages")
+}
+
 fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KORTIX_TEST_CACHE").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);

@@ -409,3 +409,106 @@ async fn an_opencode_that_never_becomes_ready_fails_the_session_with_its_output(
     );
     ts.stop().await;
 }
+
+/// OpenCode's packages come from the control plane's shared install, linked into the
+/// sandbox: with every npm registry unreachable from the sandbox, the session still starts,
+/// answers its prompt and pushes, and its HOME grows no npm cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_needs_no_package_registry() {
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let ts = TestServer::start_with(|c| {
+        support::use_real_agent(c);
+        // Nothing listens on port 9: any registry request of OpenCode's fails at once.
+        c.agent_env
+            .push(("npm_config_registry".into(), "http://127.0.0.1:9/".into()));
+    })
+    .await;
+    let token = ts.account("alice").await;
+    let _work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
+    let session = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            prompt: "Create offline.txt and commit it.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ws = workspace(&ts, &session.id);
+    model.push([
+        Turn::write_file(
+            ws.join("offline.txt").display().to_string(),
+            "no registry\n",
+        ),
+        Turn::bash(
+            "git add offline.txt && git commit -q -m 'Add offline.txt' && git push -q origin HEAD",
+        ),
+        Turn::text("Done without a registry."),
+    ]);
+    wait_status(
+        &ts,
+        &token,
+        &session.id,
+        SessionStatus::Running,
+        Duration::from_secs(180),
+    )
+    .await;
+    let records = follow_until(&ts, &token, &session.id, |seen| {
+        pushed_commit(seen).is_some()
+    })
+    .await;
+    assert_eq!(
+        pushed_commit(&records).unwrap().message.trim(),
+        "Add offline.txt"
+    );
+    assert!(
+        records.iter().any(|r| matches!(&r.body,
+            Some(Body::Log(l)) if l.line.contains("linked into 2 config directories"))),
+        "the agent linked the shared packages: {}",
+        describe(&records)
+    );
+
+    let home = ts
+        .data_dir()
+        .join("sandboxes")
+        .join(&session.id)
+        .join("home");
+    let global = home.join(".config/opencode");
+    let project = ws.join(".kortix/opencode");
+    for dir in [&global, &project] {
+        let modules = dir.join("node_modules");
+        assert!(
+            std::fs::symlink_metadata(&modules).is_ok_and(|m| m.file_type().is_symlink()),
+            "{} is the shared install",
+            modules.display()
+        );
+        assert!(modules.join("@opencode-ai/plugin/package.json").is_file());
+    }
+    assert!(
+        !home.join(".npm").exists(),
+        "the sandbox's HOME grew an npm cache: {:?}",
+        std::fs::read_dir(home.join(".npm"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    // OpenCode found nothing to install, so it never tried the (unreachable) registry.
+    let logs = home.join(".local/share/opencode/log");
+    let text: String = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect();
+    assert!(!text.is_empty(), "OpenCode's log in {}", logs.display());
+    assert!(
+        !text.contains("dependency install failed") && !text.contains("127.0.0.1:9"),
+        "OpenCode tried to install packages:\n{}",
+        text.lines()
+            .filter(|l| l.contains("install") || l.contains("npm"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Nothing of the install shows in git: what the config directory gained is ignored.
+    let status = git_ok(&ws, &["status", "--porcelain", "--untracked-files=all"]);
+    assert!(!status.lines().any(|l| l.starts_with("??")), "{status}");
+    ts.stop().await;
+}

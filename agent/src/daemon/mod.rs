@@ -23,7 +23,9 @@ use crate::config::{CaTrust, Config};
 use crate::connection::{Connection, ConnectionHandle, ControlEvent, report};
 use crate::credentials;
 use crate::enroll::{self, Gateway};
-use crate::opencode::{Liveness, PromptRequest, Supervisor, SupervisorConfig, SupervisorState};
+use crate::opencode::{
+    Liveness, PromptRequest, Supervisor, SupervisorConfig, SupervisorState, packages,
+};
 use crate::process::{ReapMode, Reaper};
 use crate::records::{RecordSink, Spool, SpoolOptions};
 use crate::secrets::{self, Secrets};
@@ -257,6 +259,9 @@ impl Daemon {
             cfg.base_env
                 .insert("GIT_SSL_CAINFO".into(), ca.display().to_string());
         }
+        if let Some(shared) = &self.config.opencode_packages {
+            self.link_opencode_packages(shared, &cfg);
+        }
         cfg.liveness = self.liveness.clone();
         cfg.boot = Some((self.agent_start, ws.clone_time));
         if bootstrap.start_deadline_ms > 0 {
@@ -285,6 +290,29 @@ impl Daemon {
             supervisor.prompt(p).await;
         }
         supervisor
+    }
+
+    /// Points OpenCode's config directories and package cache at the packages the control
+    /// plane installed, so OpenCode's start fetches nothing from a registry. A failure only
+    /// costs that: OpenCode then installs them itself.
+    fn link_opencode_packages(&self, shared: &Path, cfg: &SupervisorConfig) {
+        let dirs = packages::config_dirs(&cfg.base_env, &cfg.config_dir, &self.config.workspace);
+        match packages::link(shared, &dirs, &packages::cache_dir(&cfg.base_env)) {
+            Ok(linked) => {
+                let skipped = linked
+                    .skipped
+                    .iter()
+                    .map(|(dir, why)| format!("; {} left to opencode: {why}", dir.display()))
+                    .collect::<String>();
+                self.sink.agent(format!(
+                    "opencode packages from {}: linked into {} config directories and {} provider packages{skipped}",
+                    shared.display(),
+                    linked.config_dirs.len(),
+                    linked.packages.len()
+                ));
+            }
+            Err(e) => self.sink.agent(e.to_string()),
+        }
     }
 
     /// Runs the session until a stop, a signal, a refusal or a failure.

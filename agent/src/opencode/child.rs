@@ -12,11 +12,16 @@ use kortix_proto::v1::LogStream;
 use nix::sys::signal::Signal;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::unix::pipe;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::Liveness;
 use crate::process::{self, Exit, Reaper};
 use crate::records::{MAX_LINE_BYTES, RecordSink};
+
+/// What `opencode serve` prints once its HTTP server is bound ("opencode server listening on
+/// http://…").
+const LISTENING: &str = "server listening on";
 
 /// Lines of output (stdout and stderr) kept for the failure reason.
 pub const TAIL_LINES: usize = 20;
@@ -25,6 +30,9 @@ const TAIL_LINE_CHARS: usize = 400;
 pub struct OpencodeProcess {
     pub child: process::Child,
     pub port: u16,
+    /// Signalled when OpenCode prints that its server listens: the moment to ask its health
+    /// endpoint, rather than the next tick of a timer.
+    pub listening: Arc<Notify>,
     tail: Arc<Mutex<VecDeque<String>>>,
     pumps: Vec<JoinHandle<()>>,
 }
@@ -61,28 +69,27 @@ impl OpencodeProcess {
         .process_group(0);
         let mut child = reaper.spawn(&mut cmd)?;
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+        let listening = Arc::new(Notify::new());
         let mut pumps = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            pumps.push(tokio::spawn(pump(
-                out,
-                LogStream::Stdout,
-                sink.clone(),
-                liveness.clone(),
-                Some(tail.clone()),
-            )));
-        }
-        if let Some(err) = child.stderr.take() {
-            pumps.push(tokio::spawn(pump(
-                err,
-                LogStream::Stderr,
-                sink.clone(),
-                liveness.clone(),
-                Some(tail.clone()),
-            )));
+        for (stream, out) in [
+            (LogStream::Stdout, child.stdout.take()),
+            (LogStream::Stderr, child.stderr.take()),
+        ] {
+            if let Some(out) = out {
+                pumps.push(tokio::spawn(pump(
+                    out,
+                    stream,
+                    sink.clone(),
+                    liveness.clone(),
+                    Some(tail.clone()),
+                    Some(listening.clone()),
+                )));
+            }
         }
         Ok(OpencodeProcess {
             child,
             port: launch.port,
+            listening,
             tail,
             pumps,
         })
@@ -143,6 +150,7 @@ async fn pump(
     sink: RecordSink,
     liveness: Arc<Liveness>,
     tail: Option<Arc<Mutex<VecDeque<String>>>>,
+    listening: Option<Arc<Notify>>,
 ) {
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, pipe);
     let mut line = Vec::with_capacity(256);
@@ -162,6 +170,12 @@ async fn pump(
         let total = if read > kept { read - 1 } else { line.len() };
         let text = String::from_utf8_lossy(&line).into_owned();
         liveness.touch();
+        if let Some(listening) = &listening
+            && text.contains(LISTENING)
+        {
+            // Stores a permit when nobody waits yet, so the readiness check cannot miss it.
+            listening.notify_one();
+        }
         if let Some(tail) = &tail {
             let mut shown = text.clone();
             sink.redactor().redact(&mut shown);
@@ -240,6 +254,7 @@ mod tests {
                 sink.clone(),
                 liveness,
                 Some(tail.clone()),
+                None,
             ));
             tx.write_all(line.as_bytes()).await.unwrap();
             drop(tx);
@@ -269,6 +284,33 @@ mod tests {
                 "offset {offset}: the failure tail leaks"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_listening_line_signals_readiness_even_before_anyone_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = RecordSink::new(Spool::open(dir.path(), SpoolOptions::default()).unwrap());
+        sink.activate(0).unwrap();
+        let (mut tx, rx) = pipe::pipe().unwrap();
+        let listening = Arc::new(Notify::new());
+        let pumping = tokio::spawn(pump(
+            rx,
+            LogStream::Stdout,
+            sink,
+            Arc::new(Liveness::new()),
+            None,
+            Some(listening.clone()),
+        ));
+        tx.write_all(
+            b"Warning: something else\nopencode server listening on http://127.0.0.1:4096\n",
+        )
+        .await
+        .unwrap();
+        drop(tx);
+        pumping.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), listening.notified())
+            .await
+            .expect("the permit was stored");
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 
 pub mod child;
 pub mod http;
+pub mod packages;
 pub mod sse;
 pub mod supervisor;
 

@@ -567,8 +567,11 @@ impl Task {
                 (deadline, gives_up) = (by, true);
             }
         }
-        let mut poll = tokio::time::interval(Duration::from_millis(20));
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // OpenCode says when it listens (`listening`); polling with a short backoff covers a
+        // release that says it differently, or not at all.
+        let mut delay = HEALTH_POLL_FIRST;
+        let mut next_poll = tokio::time::Instant::now() + delay;
+        let listening = proc.listening.clone();
         loop {
             tokio::select! {
                 exit = proc.child.wait() => return Err(Ended::Crashed(format!("opencode exited before it was ready ({exit})"))),
@@ -589,12 +592,17 @@ impl Task {
                     Some(Cmd::Prompt(p)) => self.enqueue(p),
                     Some(Cmd::Secrets(s)) => self.secrets = s,
                 },
-                _ = poll.tick() => {
-                    if let Ok(body) = client.call(Method::GET, "/global/health", None, Duration::from_millis(500)).await
-                        && serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["healthy"] == json!(true))
-                    {
+                _ = listening.notified() => {
+                    if healthy(client).await {
                         return Ok(());
                     }
+                }
+                _ = tokio::time::sleep_until(next_poll) => {
+                    if healthy(client).await {
+                        return Ok(());
+                    }
+                    delay = (delay * 2).min(HEALTH_POLL_MAX);
+                    next_poll = tokio::time::Instant::now() + delay;
                 }
             }
         }
@@ -710,6 +718,25 @@ impl Task {
             .state(SessionStatus::Running, "prompt-delivered", p.id.clone());
         Ok(())
     }
+}
+
+/// The fallback health poll: first after this, doubling up to [`HEALTH_POLL_MAX`].
+const HEALTH_POLL_FIRST: Duration = Duration::from_millis(5);
+const HEALTH_POLL_MAX: Duration = Duration::from_millis(100);
+
+/// Whether OpenCode's own health endpoint says it is healthy.
+async fn healthy(client: &Client) -> bool {
+    client
+        .call(
+            Method::GET,
+            "/global/health",
+            None,
+            Duration::from_millis(500),
+        )
+        .await
+        .is_ok_and(|body| {
+            serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["healthy"] == json!(true))
+        })
 }
 
 fn handle_sse(sink: &RecordSink, liveness: &Liveness, item: SseItem, seen: &mut u64) {

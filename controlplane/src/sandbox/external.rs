@@ -151,6 +151,7 @@ mod tests {
             session_id: "s1".into(),
             env: [("KORTIX_BOOTSTRAP_TOKEN".to_string(), "kxb_x".to_string())].into(),
             resources: Default::default(),
+            opencode_npm: Vec::new(),
         };
         p.boot(spec).await.unwrap();
         let path = p.bootstrap_path("s1");

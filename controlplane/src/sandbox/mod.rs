@@ -8,6 +8,7 @@ pub mod local;
 // (mount, pivot, exec; no allocation, no locks) in the child, which no safe wrapper offers.
 #[allow(unsafe_code)]
 pub mod namespaces;
+pub mod opencode_packages;
 
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
@@ -41,6 +42,10 @@ pub struct SandboxSpec {
     /// `KORTIX_*` bootstrap variables (control plane URL, session id, bootstrap token, CA).
     pub env: BTreeMap<String, String>,
     pub resources: SandboxResources,
+    /// npm packages the project's OpenCode config names for its providers that OpenCode does
+    /// not bundle (see [`opencode_packages::provider_specs`]); a provider that shares
+    /// OpenCode's packages installs these too.
+    pub opencode_npm: Vec<String>,
 }
 
 /// How a sandbox ended, as seen by its provider.

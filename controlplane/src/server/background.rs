@@ -48,7 +48,10 @@ pub(super) fn spawn(
         sessions.clone().run_reconciler(signalled(shutdown.clone())),
     ));
     if let Some(cluster) = services.cluster.take() {
-        tracing::info!(replica = cluster.replica(), "waking viewers on other replicas through PostgreSQL");
+        tracing::info!(
+            replica = cluster.replica(),
+            "waking viewers on other replicas through PostgreSQL"
+        );
         tasks.push(tokio::spawn(cluster.run()));
     }
     tasks.push(tokio::spawn(

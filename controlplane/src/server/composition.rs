@@ -9,11 +9,13 @@ use crate::config::{SandboxKind, ServerConfig, locate_agent_bin};
 use crate::manifests::Manifests;
 use crate::public::PublicServices;
 use crate::sandbox::local::{LocalConfig, LocalProvider};
+use crate::sandbox::opencode_packages::OpencodePackages;
 use crate::sandbox::{SandboxExit, SandboxProvider};
 use crate::secrets::ProjectSecrets;
 use crate::sessions::cluster::Cluster;
 use crate::sessions::{SessionConfig, Sessions, live::Hub};
 use crate::triggers::Triggers;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -120,16 +122,34 @@ fn sandbox_provider(
 ) -> Result<Arc<dyn SandboxProvider>, ServerError> {
     let data_dir = &base.data_dir;
     Ok(match config.sandbox {
-        SandboxKind::Local => Arc::new(LocalProvider::new(
-            LocalConfig {
-                root: data_dir.join("sandboxes"),
-                agent_bin: config.agent_bin.clone().unwrap_or_else(locate_agent_bin),
-                extra_env: config.agent_env.clone(),
-                isolation: config.isolation.clone(),
-                retention: config.sandbox_retention,
-            },
-            exit_tx,
-        )),
+        SandboxKind::Local => {
+            let local = LocalProvider::new(
+                LocalConfig {
+                    root: data_dir.join("sandboxes"),
+                    agent_bin: config.agent_bin.clone().unwrap_or_else(locate_agent_bin),
+                    extra_env: config.agent_env.clone(),
+                    isolation: config.isolation.clone(),
+                    retention: config.sandbox_retention,
+                },
+                exit_tx,
+            );
+            let local = match sandbox_opencode(&config.agent_env) {
+                Some(bin) => {
+                    let root = config
+                        .opencode_packages
+                        .clone()
+                        .unwrap_or_else(|| data_dir.join("opencode-packages"));
+                    local.with_opencode_packages(Arc::new(OpencodePackages::new(root, bin)))
+                }
+                None => {
+                    tracing::info!(
+                        "no OpenCode found for sandboxes (KORTIX_OPENCODE_BIN or PATH): OpenCode's packages are not pre-installed"
+                    );
+                    local
+                }
+            };
+            Arc::new(local)
+        }
         SandboxKind::External => Arc::new(
             crate::sandbox::external::ExternalProvider::new(data_dir.join("bootstrap"), exit_tx)
                 .map_err(|source| ServerError::DataDir {
@@ -137,6 +157,28 @@ fn sandbox_provider(
                     source,
                 })?,
         ),
+    })
+}
+
+/// The OpenCode local sandboxes run: `KORTIX_OPENCODE_BIN` of the agents' environment or of
+/// this process, else `opencode` on `PATH` (what the agent falls back to).
+fn sandbox_opencode(agent_env: &[(String, String)]) -> Option<PathBuf> {
+    let named = agent_env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "KORTIX_OPENCODE_BIN")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("KORTIX_OPENCODE_BIN").ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "opencode".into());
+    let named = PathBuf::from(named);
+    if named.components().count() > 1 {
+        return named.is_file().then_some(named);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(&named))
+            .find(|candidate| candidate.is_file())
     })
 }
 

@@ -172,7 +172,10 @@ impl Cluster {
                     backoff(failures).await;
                 }
                 Err(_) => {
-                    tracing::warn!(dropped = payloads.len(), "sending wake-ups to other replicas timed out");
+                    tracing::warn!(
+                        dropped = payloads.len(),
+                        "sending wake-ups to other replicas timed out"
+                    );
                     failures += 1;
                     backoff(failures).await;
                 }
@@ -252,7 +255,14 @@ mod tests {
         };
         assert_eq!(Wake::decode(&advance.encode("r1")), Some(("r1", advance)));
         assert_eq!(Wake::decode(&bump.encode("r2")), Some(("r2", bump)));
-        for bad in ["", "r1", "r1|x|s", "r1|a|notanumber|s", "r1|a|5", "r1|a|-1|s"] {
+        for bad in [
+            "",
+            "r1",
+            "r1|x|s",
+            "r1|a|notanumber|s",
+            "r1|a|5",
+            "r1|a|-1|s",
+        ] {
             assert_eq!(Wake::decode(bad), None, "{bad:?}");
         }
     }

@@ -152,7 +152,13 @@ impl Sessions {
             return Ok(session);
         }
         if let Err(e) = self
-            .provision(&project, &session, &from_branch, resources)
+            .provision(
+                &project,
+                &session,
+                &from_branch,
+                resources,
+                manifest.opencode_config_dir(),
+            )
             .await
         {
             let reason = e.to_string();
@@ -168,6 +174,7 @@ impl Sessions {
         session: &Session,
         from_branch: &str,
         resources: SandboxResources,
+        opencode_config_dir: &str,
     ) -> Result<(), SessionError> {
         let repos = self.repos.clone();
         let (pid, from, id) = (
@@ -205,14 +212,47 @@ impl Sessions {
                 self.config.ca_cert_pem.clone(),
             ),
         ]);
+        let opencode_npm = self
+            .opencode_npm(&project.id, &session.id, opencode_config_dir)
+            .await;
         self.provider
             .boot(SandboxSpec {
                 session_id: session.id.clone(),
                 env,
                 resources,
+                opencode_npm,
             })
             .await
             .map_err(|e| SessionError::Internal(format!("booting the sandbox: {e}")))
+    }
+
+    /// The provider packages the OpenCode config on the session's branch names and OpenCode
+    /// does not bundle. Only an optimisation (OpenCode fetches what is missing), so a config
+    /// that cannot be read counts as naming none.
+    async fn opencode_npm(&self, project_id: &str, branch: &str, config_dir: &str) -> Vec<String> {
+        let repos = self.repos.clone();
+        let (project_id, branch) = (project_id.to_string(), branch.to_string());
+        let dir = config_dir.trim_end_matches('/').to_string();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut specs = Vec::new();
+            for name in ["opencode.json", "opencode.jsonc"] {
+                let path = format!("{dir}/{name}");
+                match repos.read_file_at_branch(&project_id, &branch, &path) {
+                    Ok(Some(bytes)) => specs.extend(
+                        crate::sandbox::opencode_packages::provider_specs(
+                            &String::from_utf8_lossy(&bytes),
+                        ),
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(project = %project_id, path, error = %e, "reading the OpenCode config for its provider packages"),
+                }
+            }
+            specs.sort();
+            specs.dedup();
+            specs
+        })
+        .await;
+        read.unwrap_or_default()
     }
 
     /// Asks the session's agent to stop (or hibernate), and makes sure the sandbox is gone

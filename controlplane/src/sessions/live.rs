@@ -202,7 +202,13 @@ impl Hub {
     /// Wake-ups from other replicas may have been lost (the listener's connection dropped):
     /// wakes every viewer and waiter here, so each looks in the store for itself.
     pub fn bump_all_remote(&self) {
-        let ids: Vec<String> = self.inner.lock().expect("hub lock").keys().cloned().collect();
+        let ids: Vec<String> = self
+            .inner
+            .lock()
+            .expect("hub lock")
+            .keys()
+            .cloned()
+            .collect();
         for id in ids {
             self.bump_local(&id);
         }

@@ -39,12 +39,12 @@ use sqlx::sqlite::{
 use sqlx::{Postgres, Sqlite, Transaction};
 
 pub use accounts::Account;
-pub use notify::{Heard, WakeListener};
 pub use agent_auth::{BootstrapRejection, GitToken, IssuedCert};
 pub use change_requests::{
     ChangeRequest, CrListQuery, CrState, MergedChangeRequest, NewChangeRequest,
 };
 pub use firings::{Claim, Firing, FiringOutcome, NewFiring};
+pub use notify::{Heard, WakeListener};
 pub use projects::Project;
 pub use records::RecordRow;
 pub use secrets::{SecretMeta, SecretRow, SecretsSnapshot};

@@ -225,8 +225,8 @@ pub fn built_binary(name: &str) -> PathBuf {
     bin
 }
 
-/// Local sandboxes run the real `kortix-agent` with the pinned OpenCode, heartbeating every
-/// second, with room for a clean stop.
+/// Local sandboxes run the real `kortix-agent` with the pinned OpenCode (its packages
+/// installed once for all tests), heartbeating every second, with room for a clean stop.
 pub fn use_real_agent(c: &mut ServerConfig) {
     let opencode = kortix_tests::opencode_bin().expect("pinned OpenCode installs");
     c.agent_bin = Some(built_binary("kortix-agent"));
@@ -234,6 +234,7 @@ pub fn use_real_agent(c: &mut ServerConfig) {
         .push(("KORTIX_OPENCODE_BIN".into(), opencode.display().to_string()));
     c.agent_env
         .push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
+    c.opencode_packages = Some(kortix_tests::opencode_packages_dir());
     c.timings.stop_grace = Duration::from_secs(20);
 }
 

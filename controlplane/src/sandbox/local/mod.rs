@@ -11,6 +11,7 @@ mod output;
 mod record;
 
 use super::namespaces::{self, RootSource, SandboxLayout};
+use super::opencode_packages::OpencodePackages;
 use super::{Inventory, SandboxError, SandboxExit, SandboxProvider, SandboxSpec};
 use futures::future::BoxFuture;
 use output::{CappedLog, copy_lines};
@@ -84,6 +85,8 @@ enum Confinement {
 pub struct LocalProvider {
     config: LocalConfig,
     confinement: Confinement,
+    /// OpenCode's packages, shared read-only into sandboxes that run the host's OpenCode.
+    opencode_packages: Option<Arc<OpencodePackages>>,
     children: Arc<Mutex<HashMap<String, i32>>>,
     exits: mpsc::Sender<SandboxExit>,
 }
@@ -125,11 +128,30 @@ impl LocalProvider {
         let provider = Self {
             config,
             confinement,
+            opencode_packages: None,
             children: Arc::default(),
             exits,
         };
         provider.adopt_previous();
         provider
+    }
+
+    /// Shares `packages` into every sandbox that runs the host's OpenCode (plain children and
+    /// host-derived roots; an image root brings its own OpenCode and packages). The install
+    /// starts now, in the background; a sandbox that boots before it finished waits for it.
+    pub fn with_opencode_packages(mut self, packages: Arc<OpencodePackages>) -> Self {
+        let sharing = matches!(
+            self.confinement,
+            Confinement::Plain | Confinement::Namespaces(RootSource::Host)
+        );
+        if sharing {
+            let warm = packages.clone();
+            tokio::spawn(async move {
+                warm.get().await;
+            });
+            self.opencode_packages = Some(packages);
+        }
+        self
     }
 
     /// Whether sandboxes run in their own namespaces.
@@ -160,11 +182,24 @@ impl LocalProvider {
         for d in [&workspace, &home] {
             tokio::fs::create_dir_all(d).await.map_err(io)?;
         }
+        let packages = match &self.opencode_packages {
+            Some(packages) => packages.get_with(&spec.opencode_npm).await,
+            None => None,
+        };
         let started = match &self.confinement {
-            Confinement::Plain => self.spawn_plain(&spec, &dir, &workspace, &home)?,
+            Confinement::Plain => {
+                self.spawn_plain(&spec, &dir, &workspace, &home, packages.as_deref())?
+            }
             Confinement::Namespaces(source) => {
-                self.spawn_isolated(&spec, source.clone(), &dir, &workspace, &home)
-                    .await?
+                self.spawn_isolated(
+                    &spec,
+                    source.clone(),
+                    &dir,
+                    &workspace,
+                    &home,
+                    packages.as_deref(),
+                )
+                .await?
             }
             Confinement::Unavailable(reason) => {
                 return Err(SandboxError::Boot {
@@ -295,6 +330,7 @@ impl LocalProvider {
         dir: &Path,
         workspace: &Path,
         home: &Path,
+        opencode_packages: Option<&Path>,
     ) -> Result<Started, SandboxError> {
         let mut cmd = tokio::process::Command::new(&self.config.agent_bin);
         cmd.env_clear();
@@ -307,6 +343,9 @@ impl LocalProvider {
             .env("KORTIX_WORKSPACE", workspace)
             .env("KORTIX_SPOOL_DIR", dir.join("spool"))
             .env("TMPDIR", std::env::temp_dir());
+        if let Some(dir) = opencode_packages {
+            cmd.env("KORTIX_OPENCODE_PACKAGES", dir);
+        }
         for (k, v) in &self.config.extra_env {
             cmd.env(k, v);
         }
@@ -358,6 +397,7 @@ impl LocalProvider {
         dir: &Path,
         workspace: &Path,
         home: &Path,
+        opencode_packages: Option<&Path>,
     ) -> Result<Started, SandboxError> {
         let id = spec.session_id.clone();
         let boot = |message: String| SandboxError::Boot {
@@ -392,6 +432,7 @@ impl LocalProvider {
                 spool: &spool,
                 source: &source,
                 agent_bin: &self.config.agent_bin,
+                opencode_packages,
             },
             env,
         )
@@ -692,6 +733,7 @@ mod tests {
             session_id: id.to_string(),
             env: BTreeMap::from([("KORTIX_SESSION_ID".to_string(), id.to_string())]),
             resources: Default::default(),
+            opencode_npm: Vec::new(),
         }
     }
 
@@ -1028,6 +1070,7 @@ mod tests {
                 retention: KEEP,
             },
             confinement: Confinement::Unavailable("user namespaces are disabled".into()),
+            opencode_packages: None,
             children: Arc::default(),
             exits: tx,
         };

@@ -22,6 +22,8 @@ pub const HOST_AGENT: &str = "/opt/kortix/bin/kortix-agent";
 pub const IMAGE_AGENT: &str = "/usr/local/bin/kortix-agent";
 /// Where the host's OpenCode install is bound in a host-derived root.
 pub const OPENCODE_PREFIX: &str = "/opt/opencode";
+/// Where OpenCode's shared packages (`sandbox::opencode_packages`) are bound, read-only.
+pub const OPENCODE_PACKAGES: &str = "/opt/kortix/opencode-packages";
 const HOST_PATH: &str =
     "/opt/kortix/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -99,6 +101,9 @@ pub struct SandboxLayout<'a> {
     pub source: &'a RootSource,
     /// The host's agent binary (host-derived roots only; an image brings its own).
     pub agent_bin: &'a Path,
+    /// OpenCode's packages installed by the control plane for the host's OpenCode
+    /// (host-derived roots only): bound read-only and named in `KORTIX_OPENCODE_PACKAGES`.
+    pub opencode_packages: Option<&'a Path>,
 }
 
 /// Builds the launch of one session's agent: the mount plan and the environment it sees.
@@ -123,6 +128,11 @@ pub fn prepare(layout: &SandboxLayout<'_>, env: BTreeMap<String, String>) -> io:
             if let Some(bin) = env.get("KORTIX_OPENCODE_BIN").cloned() {
                 let inside_bin = bind_opencode(&mut plan, Path::new(&bin))?;
                 env.insert("KORTIX_OPENCODE_BIN".into(), inside_bin);
+            }
+            if let Some(packages) = layout.opencode_packages {
+                let host = std::fs::canonicalize(packages)?;
+                plan.bind(&host, OPENCODE_PACKAGES, Bind::READ_ONLY)?;
+                env.insert("KORTIX_OPENCODE_PACKAGES".into(), OPENCODE_PACKAGES.into());
             }
             HOST_AGENT
         }
@@ -436,6 +446,57 @@ mod tests {
         assert_eq!(hostname_for(&long).len(), 63);
         assert!(!hostname_for("a_").ends_with('-'));
     }
+    #[test]
+    fn opencode_packages_are_bound_read_only_and_named_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("kortix-agent");
+        std::fs::write(&agent, "").unwrap();
+        let packages = dir.path().join("opencode-packages/1.18.33");
+        std::fs::create_dir_all(&packages).unwrap();
+        let (staging, ws, home, spool) = (
+            dir.path().join("staging"),
+            dir.path().join("ws"),
+            dir.path().join("home"),
+            dir.path().join("spool"),
+        );
+        let layout = |with: Option<&'_ Path>| {
+            prepare(
+                &SandboxLayout {
+                    session_id: "s1",
+                    staging: &staging,
+                    workspace: &ws,
+                    home: &home,
+                    spool: &spool,
+                    source: &RootSource::Host,
+                    agent_bin: &agent,
+                    opencode_packages: with,
+                },
+                BTreeMap::new(),
+            )
+            .unwrap()
+        };
+        let launch = layout(Some(&packages));
+        let bound = format!(
+            "binding {} at {OPENCODE_PACKAGES} (read-only)",
+            std::fs::canonicalize(&packages).unwrap().display()
+        );
+        assert!(launch.labels.contains(&bound), "{:?}", launch.labels);
+        let env = format!("KORTIX_OPENCODE_PACKAGES={OPENCODE_PACKAGES}");
+        assert!(
+            launch.envp.iter().any(|e| e.to_bytes() == env.as_bytes()),
+            "{:?}",
+            launch.envp
+        );
+        let without = layout(None);
+        assert!(!without.labels.iter().any(|l| l.contains(OPENCODE_PACKAGES)));
+        assert!(
+            !without
+                .envp
+                .iter()
+                .any(|e| e.to_bytes().starts_with(b"KORTIX_OPENCODE_PACKAGES="))
+        );
+    }
+
     #[test]
     fn an_npm_prefix_is_bound_whole() {
         let dir = tempfile::tempdir().unwrap();
