@@ -222,6 +222,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let hooks_dir = data_dir.join("hooks");
     let public = PublicServices {
         accounts: crate::accounts::Accounts::new(store.clone()),
+        project_access: crate::project_access::ProjectAccess::new(store.clone()),
         projects: crate::projects::Projects::new(
             store.clone(),
             repos.clone(),

@@ -30,7 +30,7 @@ async fn admin_token_is_private_and_creates_accounts() {
         .unwrap()
         .into_inner();
     assert_eq!(me.name, "alice");
-    assert!(!me.admin);
+    assert!(!me.server_admin);
     let err = ts
         .accounts(&alice)
         .create_account(CreateAccountRequest { name: "bob".into() })
@@ -136,10 +136,7 @@ async fn projects_are_per_account_and_names_unique() {
             .await
             .unwrap_err();
         assert_eq!(hidden.code(), Code::NotFound);
-        assert_eq!(
-            hidden.message(),
-            format!("project '{project}' not found in your account")
-        );
+        assert_eq!(hidden.message(), format!("project '{project}' not found"));
     }
     let bad = ts
         .projects(&alice)
@@ -194,6 +191,7 @@ async fn import_clone_push_and_the_default_branch_guard() {
                 name: "mine".into(),
                 import_source: source,
                 default_branch: String::new(),
+                account: String::new(),
             })
             .await
             .unwrap_err();
@@ -207,6 +205,7 @@ async fn import_clone_push_and_the_default_branch_guard() {
             name: "imported".into(),
             import_source: src.display().to_string(),
             default_branch: String::new(),
+            account: String::new(),
         })
         .await
         .unwrap()

@@ -28,7 +28,7 @@ impl AccountService for Accounts {
             .create(&who, &request.into_inner().name)
             .await?;
         Ok(Response::new(CreateAccountResponse {
-            account: Some(convert::account(&account)),
+            account: Some(convert::person(&account)),
             token,
         }))
     }
@@ -36,7 +36,7 @@ impl AccountService for Accounts {
     async fn who_am_i(&self, request: Request<Empty>) -> Result<Response<Account>, Status> {
         let who = caller(&request)?;
         let account = self.accounts.who_am_i(&who).await?;
-        Ok(Response::new(convert::account(&account)))
+        Ok(Response::new(convert::person(&account)))
     }
 
     async fn create_token(
