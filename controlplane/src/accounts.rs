@@ -109,19 +109,18 @@ impl Accounts {
         account: &str,
         person: &str,
     ) -> DomainResult<(Account, Member)> {
+        // Membership first, so that a stranger learns nothing about the account's people.
+        let (account, held) = permissions::account(
+            &self.store,
+            &caller.doing(permissions::Action::ListMembers),
+            account,
+        )
+        .await?;
         let person = self.person(person).await?;
         let leaving = person.id == caller.person_id;
-        let (account, held) = if leaving {
-            // Leaving needs only membership.
-            permissions::account(
-                &self.store,
-                &caller.doing(permissions::Action::ListMembers),
-                account,
-            )
-            .await?
-        } else {
-            permissions::account(&self.store, caller, account).await?
-        };
+        if !leaving {
+            permissions::check::require_account_role(caller, &account, held)?;
+        }
         let current = self.store.member_role(&account.id, &person.id).await?;
         if !leaving && current.as_deref() == Some("owner") && held < AccountRole::Owner {
             return Err(DomainError::PermissionDenied(format!(

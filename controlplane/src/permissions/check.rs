@@ -141,6 +141,16 @@ pub async fn account(
         .await?
         .and_then(|r| r.parse::<AccountRole>().ok())
         .ok_or_else(|| DomainError::NotFound(format!("account '{}' not found", account.name)))?;
+    require_account_role(caller, &account, held)?;
+    Ok((account, held))
+}
+
+/// Whether `held` in `account` is enough for the caller's current action.
+pub fn require_account_role(
+    caller: &Caller,
+    account: &Account,
+    held: AccountRole,
+) -> DomainResult<()> {
     let need = match caller.action.need() {
         Need::Account(role) => role,
         _ => AccountRole::Member,
@@ -152,7 +162,7 @@ pub async fn account(
             account.name
         )));
     }
-    Ok((account, held))
+    Ok(())
 }
 
 /// The part of the table that needs no store read, checked for every RPC before its handler

@@ -11,6 +11,7 @@ use kortix_proto::v1::{
     change_request_service_client::ChangeRequestServiceClient,
     member_service_client::MemberServiceClient, project_service_client::ProjectServiceClient,
     secret_service_client::SecretServiceClient, session_service_client::SessionServiceClient,
+    trigger_service_client::TriggerServiceClient,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,6 +91,9 @@ impl TestServer {
 
     pub fn accounts(&self, token: &str) -> AccountServiceClient<Authed> {
         AccountServiceClient::new(self.authed(token))
+    }
+    pub fn triggers(&self, token: &str) -> TriggerServiceClient<Authed> {
+        TriggerServiceClient::new(self.authed(token))
     }
     pub fn members(&self, token: &str) -> MemberServiceClient<Authed> {
         MemberServiceClient::new(self.authed(token))
