@@ -3,14 +3,29 @@
 
 use crate::auth::{Caller, TokenKind, generate_token, hash_token};
 use crate::error::{DomainError, DomainResult, check_len};
-use crate::permissions::{self, AccountRole};
-use crate::store::{Account, ApiToken, Member, Person, Store};
+use crate::permissions::{self, AccountRole, ProjectRole};
+use crate::store::{Account, ApiToken, Member, Person, Project, Store, TokenLimits};
 
 const MAX_TOKEN_NAME: usize = 128;
 /// Longest token id looked up (ids are UUIDs).
 const MAX_TOKEN_ID: usize = 64;
 /// Longest person name looked up (names are at most 64 bytes).
 const MAX_PERSON_REF: usize = 128;
+
+/// Longest token lifetime accepted: ten years.
+pub const MAX_TOKEN_SECONDS: i64 = 10 * 365 * 24 * 3600;
+
+/// What a caller asks for when creating a token.
+#[derive(Debug, Clone, Default)]
+pub struct NewToken {
+    pub name: String,
+    /// Empty: the person's full rights.
+    pub project: String,
+    /// Empty: the creator's role on `project`.
+    pub role: String,
+    /// 0: never expires.
+    pub expires_in_seconds: i64,
+}
 
 /// A token as created: its record and its secret text, which exists nowhere else.
 pub struct MintedToken {
@@ -43,8 +58,53 @@ impl Accounts {
         Ok(self.store.get_person(&caller.person_id).await?)
     }
 
-    pub async fn create_token(&self, caller: &Caller, name: &str) -> DomainResult<MintedToken> {
-        self.mint(&caller.person_id, name).await
+    /// A token for the caller, optionally narrowed to one project and a role no higher than
+    /// the caller's own there, and optionally expiring.
+    pub async fn create_token(
+        &self,
+        caller: &Caller,
+        req: NewToken,
+    ) -> DomainResult<(MintedToken, Option<Project>)> {
+        if !(0..=MAX_TOKEN_SECONDS).contains(&req.expires_in_seconds) {
+            return Err(DomainError::Invalid(format!(
+                "a token expires after 1 second to {MAX_TOKEN_SECONDS} seconds (or never: 0)"
+            )));
+        }
+        let mut limits = TokenLimits {
+            expires_ms: (req.expires_in_seconds > 0)
+                .then(|| crate::clock::now_ms() + req.expires_in_seconds * 1000),
+            ..TokenLimits::default()
+        };
+        let mut project = None;
+        if req.project.is_empty() {
+            if !req.role.is_empty() {
+                return Err(DomainError::Invalid(
+                    "a token's role needs a project (--project)".into(),
+                ));
+            }
+        } else {
+            let (p, held) = permissions::project_role(&self.store, caller, &req.project).await?;
+            let role = if req.role.is_empty() {
+                held
+            } else {
+                req.role
+                    .parse::<ProjectRole>()
+                    .map_err(|e| DomainError::Invalid(e.to_string()))?
+            };
+            if role > held {
+                return Err(DomainError::PermissionDenied(format!(
+                    "a token for project '{}' can be at most {held}, your role there; {role} needs the project role {role}",
+                    p.name
+                )));
+            }
+            limits.project_id = Some(p.id.clone());
+            limits.role = Some(role.as_str().to_string());
+            project = Some(p);
+        }
+        let minted = self
+            .mint_limited(&caller.person_id, &req.name, limits)
+            .await?;
+        Ok((minted, project))
     }
 
     pub async fn tokens(&self, caller: &Caller) -> DomainResult<Vec<ApiToken>> {
@@ -153,6 +213,16 @@ impl Accounts {
     }
 
     async fn mint(&self, person_id: &str, name: &str) -> DomainResult<MintedToken> {
+        self.mint_limited(person_id, name, TokenLimits::default())
+            .await
+    }
+
+    async fn mint_limited(
+        &self,
+        person_id: &str,
+        name: &str,
+        limits: TokenLimits,
+    ) -> DomainResult<MintedToken> {
         if name.len() > MAX_TOKEN_NAME {
             return Err(DomainError::Invalid(format!(
                 "token name longer than {MAX_TOKEN_NAME} bytes"
@@ -161,7 +231,7 @@ impl Accounts {
         let token = generate_token(TokenKind::Person);
         let info = self
             .store
-            .create_api_token(person_id, name, &hash_token(&token))
+            .create_limited_api_token(person_id, name, &hash_token(&token), limits)
             .await?;
         Ok(MintedToken { info, token })
     }

@@ -322,3 +322,130 @@ async fn alice_id(ts: &TestServer, token: &str) -> String {
         .into_inner()
         .id
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowed_tokens_reach_one_project_at_most_their_creators_role() {
+    let ts = TestServer::start().await;
+    let alice = ts.account("alice").await;
+    let bob = ts.account("bob").await;
+    create_project(&ts, &alice, "web", "").await;
+    create_project(&ts, &alice, "api", "").await;
+    ts.access(&alice)
+        .grant_access(GrantAccessRequest {
+            project: "web".into(),
+            person: "bob".into(),
+            role: "editor".into(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap();
+    // Higher than the creator's own role: refused, naming the roles.
+    let err = ts
+        .accounts(&bob)
+        .create_token(CreateTokenRequest {
+            name: "ci".into(),
+            project: "web".into(),
+            role: "manager".into(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("at most editor"), "{err:?}");
+    // A role without a project is a usage error.
+    let err = ts
+        .accounts(&bob)
+        .create_token(CreateTokenRequest {
+            role: "viewer".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Without --role the token gets the creator's role.
+    let created = ts
+        .accounts(&bob)
+        .create_token(CreateTokenRequest {
+            name: "ci".into(),
+            project: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info = created.info.unwrap();
+    assert_eq!(
+        (info.project.as_str(), info.role.as_str()),
+        ("web", "editor")
+    );
+
+    // alice's token narrowed to web as viewer: sees web, not api; may not change secrets.
+    let ci = ts
+        .accounts(&alice)
+        .create_token(CreateTokenRequest {
+            name: "ci".into(),
+            project: "web".into(),
+            role: "viewer".into(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    get_project(&ts, &ci, "web").await.unwrap();
+    assert_eq!(
+        get_project(&ts, &ci, "api").await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let listed = ts
+        .projects(&ci)
+        .list_projects(ListProjectsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .projects;
+    assert_eq!(
+        listed.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["web"]
+    );
+    let err = ts
+        .secrets(&ci)
+        .delete_secret(DeleteSecretRequest {
+            project: "web".into(),
+            name: "X".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // Nor make tokens of its own.
+    let err = ts
+        .accounts(&ci)
+        .create_token(CreateTokenRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("not narrowed"), "{err:?}");
+
+    // An expiring token stops working when it expires.
+    let short = ts
+        .accounts(&alice)
+        .create_token(CreateTokenRequest {
+            name: "short".into(),
+            expires_in_seconds: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    get_project(&ts, &short, "web").await.unwrap();
+    support::eventually("the token to expire", Duration::from_secs(10), || async {
+        match get_project(&ts, &short, "web").await {
+            Err(e) if e.code() == Code::Unauthenticated => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    ts.stop().await;
+}

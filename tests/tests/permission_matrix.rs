@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use kortix_controlplane::permissions::{self, AccountRole, Need, ProjectRole};
+use kortix_controlplane::permissions::{self, AccountRole, Action, Need, ProjectRole};
 use kortix_controlplane::store::{NewSession, Store, StoreOptions};
 use kortix_proto::v1::*;
 use prost::Message;
@@ -34,9 +34,11 @@ enum Who {
     ExpiredGrant,
     /// The owner's revoked token.
     RevokedToken,
+    /// The owner's token narrowed to viewer on the project.
+    NarrowedViewer,
 }
 
-const EVERYONE: [Who; 10] = [
+const EVERYONE: [Who; 11] = [
     Who::Stranger,
     Who::Member,
     Who::Viewer,
@@ -47,6 +49,7 @@ const EVERYONE: [Who; 10] = [
     Who::ServerAdmin,
     Who::ExpiredGrant,
     Who::RevokedToken,
+    Who::NarrowedViewer,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +64,7 @@ enum Outcome {
 
 fn project_role(who: Who) -> Option<ProjectRole> {
     match who {
-        Who::Viewer => Some(ProjectRole::Viewer),
+        Who::Viewer | Who::NarrowedViewer => Some(ProjectRole::Viewer),
         Who::Editor => Some(ProjectRole::Editor),
         Who::Manager | Who::Admin | Who::Owner => Some(ProjectRole::Manager),
         _ => None,
@@ -77,10 +80,18 @@ fn account_role(who: Who) -> Option<AccountRole> {
     }
 }
 
-/// What the permission table says `who` gets for an RPC that needs `need`.
-fn expected(need: Need, who: Who) -> Outcome {
+/// What the permission table says `who` gets for an RPC that is `action`.
+fn expected(action: Action, who: Who) -> Outcome {
+    let need = action.need();
     if who == Who::RevokedToken {
         return Outcome::Unauthenticated;
+    }
+    if who == Who::NarrowedViewer {
+        let unnarrowed = matches!(need, Need::ServerAdmin | Need::Account(_))
+            || action == Action::ManageOwnTokens;
+        if unnarrowed {
+            return Outcome::Denied("not narrowed".into());
+        }
     }
     match need {
         Need::Person => Outcome::Allowed,
@@ -235,6 +246,7 @@ async fn cast(ts: &TestServer, store: &Store) -> Cast {
         .accounts(&owner)
         .create_token(CreateTokenRequest {
             name: "revoked".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -245,6 +257,18 @@ async fn cast(ts: &TestServer, store: &Store) -> Cast {
         })
         .await
         .unwrap();
+    let narrowed = ts
+        .accounts(&owner)
+        .create_token(CreateTokenRequest {
+            name: "ci".into(),
+            project: "web".into(),
+            role: "viewer".into(),
+            expires_in_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
     Cast {
         tokens: vec![
             (Who::Stranger, stranger),
@@ -257,6 +281,7 @@ async fn cast(ts: &TestServer, store: &Store) -> Cast {
             (Who::ServerAdmin, ts.admin_token.clone()),
             (Who::ExpiredGrant, expired),
             (Who::RevokedToken, revoked.token),
+            (Who::NarrowedViewer, narrowed),
         ],
     }
 }
@@ -290,7 +315,10 @@ async fn call(
         }
         ("kortix.v1.AccountService", "CreateToken") => ts
             .accounts(token)
-            .create_token(CreateTokenRequest { name: "m".into() })
+            .create_token(CreateTokenRequest {
+                name: "m".into(),
+                ..Default::default()
+            })
             .await
             .map(drop),
         ("kortix.v1.AccountService", "ListTokens") => {
@@ -537,7 +565,7 @@ async fn every_rpc_for_every_role() {
                 .await
                 .unwrap();
             set_member(&ts, cast.token(Who::Owner), "zed", "member").await;
-            let want = expected(action.need(), who);
+            let want = expected(action, who);
             seen.insert(std::mem::discriminant(&want));
             let got = observed(
                 call(&ts, &rpc, cast.token(who), &session.id, n).await,

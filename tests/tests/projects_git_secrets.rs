@@ -59,7 +59,10 @@ async fn bad_tokens_are_unauthenticated() {
     }
     let created = ts
         .accounts(&alice)
-        .create_token(CreateTokenRequest { name: "ci".into() })
+        .create_token(CreateTokenRequest {
+            name: "ci".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -86,6 +86,9 @@ pub struct TokenJson {
     pub created_at: Option<String>,
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
+    pub project: Option<String>,
+    pub role: Option<String>,
+    pub expires_at: Option<String>,
 }
 
 impl From<&TokenInfo> for TokenJson {
@@ -96,6 +99,9 @@ impl From<&TokenInfo> for TokenJson {
             created_at: rfc3339_ms(t.created_unix_ms),
             last_used_at: rfc3339_ms(t.last_used_unix_ms),
             revoked_at: rfc3339_ms(t.revoked_unix_ms),
+            project: opt(&t.project),
+            role: opt(&t.role),
+            expires_at: rfc3339_ms(t.expires_unix_ms),
         }
     }
 }
@@ -994,6 +1000,9 @@ mod tests {
             created_unix_ms: TS,
             last_used_unix_ms: 0,
             revoked_unix_ms: TS,
+            project: "web".into(),
+            role: "editor".into(),
+            expires_unix_ms: 0,
         };
         let created = TokenCreatedJson {
             info: TokenJson::from(&t),
@@ -1002,7 +1011,8 @@ mod tests {
         assert_eq!(
             to_value(&created),
             json!({"id": "t1", "name": null, "created_at": TS_TEXT, "last_used_at": null,
-                   "revoked_at": TS_TEXT, "token": "kx_2"})
+                   "revoked_at": TS_TEXT, "project": "web", "role": "editor",
+                   "expires_at": null, "token": "kx_2"})
         );
         let s = SecretInfo {
             name: "API_KEY".into(),

@@ -44,12 +44,23 @@ impl AccountService for Accounts {
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenResponse>, Status> {
         let who = caller(&request)?;
-        let minted = self
+        let req = request.into_inner();
+        let (minted, project) = self
             .accounts
-            .create_token(&who, &request.into_inner().name)
+            .create_token(
+                &who,
+                crate::accounts::NewToken {
+                    name: req.name,
+                    project: req.project,
+                    role: req.role,
+                    expires_in_seconds: req.expires_in_seconds,
+                },
+            )
             .await?;
+        let mut info = convert::token(&minted.info);
+        info.project = project.map(|p| p.name).unwrap_or_default();
         Ok(Response::new(CreateTokenResponse {
-            info: Some(convert::token(&minted.info)),
+            info: Some(info),
             token: minted.token,
         }))
     }

@@ -99,6 +99,10 @@ pub fn token(t: &store::ApiToken) -> pb::TokenInfo {
         created_unix_ms: t.created_ms,
         last_used_unix_ms: t.last_used_ms.unwrap_or(0),
         revoked_unix_ms: t.revoked_ms.unwrap_or(0),
+        // The project's id; `CreateToken` answers with its name.
+        project: t.project_id.clone().unwrap_or_default(),
+        role: t.role.clone().unwrap_or_default(),
+        expires_unix_ms: t.expires_ms.unwrap_or(0),
     }
 }
 
