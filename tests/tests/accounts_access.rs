@@ -449,3 +449,55 @@ async fn narrowed_tokens_reach_one_project_at_most_their_creators_role() {
     .await;
     ts.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_tokens_open_attach_stream_ends() {
+    use kortix_controlplane::store::{NewSession, Store, StoreOptions};
+    let ts = TestServer::start().await;
+    let alice = ts.account("alice").await;
+    let web = create_project(&ts, &alice, "web", "").await;
+    let store = Store::open_sqlite(&ts.data_dir().join("kortix.db"), StoreOptions::default())
+        .await
+        .unwrap();
+    // A session that never ends by itself: nothing runs it.
+    let (session, _) = store
+        .create_session(&NewSession {
+            project_id: web.id.clone(),
+            origin: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let viewer = ts
+        .accounts(&alice)
+        .create_token(CreateTokenRequest {
+            name: "viewer".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = ts
+        .sessions(&viewer.token)
+        .attach(AttachRequest {
+            session_id: session.id.clone(),
+            from_seq: 0,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ts.accounts(&alice)
+        .revoke_token(RevokeTokenRequest {
+            id: viewer.info.unwrap().id,
+        })
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends once its token is revoked");
+    let err = ended.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    store.close().await;
+    ts.stop().await;
+}

@@ -9,11 +9,16 @@ use crate::auth::Caller;
 use crate::error::check_len;
 use crate::store::{Session, SessionStatus};
 use kortix_proto::v1::{ControlFrame, Prompt, control_frame};
+use tokio_stream::StreamExt as _;
 
 /// Most sessions listed at once.
 const LIST_LIMIT: u32 = 500;
 /// Largest prompt accepted (initial or chat).
 pub const MAX_PROMPT: usize = 256 * 1024;
+/// How often an open attach stream re-checks its token.
+pub const TOKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// Records buffered between the attach pump and the token check.
+const FORWARD_QUEUE: usize = 64;
 /// Longest session id looked up (ids are UUIDs).
 const MAX_SESSION_ID: usize = 64;
 
@@ -144,7 +149,53 @@ impl Sessions {
         follow: bool,
     ) -> Result<AttachStream, SessionError> {
         let session = self.owned(caller, id).await?;
-        Ok(self.attach(session.id, from_seq, follow))
+        let inner = self.attach(session.id, from_seq, follow);
+        if caller.token_id.is_empty() {
+            return Ok(inner);
+        }
+        Ok(self.end_on_revocation(inner, caller.token_id.clone()))
+    }
+
+    /// Forwards `inner` while the token stays good; a revoked or expired token ends the
+    /// stream with UNAUTHENTICATED within [`TOKEN_RECHECK`]. A store outage is no revocation:
+    /// the stream goes on and the check is retried.
+    fn end_on_revocation(&self, mut inner: AttachStream, token_id: String) -> AttachStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(FORWARD_QUEUE);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut check = tokio::time::interval(TOKEN_RECHECK);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    item = inner.next() => match item {
+                        Some(item) => {
+                            if tx.send(item).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    _ = check.tick() => {
+                        match store.api_token_live(&token_id, crate::clock::now_ms()).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                let _ = tx
+                                    .send(Err(tonic::Status::unauthenticated(
+                                        "the token was revoked or has expired",
+                                    )))
+                                    .await;
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(token = %token_id, error = %e, "cannot re-check an attach stream's token");
+                            }
+                        }
+                    }
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
     }
 
     /// Sends a prompt to the session's running agent; returns the prompt's id.
