@@ -954,6 +954,7 @@ mod tests {
             last_heartbeat_unix_ms: 0,
             last_seq: 42,
             origin: "trigger:nightly".into(),
+            launched_by: "trigger:nightly".into(),
         };
         assert_eq!(
             to_value(&SessionJson::from(&s)),

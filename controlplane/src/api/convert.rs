@@ -43,6 +43,7 @@ pub fn session(s: &store::Session, project_name: &str) -> pb::Session {
         last_heartbeat_unix_ms: s.last_heartbeat_ms.unwrap_or(0),
         last_seq: s.acked_seq.max(0) as u64,
         origin: s.origin.clone(),
+        launched_by: s.launched_by.clone(),
     }
 }
 
