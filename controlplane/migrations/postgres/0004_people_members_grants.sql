@@ -1,5 +1,5 @@
--- People, account membership, project grants, narrowed tokens, the audit log and session
--- launchers. Keep in step with ../sqlite/0004_people_members_grants.sql.
+-- People, account membership, project grants, narrowed tokens and session launchers.
+-- Keep in step with ../sqlite/0004_people_members_grants.sql.
 --
 -- Until now an account was one person. Every existing account becomes a person with the same
 -- id and name, and stays as that person's personal account, owned by them: a person's
@@ -53,18 +53,3 @@ ALTER TABLE api_tokens ADD COLUMN expires_ms BIGINT;
 
 -- Who started a session: person:<id>, token:<id> or trigger:<slug>.
 ALTER TABLE sessions ADD COLUMN launched_by TEXT NOT NULL DEFAULT '';
-
--- Privileged actions. The API only ever appends.
-CREATE TABLE audit_log (
-    seq         BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    ts_ms       BIGINT  NOT NULL,
-    account_id  TEXT    NOT NULL DEFAULT '',
-    project_id  TEXT    NOT NULL DEFAULT '',
-    actor       TEXT    NOT NULL,
-    action      TEXT    NOT NULL,
-    target      TEXT    NOT NULL DEFAULT '',
-    detail      TEXT    NOT NULL DEFAULT '',
-    origin      TEXT    NOT NULL DEFAULT ''
-);
-CREATE INDEX audit_log_account ON audit_log(account_id, seq);
-CREATE INDEX audit_log_project ON audit_log(project_id, seq);
