@@ -38,7 +38,7 @@ fn batches() -> Vec<Vec<RecordRow>> {
 /// Records per second into a fresh session of `store`.
 async fn measure(store: &Store) -> anyhow::Result<f64> {
     let tag = format!("bench-{}", kortix_controlplane::clock::now_ms());
-    let account = store.create_account(&tag, false).await?;
+    let account = store.create_person(&tag, false).await?;
     let project = store.create_project(&account.id, &tag, "main").await?;
     let (session, _) = store
         .create_session(&NewSession {

@@ -92,6 +92,7 @@ impl Api {
             name: name.to_string(),
             import_source: source.to_string(),
             default_branch: String::new(),
+            account: String::new(),
         };
         Ok(timed(
             "create project",

@@ -26,7 +26,7 @@ async fn sessions_in(store: &Store, n: u64, running: bool) -> Result<Vec<String>
         crate::clock::now_us()
     );
     let account = store
-        .create_account(&tag, false)
+        .create_person(&tag, false)
         .await
         .map_err(store_err("baseline account"))?;
     let project = store

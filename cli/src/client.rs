@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use kortix_proto::v1::access_service_client::AccessServiceClient;
 use kortix_proto::v1::account_service_client::AccountServiceClient;
 use kortix_proto::v1::change_request_service_client::ChangeRequestServiceClient;
+use kortix_proto::v1::member_service_client::MemberServiceClient;
 use kortix_proto::v1::project_service_client::ProjectServiceClient;
 use kortix_proto::v1::secret_service_client::SecretServiceClient;
 use kortix_proto::v1::session_service_client::SessionServiceClient;
@@ -167,6 +169,14 @@ impl Client {
 
     pub fn accounts(&self) -> AccountServiceClient<Authed> {
         AccountServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn members(&self) -> MemberServiceClient<Authed> {
+        MemberServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn access(&self) -> AccessServiceClient<Authed> {
+        AccessServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
     pub fn projects(&self) -> ProjectServiceClient<Authed> {

@@ -51,9 +51,13 @@ pub struct Global {
 enum Command {
     /// Work with kortix.toml.
     Manifest(commands::manifest::ManifestArgs),
-    /// Create accounts (admin) and show the current one.
+    /// Create people with their personal accounts (server admin) and show who you are.
     Accounts(commands::accounts::AccountsArgs),
-    /// Manage the calling account's bearer tokens.
+    /// People in an account and their roles (owner, admin, member).
+    Members(commands::members::MembersArgs),
+    /// Who may do what on one project (manager, editor, viewer).
+    Access(commands::access::AccessArgs),
+    /// Manage your bearer tokens.
     Tokens(commands::tokens::TokensArgs),
     /// Save a token for --url (checked against the server first).
     Login(commands::login::LoginArgs),
@@ -104,6 +108,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Manifest(args) => commands::manifest::run(&cli.global, args),
         Command::Accounts(args) => commands::accounts::run(&cli.global, args),
+        Command::Members(args) => commands::members::run(&cli.global, args),
+        Command::Access(args) => commands::access::run(&cli.global, args),
         Command::Tokens(args) => commands::tokens::run(&cli.global, args),
         Command::Login(args) => commands::login::run_login(&cli.global, args),
         Command::Logout(args) => commands::login::run_logout(&cli.global, args),

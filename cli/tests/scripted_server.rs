@@ -68,7 +68,7 @@ impl AccountService for Script {
                 id: "a1".into(),
                 name: header.trim_start_matches("Bearer ").to_owned(),
                 created_unix_ms: 1_700_000_000_000,
-                admin: false,
+                server_admin: false,
             })),
         }
     }

@@ -115,13 +115,22 @@ impl ChangeRequests {
         }
         check_len("the branch", &req.branch, MAX_BRANCH)?;
         check_len("the session id", &req.session_id, MAX_SESSION_ID)?;
-        let project = crate::projects::owned(&self.store, caller, &req.project).await?;
+        let project = crate::permissions::project(&self.store, caller, &req.project).await?;
         let (head, session_id) = match (req.session_id.is_empty(), req.branch.is_empty()) {
             (false, true) => {
-                let s = self
-                    .store
-                    .get_session_for_account(&caller.account_id, &req.session_id)
-                    .await?;
+                let not_found =
+                    || DomainError::NotFound(format!("session {} not found", req.session_id));
+                let s = match self.store.get_session(&req.session_id).await {
+                    Err(e) if e.is_not_found() => return Err(not_found()),
+                    other => other?,
+                };
+                if s.project_id != project.id
+                    && crate::permissions::project_role(&self.store, caller, &s.project_id)
+                        .await
+                        .is_err()
+                {
+                    return Err(not_found());
+                }
                 if s.project_id != project.id {
                     return Err(DomainError::Invalid(format!(
                         "session {} belongs to another project",
@@ -193,7 +202,7 @@ impl ChangeRequests {
                 base_sha: base_sha.to_string(),
                 merge_base: mb.map(|m| m.to_string()).unwrap_or_default(),
                 session_id,
-                author_account_id: caller.account_id.clone(),
+                author_account_id: caller.person_id.clone(),
             })
             .await?;
         tracing::info!(project = %project.name, number = cr.number, head = %cr.head_branch, "change request opened");
@@ -227,7 +236,9 @@ impl ChangeRequests {
                 return Err(DomainError::Invalid("paging needs a project".into()));
             }
             let mut rows = Vec::new();
-            for project in self.store.list_projects(&caller.account_id).await? {
+            for (project, _) in
+                crate::permissions::check::visible_projects(&self.store, caller).await?
+            {
                 rows.extend(self.store.list_change_requests(&project.id, &query).await?);
             }
             return Ok(Page {
@@ -235,7 +246,7 @@ impl ChangeRequests {
                 next_page_token: String::new(),
             });
         }
-        let project = crate::projects::owned(&self.store, caller, &req.project).await?;
+        let project = crate::permissions::project(&self.store, caller, &req.project).await?;
         let rows = self.store.list_change_requests(&project.id, &query).await?;
         let next_page_token = if rows.len() as u32 == limit {
             rows.last()
@@ -462,7 +473,7 @@ impl ChangeRequests {
         project: &str,
         number: u64,
     ) -> DomainResult<(Project, ChangeRequest)> {
-        let project = crate::projects::owned(&self.store, caller, project).await?;
+        let project = crate::permissions::project(&self.store, caller, project).await?;
         let number = i64::try_from(number)
             .map_err(|_| DomainError::Invalid("CR number out of range".into()))?;
         let cr = self.store.get_change_request(&project.id, number).await?;

@@ -65,6 +65,7 @@ impl From<crate::store::Error> for DomainError {
             E::AlreadyExists(_) => DomainError::AlreadyExists(message),
             E::Invalid { .. } => DomainError::Invalid(message),
             E::BootstrapToken(_) => DomainError::Unauthenticated(message),
+            E::LastOwner(_) => DomainError::Precondition(message),
             e if e.is_unavailable() => DomainError::Unavailable(message),
             _ => DomainError::Internal(message),
         }

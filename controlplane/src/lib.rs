@@ -31,6 +31,8 @@ pub mod gateway;
 pub mod git;
 pub mod manifests;
 pub mod metrics;
+pub mod permissions;
+pub mod project_access;
 pub mod projects;
 pub mod public;
 pub mod sandbox;

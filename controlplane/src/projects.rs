@@ -1,7 +1,7 @@
 //! Projects: a bare repository with a `kortix.toml` on its default branch, owned by one
 //! account. [`Projects`] creates them (empty or imported, undoing the reservation when the
-//! repository cannot be made), lists them and describes them; [`owned`] is how every domain
-//! service resolves a caller's project reference.
+//! repository cannot be made), lists them and describes them. Every domain service resolves a
+//! caller's project reference through [`crate::permissions::project`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,26 +14,10 @@ use crate::store::{Project, Store};
 
 /// The default branch of a project created without one.
 pub const DEFAULT_BRANCH: &str = "main";
-/// Longest project reference (a name is at most 64 bytes, an id 36) looked up for a caller.
-pub const MAX_PROJECT_REF: usize = 128;
+/// Longest project reference looked up for a caller.
+pub use crate::permissions::check::MAX_PROJECT_REF;
 /// Longest import source (path or URL) accepted.
 pub const MAX_IMPORT_SOURCE: usize = 4096;
-
-/// The caller's project named or identified by `reference`. Another account's project is
-/// NOT_FOUND exactly like a missing one ("not found in your account"; names are unique
-/// across accounts, so [`Projects::create`] says a name is taken without saying by whom).
-pub async fn owned(store: &Store, caller: &Caller, reference: &str) -> DomainResult<Project> {
-    if reference.is_empty() {
-        return Err(DomainError::Invalid("a project is required".into()));
-    }
-    check_len("the project name or id", reference, MAX_PROJECT_REF)?;
-    match store.get_project(&caller.account_id, reference).await {
-        Err(e) if e.is_not_found() => Err(DomainError::NotFound(format!(
-            "project '{reference}' not found in your account"
-        ))),
-        other => Ok(other?),
-    }
-}
 
 /// Who the platform's own commits (initial commit, merges) are by.
 pub fn platform_author() -> Author {
@@ -59,6 +43,8 @@ pub struct NewProject {
     pub import_source: String,
     /// Empty: `main` for a new repository, the source's `HEAD` branch for an import.
     pub default_branch: String,
+    /// The owning account's name or id; empty: the caller's personal account.
+    pub account: String,
 }
 
 /// A project and what its default branch says.
@@ -107,10 +93,11 @@ impl Projects {
     /// that fails the reservation is undone, so a failed create leaves nothing behind.
     pub async fn create(&self, caller: &Caller, req: NewProject) -> DomainResult<Project> {
         crate::store::validate_name("project name", &req.name)?;
+        let (account, _) = crate::permissions::account(&self.store, caller, &req.account).await?;
         let import = req.import_source.trim().to_string();
         check_len("the import source", &import, MAX_IMPORT_SOURCE)?;
         if !import.is_empty() {
-            self.check_import_source(&import, caller.admin)?;
+            self.check_import_source(&import, caller.server_admin)?;
         }
         let requested_branch = req.default_branch.trim().to_string();
         if !requested_branch.is_empty() {
@@ -125,7 +112,7 @@ impl Projects {
         };
         let project = match self
             .store
-            .create_project(&caller.account_id, &req.name, branch_guess)
+            .create_project(&account.id, &req.name, branch_guess)
             .await
         {
             Err(e) if e.is_already_exists() => {
@@ -231,15 +218,21 @@ impl Projects {
         Ok(())
     }
 
-    /// The caller's projects, by name.
+    /// The projects the caller may see, by name.
     pub async fn list(&self, caller: &Caller) -> DomainResult<Vec<Project>> {
-        Ok(self.store.list_projects(&caller.account_id).await?)
+        Ok(
+            crate::permissions::check::visible_projects(&self.store, caller)
+                .await?
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect(),
+        )
     }
 
     /// The project with its default branch's head and manifest. A manifest that cannot be
     /// read is described, not an error: the project itself is fine.
     pub async fn info(&self, caller: &Caller, reference: &str) -> DomainResult<ProjectInfo> {
-        let project = owned(&self.store, caller, reference).await?;
+        let project = crate::permissions::project(&self.store, caller, reference).await?;
         let (head_sha, manifest, manifest_error) = match self
             .manifests
             .get(&project.id, &project.default_branch)

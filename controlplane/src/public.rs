@@ -11,6 +11,7 @@ use crate::api;
 use crate::auth::Authenticator;
 use crate::change_requests::ChangeRequests;
 use crate::git::GitHttpState;
+use crate::project_access::ProjectAccess;
 use crate::projects::Projects;
 use crate::secrets::ProjectSecrets;
 use crate::sessions::{Sessions, live::Hub};
@@ -24,6 +25,7 @@ const MAX_API_MESSAGE: usize = 4 * 1024 * 1024;
 /// and keys; each field is one domain service (or the state of one HTTP surface).
 pub struct PublicServices {
     pub accounts: Accounts,
+    pub project_access: ProjectAccess,
     pub projects: Projects,
     pub change_requests: ChangeRequests,
     pub secrets: ProjectSecrets,
@@ -52,8 +54,20 @@ impl PublicServices {
             .add_service(reflection)
             .add_service(
                 pb::account_service_server::AccountServiceServer::new(
-                    api::accounts::Accounts::new(self.accounts),
+                    api::accounts::Accounts::new(self.accounts.clone()),
                 )
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
+                pb::member_service_server::MemberServiceServer::new(api::members::Members::new(
+                    self.accounts,
+                ))
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
+                pb::access_service_server::AccessServiceServer::new(api::access::Access::new(
+                    self.project_access,
+                ))
                 .max_decoding_message_size(MAX_API_MESSAGE),
             )
             .add_service(

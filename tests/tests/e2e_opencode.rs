@@ -115,6 +115,8 @@ async fn a_session_writes_commits_and_pushes_through_real_opencode() {
         .await
         .unwrap()
         .into_inner();
+    // The person who started it is its launcher.
+    assert!(session.launched_by.starts_with("person:"), "{session:?}");
     let ws = workspace(&ts, &session.id);
     model.push([
         Turn::write_file(

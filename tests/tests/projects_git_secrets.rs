@@ -30,7 +30,7 @@ async fn admin_token_is_private_and_creates_accounts() {
         .unwrap()
         .into_inner();
     assert_eq!(me.name, "alice");
-    assert!(!me.admin);
+    assert!(!me.server_admin);
     let err = ts
         .accounts(&alice)
         .create_account(CreateAccountRequest { name: "bob".into() })
@@ -59,7 +59,10 @@ async fn bad_tokens_are_unauthenticated() {
     }
     let created = ts
         .accounts(&alice)
-        .create_token(CreateTokenRequest { name: "ci".into() })
+        .create_token(CreateTokenRequest {
+            name: "ci".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -136,10 +139,7 @@ async fn projects_are_per_account_and_names_unique() {
             .await
             .unwrap_err();
         assert_eq!(hidden.code(), Code::NotFound);
-        assert_eq!(
-            hidden.message(),
-            format!("project '{project}' not found in your account")
-        );
+        assert_eq!(hidden.message(), format!("project '{project}' not found"));
     }
     let bad = ts
         .projects(&alice)
@@ -194,6 +194,7 @@ async fn import_clone_push_and_the_default_branch_guard() {
                 name: "mine".into(),
                 import_source: source,
                 default_branch: String::new(),
+                account: String::new(),
             })
             .await
             .unwrap_err();
@@ -207,6 +208,7 @@ async fn import_clone_push_and_the_default_branch_guard() {
             name: "imported".into(),
             import_source: src.display().to_string(),
             default_branch: String::new(),
+            account: String::new(),
         })
         .await
         .unwrap()

@@ -18,12 +18,13 @@ pub struct AccountsArgs {
 
 #[derive(Debug, Subcommand)]
 enum AccountsCommand {
-    /// Create an account and print its first token, shown once (admin token only).
+    /// Create a person with a personal account they own, and print their first token, shown
+    /// once (server admin token only).
     Create {
-        /// Account name.
+        /// The person's name (also their personal account's).
         name: String,
     },
-    /// Show the account the current token belongs to.
+    /// Show the person the current token belongs to.
     Whoami,
 }
 
@@ -55,7 +56,7 @@ async fn create(ctx: &Context, name: String) -> Result<ExitCode, CliError> {
         })?;
     } else {
         output::print_text(&format!(
-            "created account {} ({})\n{} {}\n{}",
+            "created {} ({}) with a personal account they own\n{} {}\n{}",
             paint(BOLD, &account.name),
             account.id,
             paint(BOLD, "token:"),
@@ -78,9 +79,12 @@ async fn whoami(ctx: &Context) -> Result<ExitCode, CliError> {
         output::print_json(&AccountJson::from(&account))?;
     } else {
         output::print_text(&table::details(&[
-            ("account", account.name.clone()),
+            ("person", account.name.clone()),
             ("id", account.id.clone()),
-            ("admin", if account.admin { "yes" } else { "no" }.to_owned()),
+            (
+                "server admin",
+                if account.server_admin { "yes" } else { "no" }.to_owned(),
+            ),
             ("created", time::human_ms(account.created_unix_ms)),
         ]))?;
     }

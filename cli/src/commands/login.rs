@@ -89,7 +89,11 @@ async fn login(ctx: &Context) -> Result<ExitCode, CliError> {
             "logged in to {} as {}{}; token saved in {}",
             ctx.url,
             paint(BOLD, &account.name),
-            if account.admin { " (admin)" } else { "" },
+            if account.server_admin {
+                " (server admin)"
+            } else {
+                ""
+            },
             path.display()
         ))?;
     }

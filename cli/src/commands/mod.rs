@@ -1,10 +1,12 @@
 //! One module per command group.
 
+pub mod access;
 pub mod accounts;
 pub mod cr;
 pub mod git_credential;
 pub mod login;
 pub mod manifest;
+pub mod members;
 pub mod projects;
 pub mod secrets;
 pub mod server;

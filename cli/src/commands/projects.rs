@@ -35,6 +35,10 @@ enum ProjectsCommand {
         /// Default branch (default: `main`, or the imported repo's HEAD branch).
         #[arg(long, value_name = "BRANCH")]
         default_branch: Option<String>,
+        /// The account that owns it (you must be its owner or admin) [default: your
+        /// personal account].
+        #[arg(long, value_name = "ACCOUNT")]
+        account: Option<String>,
     },
     /// List projects.
     #[command(alias = "list")]
@@ -63,7 +67,8 @@ pub fn run(global: &Global, args: ProjectsArgs) -> anyhow::Result<ExitCode> {
                 name,
                 import,
                 default_branch,
-            } => create(&ctx, &client, name, import, default_branch).await,
+                account,
+            } => create(&ctx, &client, name, import, default_branch, account).await,
             ProjectsCommand::Ls => list(&ctx, &client).await,
             ProjectsCommand::Info { project } => info(&ctx, &client, project).await,
             ProjectsCommand::Clone { project, dir } => clone(&ctx, &client, project, dir).await,
@@ -77,6 +82,7 @@ async fn create(
     name: String,
     import: Option<String>,
     default_branch: Option<String>,
+    account: Option<String>,
 ) -> Result<ExitCode, CliError> {
     let import_source = import
         .map(|source| absolute_if_local(&source))
@@ -95,6 +101,7 @@ async fn create(
         name,
         import_source,
         default_branch: default_branch.unwrap_or_default(),
+        account: account.unwrap_or_default(),
     };
     let result = client
         .call_within(

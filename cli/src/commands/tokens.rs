@@ -19,13 +19,24 @@ pub struct TokensArgs {
 
 #[derive(Debug, Subcommand)]
 enum TokensCommand {
-    /// Create a token for the calling account; it is shown once.
+    /// Create a token for yourself, optionally narrowed to one project and role; it is shown
+    /// once.
     Create {
         /// A label to recognise the token by.
         #[arg(long)]
         name: Option<String>,
+        /// Narrow the token to this project (name or id).
+        #[arg(long)]
+        project: Option<String>,
+        /// The most the token may do on --project, no higher than your role there
+        /// [default: your role].
+        #[arg(long, value_parser = ["viewer", "editor", "manager"], requires = "project")]
+        role: Option<String>,
+        /// Let the token lapse after this long (e.g. 12h, 30d) [default: never].
+        #[arg(long, value_name = "DURATION", value_parser = time::parse_duration)]
+        expires: Option<std::time::Duration>,
     },
-    /// List the calling account's tokens (never their values).
+    /// List your tokens (never their values).
     #[command(alias = "list")]
     Ls,
     /// Revoke a token by id.
@@ -40,7 +51,26 @@ pub fn run(global: &Global, args: TokensArgs) -> anyhow::Result<ExitCode> {
     client::run_async(async move {
         let client = Client::connect(&ctx).await?;
         match args.command {
-            TokensCommand::Create { name } => create(&ctx, &client, name).await,
+            TokensCommand::Create {
+                name,
+                project,
+                role,
+                expires,
+            } => {
+                let expires_in_seconds = match expires {
+                    None => 0,
+                    Some(d) => i64::try_from(d.as_secs().max(1)).map_err(|_| {
+                        CliError::Input(format!("--expires {}s is too long", d.as_secs()))
+                    })?,
+                };
+                let request = CreateTokenRequest {
+                    name: name.unwrap_or_default(),
+                    project: project.unwrap_or_default(),
+                    role: role.unwrap_or_default(),
+                    expires_in_seconds,
+                };
+                create(&ctx, &client, request).await
+            }
             TokensCommand::Ls => list(&ctx, &client).await,
             TokensCommand::Revoke { id } => revoke(&ctx, &client, id).await,
         }
@@ -50,11 +80,8 @@ pub fn run(global: &Global, args: TokensArgs) -> anyhow::Result<ExitCode> {
 async fn create(
     ctx: &Context,
     client: &Client,
-    name: Option<String>,
+    request: CreateTokenRequest,
 ) -> Result<ExitCode, CliError> {
-    let request = CreateTokenRequest {
-        name: name.unwrap_or_default(),
-    };
     let created = client
         .call(
             "CreateToken",

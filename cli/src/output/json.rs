@@ -3,9 +3,10 @@
 //! server left unset (empty string, 0 time) are `null`; enums are lower-case words.
 
 use kortix_proto::v1::{
-    Account, ChangeRequest, ChangeRequestDetail, ChangeRequestState, CommitRecord, DiffResponse,
-    FileChange, Firing, Gap, LogLine, LogStream, OpencodeEvent, Project, ProjectInfo, Record,
-    SecretInfo, Session, SessionStatus, StateChange, TokenInfo, Trigger, record,
+    AccessGrant, Account, ChangeRequest, ChangeRequestDetail, ChangeRequestState, CommitRecord,
+    DiffResponse, FileChange, Firing, Gap, LogLine, LogStream, Member, OpencodeEvent, Project,
+    ProjectInfo, Record, SecretInfo, Session, SessionStatus, StateChange, TokenInfo, Trigger,
+    record,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -56,7 +57,7 @@ pub fn log_stream(value: i32) -> &'static str {
 pub struct AccountJson {
     pub id: String,
     pub name: String,
-    pub admin: bool,
+    pub server_admin: bool,
     pub created_at: Option<String>,
 }
 
@@ -65,7 +66,7 @@ impl From<&Account> for AccountJson {
         AccountJson {
             id: a.id.clone(),
             name: a.name.clone(),
-            admin: a.admin,
+            server_admin: a.server_admin,
             created_at: rfc3339_ms(a.created_unix_ms),
         }
     }
@@ -85,6 +86,9 @@ pub struct TokenJson {
     pub created_at: Option<String>,
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
+    pub project: Option<String>,
+    pub role: Option<String>,
+    pub expires_at: Option<String>,
 }
 
 impl From<&TokenInfo> for TokenJson {
@@ -95,6 +99,9 @@ impl From<&TokenInfo> for TokenJson {
             created_at: rfc3339_ms(t.created_unix_ms),
             last_used_at: rfc3339_ms(t.last_used_unix_ms),
             revoked_at: rfc3339_ms(t.revoked_unix_ms),
+            project: opt(&t.project),
+            role: opt(&t.role),
+            expires_at: rfc3339_ms(t.expires_unix_ms),
         }
     }
 }
@@ -105,6 +112,48 @@ pub struct TokenCreatedJson {
     #[serde(flatten)]
     pub info: TokenJson,
     pub token: String,
+}
+
+/// `members ls|add|rm`: one membership.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct MemberJson {
+    pub account: String,
+    pub person: String,
+    pub role: String,
+    pub since: Option<String>,
+}
+
+impl From<&Member> for MemberJson {
+    fn from(m: &Member) -> Self {
+        MemberJson {
+            account: m.account.clone(),
+            person: m.person.clone(),
+            role: m.role.clone(),
+            since: rfc3339_ms(m.created_unix_ms),
+        }
+    }
+}
+
+/// `access ls|grant|revoke`: one grant.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct GrantJson {
+    pub project: String,
+    pub person: String,
+    pub role: String,
+    pub expires_at: Option<String>,
+    pub granted_at: Option<String>,
+}
+
+impl From<&AccessGrant> for GrantJson {
+    fn from(g: &AccessGrant) -> Self {
+        GrantJson {
+            project: g.project.clone(),
+            person: g.person.clone(),
+            role: g.role.clone(),
+            expires_at: rfc3339_ms(g.expires_unix_ms),
+            granted_at: rfc3339_ms(g.created_unix_ms),
+        }
+    }
 }
 
 // ---- projects and secrets ----
@@ -851,14 +900,37 @@ mod tests {
                 id: "a1".into(),
                 name: "alice".into(),
                 created_unix_ms: TS,
-                admin: false,
+                server_admin: false,
             }),
             token: "kx_1".into(),
         };
         assert_eq!(
             to_value(&created),
-            json!({"account": {"id": "a1", "name": "alice", "admin": false,
+            json!({"account": {"id": "a1", "name": "alice", "server_admin": false,
                                "created_at": TS_TEXT}, "token": "kx_1"})
+        );
+        let member = Member {
+            account: "team".into(),
+            person: "bob".into(),
+            role: "admin".into(),
+            created_unix_ms: TS,
+            ..Default::default()
+        };
+        assert_eq!(
+            to_value(&MemberJson::from(&member)),
+            json!({"account": "team", "person": "bob", "role": "admin", "since": TS_TEXT})
+        );
+        let grant = AccessGrant {
+            project: "web".into(),
+            person: "carol".into(),
+            role: "viewer".into(),
+            created_unix_ms: TS,
+            ..Default::default()
+        };
+        assert_eq!(
+            to_value(&GrantJson::from(&grant)),
+            json!({"project": "web", "person": "carol", "role": "viewer",
+                   "expires_at": null, "granted_at": TS_TEXT})
         );
     }
 
@@ -882,6 +954,7 @@ mod tests {
             last_heartbeat_unix_ms: 0,
             last_seq: 42,
             origin: "trigger:nightly".into(),
+            launched_by: "trigger:nightly".into(),
         };
         assert_eq!(
             to_value(&SessionJson::from(&s)),
@@ -928,6 +1001,9 @@ mod tests {
             created_unix_ms: TS,
             last_used_unix_ms: 0,
             revoked_unix_ms: TS,
+            project: "web".into(),
+            role: "editor".into(),
+            expires_unix_ms: 0,
         };
         let created = TokenCreatedJson {
             info: TokenJson::from(&t),
@@ -936,7 +1012,8 @@ mod tests {
         assert_eq!(
             to_value(&created),
             json!({"id": "t1", "name": null, "created_at": TS_TEXT, "last_used_at": null,
-                   "revoked_at": TS_TEXT, "token": "kx_2"})
+                   "revoked_at": TS_TEXT, "project": "web", "role": "editor",
+                   "expires_at": null, "token": "kx_2"})
         );
         let s = SecretInfo {
             name: "API_KEY".into(),

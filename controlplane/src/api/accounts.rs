@@ -28,7 +28,7 @@ impl AccountService for Accounts {
             .create(&who, &request.into_inner().name)
             .await?;
         Ok(Response::new(CreateAccountResponse {
-            account: Some(convert::account(&account)),
+            account: Some(convert::person(&account)),
             token,
         }))
     }
@@ -36,7 +36,7 @@ impl AccountService for Accounts {
     async fn who_am_i(&self, request: Request<Empty>) -> Result<Response<Account>, Status> {
         let who = caller(&request)?;
         let account = self.accounts.who_am_i(&who).await?;
-        Ok(Response::new(convert::account(&account)))
+        Ok(Response::new(convert::person(&account)))
     }
 
     async fn create_token(
@@ -44,12 +44,23 @@ impl AccountService for Accounts {
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenResponse>, Status> {
         let who = caller(&request)?;
-        let minted = self
+        let req = request.into_inner();
+        let (minted, project) = self
             .accounts
-            .create_token(&who, &request.into_inner().name)
+            .create_token(
+                &who,
+                crate::accounts::NewToken {
+                    name: req.name,
+                    project: req.project,
+                    role: req.role,
+                    expires_in_seconds: req.expires_in_seconds,
+                },
+            )
             .await?;
+        let mut info = convert::token(&minted.info);
+        info.project = project.map(|p| p.name).unwrap_or_default();
         Ok(Response::new(CreateTokenResponse {
-            info: Some(convert::token(&minted.info)),
+            info: Some(info),
             token: minted.token,
         }))
     }

@@ -2,10 +2,14 @@
 //!
 //! Runs as middleware in front of every `kortix.v1` service except the agent gateway (which
 //! is mTLS on its own listener): it resolves the token once, asynchronously, and leaves a
-//! [`Principal`] in the request extensions for the services to read. Health and reflection stay
-//! open so `grpcurl` and load balancers work without a token.
+//! [`Principal`] and the method's [`Action`] (from the permission table) in the request
+//! extensions for the services to read. A method the table lacks is refused for everyone;
+//! what the table decides without the store (server admin only, narrowed tokens) is refused
+//! here. Health and reflection stay open so `grpcurl` and load balancers work without a
+//! token.
 
 use crate::auth::{Authenticator, Caller, Principal};
+use crate::permissions::{self, Action};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -25,6 +29,13 @@ pub async fn middleware(
     if !needs_token(req.uri().path()) {
         return next.run(req).await;
     }
+    let Some(action) = permissions::rpc_action(req.uri().path()) else {
+        return Status::permission_denied(format!(
+            "{} has no entry in the permission table",
+            req.uri().path()
+        ))
+        .into_http();
+    };
     let header = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -41,13 +52,18 @@ pub async fn middleware(
                 .map_err(|e| Status::unauthenticated(e.to_string())),
         },
     };
-    match result {
-        Ok(principal) => {
-            req.extensions_mut().insert(principal);
-            next.run(req).await
-        }
-        Err(status) => status.into_http(),
+    let principal = match result {
+        Ok(principal) => principal,
+        Err(status) => return status.into_http(),
+    };
+    if let Some(caller) = principal.caller(action)
+        && let Err(refused) = permissions::upfront(&caller)
+    {
+        return Status::from(refused).into_http();
     }
+    req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(action);
+    next.run(req).await
 }
 
 /// The calling person; session git tokens are not accepted on the API.
@@ -56,8 +72,18 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
         .extensions()
         .get::<Principal>()
         .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+    if principal.person_id().is_none() {
+        return Err(Status::permission_denied(
+            "a session's git token cannot use the API",
+        ));
+    }
+    let action = request
+        .extensions()
+        .get::<Action>()
+        .copied()
+        .ok_or_else(|| Status::internal("the request passed no permission check"))?;
     principal
-        .caller()
+        .caller(action)
         .ok_or_else(|| Status::permission_denied("a session's git token cannot use the API"))
 }
 

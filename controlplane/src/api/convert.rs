@@ -43,6 +43,7 @@ pub fn session(s: &store::Session, project_name: &str) -> pb::Session {
         last_heartbeat_unix_ms: s.last_heartbeat_ms.unwrap_or(0),
         last_seq: s.acked_seq.max(0) as u64,
         origin: s.origin.clone(),
+        launched_by: s.launched_by.clone(),
     }
 }
 
@@ -57,12 +58,38 @@ pub fn project(p: &store::Project, git_url: &str) -> pb::Project {
     }
 }
 
-pub fn account(a: &store::Account) -> pb::Account {
+/// A person, as `WhoAmI` and `CreateAccount` show them (their personal account shares their
+/// id and name).
+pub fn person(p: &store::Person) -> pb::Account {
     pb::Account {
-        id: a.id.clone(),
-        name: a.name.clone(),
-        created_unix_ms: a.created_ms,
-        admin: a.admin,
+        id: p.id.clone(),
+        name: p.name.clone(),
+        created_unix_ms: p.created_ms,
+        server_admin: p.server_admin,
+    }
+}
+
+pub fn member(account: &store::Account, m: &store::Member) -> pb::Member {
+    pb::Member {
+        account_id: account.id.clone(),
+        account: account.name.clone(),
+        person_id: m.person_id.clone(),
+        person: m.person_name.clone(),
+        role: m.role.clone(),
+        created_unix_ms: m.created_ms,
+    }
+}
+
+pub fn grant(project: &store::Project, g: &store::Grant) -> pb::AccessGrant {
+    pb::AccessGrant {
+        project_id: project.id.clone(),
+        project: project.name.clone(),
+        person_id: g.person_id.clone(),
+        person: g.person_name.clone(),
+        role: g.role.clone(),
+        expires_unix_ms: g.expires_ms.unwrap_or(0),
+        granted_by: g.granted_by.clone(),
+        created_unix_ms: g.created_ms,
     }
 }
 
@@ -73,6 +100,10 @@ pub fn token(t: &store::ApiToken) -> pb::TokenInfo {
         created_unix_ms: t.created_ms,
         last_used_unix_ms: t.last_used_ms.unwrap_or(0),
         revoked_unix_ms: t.revoked_ms.unwrap_or(0),
+        // The project's id; `CreateToken` answers with its name.
+        project: t.project_id.clone().unwrap_or_default(),
+        role: t.role.clone().unwrap_or_default(),
+        expires_unix_ms: t.expires_ms.unwrap_or(0),
     }
 }
 

@@ -6,10 +6,12 @@
 //!   in the request extensions before any service runs.
 //! - [`convert`]: domain values → wire messages.
 
+pub mod access;
 pub mod accounts;
 pub mod authn;
 pub mod change_requests;
 pub mod convert;
+pub mod members;
 pub mod projects;
 pub mod secrets;
 pub mod sessions;

@@ -36,6 +36,7 @@ impl ProjectService for Projects {
                     name: req.name,
                     import_source: req.import_source,
                     default_branch: req.default_branch,
+                    account: req.account,
                 },
             )
             .await?;

@@ -37,7 +37,6 @@ impl SessionService for Sessions {
             .start_for(
                 &who,
                 StartRequest {
-                    account_id: None,
                     project: req.project,
                     prompt: req.prompt,
                     template: req.template,
@@ -45,6 +44,7 @@ impl SessionService for Sessions {
                     idempotency_key: req.idempotency_key,
                     resume_branch: req.resume_branch,
                     origin: "cli".into(),
+                    launched_by: String::new(),
                 },
             )
             .await?;

@@ -145,10 +145,15 @@ prompt = "x"
 
     fn as_account<T>(account_id: &str, message: T) -> Request<T> {
         let mut request = Request::new(message);
-        request.extensions_mut().insert(Principal::Account {
-            account_id: account_id.to_owned(),
-            admin: false,
+        request.extensions_mut().insert(Principal::Person {
+            person_id: account_id.to_owned(),
+            server_admin: false,
+            token_id: String::new(),
+            narrowed: None,
         });
+        request
+            .extensions_mut()
+            .insert(crate::permissions::Action::FireTrigger);
         request
     }
 
@@ -305,7 +310,7 @@ prompt = "x"
     async fn other_accounts_see_nothing() {
         let fx = Fixture::sqlite(MANIFEST, utc(2026, 3, 9, 15, 0, 0)).await;
         let service = TriggerServiceImpl::new(fx.triggers.clone());
-        let other = fx.store.create_account("mallory", false).await.unwrap();
+        let other = fx.store.create_person("mallory", false).await.unwrap();
 
         let err = service
             .list_triggers(as_account(

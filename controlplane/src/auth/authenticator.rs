@@ -1,9 +1,9 @@
 //! Resolves bearer tokens to principals through the store, and creates the first admin.
 
-use super::{AuthError, Principal, TokenKind, generate_token, hash_token, parse_bearer};
+use super::{AuthError, Narrowed, Principal, TokenKind, generate_token, hash_token, parse_bearer};
 use crate::store::{self, Store};
 
-/// Name of the account created on first start.
+/// Name of the person (and personal account) created on first start.
 pub const ADMIN_ACCOUNT_NAME: &str = "admin";
 const ADMIN_TOKEN_NAME: &str = "admin (first start)";
 
@@ -32,9 +32,11 @@ impl Authenticator {
         let now = crate::clock::now_ms();
         match TokenKind::of(token)? {
             TokenKind::Person => match self.store.lookup_api_token(&hash, now).await {
-                Ok((account, _)) => Ok(Principal::Account {
-                    account_id: account.id,
-                    admin: account.admin,
+                Ok((person, token)) => Ok(Principal::Person {
+                    person_id: person.id,
+                    server_admin: person.server_admin,
+                    narrowed: narrowed(&token),
+                    token_id: token.id,
                 }),
                 Err(e) if e.is_not_found() => Err(AuthError::InvalidToken),
                 Err(e) => Err(AuthError::Store(e)),
@@ -56,20 +58,35 @@ impl Authenticator {
     }
 }
 
+/// What a token is narrowed to; `None` for a token of the person's full rights. A role the
+/// store holds that no longer parses narrows to viewer rather than widening.
+fn narrowed(token: &store::ApiToken) -> Option<Narrowed> {
+    if token.project_id.is_none() && token.role.is_none() {
+        return None;
+    }
+    Some(Narrowed {
+        project_id: token.project_id.clone(),
+        role: token
+            .role
+            .as_deref()
+            .map(|r| r.parse().unwrap_or(crate::permissions::ProjectRole::Viewer)),
+    })
+}
+
 /// Makes sure an admin exists. Creates the `admin` account and returns its first token
 /// (for `admin.token`) when there was none; returns `None` when an admin already has a
 /// token. An admin left without any token (a crash between the two writes) gets one.
 pub async fn bootstrap_admin(store: &Store) -> Result<Option<String>, AuthError> {
     let admin = match existing_admin(store).await? {
         Some(admin) => admin,
-        None => match store.create_account(ADMIN_ACCOUNT_NAME, true).await {
+        None => match store.create_person(ADMIN_ACCOUNT_NAME, true).await {
             Ok(admin) => admin,
             Err(e) if e.is_already_exists() => match existing_admin(store).await? {
                 // Another replica won the race.
                 Some(_) => return Ok(None),
                 None => {
                     return Err(AuthError::Store(store::Error::AlreadyExists(format!(
-                        "a non-admin account named '{ADMIN_ACCOUNT_NAME}'"
+                        "a person named '{ADMIN_ACCOUNT_NAME}' who is not the server admin"
                     ))));
                 }
             },
@@ -86,8 +103,8 @@ pub async fn bootstrap_admin(store: &Store) -> Result<Option<String>, AuthError>
     Ok(Some(token))
 }
 
-async fn existing_admin(store: &Store) -> Result<Option<store::Account>, AuthError> {
-    Ok(store.admin_account().await?)
+async fn existing_admin(store: &Store) -> Result<Option<store::Person>, AuthError> {
+    Ok(store.server_admin().await?)
 }
 
 #[cfg(test)]
@@ -117,9 +134,9 @@ mod tests {
             .authenticate_header(&format!("Bearer {token}"))
             .await
             .unwrap();
-        assert!(p.is_admin());
-        let admin = store.get_account_by_name(ADMIN_ACCOUNT_NAME).await.unwrap();
-        assert_eq!(p.account_id(), Some(admin.id.as_str()));
+        assert!(p.is_server_admin());
+        let admin = store.get_person_by_name(ADMIN_ACCOUNT_NAME).await.unwrap();
+        assert_eq!(p.person_id(), Some(admin.id.as_str()));
     }
 
     #[tokio::test]
@@ -128,7 +145,7 @@ mod tests {
         let (a, b) = tokio::join!(bootstrap_admin(&store), bootstrap_admin(&store));
         let minted = [a.unwrap(), b.unwrap()].into_iter().flatten().count();
         assert!(minted >= 1);
-        let admin = store.get_account_by_name(ADMIN_ACCOUNT_NAME).await.unwrap();
+        let admin = store.get_person_by_name(ADMIN_ACCOUNT_NAME).await.unwrap();
         assert_eq!(
             store.list_api_tokens(&admin.id).await.unwrap().len(),
             minted
@@ -139,7 +156,7 @@ mod tests {
     async fn resolves_people_and_sessions_and_refuses_the_rest() {
         let (_dir, store) = sqlite_store().await;
         let auth = Authenticator::new(store.clone());
-        let alice = store.create_account("alice", false).await.unwrap();
+        let alice = store.create_person("alice", false).await.unwrap();
         let token = generate_token(TokenKind::Person);
         let info = store
             .create_api_token(&alice.id, "laptop", &hash_token(&token))
@@ -147,9 +164,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             auth.authenticate(&token).await.unwrap(),
-            Principal::Account {
-                account_id: alice.id.clone(),
-                admin: false
+            Principal::Person {
+                person_id: alice.id.clone(),
+                server_admin: false,
+                token_id: info.id.clone(),
+                narrowed: None,
             }
         );
 

@@ -3,8 +3,9 @@
 
 use futures::future::BoxFuture;
 
-use super::{AuthError, Authenticator, Principal, git_read_access};
+use super::{AuthError, Authenticator, Principal, person_git_scope};
 use crate::git::access::{GitAccess, GitAuthorizer, GitDenied, PushScope};
+use crate::permissions::Action;
 use crate::store::Store;
 
 pub struct GitAuth {
@@ -31,15 +32,39 @@ impl GitAuth {
             Err(AuthError::Store(e)) => return Err(GitDenied::Unavailable(e.to_string())),
             Err(_) => return Err(GitDenied::Unauthenticated),
         };
-        let project = match self.store.find_project(repo_name).await {
-            Ok(p) => p,
-            Err(e) if e.is_not_found() => return Err(GitDenied::NotFound),
-            Err(e) => return Err(GitDenied::Unavailable(e.to_string())),
+        let unavailable = |e: crate::store::Error| {
+            if e.is_not_found() {
+                GitDenied::NotFound
+            } else {
+                GitDenied::Unavailable(e.to_string())
+            }
         };
-        git_read_access(&principal, &project).map_err(|_| GitDenied::NotFound)?;
-        let push = match principal {
-            Principal::Account { .. } => PushScope::NonDefaultRefs,
-            Principal::SessionGit { branch, .. } => PushScope::OnlyBranch(branch),
+        let (project, push) = match &principal {
+            Principal::Person { .. } => {
+                let caller = principal
+                    .caller(Action::GitClone)
+                    .ok_or(GitDenied::Unauthenticated)?;
+                let access = self
+                    .store
+                    .project_access(&caller.person_id, repo_name)
+                    .await
+                    .map_err(unavailable)?;
+                let push = person_git_scope(&caller, &access).ok_or(GitDenied::NotFound)?;
+                (access.project, push)
+            }
+            Principal::SessionGit {
+                project_id, branch, ..
+            } => {
+                let project = self
+                    .store
+                    .find_project(repo_name)
+                    .await
+                    .map_err(unavailable)?;
+                if project.id != *project_id {
+                    return Err(GitDenied::NotFound);
+                }
+                (project, PushScope::OnlyBranch(branch.clone()))
+            }
         };
         Ok(GitAccess {
             project_id: project.id,
@@ -73,9 +98,10 @@ mod tests {
         let store = Store::open_sqlite(&dir.path().join("k.db"), StoreOptions::default())
             .await
             .unwrap();
-        let alice = store.create_account("alice", false).await.unwrap();
-        let bob = store.create_account("bob", false).await.unwrap();
-        let root = store.create_account("root", true).await.unwrap();
+        let alice = store.create_person("alice", false).await.unwrap();
+        let bob = store.create_person("bob", false).await.unwrap();
+        let root = store.create_person("root", true).await.unwrap();
+        let viewer = store.create_person("vera", false).await.unwrap();
         let web = store
             .create_project(&alice.id, "web", "main")
             .await
@@ -94,6 +120,7 @@ mod tests {
         let alice_basic = person(alice.id.clone()).await;
         let bob_basic = person(bob.id.clone()).await;
         let root_basic = person(root.id.clone()).await;
+        let viewer_basic = person(viewer.id.clone()).await;
         let (session, _) = store
             .create_session(&NewSession {
                 project_id: web.id.clone(),
@@ -123,9 +150,47 @@ mod tests {
                 push: PushScope::NonDefaultRefs
             }
         );
+        // The server admin has no project role by being the server admin.
         assert_eq!(
-            auth.authorize("web", root_basic).await.unwrap().push,
+            auth.authorize("web", root_basic).await.unwrap_err(),
+            GitDenied::NotFound
+        );
+        assert_eq!(
+            auth.authorize("web", viewer_basic.clone())
+                .await
+                .unwrap_err(),
+            GitDenied::NotFound
+        );
+        store
+            .grant(&web.id, &viewer.id, "viewer", None, &alice.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            auth.authorize("web", viewer_basic.clone())
+                .await
+                .unwrap()
+                .push,
+            PushScope::None
+        );
+        store
+            .grant(&web.id, &viewer.id, "editor", None, &alice.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            auth.authorize("web", viewer_basic.clone())
+                .await
+                .unwrap()
+                .push,
             PushScope::NonDefaultRefs
+        );
+        store
+            .grant(&web.id, &viewer.id, "editor", Some(now_ms() - 1), &alice.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            auth.authorize("web", viewer_basic).await.unwrap_err(),
+            GitDenied::NotFound,
+            "an expired grant gives nothing"
         );
         assert_eq!(
             auth.authorize("web", Some(("x".into(), git.clone())))

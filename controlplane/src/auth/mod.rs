@@ -1,5 +1,5 @@
 //! Authentication: token formats and hashing, resolving bearer tokens to a [`Principal`],
-//! creating the first admin, and the git endpoint's push rules.
+//! creating the first server admin, and what people may do over git.
 
 mod authenticator;
 mod git_access;
@@ -8,9 +8,9 @@ mod principal;
 mod tokens;
 
 pub use authenticator::{ADMIN_ACCOUNT_NAME, Authenticator, bootstrap_admin};
-pub use git_access::{DEFAULT_BRANCH_REFUSAL, Denied, git_access, git_read_access};
+pub use git_access::person_git_scope;
 pub use git_auth::GitAuth;
-pub use principal::{Caller, Principal};
+pub use principal::{Caller, Narrowed, Principal};
 pub use tokens::{
     MAX_AUTHORIZATION_LEN, TokenKind, check_token_format, generate_token, hash_token, parse_bearer,
     parse_git_authorization,

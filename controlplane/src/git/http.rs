@@ -213,7 +213,7 @@ async fn serve(
     if service == Service::ReceivePack && access.push == PushScope::None {
         return text(
             StatusCode::FORBIDDEN,
-            &format!("this token may not push to {name:?}"),
+            &format!("pushing to {name:?} needs the project role editor; this token may not push"),
         );
     }
     if let Err(e) = names::project_id(&access.project_id)

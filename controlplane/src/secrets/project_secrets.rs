@@ -46,7 +46,7 @@ impl ProjectSecrets {
         value: &str,
     ) -> DomainResult<SecretMeta> {
         super::validate_secret_name(name).map_err(invalid)?;
-        let project = crate::projects::owned(&self.store, caller, project).await?;
+        let project = crate::permissions::project(&self.store, caller, project).await?;
         let meta = self.put(&project, name, value).await?;
         tracing::info!(project = %project.name, secret = %name, "secret set");
         Ok(meta)
@@ -75,7 +75,7 @@ impl ProjectSecrets {
         name: &str,
     ) -> DomainResult<SecretMeta> {
         check_len("the secret name", name, MAX_NAME_LOOKUP)?;
-        let project = crate::projects::owned(&self.store, caller, project).await?;
+        let project = crate::permissions::project(&self.store, caller, project).await?;
         let (meta, version) = self.store.delete_secret(&project.id, name).await?;
         self.changed(&project.id, version);
         tracing::info!(project = %project.name, secret = %name, "secret deleted");
@@ -84,7 +84,7 @@ impl ProjectSecrets {
 
     /// Names and times, never values.
     pub async fn list(&self, caller: &Caller, project: &str) -> DomainResult<Vec<SecretMeta>> {
-        let project = crate::projects::owned(&self.store, caller, project).await?;
+        let project = crate::permissions::project(&self.store, caller, project).await?;
         Ok(self.store.list_secrets(&project.id).await?)
     }
 
@@ -154,6 +154,7 @@ fn undecryptable(e: SecretsError) -> DomainError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::permissions::Action;
     use crate::store::StoreOptions;
 
     /// Everything SQLite keeps for the database: the file and its WAL and shared memory.
@@ -190,7 +191,7 @@ mod tests {
         let store = Store::open_sqlite(&dir.path().join("kortix.db"), StoreOptions::default())
             .await
             .unwrap();
-        let account = store.create_account("alice", false).await.unwrap();
+        let account = store.create_person("alice", false).await.unwrap();
         let project = store
             .create_project(&account.id, "web", "main")
             .await
@@ -204,10 +205,7 @@ mod tests {
             dir,
             store,
             secrets,
-            alice: Caller {
-                account_id: account.id,
-                admin: false,
-            },
+            alice: Caller::person(&account.id, Action::ChangeSecrets),
             project,
         }
     }
@@ -281,11 +279,8 @@ mod tests {
             matches!(&err, DomainError::Invalid(m) if m.contains("KORTIX_ is reserved")),
             "{err:?}"
         );
-        let mallory = fx.store.create_account("mallory", false).await.unwrap();
-        let mallory = Caller {
-            account_id: mallory.id,
-            admin: false,
-        };
+        let mallory = fx.store.create_person("mallory", false).await.unwrap();
+        let mallory = Caller::person(&mallory.id, Action::ChangeSecrets);
         let err = fx.secrets.set(&mallory, "web", "A", "v").await.unwrap_err();
         assert!(err.is_not_found(), "{err:?}");
         assert!(fx.secrets.list(&mallory, "web").await.is_err());

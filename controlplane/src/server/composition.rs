@@ -84,6 +84,7 @@ impl Services {
         let store = &base.store;
         Ok(PublicServices {
             accounts: crate::accounts::Accounts::new(store.clone()),
+            project_access: crate::project_access::ProjectAccess::new(store.clone()),
             projects: crate::projects::Projects::new(
                 store.clone(),
                 base.repos.clone(),

@@ -1,6 +1,6 @@
-//! Sessions as people see them: every operation checks that the caller's account owns the
-//! session's project (another account's session is NOT_FOUND, like a missing one) and
-//! returns the session with its project's name.
+//! Sessions as people see them: every operation checks the caller's role on the session's
+//! project against the permission table (a session of a project the caller may not see is
+//! NOT_FOUND, like a missing one) and returns the session with its project's name.
 
 use super::attach::AttachStream;
 use super::lifecycle::StartRequest;
@@ -9,13 +9,28 @@ use crate::auth::Caller;
 use crate::error::check_len;
 use crate::store::{Session, SessionStatus};
 use kortix_proto::v1::{ControlFrame, Prompt, control_frame};
+use tokio_stream::StreamExt as _;
 
 /// Most sessions listed at once.
 const LIST_LIMIT: u32 = 500;
 /// Largest prompt accepted (initial or chat).
 pub const MAX_PROMPT: usize = 256 * 1024;
+/// How often an open attach stream re-checks its token.
+pub const TOKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// Records buffered between the attach pump and the token check.
+const FORWARD_QUEUE: usize = 64;
 /// Longest session id looked up (ids are UUIDs).
 const MAX_SESSION_ID: usize = 64;
+
+/// Who a person's session is launched by: their token when it is narrowed (a CI job's token
+/// is its own launcher), otherwise the person.
+pub fn launcher(caller: &Caller) -> String {
+    if caller.narrowed.is_some() && !caller.token_id.is_empty() {
+        format!("token:{}", caller.token_id)
+    } else {
+        format!("person:{}", caller.person_id)
+    }
+}
 
 /// A session and the name of its project.
 pub struct NamedSession {
@@ -24,13 +39,19 @@ pub struct NamedSession {
 }
 
 impl Sessions {
-    /// The session, if the caller's account owns its project.
+    /// The session, if the caller may do their current action on its project.
     pub async fn owned(&self, caller: &Caller, id: &str) -> Result<Session, SessionError> {
         check_len("the session id", id, MAX_SESSION_ID)?;
-        Ok(self
-            .store
-            .get_session_for_account(&caller.account_id, id)
-            .await?)
+        let not_found = || SessionError::NotFound(format!("session {id} not found"));
+        let session = match self.store.get_session(id).await {
+            Err(e) if e.is_not_found() => return Err(not_found()),
+            other => other?,
+        };
+        match crate::permissions::project(&self.store, caller, &session.project_id).await {
+            Ok(_) => Ok(session),
+            Err(e) if e.is_not_found() => Err(not_found()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn named(&self, session: Session) -> Result<NamedSession, SessionError> {
@@ -51,14 +72,11 @@ impl Sessions {
                 "prompt longer than {MAX_PROMPT} bytes"
             )));
         }
-        check_len(
-            "the project name or id",
-            &req.project,
-            crate::projects::MAX_PROJECT_REF,
-        )?;
+        let project = crate::permissions::project(&self.store, caller, &req.project).await?;
         let session = self
             .start(StartRequest {
-                account_id: Some(caller.account_id.clone()),
+                project: project.id,
+                launched_by: launcher(caller),
                 ..req
             })
             .await?;
@@ -76,15 +94,17 @@ impl Sessions {
         caller: &Caller,
         project: &str,
     ) -> Result<Vec<NamedSession>, SessionError> {
-        let rows = if project.is_empty() {
-            self.store
-                .list_sessions_for_account(&caller.account_id, LIST_LIMIT)
+        let projects: Vec<_> = if project.is_empty() {
+            crate::permissions::check::visible_projects(&self.store, caller)
                 .await?
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect()
         } else {
-            let project = crate::projects::owned(&self.store, caller, project).await?;
-            self.store.list_sessions(&project.id, LIST_LIMIT).await?
+            vec![crate::permissions::project(&self.store, caller, project).await?]
         };
-        let projects = self.store.list_projects(&caller.account_id).await?;
+        let ids: Vec<String> = projects.iter().map(|p| p.id.clone()).collect();
+        let rows = self.store.list_sessions_of(&ids, LIST_LIMIT).await?;
         let name_of = |id: &str| {
             projects
                 .iter()
@@ -129,7 +149,53 @@ impl Sessions {
         follow: bool,
     ) -> Result<AttachStream, SessionError> {
         let session = self.owned(caller, id).await?;
-        Ok(self.attach(session.id, from_seq, follow))
+        let inner = self.attach(session.id, from_seq, follow);
+        if caller.token_id.is_empty() {
+            return Ok(inner);
+        }
+        Ok(self.end_on_revocation(inner, caller.token_id.clone()))
+    }
+
+    /// Forwards `inner` while the token stays good; a revoked or expired token ends the
+    /// stream with UNAUTHENTICATED within [`TOKEN_RECHECK`]. A store outage is no revocation:
+    /// the stream goes on and the check is retried.
+    fn end_on_revocation(&self, mut inner: AttachStream, token_id: String) -> AttachStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(FORWARD_QUEUE);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut check = tokio::time::interval(TOKEN_RECHECK);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    item = inner.next() => match item {
+                        Some(item) => {
+                            if tx.send(item).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    _ = check.tick() => {
+                        match store.api_token_live(&token_id, crate::clock::now_ms()).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                let _ = tx
+                                    .send(Err(tonic::Status::unauthenticated(
+                                        "the token was revoked or has expired",
+                                    )))
+                                    .await;
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(token = %token_id, error = %e, "cannot re-check an attach stream's token");
+                            }
+                        }
+                    }
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
     }
 
     /// Sends a prompt to the session's running agent; returns the prompt's id.

@@ -18,10 +18,10 @@ pub const PLATFORM_TEMPLATE: &str = "default";
 /// What a caller asks for when starting a session.
 #[derive(Debug, Clone, Default)]
 pub struct StartRequest {
-    /// The caller's account; `None` for the platform itself (triggers).
-    pub account_id: Option<String>,
-    /// Project name or id.
+    /// Project name or id; whoever starts the session has checked the launcher's right to.
     pub project: String,
+    /// `person:<id>`, `token:<id>` or `trigger:<slug>`.
+    pub launched_by: String,
     pub prompt: String,
     pub template: String,
     pub agent: String,
@@ -70,16 +70,9 @@ impl PendingStops {
 }
 
 impl Sessions {
-    /// Looks up a project the caller may use.
-    pub async fn project_for(
-        &self,
-        account_id: Option<&str>,
-        project: &str,
-    ) -> Result<Project, SessionError> {
-        Ok(match account_id {
-            Some(account) => self.store.get_project(account, project).await?,
-            None => self.store.find_project(project).await?,
-        })
+    /// Looks up a project by name or id.
+    pub async fn project_for(&self, project: &str) -> Result<Project, SessionError> {
+        Ok(self.store.find_project(project).await?)
     }
 
     /// `kortix.toml` on the project's default branch, through the one reader
@@ -101,9 +94,7 @@ impl Sessions {
                 "this control plane is shutting down; start the session again (or at another replica)".into(),
             ));
         }
-        let project = self
-            .project_for(req.account_id.as_deref(), &req.project)
-            .await?;
+        let project = self.project_for(&req.project).await?;
         let manifest = self.manifest(&project).await?;
         let requested = (!req.template.is_empty()).then_some(req.template.as_str());
         let resources = match manifest
@@ -146,6 +137,7 @@ impl Sessions {
                     req.origin.clone()
                 },
                 idempotency_key: req.idempotency_key.clone(),
+                launched_by: req.launched_by.clone(),
             })
             .await?;
         if !created {

@@ -79,7 +79,7 @@ mod tests {
                 String::new(),
             ),
         );
-        let account = store.create_account("alice", false).await.unwrap();
+        let account = store.create_person("alice", false).await.unwrap();
         let project = store
             .create_project(&account.id, "web", "main")
             .await
@@ -93,6 +93,7 @@ mod tests {
                 prompt: String::new(),
                 origin: "cli".into(),
                 idempotency_key: String::new(),
+                launched_by: String::new(),
             })
             .await
             .unwrap();

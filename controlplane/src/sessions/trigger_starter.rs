@@ -1,5 +1,5 @@
 //! Triggers start sessions through the same lifecycle as people do, as the platform itself
-//! (no account) and idempotently on the firing key.
+//! (the trigger is the launcher) and idempotently on the firing key.
 
 use super::Sessions;
 use super::lifecycle::StartRequest;
@@ -12,8 +12,9 @@ impl SessionStarter for Sessions {
             Sessions::start(
                 self,
                 StartRequest {
-                    account_id: None,
                     project: req.project_id,
+                    // The firing's origin is `trigger:<slug>`: the trigger is the launcher.
+                    launched_by: req.origin.clone(),
                     prompt: req.prompt,
                     agent: req.agent,
                     idempotency_key: req.idempotency_key,

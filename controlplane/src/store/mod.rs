@@ -14,6 +14,7 @@ mod agent_auth;
 mod change_requests;
 mod checkpoint;
 mod firings;
+mod grants;
 mod notify;
 mod projects;
 mod records;
@@ -22,6 +23,8 @@ mod sessions;
 mod sqlite_records;
 mod tokens;
 
+#[cfg(test)]
+mod migration_tests;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
@@ -38,18 +41,19 @@ use sqlx::sqlite::{
 };
 use sqlx::{Postgres, Sqlite, Transaction};
 
-pub use accounts::Account;
+pub use accounts::{Account, Member, Person};
 pub use agent_auth::{BootstrapRejection, GitToken, IssuedCert};
 pub use change_requests::{
     ChangeRequest, CrListQuery, CrState, MergedChangeRequest, NewChangeRequest,
 };
 pub use firings::{Claim, Firing, FiringOutcome, NewFiring};
+pub use grants::{Grant, ProjectAccess};
 pub use notify::{Heard, WakeListener};
 pub use projects::Project;
 pub use records::RecordRow;
 pub use secrets::{SecretMeta, SecretRow, SecretsSnapshot};
 pub use sessions::{NewSession, Session, SessionStatus};
-pub use tokens::ApiToken;
+pub use tokens::{ApiToken, TokenLimits};
 
 /// File name of the SQLite database inside the data directory.
 pub const SQLITE_FILE_NAME: &str = "kortix.db";
@@ -77,6 +81,9 @@ pub enum Error {
     AlreadyExists(String),
     #[error("invalid {what}: {reason}")]
     Invalid { what: &'static str, reason: String },
+    /// Taking the owner role from an account's last owner.
+    #[error("account {0} must keep at least one owner: make someone else owner first")]
+    LastOwner(String),
     #[error("bootstrap token rejected: {0}")]
     BootstrapToken(BootstrapRejection),
     #[error("unsupported database URL {url:?}: expected sqlite:<path> or postgres://…")]

@@ -115,13 +115,16 @@ pub struct Session {
     pub acked_seq: i64,
     pub prompt_delivered: bool,
     pub exit_status: Option<String>,
+    /// Who started it: `person:<id>`, `token:<id>` or `trigger:<slug>`; empty for sessions
+    /// from before launchers were recorded.
+    pub launched_by: String,
 }
 
 macro_rules! columns {
     () => {
         "id, project_id, status, template, agent, prompt, origin, idempotency_key, head_sha,
          failure_reason, created_ms, started_ms, ended_ms, last_heartbeat_ms, idle_ms, acked_seq,
-         prompt_delivered, exit_status"
+         prompt_delivered, exit_status, launched_by"
     };
 }
 
@@ -137,6 +140,8 @@ pub struct NewSession {
     pub origin: String,
     /// Empty for none; otherwise a retry with the same key returns the first session.
     pub idempotency_key: String,
+    /// `person:<id>`, `token:<id>` or `trigger:<slug>`.
+    pub launched_by: String,
 }
 
 fn check_len(what: &'static str, value: &str, max: usize) -> Result<()> {
@@ -158,14 +163,15 @@ impl Store {
         check_len("agent", &new.agent, MAX_SHORT_FIELD)?;
         check_len("origin", &new.origin, MAX_SHORT_FIELD)?;
         check_len("idempotency key", &new.idempotency_key, MAX_SHORT_FIELD)?;
+        check_len("launcher", &new.launched_by, MAX_SHORT_FIELD)?;
         let id = new.id.clone().unwrap_or_else(new_id);
         check_len("session id", &id, MAX_SHORT_FIELD)?;
         let now = now_ms();
         let inserted = with_pool!(self, |pool| {
             sqlx::query_as::<_, Session>(concat!(
                 "INSERT INTO sessions (id, project_id, status, template, agent, prompt, origin,
-                                       idempotency_key, created_ms)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+                                       idempotency_key, created_ms, launched_by)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
                  WHERE EXISTS (SELECT 1 FROM projects WHERE id = $2)
                  ON CONFLICT DO NOTHING RETURNING ",
                 columns!()
@@ -179,6 +185,7 @@ impl Store {
             .bind(&new.origin)
             .bind(&new.idempotency_key)
             .bind(now)
+            .bind(&new.launched_by)
             .fetch_optional(pool)
             .await
         });
@@ -221,8 +228,8 @@ impl Store {
         .ctx(|| format!("looking up idempotency key in project {project_id}"))
     }
 
-    /// Any session by id (agents, sweeps). People should go through
-    /// [`Store::get_session_for_account`].
+    /// Any session by id (agents, sweeps). People's access is checked
+    /// on the session's project.
     pub async fn get_session(&self, id: &str) -> Result<Session> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Session>(concat!(
@@ -231,26 +238,6 @@ impl Store {
                 " FROM sessions WHERE id = $1"
             ))
             .bind(id)
-            .fetch_optional(pool)
-            .await
-        })
-        .ctx(|| format!("reading session {id}"))?
-        .ok_or_else(|| Error::NotFound(format!("session {id}")))
-    }
-
-    /// A session of one of the account's projects; anyone else's is [`Error::NotFound`].
-    pub async fn get_session_for_account(&self, account_id: &str, id: &str) -> Result<Session> {
-        with_pool!(self, |pool| {
-            sqlx::query_as::<_, Session>(
-                "SELECT s.id, s.project_id, s.status, s.template, s.agent, s.prompt, s.origin,
-                        s.idempotency_key, s.head_sha, s.failure_reason, s.created_ms,
-                        s.started_ms, s.ended_ms, s.last_heartbeat_ms, s.idle_ms, s.acked_seq,
-                        s.prompt_delivered, s.exit_status
-                 FROM sessions s JOIN projects p ON p.id = s.project_id
-                 WHERE s.id = $1 AND p.account_id = $2",
-            )
-            .bind(id)
-            .bind(account_id)
             .fetch_optional(pool)
             .await
         })
@@ -274,27 +261,32 @@ impl Store {
         .ctx(|| format!("listing sessions of project {project_id}"))
     }
 
-    /// Sessions of all the account's projects, newest first.
-    pub async fn list_sessions_for_account(
+    /// The newest sessions of any of `project_ids`, newest first.
+    pub async fn list_sessions_of(
         &self,
-        account_id: &str,
+        project_ids: &[String],
         limit: u32,
     ) -> Result<Vec<Session>> {
+        if project_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE project_id IN ({}) ORDER BY created_ms DESC, id DESC LIMIT {}"
+            ),
+            super::placeholders(1, project_ids.len()),
+            clamp_limit(limit, MAX_LIST)
+        );
         with_pool!(self, |pool| {
-            sqlx::query_as::<_, Session>(
-                "SELECT s.id, s.project_id, s.status, s.template, s.agent, s.prompt, s.origin,
-                        s.idempotency_key, s.head_sha, s.failure_reason, s.created_ms,
-                        s.started_ms, s.ended_ms, s.last_heartbeat_ms, s.idle_ms, s.acked_seq,
-                        s.prompt_delivered, s.exit_status
-                 FROM sessions s JOIN projects p ON p.id = s.project_id
-                 WHERE p.account_id = $1 ORDER BY s.created_ms DESC, s.id DESC LIMIT $2",
-            )
-            .bind(account_id)
-            .bind(clamp_limit(limit, MAX_LIST))
-            .fetch_all(pool)
-            .await
+            let mut q = sqlx::query_as::<_, Session>(sqlx::AssertSqlSafe(sql.as_str()));
+            for id in project_ids {
+                q = q.bind(id);
+            }
+            q.fetch_all(pool).await
         })
-        .ctx(|| format!("listing sessions of account {account_id}"))
+        .ctx(|| format!("listing sessions of {} projects", project_ids.len()))
     }
 
     /// Sessions in any of `statuses`, oldest first.

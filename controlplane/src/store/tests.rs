@@ -110,6 +110,9 @@ pub(crate) use both_backends;
 both_backends!(
     migrations_are_idempotent_on_reopen,
     accounts_and_tokens,
+    members_keep_an_owner,
+    grants_and_visibility,
+    narrowed_and_expiring_tokens,
     projects_names_and_visibility,
     secrets_upsert_list_delete_and_version,
     sessions_idempotency_key,
@@ -189,9 +192,9 @@ async fn sqlite_record_writer_rewinds_the_wal_when_asked() {
     store.close().await;
 }
 
-pub(crate) async fn account_and_project(store: &Store, name: &str) -> (Account, Project) {
+pub(crate) async fn account_and_project(store: &Store, name: &str) -> (Person, Project) {
     let account = store
-        .create_account(&format!("{name}-owner"), false)
+        .create_person(&format!("{name}-owner"), false)
         .await
         .unwrap();
     let project = store
@@ -224,10 +227,11 @@ fn rec(seq: i64) -> RecordRow {
 }
 
 async fn migrations_are_idempotent_on_reopen(db: TestDb) {
-    let account = db.store.create_account("alice", false).await.unwrap();
+    let person = db.store.create_person("alice", false).await.unwrap();
     let again = db.reopen().await;
     let again2 = db.reopen().await;
-    assert_eq!(again.get_account(&account.id).await.unwrap(), account);
+    assert_eq!(again.get_person(&person.id).await.unwrap(), person);
+    assert_eq!(again.get_account(&person.id).await.unwrap().name, "alice");
     assert_eq!(again2.list_accounts().await.unwrap().len(), 1);
     again.close().await;
     again2.close().await;
@@ -235,22 +239,26 @@ async fn migrations_are_idempotent_on_reopen(db: TestDb) {
 
 async fn accounts_and_tokens(db: TestDb) {
     let store = &db.store;
-    assert!(!store.has_admin().await.unwrap());
-    let admin = store.create_account("root", true).await.unwrap();
-    assert!(store.has_admin().await.unwrap());
-    let alice = store.create_account("alice", false).await.unwrap();
+    assert_eq!(store.server_admin().await.unwrap(), None);
+    let admin = store.create_person("root", true).await.unwrap();
+    assert_eq!(store.server_admin().await.unwrap(), Some(admin.clone()));
+    let alice = store.create_person("alice", false).await.unwrap();
     assert!(
         store
-            .create_account("alice", false)
+            .create_person("alice", false)
             .await
             .unwrap_err()
             .is_already_exists()
     );
     assert!(matches!(
-        store.create_account("bad name", false).await,
+        store.create_person("bad name", false).await,
         Err(Error::Invalid { .. })
     ));
-    assert_eq!(store.get_account_by_name("root").await.unwrap(), admin);
+    assert_eq!(store.get_person_by_name("root").await.unwrap(), admin);
+    assert_eq!(
+        store.get_account_by_name("root").await.unwrap().id,
+        admin.id
+    );
     assert!(store.get_account("nope").await.unwrap_err().is_not_found());
 
     let token = store
@@ -323,8 +331,8 @@ async fn accounts_and_tokens(db: TestDb) {
 
 async fn projects_names_and_visibility(db: TestDb) {
     let store = &db.store;
-    let alice = store.create_account("alice", false).await.unwrap();
-    let bob = store.create_account("bob", false).await.unwrap();
+    let alice = store.create_person("alice", false).await.unwrap();
+    let bob = store.create_person("bob", false).await.unwrap();
     let web = store
         .create_project(&alice.id, "web", "main")
         .await
@@ -594,8 +602,8 @@ const ACTIVE_OR_NOTHING: [SessionStatus; 3] = SessionStatus::ACTIVE;
 async fn sessions_sweeps_heartbeats_and_delete(db: TestDb) {
     use SessionStatus::*;
     let store = &db.store;
-    let (alice, project) = account_and_project(store, "web").await;
-    let (bob, _) = account_and_project(store, "api").await;
+    let (_, project) = account_and_project(store, "web").await;
+    let (_, api) = account_and_project(store, "api").await;
     let provisioning = session_in(store, &project).await;
     let live = session_in(store, &project).await;
     let quiet = session_in(store, &project).await;
@@ -690,37 +698,17 @@ async fn sessions_sweeps_heartbeats_and_delete(db: TestDb) {
             .is_empty()
     );
 
-    // Scoped reads.
-    assert_eq!(
-        store
-            .get_session_for_account(&alice.id, &live.id)
-            .await
-            .unwrap()
-            .id,
-        live.id
-    );
+    // Reads over several projects.
+    let both = [project.id.clone(), api.id.clone()];
+    assert_eq!(store.list_sessions_of(&both, 0).await.unwrap().len(), 3);
     assert!(
         store
-            .get_session_for_account(&bob.id, &live.id)
-            .await
-            .unwrap_err()
-            .is_not_found()
-    );
-    assert_eq!(
-        store
-            .list_sessions_for_account(&alice.id, 0)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
-    assert!(
-        store
-            .list_sessions_for_account(&bob.id, 0)
+            .list_sessions_of(std::slice::from_ref(&api.id), 0)
             .await
             .unwrap()
             .is_empty()
     );
+    assert!(store.list_sessions_of(&[], 0).await.unwrap().is_empty());
 
     // A live session can't be deleted; a stopped one goes with its records.
     assert!(matches!(
@@ -1568,4 +1556,200 @@ async fn certs_and_git_tokens(db: TestDb) {
             .is_not_found()
     );
     assert!(!store.is_cert_revoked("03ef").await.unwrap());
+}
+
+async fn members_keep_an_owner(db: TestDb) {
+    let store = &db.store;
+    let alice = store.create_person("alice", false).await.unwrap();
+    let bob = store.create_person("bob", false).await.unwrap();
+    let team = &alice.id;
+    let members = store.list_members(team).await.unwrap();
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| (m.person_name.as_str(), m.role.as_str()))
+            .collect::<Vec<_>>(),
+        [("alice", "owner")]
+    );
+    // The last owner can neither leave nor be demoted.
+    assert!(matches!(
+        store.remove_member(team, &alice.id).await,
+        Err(Error::LastOwner(_))
+    ));
+    assert!(matches!(
+        store.set_member(team, &alice.id, "admin").await,
+        Err(Error::LastOwner(_))
+    ));
+    let added = store.set_member(team, &bob.id, "member").await.unwrap();
+    assert_eq!(
+        (added.person_name.as_str(), added.role.as_str()),
+        ("bob", "member")
+    );
+    assert_eq!(
+        store.member_role(team, &bob.id).await.unwrap().as_deref(),
+        Some("member")
+    );
+    store.set_member(team, &bob.id, "owner").await.unwrap();
+    // With two owners one may go; then the other is the last again.
+    store.set_member(team, &alice.id, "admin").await.unwrap();
+    assert!(matches!(
+        store.remove_member(team, &bob.id).await,
+        Err(Error::LastOwner(_))
+    ));
+    let removed = store.remove_member(team, &alice.id).await.unwrap();
+    assert_eq!(removed.role, "admin");
+    assert!(
+        store
+            .remove_member(team, &alice.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        store
+            .set_member("no-such-account", &bob.id, "member")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    // Two owners removing each other at once: exactly one succeeds.
+    store.set_member(team, &alice.id, "owner").await.unwrap();
+    let (a, b) = tokio::join!(
+        store.remove_member(team, &alice.id),
+        store.remove_member(team, &bob.id)
+    );
+    assert_eq!(
+        [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+    let owners = store.list_members(team).await.unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].role, "owner");
+}
+
+async fn grants_and_visibility(db: TestDb) {
+    let store = &db.store;
+    let (alice, web) = account_and_project(store, "web").await;
+    let carol = store.create_person("carol", false).await.unwrap();
+    let dave = store.create_person("dave", false).await.unwrap();
+    let names = |v: Vec<ProjectAccess>| {
+        v.into_iter()
+            .map(|a| a.project.name)
+            .collect::<Vec<String>>()
+    };
+    assert_eq!(
+        names(store.visible_projects(&alice.id).await.unwrap()),
+        ["web"]
+    );
+    assert!(store.visible_projects(&carol.id).await.unwrap().is_empty());
+
+    // A plain member of the account sees nothing by membership alone.
+    store
+        .set_member(&alice.id, &dave.id, "member")
+        .await
+        .unwrap();
+    assert!(store.visible_projects(&dave.id).await.unwrap().is_empty());
+    let access = store.project_access(&dave.id, "web").await.unwrap();
+    assert_eq!(access.account_role.as_deref(), Some("member"));
+    assert_eq!(access.grant_role, None);
+
+    // An outside collaborator with a grant.
+    let g = store
+        .grant(&web.id, &carol.id, "viewer", None, &alice.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (g.person_name.as_str(), g.role.as_str()),
+        ("carol", "viewer")
+    );
+    assert_eq!(
+        names(store.visible_projects(&carol.id).await.unwrap()),
+        ["web"]
+    );
+    let by_id = store.project_access(&carol.id, &web.id).await.unwrap();
+    assert_eq!(by_id.grant_role.as_deref(), Some("viewer"));
+    // Granting again replaces the grant.
+    store
+        .grant(&web.id, &carol.id, "editor", None, &alice.id)
+        .await
+        .unwrap();
+    assert_eq!(store.list_grants(&web.id).await.unwrap().len(), 1);
+    assert_eq!(store.list_grants(&web.id).await.unwrap()[0].role, "editor");
+
+    // An expired grant reaches nothing but is still listed.
+    store
+        .grant(&web.id, &dave.id, "manager", Some(now_ms() - 1), &alice.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .project_access(&dave.id, "web")
+            .await
+            .unwrap()
+            .grant_role,
+        None
+    );
+    assert!(store.visible_projects(&dave.id).await.unwrap().is_empty());
+    assert_eq!(store.list_grants(&web.id).await.unwrap().len(), 2);
+
+    let revoked = store.revoke_grant(&web.id, &carol.id).await.unwrap();
+    assert_eq!(revoked.person_name, "carol");
+    assert!(
+        store
+            .revoke_grant(&web.id, &carol.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(store.visible_projects(&carol.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .project_access(&carol.id, "nope")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+async fn narrowed_and_expiring_tokens(db: TestDb) {
+    let store = &db.store;
+    let (alice, web) = account_and_project(store, "web").await;
+    let narrowed = store
+        .create_limited_api_token(
+            &alice.id,
+            "ci",
+            "hash-ci",
+            TokenLimits {
+                project_id: Some(web.id.clone()),
+                role: Some("editor".into()),
+                expires_ms: Some(2_000),
+            },
+        )
+        .await
+        .unwrap();
+    let (_, found) = store.lookup_api_token("hash-ci", 1_000).await.unwrap();
+    assert_eq!(found.project_id.as_deref(), Some(web.id.as_str()));
+    assert_eq!(found.role.as_deref(), Some("editor"));
+    assert_eq!(found.expires_ms, Some(2_000));
+    assert!(store.api_token_live(&narrowed.id, 1_000).await.unwrap());
+    // Expired: indistinguishable from unknown.
+    assert!(
+        store
+            .lookup_api_token("hash-ci", 2_000)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(!store.api_token_live(&narrowed.id, 2_000).await.unwrap());
+    let full = store
+        .create_api_token(&alice.id, "laptop", "hash-full")
+        .await
+        .unwrap();
+    assert!(store.api_token_live(&full.id, i64::MAX - 1).await.unwrap());
+    store
+        .revoke_api_token(&alice.id, &full.id, 5)
+        .await
+        .unwrap();
+    assert!(!store.api_token_live(&full.id, 6).await.unwrap());
 }

@@ -35,7 +35,7 @@ pub struct TriggerList {
 
 impl Triggers {
     pub async fn list_for(&self, caller: &Caller, project: &str) -> DomainResult<TriggerList> {
-        let project = crate::projects::owned(self.store(), caller, project).await?;
+        let project = crate::permissions::project(self.store(), caller, project).await?;
         let manifest = self
             .manifests()
             .get(&project.id, &project.default_branch)
@@ -69,7 +69,7 @@ impl Triggers {
         slug: &str,
     ) -> DomainResult<Firing> {
         check_len("the trigger slug", slug, MAX_SLUG)?;
-        let project = crate::projects::owned(self.store(), caller, project).await?;
+        let project = crate::permissions::project(self.store(), caller, project).await?;
         let manifest = self
             .manifests()
             .get(&project.id, &project.default_branch)
@@ -105,7 +105,7 @@ impl Triggers {
         limit: u32,
     ) -> DomainResult<Vec<Firing>> {
         check_len("the trigger slug", slug, MAX_SLUG)?;
-        let project = crate::projects::owned(self.store(), caller, project).await?;
+        let project = crate::permissions::project(self.store(), caller, project).await?;
         let slug = Some(slug).filter(|s| !s.is_empty());
         let limit = match limit {
             0 => DEFAULT_FIRINGS_PAGE,

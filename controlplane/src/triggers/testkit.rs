@@ -108,7 +108,7 @@ impl Fixture {
         start: DateTime<Utc>,
     ) -> Fixture {
         let repos = Repos::open(dir.path().join("repos")).unwrap();
-        let account = store.create_account("acme", false).await.unwrap();
+        let account = store.create_person("acme", false).await.unwrap();
         let project = store
             .create_project(&account.id, "web", "main")
             .await

@@ -7,10 +7,11 @@ pub mod server_process;
 use kortix_controlplane::config::ServerConfig;
 use kortix_controlplane::server::{RunningServer, start};
 use kortix_proto::v1::{
-    account_service_client::AccountServiceClient,
+    access_service_client::AccessServiceClient, account_service_client::AccountServiceClient,
     change_request_service_client::ChangeRequestServiceClient,
-    project_service_client::ProjectServiceClient, secret_service_client::SecretServiceClient,
-    session_service_client::SessionServiceClient,
+    member_service_client::MemberServiceClient, project_service_client::ProjectServiceClient,
+    secret_service_client::SecretServiceClient, session_service_client::SessionServiceClient,
+    trigger_service_client::TriggerServiceClient,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,6 +91,15 @@ impl TestServer {
 
     pub fn accounts(&self, token: &str) -> AccountServiceClient<Authed> {
         AccountServiceClient::new(self.authed(token))
+    }
+    pub fn triggers(&self, token: &str) -> TriggerServiceClient<Authed> {
+        TriggerServiceClient::new(self.authed(token))
+    }
+    pub fn members(&self, token: &str) -> MemberServiceClient<Authed> {
+        MemberServiceClient::new(self.authed(token))
+    }
+    pub fn access(&self, token: &str) -> AccessServiceClient<Authed> {
+        AccessServiceClient::new(self.authed(token))
     }
     pub fn projects(&self, token: &str) -> ProjectServiceClient<Authed> {
         ProjectServiceClient::new(self.authed(token))
