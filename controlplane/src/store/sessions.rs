@@ -115,13 +115,15 @@ pub struct Session {
     pub acked_seq: i64,
     pub prompt_delivered: bool,
     pub exit_status: Option<String>,
+    /// The snapshot its sandbox boots from (`kortix-snap-…`), empty when none was built.
+    pub snapshot: String,
 }
 
 macro_rules! columns {
     () => {
         "id, project_id, status, template, agent, prompt, origin, idempotency_key, head_sha,
          failure_reason, created_ms, started_ms, ended_ms, last_heartbeat_ms, idle_ms, acked_seq,
-         prompt_delivered, exit_status"
+         prompt_delivered, exit_status, snapshot"
     };
 }
 
@@ -245,7 +247,7 @@ impl Store {
                 "SELECT s.id, s.project_id, s.status, s.template, s.agent, s.prompt, s.origin,
                         s.idempotency_key, s.head_sha, s.failure_reason, s.created_ms,
                         s.started_ms, s.ended_ms, s.last_heartbeat_ms, s.idle_ms, s.acked_seq,
-                        s.prompt_delivered, s.exit_status
+                        s.prompt_delivered, s.exit_status, s.snapshot
                  FROM sessions s JOIN projects p ON p.id = s.project_id
                  WHERE s.id = $1 AND p.account_id = $2",
             )
@@ -285,7 +287,7 @@ impl Store {
                 "SELECT s.id, s.project_id, s.status, s.template, s.agent, s.prompt, s.origin,
                         s.idempotency_key, s.head_sha, s.failure_reason, s.created_ms,
                         s.started_ms, s.ended_ms, s.last_heartbeat_ms, s.idle_ms, s.acked_seq,
-                        s.prompt_delivered, s.exit_status
+                        s.prompt_delivered, s.exit_status, s.snapshot
                  FROM sessions s JOIN projects p ON p.id = s.project_id
                  WHERE p.account_id = $1 ORDER BY s.created_ms DESC, s.id DESC LIMIT $2",
             )
