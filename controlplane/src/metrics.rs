@@ -54,6 +54,8 @@ pub struct Metrics {
     pub trigger_firings: Family<FiringLabel, Counter>,
     /// Attach viewers ended with RESOURCE_EXHAUSTED for not reading.
     pub viewers_cut_off: Counter,
+    /// Snapshot builds this replica ran, by outcome (`active`, `failed`).
+    pub snapshot_builds: Family<OutcomeLabel, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -79,6 +81,12 @@ impl Metrics {
         let merges = Family::<OutcomeLabel, Counter>::default();
         let trigger_firings = Family::<FiringLabel, Counter>::default();
         let viewers_cut_off = Counter::default();
+        let snapshot_builds = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "snapshot_builds",
+            "Snapshot builds run by this replica, by outcome",
+            snapshot_builds.clone(),
+        );
         registry.register("sessions", "Sessions by state", sessions.clone());
         registry.register(
             "connected_agents",
@@ -143,6 +151,7 @@ impl Metrics {
             merges,
             trigger_firings,
             viewers_cut_off,
+            snapshot_builds,
         }
     }
 
