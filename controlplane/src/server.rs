@@ -127,7 +127,56 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .unwrap_or_else(|| format!("https://{agent_addr}"));
 
     let (exit_tx, mut exit_rx) = mpsc::channel::<SandboxExit>(1024);
+    // A container engine's sandboxes reach the control plane on their network's gateway:
+    // both listeners are opened there too, and sandboxes are given those addresses.
+    let mut engine_side = None;
     let provider: Arc<dyn SandboxProvider> = match config.sandbox {
+        SandboxKind::Docker => {
+            let docker =
+                crate::sandbox::docker::DockerEngine::connect(config.docker.host.as_deref())
+                    .await
+                    .map_err(|e| ServerError::Setup(e.to_string()))?;
+            let gateway = docker
+                .gateway(config.docker.network.as_deref())
+                .await
+                .map_err(|e| ServerError::Setup(e.to_string()))?;
+            let public_gw = bind_freely(SocketAddr::from((gateway, 0)))?;
+            let agent_gw = bind_freely(SocketAddr::from((gateway, 0)))?;
+            let agent_bin = config.agent_bin.clone().unwrap_or_else(locate_agent_bin);
+            let opencode_bin = config.docker.opencode_bin.clone().ok_or_else(|| {
+                ServerError::Setup(
+                    "--sandbox docker needs the OpenCode binary of the runtime layer (--opencode-bin or KORTIX_OPENCODE_BIN)".into(),
+                )
+            })?;
+            let runtime = tokio::task::spawn_blocking(move || {
+                crate::snapshots::RuntimeLayer::load(&agent_bin, &opencode_bin)
+            })
+            .await
+            .map_err(|e| ServerError::Setup(format!("fingerprinting the runtime layer: {e}")))?
+            .map_err(|e| ServerError::Setup(e.to_string()))?;
+            let snapshots =
+                crate::snapshots::Snapshots::new(
+                    store.clone(),
+                    repos.clone(),
+                    Arc::new(docker.clone()),
+                    Arc::new(runtime),
+                    crate::snapshots::SnapshotConfig {
+                        base_image: config.docker.base_image.clone().unwrap_or_else(|| {
+                            crate::snapshots::SnapshotConfig::default().base_image
+                        }),
+                        ..Default::default()
+                    },
+                );
+            engine_side = Some((public_gw, agent_gw, snapshots));
+            Arc::new(crate::sandbox::docker::DockerProvider::new(
+                docker,
+                crate::sandbox::docker::DockerConfig {
+                    network: config.docker.network.clone(),
+                    extra_env: config.agent_env.clone(),
+                },
+                exit_tx,
+            ))
+        }
         SandboxKind::Local => Arc::new(LocalProvider::new(
             LocalConfig {
                 root: data_dir.join("sandboxes"),
@@ -149,9 +198,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let hub = Hub::new();
     let manifests = Arc::new(Manifests::new(repos.clone()));
     let secrets = ProjectSecrets::new(store.clone(), master_key.clone(), hub.clone());
+    let (sandbox_agent_url, sandbox_public_url) = match &engine_side {
+        Some((public_gw, agent_gw, _)) => (
+            format!("https://{}", local_addr(agent_gw, config.agent_listen)?),
+            format!("http://{}", local_addr(public_gw, config.listen)?),
+        ),
+        None => (agent_url.clone(), public_url.clone()),
+    };
     let mut session_config = SessionConfig::new(
-        agent_url.clone(),
-        public_url.clone(),
+        sandbox_agent_url.clone(),
+        sandbox_public_url,
         ca.cert_pem().to_string(),
     );
     session_config.connect_deadline = config.timings.connect_deadline;
@@ -160,7 +216,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     session_config.heartbeat_timeout = config.timings.heartbeat_timeout;
     session_config.start_deadline = config.timings.start_deadline;
     session_config.reconnect_grace = config.timings.reconnect_grace;
-    let sessions = Sessions::new(
+    let mut sessions = Sessions::new(
         store.clone(),
         repos.clone(),
         provider.clone(),
@@ -168,6 +224,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         manifests.clone(),
         session_config,
     );
+    let (public_gw, agent_gw) = match engine_side {
+        Some((public_gw, agent_gw, snapshots)) => {
+            sessions = sessions.with_snapshots(snapshots);
+            (Some(public_gw), Some(agent_gw))
+        }
+        None => (None, None),
+    };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -250,11 +313,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let router = public
         .router()
         .map_err(|e| ServerError::Setup(format!("reflection: {e}")))?;
-    {
-        let drained_rx = drained_rx.clone();
+    for listener in std::iter::once(public_listener).chain(public_gw) {
+        let (drained_rx, router) = (drained_rx.clone(), router.clone());
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(
-                public_listener,
+                listener,
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(signalled(drained_rx));
@@ -270,10 +333,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         "localhost".to_string(),
         "::1".to_string(),
     ];
-    if let Some(host) = host_of(&agent_url)
-        && !names.contains(&host)
-    {
-        names.push(host);
+    for url in [&agent_url, &sandbox_agent_url] {
+        if let Some(host) = host_of(url)
+            && !names.contains(&host)
+        {
+            names.push(host);
+        }
     }
     let server_cert = ca.issue_server_cert(&names)?;
     let tls = tonic::transport::ServerTlsConfig::new()
@@ -298,6 +363,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         // small frame waits out Nagle's delay.
         let incoming =
             tonic::transport::server::TcpIncoming::from(agent_listener).with_nodelay(Some(true));
+        let incoming = futures::stream::select(
+            incoming,
+            futures::StreamExt::flat_map(futures::stream::iter(agent_gw), |l| {
+                tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true))
+            }),
+        );
         let drained_rx = drained_rx.clone();
         let router = agent_server.add_service(agent_service);
         tasks.push(tokio::spawn(async move {
@@ -385,6 +456,25 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> 
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Binds even where the address is not (yet) the host's: a container engine creates its
+/// bridge, and the gateway address with it, only when the first container joins.
+fn bind_freely(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
+    let bind = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_freebind_v4(true)?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        tokio::net::TcpListener::from_std(socket.into())
+    };
+    bind().map_err(|source| ServerError::Bind { addr, source })
 }
 
 fn local_addr(

@@ -36,6 +36,9 @@ pub struct SandboxResources {
     pub memory_gib: Option<u32>,
     pub disk_gib: Option<u32>,
     pub snapshot_hash: Option<String>,
+    /// The snapshot (image) to boot, for providers that build snapshots.
+    pub snapshot: Option<String>,
+    pub project_id: String,
 }
 
 /// Everything a provider needs to boot one session's sandbox.

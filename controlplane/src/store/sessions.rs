@@ -341,7 +341,9 @@ impl Store {
         .ctx(|| "counting sessions by status".to_string())
     }
 
-    /// `provisioning` sessions created before `created_before_ms` (never came up).
+    /// `provisioning` sessions created before `created_before_ms` (never came up). A session
+    /// waiting for its snapshot's build is not stale, nor is one whose snapshot was built
+    /// after `created_before_ms`: its time to come up counts from the build's end.
     pub async fn stale_provisioning_sessions(
         &self,
         created_before_ms: i64,
@@ -355,6 +357,11 @@ impl Store {
                 columns!(),
                 " FROM sessions WHERE status = 'provisioning' AND created_ms < $1
                     AND (created_ms, id) > ($3, $4)
+                    AND NOT EXISTS (SELECT 1 FROM snapshots sn
+                                     WHERE sn.project_id = sessions.project_id
+                                       AND sn.name = sessions.snapshot
+                                       AND (sn.status IN ('pending', 'building')
+                                            OR sn.built_ms >= $1))
                   ORDER BY created_ms, id LIMIT $2"
             ))
             .bind(created_before_ms)

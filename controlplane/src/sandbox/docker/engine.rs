@@ -65,3 +65,29 @@ pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
         }
     )
 }
+
+impl DockerEngine {
+    /// The IPv4 gateway of `network` (the engine's default bridge when `None`): the host's
+    /// address on the sandboxes' network, where the control plane listens for them.
+    pub async fn gateway(&self, network: Option<&str>) -> Result<std::net::Ipv4Addr, SandboxError> {
+        let name = network.unwrap_or("bridge");
+        let inspect = self
+            .docker
+            .inspect_network(name, None)
+            .await
+            .map_err(|e| self.error(&format!("inspecting network {name}"), e))?;
+        inspect
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.gateway)
+            .find_map(|g| g.parse::<std::net::Ipv4Addr>().ok())
+            .ok_or_else(|| {
+                SandboxError::Engine(format!(
+                    "network {name} on the container engine at {} has no IPv4 gateway; pass --docker-network with one",
+                    self.host
+                ))
+            })
+    }
+}
