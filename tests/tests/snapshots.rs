@@ -341,3 +341,65 @@ async fn an_image_template_gets_the_runtime_layer() {
         .await
         .unwrap();
 }
+
+/// A provider that builds no images (here `external`) says in the session's records which
+/// parts of the template it does not honour, instead of ignoring them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_without_images_says_what_it_ignores() {
+    use kortix_proto::v1::{AttachRequest, LogStream, StartSessionRequest, record::Body};
+    let ts = support::TestServer::start_with(|c| {
+        c.sandbox = kortix_controlplane::config::SandboxKind::External;
+    })
+    .await;
+    let token = ts.account("alice").await;
+    let _work = support::app_with_model_config(&ts, &token, 1, |config| {
+        let clone = config.ancestors().nth(3).unwrap();
+        std::fs::write(
+            clone.join("kortix.toml"),
+            "kortix_version = 1\n[project]\nname = \"app\"\n[sandbox]\ndefault = \"dev\"\n\
+             [[sandbox.templates]]\nslug = \"dev\"\ndockerfile = \".kortix/Dockerfile\"\ncpu = 2\nmemory = 4\n",
+        )
+        .unwrap();
+    })
+    .await;
+    let session = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = ts
+        .sessions(&token)
+        .attach(AttachRequest {
+            session_id: session.id.clone(),
+            from_seq: 0,
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lines = Vec::new();
+    while let Some(r) = futures::StreamExt::next(&mut stream).await {
+        if let Some(Body::Log(l)) = r.unwrap().body
+            && l.stream == LogStream::Build as i32
+        {
+            lines.push(l.line);
+        }
+    }
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].contains("dockerfile .kortix/Dockerfile is not built"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("cpu = 2 is not enforced by the external provider"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].contains("memory = 4 GiB is not enforced"),
+        "{lines:?}"
+    );
+}
