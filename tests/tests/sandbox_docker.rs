@@ -226,4 +226,57 @@ echo "caps=$(grep CapBnd /proc/self/status | cut -f2)""#
     .await;
     assert!(!failed.failure_reason.is_empty());
     drop(loopback);
+
+    // The snapshot as people see it: one, active; building it again finds it; pruning keeps
+    // it while the first session runs on it.
+    let listed = ts
+        .snapshots(&token)
+        .list_snapshots(ListSnapshotsRequest {
+            project: "app".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshots;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].status.as_str(), listed[0].template.as_str()),
+        ("active", "dev")
+    );
+    assert!(listed[0].size_bytes > 0);
+    let mut built = ts
+        .snapshots(&token)
+        .build_snapshot(BuildSnapshotRequest {
+            project: "app".into(),
+            template: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut found = None;
+    while let Some(event) = built.message().await.unwrap() {
+        if let Some(build_snapshot_event::Event::Snapshot(s)) = event.event {
+            found = Some(s);
+        }
+    }
+    assert_eq!(found.unwrap().name, listed[0].name);
+    let pruned = ts
+        .snapshots(&token)
+        .prune_snapshots(PruneSnapshotsRequest {
+            project: "app".into(),
+            unused_for_secs: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        pruned.removed.is_empty(),
+        "a live session's snapshot stays: {pruned:?}"
+    );
+    let err = ts
+        .snapshots(&token)
+        .prune_snapshots(PruneSnapshotsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
 }

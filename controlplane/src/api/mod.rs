@@ -13,4 +13,5 @@ pub mod convert;
 pub mod projects;
 pub mod secrets;
 pub mod sessions;
+pub mod snapshots;
 pub mod triggers;

@@ -12,6 +12,7 @@
 //! failed build is final for its hash: waiters fail with the build log's tail, and nothing
 //! retries until someone asks (`build` with a retry) or the hash changes.
 
+pub mod access;
 pub mod recipe;
 pub mod runtime;
 
@@ -348,7 +349,7 @@ impl Snapshots {
                 let _ = tx.send(line.to_owned());
             })
         };
-        let renew = {
+        let renew = AbortOnDrop({
             let (store, pid, hash, replica) = (
                 self.store.clone(),
                 recipe.project_id.clone(),
@@ -366,7 +367,7 @@ impl Snapshots {
                     }
                 }
             })
-        };
+        });
         let build = self
             .builder
             .build(&recipe.name, context.path(), recipe::DOCKERFILE, sink);
@@ -378,7 +379,7 @@ impl Snapshots {
                 self.config.build_timeout.as_secs()
             )),
         };
-        renew.abort();
+        drop(renew);
         outcome.map_err(|why| {
             let tail = tail.lock().expect("tail lock");
             let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
@@ -427,6 +428,16 @@ impl Snapshots {
             removed.push(s.name);
         }
         Ok(removed)
+    }
+}
+
+/// Ends the claim's renewal however the build ends, also when the caller gives up on it (a
+/// dropped future): a claim nobody renews ages out and is taken over.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
