@@ -29,6 +29,10 @@ slug = "dev"
 dockerfile = ".kortix/Dockerfile"
 cpu = 1
 memory = 1
+
+[[sandbox.templates]]
+slug = "broken"
+dockerfile = "broken/Dockerfile"
 "#;
 
 async fn gateway(host: &str) -> std::net::Ipv4Addr {
@@ -63,6 +67,22 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
     let loopback = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let loopback_port = loopback.local_addr().unwrap().port();
 
+    // A labelled container whose session this control plane does not know: removed at start.
+    let _ = engine.cli(&["rm", "-f", "kortix-session-stray"]);
+    engine
+        .cli(&[
+            "run",
+            "-d",
+            "--name",
+            "kortix-session-stray",
+            "--label",
+            "kortix.session=stray",
+            "--entrypoint",
+            "sleep",
+            TEST_BASE_IMAGE,
+            "600",
+        ])
+        .unwrap();
     let host = engine.docker_host.clone();
     let ts = TestServer::start_with(move |c: &mut ServerConfig| {
         c.agent_bin = Some(support::built_binary("kortix-agent"));
@@ -77,6 +97,17 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
             opencode_bin: Some(opencode_bin().expect("pinned OpenCode installs")),
         };
     })
+    .await;
+    support::eventually(
+        "the stray container removed",
+        Duration::from_secs(30),
+        || async {
+            engine
+                .cli(&["container", "exists", "kortix-session-stray"])
+                .is_err()
+                .then_some(())
+        },
+    )
     .await;
     let token = ts.account("alice").await;
     let base_url = model.base_url();
@@ -95,6 +126,12 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
         std::fs::write(
             clone.join(".kortix/marker.txt"),
             "built from the Dockerfile\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(clone.join("broken")).unwrap();
+        std::fs::write(
+            clone.join("broken/Dockerfile"),
+            format!("FROM {TEST_BASE_IMAGE}\nRUN echo about to fail && exit 3\n"),
         )
         .unwrap();
     })
@@ -227,6 +264,35 @@ echo "caps=$(grep CapBnd /proc/self/status | cut -f2)""#
     assert!(!failed.failure_reason.is_empty());
     drop(loopback);
 
+    // A Dockerfile that does not build: the session fails with the build's error.
+    let err = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            template: "broken".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("about to fail"), "{err}");
+    let sessions = ts
+        .sessions(&token)
+        .list_sessions(ListSessionsRequest {
+            project: "app".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    let broken = sessions.iter().find(|s| s.template == "broken").unwrap();
+    assert_eq!(broken.status, SessionStatus::Failed as i32);
+    assert!(
+        broken.failure_reason.contains("failed to build"),
+        "{}",
+        broken.failure_reason
+    );
+
     // The snapshot as people see it: one, active; building it again finds it; pruning keeps
     // it while the first session runs on it.
     let listed = ts
@@ -238,6 +304,13 @@ echo "caps=$(grep CapBnd /proc/self/status | cut -f2)""#
         .unwrap()
         .into_inner()
         .snapshots;
+    let failed_snapshot = listed
+        .iter()
+        .find(|s| s.template == "broken")
+        .unwrap()
+        .clone();
+    assert_eq!(failed_snapshot.status, "failed");
+    let listed: Vec<_> = listed.into_iter().filter(|s| s.template == "dev").collect();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(
         (listed[0].status.as_str(), listed[0].template.as_str()),
@@ -269,9 +342,10 @@ echo "caps=$(grep CapBnd /proc/self/status | cut -f2)""#
         .await
         .unwrap()
         .into_inner();
-    assert!(
-        pruned.removed.is_empty(),
-        "a live session's snapshot stays: {pruned:?}"
+    assert_eq!(
+        pruned.removed,
+        [failed_snapshot.name],
+        "a live session's snapshot stays, the unused failed one goes"
     );
     let err = ts
         .snapshots(&token)
