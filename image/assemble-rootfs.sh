@@ -3,12 +3,14 @@
 # engine, so that `kortix server --isolation namespaces --sandbox-root DIR` boots sessions on
 # exactly the image's layout (see image/README.md for how the two correspond).
 #
-#   image/assemble-rootfs.sh [--agent PATH] [--opencode PREFIX] OUT_DIR
+#   image/assemble-rootfs.sh [--agent PATH] [--opencode PREFIX] [--base-only] OUT_DIR
 #
 #   --agent PATH       the kortix-agent binary to install [default: build a static one with
 #                      cargo, as the Dockerfile's build stage does]
 #   --opencode PREFIX  an npm prefix holding opencode-ai@1.18.33 (the directory above
 #                      node_modules) [default: npm install it into a temporary prefix]
+#   --base-only        only the Debian part (steps 1-4 and 7): a base image to import into a
+#                      container engine that has no registry to pull debian:bookworm-slim from
 #
 # The Dockerfile's runtime stage is debian:bookworm-slim plus `apt-get install
 # --no-install-recommends git ca-certificates`. This script takes the same Debian packages —
@@ -23,7 +25,7 @@ OPENCODE_VERSION=1.18.33
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() {
     echo "assemble-rootfs: $*" >&2
     exit 1
@@ -32,10 +34,12 @@ die() {
 agent=""
 opencode=""
 out=""
+base_only=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --agent) agent=${2:?--agent needs a path}; shift 2 ;;
         --opencode) opencode=${2:?--opencode needs a prefix}; shift 2 ;;
+        --base-only) base_only=1; shift ;;
         -h | --help) usage; exit 0 ;;
         -*) usage >&2; exit 2 ;;
         *) [ -z "$out" ] || die "one output directory only"; out=$1; shift ;;
@@ -149,6 +153,12 @@ done
 mkdir -p "$out"/{proc,sys,dev,run,root,home,workspace,tmp,var/tmp,usr/local/bin,opt}
 chmod 1777 "$out/tmp" "$out/var/tmp"
 chmod 0700 "$out/root"
+
+if [ -n "$base_only" ]; then
+    ldconfig -r "$out" 2>/dev/null || true
+    echo "assemble-rootfs: base only, $(du -sh "$out" | cut -f1) in $out" >&2
+    exit 0
+fi
 
 # --- 5. kortix-agent, static as in the Dockerfile's build stage unless one is given.
 if [ -z "$agent" ]; then

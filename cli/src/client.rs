@@ -16,6 +16,7 @@ use kortix_proto::v1::member_service_client::MemberServiceClient;
 use kortix_proto::v1::project_service_client::ProjectServiceClient;
 use kortix_proto::v1::secret_service_client::SecretServiceClient;
 use kortix_proto::v1::session_service_client::SessionServiceClient;
+use kortix_proto::v1::snapshot_service_client::SnapshotServiceClient;
 use kortix_proto::v1::trigger_service_client::TriggerServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -185,6 +186,10 @@ impl Client {
 
     pub fn secrets(&self) -> SecretServiceClient<Authed> {
         SecretServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn snapshots(&self) -> SnapshotServiceClient<Authed> {
+        SnapshotServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
     pub fn sessions(&self) -> SessionServiceClient<Authed> {

@@ -71,6 +71,8 @@ enum Command {
     GitCredential(commands::git_credential::GitCredentialArgs),
     /// Set, list and remove project secrets.
     Secrets(commands::secrets::SecretsArgs),
+    /// The images sessions boot from (--sandbox docker): list, build, prune.
+    Snapshots(commands::snapshots::SnapshotsArgs),
     /// Start, follow, prompt and stop agent sessions.
     Sessions(commands::sessions::SessionsArgs),
     /// Change requests: review and merge session branches.
@@ -116,6 +118,7 @@ fn main() -> ExitCode {
         Command::Projects(args) => commands::projects::run(&cli.global, args),
         Command::GitCredential(args) => commands::git_credential::run(&cli.global, args),
         Command::Secrets(args) => commands::secrets::run(&cli.global, args),
+        Command::Snapshots(args) => commands::snapshots::run(&cli.global, args),
         Command::Sessions(args) => commands::sessions::run(&cli.global, args),
         Command::Cr(args) => commands::cr::run(&cli.global, args),
         Command::Triggers(args) => commands::triggers::run(&cli.global, args),

@@ -11,6 +11,22 @@ pub enum SandboxKind {
     Local,
     /// Bootstrap files for an outside orchestrator (see `sandbox::external`).
     External,
+    /// One container per session on a Docker Engine API (see `sandbox::docker`), booted from
+    /// the session's snapshot.
+    Docker,
+}
+
+/// The container engine of `SandboxKind::Docker`.
+#[derive(Debug, Clone, Default)]
+pub struct DockerSettings {
+    /// `unix:///path` or `tcp://host:port`; `None`: `DOCKER_HOST`, else the local socket.
+    pub host: Option<String>,
+    /// The network sandboxes join; `None`: the engine's default bridge.
+    pub network: Option<String>,
+    /// The image of the platform default template; `None`: `debian:bookworm-slim`.
+    pub base_image: Option<String>,
+    /// The OpenCode binary of the runtime layer (the native one, not the npm wrapper).
+    pub opencode_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +59,8 @@ pub struct ServerConfig {
     /// How long an ended local sandbox's directory is kept for debugging (zero: removed when
     /// its agent exits).
     pub sandbox_retention: Duration,
+    /// The engine and runtime layer of `SandboxKind::Docker`.
+    pub docker: DockerSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +104,7 @@ impl ServerConfig {
             isolation: Default::default(),
             timings: Timings::default(),
             sandbox_retention: Duration::ZERO,
+            docker: DockerSettings::default(),
         }
     }
 }

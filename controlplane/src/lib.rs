@@ -8,7 +8,7 @@
 //!
 //! Domain services (all fail with [`error::DomainError`]):
 //! - [`accounts`], [`projects`], [`change_requests`], [`secrets`] (`ProjectSecrets`),
-//!   [`sessions`], [`triggers`]; [`manifests`]: the one reader of `kortix.toml` on a default
+//!   [`sessions`], [`triggers`], [`snapshots`] (built once per content hash); [`manifests`]: the one reader of `kortix.toml` on a default
 //!   branch.
 //!
 //! Infrastructure:
@@ -39,5 +39,6 @@ pub mod sandbox;
 pub mod secrets;
 pub mod server;
 pub mod sessions;
+pub mod snapshots;
 pub mod store;
 pub mod triggers;

@@ -57,6 +57,8 @@ pub struct Metrics {
     /// Wake-ups sent to and received from other replicas (PostgreSQL NOTIFY).
     pub cluster_wakeups_sent: Counter,
     pub cluster_wakeups_received: Counter,
+    /// Snapshot builds this replica ran, by outcome (`active`, `failed`).
+    pub snapshot_builds: Family<OutcomeLabel, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -84,6 +86,12 @@ impl Metrics {
         let viewers_cut_off = Counter::default();
         let cluster_wakeups_sent = Counter::default();
         let cluster_wakeups_received = Counter::default();
+        let snapshot_builds = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "snapshot_builds",
+            "Snapshot builds run by this replica, by outcome",
+            snapshot_builds.clone(),
+        );
         registry.register("sessions", "Sessions by state", sessions.clone());
         registry.register(
             "connected_agents",
@@ -160,6 +168,7 @@ impl Metrics {
             viewers_cut_off,
             cluster_wakeups_sent,
             cluster_wakeups_received,
+            snapshot_builds,
         }
     }
 

@@ -83,6 +83,16 @@ impl PublicServices {
                 .max_decoding_message_size(MAX_API_MESSAGE),
             )
             .add_service(
+                pb::snapshot_service_server::SnapshotServiceServer::new(
+                    api::snapshots::Snapshots::new(crate::snapshots::access::SnapshotAccess::new(
+                        self.store.clone(),
+                        self.sessions.manifests.clone(),
+                        self.sessions.snapshots().cloned(),
+                    )),
+                )
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
                 pb::session_service_server::SessionServiceServer::new(
                     api::sessions::Sessions::new(self.sessions),
                 )

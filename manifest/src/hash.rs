@@ -68,9 +68,28 @@ pub fn snapshot_hash(
     dockerfile_contents: Option<&[u8]>,
     runtime_fingerprint: &str,
 ) -> String {
+    snapshot_hash_with_context(template, dockerfile_contents, None, runtime_fingerprint)
+}
+
+/// [`snapshot_hash`] with the Dockerfile's build context: `context_digest` is the caller's
+/// content digest of the directory that holds the Dockerfile (e.g. its git tree id), hashed
+/// as the field `context` right after `dockerfile`, only for a Dockerfile template whose
+/// contents were read. `None` hashes exactly like [`snapshot_hash`], so a change of any file
+/// in the context changes the hash while image templates (no context) keep theirs.
+pub fn snapshot_hash_with_context(
+    template: &SandboxTemplate,
+    dockerfile_contents: Option<&[u8]>,
+    context_digest: Option<&str>,
+    runtime_fingerprint: &str,
+) -> String {
     let mut c = Canon::new(SNAPSHOT_DOMAIN);
     match (&template.dockerfile, &template.image, dockerfile_contents) {
-        (Some(_), _, Some(contents)) => c.field("dockerfile", contents),
+        (Some(_), _, Some(contents)) => {
+            c.field("dockerfile", contents);
+            if let Some(digest) = context_digest {
+                c.field("context", digest.as_bytes());
+            }
+        }
         (Some(path), _, None) => c.field("dockerfile-unread", path.as_bytes()),
         (None, Some(image), _) => c.field("image", image.as_bytes()),
         // Not produced by the parser; still hash deterministically.

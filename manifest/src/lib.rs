@@ -81,7 +81,7 @@ pub use connectors::{
 pub use edit::write_over;
 pub use env::Env;
 pub use error::{Diagnostic, EntryError, ManifestError, toml_syntax};
-pub use hash::{app_redeploy_hash, snapshot_hash};
+pub use hash::{app_redeploy_hash, snapshot_hash, snapshot_hash_with_context};
 pub use image::ImageRef;
 pub use names::{
     RESERVED_SECRET_PREFIX, SECRET_NAME_MAX, is_app_env_key, is_env_name, is_secret_name, is_slug,

@@ -444,7 +444,7 @@ fn sandbox_legacy_singular_keys_are_rejected() {
 // ------------------------------------------------------------ snapshot hash
 
 mod snapshot_hash {
-    use kortix_manifest::{SandboxTemplate, snapshot_hash};
+    use kortix_manifest::{SandboxTemplate, snapshot_hash, snapshot_hash_with_context};
 
     fn t(cpu: Option<u32>, memory: Option<u32>, disk: Option<u32>) -> SandboxTemplate {
         SandboxTemplate {
@@ -561,6 +561,39 @@ mod snapshot_hash {
                 ("image", b"python:3.12"),
                 ("runtime", b"rt1")
             ])
+        );
+    }
+
+    #[test]
+    fn the_build_context_follows_the_dockerfile() {
+        let df = t(Some(2), None, None);
+        assert_eq!(
+            snapshot_hash_with_context(&df, Some(DF), Some("tree1"), "rt1"),
+            documented(&[
+                ("domain", b"kortix-snapshot-v1"),
+                ("dockerfile", DF),
+                ("context", b"tree1"),
+                ("runtime", b"rt1"),
+                ("cpu", b"2"),
+            ])
+        );
+        assert_ne!(
+            snapshot_hash_with_context(&df, Some(DF), Some("tree2"), "rt1"),
+            snapshot_hash_with_context(&df, Some(DF), Some("tree1"), "rt1")
+        );
+        assert_eq!(
+            snapshot_hash_with_context(&df, Some(DF), None, "rt1"),
+            snapshot_hash(&df, Some(DF), "rt1")
+        );
+        // An image template has no context: a digest passed anyway changes nothing.
+        let image = SandboxTemplate {
+            dockerfile: None,
+            image: Some("python:3.12".into()),
+            ..t(None, None, None)
+        };
+        assert_eq!(
+            snapshot_hash_with_context(&image, None, Some("tree1"), "rt1"),
+            snapshot_hash(&image, None, "rt1")
         );
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod git;
 pub mod opencode;
+pub mod podman;
 pub mod require;
 pub mod scripted_model;
 

@@ -86,6 +86,7 @@ struct Shared {
 
 /// The running server; it stops when dropped.
 pub struct ScriptedModel {
+    host: String,
     port: u16,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -98,6 +99,33 @@ impl ScriptedModel {
     pub fn start(script: Vec<Turn>) -> Result<ScriptedModel, HarnessError> {
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
             .map_err(io_context("binding the scripted model"))?;
+        Self::serve(listener, script)
+    }
+
+    /// Starts the server on `ip` (e.g. a container bridge's gateway, where sandboxes reach
+    /// it as they would a model API on the internet), even before that address exists on the
+    /// host (`IP_FREEBIND`: an engine creates its bridge with the first container).
+    pub fn start_on(
+        ip: std::net::Ipv4Addr,
+        script: Vec<Turn>,
+    ) -> Result<ScriptedModel, HarnessError> {
+        let addr = std::net::SocketAddr::from((ip, 0));
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .map_err(io_context("creating the scripted model socket"))?;
+        socket
+            .set_freebind_v4(true)
+            .and_then(|()| socket.bind(&addr.into()))
+            .and_then(|()| socket.listen(128))
+            .map_err(io_context(format!("binding the scripted model on {addr}")))?;
+        let mut model = Self::serve(socket.into(), script)?;
+        model.host = ip.to_string();
+        Ok(model)
+    }
+
+    fn serve(
+        listener: std::net::TcpListener,
+        script: Vec<Turn>,
+    ) -> Result<ScriptedModel, HarnessError> {
         listener
             .set_nonblocking(true)
             .map_err(io_context("configuring the scripted model listener"))?;
@@ -133,6 +161,7 @@ impl ScriptedModel {
             })
             .map_err(io_context("spawning the scripted model thread"))?;
         Ok(ScriptedModel {
+            host: "127.0.0.1".into(),
             port,
             shared,
             stop: Some(stop),
@@ -145,7 +174,7 @@ impl ScriptedModel {
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
+        format!("http://{}:{}/v1", self.host, self.port)
     }
 
     /// Appends turns to the script.

@@ -11,6 +11,7 @@ pub mod projects;
 pub mod secrets;
 pub mod server;
 pub mod sessions;
+pub mod snapshots;
 pub mod tokens;
 pub mod triggers;
 pub mod up;

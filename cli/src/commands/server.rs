@@ -17,6 +17,9 @@ pub enum Sandbox {
     /// Write each sandbox's bootstrap environment to `<data-dir>/bootstrap/<session>.json`
     /// for an outside orchestrator to run `kortix-agent` with.
     External,
+    /// One container per session, booted from the project's snapshot, on a Docker Engine API
+    /// (Docker, or Podman's compatible service).
+    Docker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,6 +64,21 @@ pub struct ServerArgs {
     /// root derived from the host].
     #[arg(long, env = "KORTIX_SANDBOX_ROOT")]
     pub sandbox_root: Option<PathBuf>,
+    /// Container engine for `--sandbox docker`: unix:///PATH or tcp://HOST:PORT [default:
+    /// DOCKER_HOST, else unix:///var/run/docker.sock].
+    #[arg(long)]
+    pub docker_host: Option<String>,
+    /// Network the containers of `--sandbox docker` join [default: the engine's bridge].
+    #[arg(long)]
+    pub docker_network: Option<String>,
+    /// Image of the platform default template for `--sandbox docker` (no template chosen)
+    /// [default: debian:bookworm-slim].
+    #[arg(long)]
+    pub docker_base_image: Option<String>,
+    /// OpenCode's native binary, copied into every snapshot's runtime layer (`--sandbox
+    /// docker`).
+    #[arg(long, env = "KORTIX_SANDBOX_OPENCODE_BIN")]
+    pub sandbox_opencode_bin: Option<PathBuf>,
     /// Hibernate running sessions idle this many seconds (0: never).
     #[arg(long, default_value_t = 900)]
     pub idle_timeout_secs: u64,
@@ -104,6 +122,13 @@ impl ServerArgs {
         config.sandbox = match self.sandbox {
             Sandbox::Local => SandboxKind::Local,
             Sandbox::External => SandboxKind::External,
+            Sandbox::Docker => SandboxKind::Docker,
+        };
+        config.docker = kortix_controlplane::config::DockerSettings {
+            host: self.docker_host.clone(),
+            network: self.docker_network.clone(),
+            base_image: self.docker_base_image.clone(),
+            opencode_bin: self.sandbox_opencode_bin.clone(),
         };
         config.public_url = self.public_url.clone();
         config.agent_url = self.agent_url.clone();

@@ -39,6 +39,9 @@ pub fn run(global: &Global, args: UpArgs) -> Result<ExitCode> {
         );
     }
     config.agent_bin = Some(agent_bin);
+    if config.docker.opencode_bin.is_none() {
+        config.docker.opencode_bin = Some(opencode.clone());
+    }
     config
         .agent_env
         .push(("KORTIX_OPENCODE_BIN".into(), opencode.display().to_string()));

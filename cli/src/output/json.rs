@@ -47,6 +47,7 @@ pub fn log_stream(value: i32) -> &'static str {
         Ok(LogStream::Stdout) => "stdout",
         Ok(LogStream::Stderr) => "stderr",
         Ok(LogStream::Agent) => "agent",
+        Ok(LogStream::Build) => "build",
         Err(_) => "unknown",
     }
 }

@@ -15,4 +15,5 @@ pub mod members;
 pub mod projects;
 pub mod secrets;
 pub mod sessions;
+pub mod snapshots;
 pub mod triggers;

@@ -5,6 +5,7 @@
 //! - [`repos`]: the per-project bare repositories: create, import, read, branch, delete.
 //! - [`http`]: smart HTTP hosting through `git http-backend`, authorized per request by a
 //!   [`GitAuthorizer`]; push scopes are enforced by the `pre-receive` hook in [`hook`].
+//! - [`tree_dir`]: one directory of a branch as files (a Dockerfile's build context).
 //! - [`command`]: running the `git` program isolated and bounded.
 
 pub mod access;
@@ -16,6 +17,7 @@ mod import;
 pub mod names;
 pub mod refs;
 pub mod repos;
+pub mod tree_dir;
 
 pub use access::{GitAccess, GitAuthorizer, GitDenied, PushScope};
 pub use http::{GitHttpLimits, GitHttpState, clone_url, router};

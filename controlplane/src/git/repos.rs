@@ -83,6 +83,13 @@ pub enum RepoError {
         size: u64,
         limit: u64,
     },
+    #[error("{path:?} on branch {branch:?} of project {project_id} is too large: {reason}")]
+    DirTooLarge {
+        project_id: String,
+        branch: String,
+        path: String,
+        reason: String,
+    },
     #[error("invalid author: {0}")]
     InvalidAuthor(String),
     #[error("cannot import {source_desc}: {reason}")]
@@ -561,7 +568,7 @@ fn signature(author: &Author) -> Result<gix::actor::Signature, RepoError> {
 
 /// Splits a repository-relative path into components, refusing anything that is not a plain
 /// relative path (absolute, `..`, `.`, empty components).
-fn repo_path_components(path: &str) -> Result<Vec<&str>, RepoError> {
+pub(super) fn repo_path_components(path: &str) -> Result<Vec<&str>, RepoError> {
     let refuse = |reason: &str| RepoError::InvalidPath {
         path: path.to_owned(),
         reason: reason.to_owned(),

@@ -47,11 +47,14 @@ pub enum Action {
     DeleteSession,
     ChangeSecrets,
     GrantAccess,
+    ViewSnapshots,
+    BuildSnapshot,
+    PruneSnapshots,
 }
 
 impl Action {
     /// Every action, in the order of the table.
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 28] = [
         Action::CreatePerson,
         Action::WhoAmI,
         Action::ManageOwnTokens,
@@ -77,6 +80,9 @@ impl Action {
         Action::DeleteSession,
         Action::ChangeSecrets,
         Action::GrantAccess,
+        Action::ViewSnapshots,
+        Action::BuildSnapshot,
+        Action::PruneSnapshots,
     ];
 
     /// The least role the action needs: the permission table.
@@ -96,17 +102,20 @@ impl Action {
             | Action::ViewTriggers
             | Action::ListSecretNames
             | Action::ListAccess
-            | Action::GitClone => Need::Project(P::Viewer),
+            | Action::GitClone
+            | Action::ViewSnapshots => Need::Project(P::Viewer),
             Action::StartSession
             | Action::ChatInSession
             | Action::StopSession
             | Action::OpenOrCloseChangeRequest
             | Action::FireTrigger
-            | Action::GitPushBranch => Need::Project(P::Editor),
+            | Action::GitPushBranch
+            | Action::BuildSnapshot => Need::Project(P::Editor),
             Action::MergeChangeRequest
             | Action::DeleteSession
             | Action::ChangeSecrets
-            | Action::GrantAccess => Need::Project(P::Manager),
+            | Action::GrantAccess
+            | Action::PruneSnapshots => Need::Project(P::Manager),
         }
     }
 
@@ -138,6 +147,9 @@ impl Action {
             Action::DeleteSession => "deleting a session",
             Action::ChangeSecrets => "setting or removing secrets",
             Action::GrantAccess => "granting or revoking access",
+            Action::ViewSnapshots => "listing snapshots",
+            Action::BuildSnapshot => "building a snapshot",
+            Action::PruneSnapshots => "pruning snapshots",
         }
     }
 }
@@ -252,6 +264,18 @@ pub const RPCS: &[(&str, Action)] = &[
     (
         "/kortix.v1.TriggerService/ListFirings",
         Action::ViewTriggers,
+    ),
+    (
+        "/kortix.v1.SnapshotService/ListSnapshots",
+        Action::ViewSnapshots,
+    ),
+    (
+        "/kortix.v1.SnapshotService/BuildSnapshot",
+        Action::BuildSnapshot,
+    ),
+    (
+        "/kortix.v1.SnapshotService/PruneSnapshots",
+        Action::PruneSnapshots,
     ),
 ];
 

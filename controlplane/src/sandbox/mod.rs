@@ -2,6 +2,7 @@
 //! bootstrap environment, and kills it when asked. Providers report sandbox exits on a channel
 //! so the session lifecycle can tell a finished agent from a crashed one.
 
+pub mod docker;
 pub mod external;
 pub mod local;
 // Building a sandbox needs a raw `clone` into new namespaces and only raw system calls
@@ -23,6 +24,9 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// The container engine (or sandbox service) refused or failed a request.
+    #[error("{0}")]
+    Engine(String),
 }
 
 /// Hardware and image a session asked for, resolved from the manifest.
@@ -33,6 +37,9 @@ pub struct SandboxResources {
     pub memory_gib: Option<u32>,
     pub disk_gib: Option<u32>,
     pub snapshot_hash: Option<String>,
+    /// The snapshot (image) to boot, for providers that build snapshots.
+    pub snapshot: Option<String>,
+    pub project_id: String,
 }
 
 /// Everything a provider needs to boot one session's sandbox.
@@ -68,6 +75,32 @@ pub struct Inventory {
     /// otherwise (a local provider that sees only its own children) losses show up as exits
     /// and missed heartbeats instead.
     pub complete: bool,
+}
+
+/// Where a snapshot build's output lines go (the waiting sessions' records, a CLI stream).
+pub type BuildLog = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Why a snapshot build failed: the engine's error and the last lines of the build log.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildFailure(pub String);
+
+/// A provider that runs sandboxes from images builds the snapshots they boot from.
+pub trait SnapshotBuilder: Send + Sync + 'static {
+    /// Builds the image `name` from a build context archive (a tar file) whose Dockerfile is
+    /// at `dockerfile`, sending each output line to `log`. Returns the image's size in bytes.
+    fn build<'a>(
+        &'a self,
+        name: &'a str,
+        context: &'a std::path::Path,
+        dockerfile: &'a str,
+        log: BuildLog,
+    ) -> BoxFuture<'a, Result<u64, BuildFailure>>;
+    /// Whether the image `name` exists (an active row whose image was removed by hand is
+    /// rebuilt rather than booted).
+    fn exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, SandboxError>>;
+    /// Removes the image `name`; removing a missing image is not an error.
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), SandboxError>>;
 }
 
 pub trait SandboxProvider: Send + Sync + 'static {

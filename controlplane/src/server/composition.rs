@@ -8,21 +8,27 @@ use crate::auth::Authenticator;
 use crate::config::{SandboxKind, ServerConfig, locate_agent_bin};
 use crate::manifests::Manifests;
 use crate::public::PublicServices;
+use crate::sandbox::docker::{DockerConfig, DockerEngine, DockerProvider};
 use crate::sandbox::local::{LocalConfig, LocalProvider};
 use crate::sandbox::opencode_packages::OpencodePackages;
 use crate::sandbox::{SandboxExit, SandboxProvider};
 use crate::secrets::ProjectSecrets;
 use crate::sessions::cluster::Cluster;
 use crate::sessions::{SessionConfig, Sessions, live::Hub};
+use crate::snapshots::Snapshots;
 use crate::triggers::Triggers;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Where this replica is reached: by people and git (public) and by agents.
+/// Where this replica is reached: by people and git (public) and by agents; and where its
+/// sandboxes reach it (the container network's gateway under `--sandbox docker`, else the
+/// same addresses).
 pub(super) struct Urls {
     pub public: String,
     pub agent: String,
+    pub sandbox_public: String,
+    pub sandbox_agent: String,
 }
 
 /// Every long-lived service of one replica, wired together.
@@ -43,14 +49,16 @@ impl Services {
         config: &ServerConfig,
         base: &Foundation,
         urls: &Urls,
+        engine: Option<(DockerEngine, Snapshots)>,
     ) -> Result<(Self, mpsc::Receiver<SandboxExit>), ServerError> {
         let (exit_tx, exit_rx) = mpsc::channel::<SandboxExit>(1024);
-        let provider = sandbox_provider(config, base, exit_tx)?;
+        let (docker, snapshots) = engine.unzip();
+        let provider = sandbox_provider(config, base, docker, exit_tx)?;
         let hub = Hub::new();
         let cluster = Cluster::attach(&base.store, &hub);
         let manifests = Arc::new(Manifests::new(base.repos.clone()));
         let secrets = ProjectSecrets::new(base.store.clone(), base.master_key.clone(), hub.clone());
-        let sessions = Sessions::new(
+        let mut sessions = Sessions::new(
             base.store.clone(),
             base.repos.clone(),
             provider.clone(),
@@ -58,6 +66,9 @@ impl Services {
             manifests.clone(),
             session_config(config, base, urls),
         );
+        if let Some(snapshots) = snapshots {
+            sessions = sessions.with_snapshots(snapshots);
+        }
         let triggers = Triggers::new(
             base.store.clone(),
             manifests.clone(),
@@ -119,10 +130,24 @@ impl Services {
 fn sandbox_provider(
     config: &ServerConfig,
     base: &Foundation,
+    docker: Option<DockerEngine>,
     exit_tx: mpsc::Sender<SandboxExit>,
 ) -> Result<Arc<dyn SandboxProvider>, ServerError> {
     let data_dir = &base.data_dir;
     Ok(match config.sandbox {
+        SandboxKind::Docker => {
+            let docker = docker.ok_or_else(|| {
+                ServerError::Setup("--sandbox docker without a container engine".into())
+            })?;
+            Arc::new(DockerProvider::new(
+                docker,
+                DockerConfig {
+                    network: config.docker.network.clone(),
+                    extra_env: config.agent_env.clone(),
+                },
+                exit_tx,
+            ))
+        }
         SandboxKind::Local => {
             let local = LocalProvider::new(
                 LocalConfig {
@@ -186,8 +211,8 @@ fn sandbox_opencode(agent_env: &[(String, String)]) -> Option<PathBuf> {
 fn session_config(config: &ServerConfig, base: &Foundation, urls: &Urls) -> SessionConfig {
     let timings = &config.timings;
     let mut session = SessionConfig::new(
-        urls.agent.clone(),
-        urls.public.clone(),
+        urls.sandbox_agent.clone(),
+        urls.sandbox_public.clone(),
         base.ca.cert_pem().to_string(),
     );
     session.connect_deadline = timings.connect_deadline;

@@ -31,30 +31,41 @@ pub(super) async fn bind(addr: SocketAddr) -> Result<Bound, ServerError> {
     Ok(Bound { listener, addr })
 }
 
+/// Serves the public services on every listener in `bound` (the host's, and the container
+/// network gateway's when there is one).
 pub(super) fn serve_public(
-    bound: Bound,
+    bound: impl IntoIterator<Item = Bound>,
     public: PublicServices,
     drained: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ServerError> {
     let router = public
         .router()
         .map_err(|e| ServerError::Setup(format!("reflection: {e}")))?;
-    Ok(tokio::spawn(async move {
+    let serving = bound.into_iter().map(|bound| {
         let serve = axum::serve(
             bound.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(signalled(drained));
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "public listener failed");
+        .with_graceful_shutdown(signalled(drained.clone()));
+        async move {
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, addr = %bound.addr, "public listener failed");
+            }
         }
+    });
+    let serving: Vec<_> = serving.collect();
+    Ok(tokio::spawn(async move {
+        futures::future::join_all(serving).await;
     }))
 }
 
-/// mTLS with the control plane's CA; `Enroll` works without a client certificate.
-pub(super) fn serve_agents(
-    bound: Bound,
-    agent_url: &str,
+/// mTLS with the control plane's CA; `Enroll` works without a client certificate. The
+/// server certificate names the hosts of every URL agents are given.
+pub(super) fn serve_agents<'a>(
+    bound: impl IntoIterator<Item = Bound>,
+    agent_urls: impl IntoIterator<Item = &'a str>,
     ca: &Ca,
     gateway: Gateway,
     drained: watch::Receiver<bool>,
@@ -64,10 +75,12 @@ pub(super) fn serve_agents(
         "localhost".to_string(),
         "::1".to_string(),
     ];
-    if let Some(host) = host_of(agent_url)
-        && !names.contains(&host)
-    {
-        names.push(host);
+    for url in agent_urls {
+        if let Some(host) = host_of(url)
+            && !names.contains(&host)
+        {
+            names.push(host);
+        }
     }
     let server_cert = ca.issue_server_cert(&names)?;
     let tls = tonic::transport::ServerTlsConfig::new()
@@ -88,8 +101,9 @@ pub(super) fn serve_agents(
         .tcp_nodelay(true);
     // `Server::tcp_nodelay` does not apply to a caller-supplied listener; without it every
     // small frame waits out Nagle's delay.
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(bound.listener).with_nodelay(Some(true));
+    let incoming = futures::stream::select_all(bound.into_iter().map(|bound| {
+        tonic::transport::server::TcpIncoming::from(bound.listener).with_nodelay(Some(true))
+    }));
     let router = server.add_service(agent_service);
     Ok(tokio::spawn(async move {
         if let Err(e) = router

@@ -4,13 +4,15 @@
 
 mod background;
 mod composition;
+mod engine;
 mod foundation;
 mod listeners;
 
-use crate::config::ServerConfig;
+use crate::config::{SandboxKind, ServerConfig};
 use crate::gateway::Gateway;
 use crate::sessions::Sessions;
 use composition::{Services, Urls};
+use engine::Engine;
 use foundation::Foundation;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,18 +106,35 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let public_bound = listeners::bind(config.listen).await?;
     let agent_bound = listeners::bind(config.agent_listen).await?;
     let (public_addr, agent_addr) = (public_bound.addr, agent_bound.addr);
-    let urls = Urls {
-        public: config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{public_addr}")),
-        agent: config
-            .agent_url
-            .clone()
-            .unwrap_or_else(|| format!("https://{agent_addr}")),
+    let engine = match config.sandbox {
+        SandboxKind::Docker => Some(Engine::open(&config, &base).await?),
+        SandboxKind::Local | SandboxKind::External => None,
     };
+    let public = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{public_addr}"));
+    let agent = config
+        .agent_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{agent_addr}"));
+    let urls = Urls {
+        sandbox_public: engine.as_ref().map_or_else(
+            || public.clone(),
+            |e| format!("http://{}", e.public_gw.addr),
+        ),
+        sandbox_agent: engine
+            .as_ref()
+            .map_or_else(|| agent.clone(), |e| format!("https://{}", e.agent_gw.addr)),
+        public,
+        agent,
+    };
+    let (engine, gateways) = engine
+        .map(|e| ((e.docker, e.snapshots), (e.public_gw, e.agent_gw)))
+        .unzip();
+    let (public_gw, agent_gw) = gateways.unzip();
 
-    let (mut services, exits) = Services::compose(&config, &base, &urls)?;
+    let (mut services, exits) = Services::compose(&config, &base, &urls, engine)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (sandboxes_done_tx, sandboxes_done_rx) = oneshot::channel();
     // Listeners close only once this replica's sandboxes have ended: a stopping agent still
@@ -124,7 +143,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     let mut tasks = background::spawn(&mut services, exits, sandboxes_done_rx, &shutdown_rx);
     tasks.push(listeners::serve_public(
-        public_bound,
+        std::iter::once(public_bound).chain(public_gw),
         services.public(&base, &urls)?,
         drained_rx.clone(),
     )?);
@@ -134,8 +153,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         services.secrets.clone(),
     );
     tasks.push(listeners::serve_agents(
-        agent_bound,
-        &urls.agent,
+        std::iter::once(agent_bound).chain(agent_gw),
+        [urls.agent.as_str(), urls.sandbox_agent.as_str()],
         &base.ca,
         gateway,
         drained_rx,

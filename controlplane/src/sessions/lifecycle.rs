@@ -97,10 +97,10 @@ impl Sessions {
         let project = self.project_for(&req.project).await?;
         let manifest = self.manifest(&project).await?;
         let requested = (!req.template.is_empty()).then_some(req.template.as_str());
-        let resources = match manifest
+        let resolved = manifest
             .resolve_template(requested)
-            .map_err(|e| SessionError::Invalid(e.to_string()))?
-        {
+            .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        let mut resources = match resolved {
             ResolvedTemplate::PlatformDefault => SandboxResources {
                 template: PLATFORM_TEMPLATE.to_string(),
                 ..Default::default()
@@ -110,8 +110,15 @@ impl Sessions {
                 cpu: t.cpu,
                 memory_gib: t.memory,
                 disk_gib: t.disk,
-                snapshot_hash: None,
+                ..Default::default()
             },
+        };
+        resources.project_id = project.id.clone();
+        // Composed before the session exists, so a template whose Dockerfile is missing is
+        // refused rather than started and failed.
+        let recipe = match &self.snapshots {
+            Some(snapshots) => Some(snapshots.recipe(&project, resolved).await?),
+            None => None,
         };
         let from_branch = if req.resume_branch.is_empty() {
             project.default_branch.clone()
@@ -143,6 +150,17 @@ impl Sessions {
         if !created {
             return Ok(session);
         }
+        let prepared = match &recipe {
+            Some(recipe) => {
+                self.prepare_snapshot(&session.id, recipe, &mut resources)
+                    .await
+            }
+            None => self.note_unhonoured(&session.id, resolved).await,
+        };
+        if let Err(e) = prepared {
+            self.fail(&session.id, &e.to_string()).await;
+            return Err(e);
+        }
         if let Err(e) = self
             .provision(
                 &project,
@@ -158,6 +176,80 @@ impl Sessions {
             return Err(e);
         }
         Ok(self.store.get_session(&session.id).await?)
+    }
+
+    /// Waits for the session's snapshot (building it once if nobody has), with the build's
+    /// output in the session's records, and says what the provider leaves out.
+    async fn prepare_snapshot(
+        &self,
+        id: &str,
+        recipe: &crate::snapshots::Recipe,
+        resources: &mut SandboxResources,
+    ) -> Result<(), SessionError> {
+        let snapshots = self.snapshots.as_ref().ok_or_else(|| {
+            SessionError::Internal("no snapshot service for this provider".into())
+        })?;
+        self.store.set_session_snapshot(id, &recipe.name).await?;
+        let (log, writer) = self.build_log_for(id);
+        let ensured = snapshots
+            .ensure(recipe, crate::snapshots::Rebuild::Never, Some(log))
+            .await;
+        // The lines are stored before the agent starts numbering its own records.
+        let _ = writer.await;
+        let snapshot = ensured?;
+        resources.snapshot = Some(snapshot.name.clone());
+        resources.snapshot_hash = Some(snapshot.hash.clone());
+        let mut notes = Vec::new();
+        if let Some(disk) = resources.disk_gib {
+            notes.push(format!(
+                "disk = {disk} GiB is not enforced: the {} provider sets no size limit on a sandbox's filesystem",
+                self.provider.name()
+            ));
+        }
+        notes.push(format!(
+            "booting snapshot {} (template {})",
+            snapshot.name, recipe.template
+        ));
+        self.append_build_log(id, &notes).await
+    }
+
+    /// For a provider that builds no snapshots: the session's records say which parts of
+    /// the template it does not honour, rather than ignoring them silently.
+    async fn note_unhonoured(
+        &self,
+        id: &str,
+        template: ResolvedTemplate<'_>,
+    ) -> Result<(), SessionError> {
+        let ResolvedTemplate::Template(t) = template else {
+            return Ok(());
+        };
+        let provider = self.provider.name();
+        let mut notes = Vec::new();
+        if let Some(dockerfile) = &t.dockerfile {
+            notes.push(format!(
+                "template {:?}: dockerfile {dockerfile} is not built: the {provider} provider runs sessions on its own root filesystem, not on images (use --sandbox docker)",
+                t.slug
+            ));
+        }
+        if let Some(image) = &t.image {
+            notes.push(format!(
+                "template {:?}: image {image} is not used: the {provider} provider runs sessions on its own root filesystem, not on images (use --sandbox docker)",
+                t.slug
+            ));
+        }
+        for (name, value, unit) in [
+            ("cpu", t.cpu, ""),
+            ("memory", t.memory, " GiB"),
+            ("disk", t.disk, " GiB"),
+        ] {
+            if let Some(v) = value {
+                notes.push(format!(
+                    "template {:?}: {name} = {v}{unit} is not enforced by the {provider} provider",
+                    t.slug
+                ));
+            }
+        }
+        self.append_build_log(id, &notes).await
     }
 
     async fn provision(

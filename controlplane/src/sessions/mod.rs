@@ -9,6 +9,8 @@
 //! - [`heartbeats`]: heartbeats answered from memory, stored in batches.
 //! - [`reconcile`]: the provider's sandboxes against the store's live sessions.
 //! - [`attach`]: stored-then-live record streams for viewers.
+//! - [`build_log`]: lines the control plane writes into a session's records before it boots
+//!   (the snapshot build's output, what the provider does not honour).
 //! - [`live`]: in-process wake-ups and the control channel to connected agents.
 //! - [`tail`]: the newest durable records of watched sessions, for live viewers.
 //! - [`records`]: the record encoding shared by the gateway and attach.
@@ -16,6 +18,7 @@
 
 pub mod access;
 pub mod attach;
+pub mod build_log;
 pub mod cluster;
 pub mod heartbeats;
 pub mod lifecycle;
@@ -108,6 +111,8 @@ pub struct Sessions {
     pub(crate) draining: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) manifests: Arc<Manifests>,
     pub(crate) purged: Arc<purge::PurgeClock>,
+    /// Snapshots, for providers that boot images; `None` for the local and external ones.
+    pub(crate) snapshots: Option<crate::snapshots::Snapshots>,
 }
 
 impl Sessions {
@@ -134,7 +139,18 @@ impl Sessions {
             started: std::time::Instant::now(),
             started_ms: now_ms(),
             draining: Arc::default(),
+            snapshots: None,
         }
+    }
+
+    /// Sessions boot from snapshots built by `snapshots` (for a provider that boots images).
+    pub fn with_snapshots(mut self, snapshots: crate::snapshots::Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    pub fn snapshots(&self) -> Option<&crate::snapshots::Snapshots> {
+        self.snapshots.as_ref()
     }
 
     /// Stops taking new sessions (shutdown has begun); live ones are being ended.

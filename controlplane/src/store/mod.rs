@@ -20,6 +20,7 @@ mod projects;
 mod records;
 mod secrets;
 mod sessions;
+mod snapshots;
 mod sqlite_records;
 mod tokens;
 
@@ -53,6 +54,7 @@ pub use projects::Project;
 pub use records::RecordRow;
 pub use secrets::{SecretMeta, SecretRow, SecretsSnapshot};
 pub use sessions::{NewSession, Session, SessionStatus};
+pub use snapshots::{NewSnapshot, Snapshot, SnapshotStatus};
 pub use tokens::{ApiToken, TokenLimits};
 
 /// File name of the SQLite database inside the data directory.

@@ -118,13 +118,15 @@ pub struct Session {
     /// Who started it: `person:<id>`, `token:<id>` or `trigger:<slug>`; empty for sessions
     /// from before launchers were recorded.
     pub launched_by: String,
+    /// The snapshot its sandbox boots from (`kortix-snap-…`), empty when none was built.
+    pub snapshot: String,
 }
 
 macro_rules! columns {
     () => {
         "id, project_id, status, template, agent, prompt, origin, idempotency_key, head_sha,
          failure_reason, created_ms, started_ms, ended_ms, last_heartbeat_ms, idle_ms, acked_seq,
-         prompt_delivered, exit_status, launched_by"
+         prompt_delivered, exit_status, launched_by, snapshot"
     };
 }
 
@@ -331,7 +333,9 @@ impl Store {
         .ctx(|| "counting sessions by status".to_string())
     }
 
-    /// `provisioning` sessions created before `created_before_ms` (never came up).
+    /// `provisioning` sessions created before `created_before_ms` (never came up). A session
+    /// waiting for its snapshot's build is not stale, nor is one whose snapshot was built
+    /// after `created_before_ms`: its time to come up counts from the build's end.
     pub async fn stale_provisioning_sessions(
         &self,
         created_before_ms: i64,
@@ -345,6 +349,11 @@ impl Store {
                 columns!(),
                 " FROM sessions WHERE status = 'provisioning' AND created_ms < $1
                     AND (created_ms, id) > ($3, $4)
+                    AND NOT EXISTS (SELECT 1 FROM snapshots sn
+                                     WHERE sn.project_id = sessions.project_id
+                                       AND sn.name = sessions.snapshot
+                                       AND (sn.status IN ('pending', 'building')
+                                            OR sn.built_ms >= $1))
                   ORDER BY created_ms, id LIMIT $2"
             ))
             .bind(created_before_ms)

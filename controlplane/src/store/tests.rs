@@ -113,6 +113,9 @@ both_backends!(
     members_keep_an_owner,
     grants_and_visibility,
     narrowed_and_expiring_tokens,
+    snapshot_build_claimed_once,
+    snapshot_outcomes_and_retry,
+    snapshot_prune_spares_live_and_recent,
     projects_names_and_visibility,
     secrets_upsert_list_delete_and_version,
     sessions_idempotency_key,
@@ -1752,4 +1755,313 @@ async fn narrowed_and_expiring_tokens(db: TestDb) {
         .await
         .unwrap();
     assert!(!store.api_token_live(&full.id, 6).await.unwrap());
+}
+
+async fn snapshot_build_claimed_once(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "snap").await;
+    let new = NewSnapshot {
+        project_id: &project.id,
+        hash: "h1",
+        name: "kortix-snap-p-h1",
+        template: "dev",
+    };
+    let row = store.ensure_snapshot(&new, 1_000).await.unwrap();
+    assert_eq!(row.status, SnapshotStatus::Pending);
+    assert_eq!(
+        (row.created_ms, row.last_used_ms, row.builds),
+        (1_000, 1_000, 0)
+    );
+    // A second ensure finds the row, never a second one.
+    assert_eq!(store.ensure_snapshot(&new, 2_000).await.unwrap(), row);
+
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = store.clone();
+        let pid = project.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .claim_snapshot_build(&pid, "h1", &format!("b{i}"), 5_000, 0)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one builder");
+    let building = store
+        .get_snapshot(&project.id, "h1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(building.status, SnapshotStatus::Building);
+    assert_eq!(building.builds, 1);
+    let owner = building.builder.clone();
+
+    // The claim is renewed by its owner only; a stale claim is taken over.
+    assert!(
+        !store
+            .renew_snapshot_claim(&project.id, "h1", "other", 6_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .renew_snapshot_claim(&project.id, "h1", &owner, 6_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_snapshot_build(&project.id, "h1", "late", 7_000, 6_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_snapshot_build(&project.id, "h1", "late", 9_000, 6_001)
+            .await
+            .unwrap()
+    );
+    // The old owner lost it: its result is refused.
+    assert!(
+        !store
+            .finish_snapshot_build(&project.id, "h1", &owner, Ok(10), 9_500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_snapshot_build(&project.id, "h1", "late", Ok(4096), 9_500)
+            .await
+            .unwrap()
+    );
+    let active = store
+        .get_snapshot(&project.id, "h1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(active.status, SnapshotStatus::Active);
+    assert_eq!(
+        (active.size_bytes, active.built_ms, active.builds),
+        (Some(4096), Some(9_500), 2)
+    );
+    assert_eq!(active.builder, "");
+    // Settled: nobody claims it again.
+    assert!(
+        !store
+            .claim_snapshot_build(&project.id, "h1", "x", 20_000, 20_000)
+            .await
+            .unwrap()
+    );
+    // Gone with its project.
+    store.delete_project(&project.id).await.unwrap();
+    assert_eq!(store.get_snapshot(&project.id, "h1").await.unwrap(), None);
+    assert!(
+        store
+            .ensure_snapshot(&new, 1)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+async fn snapshot_outcomes_and_retry(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "snapfail").await;
+    let new = NewSnapshot {
+        project_id: &project.id,
+        hash: "h2",
+        name: "kortix-snap-p-h2",
+        template: "dev",
+    };
+    store.ensure_snapshot(&new, 1).await.unwrap();
+    assert!(
+        store
+            .claim_snapshot_build(&project.id, "h2", "b", 2, 0)
+            .await
+            .unwrap()
+    );
+    let reason = format!("{}step 3: exit code 1", "x".repeat(10_000));
+    assert!(
+        store
+            .finish_snapshot_build(&project.id, "h2", "b", Err(&reason), 3)
+            .await
+            .unwrap()
+    );
+    let failed = store
+        .get_snapshot(&project.id, "h2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, SnapshotStatus::Failed);
+    assert!(failed.failure_reason.ends_with("step 3: exit code 1"));
+    assert!(failed.failure_reason.len() <= 8192);
+    // No retry by itself: a claim on a failed row does nothing.
+    assert!(
+        !store
+            .claim_snapshot_build(&project.id, "h2", "b", 4, 4)
+            .await
+            .unwrap()
+    );
+    // Asked again: pending, then claimable, and the reason is cleared.
+    assert!(
+        !store
+            .reset_snapshot(&project.id, "missing", false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .reset_snapshot(&project.id, "h2", false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_snapshot_build(&project.id, "h2", "b2", 5, 0)
+            .await
+            .unwrap()
+    );
+    let again = store
+        .get_snapshot(&project.id, "h2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (again.status, again.builds, again.failure_reason.as_str()),
+        (SnapshotStatus::Building, 2, "")
+    );
+    assert!(
+        store
+            .finish_snapshot_build(&project.id, "h2", "b2", Ok(1), 6)
+            .await
+            .unwrap()
+    );
+    // An active snapshot is reset only when a rebuild is forced.
+    assert!(
+        !store
+            .reset_snapshot(&project.id, "h2", false)
+            .await
+            .unwrap()
+    );
+    assert!(store.reset_snapshot(&project.id, "h2", true).await.unwrap());
+    let listed = store.list_snapshots(&project.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, SnapshotStatus::Pending);
+    store.touch_snapshot(&project.id, "h2", 100).await.unwrap();
+    store.touch_snapshot(&project.id, "h2", 50).await.unwrap();
+    let touched = store
+        .get_snapshot(&project.id, "h2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(touched.last_used_ms, 100, "last use never moves back");
+}
+
+async fn snapshot_prune_spares_live_and_recent(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "snapprune").await;
+    for (hash, used) in [
+        ("old", 10),
+        ("inuse", 10),
+        ("recent", 1_000),
+        ("building", 10),
+    ] {
+        let name = format!("kortix-snap-p-{hash}");
+        store
+            .ensure_snapshot(
+                &NewSnapshot {
+                    project_id: &project.id,
+                    hash,
+                    name: &name,
+                    template: "dev",
+                },
+                used,
+            )
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claim_snapshot_build(&project.id, hash, "b", used, 0)
+                .await
+                .unwrap()
+        );
+        if hash != "building" {
+            assert!(
+                store
+                    .finish_snapshot_build(&project.id, hash, "b", Ok(1), used)
+                    .await
+                    .unwrap()
+            );
+        }
+    }
+    let live = session_in(store, &project).await.id;
+    store
+        .set_session_snapshot(&live, "kortix-snap-p-inuse")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_session(&live).await.unwrap().snapshot,
+        "kortix-snap-p-inuse"
+    );
+
+    let names = |rows: Vec<Snapshot>| rows.into_iter().map(|s| s.hash).collect::<Vec<_>>();
+    let prunable = store
+        .prunable_snapshots(Some(&project.id), 500)
+        .await
+        .unwrap();
+    assert_eq!(names(prunable), ["old"]);
+    assert_eq!(
+        names(store.prunable_snapshots(None, 500).await.unwrap()),
+        ["old"]
+    );
+    assert!(
+        store
+            .prunable_snapshots(Some("other"), 500)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !store
+            .delete_unused_snapshot(&project.id, "inuse", 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_unused_snapshot(&project.id, "recent", 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_unused_snapshot(&project.id, "building", 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_unused_snapshot(&project.id, "old", 500)
+            .await
+            .unwrap()
+    );
+
+    // Once the session has ended its snapshot may go.
+    store
+        .transition_session(&live, &SessionStatus::ACTIVE, SessionStatus::Stopped, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(
+            store
+                .prunable_snapshots(Some(&project.id), 500)
+                .await
+                .unwrap()
+        ),
+        ["inuse"]
+    );
 }

@@ -113,6 +113,12 @@ impl TestServer {
     pub fn crs(&self, token: &str) -> ChangeRequestServiceClient<Authed> {
         ChangeRequestServiceClient::new(self.authed(token))
     }
+    pub fn snapshots(
+        &self,
+        token: &str,
+    ) -> kortix_proto::v1::snapshot_service_client::SnapshotServiceClient<Authed> {
+        kortix_proto::v1::snapshot_service_client::SnapshotServiceClient::new(self.authed(token))
+    }
 
     /// The session as its owner sees it.
     pub async fn session(&self, token: &str, id: &str) -> kortix_proto::v1::Session {

@@ -1,0 +1,13 @@
+//! Sessions on a container engine through the Docker Engine API (`bollard`): Docker Engine,
+//! or Podman's Docker-compatible service.
+//!
+//! - [`engine`]: connecting (`DOCKER_HOST`, `--docker-host`, the local socket).
+//! - [`build`]: building snapshots (`POST /build` with the composed recipe as context).
+//! - [`provider`]: one container per session, reconciled by label.
+
+pub mod build;
+pub mod engine;
+pub mod provider;
+
+pub use engine::DockerEngine;
+pub use provider::{DockerConfig, DockerProvider};

@@ -1,0 +1,356 @@
+//! `--sandbox docker` on Podman's Docker-compatible service: sessions run the real agent and
+//! the pinned OpenCode in a container booted from the project's snapshot (its
+//! `.kortix/Dockerfile` plus the runtime layer), with the template's limits, on the bridge
+//! network, reaching the control plane and the scripted model on the bridge's gateway and
+//! nothing on the host's loopback. Needs podman (`scripts/test` installs it) and
+//! `target/<profile>/kortix-agent` built.
+
+mod isolated;
+mod support;
+
+use isolated::{follow_until, parse_report, wait_status};
+use kortix_controlplane::config::{DockerSettings, SandboxKind, ServerConfig};
+use kortix_controlplane::sandbox::docker::DockerEngine;
+use kortix_proto::v1::*;
+use kortix_tests::podman::{TEST_BASE_IMAGE, podman};
+use kortix_tests::{ScriptedModel, opencode_bin};
+use std::time::Duration;
+use support::TestServer;
+
+const MANIFEST: &str = r#"kortix_version = 1
+[project]
+name = "app"
+
+[sandbox]
+default = "dev"
+
+[[sandbox.templates]]
+slug = "dev"
+dockerfile = ".kortix/Dockerfile"
+cpu = 1
+memory = 1
+
+[[sandbox.templates]]
+slug = "broken"
+dockerfile = "broken/Dockerfile"
+"#;
+
+async fn gateway(host: &str) -> std::net::Ipv4Addr {
+    DockerEngine::connect(Some(host))
+        .await
+        .unwrap()
+        .gateway(None)
+        .await
+        .unwrap()
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
+    let engine = match podman() {
+        Ok(p) => p,
+        Err(reason) => {
+            kortix_tests::require::unavailable("a container engine (podman)", &reason);
+            panic!("a container engine is needed: {reason}");
+        }
+    };
+    let gw = gateway(&engine.docker_host).await;
+    let model = ScriptedModel::start_on(gw, Vec::new()).unwrap();
+    // A service on the host's loopback that no sandbox may reach.
+    let loopback = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let loopback_port = loopback.local_addr().unwrap().port();
+
+    // A labelled container whose session this control plane does not know: removed at start.
+    let _ = engine.cli(&["rm", "-f", "kortix-session-stray"]);
+    engine
+        .cli(&[
+            "run",
+            "-d",
+            "--name",
+            "kortix-session-stray",
+            "--label",
+            "kortix.session=stray",
+            "--entrypoint",
+            "sleep",
+            TEST_BASE_IMAGE,
+            "600",
+        ])
+        .unwrap();
+    let host = engine.docker_host.clone();
+    let ts = TestServer::start_with(move |c: &mut ServerConfig| {
+        c.agent_bin = Some(support::built_binary("kortix-agent"));
+        c.agent_env
+            .push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
+        c.timings.stop_grace = Duration::from_secs(20);
+        c.sandbox = SandboxKind::Docker;
+        c.docker = DockerSettings {
+            host: Some(host),
+            network: None,
+            base_image: Some(TEST_BASE_IMAGE.into()),
+            opencode_bin: Some(opencode_bin().expect("pinned OpenCode installs")),
+        };
+    })
+    .await;
+    support::eventually(
+        "the stray container removed",
+        Duration::from_secs(30),
+        || async {
+            engine
+                .cli(&["container", "exists", "kortix-session-stray"])
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    let token = ts.account("alice").await;
+    let base_url = model.base_url();
+    let _work = support::app_with_model_config(&ts, &token, model.port(), move |config| {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+        json["provider"]["scripted"]["options"]["baseURL"] = base_url.into();
+        std::fs::write(config, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+        let clone = config.ancestors().nth(3).unwrap();
+        std::fs::write(clone.join("kortix.toml"), MANIFEST).unwrap();
+        std::fs::write(
+            clone.join(".kortix/Dockerfile"),
+            format!("FROM {TEST_BASE_IMAGE}\nCOPY marker.txt /etc/kortix-marker\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            clone.join(".kortix/marker.txt"),
+            "built from the Dockerfile\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(clone.join("broken")).unwrap();
+        std::fs::write(
+            clone.join("broken/Dockerfile"),
+            format!("FROM {TEST_BASE_IMAGE}\nRUN echo about to fail && exit 3\n"),
+        )
+        .unwrap();
+    })
+    .await;
+
+    let session = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            agent: "build".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    wait_status(
+        &ts,
+        &token,
+        &session.id,
+        SessionStatus::Running,
+        Duration::from_secs(100),
+    )
+    .await;
+    let records = follow_until(&ts, &token, &session.id, Duration::from_secs(10), |seen| {
+        seen.iter()
+            .any(|r| matches!(&r.body, Some(record::Body::State(s)) if s.phase == "opencode-ready"))
+    })
+    .await;
+    let build_lines: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            Some(record::Body::Log(l)) if l.stream == LogStream::Build as i32 => {
+                Some(l.line.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        build_lines.iter().any(|l| l.contains("COPY marker.txt")),
+        "the build's output is in the session's records: {build_lines:?}"
+    );
+    assert!(
+        build_lines
+            .iter()
+            .any(|l| l.starts_with("booting snapshot kortix-snap-")),
+        "{build_lines:?}"
+    );
+
+    // Inside the container: the Dockerfile's file, the template's limits, the agent as PID
+    // 1, and no way to the host's loopback.
+    let container = format!("kortix-session-{}", session.id);
+    let report = format!(
+        r#"echo "marker=$(cat /etc/kortix-marker)"
+echo "memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"
+echo "cpu_quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max)"
+echo "pid1=$(tr '\0' ' ' < /proc/1/cmdline)"
+if timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{loopback_port}' 2>/dev/null; then echo loopback=reached; else echo loopback=refused; fi
+echo "caps=$(grep CapBnd /proc/self/status | cut -f2)""#
+    );
+    let text = engine
+        .cli(&["exec", &container, "bash", "-c", &report])
+        .unwrap();
+    let r = parse_report(&text);
+    assert_eq!(r["marker"], "built from the Dockerfile", "{text}");
+    assert_eq!(r["memory"], (1u64 << 30).to_string(), "{text}");
+    assert_eq!(r["cpu_quota"], "100000", "{text}");
+    assert!(
+        r["pid1"].starts_with("/usr/local/bin/kortix-agent"),
+        "{text}"
+    );
+    assert_eq!(r["loopback"], "refused", "{text}");
+    // CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID and nothing else.
+    assert_eq!(r["caps"], "00000000000000fb", "{text}");
+
+    // The container is labelled for its session, project and snapshot.
+    let labels = engine
+        .cli(&[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"kortix.session\"}} {{index .Config.Labels \"kortix.snapshot\"}}",
+            &container,
+        ])
+        .unwrap();
+    assert!(
+        labels.starts_with(&format!("{} kortix-snap-", session.id)),
+        "{labels}"
+    );
+
+    // A second session of the project: the same snapshot, no second build.
+    let (_, metrics) = support::http_get(&ts.url(), "/metrics").await;
+    let builds = metric(&metrics, "kortix_snapshot_builds_total{outcome=\"active\"}");
+    assert_eq!(builds, 1, "{metrics}");
+    let second = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            agent: "build".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    wait_status(
+        &ts,
+        &token,
+        &second.id,
+        SessionStatus::Running,
+        Duration::from_secs(120),
+    )
+    .await;
+    let (_, metrics) = support::http_get(&ts.url(), "/metrics").await;
+    assert_eq!(
+        metric(&metrics, "kortix_snapshot_builds_total{outcome=\"active\"}"),
+        1,
+        "reused"
+    );
+
+    // Its container removed behind its back: the session fails.
+    engine
+        .cli(&["rm", "-f", &format!("kortix-session-{}", second.id)])
+        .unwrap();
+    let failed = wait_status(
+        &ts,
+        &token,
+        &second.id,
+        SessionStatus::Failed,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(!failed.failure_reason.is_empty());
+    drop(loopback);
+
+    // A Dockerfile that does not build: the session fails with the build's error.
+    let err = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            template: "broken".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("about to fail"), "{err}");
+    let sessions = ts
+        .sessions(&token)
+        .list_sessions(ListSessionsRequest {
+            project: "app".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    let broken = sessions.iter().find(|s| s.template == "broken").unwrap();
+    assert_eq!(broken.status, SessionStatus::Failed as i32);
+    assert!(
+        broken.failure_reason.contains("failed to build"),
+        "{}",
+        broken.failure_reason
+    );
+
+    // The snapshot as people see it: one, active; building it again finds it; pruning keeps
+    // it while the first session runs on it.
+    let listed = ts
+        .snapshots(&token)
+        .list_snapshots(ListSnapshotsRequest {
+            project: "app".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshots;
+    let failed_snapshot = listed
+        .iter()
+        .find(|s| s.template == "broken")
+        .unwrap()
+        .clone();
+    assert_eq!(failed_snapshot.status, "failed");
+    let listed: Vec<_> = listed.into_iter().filter(|s| s.template == "dev").collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].status.as_str(), listed[0].template.as_str()),
+        ("active", "dev")
+    );
+    assert!(listed[0].size_bytes > 0);
+    let mut built = ts
+        .snapshots(&token)
+        .build_snapshot(BuildSnapshotRequest {
+            project: "app".into(),
+            template: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut found = None;
+    while let Some(event) = built.message().await.unwrap() {
+        if let Some(build_snapshot_event::Event::Snapshot(s)) = event.event {
+            found = Some(s);
+        }
+    }
+    assert_eq!(found.unwrap().name, listed[0].name);
+    let pruned = ts
+        .snapshots(&token)
+        .prune_snapshots(PruneSnapshotsRequest {
+            project: "app".into(),
+            unused_for_secs: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        pruned.removed,
+        [failed_snapshot.name],
+        "a live session's snapshot stays, the unused failed one goes"
+    );
+    let err = ts
+        .snapshots(&token)
+        .prune_snapshots(PruneSnapshotsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+}
