@@ -88,12 +88,15 @@ async fn a_real_session_reads_well_in_attach() {
     eventually("the reply recorded", Duration::from_secs(60), || async {
         let out = kortix(&ts, &["--json", "sessions", "attach", &id, "--no-follow"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The agent records the pushed commit when it notices it, which under load can be
+        // after OpenCode went idle: wait for both, the idle after the closing reply.
+        let committed = text.contains("\"kind\":\"commit\"");
         let idle = text
             .lines()
             .rev()
-            .take_while(|l| !l.contains("\"kind\":\"commit\""))
+            .take_while(|l| !l.contains("Committed and pushed"))
             .any(|l| l.contains("\"session.idle\""));
-        idle.then_some(())
+        (committed && idle).then_some(())
     })
     .await;
     ts.sessions(&token)

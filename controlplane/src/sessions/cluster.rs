@@ -280,4 +280,96 @@ mod tests {
         assert_eq!(sent, ["r|a|9|s", "r|b|s"]);
         assert!(outbox.take("r").is_empty());
     }
+
+    /// Two replicas on one PostgreSQL schema: records made durable and state changes on one
+    /// wake the subscribers of the other, and a replica ignores its own wake-ups.
+    #[tokio::test]
+    async fn wake_ups_cross_replicas_on_postgres() {
+        use crate::store::StoreOptions;
+        use crate::store::testing::{PgTestError, PgTestSchema};
+        let schema = match PgTestSchema::create().await {
+            Ok(s) => s,
+            Err(PgTestError::Unavailable { url, reason }) => {
+                kortix_tests::require::unavailable("PostgreSQL", &format!("{url}: {reason}"));
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let store_b = Store::open_postgres(
+            schema.connect_options().unwrap(),
+            StoreOptions {
+                max_connections: 3,
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let (hub_a, hub_b) = (Hub::new(), Hub::new());
+        let a = Cluster::attach(schema.store(), &hub_a).expect("postgres has a wake channel");
+        let b = Cluster::attach(&store_b, &hub_b).expect("postgres has a wake channel");
+        assert_ne!(a.replica(), b.replica());
+        let runs = [tokio::spawn(a.run()), tokio::spawn(b.run())];
+        // Distinct per run: other tests on the same database hear these too.
+        let session = crate::store::new_id();
+        let mut durable_b = hub_b.subscribe(&session);
+        let mut states_b = hub_b.subscribe_states(&session);
+        let mut durable_a = hub_a.subscribe(&session);
+
+        // B's listener may not be up yet: A keeps advancing until B sees it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut seq = 0;
+        while *durable_b.borrow() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no wake-up reached B"
+            );
+            seq += 1;
+            hub_a.advance(&session, seq);
+            let _ = tokio::time::timeout(Duration::from_millis(200), durable_b.changed()).await;
+        }
+        assert!(*durable_b.borrow_and_update() <= seq);
+        hub_a.advance(&session, 1_000);
+        tokio::time::timeout(Duration::from_secs(10), durable_b.wait_for(|s| *s == 1_000))
+            .await
+            .expect("B follows A to 1000")
+            .unwrap();
+
+        // A state change on A wakes B's state waiters.
+        states_b.borrow_and_update();
+        hub_a.bump(&session);
+        tokio::time::timeout(Duration::from_secs(10), states_b.changed())
+            .await
+            .expect("B hears A's state change")
+            .unwrap();
+
+        // And the other way round; A's own wake-ups came back to it and were ignored, so
+        // its value is what it set itself.
+        hub_b.advance(&session, 2_000);
+        tokio::time::timeout(Duration::from_secs(10), durable_a.wait_for(|s| *s == 2_000))
+            .await
+            .expect("A follows B")
+            .unwrap();
+
+        // Sessions nobody here follows are not tracked because of a wake-up.
+        let unfollowed = crate::store::new_id();
+        hub_a.advance(&unfollowed, 7);
+        hub_a.advance(&session, 3_000);
+        tokio::time::timeout(Duration::from_secs(10), durable_b.wait_for(|s| *s == 3_000))
+            .await
+            .expect("B follows A to 3000")
+            .unwrap();
+        assert!(!hub_b.is_watched(&unfollowed));
+        assert!(!hub_b.has_entry(&unfollowed));
+
+        hub_a.close();
+        hub_b.close();
+        for run in runs {
+            tokio::time::timeout(Duration::from_secs(10), run)
+                .await
+                .expect("the cluster task ends with its hub")
+                .unwrap();
+        }
+        store_b.close().await;
+        schema.drop_schema().await.unwrap();
+    }
 }

@@ -102,6 +102,15 @@ impl Hub {
         map.get(session_id).is_some_and(Entry::watched)
     }
 
+    /// Whether this replica tracks the session at all (viewers, waiters or an agent).
+    #[cfg(test)]
+    pub fn has_entry(&self, session_id: &str) -> bool {
+        self.inner
+            .lock()
+            .expect("hub lock")
+            .contains_key(session_id)
+    }
+
     /// The session's live tail, for a viewer.
     pub fn tail(&self, session_id: &str) -> Arc<Mutex<Tail>> {
         let mut map = self.inner.lock().expect("hub lock");
