@@ -71,6 +71,8 @@ pub struct Timings {
     pub heartbeat_timeout: Duration,
     pub start_deadline: Duration,
     pub reconnect_grace: Duration,
+    /// Attach and WatchSession re-read the store this often without a wake-up.
+    pub store_poll: Duration,
 }
 
 impl Default for Timings {
@@ -83,6 +85,7 @@ impl Default for Timings {
             heartbeat_timeout: d.heartbeat_timeout,
             start_deadline: d.start_deadline,
             reconnect_grace: d.reconnect_grace,
+            store_poll: d.store_poll,
         }
     }
 }

@@ -221,5 +221,6 @@ fn session_config(config: &ServerConfig, base: &Foundation, urls: &Urls) -> Sess
     session.heartbeat_timeout = timings.heartbeat_timeout;
     session.start_deadline = timings.start_deadline;
     session.reconnect_grace = timings.reconnect_grace;
+    session.store_poll = timings.store_poll;
     session
 }

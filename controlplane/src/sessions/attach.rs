@@ -19,9 +19,6 @@ const PAGE: u32 = 512;
 pub const VIEWER_QUEUE: usize = 1024;
 /// A viewer that cannot take a record for this long is cut off.
 pub const SLOW_VIEWER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Re-check the store this often even without wake-ups: agents connected to another replica
-/// without LISTEN/NOTIFY, and sessions ended elsewhere.
-const POLL: Duration = Duration::from_millis(500);
 /// While records keep coming, the session's state is re-read at most this often.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
@@ -49,6 +46,8 @@ impl Sessions {
         follow: bool,
         tx: &mpsc::Sender<Result<Record, Status>>,
     ) -> Result<(), Status> {
+        // Re-check the store this often even without wake-ups (see `SessionConfig`).
+        let poll = self.config.store_poll;
         let mut wake = self.hub.subscribe(id);
         let tail = self.hub.tail(id);
         let closed = self.hub.closed();
@@ -129,7 +128,7 @@ impl Sessions {
                 changed = wake.changed() => {
                     if changed.is_err() {
                         // The hub forgot the session (it cannot while we watch); poll.
-                        tokio::time::sleep(POLL).await;
+                        tokio::time::sleep(poll).await;
                     }
                     let now = *wake.borrow_and_update();
                     // Unchanged means a bump: the session changed state. A bump coalesced
@@ -137,7 +136,7 @@ impl Sessions {
                     check_status = now == seen || status_read.elapsed() >= STATUS_EVERY;
                     seen = now;
                 }
-                _ = tokio::time::sleep(POLL) => check_status = true,
+                _ = tokio::time::sleep(poll) => check_status = true,
                 _ = tx.closed() => return Ok(()),
                 _ = &mut closed => {
                     return Err(Status::unavailable(format!(

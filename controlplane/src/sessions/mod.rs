@@ -68,6 +68,10 @@ pub struct SessionConfig {
     pub cert_ttl: Duration,
     pub git_token_ttl: Duration,
     pub sweep_interval: Duration,
+    /// Attach and WatchSession re-read the store this often even without a wake-up: the
+    /// floor for anything a wake-up missed (a lost notification, SQLite replicas sharing
+    /// nothing).
+    pub store_poll: Duration,
 }
 
 impl SessionConfig {
@@ -86,6 +90,7 @@ impl SessionConfig {
             cert_ttl: Duration::from_secs(60 * 60),
             git_token_ttl: Duration::from_secs(10 * 60),
             sweep_interval: Duration::from_secs(1),
+            store_poll: Duration::from_millis(500),
         }
     }
 }

@@ -6,12 +6,9 @@
 
 use super::{SessionError, Sessions};
 use crate::store::{Session, SessionStatus};
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-/// Re-read the state this often without a wake-up: changes made by another replica.
-const POLL: Duration = Duration::from_millis(500);
 /// Updates buffered per watcher (each is the whole session; states change rarely).
 const QUEUE: usize = 16;
 
@@ -35,6 +32,8 @@ impl Sessions {
         id: &str,
         tx: &mpsc::Sender<Result<Session, Status>>,
     ) -> Result<(), Status> {
+        // Re-read the state this often without a wake-up (see `SessionConfig`).
+        let poll = self.config.store_poll;
         let mut wake = self.hub.subscribe_states(id);
         let closed = self.hub.closed();
         tokio::pin!(closed);
@@ -64,10 +63,10 @@ impl Sessions {
                 changed = wake.changed() => {
                     if changed.is_err() {
                         // The hub dropped its sender (it cannot while we watch): poll.
-                        tokio::time::sleep(POLL).await;
+                        tokio::time::sleep(poll).await;
                     }
                 }
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(poll) => {}
                 _ = tx.closed() => return Ok(()),
                 _ = &mut closed => {
                     return Err(Status::unavailable("control plane shutting down; watch again"));

@@ -1,0 +1,215 @@
+//! Two control-plane replicas on one PostgreSQL database: an agent streams to replica A, a
+//! person follows the session on replica B. B re-reads the store only once an hour here, so
+//! everything B's viewers get in time came through the wake-ups A sends over
+//! `LISTEN/NOTIFY`.
+
+mod support;
+
+use futures::StreamExt;
+use kortix_bench::sim_agent::{self, log_record};
+use kortix_controlplane::config::SandboxKind;
+use kortix_controlplane::sandbox::external::BootstrapFile;
+use kortix_proto::v1::agent_frame::Frame as In;
+use kortix_proto::v1::*;
+use sqlx::Connection;
+use std::time::Duration;
+use support::TestServer;
+
+/// Longer than any test: B's store polls never fire.
+const NO_POLL: Duration = Duration::from_secs(3600);
+/// Generous deadlines for a loaded machine; a wake-up normally takes milliseconds.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A database of its own on the test PostgreSQL, dropped by [`Database::drop_now`].
+struct Database {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create() -> Option<Database> {
+        let admin_url = std::env::var("KORTIX_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let mut admin = match tokio::time::timeout(
+            Duration::from_secs(10),
+            sqlx::PgConnection::connect(&admin_url),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                kortix_tests::require::unavailable("PostgreSQL", &format!("{admin_url}: {e}"));
+                return None;
+            }
+            Err(_) => {
+                kortix_tests::require::unavailable(
+                    "PostgreSQL",
+                    &format!("{admin_url}: no answer"),
+                );
+                return None;
+            }
+        };
+        let name = format!(
+            "kx_replicas_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+                % 1_000_000_000
+        );
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        let base = admin_url.split('?').next().unwrap();
+        let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
+        Some(Database {
+            admin_url,
+            name,
+            url,
+        })
+    }
+
+    async fn drop_now(self) {
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        let _ = admin.close().await;
+    }
+}
+
+async fn replica(db: &Database) -> TestServer {
+    let url = db.url.clone();
+    TestServer::start_with(move |c| {
+        c.sandbox = SandboxKind::External;
+        c.database_url = Some(url);
+        c.timings.store_poll = NO_POLL;
+    })
+    .await
+}
+
+fn running() -> In {
+    In::State(StateReport {
+        status: SessionStatus::Running as i32,
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_another_replica_is_woken_by_the_agents_replica() {
+    let Some(db) = Database::create().await else {
+        return;
+    };
+    let a = replica(&db).await;
+    let b = replica(&db).await;
+    let token = a.account("alice").await;
+    a.projects(&token)
+        .create_project(CreateProjectRequest {
+            name: "p1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let session = a
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "p1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let bootstrap: BootstrapFile = serde_json::from_slice(
+        &std::fs::read(
+            a.data_dir()
+                .join("bootstrap")
+                .join(format!("{}.json", session.id)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let agent = sim_agent::enroll(
+        &bootstrap.env["KORTIX_CONTROL_PLANE"],
+        &bootstrap.env["KORTIX_CA_CERT"],
+        &bootstrap.env["KORTIX_BOOTSTRAP_TOKEN"],
+    )
+    .await
+    .expect("enroll at replica A");
+    let mut conn = agent.connect(0).await.unwrap();
+
+    // B watches the session's state from before it runs: the change is made on A.
+    let mut states = b
+        .sessions(&token)
+        .watch_session(WatchSessionRequest {
+            id: session.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = states.next().await.unwrap().unwrap();
+    assert_ne!(first.status, SessionStatus::Running as i32);
+    conn.send(running()).await.unwrap();
+    let now_running = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let s = states.next().await.expect("watch open").unwrap();
+            if s.status == SessionStatus::Running as i32 {
+                return s;
+            }
+        }
+    })
+    .await
+    .expect("B's watcher hears the state change made on A");
+    assert_eq!(now_running.id, session.id);
+
+    // B follows the records; the agent streams them to A in batches.
+    let mut viewer = b
+        .sessions(&token)
+        .attach(AttachRequest {
+            session_id: session.id.clone(),
+            from_seq: 1,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let last = 60;
+    for start in (1..=last).step_by(10) {
+        conn.send_records(
+            (start..start + 10)
+                .map(|i| log_record(i, format!("line {i}")))
+                .collect(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(conn.wait_ack(start + 9).await.unwrap(), start + 9);
+    }
+    let seen = tokio::time::timeout(DEADLINE, async {
+        let mut seen = Vec::new();
+        while let Some(r) = viewer.next().await {
+            let seq = r.unwrap().seq;
+            seen.push(seq);
+            if seq == last {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .expect("B's viewer gets A's records through wake-ups");
+    assert_eq!(seen, (1..=last).collect::<Vec<_>>(), "no gap, no duplicate");
+
+    drop(conn);
+    drop(viewer);
+    drop(states);
+    a.stop().await;
+    b.stop().await;
+    db.drop_now().await;
+}
