@@ -172,6 +172,13 @@ impl Client {
         AccountServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
+    pub fn audit(&self) -> kortix_proto::v1::audit_service_client::AuditServiceClient<Authed> {
+        kortix_proto::v1::audit_service_client::AuditServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.auth.clone(),
+        )
+    }
+
     pub fn members(&self) -> MemberServiceClient<Authed> {
         MemberServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }

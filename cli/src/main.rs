@@ -57,6 +57,8 @@ enum Command {
     Members(commands::members::MembersArgs),
     /// Who may do what on one project (manager, editor, viewer).
     Access(commands::access::AccessArgs),
+    /// An account's audit log: who did which privileged action, when and from where.
+    Audit(commands::audit::AuditArgs),
     /// Manage your bearer tokens.
     Tokens(commands::tokens::TokensArgs),
     /// Save a token for --url (checked against the server first).
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
         Command::Manifest(args) => commands::manifest::run(&cli.global, args),
         Command::Accounts(args) => commands::accounts::run(&cli.global, args),
         Command::Members(args) => commands::members::run(&cli.global, args),
+        Command::Audit(args) => commands::audit::run(&cli.global, args),
         Command::Access(args) => commands::access::run(&cli.global, args),
         Command::Tokens(args) => commands::tokens::run(&cli.global, args),
         Command::Login(args) => commands::login::run_login(&cli.global, args),

@@ -1,6 +1,7 @@
 //! People, their bearer tokens, and accounts' members. Tokens are minted here and shown once;
 //! the store keeps only their hashes.
 
+use crate::audit::{self, Event};
 use crate::auth::{Caller, TokenKind, generate_token, hash_token};
 use crate::error::{DomainError, DomainResult, check_len};
 use crate::permissions::{self, AccountRole, ProjectRole};
@@ -47,10 +48,16 @@ impl Accounts {
     /// The server admin creates a person with a personal account they own; the person gets
     /// a first token named `initial`. (The permission table has let only the server admin
     /// through.)
-    pub async fn create(&self, _caller: &Caller, name: &str) -> DomainResult<(Person, String)> {
+    pub async fn create(&self, caller: &Caller, name: &str) -> DomainResult<(Person, String)> {
         let person = self.store.create_person(name, false).await?;
         let minted = self.mint(&person.id, "initial").await?;
         tracing::info!(person = %person.name, "person and personal account created");
+        audit::record(
+            &self.store,
+            caller,
+            Event::in_account("person.create", &person.id, &person.name),
+        )
+        .await;
         Ok((person, minted.token))
     }
 
@@ -104,6 +111,18 @@ impl Accounts {
         let minted = self
             .mint_limited(&caller.person_id, &req.name, limits)
             .await?;
+        let detail = token_scope(&minted.info, project.as_ref());
+        audit::record(
+            &self.store,
+            caller,
+            Event::in_account(
+                "token.create",
+                caller.personal_account_id(),
+                &minted.info.name,
+            )
+            .with_detail(&detail),
+        )
+        .await;
         Ok((minted, project))
     }
 
@@ -113,10 +132,18 @@ impl Accounts {
 
     pub async fn revoke_token(&self, caller: &Caller, id: &str) -> DomainResult<ApiToken> {
         check_len("the token id", id, MAX_TOKEN_ID)?;
-        Ok(self
+        let revoked = self
             .store
             .revoke_api_token(&caller.person_id, id, crate::clock::now_ms())
-            .await?)
+            .await?;
+        audit::record(
+            &self.store,
+            caller,
+            Event::in_account("token.revoke", caller.personal_account_id(), &revoked.name)
+                .with_detail(&revoked.id),
+        )
+        .await;
+        Ok(revoked)
     }
 
     /// The members of `account` (empty: the caller's personal account).
@@ -158,6 +185,12 @@ impl Accounts {
             .set_member(&account.id, &person.id, role.as_str())
             .await?;
         tracing::info!(account = %account.name, person = %person.name, %role, "member set");
+        audit::record(
+            &self.store,
+            caller,
+            Event::in_account("member.set", &account.id, &person.name).with_detail(role.as_str()),
+        )
+        .await;
         Ok((account, member))
     }
 
@@ -198,6 +231,12 @@ impl Accounts {
             other => other?,
         };
         tracing::info!(account = %account.name, person = %person.name, "member removed");
+        audit::record(
+            &self.store,
+            caller,
+            Event::in_account("member.remove", &account.id, &person.name).with_detail(&member.role),
+        )
+        .await;
         Ok((account, member))
     }
 
@@ -235,4 +274,17 @@ impl Accounts {
             .await?;
         Ok(MintedToken { info, token })
     }
+}
+
+/// A token's reach in words, for the audit log: `full`, or its project, role and expiry.
+fn token_scope(token: &ApiToken, project: Option<&Project>) -> String {
+    let mut scope = match (project, &token.role) {
+        (Some(p), Some(role)) => format!("project {} as {role}", p.name),
+        (Some(p), None) => format!("project {}", p.name),
+        _ => "full".to_string(),
+    };
+    if let Some(at) = token.expires_ms {
+        scope.push_str(&format!(", expires {}", crate::clock::iso8601_ms(at)));
+    }
+    scope
 }

@@ -400,6 +400,17 @@ impl ChangeRequests {
             tracing::warn!(project = %project.name, number = cr.number, "CR changed state while merging");
         }
         tracing::info!(project = %project.name, number = cr.number, merge_commit = %record.merge_commit, "change request merged");
+        crate::audit::record(
+            &self.store,
+            caller,
+            crate::audit::Event::in_project(
+                "change_request.merge",
+                &project,
+                &format!("#{}", cr.number),
+            )
+            .with_detail(&record.merge_commit),
+        )
+        .await;
         Ok(self
             .store
             .get_change_request(&project.id, cr.number)

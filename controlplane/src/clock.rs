@@ -14,6 +14,14 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A unix-millisecond time as RFC 3339 in UTC to the second (`2026-12-03T04:05:06Z`), for
+/// people; out-of-range values print as the number.
+pub fn iso8601_ms(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 }

@@ -57,6 +57,8 @@ pub struct Metrics {
     /// Wake-ups sent to and received from other replicas (PostgreSQL NOTIFY).
     pub cluster_wakeups_sent: Counter,
     pub cluster_wakeups_received: Counter,
+    /// Privileged actions whose audit event could not be written.
+    pub audit_write_failures: Counter,
     /// Snapshot builds this replica ran, by outcome (`active`, `failed`).
     pub snapshot_builds: Family<OutcomeLabel, Counter>,
 }
@@ -86,6 +88,12 @@ impl Metrics {
         let viewers_cut_off = Counter::default();
         let cluster_wakeups_sent = Counter::default();
         let cluster_wakeups_received = Counter::default();
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Privileged actions whose audit event could not be written",
+            audit_write_failures.clone(),
+        );
         let snapshot_builds = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "snapshot_builds",
@@ -168,6 +176,7 @@ impl Metrics {
             viewers_cut_off,
             cluster_wakeups_sent,
             cluster_wakeups_received,
+            audit_write_failures,
             snapshot_builds,
         }
     }

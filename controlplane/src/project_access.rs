@@ -2,6 +2,7 @@
 //! the project's account, optionally expiring. Account owners and admins need none: they are
 //! implicitly managers of every project of their account.
 
+use crate::audit::{self, Event};
 use crate::auth::Caller;
 use crate::error::{DomainError, DomainResult};
 use crate::permissions::{self, ProjectRole};
@@ -69,6 +70,16 @@ impl ProjectAccess {
             )
             .await?;
         tracing::info!(project = %project.name, person = %person.name, %role, "access granted");
+        let detail = match expires_ms {
+            Some(at) => format!("{role} until {}", crate::clock::iso8601_ms(at)),
+            None => role.to_string(),
+        };
+        audit::record(
+            &self.store,
+            caller,
+            Event::in_project("access.grant", &project, &person.name).with_detail(&detail),
+        )
+        .await;
         Ok((project, grant))
     }
 
@@ -91,6 +102,12 @@ impl ProjectAccess {
             other => other?,
         };
         tracing::info!(project = %project.name, person = %person.name, "access revoked");
+        audit::record(
+            &self.store,
+            caller,
+            Event::in_project("access.revoke", &project, &person.name).with_detail(&grant.role),
+        )
+        .await;
         Ok((project, grant))
     }
 }

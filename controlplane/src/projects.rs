@@ -163,6 +163,13 @@ impl Projects {
             project
         };
         tracing::info!(project = %project.name, import = %import, "project created");
+        crate::audit::record(
+            &self.store,
+            caller,
+            crate::audit::Event::in_project("project.create", &project, &project.name)
+                .with_detail(&import),
+        )
+        .await;
         Ok(project)
     }
 

@@ -59,6 +59,12 @@ impl PublicServices {
                 .max_decoding_message_size(MAX_API_MESSAGE),
             )
             .add_service(
+                pb::audit_service_server::AuditServiceServer::new(api::audit::Audit::new(
+                    crate::audit::AuditLog::new(self.store.clone()),
+                ))
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
                 pb::member_service_server::MemberServiceServer::new(api::members::Members::new(
                     self.accounts,
                 ))

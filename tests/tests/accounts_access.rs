@@ -501,3 +501,178 @@ async fn a_revoked_tokens_open_attach_stream_ends() {
     store.close().await;
     ts.stop().await;
 }
+
+/// Privileged actions land in the account's audit log with who, what and from where; only
+/// the account's admins and owners read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_actions_are_audited_for_the_accounts_admins() {
+    let ts = TestServer::start().await;
+    let alice = ts.account("alice").await;
+    let bob = ts.account("bob").await;
+    let carol = ts.account("carol").await;
+    create_project(&ts, &alice, "web", "").await;
+    ts.secrets(&alice)
+        .set_secret(SetSecretRequest {
+            project: "web".into(),
+            name: "API_KEY".into(),
+            value: "s3cret-value".into(),
+        })
+        .await
+        .unwrap();
+    ts.access(&alice)
+        .grant_access(GrantAccessRequest {
+            project: "web".into(),
+            person: "carol".into(),
+            role: "viewer".into(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap();
+    ts.members(&alice)
+        .add_member(AddMemberRequest {
+            person: "bob".into(),
+            role: "member".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ci = ts
+        .accounts(&alice)
+        .create_token(CreateTokenRequest {
+            name: "ci".into(),
+            project: "web".into(),
+            role: "editor".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ci_id = ci.info.unwrap().id;
+    ts.accounts(&alice)
+        .revoke_token(RevokeTokenRequest { id: ci_id.clone() })
+        .await
+        .unwrap();
+
+    let log = ts
+        .audit(&alice)
+        .list_audit(ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(log.account, "alice");
+    let actions: Vec<(&str, &str, &str)> = log
+        .events
+        .iter()
+        .map(|e| (e.action.as_str(), e.target.as_str(), e.detail.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("token.revoke", "ci", ci_id.as_str()),
+            ("token.create", "ci", "project web as editor"),
+            ("member.set", "bob", "member"),
+            ("access.grant", "carol", "viewer"),
+            ("secret.set", "API_KEY", ""),
+            ("project.create", "web", ""),
+            // By the server admin, in the new person's personal account.
+            ("person.create", "alice", ""),
+        ]
+    );
+    assert_ne!(log.events[6].actor_name, "alice");
+    for e in &log.events[..6] {
+        assert_eq!(e.actor_name, "alice", "{e:?}");
+        assert!(e.actor.starts_with("person:"), "{e:?}");
+        assert!(e.from.starts_with("127.0.0.1:"), "from where: {e:?}");
+        assert!(!e.token_id.is_empty(), "{e:?}");
+        assert!(e.at_unix_ms > 0);
+    }
+    assert!(
+        !format!("{log:?}").contains("s3cret-value"),
+        "no secret value in the log"
+    );
+
+    // One project's events, and paging by id.
+    let web = ts
+        .audit(&alice)
+        .list_audit(ListAuditRequest {
+            project: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        web.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["access.grant", "secret.set", "project.create"]
+    );
+    let page = ts
+        .audit(&alice)
+        .list_audit(ListAuditRequest {
+            before_id: log.events[1].id,
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        page.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["member.set", "access.grant"]
+    );
+
+    // A plain member is refused, naming the role; someone outside the account sees nothing.
+    let refused = ts
+        .audit(&bob)
+        .list_audit(ListAuditRequest {
+            account: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().contains("admin"), "{}", refused.message());
+    let hidden = ts
+        .audit(&carol)
+        .list_audit(ListAuditRequest {
+            account: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    // Bob's own account has its own log: creating him is in it.
+    let bobs = ts
+        .audit(&bob)
+        .list_audit(ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(
+        (bobs[0].action.as_str(), bobs[0].target.as_str()),
+        ("person.create", "bob")
+    );
+
+    // The CLI shows the same log.
+    let out = std::process::Command::new(support::built_binary("kortix"))
+        .args(["--json", "audit", "ls", "--limit", "2"])
+        .env("KORTIX_URL", ts.url())
+        .env("KORTIX_TOKEN", &alice)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run kortix");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = json.as_array().expect("a JSON array");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["action"], "token.revoke");
+    assert_eq!(listed[0]["actor_name"], "alice");
+    ts.stop().await;
+}

@@ -176,6 +176,30 @@ async fn fast_forward_then_a_second_merge_is_refused() {
         "a fast-forward moves main to the head commit"
     );
     assert_eq!(f.main_tip(), head);
+    // The merge is in the owning account's audit log, with the commit it landed.
+    let log =
+        f.ts.audit(&f.token)
+            .list_audit(ListAuditRequest {
+                project: "app".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+    let merge = &log[0];
+    assert_eq!(
+        (
+            merge.action.as_str(),
+            merge.target.clone(),
+            merge.detail.as_str()
+        ),
+        (
+            "change_request.merge",
+            format!("#{}", cr.number),
+            head.as_str()
+        )
+    );
 
     let again = f.merge(cr.number).await.unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");

@@ -529,6 +529,14 @@ async fn call(
             })
             .await
             .map(drop),
+        ("kortix.v1.AuditService", "ListAudit") => ts
+            .audit(token)
+            .list_audit(ListAuditRequest {
+                account: "alice".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
         // This server's provider boots no images: past the permission check a call is
         // FAILED_PRECONDITION, which the matrix counts as allowed.
         ("kortix.v1.SnapshotService", "ListSnapshots") => ts

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod audit;
 pub mod cr;
 pub mod git_credential;
 pub mod login;

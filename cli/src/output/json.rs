@@ -135,6 +135,40 @@ impl From<&Member> for MemberJson {
     }
 }
 
+/// `audit ls`: one event.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct AuditEventJson {
+    pub id: i64,
+    pub at: Option<String>,
+    pub account_id: String,
+    pub project: String,
+    pub actor: String,
+    pub actor_name: String,
+    pub token_id: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub from: String,
+}
+
+impl From<&kortix_proto::v1::AuditEvent> for AuditEventJson {
+    fn from(e: &kortix_proto::v1::AuditEvent) -> Self {
+        AuditEventJson {
+            id: e.id,
+            at: rfc3339_ms(e.at_unix_ms),
+            account_id: e.account_id.clone(),
+            project: e.project.clone(),
+            actor: e.actor.clone(),
+            actor_name: e.actor_name.clone(),
+            token_id: e.token_id.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            detail: e.detail.clone(),
+            from: e.from.clone(),
+        }
+    }
+}
+
 /// `access ls|grant|revoke`: one grant.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct GrantJson {

@@ -82,9 +82,16 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
         .get::<Action>()
         .copied()
         .ok_or_else(|| Status::internal("the request passed no permission check"))?;
-    principal
+    let mut caller = principal
         .caller(action)
-        .ok_or_else(|| Status::permission_denied("a session's git token cannot use the API"))
+        .ok_or_else(|| Status::permission_denied("a session's git token cannot use the API"))?;
+    if let Some(peer) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        caller.from = peer.0.to_string();
+    }
+    Ok(caller)
 }
 
 #[cfg(test)]

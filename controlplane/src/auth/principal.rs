@@ -63,6 +63,7 @@ impl Principal {
                 token_id: token_id.clone(),
                 narrowed: narrowed.clone(),
                 action,
+                from: String::new(),
             }),
             Principal::SessionGit { .. } => None,
         }
@@ -79,6 +80,9 @@ pub struct Caller {
     pub token_id: String,
     pub narrowed: Option<Narrowed>,
     pub action: Action,
+    /// Where the call came from (the peer address the public listener saw), for the audit
+    /// log; empty for callers made inside the control plane.
+    pub from: String,
 }
 
 impl Caller {
@@ -90,6 +94,7 @@ impl Caller {
             token_id: String::new(),
             narrowed: None,
             action,
+            from: String::new(),
         }
     }
 

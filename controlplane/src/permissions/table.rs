@@ -265,6 +265,7 @@ pub const RPCS: &[(&str, Action)] = &[
         "/kortix.v1.TriggerService/ListFirings",
         Action::ViewTriggers,
     ),
+    ("/kortix.v1.AuditService/ListAudit", Action::ReadAudit),
     (
         "/kortix.v1.SnapshotService/ListSnapshots",
         Action::ViewSnapshots,

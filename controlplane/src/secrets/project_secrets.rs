@@ -49,6 +49,12 @@ impl ProjectSecrets {
         let project = crate::permissions::project(&self.store, caller, project).await?;
         let meta = self.put(&project, name, value).await?;
         tracing::info!(project = %project.name, secret = %name, "secret set");
+        crate::audit::record(
+            &self.store,
+            caller,
+            crate::audit::Event::in_project("secret.set", &project, name),
+        )
+        .await;
         Ok(meta)
     }
 
@@ -79,6 +85,12 @@ impl ProjectSecrets {
         let (meta, version) = self.store.delete_secret(&project.id, name).await?;
         self.changed(&project.id, version);
         tracing::info!(project = %project.name, secret = %name, "secret deleted");
+        crate::audit::record(
+            &self.store,
+            caller,
+            crate::audit::Event::in_project("secret.delete", &project, name),
+        )
+        .await;
         Ok(meta)
     }
 

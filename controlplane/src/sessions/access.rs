@@ -75,12 +75,22 @@ impl Sessions {
         let project = crate::permissions::project(&self.store, caller, &req.project).await?;
         let session = self
             .start(StartRequest {
-                project: project.id,
+                project: project.id.clone(),
                 launched_by: launcher(caller),
                 ..req
             })
             .await?;
-        self.named(session).await
+        crate::audit::record(
+            &self.store,
+            caller,
+            crate::audit::Event::in_project("session.start", &project, &session.id)
+                .with_detail(&session.launched_by),
+        )
+        .await;
+        Ok(NamedSession {
+            session,
+            project_name: project.name,
+        })
     }
 
     pub async fn get_for(&self, caller: &Caller, id: &str) -> Result<NamedSession, SessionError> {
@@ -135,6 +145,12 @@ impl Sessions {
         let session = self.owned(caller, id).await?;
         let project = self.store.find_project(&session.project_id).await?;
         let deleted = self.delete(&session.id).await?;
+        crate::audit::record(
+            &self.store,
+            caller,
+            crate::audit::Event::in_project("session.delete", &project, &session.id),
+        )
+        .await;
         Ok(NamedSession {
             session: deleted,
             project_name: project.name,

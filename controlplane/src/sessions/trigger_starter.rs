@@ -9,7 +9,9 @@ use futures::future::BoxFuture;
 impl SessionStarter for Sessions {
     fn start(&self, req: TriggerStart) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
-            Sessions::start(
+            let project_id = req.project_id.clone();
+            let origin = req.origin.clone();
+            let session = Sessions::start(
                 self,
                 StartRequest {
                     project: req.project_id,
@@ -23,8 +25,17 @@ impl SessionStarter for Sessions {
                 },
             )
             .await
-            .map(|s| s.id)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+            if let Ok(project) = self.store.find_project(&project_id).await {
+                crate::audit::record_trigger(
+                    &self.store,
+                    &origin,
+                    crate::audit::Event::in_project("session.start", &project, &session.id)
+                        .with_detail(&origin),
+                )
+                .await;
+            }
+            Ok(session.id)
         })
     }
 }

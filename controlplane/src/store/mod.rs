@@ -11,6 +11,7 @@
 
 mod accounts;
 mod agent_auth;
+mod audit;
 mod change_requests;
 mod checkpoint;
 mod firings;
@@ -44,6 +45,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 
 pub use accounts::{Account, Member, Person};
 pub use agent_auth::{BootstrapRejection, GitToken, IssuedCert};
+pub use audit::{AuditEvent, AuditQuery, NewAuditEvent};
 pub use change_requests::{
     ChangeRequest, CrListQuery, CrState, MergedChangeRequest, NewChangeRequest,
 };

@@ -133,6 +133,7 @@ both_backends!(
     firing_completion_and_listing,
     bootstrap_tokens_single_use_and_expiry,
     certs_and_git_tokens,
+    audit_is_appended_and_paged_per_account,
 );
 
 /// The record writer rewinds the WAL when the checkpointer asks: it completes the checkpoint
@@ -2063,5 +2064,116 @@ async fn snapshot_prune_spares_live_and_recent(db: TestDb) {
                 .unwrap()
         ),
         ["inuse"]
+    );
+}
+
+async fn audit_is_appended_and_paged_per_account(db: TestDb) {
+    let store = &db.store;
+    let (alice, web) = account_and_project(store, "auditweb").await;
+    let (bob, _) = account_and_project(store, "auditother").await;
+    let actor = format!("person:{}", alice.id);
+    let mut ids = Vec::new();
+    for (i, project) in [Some(&web), None, Some(&web)].into_iter().enumerate() {
+        let target = format!("t{i}");
+        let id = store
+            .append_audit(&NewAuditEvent {
+                at_ms: 1_000 + i as i64,
+                account_id: &alice.id,
+                project_id: project.map_or("", |p| p.id.as_str()),
+                project_name: project.map_or("", |p| p.name.as_str()),
+                actor: &actor,
+                token_id: "tok",
+                action: "secret.set",
+                target: &target,
+                detail: &"d".repeat(10_000),
+                from_addr: "127.0.0.1:5000",
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // Another account's event stays in that account.
+    store
+        .append_audit(&NewAuditEvent {
+            at_ms: 5,
+            account_id: &bob.id,
+            actor: "trigger:nightly",
+            actor_name: "nightly",
+            action: "session.start",
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let all = store
+        .list_audit(&AuditQuery {
+            account_id: &alice.id,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["t2", "t1", "t0"],
+        "newest first"
+    );
+    // The person's name is copied in; the detail is bounded.
+    assert_eq!(all[0].actor_name, alice.name);
+    assert_eq!(all[0].actor, actor);
+    assert_eq!(all[0].from_addr, "127.0.0.1:5000");
+    assert_eq!(all[0].detail.len(), 2048);
+    let page = store
+        .list_audit(&AuditQuery {
+            account_id: &alice.id,
+            before_id: Some(all[0].id),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].target, "t1");
+    let in_web = store
+        .list_audit(&AuditQuery {
+            account_id: &alice.id,
+            project_id: Some(&web.id),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        in_web.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["t2", "t0"]
+    );
+    let bobs = store
+        .list_audit(&AuditQuery {
+            account_id: &bob.id,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(
+        (bobs[0].actor.as_str(), bobs[0].actor_name.as_str()),
+        ("trigger:nightly", "nightly")
+    );
+    // The log outlives the project.
+    store.delete_project(&web.id).await.unwrap();
+    assert_eq!(
+        store
+            .list_audit(&AuditQuery {
+                account_id: &alice.id,
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        3
     );
 }

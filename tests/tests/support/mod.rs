@@ -113,6 +113,12 @@ impl TestServer {
     pub fn crs(&self, token: &str) -> ChangeRequestServiceClient<Authed> {
         ChangeRequestServiceClient::new(self.authed(token))
     }
+    pub fn audit(
+        &self,
+        token: &str,
+    ) -> kortix_proto::v1::audit_service_client::AuditServiceClient<Authed> {
+        kortix_proto::v1::audit_service_client::AuditServiceClient::new(self.authed(token))
+    }
     pub fn snapshots(
         &self,
         token: &str,
