@@ -570,7 +570,31 @@ async fn every_rpc_for_every_role() {
     let store = Store::open_sqlite(&ts.data_dir().join("kortix.db"), StoreOptions::default())
         .await
         .expect("second handle on the server's database");
-    let cast = cast(&ts, &store).await;
+    every_cell(&ts, &store).await;
+    store.close().await;
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_for_every_role_on_postgres() {
+    let Some(db) = support::pg::Database::create().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let ts = TestServer::start_with(move |c| c.database_url = Some(url)).await;
+    let store = Store::open(&ts.data_dir(), Some(&db.url))
+        .await
+        .expect("second handle on the server's database");
+    every_cell(&ts, &store).await;
+    store.close().await;
+    ts.stop().await;
+    db.drop_now().await;
+}
+
+/// Every RPC as every kind of caller against the table, through `ts` (whose database
+/// `store` also opens).
+async fn every_cell(ts: &TestServer, store: &Store) {
+    let cast = cast(ts, store).await;
     let alice = store.get_person_by_name("alice").await.unwrap();
     let web = store
         .project_access(&alice.id, "web")
@@ -595,11 +619,11 @@ async fn every_rpc_for_every_role() {
                 })
                 .await
                 .unwrap();
-            set_member(&ts, cast.token(Who::Owner), "zed", "member").await;
+            set_member(ts, cast.token(Who::Owner), "zed", "member").await;
             let want = expected(action, who);
             seen.insert(std::mem::discriminant(&want));
             let got = observed(
-                call(&ts, &rpc, cast.token(who), &session.id, n).await,
+                call(ts, &rpc, cast.token(who), &session.id, n).await,
                 &session.id,
             );
             let ok = match (&want, &got) {
@@ -620,8 +644,6 @@ async fn every_rpc_for_every_role() {
         failures.join("\n")
     );
     assert_eq!(seen.len(), 4, "every kind of outcome is exercised");
-    store.close().await;
-    ts.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,80 +11,14 @@ use kortix_controlplane::config::SandboxKind;
 use kortix_controlplane::sandbox::external::BootstrapFile;
 use kortix_proto::v1::agent_frame::Frame as In;
 use kortix_proto::v1::*;
-use sqlx::Connection;
 use std::time::Duration;
 use support::TestServer;
+use support::pg::Database;
 
 /// Longer than any test: B's store polls never fire.
 const NO_POLL: Duration = Duration::from_secs(3600);
 /// Generous deadlines for a loaded machine; a wake-up normally takes milliseconds.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A database of its own on the test PostgreSQL, dropped by [`Database::drop_now`].
-struct Database {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create() -> Option<Database> {
-        let admin_url = std::env::var("KORTIX_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let mut admin = match tokio::time::timeout(
-            Duration::from_secs(10),
-            sqlx::PgConnection::connect(&admin_url),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                kortix_tests::require::unavailable("PostgreSQL", &format!("{admin_url}: {e}"));
-                return None;
-            }
-            Err(_) => {
-                kortix_tests::require::unavailable(
-                    "PostgreSQL",
-                    &format!("{admin_url}: no answer"),
-                );
-                return None;
-            }
-        };
-        let name = format!(
-            "kx_replicas_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-                % 1_000_000_000
-        );
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        let _ = admin.close().await;
-        let base = admin_url.split('?').next().unwrap();
-        let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
-        Some(Database {
-            admin_url,
-            name,
-            url,
-        })
-    }
-
-    async fn drop_now(self) {
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-        let _ = admin.close().await;
-    }
-}
 
 async fn replica(db: &Database) -> TestServer {
     let url = db.url.clone();
