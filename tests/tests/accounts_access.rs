@@ -676,3 +676,81 @@ async fn privileged_actions_are_audited_for_the_accounts_admins() {
     assert_eq!(listed[0]["actor_name"], "alice");
     ts.stop().await;
 }
+
+/// Revoking a token ends a git request that is still running on it: here a fetch whose
+/// request body never finishes, which the server would otherwise wait out for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_ends_its_git_request_in_flight() {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ts = TestServer::start().await;
+    let alice = ts.account("alice").await;
+    create_project(&ts, &alice, "web", "").await;
+    let minted = ts
+        .accounts(&alice)
+        .create_token(CreateTokenRequest {
+            name: "git".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let addr = ts.url().strip_prefix("http://").unwrap().to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x:{}", minted.token));
+    let head = format!(
+        "POST /git/web.git/git-upload-pack HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Basic {basic}\r\n\
+         Content-Type: application/x-git-upload-pack-request\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // The start of a want line, and then nothing: the request is under way.
+    conn.write_all(b"4\r\n0032\r\n").await.unwrap();
+    conn.flush().await.unwrap();
+    // The server has authorized it once its backend runs; give it that long.
+    support::eventually(
+        "the git backend running",
+        Duration::from_secs(20),
+        || async {
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(200), conn.peek(&mut probe)).await {
+                // Nothing to read yet, or the CGI head: either way it is running.
+                Err(_) | Ok(Ok(1..)) => Some(()),
+                Ok(other) => panic!("the request ended before the revocation: {other:?}"),
+            }
+        },
+    )
+    .await;
+
+    ts.accounts(&alice)
+        .revoke_token(RevokeTokenRequest {
+            id: minted.info.unwrap().id,
+        })
+        .await
+        .unwrap();
+    // Ended within seconds: the connection closes, or the request is answered with the
+    // backend's failure.
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    seen.extend_from_slice(&buf[..n]);
+                    if String::from_utf8_lossy(&seen).contains(" 502 ") {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the git request outlived its token: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    ts.stop().await;
+}

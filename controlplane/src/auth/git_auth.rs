@@ -39,6 +39,10 @@ impl GitAuth {
                 GitDenied::Unavailable(e.to_string())
             }
         };
+        let credential = match &principal {
+            Principal::Person { token_id, .. } if !token_id.is_empty() => Some(token_id.clone()),
+            _ => None,
+        };
         let (project, push) = match &principal {
             Principal::Person { .. } => {
                 let caller = principal
@@ -70,6 +74,7 @@ impl GitAuth {
             project_id: project.id,
             default_branch: project.default_branch,
             push,
+            credential,
         })
     }
 }
@@ -82,6 +87,19 @@ impl GitAuthorizer for GitAuth {
     ) -> BoxFuture<'_, Result<GitAccess, GitDenied>> {
         let repo_name = repo_name.to_string();
         Box::pin(async move { self.decide(&repo_name, basic).await })
+    }
+
+    fn still_allowed(&self, access: &GitAccess) -> BoxFuture<'_, Result<bool, GitDenied>> {
+        let token_id = access.credential.clone();
+        Box::pin(async move {
+            let Some(token_id) = token_id else {
+                return Ok(true);
+            };
+            self.store
+                .api_token_live(&token_id, crate::clock::now_ms())
+                .await
+                .map_err(|e| GitDenied::Unavailable(e.to_string()))
+        })
     }
 }
 
@@ -147,7 +165,8 @@ mod tests {
             GitAccess {
                 project_id: web.id.clone(),
                 default_branch: "main".into(),
-                push: PushScope::NonDefaultRefs
+                push: PushScope::NonDefaultRefs,
+                credential: access.credential.clone(),
             }
         );
         // The server admin has no project role by being the server admin.

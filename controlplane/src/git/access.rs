@@ -12,6 +12,14 @@ pub trait GitAuthorizer: Send + Sync {
         repo_name: &str,
         basic: Option<(String, String)>,
     ) -> BoxFuture<'_, Result<GitAccess, GitDenied>>;
+
+    /// Whether `access` still holds, asked every second while its request runs: a revoked or
+    /// expired credential ends a clone or push in flight. Errors (a store outage) are not a
+    /// revocation. Credentials that cannot be revoked mid-request always hold.
+    fn still_allowed(&self, access: &GitAccess) -> BoxFuture<'_, Result<bool, GitDenied>> {
+        let _ = access;
+        Box::pin(async { Ok(true) })
+    }
 }
 
 /// What an authorized request may do.
@@ -22,6 +30,9 @@ pub struct GitAccess {
     /// Nobody may push to this branch: work reaches it only through a merged change request.
     pub default_branch: String,
     pub push: PushScope,
+    /// The revocable credential behind the request (a person's token id), which
+    /// [`GitAuthorizer::still_allowed`] re-checks; `None` when there is nothing to re-check.
+    pub credential: Option<String>,
 }
 
 /// Which refs a push may create, update or delete.

@@ -359,11 +359,21 @@ impl Backend<'_> {
         // processes are gone.
         let project_id = self.access.project_id.clone();
         let reaper_kill = kill.clone();
+        let authorizer = self.inner.authorizer.clone();
+        let access = self.access.clone();
         tokio::spawn(async move {
             let stderr_tail = tokio::spawn(read_tail(stderr));
             let status = tokio::select! {
                 status = child.wait() => status,
                 () = reaper_kill.cancelled() => {
+                    kill_group(pid);
+                    child.wait().await
+                }
+                () = revoked(authorizer.as_ref(), &access) => {
+                    tracing::info!(%project_id, "the credential was revoked during a git request: ending it");
+                    // Marked before the kill, so the response fails instead of ending as if
+                    // it were complete.
+                    reaper_kill.cancel();
                     kill_group(pid);
                     child.wait().await
                 }
@@ -457,6 +467,28 @@ impl Backend<'_> {
     }
 }
 
+/// Resolves once the request's credential no longer holds (checked every
+/// [`CREDENTIAL_RECHECK`]); never for a credential that cannot be revoked.
+async fn revoked(authorizer: &dyn GitAuthorizer, access: &GitAccess) {
+    if access.credential.is_none() {
+        return std::future::pending().await;
+    }
+    let mut tick = tokio::time::interval(CREDENTIAL_RECHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match authorizer.still_allowed(access).await {
+            Ok(false) => return,
+            Ok(true) => {}
+            Err(e) => tracing::warn!(error = ?e, "cannot re-check a git request's credential"),
+        }
+    }
+}
+
+/// How often a running git request's credential is re-checked.
+const CREDENTIAL_RECHECK: Duration = Duration::from_secs(1);
+
 /// Ends the backend's process group when the response is dropped before it was complete
 /// (client disconnect, idle timeout, read error).
 struct KillOnDrop {
@@ -492,6 +524,12 @@ where
         }
         let next = self.inner.poll_next_unpin(cx);
         if let Poll::Ready(None) = next {
+            if self.guard.kill.is_cancelled() && !self.guard.finished {
+                // The backend was ended (revoked credential, broken request): its output is
+                // cut short, and the client must not take it for a whole response.
+                self.guard.finished = true;
+                return Poll::Ready(Some(Err(io::Error::other("the git request was ended"))));
+            }
             self.guard.finished = true;
         }
         next

@@ -39,6 +39,7 @@ impl GitAuthorizer for TestAuthorizer {
                 project_id: "p-demo".into(),
                 default_branch: "main".into(),
                 push,
+                credential: None,
             })
         })
     }
