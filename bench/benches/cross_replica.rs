@@ -117,6 +117,7 @@ async fn measure(
     records: u64,
     pace: Duration,
 ) -> anyhow::Result<()> {
+    eprintln!("starting two replicas on {db_url}");
     let a = replica(work, "a", db_url).await?;
     let b = replica(work, "b", db_url).await?;
     let api_a = Api::connect(&a.public_url, &token(&a)?).await?;
@@ -139,6 +140,7 @@ async fn measure(
     }))
     .await?;
 
+    eprintln!("agent connected to A; streaming {records} records");
     let sent: Sent = Arc::default();
     let same = tokio::spawn(follow(api_a, session.clone(), records, sent.clone()));
     let cross = tokio::spawn(follow(api_b, session.clone(), records, sent.clone()));
@@ -152,11 +154,11 @@ async fn measure(
         sent.lock().expect("sent lock").insert(seq, Instant::now());
         conn.send_records(vec![log_record(seq, format!("record {seq}"))])
             .await?;
-        if seq % 50 == 0 {
-            conn.wait_ack(seq).await?;
-        }
+        // Each ack read before the next send: the control plane's frames to the agent are a
+        // bounded queue, and an agent that never reads them stalls its own stream.
+        conn.wait_ack(seq).await?;
     }
-    conn.wait_ack(records).await?;
+    eprintln!("all acked; waiting for the viewers");
     let mut same = same.await??;
     let mut cross = cross.await??;
     same.sort();

@@ -2,8 +2,9 @@
 
 use crate::errors::{BenchError, timed};
 use kortix_proto::v1::{
-    AttachRequest, CreateProjectRequest, ListProjectsRequest, Project, Record, StartSessionRequest,
-    project_service_client::ProjectServiceClient, session_service_client::SessionServiceClient,
+    AttachRequest, CreateProjectRequest, GetProjectRequest, ListProjectsRequest, Project,
+    ProjectInfo, Record, StartSessionRequest, project_service_client::ProjectServiceClient,
+    session_service_client::SessionServiceClient,
 };
 use std::time::Duration;
 use tonic::Streaming;
@@ -98,6 +99,20 @@ impl Api {
             "create project",
             CALL_TIMEOUT,
             self.projects().create_project(req),
+            BenchError::from_status,
+        )
+        .await?
+        .into_inner())
+    }
+
+    /// One project as the caller sees it (an authenticated, permission-checked read).
+    pub async fn get_project(&self, project: &str) -> Result<ProjectInfo, BenchError> {
+        Ok(timed(
+            "get project",
+            CALL_TIMEOUT,
+            self.projects().get_project(GetProjectRequest {
+                project: project.to_string(),
+            }),
             BenchError::from_status,
         )
         .await?

@@ -1,0 +1,181 @@
+//! What authorization costs a call: the bearer-token lookup plus the permission check
+//! (`permissions::project`, the caller's account role and grant on the project), timed
+//! in-process on the server's own store, against the whole call it guards — `GetProject`
+//! over gRPC from a client on loopback, authenticated and checked — in the same run, on
+//! SQLite and on PostgreSQL.
+//!
+//! `cargo bench --workspace --bench authz` (`CALLS`, default 5000; PostgreSQL at
+//! `KORTIX_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`, in a
+//! database the benchmark creates and drops; skipped with a note when unreachable).
+
+use std::time::{Duration, Instant};
+
+use kortix_bench::api::Api;
+use kortix_controlplane::auth::Authenticator;
+use kortix_controlplane::config::{SandboxKind, ServerConfig};
+use kortix_controlplane::permissions::{self, Action};
+use kortix_controlplane::store::Store;
+use kortix_proto::v1::account_service_client::AccountServiceClient;
+use kortix_proto::v1::{AddMemberRequest, CreateAccountRequest, GrantAccessRequest};
+use sqlx::Connection;
+use tonic::transport::Channel;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+/// Creates a person through the API as the server admin; returns their first token.
+async fn person(channel: &Channel, admin: &str, name: &str) -> anyhow::Result<String> {
+    Ok(
+        AccountServiceClient::with_interceptor(channel.clone(), bearer(admin))
+            .create_account(CreateAccountRequest { name: name.into() })
+            .await?
+            .into_inner()
+            .token,
+    )
+}
+
+fn bearer(token: &str) -> impl tonic::service::Interceptor + Clone {
+    let value: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {token}").parse().expect("ascii token");
+    move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", value.clone());
+        Ok(req)
+    }
+}
+
+async fn measure(label: &str, database_url: Option<&str>, calls: usize) -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let mut config = ServerConfig::new(work.path().join("data"));
+    config.listen = "127.0.0.1:0".parse()?;
+    config.agent_listen = "127.0.0.1:0".parse()?;
+    config.sandbox = SandboxKind::External;
+    config.database_url = database_url.map(str::to_string);
+    let server = kortix_controlplane::server::start(config).await?;
+    let url = server.public_url.clone();
+    let admin = std::fs::read_to_string(server.admin_token_path())?
+        .trim()
+        .to_string();
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+        .connect()
+        .await?;
+    // The owner's project, read by a collaborator with a grant and an account membership:
+    // the check reads both.
+    let owner = person(&channel, &admin, "owner").await?;
+    let reader = person(&channel, &admin, "reader").await?;
+    let owner_api = Api::connect(&url, &owner).await?;
+    owner_api.create_project("web").await?;
+    kortix_proto::v1::member_service_client::MemberServiceClient::with_interceptor(
+        channel.clone(),
+        bearer(&owner),
+    )
+    .add_member(AddMemberRequest {
+        account: String::new(),
+        person: "reader".into(),
+        role: "member".into(),
+    })
+    .await?;
+    kortix_proto::v1::access_service_client::AccessServiceClient::with_interceptor(
+        channel,
+        bearer(&owner),
+    )
+    .grant_access(GrantAccessRequest {
+        project: "web".into(),
+        person: "reader".into(),
+        role: "viewer".into(),
+        expires_in_seconds: 0,
+    })
+    .await?;
+    let reader_api = Api::connect(&url, &reader).await?;
+
+    let store = Store::open(&work.path().join("data"), database_url).await?;
+    let authenticator = Authenticator::new(store.clone());
+    // Warm both paths (connections, statement caches).
+    for _ in 0..200 {
+        reader_api.get_project("web").await?;
+        let principal = authenticator.authenticate(&reader).await?;
+        let caller = principal.caller(Action::ViewProject).expect("a person");
+        permissions::project(&store, &caller, "web").await?;
+    }
+    // Interleaved, so both see the same machine.
+    let (mut call, mut authz) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    for _ in 0..calls {
+        let t = Instant::now();
+        reader_api.get_project("web").await?;
+        call.push(t.elapsed());
+        let t = Instant::now();
+        let principal = authenticator.authenticate(&reader).await?;
+        let caller = principal.caller(Action::ViewProject).expect("a person");
+        permissions::project(&store, &caller, "web").await?;
+        authz.push(t.elapsed());
+    }
+    call.sort();
+    authz.sort();
+    for (name, v) in [
+        ("GetProject over gRPC (the whole call)", &call),
+        ("authentication + permission check alone", &authz),
+    ] {
+        println!(
+            "| {label} | {name} | {} | {} | {} |",
+            us(percentile(v, 0.5)),
+            us(percentile(v, 0.9)),
+            us(percentile(v, 0.99)),
+        );
+    }
+    println!(
+        "| {label} | share of the call (p50 / p99) | {:.0} % | | {:.0} % |",
+        100.0 * percentile(&authz, 0.5).as_secs_f64() / percentile(&call, 0.5).as_secs_f64(),
+        100.0 * percentile(&authz, 0.99).as_secs_f64() / percentile(&call, 0.99).as_secs_f64(),
+    );
+    store.close().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let calls = std::env::var("CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    println!("Authorization per call, {calls} calls each, interleaved");
+    println!("| store | what | p50 | p90 | p99 |");
+    println!("|---|---|---|---|---|");
+    measure("SQLite", None, calls).await?;
+
+    let admin_url = std::env::var("KORTIX_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await else {
+        println!("(PostgreSQL at {admin_url} unreachable: skipped)");
+        return Ok(());
+    };
+    let name = format!("kx_bench_authz_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
+    let base = admin_url.split('?').next().unwrap_or(&admin_url);
+    let db_url = format!(
+        "{}/{name}",
+        base.rsplit_once('/').map_or(base, |(head, _)| head)
+    );
+    let result = measure("PostgreSQL", Some(&db_url), calls).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    result
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
