@@ -17,7 +17,9 @@ use kortix_controlplane::permissions::{self, Action};
 use kortix_controlplane::store::Store;
 use kortix_proto::v1::account_service_client::AccountServiceClient;
 use kortix_proto::v1::{AddMemberRequest, CreateAccountRequest, GrantAccessRequest};
-use sqlx::Connection;
+#[path = "support/scratch_db.rs"]
+mod scratch_db;
+use scratch_db::ScratchDb;
 use tonic::transport::Channel;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -147,27 +149,12 @@ async fn run() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
     measure("SQLite", None, calls).await?;
 
-    let admin_url = std::env::var("KORTIX_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await else {
-        println!("(PostgreSQL at {admin_url} unreachable: skipped)");
+    let Some(db) = ScratchDb::create("authz").await? else {
+        println!("(PostgreSQL unreachable: skipped)");
         return Ok(());
     };
-    let name = format!("kx_bench_authz_{}", std::process::id());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await?;
-    let base = admin_url.split('?').next().unwrap_or(&admin_url);
-    let db_url = format!(
-        "{}/{name}",
-        base.rsplit_once('/').map_or(base, |(head, _)| head)
-    );
-    let result = measure("PostgreSQL", Some(&db_url), calls).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
+    let result = measure("PostgreSQL", Some(&db.url), calls).await;
+    db.drop_now().await?;
     result
 }
 

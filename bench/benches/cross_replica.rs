@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use futures::StreamExt;
 use kortix_bench::api::Api;
 use kortix_bench::sim_agent::{self, log_record};
@@ -21,7 +21,9 @@ use kortix_controlplane::sandbox::external::BootstrapFile;
 use kortix_controlplane::server::RunningServer;
 use kortix_proto::v1::SessionStatus;
 use kortix_proto::v1::agent_frame::Frame as In;
-use sqlx::Connection;
+#[path = "support/scratch_db.rs"]
+mod scratch_db;
+use scratch_db::ScratchDb;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -85,29 +87,12 @@ async fn follow(api: Api, session: String, last: u64, sent: Sent) -> anyhow::Res
 async fn run() -> anyhow::Result<()> {
     let records = env_u64("RECORDS", 2000);
     let pace = Duration::from_millis(env_u64("PACE_MS", 5));
-    let admin_url = std::env::var("KORTIX_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = format!("kx_bench_replicas_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .with_context(|| format!("PostgreSQL at {admin_url}"))?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await?;
-    let base = admin_url.split('?').next().unwrap_or(&admin_url);
-    let db_url = format!(
-        "{}/{name}",
-        base.rsplit_once('/').map_or(base, |(head, _)| head)
-    );
-
+    let Some(db) = ScratchDb::create("replicas").await? else {
+        anyhow::bail!("this benchmark needs PostgreSQL");
+    };
     let work = tempfile::tempdir()?;
-    let result = measure(work.path(), &db_url, records, pace).await;
-
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
+    let result = measure(work.path(), &db.url, records, pace).await;
+    db.drop_now().await?;
     result
 }
 
