@@ -95,6 +95,7 @@ async fn measure(label: &str, database_url: Option<&str>, calls: usize) -> anyho
     .await?;
     let reader_api = Api::connect(&url, &reader).await?;
 
+    eprintln!("{label}: server up, people and project made");
     let store = Store::open(&work.path().join("data"), database_url).await?;
     let authenticator = Authenticator::new(store.clone());
     // Warm both paths (connections, statement caches).
@@ -104,6 +105,7 @@ async fn measure(label: &str, database_url: Option<&str>, calls: usize) -> anyho
         let caller = principal.caller(Action::ViewProject).expect("a person");
         permissions::project(&store, &caller, "web").await?;
     }
+    eprintln!("{label}: warmed up");
     // Interleaved, so both see the same machine.
     let (mut call, mut authz) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
     for _ in 0..calls {

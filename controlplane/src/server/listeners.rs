@@ -42,8 +42,17 @@ pub(super) fn serve_public(
         .router()
         .map_err(|e| ServerError::Setup(format!("reflection: {e}")))?;
     let serving = bound.into_iter().map(|bound| {
+        use axum::serve::ListenerExt;
+        let addr = bound.addr;
+        // Without TCP_NODELAY a small unary answer waits out Nagle's delay against the
+        // client's delayed ACK: ~40 ms added to every API call.
+        let listener = bound.listener.tap_io(move |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, %addr, "TCP_NODELAY on a public connection");
+            }
+        });
         let serve = axum::serve(
-            bound.listener,
+            listener,
             router
                 .clone()
                 .into_make_service_with_connect_info::<SocketAddr>(),
@@ -51,7 +60,7 @@ pub(super) fn serve_public(
         .with_graceful_shutdown(signalled(drained.clone()));
         async move {
             if let Err(e) = serve.await {
-                tracing::error!(error = %e, addr = %bound.addr, "public listener failed");
+                tracing::error!(error = %e, %addr, "public listener failed");
             }
         }
     });
