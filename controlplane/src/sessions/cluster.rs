@@ -286,14 +286,9 @@ mod tests {
     #[tokio::test]
     async fn wake_ups_cross_replicas_on_postgres() {
         use crate::store::StoreOptions;
-        use crate::store::testing::{PgTestError, PgTestSchema};
-        let schema = match PgTestSchema::create().await {
-            Ok(s) => s,
-            Err(PgTestError::Unavailable { url, reason }) => {
-                kortix_tests::require::unavailable("PostgreSQL", &format!("{url}: {reason}"));
-                return;
-            }
-            Err(e) => panic!("{e}"),
+        use crate::store::testing::PgTestSchema;
+        let Some(schema) = PgTestSchema::create_or_skip().await else {
+            return;
         };
         let store_b = Store::open_postgres(
             schema.connect_options().unwrap(),

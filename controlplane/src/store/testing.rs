@@ -84,6 +84,19 @@ impl PgTestSchema {
         Ok(PgTestSchema { url, schema, store })
     }
 
+    /// [`PgTestSchema::create`], or `None` after saying PostgreSQL is unavailable — which
+    /// fails the test under `CI=true` instead of letting it pass without checking anything.
+    pub async fn create_or_skip() -> Option<PgTestSchema> {
+        match PgTestSchema::create().await {
+            Ok(s) => Some(s),
+            Err(PgTestError::Unavailable { url, reason }) => {
+                kortix_tests::require::unavailable("PostgreSQL", &format!("{url}: {reason}"));
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

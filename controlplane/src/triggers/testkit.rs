@@ -13,7 +13,7 @@ use crate::git::{Author, Repos};
 use crate::manifests::Manifests;
 use crate::secrets::{MasterKey, ProjectSecrets};
 use crate::sessions::live::Hub;
-use crate::store::testing::{PgTestError, PgTestSchema};
+use crate::store::testing::PgTestSchema;
 use crate::store::{Project, Store, StoreOptions};
 
 /// Records every start request; like the real session service it answers the same session
@@ -87,14 +87,7 @@ impl Fixture {
     /// The same on a fresh PostgreSQL schema; `None` (after saying so) when no PostgreSQL
     /// answers — which fails the test under CI=true.
     pub async fn postgres(manifest: &str, start: DateTime<Utc>) -> Option<Fixture> {
-        let schema = match PgTestSchema::create().await {
-            Ok(s) => s,
-            Err(PgTestError::Unavailable { url, reason }) => {
-                kortix_tests::require::unavailable("PostgreSQL", &format!("{url}: {reason}"));
-                return None;
-            }
-            Err(e) => panic!("{e}"),
-        };
+        let schema = PgTestSchema::create_or_skip().await?;
         let store = schema.store().clone();
         let dir = tempfile::tempdir().unwrap();
         Some(Self::build(dir, store, Some(schema), manifest, start).await)
