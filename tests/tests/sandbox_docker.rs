@@ -89,6 +89,8 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
         c.agent_env
             .push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
         c.timings.stop_grace = Duration::from_secs(20);
+        // The harness's installed package set: the server bakes it into the runtime layer.
+        c.opencode_packages = Some(kortix_tests::opencode_packages_dir());
         c.sandbox = SandboxKind::Docker;
         c.docker = DockerSettings {
             host: Some(host),
@@ -189,7 +191,10 @@ echo "memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || ca
 echo "cpu_quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max)"
 echo "pid1=$(tr '\0' ' ' < /proc/1/cmdline)"
 if timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{loopback_port}' 2>/dev/null; then echo loopback=reached; else echo loopback=refused; fi
-echo "caps=$(grep CapBnd /proc/self/status | cut -f2)""#
+echo "caps=$(grep CapBnd /proc/self/status | cut -f2)"
+echo "packages=$(tr '\0' '\n' < /proc/1/environ | grep '^KORTIX_OPENCODE_PACKAGES=' | cut -d= -f2)"
+if [ -f /opt/kortix/opencode-packages/config/node_modules/@opencode-ai/plugin/package.json ]; then echo plugin=baked; else echo plugin=missing; fi
+if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"#
     );
     let text = engine
         .cli(&["exec", &container, "bash", "-c", &report])
@@ -205,6 +210,11 @@ echo "caps=$(grep CapBnd /proc/self/status | cut -f2)""#
     assert_eq!(r["loopback"], "refused", "{text}");
     // CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID and nothing else.
     assert_eq!(r["caps"], "00000000000000fb", "{text}");
+    // OpenCode's packages came with the image: the agent linked them, OpenCode fetched
+    // nothing from a registry.
+    assert_eq!(r["packages"], "/opt/kortix/opencode-packages", "{text}");
+    assert_eq!(r["plugin"], "baked", "{text}");
+    assert_eq!(r["npm_cache"], "none", "{text}");
 
     // The container is labelled for its session, project and snapshot.
     let labels = engine

@@ -7,6 +7,7 @@ use super::foundation::Foundation;
 use super::listeners::Bound;
 use crate::config::{ServerConfig, locate_agent_bin};
 use crate::sandbox::docker::DockerEngine;
+use crate::sandbox::opencode_packages::OpencodePackages;
 use crate::snapshots::{RuntimeLayer, SnapshotConfig, Snapshots};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,12 +40,28 @@ impl Engine {
                 "--sandbox docker needs the OpenCode binary of the runtime layer (--opencode-bin or KORTIX_OPENCODE_BIN)".into(),
             )
         })?;
-        // Fingerprinting reads both binaries whole: off the runtime's threads.
-        let runtime =
-            tokio::task::spawn_blocking(move || RuntimeLayer::load(&agent_bin, &opencode_bin))
-                .await
-                .map_err(|e| ServerError::Setup(format!("fingerprinting the runtime layer: {e}")))?
-                .map_err(|e| ServerError::Setup(e.to_string()))?;
+        // OpenCode's package set goes into every image, so a container's OpenCode starts
+        // without a registry; without npm or a registry here, containers fetch it themselves.
+        let packages = OpencodePackages::new(
+            config
+                .opencode_packages
+                .clone()
+                .unwrap_or_else(|| base.data_dir.join("opencode-packages")),
+            opencode_bin.clone(),
+        )
+        .get()
+        .await;
+        // Fingerprinting reads the binaries and the set whole: off the runtime's threads.
+        let runtime = tokio::task::spawn_blocking(move || {
+            let layer = RuntimeLayer::load(&agent_bin, &opencode_bin)?;
+            match packages {
+                Some(dir) => layer.with_packages(&dir),
+                None => Ok(layer),
+            }
+        })
+        .await
+        .map_err(|e| ServerError::Setup(format!("fingerprinting the runtime layer: {e}")))?
+        .map_err(|e| ServerError::Setup(e.to_string()))?;
         let snapshots = Snapshots::new(
             base.store.clone(),
             base.repos.clone(),

@@ -182,7 +182,7 @@ impl Recipe {
     }
 
     /// The Dockerfile that is built: the user's (or `FROM <image>`), then the runtime layer.
-    pub fn dockerfile(&self) -> String {
+    pub fn dockerfile(&self, runtime: &RuntimeLayer) -> String {
         let mut text = match &self.source {
             Source::Dockerfile { contents, .. } => String::from_utf8_lossy(contents).into_owned(),
             Source::Image(image) => format!("FROM {image}\n"),
@@ -190,7 +190,7 @@ impl Recipe {
         if !text.ends_with('\n') {
             text.push('\n');
         }
-        text.push_str(runtime::LAYER);
+        text.push_str(&runtime.layer_text());
         text
     }
 
@@ -226,7 +226,7 @@ impl Recipe {
             header.set_size(size);
             tar.append_data(&mut header, path, data)
         };
-        let dockerfile = self.dockerfile();
+        let dockerfile = self.dockerfile(runtime);
         add(
             DOCKERFILE,
             0o644,
@@ -240,6 +240,11 @@ impl Recipe {
             let file = std::fs::File::open(source)?;
             let size = file.metadata()?.len();
             add(path, 0o755, &mut std::io::BufReader::new(file), size)?;
+        }
+        if let Some(set) = &runtime.packages {
+            // Links stay links (node_modules/.bin), inside the set.
+            tar.follow_symlinks(false);
+            tar.append_dir_all(runtime::PACKAGES_IN_CONTEXT, set)?;
         }
         tar.into_inner()?.flush()
     }
@@ -271,9 +276,22 @@ mod tests {
             source: Source::Image("python:3.12".into()),
             hardware: Hardware::default(),
         };
-        let text = recipe.dockerfile();
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, opencode) = (dir.path().join("agent"), dir.path().join("opencode"));
+        std::fs::write(&agent, b"agent").unwrap();
+        std::fs::write(&opencode, b"opencode").unwrap();
+        let runtime = RuntimeLayer::load(&agent, &opencode).unwrap();
+        let text = recipe.dockerfile(&runtime);
         assert!(text.starts_with("FROM python:3.12\n"));
         assert!(text.trim_end().ends_with("CMD []"));
         assert!(text.contains(r#"ENTRYPOINT ["/usr/local/bin/kortix-agent"]"#));
+        // With OpenCode's package set, the set and the variable naming it come last.
+        let set = dir.path().join("set");
+        std::fs::create_dir_all(&set).unwrap();
+        let text = recipe.dockerfile(&runtime.with_packages(&set).unwrap());
+        assert!(
+            text.trim_end()
+                .ends_with("ENV KORTIX_OPENCODE_PACKAGES=/opt/kortix/opencode-packages")
+        );
     }
 }

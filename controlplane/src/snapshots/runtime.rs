@@ -1,7 +1,10 @@
 //! The Kortix runtime layer every snapshot ends with: `kortix-agent` as the entrypoint (PID 1)
 //! and the pinned OpenCode binary, plus git and CA certificates when the image lacks them.
-//! Its fingerprint (the digests of both binaries and the layer's text) is part of every
-//! snapshot hash, so a new agent or OpenCode rebuilds every snapshot once.
+//! With OpenCode's package set (see `sandbox::opencode_packages`) the layer also carries it,
+//! read-only at [`PACKAGES_IN_IMAGE`], so a container's OpenCode starts without a registry.
+//! Its fingerprint (the digests of both binaries, of the package set and of the layer's text)
+//! is part of every snapshot hash, so a new agent, OpenCode or package set rebuilds every
+//! snapshot once.
 
 use aws_lc_rs::digest::{Context, SHA256};
 use std::io::Read;
@@ -38,6 +41,17 @@ ENTRYPOINT ["/usr/local/bin/kortix-agent"]
 CMD []
 "#;
 
+/// Where the package set sits in an image.
+pub const PACKAGES_IN_IMAGE: &str = "/opt/kortix/opencode-packages";
+
+/// Appended after [`LAYER`] when the layer carries OpenCode's package set.
+pub const PACKAGES_LAYER: &str = r#"COPY .kortix-runtime/opencode-packages /opt/kortix/opencode-packages
+ENV KORTIX_OPENCODE_PACKAGES=/opt/kortix/opencode-packages
+"#;
+
+/// Where the package set sits in the build context.
+pub const PACKAGES_IN_CONTEXT: &str = ".kortix-runtime/opencode-packages";
+
 #[derive(Debug, thiserror::Error)]
 #[error("the runtime layer's {what} {}: {source}", path.display())]
 pub struct RuntimeError {
@@ -52,6 +66,9 @@ pub struct RuntimeError {
 pub struct RuntimeLayer {
     pub agent: PathBuf,
     pub opencode: PathBuf,
+    /// OpenCode's installed package set for this OpenCode, when there is one.
+    pub packages: Option<PathBuf>,
+    binaries: String,
     fingerprint: String,
 }
 
@@ -60,22 +77,96 @@ impl RuntimeLayer {
     pub fn load(agent: &Path, opencode: &Path) -> Result<Self, RuntimeError> {
         let agent_digest = file_digest(agent, "agent")?;
         let opencode_digest = file_digest(opencode, "OpenCode binary")?;
-        let mut c = Context::new(&SHA256);
-        for part in ["kortix-runtime-v1", &agent_digest, &opencode_digest, LAYER] {
-            c.update(&(part.len() as u64).to_be_bytes());
-            c.update(part.as_bytes());
-        }
+        let binaries = digest_parts(&["kortix-runtime-v1", &agent_digest, &opencode_digest, LAYER]);
         Ok(Self {
             agent: agent.to_path_buf(),
             opencode: opencode.to_path_buf(),
-            fingerprint: hex::encode(c.finish().as_ref()),
+            packages: None,
+            fingerprint: binaries.clone(),
+            binaries,
         })
+    }
+
+    /// The layer with OpenCode's package set `dir` in it (blocking: reads the whole set
+    /// once for its digest).
+    pub fn with_packages(mut self, dir: &Path) -> Result<Self, RuntimeError> {
+        let tree = tree_digest(dir).map_err(|source| RuntimeError {
+            what: "OpenCode package set",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        self.fingerprint = digest_parts(&[
+            "kortix-runtime-packages-v1",
+            &self.binaries,
+            &tree,
+            PACKAGES_LAYER,
+        ]);
+        self.packages = Some(dir.to_path_buf());
+        Ok(self)
+    }
+
+    /// The instructions appended to a snapshot's Dockerfile.
+    pub fn layer_text(&self) -> String {
+        let mut text = LAYER.to_string();
+        if self.packages.is_some() {
+            text.push_str(PACKAGES_LAYER);
+        }
+        text
     }
 
     /// The `runtime` input of the snapshot hash.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
+}
+
+fn digest_parts(parts: &[&str]) -> String {
+    let mut c = Context::new(&SHA256);
+    for part in parts {
+        c.update(&(part.len() as u64).to_be_bytes());
+        c.update(part.as_bytes());
+    }
+    hex::encode(c.finish().as_ref())
+}
+
+/// A digest of a directory tree: every entry's relative path and kind, a file's mode bit for
+/// execution and contents, a symlink's target; in name order.
+fn tree_digest(root: &Path) -> std::io::Result<String> {
+    fn walk(dir: &Path, rel: &str, c: &mut Context) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let rel = format!("{rel}/{name}");
+            let kind = entry.file_type()?;
+            c.update(rel.as_bytes());
+            if kind.is_symlink() {
+                c.update(b"\0l");
+                c.update(std::fs::read_link(&path)?.to_string_lossy().as_bytes());
+            } else if kind.is_dir() {
+                c.update(b"\0d");
+                walk(&path, &rel, c)?;
+            } else {
+                use std::os::unix::fs::PermissionsExt;
+                let exec = entry.metadata()?.permissions().mode() & 0o111 != 0;
+                c.update(if exec { b"\0x" } else { b"\0f" });
+                let mut file = std::fs::File::open(&path)?;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    c.update(&buf[..n]);
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut c = Context::new(&SHA256);
+    walk(root, "", &mut c)?;
+    Ok(hex::encode(c.finish().as_ref()))
 }
 
 fn file_digest(path: &Path, what: &'static str) -> Result<String, RuntimeError> {
@@ -119,6 +210,20 @@ mod tests {
         assert_ne!(
             RuntimeLayer::load(&agent, &opencode).unwrap().fingerprint(),
             second.fingerprint()
+        );
+        // A package set is part of the identity, and so is its content.
+        let set = dir.path().join("set");
+        std::fs::create_dir_all(set.join("node_modules/a")).unwrap();
+        std::fs::write(set.join("node_modules/a/index.js"), b"v1").unwrap();
+        let base = RuntimeLayer::load(&agent, &opencode).unwrap();
+        let with = base.clone().with_packages(&set).unwrap();
+        assert_ne!(with.fingerprint(), base.fingerprint());
+        assert!(with.layer_text().contains("KORTIX_OPENCODE_PACKAGES"));
+        assert!(!base.layer_text().contains("KORTIX_OPENCODE_PACKAGES"));
+        std::fs::write(set.join("node_modules/a/index.js"), b"v2").unwrap();
+        assert_ne!(
+            base.clone().with_packages(&set).unwrap().fingerprint(),
+            with.fingerprint()
         );
         let missing = RuntimeLayer::load(&dir.path().join("nope"), &opencode).unwrap_err();
         assert!(missing.to_string().contains("agent"), "{missing}");
