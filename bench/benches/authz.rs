@@ -17,9 +17,7 @@ use kortix_controlplane::permissions::{self, Action};
 use kortix_controlplane::store::Store;
 use kortix_proto::v1::account_service_client::AccountServiceClient;
 use kortix_proto::v1::{AddMemberRequest, CreateAccountRequest, GrantAccessRequest};
-#[path = "support/scratch_db.rs"]
-mod scratch_db;
-use scratch_db::ScratchDb;
+use kortix_tests::pg::Database;
 use tonic::transport::Channel;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -151,12 +149,12 @@ async fn run() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
     measure("SQLite", None, calls).await?;
 
-    let Some(db) = ScratchDb::create("authz").await? else {
+    let Some(db) = Database::create().await else {
         println!("(PostgreSQL unreachable: skipped)");
         return Ok(());
     };
     let result = measure("PostgreSQL", Some(&db.url), calls).await;
-    db.drop_now().await?;
+    db.drop_now().await;
     result
 }
 

@@ -21,9 +21,7 @@ use kortix_controlplane::sandbox::external::BootstrapFile;
 use kortix_controlplane::server::RunningServer;
 use kortix_proto::v1::SessionStatus;
 use kortix_proto::v1::agent_frame::Frame as In;
-#[path = "support/scratch_db.rs"]
-mod scratch_db;
-use scratch_db::ScratchDb;
+use kortix_tests::pg::Database;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -87,12 +85,12 @@ async fn follow(api: Api, session: String, last: u64, sent: Sent) -> anyhow::Res
 async fn run() -> anyhow::Result<()> {
     let records = env_u64("RECORDS", 2000);
     let pace = Duration::from_millis(env_u64("PACE_MS", 5));
-    let Some(db) = ScratchDb::create("replicas").await? else {
+    let Some(db) = Database::create().await else {
         anyhow::bail!("this benchmark needs PostgreSQL");
     };
     let work = tempfile::tempdir()?;
     let result = measure(work.path(), &db.url, records, pace).await;
-    db.drop_now().await?;
+    db.drop_now().await;
     result
 }
 

@@ -91,6 +91,14 @@ impl Default for Timings {
 }
 
 impl ServerConfig {
+    /// Where OpenCode's package sets are installed: `opencode_packages`, else
+    /// `<data-dir>/opencode-packages`.
+    pub fn opencode_packages_root(&self) -> PathBuf {
+        self.opencode_packages
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("opencode-packages"))
+    }
+
     /// The embedded defaults: SQLite and repos in `data_dir`, local sandboxes.
     pub fn new(data_dir: PathBuf) -> Self {
         Self {

@@ -1,10 +1,12 @@
 //! Shared test support: the one git test environment ([`git::GitEnv`]), the rule for tests
 //! that need something of the machine ([`require`]: skip loudly, fail under CI), the pinned
 //! OpenCode release, a scripted OpenAI-compatible model server for it, and the OpenCode
-//! configuration that ties them. The control plane's unit tests use it too.
+//! configuration that ties them, and a scratch PostgreSQL database ([`pg::Database`]). The
+//! control plane's unit tests and the benchmarks use it too.
 
 pub mod git;
 pub mod opencode;
+pub mod pg;
 pub mod podman;
 pub mod require;
 pub mod scripted_model;

@@ -577,7 +577,7 @@ async fn every_rpc_for_every_role() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_for_every_role_on_postgres() {
-    let Some(db) = support::pg::Database::create().await else {
+    let Some(db) = kortix_tests::pg::Database::create().await else {
         return;
     };
     let url = db.url.clone();

@@ -11,9 +11,9 @@ use kortix_controlplane::config::SandboxKind;
 use kortix_controlplane::sandbox::external::BootstrapFile;
 use kortix_proto::v1::agent_frame::Frame as In;
 use kortix_proto::v1::*;
+use kortix_tests::pg::Database;
 use std::time::Duration;
 use support::TestServer;
-use support::pg::Database;
 
 /// Longer than any test: B's store polls never fire.
 const NO_POLL: Duration = Duration::from_secs(3600);

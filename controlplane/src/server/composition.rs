@@ -160,13 +160,10 @@ fn sandbox_provider(
                 exit_tx,
             );
             let local = match sandbox_opencode(&config.agent_env) {
-                Some(bin) => {
-                    let root = config
-                        .opencode_packages
-                        .clone()
-                        .unwrap_or_else(|| data_dir.join("opencode-packages"));
-                    local.with_opencode_packages(Arc::new(OpencodePackages::new(root, bin)))
-                }
+                Some(bin) => local.with_opencode_packages(Arc::new(OpencodePackages::new(
+                    config.opencode_packages_root(),
+                    bin,
+                ))),
                 None => {
                     tracing::info!(
                         "no OpenCode found for sandboxes (KORTIX_OPENCODE_BIN or PATH): OpenCode's packages are not pre-installed"

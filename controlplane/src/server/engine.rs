@@ -42,15 +42,9 @@ impl Engine {
         })?;
         // OpenCode's package set goes into every image, so a container's OpenCode starts
         // without a registry; without npm or a registry here, containers fetch it themselves.
-        let packages = OpencodePackages::new(
-            config
-                .opencode_packages
-                .clone()
-                .unwrap_or_else(|| base.data_dir.join("opencode-packages")),
-            opencode_bin.clone(),
-        )
-        .get()
-        .await;
+        let packages = OpencodePackages::new(config.opencode_packages_root(), opencode_bin.clone())
+            .get()
+            .await;
         // Fingerprinting reads the binaries and the set whole: off the runtime's threads.
         let runtime = tokio::task::spawn_blocking(move || {
             let layer = RuntimeLayer::load(&agent_bin, &opencode_bin)?;

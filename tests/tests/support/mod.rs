@@ -2,7 +2,6 @@
 //! and the real `git` in the shared test environment.
 #![allow(dead_code)]
 
-pub mod pg;
 pub mod server_process;
 
 use kortix_controlplane::config::ServerConfig;

@@ -1,4 +1,4 @@
-//! A PostgreSQL database of its own per test, on the machine's test server
+//! A PostgreSQL database of its own per test or benchmark, on the machine's test server
 //! (`KORTIX_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
 
 use sqlx::Connection;
@@ -24,14 +24,11 @@ impl Database {
         {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
-                kortix_tests::require::unavailable("PostgreSQL", &format!("{admin_url}: {e}"));
+                crate::require::unavailable("PostgreSQL", &format!("{admin_url}: {e}"));
                 return None;
             }
             Err(_) => {
-                kortix_tests::require::unavailable(
-                    "PostgreSQL",
-                    &format!("{admin_url}: no answer"),
-                );
+                crate::require::unavailable("PostgreSQL", &format!("{admin_url}: no answer"));
                 return None;
             }
         };
