@@ -261,21 +261,27 @@ fn installed_in(prefix: &Path, spec: &str) -> bool {
     })
 }
 
-fn install_provider(set: &Path, spec: &str, npm: &Path) -> Result<(), PackagesError> {
-    let packages = set.join(PACKAGES_DIR);
-    let lock_path = packages.join(".install.lock");
-    let lock_file = std::fs::OpenOptions::new()
+/// An exclusive lock on `path` (created if missing), held until the guard drops: one
+/// installer at a time across processes sharing the directory.
+fn lock_exclusive(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, PackagesError> {
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)
-        .map_err(io(format!("opening {}", lock_path.display())))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(
-        |(_, e)| PackagesError::Io {
-            context: format!("locking {}", lock_path.display()),
+        .open(path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+        PackagesError::Io {
+            context: format!("locking {}", path.display()),
             source: e.into(),
-        },
-    )?;
+        }
+    })
+}
+
+fn install_provider(set: &Path, spec: &str, npm: &Path) -> Result<(), PackagesError> {
+    let packages = set.join(PACKAGES_DIR);
+    let lock_path = packages.join(".install.lock");
+    let _lock = lock_exclusive(&lock_path)?;
     if provider_installed(set, spec) {
         return Ok(());
     }
@@ -428,18 +434,7 @@ pub fn ensure_installed(
         return Ok(dir);
     }
     let lock_path = root.join(format!("{version}.lock"));
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io(format!("opening {}", lock_path.display())))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(
-        |(_, e)| PackagesError::Io {
-            context: format!("locking {}", lock_path.display()),
-            source: e.into(),
-        },
-    )?;
+    let _lock = lock_exclusive(&lock_path)?;
     if is_complete(&dir) {
         return Ok(dir);
     }
