@@ -142,9 +142,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (drained_tx, drained_rx) = watch::channel(false);
 
     let mut tasks = background::spawn(&mut services, exits, sandboxes_done_rx, &shutdown_rx);
+    let public = services.public(&base, &urls)?;
+    tasks.push(tokio::spawn(crate::auth::token_cache::listen(
+        base.store.clone(),
+        public.authenticator.cache().clone(),
+        signalled(shutdown_rx.clone()),
+    )));
     tasks.push(listeners::serve_public(
         std::iter::once(public_bound).chain(public_gw),
-        services.public(&base, &urls)?,
+        public,
         drained_rx.clone(),
     )?);
     let gateway = Gateway::new(
