@@ -129,6 +129,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         public,
         agent,
     };
+    let relay = engine.as_ref().and_then(|e| e.snapshots.take_relay());
     let (engine, gateways) = engine
         .map(|e| ((e.docker, e.snapshots), (e.public_gw, e.agent_gw)))
         .unzip();
@@ -142,6 +143,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (drained_tx, drained_rx) = watch::channel(false);
 
     let mut tasks = background::spawn(&mut services, exits, sandboxes_done_rx, &shutdown_rx);
+    if let Some(relay) = relay {
+        tasks.push(tokio::spawn(relay.run(signalled(shutdown_rx.clone()))));
+    }
     let public = services.public(&base, &urls)?;
     tasks.push(tokio::spawn(crate::auth::token_cache::listen(
         base.store.clone(),
