@@ -14,6 +14,18 @@ pub enum SandboxKind {
     /// One container per session on a Docker Engine API (see `sandbox::docker`), booted from
     /// the session's snapshot.
     Docker,
+    /// One Daytona sandbox per session through Daytona's REST API (see `sandbox::daytona`),
+    /// booted from the session's snapshot built by Daytona.
+    Daytona,
+}
+
+/// What every image-booting provider (docker, daytona) builds snapshots from.
+#[derive(Debug, Clone, Default)]
+pub struct ImageSettings {
+    /// The image of the platform default template; `None`: `debian:bookworm-slim`.
+    pub base_image: Option<String>,
+    /// The OpenCode binary of the runtime layer (the native one, not the npm wrapper).
+    pub opencode_bin: Option<PathBuf>,
 }
 
 /// The container engine of `SandboxKind::Docker`.
@@ -23,10 +35,40 @@ pub struct DockerSettings {
     pub host: Option<String>,
     /// The network sandboxes join; `None`: the engine's default bridge.
     pub network: Option<String>,
-    /// The image of the platform default template; `None`: `debian:bookworm-slim`.
-    pub base_image: Option<String>,
-    /// The OpenCode binary of the runtime layer (the native one, not the npm wrapper).
-    pub opencode_bin: Option<PathBuf>,
+}
+
+/// Daytona's API of `SandboxKind::Daytona`.
+#[derive(Clone)]
+pub struct DaytonaSettings {
+    /// The API's base URL, `https://app.daytona.io/api` unless configured otherwise.
+    pub api_url: String,
+    /// The API key (`DAYTONA_API_KEY`); never logged, never on a command line.
+    pub api_key: Option<String>,
+    /// Sent as `X-Daytona-Organization-ID` when set.
+    pub organization_id: Option<String>,
+}
+
+/// Daytona's hosted API.
+pub const DAYTONA_API_URL: &str = "https://app.daytona.io/api";
+
+impl Default for DaytonaSettings {
+    fn default() -> Self {
+        Self {
+            api_url: DAYTONA_API_URL.into(),
+            api_key: None,
+            organization_id: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for DaytonaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaytonaSettings")
+            .field("api_url", &self.api_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("organization_id", &self.organization_id)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -59,8 +101,12 @@ pub struct ServerConfig {
     /// How long an ended local sandbox's directory is kept for debugging (zero: removed when
     /// its agent exits).
     pub sandbox_retention: Duration,
-    /// The engine and runtime layer of `SandboxKind::Docker`.
+    /// The engine of `SandboxKind::Docker`.
     pub docker: DockerSettings,
+    /// The API of `SandboxKind::Daytona`.
+    pub daytona: DaytonaSettings,
+    /// The base image and runtime layer of snapshots (`Docker` and `Daytona`).
+    pub images: ImageSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +162,8 @@ impl ServerConfig {
             timings: Timings::default(),
             sandbox_retention: Duration::ZERO,
             docker: DockerSettings::default(),
+            daytona: DaytonaSettings::default(),
+            images: ImageSettings::default(),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Shared test support: the one git test environment ([`git::GitEnv`]), the rule for tests
 //! that need something of the machine ([`require`]: skip loudly, fail under CI), the pinned
 //! OpenCode release, a scripted OpenAI-compatible model server for it, and the OpenCode
-//! configuration that ties them, and a scratch PostgreSQL database ([`pg::Database`]). The
+//! configuration that ties them, a scratch PostgreSQL database ([`pg::Database`]), and a
+//! strict local Daytona backed by Podman ([`daytona::DaytonaStandIn`]). The
 //! control plane's unit tests and the benchmarks use it too.
 
+pub mod daytona;
 pub mod git;
 pub mod opencode;
 pub mod pg;

@@ -107,8 +107,8 @@ fn start() -> Result<Podman, String> {
 impl Podman {
     /// Runs the podman CLI with this engine's configuration; returns stdout, or why it failed.
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("podman")
-            .env("CONTAINERS_CONF", &self.conf)
+        let out = self
+            .command()
             .args(args)
             .output()
             .map_err(|e| format!("podman {}: {e}", args.join(" ")))?;
@@ -121,6 +121,27 @@ impl Podman {
             ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// A `podman` command with this engine's configuration, to add arguments to.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("podman");
+        command.env("CONTAINERS_CONF", &self.conf);
+        command
+    }
+
+    /// The IPv4 gateway of Podman's default bridge network: the host's address there.
+    pub fn bridge_gateway(&self) -> Result<std::net::Ipv4Addr, String> {
+        let out = self.cli(&[
+            "network",
+            "inspect",
+            "podman",
+            "--format",
+            "{{range .Subnets}}{{.Gateway}} {{end}}",
+        ])?;
+        out.split_whitespace()
+            .find_map(|g| g.parse().ok())
+            .ok_or_else(|| format!("podman's bridge network has no IPv4 gateway: {out:?}"))
     }
 
     /// Whether an image exists in the engine's storage.

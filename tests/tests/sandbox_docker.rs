@@ -8,32 +8,17 @@
 mod isolated;
 mod support;
 
-use isolated::{file_on_branch, follow_until, parse_report, pushed_commit, wait_status};
-use kortix_controlplane::config::{DockerSettings, SandboxKind, ServerConfig};
+use isolated::{
+    file_on_branch, follow_until, parse_report, pushed_commit, start_running, start_template,
+    wait_status,
+};
+use kortix_controlplane::config::{DockerSettings, ImageSettings, SandboxKind, ServerConfig};
 use kortix_controlplane::sandbox::docker::DockerEngine;
 use kortix_proto::v1::*;
 use kortix_tests::podman::{TEST_BASE_IMAGE, podman};
 use kortix_tests::{ScriptedModel, Turn, opencode_bin};
 use std::time::Duration;
 use support::TestServer;
-
-const MANIFEST: &str = r#"kortix_version = 1
-[project]
-name = "app"
-
-[sandbox]
-default = "dev"
-
-[[sandbox.templates]]
-slug = "dev"
-dockerfile = ".kortix/Dockerfile"
-cpu = 1
-memory = 1
-
-[[sandbox.templates]]
-slug = "broken"
-dockerfile = "broken/Dockerfile"
-"#;
 
 async fn gateway(host: &str) -> std::net::Ipv4Addr {
     DockerEngine::connect(Some(host))
@@ -95,6 +80,8 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
         c.docker = DockerSettings {
             host: Some(host),
             network: None,
+        };
+        c.images = ImageSettings {
             base_image: Some(TEST_BASE_IMAGE.into()),
             opencode_bin: Some(opencode_bin().expect("pinned OpenCode installs")),
         };
@@ -112,34 +99,7 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
     )
     .await;
     let token = ts.account("alice").await;
-    let base_url = model.base_url();
-    let work = support::app_with_model_config(&ts, &token, model.port(), move |config| {
-        let mut json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
-        json["provider"]["scripted"]["options"]["baseURL"] = base_url.into();
-        // The agent reads the Dockerfile's file outside its workspace.
-        json["permission"]["external_directory"] = "allow".into();
-        std::fs::write(config, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-        let clone = config.ancestors().nth(3).unwrap();
-        std::fs::write(clone.join("kortix.toml"), MANIFEST).unwrap();
-        std::fs::write(
-            clone.join(".kortix/Dockerfile"),
-            format!("FROM {TEST_BASE_IMAGE}\nCOPY marker.txt /etc/kortix-marker\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            clone.join(".kortix/marker.txt"),
-            "built from the Dockerfile\n",
-        )
-        .unwrap();
-        std::fs::create_dir_all(clone.join("broken")).unwrap();
-        std::fs::write(
-            clone.join("broken/Dockerfile"),
-            format!("FROM {TEST_BASE_IMAGE}\nRUN echo about to fail && exit 3\n"),
-        )
-        .unwrap();
-    })
-    .await;
+    let work = isolated::snapshot_project(&ts, &token, &model, TEST_BASE_IMAGE).await;
 
     // The agent's bash tool, inside the container, reads what the Dockerfile put there and
     // commits it; the change request lands it.
@@ -215,15 +175,7 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
         ChangeRequestState::Merged as i32,
         "{merged:?}"
     );
-    let build_lines: Vec<&str> = records
-        .iter()
-        .filter_map(|r| match &r.body {
-            Some(record::Body::Log(l)) if l.stream == LogStream::Build as i32 => {
-                Some(l.line.as_str())
-            }
-            _ => None,
-        })
-        .collect();
+    let build_lines = isolated::build_lines(&records);
     assert!(
         build_lines.iter().any(|l| l.contains("COPY marker.txt")),
         "the build's output is in the session's records: {build_lines:?}"
@@ -287,24 +239,7 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
     let (_, metrics) = support::http_get(&ts.url(), "/metrics").await;
     let builds = metric(&metrics, "kortix_snapshot_builds_total{outcome=\"active\"}");
     assert_eq!(builds, 1, "{metrics}");
-    let second = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            agent: "build".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    wait_status(
-        &ts,
-        &token,
-        &second.id,
-        SessionStatus::Running,
-        Duration::from_secs(120),
-    )
-    .await;
+    let second = start_running(&ts, &token, Duration::from_secs(120)).await;
     let (_, metrics) = support::http_get(&ts.url(), "/metrics").await;
     assert_eq!(
         metric(&metrics, "kortix_snapshot_builds_total{outcome=\"active\"}"),
@@ -328,33 +263,10 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
     drop(loopback);
 
     // A Dockerfile that does not build: the session fails with the build's error.
-    let err = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            template: "broken".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = start_template(&ts, &token, "broken").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     assert!(err.message().contains("about to fail"), "{err}");
-    let sessions = ts
-        .sessions(&token)
-        .list_sessions(ListSessionsRequest {
-            project: "app".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .sessions;
-    let broken = sessions.iter().find(|s| s.template == "broken").unwrap();
-    assert_eq!(broken.status, SessionStatus::Failed as i32);
-    assert!(
-        broken.failure_reason.contains("failed to build"),
-        "{}",
-        broken.failure_reason
-    );
+    assert_eq!(isolated::failed_builds(&ts, &token, "broken").await, 1);
 
     // The snapshot as people see it: one, active; building it again finds it; pruning keeps
     // it while the first session runs on it.

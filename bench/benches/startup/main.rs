@@ -39,7 +39,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
-use kortix_controlplane::config::{DockerSettings, SandboxKind, ServerConfig, locate_agent_bin};
+use kortix_controlplane::config::{
+    DockerSettings, ImageSettings, SandboxKind, ServerConfig, locate_agent_bin,
+};
 use kortix_controlplane::sandbox::docker::DockerEngine;
 use kortix_controlplane::server::RunningServer;
 use kortix_tests::git::GitEnv;
@@ -155,6 +157,8 @@ async fn bench() -> Result<()> {
                     c.docker = DockerSettings {
                         host: Some(host),
                         network: None,
+                    };
+                    c.images = ImageSettings {
                         base_image: Some(TEST_BASE_IMAGE.into()),
                         opencode_bin: Some(bin),
                     };

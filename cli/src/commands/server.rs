@@ -20,6 +20,10 @@ pub enum Sandbox {
     /// One container per session, booted from the project's snapshot, on a Docker Engine API
     /// (Docker, or Podman's compatible service).
     Docker,
+    /// One Daytona sandbox per session through Daytona's REST API, booted from the project's
+    /// snapshot built by Daytona (API key in DAYTONA_API_KEY; needs --public-url and
+    /// --agent-url reachable from the internet).
+    Daytona,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,14 +75,21 @@ pub struct ServerArgs {
     /// Network the containers of `--sandbox docker` join [default: the engine's bridge].
     #[arg(long)]
     pub docker_network: Option<String>,
-    /// Image of the platform default template for `--sandbox docker` (no template chosen)
-    /// [default: debian:bookworm-slim].
-    #[arg(long)]
-    pub docker_base_image: Option<String>,
+    /// Image of the platform default template for `--sandbox docker` and `--sandbox
+    /// daytona` (no template chosen) [default: debian:bookworm-slim].
+    #[arg(long, visible_alias = "docker-base-image")]
+    pub base_image: Option<String>,
     /// OpenCode's native binary, copied into every snapshot's runtime layer (`--sandbox
-    /// docker`).
+    /// docker`, `--sandbox daytona`).
     #[arg(long, env = "KORTIX_SANDBOX_OPENCODE_BIN")]
     pub sandbox_opencode_bin: Option<PathBuf>,
+    /// Daytona's API for `--sandbox daytona`. The API key is read from DAYTONA_API_KEY
+    /// only, never from the command line.
+    #[arg(long, default_value = kortix_controlplane::config::DAYTONA_API_URL)]
+    pub daytona_api_url: String,
+    /// Daytona organization to act in (`X-Daytona-Organization-ID`) [default: the API key's].
+    #[arg(long, env = "DAYTONA_ORGANIZATION_ID")]
+    pub daytona_organization_id: Option<String>,
     /// Hibernate running sessions idle this many seconds (0: never).
     #[arg(long, default_value_t = 900)]
     pub idle_timeout_secs: u64,
@@ -123,12 +134,22 @@ impl ServerArgs {
             Sandbox::Local => SandboxKind::Local,
             Sandbox::External => SandboxKind::External,
             Sandbox::Docker => SandboxKind::Docker,
+            Sandbox::Daytona => SandboxKind::Daytona,
         };
         config.docker = kortix_controlplane::config::DockerSettings {
             host: self.docker_host.clone(),
             network: self.docker_network.clone(),
-            base_image: self.docker_base_image.clone(),
+        };
+        config.images = kortix_controlplane::config::ImageSettings {
+            base_image: self.base_image.clone(),
             opencode_bin: self.sandbox_opencode_bin.clone(),
+        };
+        config.daytona = kortix_controlplane::config::DaytonaSettings {
+            api_url: self.daytona_api_url.clone(),
+            api_key: std::env::var("DAYTONA_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            organization_id: self.daytona_organization_id.clone(),
         };
         config.public_url = self.public_url.clone();
         config.agent_url = self.agent_url.clone();

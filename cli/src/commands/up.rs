@@ -39,8 +39,8 @@ pub fn run(global: &Global, args: UpArgs) -> Result<ExitCode> {
         );
     }
     config.agent_bin = Some(agent_bin);
-    if config.docker.opencode_bin.is_none() {
-        config.docker.opencode_bin = Some(opencode.clone());
+    if config.images.opencode_bin.is_none() {
+        config.images.opencode_bin = Some(opencode.clone());
     }
     config
         .agent_env

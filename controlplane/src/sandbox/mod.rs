@@ -2,6 +2,7 @@
 //! bootstrap environment, and kills it when asked. Providers report sandbox exits on a channel
 //! so the session lifecycle can tell a finished agent from a crashed one.
 
+pub mod daytona;
 pub mod docker;
 pub mod external;
 pub mod local;
@@ -55,6 +56,24 @@ pub struct SandboxSpec {
     pub opencode_npm: Vec<String>,
 }
 
+impl SandboxSpec {
+    /// A failure to boot this sandbox.
+    pub fn boot_error(&self, message: String) -> SandboxError {
+        SandboxError::Boot {
+            session_id: self.session_id.clone(),
+            message,
+        }
+    }
+
+    /// The snapshot an image-booting provider boots.
+    pub fn snapshot(&self) -> Result<String, SandboxError> {
+        self.resources
+            .snapshot
+            .clone()
+            .ok_or_else(|| self.boot_error("no snapshot to boot from".into()))
+    }
+}
+
 /// How a sandbox ended, as seen by its provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxExit {
@@ -89,11 +108,14 @@ pub struct BuildFailure(pub String);
 pub trait SnapshotBuilder: Send + Sync + 'static {
     /// Builds the image `name` from a build context archive (a tar file) whose Dockerfile is
     /// at `dockerfile`, sending each output line to `log`. Returns the image's size in bytes.
+    /// `hardware` is the template's: a builder whose sandboxes take their resources from
+    /// the snapshot (Daytona) records it there; a container engine sets limits per container.
     fn build<'a>(
         &'a self,
         name: &'a str,
         context: &'a std::path::Path,
         dockerfile: &'a str,
+        hardware: crate::snapshots::Hardware,
         log: BuildLog,
     ) -> BoxFuture<'a, Result<u64, BuildFailure>>;
     /// Whether the image `name` exists (an active row whose image was removed by hand is
@@ -116,6 +138,11 @@ pub trait SandboxProvider: Send + Sync + 'static {
     /// when the control plane shuts down: children of this process are; sandboxes that an
     /// engine or an outside orchestrator runs outlive it and reconnect to the next replica.
     fn ends_with_control_plane(&self) -> bool;
+    /// Whether the template's `disk` bounds the sandbox's filesystem (otherwise the
+    /// session's records say it is not enforced).
+    fn limits_disk(&self) -> bool {
+        false
+    }
     /// Forgets what is kept of an ended sandbox (its directory, logs, container). Called when
     /// the session's record is deleted; a no-op for sandboxes that keep nothing.
     fn discard<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), SandboxError>>;

@@ -3,12 +3,14 @@
 //! background tasks only borrow from it.
 
 use super::ServerError;
+use super::engine::Backend;
 use super::foundation::Foundation;
 use crate::auth::Authenticator;
 use crate::config::{SandboxKind, ServerConfig, locate_agent_bin};
 use crate::manifests::Manifests;
 use crate::public::PublicServices;
-use crate::sandbox::docker::{DockerConfig, DockerEngine, DockerProvider};
+use crate::sandbox::daytona::{DaytonaConfig, DaytonaProvider};
+use crate::sandbox::docker::{DockerConfig, DockerProvider};
 use crate::sandbox::local::{LocalConfig, LocalProvider};
 use crate::sandbox::opencode_packages::OpencodePackages;
 use crate::sandbox::{SandboxExit, SandboxProvider};
@@ -23,7 +25,7 @@ use tokio::sync::mpsc;
 
 /// Where this replica is reached: by people and git (public) and by agents; and where its
 /// sandboxes reach it (the container network's gateway under `--sandbox docker`, else the
-/// same addresses).
+/// same addresses: under `--sandbox daytona` the advertised ones).
 pub(super) struct Urls {
     pub public: String,
     pub agent: String,
@@ -49,11 +51,11 @@ impl Services {
         config: &ServerConfig,
         base: &Foundation,
         urls: &Urls,
-        engine: Option<(DockerEngine, Snapshots)>,
+        engine: Option<(Backend, Snapshots)>,
     ) -> Result<(Self, mpsc::Receiver<SandboxExit>), ServerError> {
         let (exit_tx, exit_rx) = mpsc::channel::<SandboxExit>(1024);
-        let (docker, snapshots) = engine.unzip();
-        let provider = sandbox_provider(config, base, docker, exit_tx)?;
+        let (backend, snapshots) = engine.unzip();
+        let provider = sandbox_provider(config, base, backend, exit_tx)?;
         let hub = Hub::new();
         let cluster = Cluster::attach(&base.store, &hub);
         let manifests = Arc::new(Manifests::new(base.repos.clone()));
@@ -135,19 +137,35 @@ impl Services {
 fn sandbox_provider(
     config: &ServerConfig,
     base: &Foundation,
-    docker: Option<DockerEngine>,
+    backend: Option<Backend>,
     exit_tx: mpsc::Sender<SandboxExit>,
 ) -> Result<Arc<dyn SandboxProvider>, ServerError> {
     let data_dir = &base.data_dir;
     Ok(match config.sandbox {
         SandboxKind::Docker => {
-            let docker = docker.ok_or_else(|| {
-                ServerError::Setup("--sandbox docker without a container engine".into())
-            })?;
+            let Some(Backend::Docker(docker)) = backend else {
+                return Err(ServerError::Setup(
+                    "--sandbox docker without a container engine".into(),
+                ));
+            };
             Arc::new(DockerProvider::new(
                 docker,
                 DockerConfig {
                     network: config.docker.network.clone(),
+                    extra_env: config.agent_env.clone(),
+                },
+                exit_tx,
+            ))
+        }
+        SandboxKind::Daytona => {
+            let Some(Backend::Daytona(client)) = backend else {
+                return Err(ServerError::Setup(
+                    "--sandbox daytona without Daytona's API".into(),
+                ));
+            };
+            Arc::new(DaytonaProvider::new(
+                client,
+                DaytonaConfig {
                     extra_env: config.agent_env.clone(),
                 },
                 exit_tx,

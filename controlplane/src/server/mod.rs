@@ -8,7 +8,7 @@ mod engine;
 mod foundation;
 mod listeners;
 
-use crate::config::{SandboxKind, ServerConfig};
+use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::sessions::Sessions;
 use composition::{Services, Urls};
@@ -106,10 +106,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let public_bound = listeners::bind(config.listen).await?;
     let agent_bound = listeners::bind(config.agent_listen).await?;
     let (public_addr, agent_addr) = (public_bound.addr, agent_bound.addr);
-    let engine = match config.sandbox {
-        SandboxKind::Docker => Some(Engine::open(&config, &base).await?),
-        SandboxKind::Local | SandboxKind::External => None,
-    };
+    let engine = Engine::open(&config, &base).await?;
     let public = config
         .public_url
         .clone()
@@ -118,22 +115,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .agent_url
         .clone()
         .unwrap_or_else(|| format!("https://{agent_addr}"));
+    let gateways = engine.as_ref().and_then(|e| e.gateways.as_ref());
     let urls = Urls {
-        sandbox_public: engine.as_ref().map_or_else(
-            || public.clone(),
-            |e| format!("http://{}", e.public_gw.addr),
-        ),
-        sandbox_agent: engine
-            .as_ref()
-            .map_or_else(|| agent.clone(), |e| format!("https://{}", e.agent_gw.addr)),
+        sandbox_public: gateways
+            .map_or_else(|| public.clone(), |(p, _)| format!("http://{}", p.addr)),
+        sandbox_agent: gateways
+            .map_or_else(|| agent.clone(), |(_, a)| format!("https://{}", a.addr)),
         public,
         agent,
     };
     let relay = engine.as_ref().and_then(|e| e.snapshots.take_relay());
     let (engine, gateways) = engine
-        .map(|e| ((e.docker, e.snapshots), (e.public_gw, e.agent_gw)))
+        .map(|e| ((e.backend, e.snapshots), e.gateways))
         .unzip();
-    let (public_gw, agent_gw) = gateways.unzip();
+    let (public_gw, agent_gw) = gateways.flatten().unzip();
 
     let (mut services, exits) = Services::compose(&config, &base, &urls, engine)?;
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -200,7 +200,7 @@ impl Sessions {
         resources.snapshot = Some(snapshot.name.clone());
         resources.snapshot_hash = Some(snapshot.hash.clone());
         let mut notes = Vec::new();
-        if let Some(disk) = resources.disk_gib {
+        if let Some(disk) = resources.disk_gib.filter(|_| !self.provider.limits_disk()) {
             notes.push(format!(
                 "disk = {disk} GiB is not enforced: the {} provider sets no size limit on a sandbox's filesystem",
                 self.provider.name()
@@ -227,13 +227,13 @@ impl Sessions {
         let mut notes = Vec::new();
         if let Some(dockerfile) = &t.dockerfile {
             notes.push(format!(
-                "template {:?}: dockerfile {dockerfile} is not built: the {provider} provider runs sessions on its own root filesystem, not on images (use --sandbox docker)",
+                "template {:?}: dockerfile {dockerfile} is not built: the {provider} provider runs sessions on its own root filesystem, not on images (use --sandbox docker or daytona)",
                 t.slug
             ));
         }
         if let Some(image) = &t.image {
             notes.push(format!(
-                "template {:?}: image {image} is not used: the {provider} provider runs sessions on its own root filesystem, not on images (use --sandbox docker)",
+                "template {:?}: image {image} is not used: the {provider} provider runs sessions on its own root filesystem, not on images (use --sandbox docker or daytona)",
                 t.slug
             ));
         }

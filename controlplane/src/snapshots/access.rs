@@ -35,7 +35,7 @@ impl SnapshotAccess {
     fn service(&self) -> DomainResult<&Snapshots> {
         self.snapshots.as_ref().ok_or_else(|| {
             DomainError::Precondition(
-                "this control plane's sandbox provider boots no images, so it has no snapshots (kortix server --sandbox docker does)".into(),
+                "this control plane's sandbox provider boots no images, so it has no snapshots (kortix server --sandbox docker or --sandbox daytona does)".into(),
             )
         })
     }

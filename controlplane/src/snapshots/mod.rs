@@ -397,9 +397,13 @@ impl Snapshots {
                 }
             })
         });
-        let build = self
-            .builder
-            .build(&recipe.name, context.path(), recipe::DOCKERFILE, sink);
+        let build = self.builder.build(
+            &recipe.name,
+            context.path(),
+            recipe::DOCKERFILE,
+            recipe.hardware,
+            sink,
+        );
         let outcome = match tokio::time::timeout(self.config.build_timeout, build).await {
             Ok(Ok(size)) => Ok(size),
             Ok(Err(failure)) => Err(failure.0),

@@ -178,6 +178,7 @@ mod tests {
             _name: &'a str,
             _context: &'a std::path::Path,
             _dockerfile: &'a str,
+            _hardware: crate::snapshots::Hardware,
             log: BuildLog,
         ) -> BoxFuture<'a, Result<u64, BuildFailure>> {
             self.builds.fetch_add(1, Ordering::SeqCst);

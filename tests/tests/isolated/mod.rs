@@ -1,6 +1,8 @@
-//! Helpers for the tests of isolated local sandboxes (`sandbox_isolation.rs`,
-//! `image_rootfs.rs`): a control plane whose local sandboxes run in namespaces, a project
-//! wired to a scripted model, and reading what a session reported from inside.
+//! Helpers for the tests of isolated sandboxes (`sandbox_isolation.rs`, `image_rootfs.rs`,
+//! and the image-booting `sandbox_docker.rs`, `sandbox_daytona.rs`): a control plane whose
+//! local sandboxes run in namespaces, a project wired to a scripted model (with Dockerfile
+//! templates for the image-booting providers), and reading what a session reported from
+//! inside.
 #![allow(dead_code)]
 
 use crate::support::{TestServer, eventually, git_ok};
@@ -55,18 +57,129 @@ pub async fn setup(
     (ts, token, work)
 }
 
-/// Starts a session with OpenCode's `build` agent.
-pub async fn start(ts: &TestServer, token: &str, prompt: &str) -> Session {
+/// `kortix.toml` of [`snapshot_project`].
+pub const SNAPSHOT_MANIFEST: &str = r#"kortix_version = 1
+[project]
+name = "app"
+
+[sandbox]
+default = "dev"
+
+[[sandbox.templates]]
+slug = "dev"
+dockerfile = ".kortix/Dockerfile"
+cpu = 1
+memory = 1
+disk = 5
+
+[[sandbox.templates]]
+slug = "broken"
+dockerfile = "broken/Dockerfile"
+"#;
+
+/// The project of the image-booting providers' tests, its OpenCode on `model`: template
+/// `dev` (the default; 1 CPU, 1 GiB memory, 5 GiB disk) builds `.kortix/Dockerfile`, which copies
+/// `marker.txt` ("built from the Dockerfile") to `/etc/kortix-marker` on `base_image`;
+/// template `broken` has a Dockerfile whose `RUN` echoes "about to fail" and exits 3.
+pub async fn snapshot_project(
+    ts: &TestServer,
+    token: &str,
+    model: &ScriptedModel,
+    base_image: &str,
+) -> tempfile::TempDir {
+    let base_url = model.base_url();
+    let base_image = base_image.to_owned();
+    crate::support::app_with_model_config(ts, token, model.port(), move |config| {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+        json["provider"]["scripted"]["options"]["baseURL"] = base_url.into();
+        // The agent may read the Dockerfile's file outside its workspace.
+        json["permission"]["external_directory"] = "allow".into();
+        std::fs::write(config, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+        let clone = config.ancestors().nth(3).unwrap();
+        std::fs::write(clone.join("kortix.toml"), SNAPSHOT_MANIFEST).unwrap();
+        std::fs::write(
+            clone.join(".kortix/Dockerfile"),
+            format!("FROM {base_image}\nCOPY marker.txt /etc/kortix-marker\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            clone.join(".kortix/marker.txt"),
+            "built from the Dockerfile\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(clone.join("broken")).unwrap();
+        std::fs::write(
+            clone.join("broken/Dockerfile"),
+            format!("FROM {base_image}\nRUN echo about to fail && exit 3\n"),
+        )
+        .unwrap();
+    })
+    .await
+}
+
+/// Starts a session of the app with OpenCode's `build` agent: `template` empty for the
+/// default.
+async fn start_request(
+    ts: &TestServer,
+    token: &str,
+    prompt: &str,
+    template: &str,
+) -> Result<Session, tonic::Status> {
     ts.sessions(token)
         .start_session(StartSessionRequest {
             project: "app".into(),
             prompt: prompt.into(),
+            template: template.into(),
             agent: "build".into(),
             ..Default::default()
         })
         .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Starts a session of `template` (empty: the default) with OpenCode's `build` agent.
+pub async fn start_template(
+    ts: &TestServer,
+    token: &str,
+    template: &str,
+) -> Result<Session, tonic::Status> {
+    start_request(ts, token, "", template).await
+}
+
+/// Starts a session of the default template and waits until it runs.
+pub async fn start_running(ts: &TestServer, token: &str, within: Duration) -> Session {
+    let session = start_request(ts, token, "", "").await.unwrap();
+    wait_status(ts, token, &session.id, SessionStatus::Running, within).await
+}
+
+/// How many sessions of `template` there are; each must have failed because its snapshot
+/// did not build.
+pub async fn failed_builds(ts: &TestServer, token: &str, template: &str) -> usize {
+    let sessions = ts
+        .sessions(token)
+        .list_sessions(ListSessionsRequest {
+            project: "app".into(),
+        })
+        .await
         .unwrap()
         .into_inner()
+        .sessions;
+    let of: Vec<_> = sessions.iter().filter(|s| s.template == template).collect();
+    for s in &of {
+        assert_eq!(s.status, SessionStatus::Failed as i32, "{s:?}");
+        assert!(
+            s.failure_reason.contains("failed to build"),
+            "{}",
+            s.failure_reason
+        );
+    }
+    of.len()
+}
+
+/// Starts a session with OpenCode's `build` agent.
+pub async fn start(ts: &TestServer, token: &str, prompt: &str) -> Session {
+    start_request(ts, token, prompt, "").await.unwrap()
 }
 
 /// The session's workspace as the host sees it.
@@ -103,6 +216,18 @@ pub async fn wait_status(
         (s.status == want as i32).then_some(s)
     })
     .await
+}
+
+/// The `build` log lines among a session's records (its snapshot's build output and the
+/// notes after it).
+pub fn build_lines(records: &[Record]) -> Vec<&str> {
+    records
+        .iter()
+        .filter_map(|r| match &r.body {
+            Some(Body::Log(l)) if l.stream == LogStream::Build as i32 => Some(l.line.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Follows the session's records until `done` says so (or the deadline passes).

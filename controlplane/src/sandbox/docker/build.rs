@@ -14,6 +14,7 @@ impl SnapshotBuilder for DockerEngine {
         name: &'a str,
         context: &'a Path,
         dockerfile: &'a str,
+        _hardware: crate::snapshots::Hardware,
         log: BuildLog,
     ) -> BoxFuture<'a, Result<u64, BuildFailure>> {
         Box::pin(async move {

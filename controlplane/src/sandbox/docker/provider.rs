@@ -179,15 +179,8 @@ impl SandboxProvider for DockerProvider {
 
     fn boot(&self, spec: SandboxSpec) -> BoxFuture<'_, Result<(), SandboxError>> {
         Box::pin(async move {
-            let boot_err = |message: String| SandboxError::Boot {
-                session_id: spec.session_id.clone(),
-                message,
-            };
-            let image = spec
-                .resources
-                .snapshot
-                .clone()
-                .ok_or_else(|| boot_err("no snapshot to boot from".into()))?;
+            let boot_err = |message: String| spec.boot_error(message);
+            let image = spec.snapshot()?;
             let name = container_name(&spec.session_id);
             let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
             // The control plane's git endpoint is plain HTTP on the bridge's gateway: traffic

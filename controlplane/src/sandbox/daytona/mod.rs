@@ -1,0 +1,19 @@
+//! Sessions on Daytona through its REST API, exactly as Daytona documents it (the NestJS
+//! controllers and DTOs of its `apps/api`): snapshots built by Daytona from the composed
+//! recipe, one sandbox per session booted from them.
+//!
+//! - [`api`]: the wire types and what Daytona's states mean here.
+//! - [`client`]: authentication, timeouts, response caps, retries with backoff and jitter.
+//! - [`storage`]: build contexts through Daytona's object storage (S3, Signature V4).
+//! - [`snapshots`]: building snapshots (`POST /snapshots`, polled until `active`).
+//! - [`provider`]: one sandbox per session, reconciled by label.
+
+pub mod api;
+pub mod client;
+pub mod provider;
+pub mod snapshots;
+pub mod storage;
+
+pub use client::{ApiError, DaytonaClient, RetryPolicy};
+pub use provider::{DaytonaConfig, DaytonaProvider};
+pub use snapshots::DaytonaSnapshots;
