@@ -18,6 +18,32 @@ use std::time::{Duration, Instant};
 /// `image/assemble-rootfs.sh --base-only` assembles from this host's packages.
 pub const TEST_BASE_IMAGE: &str = "localhost/kortix-test-base:bookworm";
 
+/// `kortix.toml` of a project whose default template `dev` builds `.kortix/Dockerfile` (see
+/// [`marker_dockerfile`]) with these limits; `more` follows (other templates).
+pub fn dockerfile_manifest(cpu: u32, memory_gib: u32, more: &str) -> String {
+    format!(
+        r#"kortix_version = 1
+[project]
+name = "app"
+
+[sandbox]
+default = "dev"
+
+[[sandbox.templates]]
+slug = "dev"
+dockerfile = ".kortix/Dockerfile"
+cpu = {cpu}
+memory = {memory_gib}
+{more}"#
+    )
+}
+
+/// The `.kortix/Dockerfile` of [`dockerfile_manifest`]: the tests' base image plus the
+/// context's `marker.txt` at `/etc/kortix-marker`.
+pub fn marker_dockerfile() -> String {
+    format!("FROM {TEST_BASE_IMAGE}\nCOPY marker.txt /etc/kortix-marker\n")
+}
+
 /// How long the service lives after its last request.
 const IDLE_EXIT_SECS: u32 = 120;
 

@@ -208,7 +208,7 @@ async fn sessions_run_in_daytona_sandboxes_built_from_their_dockerfile() {
     .await;
 
     let token = ts.account("alice").await;
-    let _work = isolated::snapshot_project(&ts, &token, &model, TEST_BASE_IMAGE).await;
+    let _work = isolated::snapshot_project(&ts, &token, &model).await;
 
     // Daytona throttles and stumbles a few times: the provider backs off and goes on.
     let before = daytona.requests("POST /snapshots");

@@ -99,7 +99,7 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
     )
     .await;
     let token = ts.account("alice").await;
-    let work = isolated::snapshot_project(&ts, &token, &model, TEST_BASE_IMAGE).await;
+    let work = isolated::snapshot_project(&ts, &token, &model).await;
 
     // The agent's bash tool, inside the container, reads what the Dockerfile put there and
     // commits it; the change request lands it.

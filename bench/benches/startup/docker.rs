@@ -34,25 +34,11 @@ pub const TEMPLATE_CPUS: u32 = 2;
 pub const TEMPLATE_MEMORY_GIB: u32 = 4;
 
 pub fn manifest() -> String {
-    format!(
-        r#"kortix_version = 1
-[project]
-name = "app"
-
-[sandbox]
-default = "dev"
-
-[[sandbox.templates]]
-slug = "dev"
-dockerfile = ".kortix/Dockerfile"
-cpu = {TEMPLATE_CPUS}
-memory = {TEMPLATE_MEMORY_GIB}
-"#
-    )
+    kortix_tests::podman::dockerfile_manifest(TEMPLATE_CPUS, TEMPLATE_MEMORY_GIB, "")
 }
 
 pub fn dockerfile() -> String {
-    format!("FROM {TEST_BASE_IMAGE}\nCOPY marker.txt /etc/kortix-marker\n")
+    kortix_tests::podman::marker_dockerfile()
 }
 
 /// What the docker comparisons need beside the control plane.

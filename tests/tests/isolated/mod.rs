@@ -57,38 +57,18 @@ pub async fn setup(
     (ts, token, work)
 }
 
-/// `kortix.toml` of [`snapshot_project`].
-pub const SNAPSHOT_MANIFEST: &str = r#"kortix_version = 1
-[project]
-name = "app"
-
-[sandbox]
-default = "dev"
-
-[[sandbox.templates]]
-slug = "dev"
-dockerfile = ".kortix/Dockerfile"
-cpu = 1
-memory = 1
-disk = 5
-
-[[sandbox.templates]]
-slug = "broken"
-dockerfile = "broken/Dockerfile"
-"#;
-
 /// The project of the image-booting providers' tests, its OpenCode on `model`: template
-/// `dev` (the default; 1 CPU, 1 GiB memory, 5 GiB disk) builds `.kortix/Dockerfile`, which copies
-/// `marker.txt` ("built from the Dockerfile") to `/etc/kortix-marker` on `base_image`;
-/// template `broken` has a Dockerfile whose `RUN` echoes "about to fail" and exits 3.
+/// `dev` (the default; 1 CPU, 1 GiB memory, 5 GiB disk) builds `.kortix/Dockerfile`, which
+/// copies `marker.txt` ("built from the Dockerfile") to `/etc/kortix-marker` on the tests'
+/// base image; template `broken` has a Dockerfile whose `RUN` echoes "about to fail" and
+/// exits 3.
 pub async fn snapshot_project(
     ts: &TestServer,
     token: &str,
     model: &ScriptedModel,
-    base_image: &str,
 ) -> tempfile::TempDir {
+    use kortix_tests::podman::{TEST_BASE_IMAGE, dockerfile_manifest, marker_dockerfile};
     let base_url = model.base_url();
-    let base_image = base_image.to_owned();
     crate::support::app_with_model_config(ts, token, model.port(), move |config| {
         let mut json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
@@ -97,12 +77,13 @@ pub async fn snapshot_project(
         json["permission"]["external_directory"] = "allow".into();
         std::fs::write(config, serde_json::to_string_pretty(&json).unwrap()).unwrap();
         let clone = config.ancestors().nth(3).unwrap();
-        std::fs::write(clone.join("kortix.toml"), SNAPSHOT_MANIFEST).unwrap();
-        std::fs::write(
-            clone.join(".kortix/Dockerfile"),
-            format!("FROM {base_image}\nCOPY marker.txt /etc/kortix-marker\n"),
-        )
-        .unwrap();
+        let manifest = dockerfile_manifest(
+            1,
+            1,
+            "disk = 5\n\n[[sandbox.templates]]\nslug = \"broken\"\ndockerfile = \"broken/Dockerfile\"\n",
+        );
+        std::fs::write(clone.join("kortix.toml"), manifest).unwrap();
+        std::fs::write(clone.join(".kortix/Dockerfile"), marker_dockerfile()).unwrap();
         std::fs::write(
             clone.join(".kortix/marker.txt"),
             "built from the Dockerfile\n",
@@ -111,7 +92,7 @@ pub async fn snapshot_project(
         std::fs::create_dir_all(clone.join("broken")).unwrap();
         std::fs::write(
             clone.join("broken/Dockerfile"),
-            format!("FROM {base_image}\nRUN echo about to fail && exit 3\n"),
+            format!("FROM {TEST_BASE_IMAGE}\nRUN echo about to fail && exit 3\n"),
         )
         .unwrap();
     })
