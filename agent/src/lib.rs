@@ -6,6 +6,7 @@ pub mod clone;
 pub mod commits;
 pub mod config;
 pub mod connection;
+pub mod connectors;
 pub mod credentials;
 pub mod daemon;
 pub mod diag;

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub sandbox_retention: Duration,
     /// The engine and runtime layer of `SandboxKind::Docker`.
     pub docker: DockerSettings,
+    /// The connector broker's limits (upstream timeout, answer cap, unattended approvals).
+    pub connectors: crate::connectors::ConnectorSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +118,7 @@ impl ServerConfig {
             timings: Timings::default(),
             sandbox_retention: Duration::ZERO,
             docker: DockerSettings::default(),
+            connectors: Default::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod login;
 pub mod manifest;
 pub mod members;
 pub mod projects;
+pub mod connectors;
 pub mod secrets;
 pub mod server;
 pub mod sessions;

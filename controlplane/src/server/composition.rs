@@ -41,6 +41,7 @@ pub(super) struct Services {
     pub secrets: ProjectSecrets,
     pub sessions: Sessions,
     pub triggers: Triggers,
+    pub connectors: crate::connectors::Connectors,
 }
 
 impl Services {
@@ -75,6 +76,15 @@ impl Services {
             secrets.clone(),
             Arc::new(sessions.clone()),
         );
+        let connectors = crate::connectors::Connectors::new(
+            sessions.clone(),
+            manifests.clone(),
+            base.repos.clone(),
+            base.master_key.clone(),
+            secrets.clone(),
+            config.connectors.clone(),
+        )
+        .map_err(|e| ServerError::Setup(e.to_string()))?;
         Ok((
             Self {
                 provider,
@@ -84,6 +94,7 @@ impl Services {
                 secrets,
                 sessions,
                 triggers,
+                connectors,
             },
             exit_rx,
         ))
@@ -109,6 +120,7 @@ impl Services {
             ),
             secrets: self.secrets.clone(),
             sessions: self.sessions.clone(),
+            connectors: self.connectors.clone(),
             triggers: self.triggers.clone(),
             authenticator: Arc::new(Authenticator::new(store.clone())),
             git: crate::git::GitHttpState::new(

@@ -119,6 +119,18 @@ impl TestServer {
     ) -> kortix_proto::v1::audit_service_client::AuditServiceClient<Authed> {
         kortix_proto::v1::audit_service_client::AuditServiceClient::new(self.authed(token))
     }
+    pub fn connectors(
+        &self,
+        token: &str,
+    ) -> kortix_proto::v1::connector_service_client::ConnectorServiceClient<Authed> {
+        kortix_proto::v1::connector_service_client::ConnectorServiceClient::new(self.authed(token))
+    }
+    pub fn approvals(
+        &self,
+        token: &str,
+    ) -> kortix_proto::v1::approval_service_client::ApprovalServiceClient<Authed> {
+        kortix_proto::v1::approval_service_client::ApprovalServiceClient::new(self.authed(token))
+    }
     pub fn snapshots(
         &self,
         token: &str,
