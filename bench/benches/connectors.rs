@@ -29,9 +29,11 @@ fn ms(d: Duration) -> String {
 async fn upstream() -> anyhow::Result<u16> {
     let app = axum::Router::new().route(
         "/items/{id}",
-        axum::routing::get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
-            format!("{{\"id\":\"{id}\",\"name\":\"item\"}}")
-        }),
+        axum::routing::get(
+            |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                format!("{{\"id\":\"{id}\",\"name\":\"item\"}}")
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
@@ -116,13 +118,25 @@ async fn main() -> anyhow::Result<()> {
     let (b50, b99) = (percentile(&brokered, 0.5), percentile(&brokered, 0.99));
     let (d50, d99) = (percentile(&plain, 0.5), percentile(&plain, 0.99));
     println!("connector read call, {calls} calls each (SQLite store, loopback):");
-    println!("  direct to the upstream:  p50 {}  p99 {}", ms(d50), ms(d99));
-    println!("  through the broker:      p50 {}  p99 {}", ms(b50), ms(b99));
+    println!(
+        "  direct to the upstream:  p50 {}  p99 {}",
+        ms(d50),
+        ms(d99)
+    );
+    println!(
+        "  through the broker:      p50 {}  p99 {}",
+        ms(b50),
+        ms(b99)
+    );
     println!(
         "  added by the broker:     p50 {}  p99 {}  (goal: p99 ≤ 2 ms added: {})",
         ms(b50.saturating_sub(d50)),
         ms(b99.saturating_sub(d99)),
-        if b99.saturating_sub(d99) <= Duration::from_millis(2) { "met" } else { "missed" }
+        if b99.saturating_sub(d99) <= Duration::from_millis(2) {
+            "met"
+        } else {
+            "missed"
+        }
     );
     drop(agent);
     server.shutdown().await;

@@ -77,42 +77,47 @@ async fn pets_api() -> (u16, Shared) {
             .to_owned();
         seen.lock().unwrap().authorizations.push(auth);
     };
-    let app = axum::Router::new()
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || async move { Json(openapi(port)) }),
-        )
-        .route(
-            "/api/pets/{id}",
-            axum::routing::get(
-                move |State(seen): State<Shared>, headers: HeaderMap, Path(id): Path<String>| async move {
-                    note_auth(&seen, &headers);
-                    Json(json!({"id": id, "name": "rex"}))
-                },
+    let app =
+        axum::Router::new()
+            .route(
+                "/openapi.json",
+                axum::routing::get(move || async move { Json(openapi(port)) }),
             )
-            .delete(move |State(seen): State<Shared>| async move {
-                seen.lock().unwrap().deleted += 1;
-                Json(json!({}))
-            }),
-        )
-        .route(
-            "/api/pets",
-            axum::routing::post(
-                move |State(seen): State<Shared>, headers: HeaderMap, Json(body): Json<Value>| async move {
-                    note_auth(&seen, &headers);
-                    seen.lock().unwrap().added.push(body.clone());
-                    Json(json!({"added": body}))
-                },
-            ),
-        )
-        .route(
-            "/api/slow",
-            axum::routing::get(|| async {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                "never"
-            }),
-        )
-        .with_state(seen.clone());
+            .route(
+                "/api/pets/{id}",
+                axum::routing::get(
+                    move |State(seen): State<Shared>,
+                          headers: HeaderMap,
+                          Path(id): Path<String>| async move {
+                        note_auth(&seen, &headers);
+                        Json(json!({"id": id, "name": "rex"}))
+                    },
+                )
+                .delete(move |State(seen): State<Shared>| async move {
+                    seen.lock().unwrap().deleted += 1;
+                    Json(json!({}))
+                }),
+            )
+            .route(
+                "/api/pets",
+                axum::routing::post(
+                    move |State(seen): State<Shared>,
+                          headers: HeaderMap,
+                          Json(body): Json<Value>| async move {
+                        note_auth(&seen, &headers);
+                        seen.lock().unwrap().added.push(body.clone());
+                        Json(json!({"added": body}))
+                    },
+                ),
+            )
+            .route(
+                "/api/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "never"
+                }),
+            )
+            .with_state(seen.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (port, seen)
 }
@@ -139,7 +144,11 @@ impl ServerHandler for Upstream {
                 schema(json!({"type": "object", "properties": {"word": {"type": "string"}}})),
             )
             .annotate(ToolAnnotations::new().read_only(true)),
-            Tool::new("launch", "Launches something", schema(json!({"type": "object"}))),
+            Tool::new(
+                "launch",
+                "Launches something",
+                schema(json!({"type": "object"})),
+            ),
         ]))
     }
 
@@ -240,24 +249,59 @@ async fn records_of(ts: &TestServer, token: &str, id: &str) -> Vec<Record> {
     out
 }
 
-/// Waits until the session's records hold `n` connector calls; returns them.
-async fn wait_calls(ts: &TestServer, token: &str, id: &str, n: usize) -> Vec<ConnectorCallRecord> {
-    eventually(
-        &format!("{n} connector_call records"),
-        Duration::from_secs(180),
-        || async {
-            let s = ts.session(token, id).await;
-            assert_ne!(
-                s.status,
-                SessionStatus::Failed as i32,
-                "session failed: {}",
-                s.failure_reason
+/// Waits until the session's records hold `n` connector calls; returns them. On timeout it
+/// says what there was.
+async fn wait_calls(
+    ts: &TestServer,
+    token: &str,
+    id: &str,
+    n: usize,
+    model: &ScriptedModel,
+) -> Vec<ConnectorCallRecord> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let s = ts.session(token, id).await;
+        assert_ne!(
+            s.status,
+            SessionStatus::Failed as i32,
+            "session failed: {}",
+            s.failure_reason
+        );
+        let records = records_of(ts, token, id).await;
+        let calls = connector_calls(&records);
+        if calls.len() >= n {
+            return calls;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let tail: Vec<String> = records
+                .iter()
+                .filter(|r| match &r.body {
+                    Some(Body::Event(e)) => !e.r#type.starts_with("message.part.delta"),
+                    _ => true,
+                })
+                .rev()
+                .take(60)
+                .map(|r| {
+                    format!("{} {:?}", r.seq, r.body)
+                        .chars()
+                        .take(700)
+                        .collect()
+                })
+                .collect();
+            panic!(
+                "timed out waiting for {n} connector calls; have {:?}; model calls {}, turns left {}, tool results {:?}; last records:\n{}",
+                calls
+                    .iter()
+                    .map(|c| (&c.tool, &c.status, &c.error))
+                    .collect::<Vec<_>>(),
+                model.calls(),
+                model.remaining_turns(),
+                tool_results(model),
+                tail.join("\n")
             );
-            let calls = connector_calls(&records_of(ts, token, id).await);
-            (calls.len() >= n).then_some(calls)
-        },
-    )
-    .await
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// The text of the tool results the model was sent (OpenAI `tool` messages).
@@ -332,7 +376,10 @@ async fn connections_end_to_end(database_url: Option<String>) {
         (t.risk.clone(), t.policy.clone())
     };
     assert_eq!(policy("getPet"), ("read".into(), "always_run".into()));
-    assert_eq!(policy("addPet"), ("write".into(), "require_approval".into()));
+    assert_eq!(
+        policy("addPet"),
+        ("write".into(), "require_approval".into())
+    );
     assert_eq!(policy("deletePet"), ("destructive".into(), "block".into()));
     let refused = ts
         .connectors(&token)
@@ -382,9 +429,13 @@ async fn connections_end_to_end(database_url: Option<String>) {
         Turn::bash(format!("env > {}", env_dump.display())),
         Turn::text("The call waits for approval."),
     ]);
-    let calls = wait_calls(&ts, &token, &session.id, 2).await;
+    let calls = wait_calls(&ts, &token, &session.id, 2, &model).await;
     assert_eq!(
-        (calls[0].tool.as_str(), calls[0].status.as_str(), calls[0].upstream_status),
+        (
+            calls[0].tool.as_str(),
+            calls[0].status.as_str(),
+            calls[0].upstream_status
+        ),
         ("getPet", "ok", 200)
     );
     assert_eq!(
@@ -396,17 +447,55 @@ async fn connections_end_to_end(database_url: Option<String>) {
         [format!("Bearer {CREDENTIAL}")],
         "the upstream saw the credential, once"
     );
-    assert!(seen.lock().unwrap().added.is_empty(), "not run before approval");
-    let listing = eventually("the model's tool results", Duration::from_secs(60), || async {
-        let results = tool_results(&model);
-        (results.len() >= 3).then_some(results)
-    })
+    assert!(
+        seen.lock().unwrap().added.is_empty(),
+        "not run before approval"
+    );
+    let listing = eventually(
+        "the model's tool results",
+        Duration::from_secs(60),
+        || async {
+            let results = tool_results(&model);
+            (results.len() >= 3).then_some(results)
+        },
+    )
     .await;
-    assert!(listing[0].contains("getPet") && listing[0].contains("words"), "{listing:?}");
-    assert!(!listing[0].contains("deletePet"), "blocked tools are not listed: {}", listing[0]);
+    assert!(
+        listing[0].contains("getPet") && listing[0].contains("words"),
+        "{listing:?}"
+    );
+    assert!(
+        !listing[0].contains("deletePet"),
+        "blocked tools are not listed: {}",
+        listing[0]
+    );
     assert!(listing[1].contains("rex"), "{listing:?}");
     assert!(listing[2].contains("approval"), "{listing:?}");
 
+    // Approve once the model has finished its turn: a prompt that arrives while OpenCode is
+    // busy joins the running turn instead of starting the next.
+    let asked_at = records_of(&ts, &token, &session.id)
+        .await
+        .iter()
+        .filter(|r| matches!(r.body, Some(Body::ConnectorCall(_))))
+        .map(|r| r.seq)
+        .max()
+        .unwrap();
+    eventually(
+        "the session idle after its first turn",
+        Duration::from_secs(120),
+        || async {
+            records_of(&ts, &token, &session.id)
+                .await
+                .iter()
+                .any(|r| {
+                    r.seq > asked_at
+                        && matches!(&r.body, Some(Body::Event(e)) if e.r#type == "session.idle")
+                })
+                .then_some(())
+        },
+    )
+    .await;
     let pending = ts
         .approvals(&token)
         .list_approvals(ListApprovalsRequest {
@@ -452,7 +541,7 @@ async fn connections_end_to_end(database_url: Option<String>) {
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
 
-    let calls = wait_calls(&ts, &token, &session.id, 8).await;
+    let calls = wait_calls(&ts, &token, &session.id, 8, &model).await;
     let status: Vec<(&str, &str)> = calls
         .iter()
         .map(|c| (c.tool.as_str(), c.status.as_str()))
@@ -471,12 +560,22 @@ async fn connections_end_to_end(database_url: Option<String>) {
         ]
     );
     assert_eq!(calls[2].approval_id, pending[0].id);
-    assert_ne!(calls[4].digest, calls[2].digest, "changed arguments, another digest");
-    assert!(calls[6].error.contains("did not answer within 3s"), "{:?}", calls[6]);
+    assert_ne!(
+        calls[4].digest, calls[2].digest,
+        "changed arguments, another digest"
+    );
+    assert!(
+        calls[6].error.contains("did not answer within 3s"),
+        "{:?}",
+        calls[6]
+    );
     {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.added, [json!({"name": "fido"})], "ran exactly once");
-        assert_eq!(seen.deleted, 0, "the blocked tool never reached the upstream");
+        assert_eq!(
+            seen.deleted, 0,
+            "the blocked tool never reached the upstream"
+        );
     }
     let results = eventually("the closing turn", Duration::from_secs(60), || async {
         let results = tool_results(&model);
@@ -513,20 +612,41 @@ async fn connections_end_to_end(database_url: Option<String>) {
         .unwrap()
         .into_inner()
         .approvals;
-    let states: Vec<&str> = approvals.iter().map(|a| a.state.as_str()).collect();
-    assert_eq!(states, ["pending", "used"], "{approvals:?}");
+    // Newest first: the changed call's, the repeat after the approved one ran, the used one.
+    let states: Vec<(&str, &str)> = approvals
+        .iter()
+        .map(|a| (a.state.as_str(), a.args_preview.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("pending", r#"{"body":{"name":"other"}}"#),
+            ("pending", r#"{"body":{"name":"fido"}}"#),
+            ("used", r#"{"body":{"name":"fido"}}"#),
+        ],
+        "{approvals:?}"
+    );
 
     // The credential is nowhere in the sandbox: not in OpenCode's environment, not in the
     // records (the MCP server's registration is).
     let env = std::fs::read_to_string(&env_dump).unwrap();
-    assert!(!env.contains(CREDENTIAL), "the sandbox's environment holds the credential");
+    assert!(
+        !env.contains(CREDENTIAL),
+        "the sandbox's environment holds the credential"
+    );
     assert!(env.contains("OPENCODE_CONFIG_CONTENT"), "{env}");
     let records = records_of(&ts, &token, &session.id).await;
-    assert!(records.iter().any(|r| matches!(r.body, Some(Body::Approval(_)))));
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(r.body, Some(Body::Approval(_))))
+    );
     for r in &records {
         let bytes = r.encode_to_vec();
         assert!(
-            !bytes.windows(CREDENTIAL.len()).any(|w| w == CREDENTIAL.as_bytes()),
+            !bytes
+                .windows(CREDENTIAL.len())
+                .any(|w| w == CREDENTIAL.as_bytes()),
             "record {} holds the credential",
             r.seq
         );

@@ -96,12 +96,15 @@ fn handle(msg: &Value, daemon: &dyn Fn(&Request) -> Answer) -> Option<Value> {
             let version = asked
                 .filter(|v| PROTOCOL_VERSIONS.contains(v))
                 .unwrap_or(PROTOCOL_VERSIONS[0]);
-            ok(id, json!({
-                "protocolVersion": version,
-                "capabilities": {"tools": {"listChanged": false}},
-                "serverInfo": {"name": "kortix-connectors", "version": env!("CARGO_PKG_VERSION")},
-                "instructions": "External tools of this project, brokered by Kortix. Use `connectors` to see them, `describe` for one tool's arguments, `call` to run one. Credentials are added by the platform: never ask for them."
-            }))
+            ok(
+                id,
+                json!({
+                    "protocolVersion": version,
+                    "capabilities": {"tools": {"listChanged": false}},
+                    "serverInfo": {"name": "kortix-connectors", "version": env!("CARGO_PKG_VERSION")},
+                    "instructions": "External tools of this project, brokered by Kortix. Use `connectors` to see them, `describe` for one tool's arguments, `call` to run one. Credentials are added by the platform: never ask for them."
+                }),
+            )
         }
         "ping" => ok(id, json!({})),
         "tools/list" => ok(id, json!({"tools": meta_tools()})),
@@ -109,7 +112,10 @@ fn handle(msg: &Value, daemon: &dyn Fn(&Request) -> Answer) -> Option<Value> {
             let name = params.get("name").and_then(Value::as_str).unwrap_or("");
             let args = params.get("arguments").cloned().unwrap_or(json!({}));
             let (text, is_error) = call_meta(name, &args, daemon);
-            ok(id, json!({"content": [{"type": "text", "text": text}], "isError": is_error}))
+            ok(
+                id,
+                json!({"content": [{"type": "text", "text": text}], "isError": is_error}),
+            )
         }
         other => error(id, -32601, &format!("method not found: {other}")),
     })
@@ -164,7 +170,10 @@ fn call_meta(name: &str, args: &Value, daemon: &dyn Fn(&Request) -> Answer) -> (
                             serde_json::to_string_pretty(tool).unwrap_or_default(),
                             false,
                         ),
-                        None => (format!("no tool {t:?} of connector {c:?}; see `connectors`"), true),
+                        None => (
+                            format!("no tool {t:?} of connector {c:?}; see `connectors`"),
+                            true,
+                        ),
                     }
                 }
                 other => unexpected(other),
@@ -184,7 +193,10 @@ fn call_meta(name: &str, args: &Value, daemon: &dyn Fn(&Request) -> Answer) -> (
                 other => unexpected(other),
             }
         }
-        other => (format!("unknown tool {other:?}: connectors, describe or call"), true),
+        other => (
+            format!("unknown tool {other:?}: connectors, describe or call"),
+            true,
+        ),
     }
 }
 
@@ -234,13 +246,14 @@ pub fn ask(socket: &Path, req: &Request) -> Answer {
         line.push('\n');
         stream.write_all(line.as_bytes())?;
         let mut buf = Vec::new();
-        stream
-            .take(MAX_LINE_BYTES as u64)
-            .read_to_end(&mut buf)?;
+        stream.take(MAX_LINE_BYTES as u64).read_to_end(&mut buf)?;
         serde_json::from_slice(&buf).map_err(std::io::Error::other)
     };
     go().unwrap_or_else(|e| Answer::Failed {
-        error: format!("the Kortix agent did not answer ({}): {e}", socket.display()),
+        error: format!(
+            "the Kortix agent did not answer ({}): {e}",
+            socket.display()
+        ),
     })
 }
 
@@ -290,14 +303,22 @@ mod tests {
     #[test]
     fn speaks_mcp_over_stdio() {
         let replies = session(concat!(
-            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#, "\n",
-            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, "\n",
-            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, "\n",
-            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"connectors","arguments":{}}}"#, "\n",
-            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"call","arguments":{"connector":"pets","tool":"getPet","args":{"id":"1"}}}}"#, "\n",
-            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"call","arguments":{"connector":"pets","tool":"drop","args":{}}}}"#, "\n",
-            r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"describe","arguments":{"connector":"pets","tool":"getPet"}}}"#, "\n",
-            r#"{"jsonrpc":"2.0","id":7,"method":"nope"}"#, "\n",
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+            "\n",
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            "\n",
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            "\n",
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"connectors","arguments":{}}}"#,
+            "\n",
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"call","arguments":{"connector":"pets","tool":"getPet","args":{"id":"1"}}}}"#,
+            "\n",
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"call","arguments":{"connector":"pets","tool":"drop","args":{}}}}"#,
+            "\n",
+            r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"describe","arguments":{"connector":"pets","tool":"getPet"}}}"#,
+            "\n",
+            r#"{"jsonrpc":"2.0","id":7,"method":"nope"}"#,
+            "\n",
             "not json\n",
         ));
         assert_eq!(replies.len(), 8, "{replies:?}");
@@ -310,11 +331,24 @@ mod tests {
             .collect();
         assert_eq!(names, ["connectors", "describe", "call"]);
         let listing = replies[2]["result"]["content"][0]["text"].as_str().unwrap();
-        assert!(listing.contains("getPet") && listing.contains("always_run"), "{listing}");
+        assert!(
+            listing.contains("getPet") && listing.contains("always_run"),
+            "{listing}"
+        );
         assert_eq!(replies[3]["result"]["isError"], false);
-        assert!(replies[3]["result"]["content"][0]["text"].as_str().unwrap().contains("rex"));
+        assert!(
+            replies[3]["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("rex")
+        );
         assert_eq!(replies[4]["result"]["isError"], true);
-        assert!(replies[5]["result"]["content"][0]["text"].as_str().unwrap().contains("\"risk\""));
+        assert!(
+            replies[5]["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("\"risk\"")
+        );
         assert_eq!(replies[6]["error"]["code"], -32601);
         assert_eq!(replies[7]["error"]["code"], -32700);
     }
@@ -323,7 +357,9 @@ mod tests {
     fn an_absent_daemon_is_a_tool_error_not_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let answer = ask(&dir.path().join("none.sock"), &Request::List);
-        let Answer::Failed { error } = answer else { panic!("{answer:?}") };
+        let Answer::Failed { error } = answer else {
+            panic!("{answer:?}")
+        };
         assert!(error.contains("none.sock"), "{error}");
     }
 }

@@ -14,7 +14,11 @@ pub const CONFIG_CONTENT_ENV: &str = "OPENCODE_CONFIG_CONTENT";
 pub const SERVER_NAME: &str = "kortix";
 
 /// Adds the `kortix` MCP server to the environment's inline OpenCode config.
-pub fn register(env: &mut BTreeMap<String, String>, agent_bin: &Path, socket: &Path) -> Result<(), String> {
+pub fn register(
+    env: &mut BTreeMap<String, String>,
+    agent_bin: &Path,
+    socket: &Path,
+) -> Result<(), String> {
     let mut config = match env.get(CONFIG_CONTENT_ENV) {
         Some(text) => match serde_json::from_str::<Value>(text) {
             Ok(v @ Value::Object(_)) => v,
@@ -48,7 +52,12 @@ mod tests {
     #[test]
     fn registers_and_keeps_what_was_there() {
         let mut env = BTreeMap::new();
-        register(&mut env, Path::new("/bin/kortix-agent"), Path::new("/run/c.sock")).unwrap();
+        register(
+            &mut env,
+            Path::new("/bin/kortix-agent"),
+            Path::new("/run/c.sock"),
+        )
+        .unwrap();
         let v: Value = serde_json::from_str(&env[CONFIG_CONTENT_ENV]).unwrap();
         assert_eq!(
             v["mcp"]["kortix"]["command"],

@@ -44,8 +44,15 @@ pub struct ConnectorInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Answer {
-    Connectors { connectors: Vec<ConnectorInfo> },
-    Called { status: String, text: String },
+    Connectors {
+        connectors: Vec<ConnectorInfo>,
+    },
+    Called {
+        status: String,
+        text: String,
+    },
     /// The daemon could not ask the control plane (or the request was bad).
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }

@@ -88,7 +88,9 @@ async fn handle(stream: UnixStream, uid: u32, broker: &Broker, sink: &RecordSink
         },
         _ => return,
     };
-    let Ok(mut text) = serde_json::to_string(&answer) else { return };
+    let Ok(mut text) = serde_json::to_string(&answer) else {
+        return;
+    };
     text.push('\n');
     let _ = tokio::time::timeout(RPC_TIMEOUT, write.write_all(text.as_bytes())).await;
     let _ = write.shutdown().await;
@@ -106,7 +108,12 @@ pub fn gateway_broker(gateway: Gateway, sink: RecordSink) -> Broker {
                     let rpc = client.list_session_connectors(ListSessionConnectorsRequest {});
                     match tokio::time::timeout(RPC_TIMEOUT, rpc).await {
                         Ok(Ok(resp)) => Answer::Connectors {
-                            connectors: resp.into_inner().connectors.into_iter().map(info).collect(),
+                            connectors: resp
+                                .into_inner()
+                                .connectors
+                                .into_iter()
+                                .map(info)
+                                .collect(),
                         },
                         Ok(Err(status)) => failed(&status),
                         Err(_) => timed_out(),
@@ -117,7 +124,11 @@ pub fn gateway_broker(gateway: Gateway, sink: RecordSink) -> Broker {
                     tool,
                     args,
                 } => {
-                    let args_json = if args.is_null() { "{}".to_owned() } else { args.to_string() };
+                    let args_json = if args.is_null() {
+                        "{}".to_owned()
+                    } else {
+                        args.to_string()
+                    };
                     let rpc = client.call_connector(CallConnectorRequest {
                         connector,
                         tool,

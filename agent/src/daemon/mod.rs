@@ -258,10 +258,15 @@ impl Daemon {
             let registered = std::env::current_exe()
                 .map_err(|e| format!("the agent's own path: {e}"))
                 .and_then(|bin| {
-                    crate::connectors::opencode_config::register(&mut cfg.base_env, &bin, &server.socket)
+                    crate::connectors::opencode_config::register(
+                        &mut cfg.base_env,
+                        &bin,
+                        &server.socket,
+                    )
                 });
             if let Err(why) = registered {
-                self.sink.agent(format!("connectors are not offered to OpenCode: {why}"));
+                self.sink
+                    .agent(format!("connectors are not offered to OpenCode: {why}"));
             }
         }
         if let Some(ca) = &ws.ca_file {

@@ -105,9 +105,11 @@ pub fn run(global: &Global, args: ConnectorsArgs) -> anyhow::Result<ExitCode> {
                 let list = client
                     .call(
                         "ListConnectors",
-                        client.connectors().list_connectors(unary(ListConnectorsRequest {
-                            project: project.clone(),
-                        })),
+                        client
+                            .connectors()
+                            .list_connectors(unary(ListConnectorsRequest {
+                                project: project.clone(),
+                            })),
                     )
                     .await?
                     .connectors;
@@ -116,7 +118,8 @@ pub fn run(global: &Global, args: ConnectorsArgs) -> anyhow::Result<ExitCode> {
                 } else if list.is_empty() {
                     output::note(&format!("no connectors in project {project}'s kortix.toml"));
                 } else {
-                    let mut t = Table::new(&["SLUG", "PROVIDER", "ENABLED", "CREDENTIAL", "TOOLS", "NOTE"]);
+                    let mut t =
+                        Table::new(&["SLUG", "PROVIDER", "ENABLED", "CREDENTIAL", "TOOLS", "NOTE"]);
                     for c in &list {
                         t.row(vec![
                             c.slug.as_str().into(),
@@ -140,12 +143,12 @@ pub fn run(global: &Global, args: ConnectorsArgs) -> anyhow::Result<ExitCode> {
                 let tools = client
                     .call(
                         "ListConnectorTools",
-                        client
-                            .connectors()
-                            .list_connector_tools(unary(ListConnectorToolsRequest {
+                        client.connectors().list_connector_tools(unary(
+                            ListConnectorToolsRequest {
                                 project,
                                 connector: slug,
-                            })),
+                            },
+                        )),
                     )
                     .await?
                     .tools;
@@ -174,21 +177,27 @@ pub fn run(global: &Global, args: ConnectorsArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             ConnectorsCommand::Credential {
-                command: CredentialCommand::Set { slug, project, mine },
+                command:
+                    CredentialCommand::Set {
+                        slug,
+                        project,
+                        mine,
+                    },
             } => {
-                let value = terminal::read_secret(&format!("Credential for {slug}: "), "credential")?;
+                let value =
+                    terminal::read_secret(&format!("Credential for {slug}: "), "credential")?;
                 let client = Client::connect(&ctx).await?;
                 let info = client
                     .call(
                         "SetConnectorCredential",
-                        client
-                            .connectors()
-                            .set_connector_credential(unary(SetConnectorCredentialRequest {
+                        client.connectors().set_connector_credential(unary(
+                            SetConnectorCredentialRequest {
                                 project: project.clone(),
                                 connector: slug.clone(),
                                 value,
                                 mine,
-                            })),
+                            },
+                        )),
                     )
                     .await?;
                 if ctx.json {
@@ -210,13 +219,13 @@ pub fn run(global: &Global, args: ConnectorsArgs) -> anyhow::Result<ExitCode> {
                 let calls = client
                     .call(
                         "ListConnectorCalls",
-                        client
-                            .connectors()
-                            .list_connector_calls(unary(ListConnectorCallsRequest {
+                        client.connectors().list_connector_calls(unary(
+                            ListConnectorCallsRequest {
                                 project,
                                 session_id: session.unwrap_or_default(),
                                 limit,
-                            })),
+                            },
+                        )),
                     )
                     .await?
                     .calls;
@@ -271,17 +280,20 @@ pub fn run_approvals(global: &Global, args: ApprovalsArgs) -> anyhow::Result<Exi
                 let list = client
                     .call(
                         "ListApprovals",
-                        client.approvals().list_approvals(unary(ListApprovalsRequest {
-                            project,
-                            state: state.unwrap_or_default(),
-                        })),
+                        client
+                            .approvals()
+                            .list_approvals(unary(ListApprovalsRequest {
+                                project,
+                                state: state.unwrap_or_default(),
+                            })),
                     )
                     .await?
                     .approvals;
                 if ctx.json {
                     output::print_json(&list.iter().map(approval_json).collect::<Vec<_>>())?;
                 } else {
-                    let mut t = Table::new(&["ID", "STATE", "SESSION", "TOOL", "ARGS", "REQUESTED"]);
+                    let mut t =
+                        Table::new(&["ID", "STATE", "SESSION", "TOOL", "ARGS", "REQUESTED"]);
                     for a in &list {
                         t.row(vec![
                             a.id.as_str().into(),
@@ -300,10 +312,12 @@ pub fn run_approvals(global: &Global, args: ApprovalsArgs) -> anyhow::Result<Exi
                 let a = client
                     .call(
                         "ApproveCall",
-                        client.approvals().approve_call(unary(DecideApprovalRequest {
-                            id,
-                            reason: String::new(),
-                        })),
+                        client
+                            .approvals()
+                            .approve_call(unary(DecideApprovalRequest {
+                                id,
+                                reason: String::new(),
+                            })),
                     )
                     .await?;
                 one(a, "approved")

@@ -3,13 +3,13 @@
 pub mod access;
 pub mod accounts;
 pub mod audit;
+pub mod connectors;
 pub mod cr;
 pub mod git_credential;
 pub mod login;
 pub mod manifest;
 pub mod members;
 pub mod projects;
-pub mod connectors;
 pub mod secrets;
 pub mod server;
 pub mod sessions;

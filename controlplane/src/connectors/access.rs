@@ -68,7 +68,11 @@ impl Connectors {
         check_len("the connector", slug, MAX_SLUG)?;
         let (project, role) =
             crate::permissions::project_role(&self.inner.store, caller, project).await?;
-        let needed = if mine { ProjectRole::Editor } else { ProjectRole::Manager };
+        let needed = if mine {
+            ProjectRole::Editor
+        } else {
+            ProjectRole::Manager
+        };
         if role < needed {
             return Err(DomainError::PermissionDenied(format!(
                 "setting {} credential of a connector needs the project role {needed} on project '{}'; you are {role}",
@@ -78,11 +82,15 @@ impl Connectors {
         }
         let (manifest, head) = self.manifest(&project).await?;
         let c = find(&manifest, &project, slug)?;
-        let auth = c.auth.as_ref().filter(|a| a.kind != AuthType::None).ok_or_else(|| {
-            DomainError::Invalid(format!(
-                "connector {slug} needs no credential ([connectors.auth] type is none)"
-            ))
-        })?;
+        let auth = c
+            .auth
+            .as_ref()
+            .filter(|a| a.kind != AuthType::None)
+            .ok_or_else(|| {
+                DomainError::Invalid(format!(
+                    "connector {slug} needs no credential ([connectors.auth] type is none)"
+                ))
+            })?;
         if let Some(secret) = &auth.secret {
             return Err(DomainError::Invalid(format!(
                 "connector {slug} takes its credential from the project secret {secret}: set that with `kortix secrets set`"

@@ -110,7 +110,10 @@ impl Connectors {
         let project = crate::permissions::project(&self.inner.store, caller, project).await?;
         self.expire_due().await;
         let rows = self.inner.store.list_approvals(&project.id, state).await?;
-        Ok(rows.into_iter().map(|a| (a, project.name.clone())).collect())
+        Ok(rows
+            .into_iter()
+            .map(|a| (a, project.name.clone()))
+            .collect())
     }
 
     /// Approves a pending call; the session is told to make it again.
@@ -135,7 +138,11 @@ impl Connectors {
         reason: &str,
     ) -> DomainResult<(Approval, String)> {
         check_len("the reason", reason, MAX_REASON)?;
-        let reason = if reason.trim().is_empty() { "no reason given" } else { reason.trim() };
+        let reason = if reason.trim().is_empty() {
+            "no reason given"
+        } else {
+            reason.trim()
+        };
         let (a, project) = self.decide(caller, id, "denied", reason).await?;
         self.tell(
             &a,
@@ -178,7 +185,11 @@ impl Connectors {
                 current.state
             )));
         }
-        let action = if to == "approved" { "connector.approve" } else { "connector.deny" };
+        let action = if to == "approved" {
+            "connector.approve"
+        } else {
+            "connector.deny"
+        };
         crate::audit::record(
             store,
             caller,

@@ -85,7 +85,8 @@ impl Caller {
     }
 
     fn unattended(&self) -> bool {
-        self.session.launched_by.starts_with("trigger:") || self.session.origin.starts_with("trigger:")
+        self.session.launched_by.starts_with("trigger:")
+            || self.session.origin.starts_with("trigger:")
     }
 }
 
@@ -125,7 +126,10 @@ impl Connectors {
 
     /// The connectors of the session's project and the tools it may call (blocked ones are
     /// not listed).
-    pub async fn session_connectors(&self, session_id: &str) -> DomainResult<Vec<SessionConnector>> {
+    pub async fn session_connectors(
+        &self,
+        session_id: &str,
+    ) -> DomainResult<Vec<SessionConnector>> {
         let who = self.session_caller(session_id).await?;
         let (manifest, head) = self.manifest(&who.project).await?;
         let mut out = Vec::new();
@@ -178,7 +182,9 @@ impl Connectors {
         let args: Value = match args_json.trim() {
             "" => Value::Object(Default::default()),
             text => serde_json::from_str(text).map_err(|e| {
-                DomainError::Invalid(format!("the arguments of {connector}.{tool} are not JSON: {e}"))
+                DomainError::Invalid(format!(
+                    "the arguments of {connector}.{tool} are not JSON: {e}"
+                ))
             })?,
         };
         if !args.is_object() {
@@ -256,7 +262,9 @@ impl Connectors {
             PolicyAction::Block => {
                 return Ok(Outcome::failed(
                     Status::Denied,
-                    format!("{slug}.{tool_name} is blocked by the project's policy; it cannot be called"),
+                    format!(
+                        "{slug}.{tool_name} is blocked by the project's policy; it cannot be called"
+                    ),
                 ));
             }
             PolicyAction::RequireApproval => {
@@ -264,7 +272,15 @@ impl Connectors {
                     .unattended()
                     .then_some(self.inner.settings.unattended_approval_ttl);
                 let gate = self
-                    .gate(&who.project.id, &who.session.id, slug, tool_name, digest, preview, ttl)
+                    .gate(
+                        &who.project.id,
+                        &who.session.id,
+                        slug,
+                        tool_name,
+                        digest,
+                        preview,
+                        ttl,
+                    )
                     .await?;
                 if let Some(waiting) = gate.waiting {
                     return Ok(waiting);
@@ -312,8 +328,16 @@ impl Connectors {
                 };
                 return match mcp.call_tool(name, args).await {
                     Ok(a) => Outcome {
-                        status: if a.is_error { Status::Error } else { Status::Ok },
-                        error: if a.is_error { super::tools::cut(&a.text, 512) } else { String::new() },
+                        status: if a.is_error {
+                            Status::Error
+                        } else {
+                            Status::Ok
+                        },
+                        error: if a.is_error {
+                            super::tools::cut(&a.text, 512)
+                        } else {
+                            String::new()
+                        },
                         text: with_note(a.text, a.truncated, cap),
                         upstream_status: 200,
                         approval: None,
@@ -348,7 +372,10 @@ impl Connectors {
             },
             Err(e) => Outcome {
                 upstream_status: e.status(),
-                ..Outcome::failed(Status::Error, format!("{}.{} failed: {e}", c.slug, tool.name))
+                ..Outcome::failed(
+                    Status::Error,
+                    format!("{}.{} failed: {e}", c.slug, tool.name),
+                )
             },
         }
     }
@@ -374,7 +401,9 @@ pub(super) fn tool_views(c: &Connector, catalog: &Catalog) -> Vec<ConnectorTool>
             description: t.description.clone(),
             input_schema_json: t.input_schema.to_string(),
             risk: t.risk.as_str().into(),
-            policy: policy::effective(&c.policies, &t.name, t.risk).as_str().into(),
+            policy: policy::effective(&c.policies, &t.name, t.risk)
+                .as_str()
+                .into(),
         })
         .collect()
 }

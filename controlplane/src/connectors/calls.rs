@@ -14,7 +14,12 @@ use crate::store::ConnectorCallRow;
 impl Connectors {
     /// Logs a call. A failed write is logged and does not undo or fail the call: the call
     /// already happened upstream.
-    pub(super) async fn log_call(&self, project_id: &str, session_id: &str, r: &ConnectorCallRecord) {
+    pub(super) async fn log_call(
+        &self,
+        project_id: &str,
+        session_id: &str,
+        r: &ConnectorCallRecord,
+    ) {
         metrics()
             .connector_calls
             .get_or_create(&OutcomeLabel {

@@ -118,9 +118,15 @@ impl Catalogs {
         auth: &AppliedAuth,
     ) -> Result<Catalog, String> {
         let (text, spec_url) = if spec.starts_with("http://") || spec.starts_with("https://") {
-            let text = fetch_spec(&self.client, spec, auth, self.settings.call_timeout, MAX_SPEC_BYTES)
-                .await
-                .map_err(|e| format!("fetching the spec: {e}"))?;
+            let text = fetch_spec(
+                &self.client,
+                spec,
+                auth,
+                self.settings.call_timeout,
+                MAX_SPEC_BYTES,
+            )
+            .await
+            .map_err(|e| format!("fetching the spec: {e}"))?;
             (text, Some(spec))
         } else {
             (self.repo_file(project, spec).await?, None)
@@ -135,11 +141,12 @@ impl Catalogs {
             project.default_branch.clone(),
             path.to_owned(),
         );
-        let bytes = tokio::task::spawn_blocking(move || repos.read_file_at_branch(&id, &branch, &p))
-            .await
-            .map_err(|e| format!("reading {path}: {e}"))?
-            .map_err(|e| format!("reading {path}: {e}"))?
-            .ok_or_else(|| format!("{path} is not on {}", project.default_branch))?;
+        let bytes =
+            tokio::task::spawn_blocking(move || repos.read_file_at_branch(&id, &branch, &p))
+                .await
+                .map_err(|e| format!("reading {path}: {e}"))?
+                .map_err(|e| format!("reading {path}: {e}"))?
+                .ok_or_else(|| format!("{path} is not on {}", project.default_branch))?;
         if bytes.len() > MAX_SPEC_BYTES {
             return Err(format!("{path} is larger than {MAX_SPEC_BYTES} bytes"));
         }
@@ -188,7 +195,9 @@ fn generic(base: &str) -> Catalog {
     Catalog::bounded(
         vec![Tool {
             name: "request".into(),
-            description: format!("An HTTP request to {base}: method, path (under the base URL), optional query object and JSON body."),
+            description: format!(
+                "An HTTP request to {base}: method, path (under the base URL), optional query object and JSON body."
+            ),
             input_schema: json!({
                 "type": "object",
                 "properties": {

@@ -43,7 +43,11 @@ pub fn needs_credential(c: &Connector) -> bool {
 
 impl Credentials {
     pub fn new(store: Store, key: Arc<MasterKey>, secrets: ProjectSecrets) -> Self {
-        Self { store, key, secrets }
+        Self {
+            store,
+            key,
+            secrets,
+        }
     }
 
     /// Seals and stores a credential.
@@ -198,7 +202,12 @@ mod tests {
     use super::*;
     use kortix_manifest::ConnectorAuth;
 
-    fn connector(kind: AuthType, location: AuthLocation, name: Option<&str>, prefix: Option<&str>) -> Connector {
+    fn connector(
+        kind: AuthType,
+        location: AuthLocation,
+        name: Option<&str>,
+        prefix: Option<&str>,
+    ) -> Connector {
         let m = kortix_manifest::parse(
             "[[connectors]]\nslug = \"api\"\nprovider = \"http\"\nbase_url = \"http://127.0.0.1:1\"\n",
         )
@@ -217,17 +226,46 @@ mod tests {
     #[test]
     fn auth_goes_where_the_manifest_says() {
         let v = SecretValue::new("s3cret".into());
-        let a = apply(&connector(AuthType::Bearer, AuthLocation::Header, None, None), Some(&v));
-        assert_eq!(a.headers, [("Authorization".to_string(), "Bearer s3cret".to_string())]);
-        let a = apply(&connector(AuthType::Basic, AuthLocation::Header, None, None), Some(&SecretValue::new("u:p".into())));
+        let a = apply(
+            &connector(AuthType::Bearer, AuthLocation::Header, None, None),
+            Some(&v),
+        );
+        assert_eq!(
+            a.headers,
+            [("Authorization".to_string(), "Bearer s3cret".to_string())]
+        );
+        let a = apply(
+            &connector(AuthType::Basic, AuthLocation::Header, None, None),
+            Some(&SecretValue::new("u:p".into())),
+        );
         assert_eq!(a.headers[0].1, "Basic dTpw");
-        let a = apply(&connector(AuthType::Custom, AuthLocation::Header, Some("X-Api-Key"), Some("k=")), Some(&v));
-        assert_eq!(a.headers, [("X-Api-Key".to_string(), "k=s3cret".to_string())]);
-        let a = apply(&connector(AuthType::Bearer, AuthLocation::Query, None, None), Some(&v));
-        assert_eq!(a.query, [("access_token".to_string(), "s3cret".to_string())]);
+        let a = apply(
+            &connector(
+                AuthType::Custom,
+                AuthLocation::Header,
+                Some("X-Api-Key"),
+                Some("k="),
+            ),
+            Some(&v),
+        );
+        assert_eq!(
+            a.headers,
+            [("X-Api-Key".to_string(), "k=s3cret".to_string())]
+        );
+        let a = apply(
+            &connector(AuthType::Bearer, AuthLocation::Query, None, None),
+            Some(&v),
+        );
+        assert_eq!(
+            a.query,
+            [("access_token".to_string(), "s3cret".to_string())]
+        );
         assert!(a.headers.is_empty());
         assert!(!format!("{a:?}").contains("s3cret"));
-        let none = apply(&connector(AuthType::None, AuthLocation::Header, None, None), Some(&v));
+        let none = apply(
+            &connector(AuthType::None, AuthLocation::Header, None, None),
+            Some(&v),
+        );
         assert!(none.headers.is_empty() && none.query.is_empty());
     }
 }

@@ -98,10 +98,26 @@ mod tests {
 
     #[test]
     fn digest_ignores_key_order_but_not_values() {
-        let a = call_digest("pets", "add", &json!({"name": "rex", "tags": ["a"], "n": 1}));
-        let b = call_digest("pets", "add", &json!({"n": 1, "tags": ["a"], "name": "rex"}));
-        let c = call_digest("pets", "add", &json!({"n": 2, "tags": ["a"], "name": "rex"}));
-        let d = call_digest("pets", "remove", &json!({"n": 1, "tags": ["a"], "name": "rex"}));
+        let a = call_digest(
+            "pets",
+            "add",
+            &json!({"name": "rex", "tags": ["a"], "n": 1}),
+        );
+        let b = call_digest(
+            "pets",
+            "add",
+            &json!({"n": 1, "tags": ["a"], "name": "rex"}),
+        );
+        let c = call_digest(
+            "pets",
+            "add",
+            &json!({"n": 2, "tags": ["a"], "name": "rex"}),
+        );
+        let d = call_digest(
+            "pets",
+            "remove",
+            &json!({"n": 1, "tags": ["a"], "name": "rex"}),
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
@@ -110,8 +126,10 @@ mod tests {
 
     #[test]
     fn preview_hides_sensitive_values_and_cuts() {
-        let p = preview(&json!({"name": "rex", "api_key": "k-123", "nested": {"Password": "p"},
-                                "long": "x".repeat(500)}));
+        let p = preview(
+            &json!({"name": "rex", "api_key": "k-123", "nested": {"Password": "p"},
+                                "long": "x".repeat(500)}),
+        );
         assert!(!p.contains("k-123") && !p.contains("\"p\""), "{p}");
         assert!(p.contains("[redacted]") && p.contains("rex"), "{p}");
         assert!(p.len() < 400, "{p}");

@@ -98,7 +98,11 @@ impl McpUpstream<'_> {
         }
         let truncated = text.len() > self.cap;
         Ok(McpAnswer {
-            text: if truncated { cut(&text, self.cap) } else { text },
+            text: if truncated {
+                cut(&text, self.cap)
+            } else {
+                text
+            },
             is_error: result.get("isError").and_then(Value::as_bool) == Some(true),
             truncated,
         })
@@ -134,7 +138,9 @@ impl McpUpstream<'_> {
         }
         if let Some(s) = &session {
             // Ending the upstream's session is a courtesy; its failure changes nothing.
-            let end = self.auth.apply(self.client.delete(self.url).header(SESSION_HEADER, s));
+            let end = self
+                .auth
+                .apply(self.client.delete(self.url).header(SESSION_HEADER, s));
             let _ = send(end, self.url, self.timeout, 1024).await;
         }
         Ok(out)
@@ -155,7 +161,13 @@ impl McpUpstream<'_> {
         if let Some(s) = session.as_deref() {
             req = req.header(SESSION_HEADER, s);
         }
-        let answer = send(self.auth.apply(req), self.url, self.timeout, self.cap_bytes()).await?;
+        let answer = send(
+            self.auth.apply(req),
+            self.url,
+            self.timeout,
+            self.cap_bytes(),
+        )
+        .await?;
         if !(200..300).contains(&answer.status) {
             return Err(UpstreamError::Status {
                 url: self.url.to_owned(),
@@ -163,7 +175,11 @@ impl McpUpstream<'_> {
                 body: cut(&answer.body, 300),
             });
         }
-        if let Some(s) = answer.headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+        if let Some(s) = answer
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
             *session = Some(s.to_owned());
         }
         let is_sse = answer
@@ -184,9 +200,8 @@ impl McpUpstream<'_> {
                 .filter_map(|(_, data)| serde_json::from_str(&data).ok())
                 .collect());
         }
-        let v: Value = serde_json::from_str(&answer.body).map_err(|e| self.protocol(format!(
-            "the answer is not JSON: {e}"
-        )))?;
+        let v: Value = serde_json::from_str(&answer.body)
+            .map_err(|e| self.protocol(format!("the answer is not JSON: {e}")))?;
         Ok(match v {
             Value::Array(items) => items,
             one => vec![one],
@@ -196,7 +211,11 @@ impl McpUpstream<'_> {
     async fn legacy_sse(&self, requests: &[(&str, Value)]) -> Result<Vec<Value>, UpstreamError> {
         let stream = self
             .auth
-            .apply(self.client.get(self.url).header(ACCEPT, "text/event-stream"))
+            .apply(
+                self.client
+                    .get(self.url)
+                    .header(ACCEPT, "text/event-stream"),
+            )
             .send()
             .await
             .map_err(|e| request_error(self.url, &e))?;
@@ -224,7 +243,10 @@ impl McpUpstream<'_> {
             .and_then(|u| u.join(endpoint.trim()))
             .map_err(|e| self.protocol(format!("bad endpoint {endpoint:?}: {e}")))?;
         let mut exchange = async |msg: Value, id: Option<u64>| -> Result<Value, UpstreamError> {
-            let post = self.auth.apply(super::upstream::json_body(self.client.post(endpoint.clone()), &msg));
+            let post = self.auth.apply(super::upstream::json_body(
+                self.client.post(endpoint.clone()),
+                &msg,
+            ));
             let answer = send(post, endpoint.as_str(), self.timeout, 64 * 1024).await?;
             if !(200..300).contains(&answer.status) {
                 return Err(UpstreamError::Status {
@@ -239,7 +261,9 @@ impl McpUpstream<'_> {
                 if event != "message" && !event.is_empty() {
                     continue;
                 }
-                let Ok(v) = serde_json::from_str::<Value>(&data) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(&data) else {
+                    continue;
+                };
                 if v.get("id").and_then(Value::as_u64) == Some(id) {
                     return self.result_of(vec![v], id);
                 }

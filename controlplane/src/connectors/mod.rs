@@ -90,7 +90,6 @@ impl Connectors {
     ) -> Result<Self, DomainError> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(settings.call_timeout)
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()
             .map_err(|e| DomainError::Internal(format!("connector HTTP client: {e}")))?;
@@ -115,9 +114,9 @@ impl Connectors {
             .manifests
             .get(&project.id, &project.default_branch)
             .await?;
-        let manifest = m.for_session().map_err(|why| {
-            DomainError::Precondition(format!("project {}: {why}", project.name))
-        })?;
+        let manifest = m
+            .for_session()
+            .map_err(|why| DomainError::Precondition(format!("project {}: {why}", project.name)))?;
         let head = m.head.map(|h| h.to_string()).unwrap_or_default();
         Ok((manifest, head))
     }

@@ -32,7 +32,8 @@ pub fn catalog(
     base_url: Option<&str>,
     spec_url: Option<&str>,
 ) -> Result<Catalog, OpenApiError> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| OpenApiError::NotJson(e.to_string()))?;
+    let doc: Value =
+        serde_json::from_str(text).map_err(|e| OpenApiError::NotJson(e.to_string()))?;
     let paths = doc
         .get("paths")
         .and_then(Value::as_object)
@@ -43,7 +44,9 @@ pub fn catalog(
     };
     let mut tools = Vec::new();
     for (path, item) in paths {
-        let Some(item) = item.as_object() else { continue };
+        let Some(item) = item.as_object() else {
+            continue;
+        };
         let shared = item.get("parameters").cloned().unwrap_or(Value::Null);
         for method in METHODS {
             if let Some(op) = item.get(*method).and_then(Value::as_object) {
@@ -65,10 +68,22 @@ fn server_url(doc: &Value, spec_url: Option<&str>) -> Option<String> {
         return Some(url.trim_end_matches('/').to_owned());
     }
     let spec = reqwest::Url::parse(spec_url?).ok()?;
-    Some(spec.join(url).ok()?.as_str().trim_end_matches('/').to_owned())
+    Some(
+        spec.join(url)
+            .ok()?
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned(),
+    )
 }
 
-fn operation(doc: &Value, path: &str, method: &str, op: &Map<String, Value>, shared: &Value) -> Tool {
+fn operation(
+    doc: &Value,
+    path: &str,
+    method: &str,
+    op: &Map<String, Value>,
+    shared: &Value,
+) -> Tool {
     let name = match op.get("operationId").and_then(Value::as_str) {
         Some(id) if !tool_name(id).is_empty() => tool_name(id),
         _ => tool_name(&format!("{method} {path}")),
@@ -125,7 +140,10 @@ fn operation(doc: &Value, path: &str, method: &str, op: &Map<String, Value>, sha
                 .get("schema")
                 .cloned()
                 .unwrap_or_else(|| json!({}));
-            Some((schema, b.get("required").and_then(Value::as_bool) == Some(true)))
+            Some((
+                schema,
+                b.get("required").and_then(Value::as_bool) == Some(true),
+            ))
         });
     if let Some((schema, needed)) = &body {
         properties.insert("body".into(), schema.clone());
@@ -144,7 +162,10 @@ fn operation(doc: &Value, path: &str, method: &str, op: &Map<String, Value>, sha
         input_schema: json!({"type": "object", "properties": properties, "required": required}),
         risk,
         target: Target::Http(HttpOperation {
-            method: method.to_ascii_uppercase().parse().unwrap_or(reqwest::Method::GET),
+            method: method
+                .to_ascii_uppercase()
+                .parse()
+                .unwrap_or(reqwest::Method::GET),
             path: path.to_owned(),
             params,
             body: body.is_some(),
@@ -207,7 +228,7 @@ mod tests {
         let c = catalog(PETS, None, Some("http://127.0.0.1:9/openapi.json")).unwrap();
         assert_eq!(c.base_url, "http://127.0.0.1:9/api");
         let names: Vec<_> = c.tools.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["getPet", "delete_pets_id", "addPet"]);
+        assert_eq!(names, ["addPet", "getPet", "delete_pets_id"]);
         assert_eq!(c.tool("getPet").unwrap().risk, Risk::Read);
         assert_eq!(c.tool("delete_pets_id").unwrap().risk, Risk::Destructive);
         let add = c.tool("addPet").unwrap();
@@ -217,15 +238,23 @@ mod tests {
             "string"
         );
         assert_eq!(add.input_schema["required"], json!(["body"]));
-        let Target::Http(op) = &add.target else { panic!() };
+        let Target::Http(op) = &add.target else {
+            panic!()
+        };
         assert_eq!(op.params, [("dry_run".to_string(), ParamIn::Query)]);
         assert!(op.body);
-        assert_eq!(c.tool("getPet").unwrap().input_schema["required"], json!(["id"]));
+        assert_eq!(
+            c.tool("getPet").unwrap().input_schema["required"],
+            json!(["id"])
+        );
     }
 
     #[test]
     fn bad_documents_are_named() {
-        assert!(matches!(catalog("openapi: 3", None, None), Err(OpenApiError::NotJson(_))));
+        assert!(matches!(
+            catalog("openapi: 3", None, None),
+            Err(OpenApiError::NotJson(_))
+        ));
         assert_eq!(catalog("{}", None, None), Err(OpenApiError::NoPaths));
         assert_eq!(
             catalog(r#"{"paths": {}}"#, None, None),

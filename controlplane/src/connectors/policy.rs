@@ -69,10 +69,22 @@ mod tests {
             rule("delete_*", PolicyAction::Block),
             rule("*", PolicyAction::AlwaysRun),
         ];
-        assert_eq!(effective(&rules, "delete_pet", Risk::Read), PolicyAction::Block);
-        assert_eq!(effective(&rules, "add_pet", Risk::Write), PolicyAction::AlwaysRun);
-        assert_eq!(effective(&[], "get_pet", Risk::Read), PolicyAction::AlwaysRun);
-        assert_eq!(effective(&[], "add_pet", Risk::Write), PolicyAction::RequireApproval);
+        assert_eq!(
+            effective(&rules, "delete_pet", Risk::Read),
+            PolicyAction::Block
+        );
+        assert_eq!(
+            effective(&rules, "add_pet", Risk::Write),
+            PolicyAction::AlwaysRun
+        );
+        assert_eq!(
+            effective(&[], "get_pet", Risk::Read),
+            PolicyAction::AlwaysRun
+        );
+        assert_eq!(
+            effective(&[], "add_pet", Risk::Write),
+            PolicyAction::RequireApproval
+        );
         assert_eq!(
             effective(&[], "drop", Risk::Destructive),
             PolicyAction::RequireApproval

@@ -45,7 +45,11 @@ pub enum UpstreamError {
     #[error("{0}")]
     Arguments(String),
     #[error("{url} answered HTTP {status}: {body}")]
-    Status { url: String, status: u16, body: String },
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("{url}: {reason}")]
     Protocol { url: String, reason: String },
 }
@@ -203,7 +207,9 @@ pub fn generic_request(
         .unwrap_or("GET")
         .to_ascii_uppercase()
         .parse()
-        .map_err(|_| UpstreamError::Arguments("argument \"method\" is not an HTTP method".into()))?;
+        .map_err(|_| {
+            UpstreamError::Arguments("argument \"method\" is not an HTTP method".into())
+        })?;
     let path = args.get("path").and_then(Value::as_str).unwrap_or("/");
     if !path.starts_with('/') || path.contains("://") || path.split('/').any(|s| s == "..") {
         return Err(UpstreamError::Arguments(format!(
@@ -215,7 +221,12 @@ pub fn generic_request(
     if let Some(q) = args.get("query").and_then(Value::as_object) {
         let pairs: Vec<(String, String)> = q
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                )
+            })
             .collect();
         req = req.query(&pairs);
     }
@@ -261,26 +272,42 @@ mod tests {
             ],
             body: false,
         };
-        let (req, url) =
-            http_request(&client, "http://h/api", &op, &json!({"id": "a b/c", "verbose": true, "X-Trace": "t1"}))
-                .unwrap();
+        let (req, url) = http_request(
+            &client,
+            "http://h/api",
+            &op,
+            &json!({"id": "a b/c", "verbose": true, "X-Trace": "t1"}),
+        )
+        .unwrap();
         assert_eq!(url, "http://h/api/pets/a%20b%2Fc");
         let req = req.build().unwrap();
-        assert_eq!(req.url().as_str(), "http://h/api/pets/a%20b%2Fc?verbose=true");
+        assert_eq!(
+            req.url().as_str(),
+            "http://h/api/pets/a%20b%2Fc?verbose=true"
+        );
         assert_eq!(req.headers()["x-trace"], "t1");
         let missing = http_request(&client, "http://h", &op, &json!({})).unwrap_err();
-        assert!(missing.to_string().contains("\"id\" is required"), "{missing}");
+        assert!(
+            missing.to_string().contains("\"id\" is required"),
+            "{missing}"
+        );
     }
 
     #[test]
     fn generic_requests_stay_under_the_base() {
         let client = reqwest::Client::new();
         for bad in ["../etc", "/a/../../b", "http://evil/x"] {
-            assert!(generic_request(&client, "http://h", &json!({"path": bad})).is_err(), "{bad}");
+            assert!(
+                generic_request(&client, "http://h", &json!({"path": bad})).is_err(),
+                "{bad}"
+            );
         }
-        let (req, url) =
-            generic_request(&client, "http://h", &json!({"method": "post", "path": "/x", "query": {"a": 1}}))
-                .unwrap();
+        let (req, url) = generic_request(
+            &client,
+            "http://h",
+            &json!({"method": "post", "path": "/x", "query": {"a": 1}}),
+        )
+        .unwrap();
         assert_eq!(url, "http://h/x");
         let req = req.build().unwrap();
         assert_eq!(req.method(), reqwest::Method::POST);

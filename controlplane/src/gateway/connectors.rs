@@ -2,7 +2,9 @@
 
 use super::Gateway;
 use crate::ca::SessionIdentity;
-use kortix_proto::v1::{CallConnectorRequest, CallConnectorResponse, ListSessionConnectorsResponse};
+use kortix_proto::v1::{
+    CallConnectorRequest, CallConnectorResponse, ListSessionConnectorsResponse,
+};
 use tonic::Status;
 
 impl Gateway {

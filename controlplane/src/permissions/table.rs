@@ -314,7 +314,10 @@ pub const RPCS: &[(&str, Action)] = &[
         "/kortix.v1.ApprovalService/ApproveCall",
         Action::DecideApproval,
     ),
-    ("/kortix.v1.ApprovalService/DenyCall", Action::DecideApproval),
+    (
+        "/kortix.v1.ApprovalService/DenyCall",
+        Action::DecideApproval,
+    ),
 ];
 
 /// The action of an RPC path, if the table has it.

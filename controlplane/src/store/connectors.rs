@@ -181,16 +181,20 @@ impl Store {
                 approval_columns!(),
                 " FROM connector_approvals WHERE id = $1"
             ))
-                .bind(id)
-                .fetch_optional(pool)
-                .await
+            .bind(id)
+            .fetch_optional(pool)
+            .await
         })
         .ctx(|| format!("reading approval {id}"))?;
         row.ok_or_else(|| Error::NotFound(format!("approval {id}")))
     }
 
     /// The newest approval of a session for exactly this call (digest), if any.
-    pub async fn latest_approval(&self, session_id: &str, digest: &str) -> Result<Option<Approval>> {
+    pub async fn latest_approval(
+        &self,
+        session_id: &str,
+        digest: &str,
+    ) -> Result<Option<Approval>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Approval>(concat!(
                 "SELECT ",
@@ -198,10 +202,10 @@ impl Store {
                 " FROM connector_approvals WHERE session_id = $1 AND digest = $2
                   ORDER BY requested_ms DESC, id DESC LIMIT 1"
             ))
-                .bind(session_id)
-                .bind(digest)
-                .fetch_optional(pool)
-                .await
+            .bind(session_id)
+            .bind(digest)
+            .fetch_optional(pool)
+            .await
         })
         .ctx(|| format!("reading the approvals of session {session_id}"))
     }
@@ -215,11 +219,11 @@ impl Store {
                 " FROM connector_approvals WHERE project_id = $1 AND ($2 = '' OR state = $2)
                   ORDER BY requested_ms DESC, id DESC LIMIT $3"
             ))
-                .bind(project_id)
-                .bind(state)
-                .bind(clamp_limit(0, MAX_APPROVALS))
-                .fetch_all(pool)
-                .await
+            .bind(project_id)
+            .bind(state)
+            .bind(clamp_limit(0, MAX_APPROVALS))
+            .fetch_all(pool)
+            .await
         })
         .ctx(|| format!("listing the approvals of project {project_id}"))
     }
@@ -269,9 +273,9 @@ impl Store {
                  RETURNING ",
                 approval_columns!()
             ))
-                .bind(now_ms)
-                .fetch_all(pool)
-                .await
+            .bind(now_ms)
+            .fetch_all(pool)
+            .await
         })
         .ctx(|| "expiring connector approvals".to_string())
     }

@@ -2178,7 +2178,13 @@ async fn connector_credentials_approvals_and_calls(db: TestDb) {
     let (_, web) = account_and_project(store, "connweb").await;
 
     // Credentials: shared and per person, replaced in place, values opaque.
-    assert!(store.connector_credential(&web.id, "pets", "").await.unwrap().is_none());
+    assert!(
+        store
+            .connector_credential(&web.id, "pets", "")
+            .await
+            .unwrap()
+            .is_none()
+    );
     store
         .put_connector_credential(&web.id, "pets", "", b"n1", b"c1", 1)
         .await
@@ -2191,12 +2197,25 @@ async fn connector_credentials_approvals_and_calls(db: TestDb) {
         .put_connector_credential(&web.id, "pets", "p1", b"n3", b"c3", 3)
         .await
         .unwrap();
-    let shared = store.connector_credential(&web.id, "pets", "").await.unwrap().unwrap();
-    assert_eq!((shared.nonce.as_slice(), shared.ciphertext.as_slice()), (&b"n2"[..], &b"c2"[..]));
+    let shared = store
+        .connector_credential(&web.id, "pets", "")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (shared.nonce.as_slice(), shared.ciphertext.as_slice()),
+        (&b"n2"[..], &b"c2"[..])
+    );
     assert!(!format!("{shared:?}").contains("c2"));
     let mut set = store.connector_credentials_set(&web.id).await.unwrap();
     set.sort();
-    assert_eq!(set, [("pets".to_string(), String::new()), ("pets".to_string(), "p1".to_string())]);
+    assert_eq!(
+        set,
+        [
+            ("pets".to_string(), String::new()),
+            ("pets".to_string(), "p1".to_string())
+        ]
+    );
 
     // Approvals: the newest for a digest wins; transitions are conditional.
     let approval = |id: &str, at: i64, expires: i64| Approval {
@@ -2213,27 +2232,54 @@ async fn connector_credentials_approvals_and_calls(db: TestDb) {
         ..Default::default()
     };
     store.insert_approval(&approval("a1", 10, 0)).await.unwrap();
-    store.insert_approval(&approval("a2", 20, 100)).await.unwrap();
-    assert_eq!(store.latest_approval("s1", "d1").await.unwrap().unwrap().id, "a2");
-    assert!(store.latest_approval("s1", "other").await.unwrap().is_none());
-    assert!(store
-        .transition_approval("a1", "pending", "approved", "", "person:p1", 30)
+    store
+        .insert_approval(&approval("a2", 20, 100))
         .await
-        .unwrap());
-    assert!(!store
-        .transition_approval("a1", "pending", "denied", "late", "person:p2", 31)
-        .await
-        .unwrap());
+        .unwrap();
+    assert_eq!(
+        store.latest_approval("s1", "d1").await.unwrap().unwrap().id,
+        "a2"
+    );
+    assert!(
+        store
+            .latest_approval("s1", "other")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .transition_approval("a1", "pending", "approved", "", "person:p1", 30)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition_approval("a1", "pending", "denied", "late", "person:p2", 31)
+            .await
+            .unwrap()
+    );
     let a1 = store.get_approval("a1").await.unwrap();
-    assert_eq!((a1.state.as_str(), a1.decided_by.as_str(), a1.decided_ms), ("approved", "person:p1", 30));
-    assert!(store.transition_approval("a1", "approved", "used", "", "", 40).await.unwrap());
+    assert_eq!(
+        (a1.state.as_str(), a1.decided_by.as_str(), a1.decided_ms),
+        ("approved", "person:p1", 30)
+    );
+    assert!(
+        store
+            .transition_approval("a1", "approved", "used", "", "", 40)
+            .await
+            .unwrap()
+    );
     assert_eq!(store.get_approval("a1").await.unwrap().decided_ms, 30);
     assert!(store.get_approval("nope").await.unwrap_err().is_not_found());
     // Expiry denies only what is due.
     assert!(store.expire_approvals(99).await.unwrap().is_empty());
     let expired = store.expire_approvals(100).await.unwrap();
     assert_eq!(expired.len(), 1);
-    assert_eq!((expired[0].id.as_str(), expired[0].state.as_str()), ("a2", "denied"));
+    assert_eq!(
+        (expired[0].id.as_str(), expired[0].state.as_str()),
+        ("a2", "denied")
+    );
     let pending = store.list_approvals(&web.id, "pending").await.unwrap();
     assert!(pending.is_empty());
     let all: Vec<_> = store
@@ -2275,5 +2321,11 @@ async fn connector_credentials_approvals_and_calls(db: TestDb) {
     let all = store.list_connector_calls(&web.id, "", 2).await.unwrap();
     assert_eq!(all.len(), 2);
     assert!(all[0].args_preview.len() <= 2048);
-    assert!(store.list_connector_calls("other", "", 0).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_connector_calls("other", "", 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
