@@ -56,21 +56,20 @@ impl Connectors {
         self.expire_due().await;
         let store = &self.inner.store;
         if let Some(mut a) = store.latest_approval(session_id, digest).await? {
-            match a.state.as_str() {
-                "approved" => {
-                    if store
-                        .transition_approval(&a.id, "approved", "used", "", "", now())
-                        .await?
-                    {
-                        a.state = "used".into();
-                        return Ok(Gate {
-                            waiting: None,
-                            used: record(&a),
-                        });
-                    }
-                }
-                "pending" => return Ok(waiting(&a)),
-                _ => {}
+            if a.state == "pending" {
+                return Ok(waiting(&a));
+            }
+            // An approval lets exactly one identical call run: whoever moves it to `used`.
+            if a.state == "approved"
+                && store
+                    .transition_approval(&a.id, "approved", "used", "", "", now())
+                    .await?
+            {
+                a.state = "used".into();
+                return Ok(Gate {
+                    waiting: None,
+                    used: record(&a),
+                });
             }
         }
         let at = now();
