@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod diag;
 pub mod enroll;
 pub mod opencode;
+pub mod private_socket;
 pub mod process;
 pub mod records;
 pub mod redact;

@@ -2,8 +2,7 @@
 //! credential socket): answers `kortix-agent mcp` by asking `AgentGateway`, and appends the
 //! records of each call (kinds `connector_call` and `approval`) to the session's stream.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +10,7 @@ use futures::future::BoxFuture;
 use kortix_proto::v1::record::Body;
 use kortix_proto::v1::{CallConnectorRequest, ListSessionConnectorsRequest};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::task::JoinHandle;
+use tokio::net::UnixStream;
 
 use super::protocol::{Answer, ConnectorInfo, MAX_LINE_BYTES, Request, SOCKET_NAME, ToolInfo};
 use crate::credentials::server::peer_allowed;
@@ -27,48 +25,20 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_CONCURRENT: usize = 16;
 
-pub struct ConnectorServer {
-    pub socket: PathBuf,
-    task: JoinHandle<()>,
-}
-
-impl Drop for ConnectorServer {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
+/// The served connector socket; dropping it stops serving.
+pub type ConnectorServer = crate::private_socket::PrivateSocket;
 
 /// Binds `<dir>/connectors.sock` (dir 0700, socket 0600) and serves it.
-pub fn serve(dir: &Path, broker: Broker, sink: RecordSink) -> std::io::Result<ConnectorServer> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let socket = dir.join(SOCKET_NAME);
-    match std::fs::remove_file(&socket) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let listener = UnixListener::bind(&socket)?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+pub fn serve(
+    dir: &Path,
+    broker: Broker,
+    sink: RecordSink,
+) -> Result<ConnectorServer, crate::private_socket::SocketError> {
     let uid = nix::unistd::geteuid().as_raw();
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                continue;
-            };
-            let (broker, sink) = (broker.clone(), sink.clone());
-            tokio::spawn(async move {
-                handle(stream, uid, &broker, &sink).await;
-                drop(permit);
-            });
-        }
-    });
-    Ok(ConnectorServer { socket, task })
+    crate::private_socket::serve(dir, SOCKET_NAME, MAX_CONCURRENT, move |stream| {
+        let (broker, sink) = (broker.clone(), sink.clone());
+        async move { handle(stream, uid, &broker, &sink).await }
+    })
 }
 
 async fn handle(stream: UnixStream, uid: u32, broker: &Broker, sink: &RecordSink) {
