@@ -17,7 +17,6 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use futures::StreamExt;
 use kortix_proto::v1::record::Body;
 use kortix_proto::v1::*;
 use kortix_tests::{ScriptedModel, Turn};
@@ -232,21 +231,7 @@ fn connector_calls(records: &[Record]) -> Vec<ConnectorCallRecord> {
 }
 
 async fn records_of(ts: &TestServer, token: &str, id: &str) -> Vec<Record> {
-    let mut stream = ts
-        .sessions(token)
-        .attach(AttachRequest {
-            session_id: id.into(),
-            from_seq: 0,
-            follow: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(r) = stream.next().await {
-        out.push(r.unwrap());
-    }
-    out
+    ts.stored_records(token, id, 0).await
 }
 
 /// Waits until the session's records hold `n` connector calls; returns them. On timeout it
@@ -416,11 +401,7 @@ async fn connections_end_to_end(database_url: Option<String>) {
         .await
         .unwrap()
         .into_inner();
-    let ws = ts
-        .data_dir()
-        .join("sandboxes")
-        .join(&session.id)
-        .join("workspace");
+    let ws = ts.workspace(&session.id);
     let env_dump = ws.join("env.txt");
     model.push([
         Turn::tool("kortix_connectors", json!({})),
