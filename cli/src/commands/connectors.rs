@@ -28,12 +28,15 @@ enum ConnectorsCommand {
     /// The project's connectors: provider, enabled, credential state and tool count.
     #[command(alias = "list")]
     Ls {
+        /// Project name or id.
         #[arg(long, short)]
         project: String,
     },
     /// A connector's tools with their effective policy and risk.
     Tools {
+        /// The connector's slug.
         slug: String,
+        /// Project name or id.
         #[arg(long, short)]
         project: String,
     },
@@ -44,6 +47,7 @@ enum ConnectorsCommand {
     },
     /// The log of connector calls.
     Calls {
+        /// Project name or id.
         #[arg(long, short)]
         project: String,
         /// Only this session's calls.
@@ -61,9 +65,12 @@ enum CredentialCommand {
     /// value is read from stdin (one trailing newline removed); on a terminal it is prompted
     /// for without echo.
     Set {
+        /// The connector's slug.
         slug: String,
+        /// Project name or id.
         #[arg(long, short)]
         project: String,
+        /// Your own credential (connectors with credential = "per_user").
         #[arg(long)]
         mine: bool,
     },
@@ -80,6 +87,7 @@ enum ApprovalsCommand {
     /// Approvals of the project's connector calls, newest first.
     #[command(alias = "list")]
     Ls {
+        /// Project name or id.
         #[arg(long, short)]
         project: String,
         /// pending, approved, denied or used.
@@ -87,10 +95,15 @@ enum ApprovalsCommand {
         state: Option<String>,
     },
     /// Approve a pending call: the session is told, and its identical call runs once.
-    Approve { id: String },
+    Approve {
+        /// The approval's id (from `approvals ls`).
+        id: String,
+    },
     /// Deny a pending call: the session is told why.
     Deny {
+        /// The approval's id (from `approvals ls`).
         id: String,
+        /// Why, told to the session.
         #[arg(long)]
         reason: Option<String>,
     },
