@@ -27,6 +27,28 @@ pub enum CloneError {
     Config { path: PathBuf, message: String },
 }
 
+impl CloneError {
+    /// Whether the remote could not be reached at all (connection refused, reset or timed
+    /// out, no route): worth another attempt, unlike a refusal or a missing branch.
+    pub fn is_unreachable(&self) -> bool {
+        let CloneError::Git { message, .. } = self else {
+            return false;
+        };
+        let m = message.to_ascii_lowercase();
+        [
+            "connection refused",
+            "connection reset",
+            "timed out",
+            "no route to host",
+            "network is unreachable",
+            "error trying to connect",
+            "tcp connect error",
+        ]
+        .iter()
+        .any(|needle| m.contains(needle))
+    }
+}
+
 /// Answers git's credential question for (protocol, host, path) with (username, password).
 pub type CredentialFn =
     Arc<dyn Fn(&str, &str, &str) -> Result<(String, String), String> + Send + Sync>;
@@ -322,6 +344,38 @@ mod tests {
         assert!(!cleartext_ok("http://cp.example.com/git/a.git"));
         assert!(!cleartext_ok("http://10.0.0.5:8008/git/a.git"));
         assert!(!cleartext_ok("http://127.0.0.1.evil.com/git/a.git"));
+    }
+
+    #[test]
+    fn an_unreachable_remote_is_worth_retrying_and_a_refusal_is_not() {
+        // A port nothing listens on: connection refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("http://127.0.0.1:{port}/git/app.git");
+        let spec = CloneSpec {
+            repo_url: &url,
+            branch: "sess-1",
+            default_branch: "main",
+            workspace: &tmp.path().join("ws"),
+            ca_pem: None,
+            credentials: Arc::new(|_, _, _| Err("none".into())),
+        };
+        let err = clone_or_fetch(&spec).unwrap_err();
+        assert!(err.is_unreachable(), "{err}");
+
+        let full = tmp.path().join("full");
+        std::fs::create_dir_all(&full).unwrap();
+        std::fs::write(full.join("x"), "").unwrap();
+        let err = clone_or_fetch(&CloneSpec {
+            workspace: &full,
+            ..spec
+        })
+        .unwrap_err();
+        assert!(!err.is_unreachable(), "{err}");
     }
 
     fn git(dir: &Path, args: &[&str]) -> String {

@@ -1,8 +1,15 @@
-//! What authorization costs a call: the bearer-token lookup plus the permission check
-//! (`permissions::project`, the caller's account role and grant on the project), timed
-//! in-process on the server's own store, against the whole call it guards — `GetProject`
-//! over gRPC from a client on loopback, authenticated and checked — in the same run, on
-//! SQLite and on PostgreSQL.
+//! What authorization adds to a call, on SQLite and on PostgreSQL, interleaved in one run:
+//!
+//! - the whole call it guards: `GetProject` over gRPC from a client on loopback,
+//!   authenticated and checked;
+//! - the call's authorization path, in-process on the server's own store: the bearer token
+//!   resolved (from the replica's token cache once warm, as the server does) and the
+//!   permission check (`permissions::project`: the project read with the caller's account
+//!   role and grant);
+//! - the same call with the check skipped: the project read alone (`find_project`).
+//!
+//! Added = authorization path − unchecked read; its share is added / (whole call − added),
+//! i.e. relative to the call without the check.
 //!
 //! `cargo bench --workspace --bench authz` (`CALLS`, default 5000; PostgreSQL at
 //! `KORTIX_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`, in a
@@ -96,31 +103,44 @@ async fn measure(label: &str, database_url: Option<&str>, calls: usize) -> anyho
     eprintln!("{label}: server up, people and project made");
     let store = Store::open(&work.path().join("data"), database_url).await?;
     let authenticator = Authenticator::new(store.clone());
-    // Warm both paths (connections, statement caches).
-    for _ in 0..200 {
-        reader_api.get_project("web").await?;
+    let authorized = async || -> anyhow::Result<()> {
         let principal = authenticator.authenticate(&reader).await?;
         let caller = principal.caller(Action::ViewProject).expect("a person");
         permissions::project(&store, &caller, "web").await?;
+        Ok(())
+    };
+    // Warm every path (connections, statement caches, the token cache).
+    for _ in 0..200 {
+        reader_api.get_project("web").await?;
+        authorized().await?;
+        store.find_project("web").await?;
     }
     eprintln!("{label}: warmed up");
-    // Interleaved, so both see the same machine.
-    let (mut call, mut authz) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    // Interleaved, so all see the same machine.
+    let mut call = Vec::with_capacity(calls);
+    let mut authz = Vec::with_capacity(calls);
+    let mut unchecked = Vec::with_capacity(calls);
     for _ in 0..calls {
         let t = Instant::now();
         reader_api.get_project("web").await?;
         call.push(t.elapsed());
         let t = Instant::now();
-        let principal = authenticator.authenticate(&reader).await?;
-        let caller = principal.caller(Action::ViewProject).expect("a person");
-        permissions::project(&store, &caller, "web").await?;
+        authorized().await?;
         authz.push(t.elapsed());
+        let t = Instant::now();
+        store.find_project("web").await?;
+        unchecked.push(t.elapsed());
     }
-    call.sort();
-    authz.sort();
+    for v in [&mut call, &mut authz, &mut unchecked] {
+        v.sort();
+    }
     for (name, v) in [
         ("GetProject over gRPC (the whole call)", &call),
-        ("authentication + permission check alone", &authz),
+        (
+            "token + permission check (the project read with roles)",
+            &authz,
+        ),
+        ("the project read alone (check skipped)", &unchecked),
     ] {
         println!(
             "| {label} | {name} | {} | {} | {} |",
@@ -129,10 +149,22 @@ async fn measure(label: &str, database_url: Option<&str>, calls: usize) -> anyho
             us(percentile(v, 0.99)),
         );
     }
+    let added = |p: f64| percentile(&authz, p).saturating_sub(percentile(&unchecked, p));
+    let share = |p: f64| {
+        let without = percentile(&call, p).saturating_sub(added(p));
+        100.0 * added(p).as_secs_f64() / without.as_secs_f64()
+    };
     println!(
-        "| {label} | share of the call (p50 / p99) | {:.0} % | | {:.0} % |",
-        100.0 * percentile(&authz, 0.5).as_secs_f64() / percentile(&call, 0.5).as_secs_f64(),
-        100.0 * percentile(&authz, 0.99).as_secs_f64() / percentile(&call, 0.99).as_secs_f64(),
+        "| {label} | added by authorization | {} | {} | {} |",
+        us(added(0.5)),
+        us(added(0.9)),
+        us(added(0.99)),
+    );
+    println!(
+        "| {label} | added, share of the unchecked call | {:.1} % | {:.1} % | {:.1} % |",
+        share(0.5),
+        share(0.9),
+        share(0.99),
     );
     store.close().await;
     server.shutdown().await;

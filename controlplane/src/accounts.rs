@@ -2,7 +2,7 @@
 //! the store keeps only their hashes.
 
 use crate::audit::{self, Event};
-use crate::auth::{Caller, TokenKind, generate_token, hash_token};
+use crate::auth::{Authenticator, Caller, TokenKind, generate_token, hash_token};
 use crate::error::{DomainError, DomainResult, check_len};
 use crate::permissions::{self, AccountRole, ProjectRole};
 use crate::store::{Account, ApiToken, Member, Person, Project, Store, TokenLimits};
@@ -38,11 +38,16 @@ pub struct MintedToken {
 #[derive(Clone)]
 pub struct Accounts {
     store: Store,
+    /// Forgets revoked tokens (the replica's token cache).
+    authenticator: Authenticator,
 }
 
 impl Accounts {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, authenticator: Authenticator) -> Self {
+        Self {
+            store,
+            authenticator,
+        }
     }
 
     /// The server admin creates a person with a personal account they own; the person gets
@@ -136,6 +141,7 @@ impl Accounts {
             .store
             .revoke_api_token(&caller.person_id, id, crate::clock::now_ms())
             .await?;
+        self.authenticator.token_revoked(&revoked.id).await;
         audit::record(
             &self.store,
             caller,

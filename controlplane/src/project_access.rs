@@ -19,9 +19,9 @@ pub struct ProjectAccess {
 }
 
 impl ProjectAccess {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, authenticator: crate::auth::Authenticator) -> Self {
         Self {
-            accounts: crate::accounts::Accounts::new(store.clone()),
+            accounts: crate::accounts::Accounts::new(store.clone(), authenticator),
             store,
         }
     }

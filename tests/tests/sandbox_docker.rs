@@ -8,12 +8,12 @@
 mod isolated;
 mod support;
 
-use isolated::{follow_until, parse_report, wait_status};
+use isolated::{file_on_branch, follow_until, parse_report, pushed_commit, wait_status};
 use kortix_controlplane::config::{DockerSettings, SandboxKind, ServerConfig};
 use kortix_controlplane::sandbox::docker::DockerEngine;
 use kortix_proto::v1::*;
 use kortix_tests::podman::{TEST_BASE_IMAGE, podman};
-use kortix_tests::{ScriptedModel, opencode_bin};
+use kortix_tests::{ScriptedModel, Turn, opencode_bin};
 use std::time::Duration;
 use support::TestServer;
 
@@ -113,10 +113,12 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
     .await;
     let token = ts.account("alice").await;
     let base_url = model.base_url();
-    let _work = support::app_with_model_config(&ts, &token, model.port(), move |config| {
+    let work = support::app_with_model_config(&ts, &token, model.port(), move |config| {
         let mut json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
         json["provider"]["scripted"]["options"]["baseURL"] = base_url.into();
+        // The agent reads the Dockerfile's file outside its workspace.
+        json["permission"]["external_directory"] = "allow".into();
         std::fs::write(config, serde_json::to_string_pretty(&json).unwrap()).unwrap();
         let clone = config.ancestors().nth(3).unwrap();
         std::fs::write(clone.join("kortix.toml"), MANIFEST).unwrap();
@@ -139,11 +141,21 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
     })
     .await;
 
+    // The agent's bash tool, inside the container, reads what the Dockerfile put there and
+    // commits it; the change request lands it.
+    model.push([
+        Turn::bash(
+            "cp /etc/kortix-marker seen-marker.txt && git add seen-marker.txt && \
+             git commit -q -m 'Record the snapshot marker' && git push -q origin HEAD",
+        ),
+        Turn::text("Recorded the marker."),
+    ]);
     let session = ts
         .sessions(&token)
         .start_session(StartSessionRequest {
             project: "app".into(),
             agent: "build".into(),
+            prompt: "Record the marker file.".into(),
             ..Default::default()
         })
         .await
@@ -157,11 +169,52 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
         Duration::from_secs(100),
     )
     .await;
-    let records = follow_until(&ts, &token, &session.id, Duration::from_secs(10), |seen| {
-        seen.iter()
-            .any(|r| matches!(&r.body, Some(record::Body::State(s)) if s.phase == "opencode-ready"))
+    let records = follow_until(&ts, &token, &session.id, Duration::from_secs(120), |seen| {
+        pushed_commit(seen).is_some()
     })
     .await;
+    assert!(
+        records.iter().any(
+            |r| matches!(&r.body, Some(record::Body::State(s)) if s.phase == "opencode-ready")
+        ),
+        "OpenCode came up in the container"
+    );
+    let commit = pushed_commit(&records).unwrap_or_else(|| {
+        panic!(
+            "no pushed commit (the model was asked {} times): {}",
+            model.calls(),
+            isolated::describe(&records)
+        )
+    });
+    assert_eq!(commit.message.trim(), "Record the snapshot marker");
+    assert_eq!(
+        file_on_branch(&ts, &token, work.path(), &session.id, "seen-marker.txt"),
+        "built from the Dockerfile\n"
+    );
+    let cr = ts
+        .crs(&token)
+        .open_change_request(OpenChangeRequestRequest {
+            project: "app".into(),
+            session_id: session.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let merged = ts
+        .crs(&token)
+        .merge_change_request(ChangeRequestRef {
+            project: "app".into(),
+            number: cr.number,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        merged.state,
+        ChangeRequestState::Merged as i32,
+        "{merged:?}"
+    );
     let build_lines: Vec<&str> = records
         .iter()
         .filter_map(|r| match &r.body {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use kortix_proto::v1::{Bootstrap, GitCredentialRequest, SessionStatus};
 
+use crate::backoff::Backoff;
 use crate::clone::{self, CloneSpec, CredentialFn, RepoSetup};
 use crate::commits::{CommitWatcher, WatcherHandle};
 use crate::config::Config;
@@ -14,6 +15,11 @@ use crate::credentials::{self, CredentialServer, Provider, RepoTarget};
 use crate::enroll::Gateway;
 use crate::process::Reaper;
 use crate::records::RecordSink;
+
+/// Clone attempts when the control plane cannot be reached, and the pauses between them.
+const CLONE_ATTEMPTS: u32 = 4;
+const CLONE_RETRY_FIRST: Duration = Duration::from_millis(500);
+const CLONE_RETRY_MAX: Duration = Duration::from_secs(4);
 
 pub(super) struct Workspace {
     /// Serves git's credential helper while the session lives.
@@ -62,32 +68,49 @@ pub(super) async fn prepare(
     );
     let started = Instant::now();
     let https = bootstrap.repo_url.starts_with("https://");
-    let cloned = {
-        let spec = OwnedCloneSpec {
-            repo_url: bootstrap.repo_url.clone(),
-            branch: bootstrap.branch.clone(),
-            default_branch: bootstrap.default_branch.clone(),
-            workspace: config.workspace.clone(),
-            ca_pem: https.then(|| gateway.ca_pem()),
-            credentials: blocking_credentials(provider),
-        };
+    let spec = Arc::new(OwnedCloneSpec {
+        repo_url: bootstrap.repo_url.clone(),
+        branch: bootstrap.branch.clone(),
+        default_branch: bootstrap.default_branch.clone(),
+        workspace: config.workspace.clone(),
+        ca_pem: https.then(|| gateway.ca_pem()),
+        credentials: blocking_credentials(provider),
+    });
+    // A sandbox's network can come up a moment after its agent enrolls (a container on a
+    // bridge the engine just created): a clone that could not reach the control plane is
+    // tried again, a few times, before it fails the session.
+    let mut backoff = Backoff::new(CLONE_RETRY_FIRST, CLONE_RETRY_MAX);
+    let mut attempt = 1;
+    let outcome = loop {
         let hold = reaper.own_children_only();
-        tokio::task::spawn_blocking(move || {
+        let attempt_spec = spec.clone();
+        let cloned = tokio::task::spawn_blocking(move || {
             let _hold = hold;
-            clone::clone_or_fetch(&spec.borrowed())
+            clone::clone_or_fetch(&attempt_spec.borrowed())
         })
         .await
+        .map_err(|e| format!("clone task failed: {e}"))?;
+        match cloned {
+            Ok(outcome) => break outcome,
+            Err(e) if attempt < CLONE_ATTEMPTS && e.is_unreachable() => {
+                let delay = backoff.next_delay();
+                sink.agent(format!(
+                    "clone attempt {attempt} of {CLONE_ATTEMPTS} could not reach the control \
+                     plane ({e}); trying again in {} ms",
+                    delay.as_millis()
+                ));
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
     };
     let clone_time = started.elapsed();
-    match cloned {
-        Ok(Ok(outcome)) => sink.state(
-            SessionStatus::Provisioning,
-            "cloned",
-            format!("{outcome:?} in {} ms", clone_time.as_millis()),
-        ),
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(e) => return Err(format!("clone task failed: {e}")),
-    }
+    sink.state(
+        SessionStatus::Provisioning,
+        "cloned",
+        format!("{outcome:?} in {} ms", clone_time.as_millis()),
+    );
     let ca_file = https.then(|| config.spool_dir.join("control-plane-ca.pem"));
     prepare_repo(config, bootstrap, gateway, ca_file.as_deref(), &socket_path)?;
     let watcher = match CommitWatcher::new(&config.workspace, &bootstrap.branch) {

@@ -1,21 +1,55 @@
 //! Resolves bearer tokens to principals through the store, and creates the first admin.
 
+use super::token_cache::{self, TokenCache};
 use super::{AuthError, Narrowed, Principal, TokenKind, generate_token, hash_token, parse_bearer};
 use crate::store::{self, Store};
 
 /// Name of the person (and personal account) created on first start.
 pub const ADMIN_ACCOUNT_NAME: &str = "admin";
 const ADMIN_TOKEN_NAME: &str = "admin (first start)";
+/// Longest a revocation waits to be announced to other replicas.
+const ANNOUNCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Turns tokens into [`Principal`]s. Cheap to clone.
+/// Turns tokens into [`Principal`]s. Cheap to clone; clones share one [`TokenCache`], so
+/// the API and the git endpoint of a replica should use clones of one authenticator.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     store: Store,
+    cache: TokenCache,
 }
 
 impl Authenticator {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            cache: TokenCache::default(),
+        }
+    }
+
+    /// The people's tokens this replica resolved recently.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// A token was revoked: forgotten here at once, and on the other replicas when they hear
+    /// of it (a failure to tell them is logged; their entries end within the cache's TTL).
+    pub async fn token_revoked(&self, token_id: &str) {
+        self.cache.forget_token(token_id);
+        let announced = tokio::time::timeout(
+            ANNOUNCE_TIMEOUT,
+            token_cache::announce_revocation(&self.store, token_id),
+        )
+        .await;
+        match announced {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(token = token_id, error = %e, "telling other replicas of a revoked token")
+            }
+            Err(_) => tracing::warn!(
+                token = token_id,
+                "telling other replicas of a revoked token timed out"
+            ),
+        }
     }
 
     /// Resolves an `authorization` value (`Bearer <token>`).
@@ -31,16 +65,12 @@ impl Authenticator {
         let hash = hash_token(token);
         let now = crate::clock::now_ms();
         match TokenKind::of(token)? {
-            TokenKind::Person => match self.store.lookup_api_token(&hash, now).await {
-                Ok((person, token)) => Ok(Principal::Person {
-                    person_id: person.id,
-                    server_admin: person.server_admin,
-                    narrowed: narrowed(&token),
-                    token_id: token.id,
-                }),
-                Err(e) if e.is_not_found() => Err(AuthError::InvalidToken),
-                Err(e) => Err(AuthError::Store(e)),
-            },
+            TokenKind::Person => {
+                if let Some(principal) = self.cache.get(&hash, now) {
+                    return Ok(principal);
+                }
+                self.lookup_person(hash, now).await
+            }
             TokenKind::SessionGit => match self.store.lookup_git_token(&hash, now).await {
                 Ok(t) => Ok(Principal::SessionGit {
                     session_id: t.session_id,
@@ -54,6 +84,26 @@ impl Authenticator {
                 expected: TokenKind::Person,
                 found,
             }),
+        }
+    }
+}
+
+impl Authenticator {
+    async fn lookup_person(&self, hash: String, now: i64) -> Result<Principal, AuthError> {
+        match self.store.lookup_api_token(&hash, now).await {
+            Ok((person, token)) => {
+                let principal = Principal::Person {
+                    person_id: person.id,
+                    server_admin: person.server_admin,
+                    narrowed: narrowed(&token),
+                    token_id: token.id.clone(),
+                };
+                self.cache
+                    .insert(hash, &token.id, token.expires_ms, principal.clone());
+                Ok(principal)
+            }
+            Err(e) if e.is_not_found() => Err(AuthError::InvalidToken),
+            Err(e) => Err(AuthError::Store(e)),
         }
     }
 }
@@ -237,6 +287,9 @@ mod tests {
             .revoke_api_token(&alice.id, &info.id, crate::clock::now_ms())
             .await
             .unwrap();
+        // Resolved a moment ago, so remembered until the revocation is announced.
+        assert!(auth.authenticate(&token).await.is_ok());
+        auth.token_revoked(&info.id).await;
         assert!(matches!(
             auth.authenticate(&token).await,
             Err(AuthError::InvalidToken)

@@ -14,9 +14,11 @@ pub struct GitAuth {
 }
 
 impl GitAuth {
-    pub fn new(store: Store) -> Self {
+    /// Resolves tokens with `authenticator` (a clone of the API's, so both share the
+    /// replica's token cache).
+    pub fn new(store: Store, authenticator: Authenticator) -> Self {
         Self {
-            authenticator: Authenticator::new(store.clone()),
+            authenticator,
             store,
         }
     }
@@ -158,7 +160,7 @@ mod tests {
             .await
             .unwrap();
 
-        let auth = GitAuth::new(store.clone());
+        let auth = GitAuth::new(store.clone(), Authenticator::new(store.clone()));
         let access = auth.authorize("web", alice_basic.clone()).await.unwrap();
         assert_eq!(
             access,

@@ -5,6 +5,7 @@ mod authenticator;
 mod git_access;
 mod git_auth;
 mod principal;
+pub mod token_cache;
 mod tokens;
 
 pub use authenticator::{ADMIN_ACCOUNT_NAME, Authenticator, bootstrap_admin};

@@ -104,9 +104,14 @@ impl Services {
     pub fn public(&self, base: &Foundation, urls: &Urls) -> Result<PublicServices, ServerError> {
         let hooks_dir = base.data_dir.join("hooks");
         let store = &base.store;
+        // One authenticator (and so one token cache) for the API and git.
+        let authenticator = Authenticator::new(store.clone());
         Ok(PublicServices {
-            accounts: crate::accounts::Accounts::new(store.clone()),
-            project_access: crate::project_access::ProjectAccess::new(store.clone()),
+            accounts: crate::accounts::Accounts::new(store.clone(), authenticator.clone()),
+            project_access: crate::project_access::ProjectAccess::new(
+                store.clone(),
+                authenticator.clone(),
+            ),
             projects: crate::projects::Projects::new(
                 store.clone(),
                 base.repos.clone(),
@@ -122,9 +127,9 @@ impl Services {
             sessions: self.sessions.clone(),
             connectors: self.connectors.clone(),
             triggers: self.triggers.clone(),
-            authenticator: Arc::new(Authenticator::new(store.clone())),
+            authenticator: Arc::new(authenticator.clone()),
             git: crate::git::GitHttpState::new(
-                Arc::new(crate::auth::GitAuth::new(store.clone())),
+                Arc::new(crate::auth::GitAuth::new(store.clone(), authenticator)),
                 base.repos.clone(),
                 hooks_dir.clone(),
                 crate::git::GitHttpLimits::default(),

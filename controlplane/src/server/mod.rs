@@ -129,6 +129,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         public,
         agent,
     };
+    let relay = engine.as_ref().and_then(|e| e.snapshots.take_relay());
     let (engine, gateways) = engine
         .map(|e| ((e.docker, e.snapshots), (e.public_gw, e.agent_gw)))
         .unzip();
@@ -142,9 +143,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (drained_tx, drained_rx) = watch::channel(false);
 
     let mut tasks = background::spawn(&mut services, exits, sandboxes_done_rx, &shutdown_rx);
+    if let Some(relay) = relay {
+        tasks.push(tokio::spawn(relay.run(signalled(shutdown_rx.clone()))));
+    }
+    let public = services.public(&base, &urls)?;
+    tasks.push(tokio::spawn(crate::auth::token_cache::listen(
+        base.store.clone(),
+        public.authenticator.cache().clone(),
+        signalled(shutdown_rx.clone()),
+    )));
     tasks.push(listeners::serve_public(
         std::iter::once(public_bound).chain(public_gw),
-        services.public(&base, &urls)?,
+        public,
         drained_rx.clone(),
     )?);
     let gateway = Gateway::new(

@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod recipe;
+mod relay;
 pub mod runtime;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use crate::metrics::{OutcomeLabel, metrics};
 use crate::sandbox::{BuildLog, SnapshotBuilder};
 use crate::store::{NewSnapshot, Project, Snapshot, SnapshotStatus, Store};
 pub use recipe::{Hardware, Recipe};
+pub use relay::Relay;
 pub use runtime::RuntimeLayer;
 
 /// A claim not renewed for this long is taken to be abandoned.
@@ -75,6 +77,12 @@ pub struct Snapshots {
     replica: Arc<str>,
     /// Builds running on this replica: their output, for waiters here.
     flights: Arc<Mutex<HashMap<String, broadcast::Sender<String>>>>,
+    /// Waiters here for builds other replicas run (PostgreSQL only).
+    remote: relay::RemoteLines,
+    /// Where builds run here send their lines for other replicas (PostgreSQL only).
+    outbox: Option<relay::Outbox>,
+    /// The relay's task, until the server takes it to run.
+    relay: Arc<Mutex<Option<Relay>>>,
 }
 
 /// What [`Snapshots::ensure`] was asked for: the template of a project, and whether a failed
@@ -98,6 +106,8 @@ impl Snapshots {
         runtime: Arc<RuntimeLayer>,
         config: SnapshotConfig,
     ) -> Self {
+        let remote = relay::RemoteLines::default();
+        let (outbox, relay) = relay::relay(&store, remote.clone()).unzip();
         Self {
             store,
             repos,
@@ -106,7 +116,16 @@ impl Snapshots {
             config: Arc::new(config),
             replica: crate::store::new_id().into(),
             flights: Arc::default(),
+            remote,
+            outbox,
+            relay: Arc::new(Mutex::new(relay)),
         }
+    }
+
+    /// The task that relays build lines between replicas, to be run once by the server;
+    /// `None` on SQLite or when already taken.
+    pub fn take_relay(&self) -> Option<Relay> {
+        self.relay.lock().expect("relay lock").take()
     }
 
     /// The recipe of `template` on the project's default branch.
@@ -177,6 +196,9 @@ impl Snapshots {
                 .await?;
         }
         let deadline = tokio::time::Instant::now() + self.config.build_timeout + CLAIM_TTL;
+        let key = flight_key(recipe);
+        // Dropped after `lines`: forgets this build's remote waiters once none is left.
+        let _release = ReleaseRemote(&self.remote, &key);
         let mut lines: Option<broadcast::Receiver<String>> = None;
         loop {
             row = self
@@ -227,9 +249,13 @@ impl Snapshots {
                     (self.config.build_timeout + CLAIM_TTL).as_secs()
                 )));
             }
-            // Follow the build's output when it runs here; otherwise poll the row.
+            // Follow the build's output: here, or relayed from the replica that runs it; and
+            // poll the row.
             if lines.is_none() {
-                lines = self.subscribe(&flight_key(recipe));
+                lines = self.subscribe(&key);
+            }
+            if lines.is_none() && self.outbox.is_some() {
+                lines = Some(self.remote.subscribe(&key));
             }
             match lines.as_mut() {
                 Some(rx) => {
@@ -333,7 +359,7 @@ impl Snapshots {
         .map_err(|e| format!("writing the build context: {e}"))?;
         let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let sink: BuildLog = {
-            let tail = tail.clone();
+            let (tail, outbox, key) = (tail.clone(), self.outbox.clone(), flight_key(recipe));
             Arc::new(move |line: &str| {
                 let line = bounded(line);
                 {
@@ -345,6 +371,9 @@ impl Snapshots {
                 }
                 if let Some(log) = &log {
                     log(line);
+                }
+                if let Some(outbox) = &outbox {
+                    outbox.line(&key, line);
                 }
                 let _ = tx.send(line.to_owned());
             })
@@ -438,6 +467,15 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Forgets a build's remote waiters when the last waiter of this replica leaves.
+struct ReleaseRemote<'a>(&'a relay::RemoteLines, &'a str);
+
+impl Drop for ReleaseRemote<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
     }
 }
 

@@ -1,5 +1,6 @@
-//! PostgreSQL `NOTIFY`/`LISTEN` on one channel, for wake-ups between control-plane replicas
-//! that share the database. SQLite has one process per data file, so it has no channel.
+//! PostgreSQL `NOTIFY`/`LISTEN`, for hints between control-plane replicas that share the
+//! database: wake-ups of session viewers ([`WAKE_CHANNEL`]) and token revocations
+//! (`auth::token_cache`). SQLite has one process per data file, so it has no channels.
 //!
 //! A notification is a hint that something changed, never data: receivers read what changed
 //! from the tables, and a lost notification costs latency (the next poll), not correctness.
@@ -23,9 +24,10 @@ pub enum Heard {
     Gap,
 }
 
-/// A dedicated connection listening on [`WAKE_CHANNEL`].
+/// A dedicated connection listening on one channel.
 pub struct WakeListener {
     inner: PgListener,
+    channel: &'static str,
 }
 
 impl WakeListener {
@@ -35,7 +37,7 @@ impl WakeListener {
         match self.inner.try_recv().await {
             Ok(Some(n)) => Ok(Heard::Wake(payload(n))),
             Ok(None) => Ok(Heard::Gap),
-            Err(e) => Err(e).ctx(|| format!("listening on {WAKE_CHANNEL}")),
+            Err(e) => Err(e).ctx(|| format!("listening on {}", self.channel)),
         }
     }
 }
@@ -53,6 +55,12 @@ impl Store {
     /// Sends each payload as one notification on [`WAKE_CHANNEL`]; payloads over
     /// [`MAX_PAYLOAD`] bytes are dropped. Does nothing on SQLite.
     pub async fn notify_wakeups(&self, payloads: &[String]) -> Result<()> {
+        self.notify_on(WAKE_CHANNEL, payloads).await
+    }
+
+    /// Sends each payload as one notification on `channel`; payloads over [`MAX_PAYLOAD`]
+    /// bytes are dropped. Does nothing on SQLite.
+    pub async fn notify_on(&self, channel: &str, payloads: &[String]) -> Result<()> {
         let Backend::Postgres(pool) = self.backend() else {
             return Ok(());
         };
@@ -63,17 +71,22 @@ impl Store {
             .collect();
         for chunk in payloads.chunks(BATCH) {
             sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-                .bind(WAKE_CHANNEL)
+                .bind(channel)
                 .bind(chunk)
                 .execute(pool)
                 .await
-                .ctx(|| format!("notifying {} wake-ups", chunk.len()))?;
+                .ctx(|| format!("notifying {} payloads on {channel}", chunk.len()))?;
         }
         Ok(())
     }
 
     /// A listener on [`WAKE_CHANNEL`]; `None` on SQLite.
     pub async fn listen_wakeups(&self) -> Result<Option<WakeListener>> {
+        self.listen_on(WAKE_CHANNEL).await
+    }
+
+    /// A listener on `channel`; `None` on SQLite.
+    pub async fn listen_on(&self, channel: &'static str) -> Result<Option<WakeListener>> {
         let Backend::Postgres(pool) = self.backend() else {
             return Ok(None);
         };
@@ -81,9 +94,9 @@ impl Store {
             .await
             .ctx(|| "connecting a listener".to_string())?;
         inner
-            .listen(WAKE_CHANNEL)
+            .listen(channel)
             .await
-            .ctx(|| format!("LISTEN {WAKE_CHANNEL}"))?;
-        Ok(Some(WakeListener { inner }))
+            .ctx(|| format!("LISTEN {channel}"))?;
+        Ok(Some(WakeListener { inner, channel }))
     }
 }

@@ -1,0 +1,75 @@
+//! Driving a bare OpenCode server the way a person would without Kortix: wait for its health
+//! endpoint, create a session, send the prompt, and watch the pushed branch.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use http::Method;
+use kortix_agent::opencode::http::Client;
+
+use crate::timing::{REF_POLL, RUN_DEADLINE, Run, ref_moves};
+
+/// OpenCode on `127.0.0.1:port`, started at `started`, asked to create `file`; its commit is
+/// awaited on `branch` of the bare repository `origin`.
+pub async fn drive(
+    port: u16,
+    file: &str,
+    origin: &Path,
+    branch: &str,
+    started: Instant,
+) -> Result<Run> {
+    let client = Client::new(port);
+    let deadline = Instant::now() + RUN_DEADLINE;
+    loop {
+        let healthy = client
+            .call(
+                Method::GET,
+                "/global/health",
+                None,
+                Duration::from_millis(500),
+            )
+            .await
+            .is_ok_and(|b| String::from_utf8_lossy(&b).contains("\"healthy\":true"));
+        if healthy {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("opencode serve was not healthy within {RUN_DEADLINE:?}");
+        }
+        tokio::time::sleep(REF_POLL).await;
+    }
+    let healthy = started.elapsed();
+    let timeout = Duration::from_secs(30);
+    let body = client
+        .call(
+            Method::POST,
+            "/session",
+            Some(&serde_json::json!({})),
+            timeout,
+        )
+        .await?;
+    let id = serde_json::from_slice::<serde_json::Value>(&body)?["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no session id from opencode"))?
+        .to_string();
+    let prompt = serde_json::json!({
+        "parts": [{ "type": "text", "text": format!("Create {file} and commit it.") }]
+    });
+    client
+        .call(
+            Method::POST,
+            &format!("/session/{id}/prompt_async"),
+            Some(&prompt),
+            timeout,
+        )
+        .await?;
+    let ready = started.elapsed();
+    let commit = ref_moves(origin, branch, None, started).await?;
+    Ok(Run {
+        ready,
+        healthy: Some(healthy),
+        commit,
+        rss_kib: None,
+    })
+}
