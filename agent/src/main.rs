@@ -1,8 +1,9 @@
-//! `kortix-agent`: the session daemon, or `kortix-agent git-credential get|store|erase`.
+//! `kortix-agent`: the session daemon, `kortix-agent git-credential get|store|erase`, or
+//! `kortix-agent mcp` (the connectors' MCP server OpenCode launches).
 
 use std::process::ExitCode;
 
-use kortix_agent::{Config, ExitReason, credentials, diag, process};
+use kortix_agent::{Config, ExitReason, connectors, credentials, diag, process};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -16,13 +17,21 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
         }
+        Some("mcp") => {
+            let code = connectors::mcp::run(
+                &args[2..],
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+            );
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
         Some("--version" | "version") => {
             println!("kortix-agent {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Some(other) => {
             eprintln!(
-                "usage: kortix-agent [git-credential get|store|erase]   (unknown argument {other:?})"
+                "usage: kortix-agent [git-credential get|store|erase | mcp [--socket PATH]]   (unknown argument {other:?})"
             );
             return ExitCode::from(2);
         }

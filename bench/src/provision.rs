@@ -56,6 +56,17 @@ impl Cluster {
         }))
     }
 
+    /// A cluster over an existing project (e.g. one imported with its own `kortix.toml`).
+    pub fn for_project(api: Api, data_dir: &Path, project: String) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            api,
+            project,
+            data_dir: data_dir.to_path_buf(),
+            errors: ErrorLog::new(),
+            enroll_channel: OnceCell::new(),
+        })
+    }
+
     /// Starts a session and brings its simulated agent up to `running`.
     pub async fn provision_agent(&self, label: &str) -> Result<LiveAgent, BenchError> {
         let session_id = self.api.start_session(&self.project, label).await?;

@@ -191,6 +191,24 @@ impl Client {
         ProjectServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
+    pub fn connectors(
+        &self,
+    ) -> kortix_proto::v1::connector_service_client::ConnectorServiceClient<Authed> {
+        kortix_proto::v1::connector_service_client::ConnectorServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.auth.clone(),
+        )
+    }
+
+    pub fn approvals(
+        &self,
+    ) -> kortix_proto::v1::approval_service_client::ApprovalServiceClient<Authed> {
+        kortix_proto::v1::approval_service_client::ApprovalServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.auth.clone(),
+        )
+    }
+
     pub fn secrets(&self) -> SecretServiceClient<Authed> {
         SecretServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }

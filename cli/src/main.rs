@@ -73,6 +73,10 @@ enum Command {
     GitCredential(commands::git_credential::GitCredentialArgs),
     /// Set, list and remove project secrets.
     Secrets(commands::secrets::SecretsArgs),
+    /// The project's connectors: their tools and policies, credentials, the call log.
+    Connectors(commands::connectors::ConnectorsArgs),
+    /// Connector calls waiting for a person: list, approve, deny.
+    Approvals(commands::connectors::ApprovalsArgs),
     /// The images sessions boot from (--sandbox docker): list, build, prune.
     Snapshots(commands::snapshots::SnapshotsArgs),
     /// Start, follow, prompt and stop agent sessions.
@@ -121,6 +125,8 @@ fn main() -> ExitCode {
         Command::Projects(args) => commands::projects::run(&cli.global, args),
         Command::GitCredential(args) => commands::git_credential::run(&cli.global, args),
         Command::Secrets(args) => commands::secrets::run(&cli.global, args),
+        Command::Connectors(args) => commands::connectors::run(&cli.global, args),
+        Command::Approvals(args) => commands::connectors::run_approvals(&cli.global, args),
         Command::Snapshots(args) => commands::snapshots::run(&cli.global, args),
         Command::Sessions(args) => commands::sessions::run(&cli.global, args),
         Command::Cr(args) => commands::cr::run(&cli.global, args),

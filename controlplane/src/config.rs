@@ -107,6 +107,8 @@ pub struct ServerConfig {
     pub daytona: DaytonaSettings,
     /// The base image and runtime layer of snapshots (`Docker` and `Daytona`).
     pub images: ImageSettings,
+    /// The connector broker's limits (upstream timeout, answer cap, unattended approvals).
+    pub connectors: crate::connectors::ConnectorSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +166,7 @@ impl ServerConfig {
             docker: DockerSettings::default(),
             daytona: DaytonaSettings::default(),
             images: ImageSettings::default(),
+            connectors: Default::default(),
         }
     }
 }

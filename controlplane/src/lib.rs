@@ -27,6 +27,7 @@ pub mod change_requests;
 pub mod changes;
 pub mod clock;
 pub mod config;
+pub mod connectors;
 pub mod error;
 pub mod gateway;
 pub mod git;

@@ -61,6 +61,9 @@ pub struct Metrics {
     pub audit_write_failures: Counter,
     /// Snapshot builds this replica ran, by outcome (`active`, `failed`).
     pub snapshot_builds: Family<OutcomeLabel, Counter>,
+    /// Calls through the connector broker, by status (`ok`, `error`, `denied`,
+    /// `pending_approval`).
+    pub connector_calls: Family<OutcomeLabel, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -99,6 +102,12 @@ impl Metrics {
             "snapshot_builds",
             "Snapshot builds run by this replica, by outcome",
             snapshot_builds.clone(),
+        );
+        let connector_calls = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "connector_calls",
+            "Calls through the connector broker, by status",
+            connector_calls.clone(),
         );
         registry.register("sessions", "Sessions by state", sessions.clone());
         registry.register(
@@ -178,6 +187,7 @@ impl Metrics {
             cluster_wakeups_received,
             audit_write_failures,
             snapshot_builds,
+            connector_calls,
         }
     }
 

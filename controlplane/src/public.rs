@@ -30,6 +30,7 @@ pub struct PublicServices {
     pub change_requests: ChangeRequests,
     pub secrets: ProjectSecrets,
     pub sessions: Sessions,
+    pub connectors: crate::connectors::Connectors,
     pub triggers: Triggers,
     /// Resolves bearer tokens for every `kortix.v1` call.
     pub authenticator: Arc<Authenticator>,
@@ -95,6 +96,18 @@ impl PublicServices {
                         self.sessions.manifests.clone(),
                         self.sessions.snapshots().cloned(),
                     )),
+                )
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
+                pb::connector_service_server::ConnectorServiceServer::new(
+                    api::connectors::ConnectorsApi::new(self.connectors.clone()),
+                )
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
+                pb::approval_service_server::ApprovalServiceServer::new(
+                    api::connectors::ConnectorsApi::new(self.connectors),
                 )
                 .max_decoding_message_size(MAX_API_MESSAGE),
             )

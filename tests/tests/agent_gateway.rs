@@ -133,23 +133,7 @@ impl Fixture {
     }
 
     async fn attach_all(&self, id: &str, from: u64) -> Vec<Record> {
-        use futures::StreamExt;
-        let mut stream = self
-            .ts
-            .sessions(&self.token)
-            .attach(AttachRequest {
-                session_id: id.into(),
-                from_seq: from,
-                follow: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(r) = stream.next().await {
-            out.push(r.unwrap());
-        }
-        out
+        self.ts.stored_records(&self.token, id, from).await
     }
 }
 

@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use kortix_controlplane::permissions::{self, AccountRole, Action, Need, ProjectRole};
-use kortix_controlplane::store::{NewSession, Store, StoreOptions};
+use kortix_controlplane::store::{Approval, NewSession, Store, StoreOptions};
 use kortix_proto::v1::*;
 use prost::Message;
 use support::{TestServer, git};
@@ -122,6 +122,7 @@ fn observed(result: Result<(), Status>, session_id: &str) -> Outcome {
                 "project 'web' not found".to_string(),
                 "account 'alice' not found".to_string(),
                 format!("session {session_id} not found"),
+                format!("approval {} not found", approval_id(session_id)),
             ]
             .contains(&status.message().to_string()) =>
         {
@@ -130,6 +131,11 @@ fn observed(result: Result<(), Status>, session_id: &str) -> Outcome {
         // Past the permission check: whatever the call itself made of the request.
         _ => Outcome::Allowed,
     }
+}
+
+/// The pending approval every cell's session has.
+fn approval_id(session_id: &str) -> String {
+    format!("appr-{session_id}")
 }
 
 /// Every people-facing RPC in the generated descriptors, as `/kortix.v1.Service/Method`.
@@ -560,6 +566,64 @@ async fn call(
             })
             .await
             .map(drop),
+        // Project web has no connectors: past the permission check a call is NOT_FOUND for
+        // the connector (not the project), which the matrix counts as allowed.
+        ("kortix.v1.ConnectorService", "ListConnectors") => ts
+            .connectors(token)
+            .list_connectors(ListConnectorsRequest { project: web() })
+            .await
+            .map(drop),
+        ("kortix.v1.ConnectorService", "ListConnectorTools") => ts
+            .connectors(token)
+            .list_connector_tools(ListConnectorToolsRequest {
+                project: web(),
+                connector: "pets".into(),
+            })
+            .await
+            .map(drop),
+        ("kortix.v1.ConnectorService", "SetConnectorCredential") => ts
+            .connectors(token)
+            .set_connector_credential(SetConnectorCredentialRequest {
+                project: web(),
+                connector: "pets".into(),
+                value: "v".into(),
+                mine: true,
+            })
+            .await
+            .map(drop),
+        ("kortix.v1.ConnectorService", "ListConnectorCalls") => ts
+            .connectors(token)
+            .list_connector_calls(ListConnectorCallsRequest {
+                project: web(),
+                session_id: session.into(),
+                limit: 1,
+            })
+            .await
+            .map(drop),
+        ("kortix.v1.ApprovalService", "ListApprovals") => ts
+            .approvals(token)
+            .list_approvals(ListApprovalsRequest {
+                project: web(),
+                state: "pending".into(),
+            })
+            .await
+            .map(drop),
+        ("kortix.v1.ApprovalService", "ApproveCall") => ts
+            .approvals(token)
+            .approve_call(DecideApprovalRequest {
+                id: approval_id(session),
+                reason: String::new(),
+            })
+            .await
+            .map(drop),
+        ("kortix.v1.ApprovalService", "DenyCall") => ts
+            .approvals(token)
+            .deny_call(DecideApprovalRequest {
+                id: approval_id(session),
+                reason: "no".into(),
+            })
+            .await
+            .map(drop),
         _ => panic!("the matrix has no request for {rpc}: add one"),
     }
 }
@@ -615,6 +679,20 @@ async fn every_cell(ts: &TestServer, store: &Store) {
                 .create_session(&NewSession {
                     project_id: web.id.clone(),
                     origin: "matrix".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            store
+                .insert_approval(&Approval {
+                    id: approval_id(&session.id),
+                    project_id: web.id.clone(),
+                    session_id: session.id.clone(),
+                    connector: "pets".into(),
+                    tool: "addPet".into(),
+                    digest: "d".into(),
+                    state: "pending".into(),
+                    requested_ms: 1,
                     ..Default::default()
                 })
                 .await

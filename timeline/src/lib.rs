@@ -106,6 +106,15 @@ impl Timeline {
                 to_seq: record.data["to_seq"].as_u64().unwrap_or(record.seq),
                 reason: record.data["reason"].as_str().map(str::to_owned),
             }],
+            // Connector calls and approvals read as one line each.
+            "connector_call" => vec![Item::Raw {
+                kind: "connector_call".into(),
+                summary: connector_call(record),
+            }],
+            "approval" => vec![Item::Raw {
+                kind: "approval".into(),
+                summary: approval(record),
+            }],
             // Kinds this build does not know are shown as they are, never dropped.
             kind => vec![raw(kind, record)],
         };
@@ -154,6 +163,38 @@ fn commit(data: &Value) -> Item {
         deletions: data["deletions"].as_u64().unwrap_or(0),
         pushed: data["pushed"].as_bool().unwrap_or(false),
     }
+}
+
+fn connector_call(record: &Record) -> String {
+    let d = &record.data;
+    let mut line = format!(
+        "{}.{} → {} ({} ms)",
+        text(&d["connector"]),
+        text(&d["tool"]),
+        text(&d["status"]),
+        d["duration_ms"].as_u64().unwrap_or(0)
+    );
+    let error = text(&d["error"]);
+    if !error.is_empty() {
+        line.push_str(": ");
+        line.push_str(error);
+    }
+    cut_chars(&line, RAW_SUMMARY_CHARS)
+}
+
+fn approval(record: &Record) -> String {
+    let d = &record.data;
+    cut_chars(
+        &format!(
+            "{}.{} {} (approval {}) {}",
+            text(&d["connector"]),
+            text(&d["tool"]),
+            text(&d["state"]),
+            text(&d["approval_id"]),
+            text(&d["args_preview"])
+        ),
+        RAW_SUMMARY_CHARS,
+    )
 }
 
 /// A one-line summary of any record: its type (for events) and its data, cut short.
@@ -220,6 +261,35 @@ mod tests {
     }
 
     #[test]
+    fn connector_calls_and_approvals_read_as_one_line() {
+        let mut t = Timeline::new(Options::default());
+        let call = t.push(&Record {
+            seq: 1,
+            ts: None,
+            kind: "connector_call".into(),
+            data: serde_json::json!({"connector": "pets", "tool": "slow", "status": "error",
+                                     "duration_ms": 3001, "error": "timed out"}),
+        });
+        assert!(
+            matches!(&call[..], [Entry { item: Item::Raw { summary, .. }, .. }]
+                if summary == "pets.slow → error (3001 ms): timed out"),
+            "{call:?}"
+        );
+        let asked = t.push(&Record {
+            seq: 2,
+            ts: None,
+            kind: "approval".into(),
+            data: serde_json::json!({"connector": "pets", "tool": "add", "state": "pending",
+                                     "approval_id": "a1", "args_preview": "{}"}),
+        });
+        assert!(
+            matches!(&asked[..], [Entry { item: Item::Raw { summary, .. }, .. }]
+                if summary == "pets.add pending (approval a1) {}"),
+            "{asked:?}"
+        );
+    }
+
+    #[test]
     fn unknown_kinds_pass_through_and_verbose_shows_noise() {
         let record = |kind: &str, data: serde_json::Value| Record {
             seq: 1,
@@ -228,9 +298,9 @@ mod tests {
             data,
         };
         let mut quiet = Timeline::new(Options::default());
-        let approval = quiet.push(&record("approval", serde_json::json!({"tool": "deploy"})));
+        let unknown = quiet.push(&record("deployment", serde_json::json!({"tool": "deploy"})));
         assert!(
-            matches!(&approval[..], [Entry { item: Item::Raw { kind, .. }, .. }] if kind == "approval")
+            matches!(&unknown[..], [Entry { item: Item::Raw { kind, .. }, .. }] if kind == "deployment")
         );
         let noise = record(
             "event",

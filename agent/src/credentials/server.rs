@@ -3,16 +3,14 @@
 //! `AgentGateway.GitCredential`. Tokens stay in memory; only the configured repository's
 //! protocol and host get one, so git never hands the token to another server.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kortix_proto::v1::{GitCredentialRequest, GitCredentialResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::task::JoinHandle;
+use tokio::net::UnixStream;
 
 use super::protocol::{Attributes, MAX_INPUT_BYTES, is_complete};
 use crate::records::RecordSink;
@@ -65,24 +63,9 @@ impl RepoTarget {
     }
 }
 
-pub struct CredentialServer {
-    pub socket: PathBuf,
-    task: JoinHandle<()>,
-}
-
-impl Drop for CredentialServer {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("credential socket {path}: {source}")]
-pub struct SocketError {
-    pub path: PathBuf,
-    pub source: std::io::Error,
-}
+/// The served credential socket; dropping it stops serving.
+pub type CredentialServer = crate::private_socket::PrivateSocket;
+pub use crate::private_socket::SocketError;
 
 /// Binds `<dir>/credential.sock` (dir made 0700, socket 0600) and serves it.
 pub fn serve(
@@ -91,21 +74,6 @@ pub fn serve(
     provider: Provider,
     sink: RecordSink,
 ) -> Result<CredentialServer, SocketError> {
-    let err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| SocketError { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(err(dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err(dir))?;
-    let socket = dir.join("credential.sock");
-    match std::fs::remove_file(&socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(&socket)(e)),
-    }
-    let listener = UnixListener::bind(&socket).map_err(err(&socket))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(err(&socket))?;
     let state = Arc::new(ServerState {
         target,
         provider,
@@ -113,25 +81,10 @@ pub fn serve(
         cache: Mutex::new(None),
         uid: nix::unistd::geteuid().as_raw(),
     });
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                // Too many at once: drop the connection; git reports the failure.
-                continue;
-            };
-            let state = state.clone();
-            tokio::spawn(async move {
-                state.handle(stream).await;
-                drop(permit);
-            });
-        }
-    });
-    Ok(CredentialServer { socket, task })
+    crate::private_socket::serve(dir, "credential.sock", MAX_CONCURRENT, move |stream| {
+        let state = state.clone();
+        async move { state.handle(stream).await }
+    })
 }
 
 struct ServerState {

@@ -254,6 +254,21 @@ impl Daemon {
         );
         cfg.agent = bootstrap.agent.clone();
         cfg.base_env = opencode_env(self.config.opencode_env.as_ref(), &ws.socket_path);
+        if let Some(server) = &ws.connector_server {
+            let registered = std::env::current_exe()
+                .map_err(|e| format!("the agent's own path: {e}"))
+                .and_then(|bin| {
+                    crate::connectors::opencode_config::register(
+                        &mut cfg.base_env,
+                        &bin,
+                        &server.socket,
+                    )
+                });
+            if let Err(why) = registered {
+                self.sink
+                    .agent(format!("connectors are not offered to OpenCode: {why}"));
+            }
+        }
         if let Some(ca) = &ws.ca_file {
             // Overrides any inherited GIT_SSL_CAINFO, which would beat the repo's http.sslCAInfo.
             cfg.base_env

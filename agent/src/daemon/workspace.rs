@@ -24,6 +24,9 @@ const CLONE_RETRY_MAX: Duration = Duration::from_secs(4);
 pub(super) struct Workspace {
     /// Serves git's credential helper while the session lives.
     pub cred_server: Option<CredentialServer>,
+    /// The socket `kortix-agent mcp` asks for connectors; `None` when it could not be bound
+    /// (said in the records; OpenCode then runs without connectors).
+    pub connector_server: Option<crate::connectors::server::ConnectorServer>,
     pub socket_path: PathBuf,
     /// CA bundle for an https remote (`GIT_SSL_CAINFO` would otherwise override the config).
     pub ca_file: Option<PathBuf>,
@@ -50,6 +53,13 @@ pub(super) async fn prepare(
     let socket_path = cred_server
         .as_ref()
         .map_or_else(|| run_dir.join("credential.sock"), |s| s.socket.clone());
+    let connector_server = crate::connectors::server::serve(
+        &run_dir,
+        crate::connectors::server::gateway_broker(gateway.clone(), sink.clone()),
+        sink.clone(),
+    )
+    .map_err(|e| sink.agent(format!("connector socket in {}: {e}", run_dir.display())))
+    .ok();
 
     sink.state(
         SessionStatus::Provisioning,
@@ -112,6 +122,7 @@ pub(super) async fn prepare(
     };
     Ok(Workspace {
         cred_server,
+        connector_server,
         socket_path,
         ca_file,
         watcher,

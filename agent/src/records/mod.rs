@@ -297,6 +297,14 @@ fn redact_body(redactor: &Redactor, body: &mut Body) {
         Body::Gap(g) => {
             redactor.redact(&mut g.reason);
         }
+        Body::Approval(a) => {
+            redactor.redact(&mut a.args_preview);
+            redactor.redact(&mut a.reason);
+        }
+        Body::ConnectorCall(c) => {
+            redactor.redact(&mut c.args_preview);
+            redactor.redact(&mut c.error);
+        }
     }
 }
 

@@ -399,6 +399,28 @@ impl AgentGateway for Service {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
+
+    /// This gateway's project has no connectors.
+    async fn list_session_connectors(
+        &self,
+        req: Request<kortix_proto::v1::ListSessionConnectorsRequest>,
+    ) -> Result<Response<kortix_proto::v1::ListSessionConnectorsResponse>, Status> {
+        require_client_cert(&req)?;
+        Ok(Response::new(
+            kortix_proto::v1::ListSessionConnectorsResponse::default(),
+        ))
+    }
+
+    async fn call_connector(
+        &self,
+        req: Request<kortix_proto::v1::CallConnectorRequest>,
+    ) -> Result<Response<kortix_proto::v1::CallConnectorResponse>, Status> {
+        require_client_cert(&req)?;
+        let connector = req.into_inner().connector;
+        Err(Status::not_found(format!(
+            "this test gateway has no connector {connector:?}"
+        )))
+    }
 }
 
 impl Service {

@@ -117,6 +117,16 @@ pub struct ServerArgs {
     /// OpenCode's database: keep it off outside debugging.
     #[arg(long, default_value_t = 0)]
     pub sandbox_retention_secs: u64,
+    /// Longest a connector's upstream may take to answer one call, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub connector_timeout_secs: u64,
+    /// Largest upstream answer passed to the agent, in bytes; longer ones are cut with a note.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub connector_max_response_bytes: usize,
+    /// How long a connector call of a session started by a trigger (nobody to ask) waits for
+    /// approval before it is denied, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub unattended_approval_secs: u64,
     /// Log lines for people (`pretty`) or one JSON object per line (`json`); `RUST_LOG`
     /// filters them.
     #[arg(long, value_enum, default_value = "pretty", env = "KORTIX_LOG_FORMAT")]
@@ -172,6 +182,11 @@ impl ServerArgs {
         config.timings.start_deadline = Duration::from_secs(self.start_deadline_secs);
         config.timings.reconnect_grace = Duration::from_secs(self.reconnect_grace_secs);
         config.sandbox_retention = Duration::from_secs(self.sandbox_retention_secs);
+        config.connectors = kortix_controlplane::connectors::ConnectorSettings {
+            call_timeout: Duration::from_secs(self.connector_timeout_secs.max(1)),
+            max_response_bytes: self.connector_max_response_bytes.max(1024),
+            unattended_approval_ttl: Duration::from_secs(self.unattended_approval_secs),
+        };
         // Local agents log in the same shape as the server that runs them.
         if self.log_format == crate::logging::LogFormat::Json {
             config

@@ -412,6 +412,23 @@ pub enum RecordData {
         to_seq: u64,
         reason: Option<String>,
     },
+    /// `approval` and `connector_call`: their fields as they are.
+    Other(Value),
+}
+
+fn approval_data(a: &kortix_proto::v1::ApprovalRecord) -> Value {
+    serde_json::json!({
+        "approval_id": a.approval_id, "connector": a.connector, "tool": a.tool,
+        "digest": a.digest, "state": a.state, "reason": a.reason, "args_preview": a.args_preview,
+    })
+}
+
+fn connector_call_data(c: &kortix_proto::v1::ConnectorCallRecord) -> Value {
+    serde_json::json!({
+        "connector": c.connector, "tool": c.tool, "digest": c.digest, "status": c.status,
+        "duration_ms": c.duration_ms, "upstream_status": c.upstream_status,
+        "args_preview": c.args_preview, "error": c.error, "approval_id": c.approval_id,
+    })
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -430,6 +447,10 @@ impl RecordJson {
             record::Body::Commit(c) => ("commit", commit_data(c)),
             record::Body::State(s) => ("state", state_data(s)),
             record::Body::Gap(g) => ("gap", gap_data(g)),
+            record::Body::Approval(a) => ("approval", RecordData::Other(approval_data(a))),
+            record::Body::ConnectorCall(c) => {
+                ("connector_call", RecordData::Other(connector_call_data(c)))
+            }
         };
         Some(RecordJson {
             seq: r.seq,

@@ -6,12 +6,14 @@
 //!   stop).
 //! - [`credentials`]: just-in-time git tokens scoped to the session's branch.
 //! - [`secrets_watch`]: the project's secrets, now and on every change.
+//! - [`connectors`]: the session's connectors and calls through the broker.
 //!
 //! Store failures reach agents through the domain error's one mapping
 //! ([`crate::error::DomainError`]): a session that does not exist is NOT_FOUND, a database
 //! that does not answer is UNAVAILABLE (the agent retries), never the other way round.
 
 mod connect;
+mod connectors;
 mod credentials;
 mod enroll;
 mod identity;
@@ -33,14 +35,21 @@ pub struct Gateway {
     pub(crate) sessions: Sessions,
     pub(crate) ca: Arc<Ca>,
     pub(crate) secrets: ProjectSecrets,
+    pub(crate) connectors: crate::connectors::Connectors,
 }
 
 impl Gateway {
-    pub fn new(sessions: Sessions, ca: Arc<Ca>, secrets: ProjectSecrets) -> Self {
+    pub fn new(
+        sessions: Sessions,
+        ca: Arc<Ca>,
+        secrets: ProjectSecrets,
+        connectors: crate::connectors::Connectors,
+    ) -> Self {
         Self {
             sessions,
             ca,
             secrets,
+            connectors,
         }
     }
 }
@@ -99,6 +108,24 @@ impl AgentGateway for Gateway {
         let stream = self.do_watch_secrets(who).await?;
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn list_session_connectors(
+        &self,
+        request: Request<ListSessionConnectorsRequest>,
+    ) -> Result<Response<ListSessionConnectorsResponse>, Status> {
+        let who = self.identify(&request).await?;
+        self.do_list_connectors(&who).await.map(Response::new)
+    }
+
+    async fn call_connector(
+        &self,
+        request: Request<CallConnectorRequest>,
+    ) -> Result<Response<CallConnectorResponse>, Status> {
+        let who = self.identify(&request).await?;
+        self.do_call_connector(&who, request.into_inner())
+            .await
+            .map(Response::new)
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +145,7 @@ mod tests {
             .await
             .unwrap();
         let repos = Repos::open(dir.join("repos")).unwrap();
+        let manifests = Arc::new(Manifests::new(repos.clone()));
         let (exits, _) = tokio::sync::mpsc::channel(1);
         let hub = Hub::new();
         let sessions = Sessions::new(
@@ -125,14 +153,25 @@ mod tests {
             repos.clone(),
             Arc::new(ExternalProvider::new(dir.join("bootstrap"), exits).unwrap()),
             hub.clone(),
-            Arc::new(Manifests::new(repos)),
+            manifests.clone(),
             SessionConfig::new(String::new(), String::new(), String::new()),
         );
         let key = Arc::new(crate::secrets::MasterKey::generate().unwrap());
+        let secrets = ProjectSecrets::new(store.clone(), key.clone(), hub);
+        let connectors = crate::connectors::Connectors::new(
+            sessions.clone(),
+            manifests,
+            repos,
+            key,
+            secrets.clone(),
+            Default::default(),
+        )
+        .unwrap();
         let gateway = Gateway::new(
             sessions,
             Arc::new(Ca::load_or_create(&dir.join("ca")).unwrap()),
-            ProjectSecrets::new(store.clone(), key, hub),
+            secrets,
+            connectors,
         );
         (gateway, store)
     }

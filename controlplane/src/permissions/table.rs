@@ -50,11 +50,14 @@ pub enum Action {
     ViewSnapshots,
     BuildSnapshot,
     PruneSnapshots,
+    ViewConnectors,
+    SetConnectorCredential,
+    DecideApproval,
 }
 
 impl Action {
     /// Every action, in the order of the table.
-    pub const ALL: [Action; 28] = [
+    pub const ALL: [Action; 31] = [
         Action::CreatePerson,
         Action::WhoAmI,
         Action::ManageOwnTokens,
@@ -83,6 +86,9 @@ impl Action {
         Action::ViewSnapshots,
         Action::BuildSnapshot,
         Action::PruneSnapshots,
+        Action::ViewConnectors,
+        Action::SetConnectorCredential,
+        Action::DecideApproval,
     ];
 
     /// The least role the action needs: the permission table.
@@ -103,14 +109,17 @@ impl Action {
             | Action::ListSecretNames
             | Action::ListAccess
             | Action::GitClone
-            | Action::ViewSnapshots => Need::Project(P::Viewer),
+            | Action::ViewSnapshots
+            | Action::ViewConnectors => Need::Project(P::Viewer),
             Action::StartSession
             | Action::ChatInSession
             | Action::StopSession
             | Action::OpenOrCloseChangeRequest
             | Action::FireTrigger
             | Action::GitPushBranch
-            | Action::BuildSnapshot => Need::Project(P::Editor),
+            | Action::BuildSnapshot
+            | Action::SetConnectorCredential
+            | Action::DecideApproval => Need::Project(P::Editor),
             Action::MergeChangeRequest
             | Action::DeleteSession
             | Action::ChangeSecrets
@@ -150,6 +159,9 @@ impl Action {
             Action::ViewSnapshots => "listing snapshots",
             Action::BuildSnapshot => "building a snapshot",
             Action::PruneSnapshots => "pruning snapshots",
+            Action::ViewConnectors => "viewing connectors, their calls and approvals",
+            Action::SetConnectorCredential => "setting a connector credential",
+            Action::DecideApproval => "approving or denying a connector call",
         }
     }
 }
@@ -277,6 +289,34 @@ pub const RPCS: &[(&str, Action)] = &[
     (
         "/kortix.v1.SnapshotService/PruneSnapshots",
         Action::PruneSnapshots,
+    ),
+    (
+        "/kortix.v1.ConnectorService/ListConnectors",
+        Action::ViewConnectors,
+    ),
+    (
+        "/kortix.v1.ConnectorService/ListConnectorTools",
+        Action::ViewConnectors,
+    ),
+    (
+        "/kortix.v1.ConnectorService/SetConnectorCredential",
+        Action::SetConnectorCredential,
+    ),
+    (
+        "/kortix.v1.ConnectorService/ListConnectorCalls",
+        Action::ViewConnectors,
+    ),
+    (
+        "/kortix.v1.ApprovalService/ListApprovals",
+        Action::ViewConnectors,
+    ),
+    (
+        "/kortix.v1.ApprovalService/ApproveCall",
+        Action::DecideApproval,
+    ),
+    (
+        "/kortix.v1.ApprovalService/DenyCall",
+        Action::DecideApproval,
     ),
 ];
 

@@ -138,6 +138,18 @@ impl MasterKey {
         plaintext: &str,
     ) -> Result<Sealed, SecretsError> {
         super::validate_secret_name(name)?;
+        self.seal_bound(project_id, name, plaintext)
+    }
+
+    /// [`MasterKey::seal`] for values that are not project secrets (connector credentials):
+    /// `binding` is any text naming what the value belongs to, and [`MasterKey::open`] with
+    /// the same binding opens it. The value is size-checked.
+    pub fn seal_bound(
+        &self,
+        project_id: &str,
+        name: &str,
+        plaintext: &str,
+    ) -> Result<Sealed, SecretsError> {
         super::validate_secret_value(name, plaintext)?;
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| SecretsError::Seal {

@@ -57,6 +57,12 @@ pub(super) fn spawn(
     tasks.push(tokio::spawn(
         crate::triggers::Sweeper::new(services.triggers.clone()).run(signalled(shutdown.clone())),
     ));
+    tasks.push(tokio::spawn(
+        services
+            .connectors
+            .clone()
+            .run_approval_expiry(signalled(shutdown.clone())),
+    ));
     tasks
 }
 

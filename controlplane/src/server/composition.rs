@@ -43,6 +43,7 @@ pub(super) struct Services {
     pub secrets: ProjectSecrets,
     pub sessions: Sessions,
     pub triggers: Triggers,
+    pub connectors: crate::connectors::Connectors,
 }
 
 impl Services {
@@ -77,6 +78,15 @@ impl Services {
             secrets.clone(),
             Arc::new(sessions.clone()),
         );
+        let connectors = crate::connectors::Connectors::new(
+            sessions.clone(),
+            manifests.clone(),
+            base.repos.clone(),
+            base.master_key.clone(),
+            secrets.clone(),
+            config.connectors.clone(),
+        )
+        .map_err(|e| ServerError::Setup(e.to_string()))?;
         Ok((
             Self {
                 provider,
@@ -86,6 +96,7 @@ impl Services {
                 secrets,
                 sessions,
                 triggers,
+                connectors,
             },
             exit_rx,
         ))
@@ -116,6 +127,7 @@ impl Services {
             ),
             secrets: self.secrets.clone(),
             sessions: self.sessions.clone(),
+            connectors: self.connectors.clone(),
             triggers: self.triggers.clone(),
             authenticator: Arc::new(authenticator.clone()),
             git: crate::git::GitHttpState::new(

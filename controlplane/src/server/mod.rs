@@ -156,6 +156,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         services.sessions.clone(),
         base.ca.clone(),
         services.secrets.clone(),
+        services.connectors.clone(),
     );
     tasks.push(listeners::serve_agents(
         std::iter::once(agent_bound).chain(agent_gw),

@@ -29,6 +29,8 @@ pub fn kind(body: &Body) -> &'static str {
         Body::Commit(_) => "commit",
         Body::State(_) => "state",
         Body::Gap(_) => "gap",
+        Body::Approval(_) => "approval",
+        Body::ConnectorCall(_) => "connector_call",
     }
 }
 

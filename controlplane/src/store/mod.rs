@@ -14,6 +14,7 @@ mod agent_auth;
 mod audit;
 mod change_requests;
 mod checkpoint;
+mod connectors;
 mod firings;
 mod grants;
 mod notify;
@@ -49,6 +50,7 @@ pub use audit::{AuditEvent, AuditQuery, NewAuditEvent};
 pub use change_requests::{
     ChangeRequest, CrListQuery, CrState, MergedChangeRequest, NewChangeRequest,
 };
+pub use connectors::{Approval, ConnectorCallRow, CredentialRow};
 pub use firings::{Claim, Firing, FiringOutcome, NewFiring};
 pub use grants::{Grant, ProjectAccess};
 pub use notify::{Heard, WakeListener};

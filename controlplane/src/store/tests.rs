@@ -128,6 +128,7 @@ both_backends!(
     bootstrap_tokens_single_use_and_expiry,
     certs_and_git_tokens,
     audit_is_appended_and_paged_per_account,
+    connector_credentials_approvals_and_calls,
 );
 
 /// The record writer rewinds the WAL when the checkpointer asks: it completes the checkpoint
@@ -2169,5 +2170,162 @@ async fn audit_is_appended_and_paged_per_account(db: TestDb) {
             .unwrap()
             .len(),
         3
+    );
+}
+
+async fn connector_credentials_approvals_and_calls(db: TestDb) {
+    let store = &db.store;
+    let (_, web) = account_and_project(store, "connweb").await;
+
+    // Credentials: shared and per person, replaced in place, values opaque.
+    assert!(
+        store
+            .connector_credential(&web.id, "pets", "")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .put_connector_credential(&web.id, "pets", "", b"n1", b"c1", 1)
+        .await
+        .unwrap();
+    store
+        .put_connector_credential(&web.id, "pets", "", b"n2", b"c2", 2)
+        .await
+        .unwrap();
+    store
+        .put_connector_credential(&web.id, "pets", "p1", b"n3", b"c3", 3)
+        .await
+        .unwrap();
+    let shared = store
+        .connector_credential(&web.id, "pets", "")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (shared.nonce.as_slice(), shared.ciphertext.as_slice()),
+        (&b"n2"[..], &b"c2"[..])
+    );
+    assert!(!format!("{shared:?}").contains("c2"));
+    let mut set = store.connector_credentials_set(&web.id).await.unwrap();
+    set.sort();
+    assert_eq!(
+        set,
+        [
+            ("pets".to_string(), String::new()),
+            ("pets".to_string(), "p1".to_string())
+        ]
+    );
+
+    // Approvals: the newest for a digest wins; transitions are conditional.
+    let approval = |id: &str, at: i64, expires: i64| Approval {
+        id: id.into(),
+        project_id: web.id.clone(),
+        session_id: "s1".into(),
+        connector: "pets".into(),
+        tool: "addPet".into(),
+        digest: "d1".into(),
+        state: "pending".into(),
+        args_preview: "{}".into(),
+        requested_ms: at,
+        expires_ms: expires,
+        ..Default::default()
+    };
+    store.insert_approval(&approval("a1", 10, 0)).await.unwrap();
+    store
+        .insert_approval(&approval("a2", 20, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.latest_approval("s1", "d1").await.unwrap().unwrap().id,
+        "a2"
+    );
+    assert!(
+        store
+            .latest_approval("s1", "other")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .transition_approval("a1", "pending", "approved", "", "person:p1", 30)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition_approval("a1", "pending", "denied", "late", "person:p2", 31)
+            .await
+            .unwrap()
+    );
+    let a1 = store.get_approval("a1").await.unwrap();
+    assert_eq!(
+        (a1.state.as_str(), a1.decided_by.as_str(), a1.decided_ms),
+        ("approved", "person:p1", 30)
+    );
+    assert!(
+        store
+            .transition_approval("a1", "approved", "used", "", "", 40)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_approval("a1").await.unwrap().decided_ms, 30);
+    assert!(store.get_approval("nope").await.unwrap_err().is_not_found());
+    // Expiry denies only what is due.
+    assert!(store.expire_approvals(99).await.unwrap().is_empty());
+    let expired = store.expire_approvals(100).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        (expired[0].id.as_str(), expired[0].state.as_str()),
+        ("a2", "denied")
+    );
+    let pending = store.list_approvals(&web.id, "pending").await.unwrap();
+    assert!(pending.is_empty());
+    let all: Vec<_> = store
+        .list_approvals(&web.id, "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(all, ["a2", "a1"]);
+
+    // Calls: appended, listed newest first, per session.
+    for (session, status) in [("s1", "ok"), ("s2", "denied"), ("s1", "pending_approval")] {
+        store
+            .append_connector_call(&ConnectorCallRow {
+                at_ms: 5,
+                project_id: web.id.clone(),
+                session_id: session.into(),
+                connector: "pets".into(),
+                tool: "getPet".into(),
+                digest: "d".into(),
+                status: status.into(),
+                duration_ms: 3,
+                upstream_status: 200,
+                args_preview: "x".repeat(5000),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let s1: Vec<_> = store
+        .list_connector_calls(&web.id, "s1", 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(s1, ["pending_approval", "ok"]);
+    let all = store.list_connector_calls(&web.id, "", 2).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all[0].args_preview.len() <= 2048);
+    assert!(
+        store
+            .list_connector_calls("other", "", 0)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -266,6 +266,10 @@ pub fn describe(records: &[Record]) -> String {
             Some(Body::Commit(c)) => format!("{} commit {} pushed={}", r.seq, c.sha, c.pushed),
             Some(Body::State(s)) => format!("{} state {} {}", r.seq, s.phase, s.reason),
             Some(Body::Gap(g)) => format!("{} gap {}", r.seq, g.reason),
+            Some(Body::Approval(a)) => format!("{} approval {} {}", r.seq, a.tool, a.state),
+            Some(Body::ConnectorCall(c)) => {
+                format!("{} connector_call {} {}", r.seq, c.tool, c.status)
+            }
             None => format!("{} empty", r.seq),
         })
         .collect::<Vec<_>>()

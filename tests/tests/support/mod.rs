@@ -119,6 +119,18 @@ impl TestServer {
     ) -> kortix_proto::v1::audit_service_client::AuditServiceClient<Authed> {
         kortix_proto::v1::audit_service_client::AuditServiceClient::new(self.authed(token))
     }
+    pub fn connectors(
+        &self,
+        token: &str,
+    ) -> kortix_proto::v1::connector_service_client::ConnectorServiceClient<Authed> {
+        kortix_proto::v1::connector_service_client::ConnectorServiceClient::new(self.authed(token))
+    }
+    pub fn approvals(
+        &self,
+        token: &str,
+    ) -> kortix_proto::v1::approval_service_client::ApprovalServiceClient<Authed> {
+        kortix_proto::v1::approval_service_client::ApprovalServiceClient::new(self.authed(token))
+    }
     pub fn snapshots(
         &self,
         token: &str,
@@ -127,6 +139,39 @@ impl TestServer {
     }
 
     /// The session as its owner sees it.
+    /// The session's stored records from `from` (attach without following).
+    pub async fn stored_records(
+        &self,
+        token: &str,
+        id: &str,
+        from: u64,
+    ) -> Vec<kortix_proto::v1::Record> {
+        use futures::StreamExt;
+        let mut stream = self
+            .sessions(token)
+            .attach(kortix_proto::v1::AttachRequest {
+                session_id: id.into(),
+                from_seq: from,
+                follow: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(r) = stream.next().await {
+            out.push(r.unwrap());
+        }
+        out
+    }
+
+    /// A local sandbox's workspace on the host.
+    pub fn workspace(&self, session_id: &str) -> PathBuf {
+        self.data_dir()
+            .join("sandboxes")
+            .join(session_id)
+            .join("workspace")
+    }
+
     pub async fn session(&self, token: &str, id: &str) -> kortix_proto::v1::Session {
         self.sessions(token)
             .get_session(kortix_proto::v1::GetSessionRequest { id: id.into() })

@@ -1,0 +1,657 @@
+//! Connections end to end, everything real: the control plane (SQLite and PostgreSQL), the
+//! `kortix-agent` binary with its MCP server, pinned OpenCode driven by the scripted model,
+//! an HTTP API with an OpenAPI document (axum) and an MCP server over streamable HTTP
+//! (rmcp), all on 127.0.0.1.
+//!
+//! The model lists the connectors, calls a read tool (runs; the upstream saw the credential;
+//! the sandbox's environment and the records never hold it), a write tool (waits for
+//! approval; approved, the identical call runs once; changed arguments ask again), a blocked
+//! tool (not listed; a direct call is refused), an upstream that hangs (a timeout, a clear
+//! error, and the session goes on) and a tool of the MCP server.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use kortix_proto::v1::record::Body;
+use kortix_proto::v1::*;
+use kortix_tests::{ScriptedModel, Turn};
+use prost::Message;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InitializeResult,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, Tool, ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use support::{TestServer, eventually};
+
+const CREDENTIAL: &str = "s3cret-pets-token-7781";
+
+/// What the pets API saw.
+#[derive(Default)]
+struct Seen {
+    authorizations: Vec<String>,
+    added: Vec<Value>,
+    deleted: usize,
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+fn openapi(port: u16) -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "pets", "version": "1"},
+        "servers": [{"url": format!("http://127.0.0.1:{port}/api")}],
+        "paths": {
+            "/pets/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": {"operationId": "getPet", "summary": "One pet"},
+                "delete": {"operationId": "deletePet", "summary": "Remove a pet"}
+            },
+            "/pets": {
+                "post": {"operationId": "addPet", "summary": "Add a pet",
+                         "requestBody": {"required": true, "content": {"application/json":
+                             {"schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}}}
+            },
+            "/slow": {"get": {"operationId": "slowReport", "summary": "Never answers"}}
+        }
+    })
+}
+
+/// The pets API on 127.0.0.1:0; its OpenAPI document at /openapi.json.
+async fn pets_api() -> (u16, Shared) {
+    let seen: Shared = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let note_auth = |seen: &Shared, headers: &HeaderMap| {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        seen.lock().unwrap().authorizations.push(auth);
+    };
+    let app =
+        axum::Router::new()
+            .route(
+                "/openapi.json",
+                axum::routing::get(move || async move { Json(openapi(port)) }),
+            )
+            .route(
+                "/api/pets/{id}",
+                axum::routing::get(
+                    move |State(seen): State<Shared>,
+                          headers: HeaderMap,
+                          Path(id): Path<String>| async move {
+                        note_auth(&seen, &headers);
+                        Json(json!({"id": id, "name": "rex"}))
+                    },
+                )
+                .delete(move |State(seen): State<Shared>| async move {
+                    seen.lock().unwrap().deleted += 1;
+                    Json(json!({}))
+                }),
+            )
+            .route(
+                "/api/pets",
+                axum::routing::post(
+                    move |State(seen): State<Shared>,
+                          headers: HeaderMap,
+                          Json(body): Json<Value>| async move {
+                        note_auth(&seen, &headers);
+                        seen.lock().unwrap().added.push(body.clone());
+                        Json(json!({"added": body}))
+                    },
+                ),
+            )
+            .route(
+                "/api/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "never"
+                }),
+            )
+            .with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, seen)
+}
+
+/// A real MCP server (rmcp) with a read-only `lookup` tool and a `launch` tool.
+#[derive(Clone)]
+struct Upstream;
+
+impl ServerHandler for Upstream {
+    fn get_info(&self) -> InitializeResult {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema = |v: Value| Arc::new(v.as_object().unwrap().clone());
+        Ok(ListToolsResult::with_all_items(vec![
+            Tool::new(
+                "lookup",
+                "Looks a word up",
+                schema(json!({"type": "object", "properties": {"word": {"type": "string"}}})),
+            )
+            .annotate(ToolAnnotations::new().read_only(true)),
+            Tool::new(
+                "launch",
+                "Launches something",
+                schema(json!({"type": "object"})),
+            ),
+        ]))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let word = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("word"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        Ok(CallToolResponse::Complete(CallToolResult::success(vec![
+            ContentBlock::text(format!("definition of {word}: a small test word")),
+        ])))
+    }
+}
+
+async fn mcp_server() -> u16 {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpService, session::local::LocalSessionManager,
+    };
+    let service = StreamableHttpService::new(
+        || Ok(Upstream),
+        LocalSessionManager::default().into(),
+        Default::default(),
+    );
+    let app = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+fn manifest(pets: u16, mcp: u16) -> String {
+    format!(
+        r#"[[connectors]]
+slug = "pets"
+provider = "openapi"
+spec = "http://127.0.0.1:{pets}/openapi.json"
+credential = "shared"
+
+  [connectors.auth]
+  type = "bearer"
+
+  [[connectors.policies]]
+  match = "delete*"
+  action = "block"
+
+[[connectors]]
+slug = "words"
+provider = "mcp"
+url = "http://127.0.0.1:{mcp}/mcp"
+
+[[connectors]]
+slug = "chat"
+provider = "pipedream"
+app = "slack"
+"#
+    )
+}
+
+fn call(connector: &str, tool: &str, args: Value) -> Turn {
+    Turn::tool(
+        "kortix_call",
+        json!({"connector": connector, "tool": tool, "args": args}),
+    )
+}
+
+fn connector_calls(records: &[Record]) -> Vec<ConnectorCallRecord> {
+    records
+        .iter()
+        .filter_map(|r| match &r.body {
+            Some(Body::ConnectorCall(c)) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn records_of(ts: &TestServer, token: &str, id: &str) -> Vec<Record> {
+    ts.stored_records(token, id, 0).await
+}
+
+/// Waits until the session's records hold `n` connector calls; returns them. On timeout it
+/// says what there was.
+async fn wait_calls(
+    ts: &TestServer,
+    token: &str,
+    id: &str,
+    n: usize,
+    model: &ScriptedModel,
+) -> Vec<ConnectorCallRecord> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let s = ts.session(token, id).await;
+        assert_ne!(
+            s.status,
+            SessionStatus::Failed as i32,
+            "session failed: {}",
+            s.failure_reason
+        );
+        let records = records_of(ts, token, id).await;
+        let calls = connector_calls(&records);
+        if calls.len() >= n {
+            return calls;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let tail: Vec<String> = records
+                .iter()
+                .filter(|r| match &r.body {
+                    Some(Body::Event(e)) => !e.r#type.starts_with("message.part.delta"),
+                    _ => true,
+                })
+                .rev()
+                .take(60)
+                .map(|r| {
+                    format!("{} {:?}", r.seq, r.body)
+                        .chars()
+                        .take(700)
+                        .collect()
+                })
+                .collect();
+            panic!(
+                "timed out waiting for {n} connector calls; have {:?}; model calls {}, turns left {}, tool results {:?}; last records:\n{}",
+                calls
+                    .iter()
+                    .map(|c| (&c.tool, &c.status, &c.error))
+                    .collect::<Vec<_>>(),
+                model.calls(),
+                model.remaining_turns(),
+                tool_results(model),
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The text of the tool results the model was sent (OpenAI `tool` messages).
+fn tool_results(model: &ScriptedModel) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in model.requests() {
+        for m in r.body["messages"].as_array().into_iter().flatten() {
+            if m["role"] == "tool" {
+                let text = match &m["content"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if !out.contains(&text) {
+                    out.push(text);
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn connections_end_to_end(database_url: Option<String>) {
+    let (pets_port, seen) = pets_api().await;
+    let mcp_port = mcp_server().await;
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let ts = TestServer::start_with(move |c| {
+        support::use_real_agent(c);
+        c.database_url = database_url;
+        c.connectors.call_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let token = ts.account("alice").await;
+    let _work = support::app_with_model_config(&ts, &token, model.port(), |config| {
+        let root = config.ancestors().nth(3).unwrap();
+        std::fs::write(root.join("kortix.toml"), manifest(pets_port, mcp_port)).unwrap();
+    })
+    .await;
+
+    // What people see: tools, policies, credential state; pipedream as unavailable.
+    let connectors = ts
+        .connectors(&token)
+        .list_connectors(ListConnectorsRequest {
+            project: "app".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .connectors;
+    let by = |slug: &str| connectors.iter().find(|c| c.slug == slug).unwrap().clone();
+    assert_eq!(
+        (by("pets").tool_count, by("pets").credential_state.as_str()),
+        (4, "missing")
+    );
+    assert_eq!(by("words").tool_count, 2);
+    assert!(
+        by("chat").unavailable.contains("Pipedream"),
+        "{:?}",
+        by("chat")
+    );
+    let tools = ts
+        .connectors(&token)
+        .list_connector_tools(ListConnectorToolsRequest {
+            project: "app".into(),
+            connector: "pets".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tools;
+    let policy = |name: &str| {
+        let t = tools.iter().find(|t| t.name == name).unwrap();
+        (t.risk.clone(), t.policy.clone())
+    };
+    assert_eq!(policy("getPet"), ("read".into(), "always_run".into()));
+    assert_eq!(
+        policy("addPet"),
+        ("write".into(), "require_approval".into())
+    );
+    assert_eq!(policy("deletePet"), ("destructive".into(), "block".into()));
+    let refused = ts
+        .connectors(&token)
+        .set_connector_credential(SetConnectorCredentialRequest {
+            project: "app".into(),
+            connector: "pets".into(),
+            value: CREDENTIAL.into(),
+            mine: true,
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("shared"), "{refused:?}");
+    let set = ts
+        .connectors(&token)
+        .set_connector_credential(SetConnectorCredentialRequest {
+            project: "app".into(),
+            connector: "pets".into(),
+            value: CREDENTIAL.into(),
+            mine: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.credential_state, "set");
+
+    // The session: list, read, write (waits), then stop and wait.
+    let session = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            prompt: "Use the pets connector.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ws = ts.workspace(&session.id);
+    let env_dump = ws.join("env.txt");
+    model.push([
+        Turn::tool("kortix_connectors", json!({})),
+        call("pets", "getPet", json!({"id": "7"})),
+        call("pets", "addPet", json!({"body": {"name": "fido"}})),
+        Turn::bash(format!("env > {}", env_dump.display())),
+        Turn::text("The call waits for approval."),
+    ]);
+    let calls = wait_calls(&ts, &token, &session.id, 2, &model).await;
+    assert_eq!(
+        (
+            calls[0].tool.as_str(),
+            calls[0].status.as_str(),
+            calls[0].upstream_status
+        ),
+        ("getPet", "ok", 200)
+    );
+    assert_eq!(
+        (calls[1].tool.as_str(), calls[1].status.as_str()),
+        ("addPet", "pending_approval")
+    );
+    assert_eq!(
+        seen.lock().unwrap().authorizations,
+        [format!("Bearer {CREDENTIAL}")],
+        "the upstream saw the credential, once"
+    );
+    assert!(
+        seen.lock().unwrap().added.is_empty(),
+        "not run before approval"
+    );
+    let listing = eventually(
+        "the model's tool results",
+        Duration::from_secs(60),
+        || async {
+            let results = tool_results(&model);
+            (results.len() >= 3).then_some(results)
+        },
+    )
+    .await;
+    assert!(
+        listing[0].contains("getPet") && listing[0].contains("words"),
+        "{listing:?}"
+    );
+    assert!(
+        !listing[0].contains("deletePet"),
+        "blocked tools are not listed: {}",
+        listing[0]
+    );
+    assert!(listing[1].contains("rex"), "{listing:?}");
+    assert!(listing[2].contains("approval"), "{listing:?}");
+
+    // Approve once the model has finished its turn: a prompt that arrives while OpenCode is
+    // busy joins the running turn instead of starting the next.
+    let asked_at = records_of(&ts, &token, &session.id)
+        .await
+        .iter()
+        .filter(|r| matches!(r.body, Some(Body::ConnectorCall(_))))
+        .map(|r| r.seq)
+        .max()
+        .unwrap();
+    eventually(
+        "the session idle after its first turn",
+        Duration::from_secs(120),
+        || async {
+            records_of(&ts, &token, &session.id)
+                .await
+                .iter()
+                .any(|r| {
+                    r.seq > asked_at
+                        && matches!(&r.body, Some(Body::Event(e)) if e.r#type == "session.idle")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let pending = ts
+        .approvals(&token)
+        .list_approvals(ListApprovalsRequest {
+            project: "app".into(),
+            state: "pending".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].digest, calls[1].digest);
+    assert_eq!(pending[0].session_id, session.id);
+
+    // Approved: the identical call runs once; new arguments ask again; a blocked tool is
+    // refused; a hanging upstream times out; the MCP server's tool answers.
+    model.push([
+        call("pets", "addPet", json!({"body": {"name": "fido"}})),
+        call("pets", "addPet", json!({"body": {"name": "fido"}})),
+        call("pets", "addPet", json!({"body": {"name": "other"}})),
+        call("pets", "deletePet", json!({"id": "7"})),
+        call("pets", "slowReport", json!({})),
+        call("words", "lookup", json!({"word": "kortix"})),
+        Turn::text("Done."),
+    ]);
+    let approved = ts
+        .approvals(&token)
+        .approve_call(DecideApprovalRequest {
+            id: pending[0].id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(approved.state, "approved");
+    let again = ts
+        .approvals(&token)
+        .approve_call(DecideApprovalRequest {
+            id: pending[0].id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+
+    let calls = wait_calls(&ts, &token, &session.id, 8, &model).await;
+    let status: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.tool.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("getPet", "ok"),
+            ("addPet", "pending_approval"),
+            ("addPet", "ok"),
+            ("addPet", "pending_approval"),
+            ("addPet", "pending_approval"),
+            ("deletePet", "denied"),
+            ("slowReport", "error"),
+            ("lookup", "ok"),
+        ]
+    );
+    assert_eq!(calls[2].approval_id, pending[0].id);
+    assert_ne!(
+        calls[4].digest, calls[2].digest,
+        "changed arguments, another digest"
+    );
+    assert!(
+        calls[6].error.contains("did not answer within 3s"),
+        "{:?}",
+        calls[6]
+    );
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.added, [json!({"name": "fido"})], "ran exactly once");
+        assert_eq!(
+            seen.deleted, 0,
+            "the blocked tool never reached the upstream"
+        );
+    }
+    let results = eventually("the closing turn", Duration::from_secs(60), || async {
+        let results = tool_results(&model);
+        results
+            .iter()
+            .any(|r| r.contains("definition of kortix"))
+            .then_some(results)
+    })
+    .await;
+    assert!(results.iter().any(|r| r.contains("blocked")), "{results:?}");
+
+    // The log: every call, newest first; approvals in their final states.
+    let logged = ts
+        .connectors(&token)
+        .list_connector_calls(ListConnectorCallsRequest {
+            project: "app".into(),
+            session_id: session.id.clone(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .calls;
+    assert_eq!(logged.len(), 8);
+    assert_eq!(logged[0].tool, "lookup");
+    assert_eq!(logged[7].tool, "getPet");
+    let approvals = ts
+        .approvals(&token)
+        .list_approvals(ListApprovalsRequest {
+            project: "app".into(),
+            state: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals;
+    // Newest first: the changed call's, the repeat after the approved one ran, the used one.
+    let states: Vec<(&str, &str)> = approvals
+        .iter()
+        .map(|a| (a.state.as_str(), a.args_preview.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("pending", r#"{"body":{"name":"other"}}"#),
+            ("pending", r#"{"body":{"name":"fido"}}"#),
+            ("used", r#"{"body":{"name":"fido"}}"#),
+        ],
+        "{approvals:?}"
+    );
+
+    // The credential is nowhere in the sandbox: not in OpenCode's environment, not in the
+    // records (the MCP server's registration is).
+    let env = std::fs::read_to_string(&env_dump).unwrap();
+    assert!(
+        !env.contains(CREDENTIAL),
+        "the sandbox's environment holds the credential"
+    );
+    assert!(env.contains("OPENCODE_CONFIG_CONTENT"), "{env}");
+    let records = records_of(&ts, &token, &session.id).await;
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(r.body, Some(Body::Approval(_))))
+    );
+    for r in &records {
+        let bytes = r.encode_to_vec();
+        assert!(
+            !bytes
+                .windows(CREDENTIAL.len())
+                .any(|w| w == CREDENTIAL.as_bytes()),
+            "record {} holds the credential",
+            r.seq
+        );
+    }
+
+    ts.sessions(&token)
+        .stop_session(StopSessionRequest {
+            id: session.id.clone(),
+        })
+        .await
+        .unwrap();
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_on_sqlite() {
+    connections_end_to_end(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_on_postgres() {
+    let Some(db) = kortix_tests::pg::Database::create().await else {
+        return;
+    };
+    connections_end_to_end(Some(db.url.clone())).await;
+    db.drop_now().await;
+}
