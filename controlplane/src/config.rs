@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub sandbox_retention: Duration,
     /// The engine and runtime layer of `SandboxKind::Docker`.
     pub docker: DockerSettings,
+    /// The Slack Web API the Slack channel calls (tests point it at a local stand-in).
+    pub slack_api_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +118,7 @@ impl ServerConfig {
             timings: Timings::default(),
             sandbox_retention: Duration::ZERO,
             docker: DockerSettings::default(),
+            slack_api_url: crate::channels::slack::web::DEFAULT_API_URL.to_string(),
         }
     }
 }

@@ -106,6 +106,9 @@ pub struct ServerArgs {
     /// OpenCode's database: keep it off outside debugging.
     #[arg(long, default_value_t = 0)]
     pub sandbox_retention_secs: u64,
+    /// The Slack Web API that Slack-bound projects post to.
+    #[arg(long, default_value = kortix_controlplane::channels::slack::web::DEFAULT_API_URL)]
+    pub slack_api_url: String,
     /// Log lines for people (`pretty`) or one JSON object per line (`json`); `RUST_LOG`
     /// filters them.
     #[arg(long, value_enum, default_value = "pretty", env = "KORTIX_LOG_FORMAT")]
@@ -151,6 +154,7 @@ impl ServerArgs {
         config.timings.start_deadline = Duration::from_secs(self.start_deadline_secs);
         config.timings.reconnect_grace = Duration::from_secs(self.reconnect_grace_secs);
         config.sandbox_retention = Duration::from_secs(self.sandbox_retention_secs);
+        config.slack_api_url = self.slack_api_url.clone();
         // Local agents log in the same shape as the server that runs them.
         if self.log_format == crate::logging::LogFormat::Json {
             config

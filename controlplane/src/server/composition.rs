@@ -5,6 +5,7 @@
 use super::ServerError;
 use super::foundation::Foundation;
 use crate::auth::Authenticator;
+use crate::channels::slack::{Slack, web::WebApi};
 use crate::config::{SandboxKind, ServerConfig, locate_agent_bin};
 use crate::manifests::Manifests;
 use crate::public::PublicServices;
@@ -41,6 +42,7 @@ pub(super) struct Services {
     pub secrets: ProjectSecrets,
     pub sessions: Sessions,
     pub triggers: Triggers,
+    pub slack: Slack,
 }
 
 impl Services {
@@ -75,8 +77,18 @@ impl Services {
             secrets.clone(),
             Arc::new(sessions.clone()),
         );
+        let web = WebApi::new(&config.slack_api_url)
+            .map_err(|e| ServerError::Setup(format!("the Slack Web API client: {e}")))?;
+        let slack = Slack::new(
+            base.store.clone(),
+            base.master_key.clone(),
+            sessions.clone(),
+            web,
+            urls.public.clone(),
+        );
         Ok((
             Self {
+                slack,
                 provider,
                 hub,
                 cluster,
@@ -110,6 +122,7 @@ impl Services {
             secrets: self.secrets.clone(),
             sessions: self.sessions.clone(),
             triggers: self.triggers.clone(),
+            slack: self.slack.clone(),
             authenticator: Arc::new(Authenticator::new(store.clone())),
             git: crate::git::GitHttpState::new(
                 Arc::new(crate::auth::GitAuth::new(store.clone())),

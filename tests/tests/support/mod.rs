@@ -119,6 +119,12 @@ impl TestServer {
     ) -> kortix_proto::v1::audit_service_client::AuditServiceClient<Authed> {
         kortix_proto::v1::audit_service_client::AuditServiceClient::new(self.authed(token))
     }
+    pub fn channels(
+        &self,
+        token: &str,
+    ) -> kortix_proto::v1::channel_service_client::ChannelServiceClient<Authed> {
+        kortix_proto::v1::channel_service_client::ChannelServiceClient::new(self.authed(token))
+    }
     pub fn snapshots(
         &self,
         token: &str,
