@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kortix_bench::api::Api;
+use kortix_bench::stats::{Latency, fmt_ms};
 use kortix_controlplane::channels::slack::signature;
 use kortix_controlplane::config::{SandboxKind, ServerConfig};
 use kortix_proto::v1::ConnectSlackRequest;
@@ -19,15 +20,6 @@ use kortix_proto::v1::channel_service_client::ChannelServiceClient;
 use tokio::sync::Mutex;
 
 const SECRET: &str = "bench-signing-secret";
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
 
 fn event(n: usize) -> String {
     serde_json::json!({
@@ -115,8 +107,8 @@ async fn run() -> anyhow::Result<()> {
         post(&http, &endpoint, event(2_000_000 + n), "wrong").await?;
     }
     eprintln!("slack_ack: {events} events at {rate}/s, each with an interleaved baseline request");
-    let acks = Arc::new(Mutex::new(Vec::with_capacity(events)));
-    let refusals = Arc::new(Mutex::new(Vec::with_capacity(events)));
+    let acks = Arc::new(Mutex::new(Latency::new()));
+    let refusals = Arc::new(Mutex::new(Latency::new()));
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::with_capacity(events);
@@ -132,10 +124,10 @@ async fn run() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let (status, took) = post(&http, &endpoint, event(n), SECRET).await?;
             anyhow::ensure!(status == 200, "event {n} answered {status}");
-            acks.lock().await.push(took);
+            acks.lock().await.record(took);
             let (status, took) = post(&http, &endpoint, event(n), "wrong").await?;
             anyhow::ensure!(status == 401, "bad signature answered {status}");
-            refusals.lock().await.push(took);
+            refusals.lock().await.record(took);
             Ok(())
         }));
     }
@@ -143,10 +135,8 @@ async fn run() -> anyhow::Result<()> {
         t.await??;
     }
     let elapsed = wall.elapsed();
-    let mut acks = acks.lock().await.clone();
-    let mut refusals = refusals.lock().await.clone();
-    acks.sort();
-    refusals.sort();
+    let acks = acks.lock().await.summary();
+    let refusals = refusals.lock().await.summary();
     println!(
         "Slack event acknowledgement, {events} events in {:.1} s ({:.1}/s offered)",
         elapsed.as_secs_f64(),
@@ -154,22 +144,22 @@ async fn run() -> anyhow::Result<()> {
     );
     println!("| request | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|");
-    for (name, v) in [
+    for (name, s) in [
         ("signed event: verify, claim event_id, 200", &acks),
         ("baseline: bad signature, 401", &refusals),
     ] {
         println!(
             "| {name} | {} | {} | {} | {} |",
-            ms(percentile(v, 0.5)),
-            ms(percentile(v, 0.9)),
-            ms(percentile(v, 0.99)),
-            ms(*v.last().expect("measured")),
+            fmt_ms(s.p50_us),
+            fmt_ms(s.p90_us),
+            fmt_ms(s.p99_us),
+            fmt_ms(s.max_us),
         );
     }
     println!(
         "| ratio event / baseline | {:.2} | | {:.2} | |",
-        percentile(&acks, 0.5).as_secs_f64() / percentile(&refusals, 0.5).as_secs_f64(),
-        percentile(&acks, 0.99).as_secs_f64() / percentile(&refusals, 0.99).as_secs_f64(),
+        acks.p50_us as f64 / refusals.p50_us.max(1) as f64,
+        acks.p99_us as f64 / refusals.p99_us.max(1) as f64,
     );
     server.shutdown().await;
     Ok(())

@@ -136,7 +136,6 @@ impl Fixture {
             .sessions(&self.token)
             .list_sessions(ListSessionsRequest {
                 project: "app".into(),
-                ..Default::default()
             })
             .await
             .unwrap()

@@ -134,14 +134,19 @@ async fn events(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    match verify(&slack, &project_ref, &headers, body).await {
+        Ok(verified) => take_event(slack, verified).await,
+        Err(response) => response,
+    }
+}
+
+/// Answers a verified Events API request; a new event is claimed and acted on afterwards.
+async fn take_event(slack: Slack, verified: Verified) -> Response {
     let Verified {
         project,
         body,
         permit,
-    } = match verify(&slack, &project_ref, &headers, body).await {
-        Ok(v) => v,
-        Err(response) => return response,
-    };
+    } = verified;
     let (event_id, message) = match event::parse(&body) {
         Ok(Envelope::UrlVerification { challenge }) => {
             return Json(json!({ "challenge": challenge })).into_response();
@@ -186,7 +191,7 @@ async fn interactivity(
         body,
         permit,
     } = match verify(&slack, &project_ref, &headers, body).await {
-        Ok(v) => v,
+        Ok(verified) => verified,
         Err(response) => return response,
     };
     let request = match super::interactivity::parse(&body) {

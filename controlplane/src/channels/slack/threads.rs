@@ -79,21 +79,9 @@ impl Slack {
         msg: &Message,
         ended: Option<&str>,
     ) -> DomainResult<()> {
-        let reactions = Reactions::new(&msg.channel, &msg.ts);
-        self.call_now(&project.id, "reactions.add", reactions.running())
+        let (reactions, placeholder) = self
+            .open_turn(project, msg, "⏳ Working… starting a session")
             .await;
-        let placeholder = self
-            .call_now(
-                &project.id,
-                "chat.postMessage",
-                body::post_message(
-                    &msg.channel,
-                    Some(&msg.thread_ts),
-                    "⏳ Working… starting a session",
-                ),
-            )
-            .await
-            .and_then(|answer| answer["ts"].as_str().map(str::to_string));
         let prompt = match ended {
             Some(old) => fresh_start_prompt(old, &msg.text),
             None => msg.text.clone(),
@@ -205,21 +193,13 @@ impl Slack {
         if session.status.is_terminal() {
             return self.start(project, event_id, &msg, Some(&session.id)).await;
         }
-        let reactions = Reactions::new(&msg.channel, &msg.ts);
-        self.call_now(&project.id, "reactions.add", reactions.running())
-            .await;
-        let placeholder = self
-            .call_now(
-                &project.id,
-                "chat.postMessage",
-                body::post_message(
-                    &msg.channel,
-                    Some(&msg.thread_ts),
-                    &format!("⏳ Queued for session `{}`", session.id),
-                ),
+        let (reactions, placeholder) = self
+            .open_turn(
+                project,
+                &msg,
+                &format!("⏳ Queued for session `{}`", session.id),
             )
-            .await
-            .and_then(|answer| answer["ts"].as_str().map(str::to_string));
+            .await;
         let turn = NewTurn {
             user_ts: msg.ts.clone(),
             progress_ts: placeholder.clone(),
@@ -257,6 +237,28 @@ impl Slack {
             .await?;
         }
         Ok(())
+    }
+
+    /// A turn begins: ⏳ on the person's message and a placeholder reply in the thread (its
+    /// ts, when Slack took it).
+    async fn open_turn(
+        &self,
+        project: &Project,
+        msg: &Message,
+        placeholder: &str,
+    ) -> (Reactions, Option<String>) {
+        let reactions = Reactions::new(&msg.channel, &msg.ts);
+        self.call_now(&project.id, "reactions.add", reactions.running())
+            .await;
+        let ts = self
+            .call_now(
+                &project.id,
+                "chat.postMessage",
+                body::post_message(&msg.channel, Some(&msg.thread_ts), placeholder),
+            )
+            .await
+            .and_then(|answer| answer["ts"].as_str().map(str::to_string));
+        (reactions, ts)
     }
 
     /// Sends a prompt once the session runs (its agent queues prompts while busy).
