@@ -107,17 +107,9 @@ impl Slack {
                         .await?;
                 }
                 let text = format!("❌ Could not start a session: {e}");
-                self.finish_turn(
-                    &project.id,
-                    &msg.channel,
-                    &msg.thread_ts,
-                    placeholder.as_deref(),
-                    &reactions,
-                    &text,
-                    false,
-                )
-                .await?;
-                return Ok(());
+                return self
+                    .fail_turn(project, msg, placeholder.as_deref(), &reactions, &text)
+                    .await;
             }
         };
         crate::audit::record_trigger(
@@ -225,18 +217,31 @@ impl Slack {
                 "❌ Your message did not reach session `{}`: {e}",
                 session.id
             );
-            self.finish_turn(
-                &project.id,
-                &msg.channel,
-                &msg.thread_ts,
-                placeholder.as_deref(),
-                &reactions,
-                &text,
-                false,
-            )
-            .await?;
+            self.fail_turn(project, &msg, placeholder.as_deref(), &reactions, &text)
+                .await?;
         }
         Ok(())
+    }
+
+    /// A turn that cannot go on: `text` in place of its placeholder (or as a reply), ❌.
+    async fn fail_turn(
+        &self,
+        project: &Project,
+        msg: &Message,
+        placeholder: Option<&str>,
+        reactions: &Reactions,
+        text: &str,
+    ) -> DomainResult<()> {
+        self.finish_turn(
+            &project.id,
+            &msg.channel,
+            &msg.thread_ts,
+            placeholder,
+            reactions,
+            text,
+            false,
+        )
+        .await
     }
 
     /// A turn begins: ⏳ on the person's message and a placeholder reply in the thread (its
