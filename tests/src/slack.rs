@@ -48,6 +48,8 @@ pub struct Call {
     pub body: Value,
     /// The answer's `error`, or "ratelimited" for a 429; `None` when accepted.
     pub error: Option<String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -220,6 +222,7 @@ async fn call(
             method: method.clone(),
             body: body.clone(),
             error: error.map(str::to_string),
+            at: std::time::Instant::now(),
         })
     };
     if inner.rate_limited > 0 {

@@ -294,6 +294,32 @@ async fn a_slack_thread_drives_one_session() {
         "progress showed the tool step: {progress_updates:?}"
     );
 
+    // The progress message changed at most once a second.
+    let progress_ts = progress.ts.clone();
+    let updates: Vec<_> = f
+        .slack
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            c.method == "chat.update"
+                && c.error.is_none()
+                && c.body["ts"] == progress_ts.as_str()
+                && c.body["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with('⏳')
+        })
+        .map(|c| c.at)
+        .collect();
+    assert!(updates.len() >= 2, "{}", describe(&thread));
+    for pair in updates.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(950),
+            "progress updated {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
+
     // Slack's retry of the same event starts nothing.
     let (status, _) = f
         .event(

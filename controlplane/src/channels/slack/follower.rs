@@ -183,7 +183,8 @@ impl Slack {
         let mut timeline = Timeline::new(Options::default());
         let mut turns = VecDeque::from([Active::new(first)]);
         let mut tick = tokio::time::interval(TICK);
-        let mut next_update = Instant::now();
+        // The placeholder was just posted: progress replaces it a second later at the soonest.
+        let mut next_update = Instant::now() + UPDATE_EVERY;
         loop {
             tokio::select! {
                 record = records.next() => match record {
