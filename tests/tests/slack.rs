@@ -159,6 +159,14 @@ impl Fixture {
         bindings[0].threads.clone()
     }
 
+    /// Sends a reply in the thread (acknowledged with 200) and waits for the bot's answer
+    /// containing `answer`.
+    async fn steer(&self, event_id: &str, thread_ts: &str, ts: &str, text: &str, answer: &str) {
+        let (status, _) = self.event(&reply(event_id, thread_ts, ts, text), &[]).await;
+        assert_eq!(status, 200);
+        self.reply_containing(thread_ts, answer).await;
+    }
+
     /// Waits for a reply in the thread containing `needle`.
     async fn reply_containing(&self, thread_ts: &str, needle: &str) -> String {
         eventually(&format!("a reply containing {needle:?}"), WAIT, || async {
@@ -334,15 +342,14 @@ async fn a_slack_thread_drives_one_session() {
 
     // A reply in the thread steers the same session.
     model.push([Turn::text("Bye from the same session.")]);
-    let (status, _) = f
-        .event(
-            &reply("Ev0002", thread_ts, "1700000100.000200", "now say bye"),
-            &[],
-        )
-        .await;
-    assert_eq!(status, 200);
-    f.reply_containing(thread_ts, "Bye from the same session.")
-        .await;
+    f.steer(
+        "Ev0002",
+        thread_ts,
+        "1700000100.000200",
+        "now say bye",
+        "Bye from the same session.",
+    )
+    .await;
     assert_eq!(f.sessions().await.len(), 1);
     let threads = f.threads().await;
     assert_eq!(threads.len(), 1);
@@ -359,15 +366,14 @@ async fn a_slack_thread_drives_one_session() {
     // A 429 storm: every call is refused for a while; the final message still arrives.
     model.push([Turn::text("Answer through the storm.")]);
     f.slack.rate_limit_next(12, 1);
-    let (status, _) = f
-        .event(
-            &reply("Ev0003", thread_ts, "1700000100.000300", "one more"),
-            &[],
-        )
-        .await;
-    assert_eq!(status, 200);
-    f.reply_containing(thread_ts, "Answer through the storm.")
-        .await;
+    f.steer(
+        "Ev0003",
+        thread_ts,
+        "1700000100.000300",
+        "one more",
+        "Answer through the storm.",
+    )
+    .await;
     assert!(
         f.slack
             .calls()
@@ -408,14 +414,14 @@ async fn a_slack_thread_drives_one_session() {
 
     // A reply to the ended session's thread starts a fresh session, told it has no memory.
     model.push([Turn::text("Fresh start here.")]);
-    let (status, _) = f
-        .event(
-            &reply("Ev0004", thread_ts, "1700000100.000400", "are you there?"),
-            &[],
-        )
-        .await;
-    assert_eq!(status, 200);
-    f.reply_containing(thread_ts, "Fresh start here.").await;
+    f.steer(
+        "Ev0004",
+        thread_ts,
+        "1700000100.000400",
+        "are you there?",
+        "Fresh start here.",
+    )
+    .await;
     let sessions = f.sessions().await;
     assert_eq!(sessions.len(), 2);
     let fresh = sessions.iter().find(|s| s.id != session.id).unwrap();
