@@ -167,13 +167,14 @@ impl Fixture {
         self.reply_containing(thread_ts, answer).await;
     }
 
-    /// Waits for a reply in the thread containing `needle`.
+    /// Waits for a reply in the thread containing `needle` (not a progress message, whose
+    /// steps quote the agent's text too).
     async fn reply_containing(&self, thread_ts: &str, needle: &str) -> String {
         eventually(&format!("a reply containing {needle:?}"), WAIT, || async {
             let thread = self.slack.thread(CHANNEL, thread_ts);
             thread
                 .iter()
-                .find(|m| m.text.contains(needle))
+                .find(|m| !m.text.starts_with('⏳') && m.text.contains(needle))
                 .map(|m| m.text.clone())
         })
         .await
