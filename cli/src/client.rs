@@ -225,6 +225,15 @@ impl Client {
         ChangeRequestServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
+    pub fn channels(
+        &self,
+    ) -> kortix_proto::v1::channel_service_client::ChannelServiceClient<Authed> {
+        kortix_proto::v1::channel_service_client::ChannelServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.auth.clone(),
+        )
+    }
+
     pub fn triggers(&self) -> TriggerServiceClient<Authed> {
         TriggerServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }

@@ -85,6 +85,8 @@ enum Command {
     Cr(commands::cr::CrArgs),
     /// List and fire the manifest's triggers.
     Triggers(commands::triggers::TriggersArgs),
+    /// Drive a project from Slack: bind it to a Slack app, list threads and their sessions.
+    Channels(commands::channels::ChannelsArgs),
     /// Run the control plane in the foreground.
     Server(commands::server::ServerArgs),
     /// Quickstart: install the pinned OpenCode if needed and run the control plane.
@@ -131,6 +133,7 @@ fn main() -> ExitCode {
         Command::Sessions(args) => commands::sessions::run(&cli.global, args),
         Command::Cr(args) => commands::cr::run(&cli.global, args),
         Command::Triggers(args) => commands::triggers::run(&cli.global, args),
+        Command::Channels(args) => commands::channels::run(&cli.global, args),
         Command::Server(args) => commands::server::run(&cli.global, args),
         Command::Up(args) => commands::up::run(&cli.global, args),
     };

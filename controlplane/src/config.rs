@@ -109,6 +109,8 @@ pub struct ServerConfig {
     pub images: ImageSettings,
     /// The connector broker's limits (upstream timeout, answer cap, unattended approvals).
     pub connectors: crate::connectors::ConnectorSettings,
+    /// The Slack Web API the Slack channel calls (tests point it at a local stand-in).
+    pub slack_api_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +169,7 @@ impl ServerConfig {
             daytona: DaytonaSettings::default(),
             images: ImageSettings::default(),
             connectors: Default::default(),
+            slack_api_url: crate::channels::slack::web::DEFAULT_API_URL.to_string(),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod ca;
 pub mod change_requests;
 pub mod changes;
+pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod connectors;

@@ -32,6 +32,8 @@ pub struct PublicServices {
     pub sessions: Sessions,
     pub connectors: crate::connectors::Connectors,
     pub triggers: Triggers,
+    /// Slack's Events API and interactivity endpoints, and `ChannelService`.
+    pub slack: crate::channels::slack::Slack,
     /// Resolves bearer tokens for every `kortix.v1` call.
     pub authenticator: Arc<Authenticator>,
     /// `/git/<project>.git` over smart HTTP.
@@ -124,6 +126,12 @@ impl PublicServices {
                 .max_decoding_message_size(MAX_API_MESSAGE),
             )
             .add_service(
+                pb::channel_service_server::ChannelServiceServer::new(
+                    api::channels::Channels::new(self.slack.clone()),
+                )
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
                 api::triggers::TriggerServiceImpl::new(self.triggers.clone())
                     .into_server()
                     .max_decoding_message_size(MAX_API_MESSAGE),
@@ -143,6 +151,7 @@ impl PublicServices {
         Ok(grpc
             .merge(crate::git::router(self.git))
             .merge(crate::triggers::webhook::router(self.triggers))
+            .merge(crate::channels::slack::routes::router(self.slack))
             .merge(crate::metrics::router(self.store, self.hub)))
     }
 }

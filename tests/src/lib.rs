@@ -12,6 +12,7 @@ pub mod pg;
 pub mod podman;
 pub mod require;
 pub mod scripted_model;
+pub mod slack;
 
 pub use opencode::{
     OPENCODE_VERSION, OpencodeHome, opencode_bin, opencode_config, opencode_packages_dir,

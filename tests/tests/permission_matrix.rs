@@ -624,6 +624,20 @@ async fn call(
             })
             .await
             .map(drop),
+        ("kortix.v1.ChannelService", "ConnectSlack") => ts
+            .channels(token)
+            .connect_slack(ConnectSlackRequest {
+                project: web(),
+                signing_secret: "matrix-signing-secret".into(),
+                bot_token: "xoxb-matrix".into(),
+            })
+            .await
+            .map(drop),
+        ("kortix.v1.ChannelService", "ListChannels") => ts
+            .channels(token)
+            .list_channels(ListChannelsRequest { project: web() })
+            .await
+            .map(drop),
         _ => panic!("the matrix has no request for {rpc}: add one"),
     }
 }

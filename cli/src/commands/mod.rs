@@ -3,6 +3,7 @@
 pub mod access;
 pub mod accounts;
 pub mod audit;
+pub mod channels;
 pub mod connectors;
 pub mod cr;
 pub mod git_credential;

@@ -127,6 +127,9 @@ pub struct ServerArgs {
     /// approval before it is denied, in seconds.
     #[arg(long, default_value_t = 3600)]
     pub unattended_approval_secs: u64,
+    /// The Slack Web API that Slack-bound projects post to.
+    #[arg(long, default_value = kortix_controlplane::channels::slack::web::DEFAULT_API_URL)]
+    pub slack_api_url: String,
     /// Log lines for people (`pretty`) or one JSON object per line (`json`); `RUST_LOG`
     /// filters them.
     #[arg(long, value_enum, default_value = "pretty", env = "KORTIX_LOG_FORMAT")]
@@ -187,6 +190,7 @@ impl ServerArgs {
             max_response_bytes: self.connector_max_response_bytes.max(1024),
             unattended_approval_ttl: Duration::from_secs(self.unattended_approval_secs),
         };
+        config.slack_api_url = self.slack_api_url.clone();
         // Local agents log in the same shape as the server that runs them.
         if self.log_format == crate::logging::LogFormat::Json {
             config

@@ -29,6 +29,44 @@ pub fn read_secret(prompt: &str, what: &str) -> Result<String, CliError> {
     Ok(value.to_owned())
 }
 
+/// Several secrets, one per line: prompted for one by one without echo on a terminal,
+/// otherwise the first `prompts.len()` lines of stdin (more lines are refused). Empty values
+/// are refused.
+pub fn read_secret_lines(prompts: &[(&str, &str)]) -> Result<Vec<String>, CliError> {
+    if stdin_is_terminal() {
+        return prompts
+            .iter()
+            .map(|(prompt, what)| read_secret(prompt, what))
+            .collect();
+    }
+    let all = read_stdin()?;
+    let lines: Vec<&str> = all.lines().collect();
+    if lines.len() != prompts.len() {
+        return Err(CliError::Input(format!(
+            "expected {} lines on stdin ({}), got {}",
+            prompts.len(),
+            prompts
+                .iter()
+                .map(|(_, what)| *what)
+                .collect::<Vec<_>>()
+                .join(", then "),
+            lines.len()
+        )));
+    }
+    lines
+        .iter()
+        .zip(prompts)
+        .map(|(line, (_, what))| {
+            let value = line.trim_end_matches('\r');
+            if value.is_empty() {
+                Err(CliError::Input(format!("refusing an empty {what}")))
+            } else {
+                Ok(value.to_owned())
+            }
+        })
+        .collect()
+}
+
 /// Removes exactly one trailing `\n` or `\r\n`: values may legitimately end in other newlines.
 pub fn trim_one_newline(text: &str) -> &str {
     text.strip_suffix("\r\n")

@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod audit;
 pub mod authn;
 pub mod change_requests;
+pub mod channels;
 pub mod connectors;
 pub mod convert;
 pub mod members;

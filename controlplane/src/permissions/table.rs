@@ -318,6 +318,16 @@ pub const RPCS: &[(&str, Action)] = &[
         "/kortix.v1.ApprovalService/DenyCall",
         Action::DecideApproval,
     ),
+    // Binding a Slack app stores its credentials, like setting secrets; its threads are
+    // sessions.
+    (
+        "/kortix.v1.ChannelService/ConnectSlack",
+        Action::ChangeSecrets,
+    ),
+    (
+        "/kortix.v1.ChannelService/ListChannels",
+        Action::ViewSessions,
+    ),
 ];
 
 /// The action of an RPC path, if the table has it.

@@ -55,6 +55,12 @@ pub(super) fn spawn(
         tasks.push(tokio::spawn(cluster.run()));
     }
     tasks.push(tokio::spawn(
+        services
+            .slack
+            .clone()
+            .run_outbox(signalled(shutdown.clone())),
+    ));
+    tasks.push(tokio::spawn(
         crate::triggers::Sweeper::new(services.triggers.clone()).run(signalled(shutdown.clone())),
     ));
     tasks.push(tokio::spawn(

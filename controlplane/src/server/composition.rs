@@ -6,6 +6,7 @@ use super::ServerError;
 use super::engine::Backend;
 use super::foundation::Foundation;
 use crate::auth::Authenticator;
+use crate::channels::slack::{Slack, web::WebApi};
 use crate::config::{SandboxKind, ServerConfig, locate_agent_bin};
 use crate::manifests::Manifests;
 use crate::public::PublicServices;
@@ -44,6 +45,7 @@ pub(super) struct Services {
     pub sessions: Sessions,
     pub triggers: Triggers,
     pub connectors: crate::connectors::Connectors,
+    pub slack: Slack,
 }
 
 impl Services {
@@ -87,8 +89,18 @@ impl Services {
             config.connectors.clone(),
         )
         .map_err(|e| ServerError::Setup(e.to_string()))?;
+        let web = WebApi::new(&config.slack_api_url)
+            .map_err(|e| ServerError::Setup(format!("the Slack Web API client: {e}")))?;
+        let slack = Slack::new(
+            base.store.clone(),
+            base.master_key.clone(),
+            sessions.clone(),
+            web,
+            urls.public.clone(),
+        );
         Ok((
             Self {
+                slack,
                 provider,
                 hub,
                 cluster,
@@ -129,6 +141,7 @@ impl Services {
             sessions: self.sessions.clone(),
             connectors: self.connectors.clone(),
             triggers: self.triggers.clone(),
+            slack: self.slack.clone(),
             authenticator: Arc::new(authenticator.clone()),
             git: crate::git::GitHttpState::new(
                 Arc::new(crate::auth::GitAuth::new(store.clone(), authenticator)),

@@ -231,6 +231,17 @@ impl Sessions {
             )));
         }
         let s = self.owned(caller, id).await?;
+        self.deliver_prompt(&s, text, agent)
+    }
+
+    /// Sends a prompt to a session's running agent, for whoever has already decided the
+    /// sender may (the session's owner, a Slack thread the session belongs to).
+    pub fn deliver_prompt(
+        &self,
+        s: &crate::store::Session,
+        text: String,
+        agent: String,
+    ) -> Result<String, SessionError> {
         if s.status != SessionStatus::Running {
             return Err(SessionError::Precondition(format!(
                 "session {} is {}; prompts go to running sessions",

@@ -22,12 +22,15 @@ mod projects;
 mod records;
 mod secrets;
 mod sessions;
+mod slack;
 mod snapshots;
 mod sqlite_records;
 mod tokens;
 
 #[cfg(test)]
 mod migration_tests;
+#[cfg(test)]
+mod slack_tests;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
@@ -58,6 +61,7 @@ pub use projects::Project;
 pub use records::RecordRow;
 pub use secrets::{SecretMeta, SecretRow, SecretsSnapshot};
 pub use sessions::{NewSession, Session, SessionStatus};
+pub use slack::{LiveSlackThread, OutboxItem, SlackBinding, SlackThread};
 pub use snapshots::{NewSnapshot, Snapshot, SnapshotStatus};
 pub use tokens::{ApiToken, TokenLimits};
 

@@ -131,6 +131,12 @@ impl TestServer {
     ) -> kortix_proto::v1::approval_service_client::ApprovalServiceClient<Authed> {
         kortix_proto::v1::approval_service_client::ApprovalServiceClient::new(self.authed(token))
     }
+    pub fn channels(
+        &self,
+        token: &str,
+    ) -> kortix_proto::v1::channel_service_client::ChannelServiceClient<Authed> {
+        kortix_proto::v1::channel_service_client::ChannelServiceClient::new(self.authed(token))
+    }
     pub fn snapshots(
         &self,
         token: &str,
