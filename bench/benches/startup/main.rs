@@ -82,6 +82,36 @@ fn container_engine() -> Option<&'static Podman> {
     }
 }
 
+/// An idle, unlabelled container on the default bridge for as long as the bench runs.
+struct BridgeKeeper(&'static Podman);
+
+const BRIDGE_KEEPER: &str = "kortix-bench-bridge";
+
+impl BridgeKeeper {
+    fn start(engine: &'static Podman) -> Result<Self> {
+        let _ = engine.cli(&["rm", "-f", BRIDGE_KEEPER]);
+        engine
+            .cli(&[
+                "run",
+                "-d",
+                "--name",
+                BRIDGE_KEEPER,
+                "--entrypoint",
+                "sleep",
+                TEST_BASE_IMAGE,
+                "infinity",
+            ])
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(BridgeKeeper(engine))
+    }
+}
+
+impl Drop for BridgeKeeper {
+    fn drop(&mut self) {
+        let _ = self.0.cli(&["rm", "-f", "-t", "0", BRIDGE_KEEPER]);
+    }
+}
+
 struct Server {
     server: RunningServer,
     target: Target,
@@ -132,6 +162,12 @@ async fn bench() -> Result<()> {
                 .await?
         }
         None => Ipv4Addr::LOCALHOST,
+    };
+    // The engine removes its bridge (and the gateway address the model listens on) when no
+    // container is left; one idle container keeps it up between the sessions' containers.
+    let _bridge = match engine {
+        Some(e) => Some(BridgeKeeper::start(e)?),
+        None => None,
     };
     let model = ScriptedModel::start_on(model_ip, Vec::new()).map_err(|e| anyhow!("{e}"))?;
     let git = GitEnv::new();
