@@ -219,20 +219,11 @@ mod tests {
     #[tokio::test]
     async fn a_revocation_reaches_another_replica_on_postgres() {
         use crate::auth::{AuthError, Authenticator, TokenKind, generate_token, hash_token};
-        use crate::store::StoreOptions;
         use crate::store::testing::PgTestSchema;
         let Some(schema) = PgTestSchema::create_or_skip().await else {
             return;
         };
-        let store_b = Store::open_postgres(
-            schema.connect_options().unwrap(),
-            StoreOptions {
-                max_connections: 3,
-                ..StoreOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let store_b = schema.other_replica().await;
         let a = Authenticator::new(schema.store().clone());
         let b = Authenticator::new(store_b.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

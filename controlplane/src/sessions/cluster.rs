@@ -285,20 +285,11 @@ mod tests {
     /// wake the subscribers of the other, and a replica ignores its own wake-ups.
     #[tokio::test]
     async fn wake_ups_cross_replicas_on_postgres() {
-        use crate::store::StoreOptions;
         use crate::store::testing::PgTestSchema;
         let Some(schema) = PgTestSchema::create_or_skip().await else {
             return;
         };
-        let store_b = Store::open_postgres(
-            schema.connect_options().unwrap(),
-            StoreOptions {
-                max_connections: 3,
-                ..StoreOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let store_b = schema.other_replica().await;
         let (hub_a, hub_b) = (Hub::new(), Hub::new());
         let a = Cluster::attach(schema.store(), &hub_a).expect("postgres has a wake channel");
         let b = Cluster::attach(&store_b, &hub_b).expect("postgres has a wake channel");

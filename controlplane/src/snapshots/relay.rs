@@ -161,7 +161,7 @@ mod tests {
     use super::*;
     use crate::sandbox::{BuildFailure, BuildLog, SandboxError, SnapshotBuilder};
     use crate::snapshots::{Hardware, Rebuild, Recipe, RuntimeLayer, SnapshotConfig, Snapshots};
-    use crate::store::{SnapshotStatus, StoreOptions};
+    use crate::store::SnapshotStatus;
     use futures::future::BoxFuture;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -212,15 +212,7 @@ mod tests {
         let Some(schema) = PgTestSchema::create_or_skip().await else {
             return;
         };
-        let store_b = Store::open_postgres(
-            schema.connect_options().unwrap(),
-            StoreOptions {
-                max_connections: 3,
-                ..StoreOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let store_b = schema.other_replica().await;
         let dir = tempfile::tempdir().unwrap();
         let repos = crate::git::Repos::in_data_dir(dir.path()).unwrap();
         let (agent, opencode) = (dir.path().join("agent"), dir.path().join("opencode"));

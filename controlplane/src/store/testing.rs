@@ -106,6 +106,20 @@ impl PgTestSchema {
         Ok(PgConnectOptions::from_str(&self.url)?.options([("search_path", self.schema.as_str())]))
     }
 
+    /// A second store on this schema with a small pool: another replica sharing the database.
+    pub async fn other_replica(&self) -> Store {
+        Store::open_postgres(
+            self.connect_options()
+                .expect("the schema's connect options"),
+            super::StoreOptions {
+                max_connections: 3,
+                ..super::StoreOptions::default()
+            },
+        )
+        .await
+        .expect("a second store on the test schema")
+    }
+
     /// Closes the store and drops the schema with everything in it.
     pub async fn drop_schema(self) -> Result<(), sqlx::Error> {
         self.store.close().await;
