@@ -124,45 +124,13 @@ pub async fn listen(store: Store, cache: TokenCache, until: impl std::future::Fu
 }
 
 async fn apply_revocations(store: Store, cache: TokenCache) {
-    let mut failures = 0u32;
-    loop {
-        let mut listener = match store.listen_on(AUTH_CHANNEL).await {
-            Ok(Some(l)) => l,
-            Ok(None) => return,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, "listening for token revocations; retrying");
-                tokio::time::sleep(retry_delay(failures)).await;
-                continue;
-            }
-        };
-        // Whatever was revoked before this listener was in place is unknown here.
-        cache.clear();
-        loop {
-            match listener.next().await {
-                Ok(Heard::Wake(payload)) => {
-                    failures = 0;
-                    cache.apply(&payload);
-                }
-                Ok(Heard::Gap) => cache.clear(),
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, "token revocation listener lost; reconnecting");
-                    cache.clear();
-                    tokio::time::sleep(retry_delay(failures)).await;
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Exponential from 200 ms to 10 s, with up to half again of jitter.
-fn retry_delay(failures: u32) -> Duration {
-    let base = Duration::from_millis(200)
-        .saturating_mul(1 << failures.min(6))
-        .min(Duration::from_secs(10));
-    base + base.mul_f64(rand::random::<f64>() / 2.0)
+    store
+        .follow_channel(AUTH_CHANNEL, |heard| match heard {
+            Heard::Wake(payload) => cache.apply(&payload),
+            // Whatever was revoked while nobody listened is unknown here.
+            Heard::Gap => cache.clear(),
+        })
+        .await;
 }
 
 #[cfg(test)]
@@ -273,11 +241,5 @@ mod tests {
         }
         let _ = stop.send(());
         listener.await.unwrap();
-    }
-
-    #[test]
-    fn retries_back_off_within_bounds() {
-        assert!(retry_delay(1) >= Duration::from_millis(400));
-        assert!(retry_delay(50) <= Duration::from_secs(15));
     }
 }

@@ -12,7 +12,7 @@
 //! touch only sessions this replica has viewers or waiters for.
 
 use super::live::Hub;
-use crate::store::{Heard, Store};
+use crate::store::{Heard, Store, WAKE_CHANNEL};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -184,37 +184,13 @@ impl Cluster {
     }
 
     async fn listen(&self) {
-        let mut failures = 0u32;
-        loop {
-            let mut listener = match self.store.listen_wakeups().await {
-                Ok(Some(listener)) => listener,
-                Ok(None) => return,
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, "listening for other replicas' wake-ups");
-                    backoff(failures).await;
-                    continue;
-                }
-            };
-            // Whatever was sent while nobody listened is lost: let waiters look for themselves.
-            if failures > 0 {
-                self.hub.bump_all_remote();
-            }
-            failures = 0;
-            loop {
-                match listener.next().await {
-                    Ok(Heard::Wake(payload)) => self.apply(&payload),
-                    Ok(Heard::Gap) => self.hub.bump_all_remote(),
-                    Err(e) => {
-                        failures += 1;
-                        tracing::warn!(error = %e, "lost the wake-up listener");
-                        self.hub.bump_all_remote();
-                        backoff(failures).await;
-                        break;
-                    }
-                }
-            }
-        }
+        self.store
+            .follow_channel(WAKE_CHANNEL, |heard| match heard {
+                Heard::Wake(payload) => self.apply(&payload),
+                // Whatever was sent while nobody listened is lost: waiters look for themselves.
+                Heard::Gap => self.hub.bump_all_remote(),
+            })
+            .await;
     }
 
     fn apply(&self, payload: &str) {

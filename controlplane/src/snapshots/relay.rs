@@ -130,30 +130,13 @@ async fn send(store: &Store, mut outbox: mpsc::Receiver<String>) {
 }
 
 async fn listen(store: &Store, remote: &RemoteLines) {
-    let mut failures = 0u32;
-    loop {
-        let mut listener = match store.listen_on(BUILD_CHANNEL).await {
-            Ok(Some(l)) => l,
-            Ok(None) => return,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, "listening for other replicas' build lines");
-                tokio::time::sleep(Duration::from_millis(200) * failures.min(50)).await;
-                continue;
+    store
+        .follow_channel(BUILD_CHANNEL, |heard| {
+            if let Heard::Wake(payload) = heard {
+                remote.deliver(&payload);
             }
-        };
-        failures = 0;
-        loop {
-            match listener.next().await {
-                Ok(Heard::Wake(payload)) => remote.deliver(&payload),
-                Ok(Heard::Gap) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "lost the build line listener");
-                    break;
-                }
-            }
-        }
-    }
+        })
+        .await;
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub use change_requests::{
 pub use connectors::{Approval, ConnectorCallRow, CredentialRow};
 pub use firings::{Claim, Firing, FiringOutcome, NewFiring};
 pub use grants::{Grant, ProjectAccess};
-pub use notify::{Heard, WakeListener};
+pub use notify::{Heard, WAKE_CHANNEL, WakeListener};
 pub use projects::Project;
 pub use records::RecordRow;
 pub use secrets::{SecretMeta, SecretRow, SecretsSnapshot};

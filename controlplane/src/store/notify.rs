@@ -7,6 +7,7 @@
 
 use super::{Backend, DbContext, Result, Store};
 use sqlx::postgres::{PgListener, PgNotification};
+use std::time::Duration;
 
 /// The channel every replica listens on.
 pub const WAKE_CHANNEL: &str = "kortix_wake";
@@ -80,11 +81,6 @@ impl Store {
         Ok(())
     }
 
-    /// A listener on [`WAKE_CHANNEL`]; `None` on SQLite.
-    pub async fn listen_wakeups(&self) -> Result<Option<WakeListener>> {
-        self.listen_on(WAKE_CHANNEL).await
-    }
-
     /// A listener on `channel`; `None` on SQLite.
     pub async fn listen_on(&self, channel: &'static str) -> Result<Option<WakeListener>> {
         let Backend::Postgres(pool) = self.backend() else {
@@ -98,5 +94,58 @@ impl Store {
             .await
             .ctx(|| format!("LISTEN {channel}"))?;
         Ok(Some(WakeListener { inner, channel }))
+    }
+
+    /// Follows `channel` for as long as the caller runs it: each notification to `heard` as
+    /// [`Heard::Wake`], and [`Heard::Gap`] whenever notifications may have been missed — when
+    /// the listener is (re)established and when its connection is lost. Reconnects with
+    /// backoff and jitter. Returns at once on SQLite.
+    pub async fn follow_channel(&self, channel: &'static str, mut heard: impl FnMut(Heard)) {
+        let mut failures = 0u32;
+        loop {
+            let mut listener = match self.listen_on(channel).await {
+                Ok(Some(l)) => l,
+                Ok(None) => return,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, channel, "listening for other replicas; retrying");
+                    tokio::time::sleep(retry_delay(failures)).await;
+                    continue;
+                }
+            };
+            heard(Heard::Gap);
+            loop {
+                match listener.next().await {
+                    Ok(h) => {
+                        failures = 0;
+                        heard(h);
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(error = %e, channel, "lost a listener; reconnecting");
+                        heard(Heard::Gap);
+                        tokio::time::sleep(retry_delay(failures)).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Exponential from 200 ms to 10 s, with up to half again of jitter.
+fn retry_delay(failures: u32) -> Duration {
+    let base = Duration::from_millis(200)
+        .saturating_mul(1 << failures.min(6))
+        .min(Duration::from_secs(10));
+    base + base.mul_f64(rand::random::<f64>() / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retries_back_off_within_bounds() {
+        assert!(super::retry_delay(1) >= std::time::Duration::from_millis(400));
+        assert!(super::retry_delay(50) <= std::time::Duration::from_secs(15));
     }
 }
