@@ -9,7 +9,7 @@
 //!   CPU and memory), driven like the host baseline;
 //! - many sessions started at once on the warm snapshot.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -25,7 +25,7 @@ use kortix_tests::git::GitEnv;
 use kortix_tests::podman::{Podman, TEST_BASE_IMAGE};
 
 use crate::kortix::Target;
-use crate::opencode_drive::drive;
+use crate::opencode_drive::{checkout, drive};
 use crate::timing::{Run, free_port, script, wait_calls};
 
 /// The template every docker session uses: the tests' base image plus a context file, with
@@ -218,23 +218,14 @@ pub struct ContainerBaseline<'a> {
 
 impl ContainerBaseline<'_> {
     pub async fn run(&self, model: &ScriptedModel, round: usize) -> Result<Run> {
-        let checkout: PathBuf = self.work.join(format!("container-checkout-{round}"));
-        self.git.ok(
+        // Inside the container the bare repository is mounted at /origin.git.
+        let checkout = checkout(
+            self.git,
             self.work,
-            &[
-                "clone",
-                "-q",
-                &self.origin.to_string_lossy(),
-                &checkout.to_string_lossy(),
-            ],
+            self.origin,
+            &format!("container-checkout-{round}"),
+            &[("remote.origin.url", "/origin.git")],
         );
-        for (k, v) in [
-            ("user.name", "Bench"),
-            ("user.email", "bench@example.com"),
-            ("remote.origin.url", "/origin.git"),
-        ] {
-            self.git.ok(&checkout, &["config", k, v]);
-        }
         let file = format!("container-{round}.txt");
         let branch = format!("container-{round}");
         let calls = script(model, &file, &format!("HEAD:refs/heads/{branch}"));

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use kortix_tests::git::GitEnv;
 use kortix_tests::{OpencodeHome, ScriptedModel};
 
-use crate::opencode_drive::drive;
+use crate::opencode_drive::{checkout, drive};
 use crate::timing::{Run, free_port, rss_kib, script, stop, wait_calls};
 
 pub struct HostBaseline<'a> {
@@ -24,19 +24,13 @@ pub struct HostBaseline<'a> {
 
 impl HostBaseline<'_> {
     pub async fn run(&self, model: &ScriptedModel, round: usize) -> Result<Run> {
-        let checkout = self.work.join(format!("checkout-{round}"));
-        self.git.ok(
+        let checkout = checkout(
+            self.git,
             self.work,
-            &[
-                "clone",
-                "-q",
-                &self.origin.to_string_lossy(),
-                &checkout.to_string_lossy(),
-            ],
+            self.origin,
+            &format!("checkout-{round}"),
+            &[],
         );
-        for (k, v) in [("user.name", "Bench"), ("user.email", "bench@example.com")] {
-            self.git.ok(&checkout, &["config", k, v]);
-        }
         let file = format!("opencode-{round}.txt");
         let branch = format!("bare-{round}");
         let calls = script(model, &file, &format!("HEAD:refs/heads/{branch}"));

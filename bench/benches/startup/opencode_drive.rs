@@ -1,14 +1,43 @@
 //! Driving a bare OpenCode server the way a person would without Kortix: wait for its health
 //! endpoint, create a session, send the prompt, and watch the pushed branch.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use http::Method;
 use kortix_agent::opencode::http::Client;
+use kortix_tests::git::GitEnv;
 
 use crate::timing::{REF_POLL, RUN_DEADLINE, Run, ref_moves};
+
+/// A fresh clone of the bare repository `origin` at `work/<name>` with the bench's git
+/// identity, for a baseline's OpenCode to work in; `extra` adds git settings.
+pub fn checkout(
+    git: &GitEnv,
+    work: &Path,
+    origin: &Path,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> PathBuf {
+    let dir = work.join(name);
+    git.ok(
+        work,
+        &[
+            "clone",
+            "-q",
+            &origin.to_string_lossy(),
+            &dir.to_string_lossy(),
+        ],
+    );
+    for (k, v) in [("user.name", "Bench"), ("user.email", "bench@example.com")]
+        .iter()
+        .chain(extra)
+    {
+        git.ok(&dir, &["config", k, v]);
+    }
+    dir
+}
 
 /// OpenCode on `127.0.0.1:port`, started at `started`, asked to create `file`; its commit is
 /// awaited on `branch` of the bare repository `origin`.
