@@ -396,12 +396,15 @@ async fn a_slack_thread_drives_one_session() {
             .map(drop)
     })
     .await;
-    assert!(
+    // Each command is answered by its own task, so the help may land after the listing.
+    eventually("the help", WAIT, || async {
         f.slack
             .ephemerals()
             .iter()
             .any(|e| e.text.contains("`/kortix stop [SESSION]`"))
-    );
+            .then_some(())
+    })
+    .await;
     assert_eq!(f.command(&format!("stop {}", session.id)).await, 200);
     eventually("the session stops", WAIT, || async {
         let s = f.ts.session(&f.token, &session.id).await;
