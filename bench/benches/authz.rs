@@ -11,13 +11,22 @@
 //! Added = authorization path − unchecked read; its share is added / (whole call − added),
 //! i.e. relative to the call without the check.
 //!
+//! All of it under the records load generator's traffic: `LOAD_AGENTS` simulated agents
+//! (default 20) stream log records through the agent gateway to the same server, paced to
+//! `LOAD_RATE` records/s in all (default 10,000), as `kortix-loadgen records` does, while the
+//! calls are timed (`LOAD_AGENTS=0` times an idle server).
+//!
 //! `cargo bench --workspace --bench authz` (`CALLS`, default 5000; PostgreSQL at
 //! `KORTIX_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`, in a
 //! database the benchmark creates and drops; skipped with a note when unreachable).
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use kortix_bench::api::Api;
+use kortix_bench::provision::{Cluster, LiveAgent};
+use kortix_bench::streamer::{self, StreamConfig, StreamTotals};
 use kortix_controlplane::auth::Authenticator;
 use kortix_controlplane::config::{SandboxKind, ServerConfig};
 use kortix_controlplane::permissions::{self, Action};
@@ -56,7 +65,56 @@ fn bearer(token: &str) -> impl tonic::service::Interceptor + Clone {
     }
 }
 
-async fn measure(label: &str, database_url: Option<&str>, calls: usize) -> anyhow::Result<()> {
+/// The records load running beside the timed calls.
+#[derive(Clone, Copy)]
+struct Load {
+    agents: u64,
+    rate: f64,
+}
+
+/// Brings `load.agents` simulated agents up and streams their records until the returned
+/// sender is told to stop; answers how many records were acknowledged meanwhile.
+async fn start_load(
+    api: Api,
+    data_dir: &std::path::Path,
+    load: Load,
+) -> anyhow::Result<(tokio::sync::watch::Sender<bool>, Arc<StreamTotals>)> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let totals = Arc::new(StreamTotals::default());
+    if load.agents == 0 {
+        return Ok((stop, totals));
+    }
+    let cluster = Cluster::new(api, data_dir, "authz-load").await?;
+    let mut agents: Vec<LiveAgent> = Vec::new();
+    for i in 0..load.agents {
+        agents.push(cluster.provision_agent(&format!("load-{i}")).await?);
+    }
+    let n = agents.len() as f64;
+    for (i, agent) in agents.into_iter().enumerate() {
+        tokio::spawn(streamer::run(
+            agent,
+            StreamConfig {
+                batch: 20,
+                record_bytes: 200,
+                window: 8,
+                rate: load.rate / n,
+                phase: i as f64 / n,
+            },
+            totals.clone(),
+            Vec::new(),
+            cluster.errors.clone(),
+            stopped.clone(),
+        ));
+    }
+    Ok((stop, totals))
+}
+
+async fn measure(
+    label: &str,
+    database_url: Option<&str>,
+    calls: usize,
+    load: Load,
+) -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let mut config = ServerConfig::new(work.path().join("data"));
     config.listen = "127.0.0.1:0".parse()?;
@@ -99,8 +157,13 @@ async fn measure(label: &str, database_url: Option<&str>, calls: usize) -> anyho
     })
     .await?;
     let reader_api = Api::connect(&url, &reader).await?;
+    let (stop_load, load_totals) =
+        start_load(owner_api.clone(), &work.path().join("data"), load).await?;
 
-    eprintln!("{label}: server up, people and project made");
+    eprintln!(
+        "{label}: server up, people and project made, {} agents streaming",
+        load.agents
+    );
     let store = Store::open(&work.path().join("data"), database_url).await?;
     let authenticator = Authenticator::new(store.clone());
     let authorized = async || -> anyhow::Result<()> {
@@ -116,6 +179,8 @@ async fn measure(label: &str, database_url: Option<&str>, calls: usize) -> anyho
         store.find_project("web").await?;
     }
     eprintln!("{label}: warmed up");
+    let acked_before = load_totals.acked.load(std::sync::atomic::Ordering::Relaxed);
+    let timed_from = Instant::now();
     // Interleaved, so all see the same machine.
     let mut call = Vec::with_capacity(calls);
     let mut authz = Vec::with_capacity(calls);
@@ -131,6 +196,12 @@ async fn measure(label: &str, database_url: Option<&str>, calls: usize) -> anyho
         store.find_project("web").await?;
         unchecked.push(t.elapsed());
     }
+    let acked = load_totals.acked.load(std::sync::atomic::Ordering::Relaxed) - acked_before;
+    let _ = stop_load.send(true);
+    eprintln!(
+        "{label}: the load streamed {:.0} records/s while the calls were timed",
+        acked as f64 / timed_from.elapsed().as_secs_f64()
+    );
     for v in [&mut call, &mut authz, &mut unchecked] {
         v.sort();
     }
@@ -176,16 +247,29 @@ async fn run() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    println!("Authorization per call, {calls} calls each, interleaved");
+    let env = |name: &str, default: f64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(default)
+    };
+    let load = Load {
+        agents: env("LOAD_AGENTS", 20.0) as u64,
+        rate: env("LOAD_RATE", 10_000.0),
+    };
+    println!(
+        "Authorization per call, {calls} calls each, interleaved, while {} agents stream {} records/s",
+        load.agents, load.rate
+    );
     println!("| store | what | p50 | p90 | p99 |");
     println!("|---|---|---|---|---|");
-    measure("SQLite", None, calls).await?;
+    measure("SQLite", None, calls, load).await?;
 
     let Some(db) = Database::create().await else {
         println!("(PostgreSQL unreachable: skipped)");
         return Ok(());
     };
-    let result = measure("PostgreSQL", Some(&db.url), calls).await;
+    let result = measure("PostgreSQL", Some(&db.url), calls, load).await;
     db.drop_now().await;
     result
 }

@@ -147,6 +147,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         public.authenticator.cache().clone(),
         signalled(shutdown_rx.clone()),
     )));
+    let (store, until) = (base.store.clone(), signalled(shutdown_rx.clone()));
+    tasks.push(tokio::spawn(async move {
+        tokio::select! {
+            _ = until => {}
+            _ = store.follow_role_changes() => {}
+        }
+    }));
     tasks.push(listeners::serve_public(
         std::iter::once(public_bound).chain(public_gw),
         public,

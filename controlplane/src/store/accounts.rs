@@ -277,7 +277,10 @@ impl Store {
             }
             .await
         });
-        outcome.ctx(|| format!("setting the role of {person_id} in account {account_id}"))?
+        let outcome =
+            outcome.ctx(|| format!("setting the role of {person_id} in account {account_id}"));
+        self.roles_changed(person_id).await;
+        outcome?
     }
 
     /// Removes a person from an account. The last owner cannot be removed
@@ -316,6 +319,8 @@ impl Store {
             }
             .await
         });
-        outcome.ctx(|| format!("removing {person_id} from account {account_id}"))?
+        let outcome = outcome.ctx(|| format!("removing {person_id} from account {account_id}"));
+        self.roles_changed(person_id).await;
+        outcome?
     }
 }

@@ -1,7 +1,7 @@
 //! Project grants (a person's role on one project, also outside the project's account) and
 //! what a person may see: their projects with the roles that reach them.
 
-use super::{DbContext, Error, Project, Result, Store, with_pool};
+use super::{DbContext, Error, Heard, Project, ROLES_CHANNEL, Result, Roles, Store, with_pool};
 use crate::clock::now_ms;
 
 /// A person's role on one project, granted directly.
@@ -70,23 +70,79 @@ macro_rules! access_select {
 
 impl Store {
     /// The project named or identified by `name_or_id`, with `person_id`'s roles on it
-    /// (none when they have none). A missing project is [`Error::NotFound`].
+    /// (none when they have none). A missing project is [`Error::NotFound`]. The roles come
+    /// from this replica's [`RoleCache`](super::RoleCache) when it knows them, so a check
+    /// usually costs only the project read.
     pub async fn project_access(&self, person_id: &str, name_or_id: &str) -> Result<ProjectAccess> {
-        with_pool!(self, |pool| {
-            sqlx::query_as::<_, AccessRow>(concat!(
-                access_select!(),
-                "WHERE p.id = $3 OR p.name = $3
-                 ORDER BY CASE WHEN p.id = $3 THEN 0 ELSE 1 END LIMIT 1"
-            ))
+        let project = self.find_project(name_or_id).await?;
+        let roles = match self.roles.get(person_id, &project.id) {
+            Some(roles) => roles,
+            None => {
+                let generation = self.roles.generation();
+                let roles = self.read_roles(person_id, &project).await?;
+                self.roles
+                    .insert(generation, person_id, &project.id, roles.clone());
+                roles
+            }
+        };
+        Ok(ProjectAccess {
+            grant_role: roles.live_grant(now_ms()),
+            account_role: roles.account_role,
+            project,
+        })
+    }
+
+    /// `person_id`'s role in the project's account and their grant on it, from the tables.
+    async fn read_roles(&self, person_id: &str, project: &Project) -> Result<Roles> {
+        let (account_role, grant_role, grant_expires_ms) = with_pool!(self, |pool| {
+            sqlx::query_as::<_, (Option<String>, Option<String>, Option<i64>)>(
+                "SELECT m.role, g.role, g.expires_ms
+                 FROM (SELECT 1 AS one) AS one
+                 LEFT JOIN account_members m ON m.account_id = $1 AND m.person_id = $3
+                 LEFT JOIN project_grants g ON g.project_id = $2 AND g.person_id = $3",
+            )
+            .bind(&project.account_id)
+            .bind(&project.id)
             .bind(person_id)
-            .bind(now_ms())
-            .bind(name_or_id)
-            .fetch_optional(pool)
+            .fetch_one(pool)
             .await
         })
-        .ctx(|| format!("reading project '{name_or_id}'"))?
-        .map(ProjectAccess::from)
-        .ok_or_else(|| Error::NotFound(format!("project '{name_or_id}'")))
+        .ctx(|| {
+            format!(
+                "reading the roles of {person_id} on project '{}'",
+                project.name
+            )
+        })?;
+        Ok(Roles {
+            account_role,
+            grant_role,
+            grant_expires_ms,
+        })
+    }
+
+    /// Forgets what this replica knows of `person_id`'s roles and tells the other replicas
+    /// to. Called after every change to a membership or grant; a notification that cannot
+    /// be sent leaves the others at most [`role_cache::TTL`](super::role_cache::TTL) behind.
+    pub(super) async fn roles_changed(&self, person_id: &str) {
+        self.roles.forget_person(person_id);
+        if let Err(e) = self
+            .notify_on(ROLES_CHANNEL, &[person_id.to_string()])
+            .await
+        {
+            tracing::warn!(person_id, error = %e, "could not tell other replicas of a role change");
+        }
+    }
+
+    /// Applies other replicas' role changes to this replica's cache, for as long as the
+    /// database can be reached (returns at once on SQLite, which has one process).
+    pub async fn follow_role_changes(&self) {
+        let roles = self.roles.clone();
+        self.follow_channel(ROLES_CHANNEL, |heard| match heard {
+            Heard::Wake(person_id) => roles.apply(&person_id),
+            // Whatever changed while nobody listened is unknown here.
+            Heard::Gap => roles.clear(),
+        })
+        .await;
     }
 
     /// Every project where `person_id` is an account owner or admin or holds an unexpired
@@ -116,7 +172,7 @@ impl Store {
         granted_by: &str,
     ) -> Result<Grant> {
         let now = now_ms();
-        with_pool!(self, |pool| {
+        let granted = with_pool!(self, |pool| {
             async {
                 sqlx::query(
                     "INSERT INTO project_grants
@@ -147,12 +203,15 @@ impl Store {
             }
             .await
         })
-        .ctx(|| format!("granting {role} on project {project_id} to {person_id}"))
+        .ctx(|| format!("granting {role} on project {project_id} to {person_id}"));
+        // Also after a failure: a commit whose answer was lost may still have happened.
+        self.roles_changed(person_id).await;
+        granted
     }
 
     /// Removes a person's grant; none is [`Error::NotFound`].
     pub async fn revoke_grant(&self, project_id: &str, person_id: &str) -> Result<Grant> {
-        with_pool!(self, |pool| {
+        let revoked = with_pool!(self, |pool| {
             sqlx::query_as::<_, Grant>(
                 "DELETE FROM project_grants WHERE project_id = $1 AND person_id = $2
                  RETURNING project_id, person_id,
@@ -164,8 +223,9 @@ impl Store {
             .fetch_optional(pool)
             .await
         })
-        .ctx(|| format!("revoking the grant of {person_id} on project {project_id}"))?
-        .ok_or_else(|| Error::NotFound(format!("a grant for {person_id}")))
+        .ctx(|| format!("revoking the grant of {person_id} on project {project_id}"));
+        self.roles_changed(person_id).await;
+        revoked?.ok_or_else(|| Error::NotFound(format!("a grant for {person_id}")))
     }
 
     /// The project's grants (expired ones included, so they can be seen and removed), by name.

@@ -20,6 +20,7 @@ mod grants;
 mod notify;
 mod projects;
 mod records;
+mod role_cache;
 mod secrets;
 mod sessions;
 mod slack;
@@ -59,6 +60,7 @@ pub use grants::{Grant, ProjectAccess};
 pub use notify::{Heard, WAKE_CHANNEL, WakeListener};
 pub use projects::Project;
 pub use records::RecordRow;
+pub use role_cache::{ROLES_CHANNEL, RoleCache, Roles};
 pub use secrets::{SecretMeta, SecretRow, SecretsSnapshot};
 pub use sessions::{NewSession, Session, SessionStatus};
 pub use slack::{LiveSlackThread, OutboxItem, SlackBinding, SlackThread};
@@ -286,6 +288,8 @@ impl Default for StoreOptions {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    /// Who holds which role on which project, as last read (see [`RoleCache`]).
+    roles: RoleCache,
 }
 
 impl Store {
@@ -382,6 +386,7 @@ impl Store {
         );
         Ok(Store {
             backend: Backend::Sqlite(pool, writer),
+            roles: RoleCache::default(),
         })
     }
 
@@ -413,6 +418,7 @@ impl Store {
             })?;
         Ok(Store {
             backend: Backend::Postgres(pool),
+            roles: RoleCache::default(),
         })
     }
 

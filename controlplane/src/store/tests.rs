@@ -1675,6 +1675,28 @@ async fn grants_and_visibility(db: TestDb) {
         .unwrap();
     assert_eq!(store.list_grants(&web.id).await.unwrap().len(), 1);
     assert_eq!(store.list_grants(&web.id).await.unwrap()[0].role, "editor");
+    // The replica's cached roles follow every change at once.
+    let access = |person: String| async move {
+        let a = store.project_access(&person, "web").await.unwrap();
+        (a.account_role, a.grant_role)
+    };
+    assert_eq!(
+        access(carol.id.clone()).await,
+        (None, Some("editor".into()))
+    );
+    store
+        .set_member(&alice.id, &carol.id, "admin")
+        .await
+        .unwrap();
+    assert_eq!(
+        access(carol.id.clone()).await,
+        (Some("admin".into()), Some("editor".into()))
+    );
+    store.remove_member(&alice.id, &carol.id).await.unwrap();
+    assert_eq!(
+        access(carol.id.clone()).await,
+        (None, Some("editor".into()))
+    );
 
     // An expired grant reaches nothing but is still listed.
     store
@@ -1694,6 +1716,7 @@ async fn grants_and_visibility(db: TestDb) {
 
     let revoked = store.revoke_grant(&web.id, &carol.id).await.unwrap();
     assert_eq!(revoked.person_name, "carol");
+    assert_eq!(access(carol.id.clone()).await, (None, None));
     assert!(
         store
             .revoke_grant(&web.id, &carol.id)
