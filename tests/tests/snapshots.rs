@@ -179,6 +179,12 @@ async fn a_dockerfile_snapshot_is_built_once_and_reused_until_it_changes() {
         .find(|l| l.contains("COPY marker.txt"))
         .expect("the build's output reached a waiter");
     assert!(builder_log.contains("kortix-agent"), "{builder_log}");
+    // On an engine that keeps images, the runtime's files come from the runtime image (built
+    // once per fingerprint), not from the build context.
+    assert!(
+        builder_log.contains("COPY --from=kortix-runtime-"),
+        "{builder_log}"
+    );
 
     // The image is the user's Dockerfile (its context file) plus the runtime layer.
     assert_eq!(run_in(&recipe.name, &["cat", "/marker.txt"]), "marker one");

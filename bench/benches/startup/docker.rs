@@ -17,7 +17,7 @@ use futures::future::join_all;
 use kortix_controlplane::git::Repos;
 use kortix_controlplane::sandbox::opencode_packages::OpencodePackages;
 use kortix_controlplane::snapshots::recipe::DOCKERFILE;
-use kortix_controlplane::snapshots::{Recipe, RuntimeLayer};
+use kortix_controlplane::snapshots::{Recipe, RuntimeFrom, RuntimeLayer};
 use kortix_manifest::ResolvedTemplate;
 use kortix_proto::v1::{BuildSnapshotRequest, ListSnapshotsRequest, build_snapshot_event};
 use kortix_tests::ScriptedModel;
@@ -164,7 +164,10 @@ impl DockerSide<'_> {
         let dir = self.work.join(format!("podman-context-{round}"));
         std::fs::create_dir_all(&dir)?;
         let mut archive = Vec::new();
-        recipe.write_context(runtime, &mut archive)?;
+        // The same recipe the control plane builds on this engine: the runtime's files from
+        // the runtime image its first build made.
+        let from = RuntimeFrom::Image(runtime.image_name());
+        recipe.write_context(runtime, &from, &mut archive)?;
         tar::Archive::new(archive.as_slice()).unpack(&dir)?;
         let tag = format!("localhost/kortix-bench-podman-{round}");
         let started = Instant::now();

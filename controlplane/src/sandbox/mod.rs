@@ -123,6 +123,11 @@ pub trait SnapshotBuilder: Send + Sync + 'static {
     fn exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, SandboxError>>;
     /// Removes the image `name`; removing a missing image is not an error.
     fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), SandboxError>>;
+    /// Whether a build here may name an image this builder built before (`COPY --from`):
+    /// a container engine keeps its images; a remote builder sees only the build context.
+    fn keeps_images(&self) -> bool {
+        false
+    }
 }
 
 pub trait SandboxProvider: Send + Sync + 'static {

@@ -32,7 +32,7 @@ use crate::sandbox::{BuildLog, SnapshotBuilder};
 use crate::store::{NewSnapshot, Project, Snapshot, SnapshotStatus, Store};
 pub use recipe::{Hardware, Recipe};
 pub use relay::Relay;
-pub use runtime::RuntimeLayer;
+pub use runtime::{RuntimeFrom, RuntimeLayer};
 
 /// A claim not renewed for this long is taken to be abandoned.
 const CLAIM_TTL: Duration = Duration::from_secs(60);
@@ -83,6 +83,9 @@ pub struct Snapshots {
     outbox: Option<relay::Outbox>,
     /// The relay's task, until the server takes it to run.
     relay: Arc<Mutex<Option<Relay>>>,
+    /// Held while this replica makes sure the runtime image exists, so concurrent snapshot
+    /// builds wait for one runtime build instead of each starting their own.
+    runtime_image: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What [`Snapshots::ensure`] was asked for: the template of a project, and whether a failed
@@ -119,6 +122,7 @@ impl Snapshots {
             remote,
             outbox,
             relay: Arc::new(Mutex::new(relay)),
+            runtime_image: Arc::default(),
         }
     }
 
@@ -342,21 +346,6 @@ impl Snapshots {
         log: Option<BuildLog>,
         tx: broadcast::Sender<String>,
     ) -> Result<u64, String> {
-        let context = tempfile::NamedTempFile::new()
-            .map_err(|e| format!("creating the build context file: {e}"))?;
-        let (file, runtime, r) = (
-            context
-                .reopen()
-                .map_err(|e| format!("opening the build context: {e}"))?,
-            self.runtime.clone(),
-            recipe.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            r.write_context(&runtime, std::io::BufWriter::new(file))
-        })
-        .await
-        .map_err(|e| format!("writing the build context: {e}"))?
-        .map_err(|e| format!("writing the build context: {e}"))?;
         let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let sink: BuildLog = {
             let (tail, outbox, key) = (tail.clone(), self.outbox.clone(), flight_key(recipe));
@@ -397,16 +386,24 @@ impl Snapshots {
                 }
             })
         });
-        let build = self.builder.build(
-            &recipe.name,
-            context.path(),
-            recipe::DOCKERFILE,
-            recipe.hardware,
-            sink,
-        );
+        let build = async {
+            let from = self.runtime_from(&sink).await?;
+            let (runtime, r) = (self.runtime.clone(), recipe.clone());
+            let context = write_context(move |out| r.write_context(&runtime, &from, out)).await?;
+            self.builder
+                .build(
+                    &recipe.name,
+                    context.path(),
+                    recipe::DOCKERFILE,
+                    recipe.hardware,
+                    sink,
+                )
+                .await
+                .map_err(|failure| failure.0)
+        };
         let outcome = match tokio::time::timeout(self.config.build_timeout, build).await {
             Ok(Ok(size)) => Ok(size),
-            Ok(Err(failure)) => Err(failure.0),
+            Ok(Err(failure)) => Err(failure),
             Err(_) => Err(format!(
                 "the build did not finish within {} s",
                 self.config.build_timeout.as_secs()
@@ -422,6 +419,40 @@ impl Snapshots {
                 format!("{why}\n{}", lines.join("\n"))
             }
         })
+    }
+
+    /// Where this build takes the runtime's files from: the runtime image of the current
+    /// fingerprint on a builder that keeps images (built here first if it is missing, its
+    /// lines in `log`), else the build context.
+    async fn runtime_from(&self, log: &BuildLog) -> Result<RuntimeFrom, String> {
+        if !self.builder.keeps_images() {
+            return Ok(RuntimeFrom::Context);
+        }
+        let name = self.runtime.image_name();
+        let _one_at_a_time = self.runtime_image.lock().await;
+        let exists = self
+            .builder
+            .exists(&name)
+            .await
+            .map_err(|e| format!("looking for the runtime image {name}: {e}"))?;
+        if !exists {
+            log(&format!(
+                "building the runtime image {name} (once per agent and OpenCode version)"
+            ));
+            let runtime = self.runtime.clone();
+            let context = write_context(move |out| runtime.write_image_context(out)).await?;
+            self.builder
+                .build(
+                    &name,
+                    context.path(),
+                    runtime::IMAGE_DOCKERFILE_PATH,
+                    Hardware::default(),
+                    log.clone(),
+                )
+                .await
+                .map_err(|failure| format!("building the runtime image {name}: {}", failure.0))?;
+        }
+        Ok(RuntimeFrom::Image(name))
     }
 
     /// The project's snapshots, newest first.
@@ -481,6 +512,22 @@ impl Drop for ReleaseRemote<'_> {
     fn drop(&mut self) {
         self.0.release(self.1);
     }
+}
+
+/// A build context archive in a temporary file, written by `write` on a blocking thread.
+async fn write_context(
+    write: impl FnOnce(std::io::BufWriter<std::fs::File>) -> std::io::Result<()> + Send + 'static,
+) -> Result<tempfile::NamedTempFile, String> {
+    let context = tempfile::NamedTempFile::new()
+        .map_err(|e| format!("creating the build context file: {e}"))?;
+    let file = context
+        .reopen()
+        .map_err(|e| format!("opening the build context: {e}"))?;
+    tokio::task::spawn_blocking(move || write(std::io::BufWriter::new(file)))
+        .await
+        .map_err(|e| format!("writing the build context: {e}"))?
+        .map_err(|e| format!("writing the build context: {e}"))?;
+    Ok(context)
 }
 
 fn flight_key(recipe: &Recipe) -> String {

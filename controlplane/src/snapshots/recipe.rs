@@ -7,7 +7,7 @@ use std::io::Write;
 
 use kortix_manifest::{PLATFORM_DEFAULT_TEMPLATE, ResolvedTemplate, SandboxTemplate};
 
-use super::runtime::{self, RuntimeLayer};
+use super::runtime::{self, RuntimeFrom, RuntimeLayer};
 use crate::git::tree_dir::{TreeDir, TreeFileKind};
 use crate::git::{RepoError, Repos};
 
@@ -181,8 +181,9 @@ impl Recipe {
         })
     }
 
-    /// The Dockerfile that is built: the user's (or `FROM <image>`), then the runtime layer.
-    pub fn dockerfile(&self, runtime: &RuntimeLayer) -> String {
+    /// The Dockerfile that is built: the user's (or `FROM <image>`), then the runtime layer
+    /// with its files taken `from` the context or the runtime image.
+    pub fn dockerfile(&self, runtime: &RuntimeLayer, from: &RuntimeFrom) -> String {
         let mut text = match &self.source {
             Source::Dockerfile { contents, .. } => String::from_utf8_lossy(contents).into_owned(),
             Source::Image(image) => format!("FROM {image}\n"),
@@ -190,13 +191,19 @@ impl Recipe {
         if !text.ends_with('\n') {
             text.push('\n');
         }
-        text.push_str(&runtime.layer_text());
+        text.push_str(&runtime.layer_text(from));
         text
     }
 
-    /// Writes the build context as a tar archive: the Dockerfile's directory, the runtime's
-    /// binaries under `.kortix-runtime/` and the composed Dockerfile (blocking I/O).
-    pub fn write_context(&self, runtime: &RuntimeLayer, out: impl Write) -> std::io::Result<()> {
+    /// Writes the build context as a tar archive: the Dockerfile's directory, the composed
+    /// Dockerfile and, unless they come from the runtime image, the runtime's files under
+    /// `.kortix-runtime/` (blocking I/O).
+    pub fn write_context(
+        &self,
+        runtime: &RuntimeLayer,
+        from: &RuntimeFrom,
+        out: impl Write,
+    ) -> std::io::Result<()> {
         let mut tar = tar::Builder::new(out);
         tar.mode(tar::HeaderMode::Deterministic);
         if let Source::Dockerfile { context, .. } = &self.source {
@@ -219,32 +226,14 @@ impl Recipe {
                 }
             }
         }
-        let mut add = |path: &str, mode: u32, data: &mut dyn std::io::Read, size: u64| {
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(mode);
-            header.set_size(size);
-            tar.append_data(&mut header, path, data)
-        };
-        let dockerfile = self.dockerfile(runtime);
-        add(
-            DOCKERFILE,
-            0o644,
-            &mut dockerfile.as_bytes(),
-            dockerfile.len() as u64,
-        )?;
-        for (path, source) in [
-            (".kortix-runtime/kortix-agent", &runtime.agent),
-            (".kortix-runtime/opencode/bin/opencode", &runtime.opencode),
-        ] {
-            let file = std::fs::File::open(source)?;
-            let size = file.metadata()?.len();
-            add(path, 0o755, &mut std::io::BufReader::new(file), size)?;
-        }
-        if let Some(set) = &runtime.packages {
-            // Links stay links (node_modules/.bin), inside the set.
-            tar.follow_symlinks(false);
-            tar.append_dir_all(runtime::PACKAGES_IN_CONTEXT, set)?;
+        let dockerfile = self.dockerfile(runtime, from);
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(dockerfile.len() as u64);
+        tar.append_data(&mut header, DOCKERFILE, dockerfile.as_bytes())?;
+        if *from == RuntimeFrom::Context {
+            runtime.append_files(&mut tar, runtime::CONTEXT_DIR)?;
         }
         tar.into_inner()?.flush()
     }
@@ -281,14 +270,17 @@ mod tests {
         std::fs::write(&agent, b"agent").unwrap();
         std::fs::write(&opencode, b"opencode").unwrap();
         let runtime = RuntimeLayer::load(&agent, &opencode).unwrap();
-        let text = recipe.dockerfile(&runtime);
+        let text = recipe.dockerfile(&runtime, &RuntimeFrom::Context);
         assert!(text.starts_with("FROM python:3.12\n"));
         assert!(text.trim_end().ends_with("CMD []"));
         assert!(text.contains(r#"ENTRYPOINT ["/usr/local/bin/kortix-agent"]"#));
         // With OpenCode's package set, the set and the variable naming it come last.
         let set = dir.path().join("set");
         std::fs::create_dir_all(&set).unwrap();
-        let text = recipe.dockerfile(&runtime.with_packages(&set).unwrap());
+        let text = recipe.dockerfile(
+            &runtime.with_packages(&set).unwrap(),
+            &RuntimeFrom::Image("kortix-runtime-x".into()),
+        );
         assert!(
             text.trim_end()
                 .ends_with("ENV KORTIX_OPENCODE_PACKAGES=/opt/kortix/opencode-packages")

@@ -5,6 +5,12 @@
 //! Its fingerprint (the digests of both binaries, of the package set and of the layer's text)
 //! is part of every snapshot hash, so a new agent, OpenCode or package set rebuilds every
 //! snapshot once.
+//!
+//! The layer's files reach a build in one of two ways ([`RuntimeFrom`]): in the build context
+//! (a remote builder such as Daytona sees nothing else), or — on a container engine that keeps
+//! the images it built — from a runtime image built once per fingerprint
+//! ([`RuntimeLayer::image_name`]) and copied in with `COPY --from`, so a cold snapshot build
+//! uploads only the user's directory instead of ~265 MB of runtime every time.
 
 use aws_lc_rs::digest::{Context, SHA256};
 use std::io::Read;
@@ -15,12 +21,13 @@ pub const CONTEXT_DIR: &str = ".kortix-runtime";
 
 /// The instructions appended to the user's Dockerfile (or to `FROM <image>`). They continue
 /// the last stage: the user's final image plus the runtime. The files come from the build
-/// context (no registry, no network needed), with their modes from the archive.
+/// context or the runtime image (no registry, no network needed), with their modes;
+/// `{src}` is where ([`RuntimeFrom::copy_source`]).
 pub const LAYER: &str = r#"
 # --- The Kortix runtime layer, appended by the control plane.
 USER root
-COPY .kortix-runtime/kortix-agent /usr/local/bin/kortix-agent
-COPY .kortix-runtime/opencode /opt/opencode
+COPY {src}kortix-agent /usr/local/bin/kortix-agent
+COPY {src}opencode /opt/opencode
 RUN set -e; \
     ln -sf /opt/opencode/bin/opencode /usr/local/bin/opencode; \
     mkdir -p /workspace /root; chmod 0700 /root; \
@@ -45,12 +52,41 @@ CMD []
 pub const PACKAGES_IN_IMAGE: &str = "/opt/kortix/opencode-packages";
 
 /// Appended after [`LAYER`] when the layer carries OpenCode's package set.
-pub const PACKAGES_LAYER: &str = r#"COPY .kortix-runtime/opencode-packages /opt/kortix/opencode-packages
+pub const PACKAGES_LAYER: &str = r#"COPY {src}opencode-packages /opt/kortix/opencode-packages
 ENV KORTIX_OPENCODE_PACKAGES=/opt/kortix/opencode-packages
 "#;
 
-/// Where the package set sits in the build context.
-pub const PACKAGES_IN_CONTEXT: &str = ".kortix-runtime/opencode-packages";
+/// Where the runtime image's files sit, relative to the root of the image or to
+/// [`CONTEXT_DIR`]: the agent, OpenCode's binary, and the package set.
+const AGENT_FILE: &str = "kortix-agent";
+const OPENCODE_FILE: &str = "opencode/bin/opencode";
+const PACKAGES_DIR: &str = "opencode-packages";
+
+/// The runtime image's own Dockerfile: nothing but the layer's files.
+const IMAGE_DOCKERFILE: &str =
+    "FROM scratch\nCOPY kortix-agent /kortix-agent\nCOPY opencode /opencode\n";
+const IMAGE_PACKAGES: &str = "COPY opencode-packages /opencode-packages\n";
+/// Where the runtime image's Dockerfile sits in its context.
+pub const IMAGE_DOCKERFILE_PATH: &str = "Dockerfile";
+
+/// Where a snapshot build takes the runtime's files from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeFrom {
+    /// The build context, under [`CONTEXT_DIR`].
+    Context,
+    /// The runtime image of that name, which the engine holds.
+    Image(String),
+}
+
+impl RuntimeFrom {
+    /// What `COPY` names the layer's files by.
+    fn copy_source(&self) -> String {
+        match self {
+            RuntimeFrom::Context => format!("{CONTEXT_DIR}/"),
+            RuntimeFrom::Image(image) => format!("--from={image} /"),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("the runtime layer's {what} {}: {source}", path.display())]
@@ -105,13 +141,65 @@ impl RuntimeLayer {
         Ok(self)
     }
 
-    /// The instructions appended to a snapshot's Dockerfile.
-    pub fn layer_text(&self) -> String {
+    /// The instructions appended to a snapshot's Dockerfile, taking the files `from`.
+    pub fn layer_text(&self, from: &RuntimeFrom) -> String {
         let mut text = LAYER.to_string();
         if self.packages.is_some() {
             text.push_str(PACKAGES_LAYER);
         }
-        text
+        text.replace("{src}", &from.copy_source())
+    }
+
+    /// The runtime image of this fingerprint: `kortix-runtime-<fingerprint16>`.
+    pub fn image_name(&self) -> String {
+        format!("kortix-runtime-{}", &self.fingerprint[..16])
+    }
+
+    /// Appends the layer's files to `tar` under `dir` (blocking I/O).
+    pub fn append_files<W: std::io::Write>(
+        &self,
+        tar: &mut tar::Builder<W>,
+        dir: &str,
+    ) -> std::io::Result<()> {
+        let under = |rel: &str| {
+            if dir.is_empty() {
+                rel.to_string()
+            } else {
+                format!("{dir}/{rel}")
+            }
+        };
+        for (path, source) in [(AGENT_FILE, &self.agent), (OPENCODE_FILE, &self.opencode)] {
+            let file = std::fs::File::open(source)?;
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o755);
+            header.set_size(file.metadata()?.len());
+            tar.append_data(&mut header, under(path), std::io::BufReader::new(file))?;
+        }
+        if let Some(set) = &self.packages {
+            // Links stay links (node_modules/.bin), inside the set.
+            tar.follow_symlinks(false);
+            tar.append_dir_all(under(PACKAGES_DIR), set)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the runtime image's build context: its Dockerfile at
+    /// [`IMAGE_DOCKERFILE_PATH`] and the layer's files (blocking I/O).
+    pub fn write_image_context(&self, out: impl std::io::Write) -> std::io::Result<()> {
+        let mut tar = tar::Builder::new(out);
+        tar.mode(tar::HeaderMode::Deterministic);
+        let mut dockerfile = IMAGE_DOCKERFILE.to_string();
+        if self.packages.is_some() {
+            dockerfile.push_str(IMAGE_PACKAGES);
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(dockerfile.len() as u64);
+        tar.append_data(&mut header, IMAGE_DOCKERFILE_PATH, dockerfile.as_bytes())?;
+        self.append_files(&mut tar, "")?;
+        tar.into_inner()?.flush()
     }
 
     /// The `runtime` input of the snapshot hash.
@@ -218,8 +306,15 @@ mod tests {
         let base = RuntimeLayer::load(&agent, &opencode).unwrap();
         let with = base.clone().with_packages(&set).unwrap();
         assert_ne!(with.fingerprint(), base.fingerprint());
-        assert!(with.layer_text().contains("KORTIX_OPENCODE_PACKAGES"));
-        assert!(!base.layer_text().contains("KORTIX_OPENCODE_PACKAGES"));
+        assert!(
+            with.layer_text(&RuntimeFrom::Context)
+                .contains("KORTIX_OPENCODE_PACKAGES")
+        );
+        assert!(
+            !base
+                .layer_text(&RuntimeFrom::Context)
+                .contains("KORTIX_OPENCODE_PACKAGES")
+        );
         std::fs::write(set.join("node_modules/a/index.js"), b"v2").unwrap();
         assert_ne!(
             base.clone().with_packages(&set).unwrap().fingerprint(),
@@ -227,5 +322,57 @@ mod tests {
         );
         let missing = RuntimeLayer::load(&dir.path().join("nope"), &opencode).unwrap_err();
         assert!(missing.to_string().contains("agent"), "{missing}");
+    }
+
+    #[test]
+    fn the_files_come_from_the_context_or_the_runtime_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, opencode) = (dir.path().join("agent"), dir.path().join("opencode"));
+        std::fs::write(&agent, b"agent").unwrap();
+        std::fs::write(&opencode, b"opencode").unwrap();
+        let set = dir.path().join("set");
+        std::fs::create_dir_all(set.join("node_modules")).unwrap();
+        std::fs::write(set.join("node_modules/x.js"), b"x").unwrap();
+        let runtime = RuntimeLayer::load(&agent, &opencode)
+            .unwrap()
+            .with_packages(&set)
+            .unwrap();
+        let in_context = runtime.layer_text(&RuntimeFrom::Context);
+        assert!(
+            in_context.contains("COPY .kortix-runtime/kortix-agent /usr/local/bin/kortix-agent")
+        );
+        assert!(in_context.contains("COPY .kortix-runtime/opencode-packages /opt/kortix/"));
+        let image = runtime.image_name();
+        assert!(
+            image.starts_with("kortix-runtime-") && image.len() == 31,
+            "{image}"
+        );
+        let from_image = runtime.layer_text(&RuntimeFrom::Image(image.clone()));
+        assert!(from_image.contains(&format!("COPY --from={image} /opencode /opt/opencode")));
+        assert!(!from_image.contains("{src}") && !in_context.contains("{src}"));
+
+        // The runtime image's context holds exactly what its Dockerfile copies.
+        let mut archive = Vec::new();
+        runtime.write_image_context(&mut archive).unwrap();
+        let mut paths: Vec<String> = tar::Archive::new(archive.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let path = e.unwrap().path().unwrap().to_string_lossy().into_owned();
+                path.trim_end_matches('/').to_owned()
+            })
+            .collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "Dockerfile",
+                "kortix-agent",
+                "opencode-packages",
+                "opencode-packages/node_modules",
+                "opencode-packages/node_modules/x.js",
+                "opencode/bin/opencode"
+            ]
+        );
     }
 }

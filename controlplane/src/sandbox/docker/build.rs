@@ -61,6 +61,10 @@ impl SnapshotBuilder for DockerEngine {
         })
     }
 
+    fn keeps_images(&self) -> bool {
+        true
+    }
+
     fn exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, SandboxError>> {
         Box::pin(async move {
             match self.docker.inspect_image(name).await {
