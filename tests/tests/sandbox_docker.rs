@@ -53,21 +53,26 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
     let loopback_port = loopback.local_addr().unwrap().port();
 
     // A labelled container whose session this control plane does not know: removed at start.
-    let _ = engine.cli(&["rm", "-f", "kortix-session-stray"]);
-    engine
-        .cli(&[
-            "run",
-            "-d",
-            "--name",
-            "kortix-session-stray",
-            "--label",
-            "kortix.session=stray",
-            "--entrypoint",
-            "sleep",
-            TEST_BASE_IMAGE,
-            "600",
-        ])
-        .unwrap();
+    // Another deployment's container on the same engine (labelled with its own CA's id): left
+    // alone, even though its session is unknown here too.
+    for (name, labels) in [
+        ("kortix-session-stray", vec!["kortix.session=stray"]),
+        (
+            "kortix-session-foreign",
+            vec![
+                "kortix.session=foreign",
+                "kortix.deployment=0000000000000000",
+            ],
+        ),
+    ] {
+        let _ = engine.cli(&["rm", "-f", name]);
+        let mut args = vec!["run", "-d", "--name", name];
+        for label in &labels {
+            args.extend(["--label", label]);
+        }
+        args.extend(["--entrypoint", "sleep", TEST_BASE_IMAGE, "600"]);
+        engine.cli(&args).unwrap();
+    }
     let host = engine.docker_host.clone();
     let ts = TestServer::start_with(move |c: &mut ServerConfig| {
         c.agent_bin = Some(support::built_binary("kortix-agent"));
@@ -98,6 +103,13 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
         },
     )
     .await;
+    assert!(
+        engine
+            .cli(&["container", "exists", "kortix-session-foreign"])
+            .is_ok(),
+        "another deployment's container is not this one's to remove"
+    );
+    let _ = engine.cli(&["rm", "-f", "-t", "0", "kortix-session-foreign"]);
     let token = ts.account("alice").await;
     let work = isolated::snapshot_project(&ts, &token, &model).await;
 

@@ -43,6 +43,24 @@ pub struct SandboxResources {
     pub project_id: String,
 }
 
+/// The label naming the deployment (one control plane and its replicas: the digest of their
+/// CA) a sandbox on a shared engine or Daytona organization belongs to, so two deployments
+/// sharing one never reconcile — and remove — each other's sandboxes.
+pub const LABEL_DEPLOYMENT: &str = "kortix.deployment";
+
+/// Whether a sandbox whose [`LABEL_DEPLOYMENT`] is `label` is `deployment`'s to reconcile.
+/// A sandbox without the label was made before deployments were labelled, when an engine
+/// was assumed to serve one deployment: it stays ours, as it was then.
+pub fn belongs_to(label: Option<&str>, deployment: &str) -> bool {
+    label.is_none_or(|d| d == deployment)
+}
+
+/// The deployment id of a control plane whose CA has `ca_fingerprint` (its first 16 hex
+/// digits: the CA is shared by the replicas of one deployment and by nothing else).
+pub fn deployment_id(ca_fingerprint: &str) -> String {
+    ca_fingerprint.chars().take(16).collect()
+}
+
 /// Everything a provider needs to boot one session's sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
@@ -155,5 +173,22 @@ pub trait SandboxProvider: Send + Sync + 'static {
     /// enough). Called by the reconcile loop.
     fn housekeep(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod deployment_tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_is_ours_when_labelled_ours_or_unlabelled() {
+        let ours = deployment_id("0123456789abcdef0123456789abcdef");
+        assert_eq!(ours, "0123456789abcdef");
+        assert!(belongs_to(Some(&ours), &ours));
+        assert!(
+            belongs_to(None, &ours),
+            "made before deployments were labelled"
+        );
+        assert!(!belongs_to(Some("fedcba9876543210"), &ours));
     }
 }

@@ -14,7 +14,7 @@ use crate::sandbox::daytona::{DaytonaConfig, DaytonaProvider};
 use crate::sandbox::docker::{DockerConfig, DockerProvider};
 use crate::sandbox::local::{LocalConfig, LocalProvider};
 use crate::sandbox::opencode_packages::OpencodePackages;
-use crate::sandbox::{SandboxExit, SandboxProvider};
+use crate::sandbox::{SandboxExit, SandboxProvider, deployment_id};
 use crate::secrets::ProjectSecrets;
 use crate::sessions::cluster::Cluster;
 use crate::sessions::{SessionConfig, Sessions, live::Hub};
@@ -178,6 +178,7 @@ fn sandbox_provider(
                 DockerConfig {
                     network: config.docker.network.clone(),
                     extra_env: config.agent_env.clone(),
+                    deployment: deployment_id(&base.ca.fingerprint()),
                 },
                 exit_tx,
             ))
@@ -192,6 +193,7 @@ fn sandbox_provider(
                 client,
                 DaytonaConfig {
                     extra_env: config.agent_env.clone(),
+                    deployment: deployment_id(&base.ca.fingerprint()),
                 },
                 exit_tx,
             ))

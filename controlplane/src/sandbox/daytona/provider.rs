@@ -24,7 +24,10 @@ use tokio::time::Instant;
 
 use super::api::{CreateSandbox, Sandbox, SandboxPage, SandboxPhase};
 use super::client::{ApiError, DaytonaClient};
-use crate::sandbox::{Inventory, SandboxError, SandboxExit, SandboxProvider, SandboxSpec};
+use crate::sandbox::{
+    Inventory, LABEL_DEPLOYMENT, SandboxError, SandboxExit, SandboxProvider, SandboxSpec,
+    belongs_to,
+};
 
 pub const LABEL_SESSION: &str = "kortix.session";
 pub const LABEL_PROJECT: &str = "kortix.project";
@@ -43,6 +46,8 @@ const MAX_PAGES: usize = 1000;
 pub struct DaytonaConfig {
     /// Extra environment for every sandbox.
     pub extra_env: Vec<(String, String)>,
+    /// This deployment's id (`sandbox::deployment_id`), on every sandbox it makes.
+    pub deployment: String,
 }
 
 /// A sandbox this replica knows to be live.
@@ -67,10 +72,10 @@ pub fn sandbox_name(session_id: &str) -> String {
 pub(crate) fn create_request(
     spec: &SandboxSpec,
     snapshot: &str,
-    extra_env: &[(String, String)],
+    config: &DaytonaConfig,
 ) -> CreateSandbox {
     let mut env = spec.env.clone();
-    env.extend(extra_env.iter().cloned());
+    env.extend(config.extra_env.iter().cloned());
     CreateSandbox {
         name: sandbox_name(&spec.session_id),
         snapshot: snapshot.to_owned(),
@@ -80,6 +85,7 @@ pub(crate) fn create_request(
             (LABEL_PROJECT.to_owned(), spec.resources.project_id.clone()),
             (LABEL_SNAPSHOT.to_owned(), snapshot.to_owned()),
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_DEPLOYMENT.to_owned(), config.deployment.clone()),
         ]),
         public: false,
         auto_stop_interval: 0,
@@ -217,7 +223,7 @@ impl SandboxProvider for DaytonaProvider {
         Box::pin(async move {
             let boot_err = |message: String| spec.boot_error(message);
             let snapshot = spec.snapshot()?;
-            let body = create_request(&spec, &snapshot, &self.config.extra_env);
+            let body = create_request(&spec, &snapshot, &self.config);
             let created = self
                 .create(&body, &spec.session_id)
                 .await
@@ -265,6 +271,10 @@ impl SandboxProvider for DaytonaProvider {
                 let Some(session) = s.labels.get(LABEL_SESSION).cloned() else {
                     continue;
                 };
+                let deployment = s.labels.get(LABEL_DEPLOYMENT).map(String::as_str);
+                if !belongs_to(deployment, &self.config.deployment) {
+                    continue;
+                }
                 seen.insert(session.clone());
                 match s.phase() {
                     SandboxPhase::Started | SandboxPhase::Starting => {
@@ -364,7 +374,10 @@ mod tests {
         let body = create_request(
             &spec,
             "kortix-snap-a-b",
-            &[("KORTIX_HEARTBEAT_SECS".into(), "1".into())],
+            &DaytonaConfig {
+                extra_env: vec![("KORTIX_HEARTBEAT_SECS".into(), "1".into())],
+                deployment: "0123456789abcdef".into(),
+            },
         );
         assert_eq!(
             serde_json::to_value(&body).unwrap(),
@@ -376,7 +389,8 @@ mod tests {
                     "kortix.session": "s1",
                     "kortix.project": "p1",
                     "kortix.snapshot": "kortix-snap-a-b",
-                    "kortix.managed": "true"
+                    "kortix.managed": "true",
+                    "kortix.deployment": "0123456789abcdef"
                 },
                 "public": false,
                 "autoStopInterval": 0,

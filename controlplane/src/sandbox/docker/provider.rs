@@ -1,8 +1,9 @@
 //! One container per session, from the session's snapshot.
 //!
-//! - Labels `kortix.session`, `kortix.project`, `kortix.snapshot`: the inventory is "every
-//!   container with `kortix.session`", complete, so a live session whose container is gone
-//!   fails as "sandbox lost" and a container whose session is not live is removed.
+//! - Labels `kortix.session`, `kortix.project`, `kortix.snapshot`, `kortix.deployment`: the
+//!   inventory is "every container with `kortix.session` of this deployment", complete, so a
+//!   live session whose container is gone fails as "sandbox lost" and a container whose
+//!   session is not live is removed — never another deployment's on the same engine.
 //! - Limits from the template: CPUs (`NanoCpus`), memory (`Memory`, swap equal so it is a
 //!   hard limit) and always a PIDs limit. Disk is not enforced (the common storage drivers
 //!   take no per-container size); the session's records say so.
@@ -24,7 +25,10 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::engine::{DockerEngine, is_not_found};
-use crate::sandbox::{Inventory, SandboxError, SandboxExit, SandboxProvider, SandboxSpec};
+use crate::sandbox::{
+    Inventory, LABEL_DEPLOYMENT, SandboxError, SandboxExit, SandboxProvider, SandboxSpec,
+    belongs_to,
+};
 
 pub const LABEL_SESSION: &str = "kortix.session";
 pub const LABEL_PROJECT: &str = "kortix.project";
@@ -50,6 +54,8 @@ pub struct DockerConfig {
     pub network: Option<String>,
     /// Extra environment for every sandbox.
     pub extra_env: Vec<(String, String)>,
+    /// This deployment's id (`sandbox::deployment_id`), on every container it makes.
+    pub deployment: String,
 }
 
 pub struct DockerProvider {
@@ -197,6 +203,7 @@ impl SandboxProvider for DockerProvider {
                 (LABEL_SESSION.to_owned(), spec.session_id.clone()),
                 (LABEL_PROJECT.to_owned(), spec.resources.project_id.clone()),
                 (LABEL_SNAPSHOT.to_owned(), image.clone()),
+                (LABEL_DEPLOYMENT.to_owned(), self.config.deployment.clone()),
             ]);
             let body = ContainerCreateBody {
                 image: Some(image),
@@ -249,14 +256,14 @@ impl SandboxProvider for DockerProvider {
                 .map_err(|e| self.engine.error("listing sandboxes", e))?;
             let mut sandboxes = Vec::new();
             for c in containers {
-                let Some(id) = c
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_SESSION))
-                    .cloned()
-                else {
+                let labels = c.labels.as_ref();
+                let Some(id) = labels.and_then(|l| l.get(LABEL_SESSION)).cloned() else {
                     continue;
                 };
+                let deployment = labels.and_then(|l| l.get(LABEL_DEPLOYMENT));
+                if !belongs_to(deployment.map(String::as_str), &self.config.deployment) {
+                    continue;
+                }
                 let running = matches!(
                     c.state,
                     Some(
