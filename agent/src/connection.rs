@@ -305,7 +305,7 @@ impl Connection {
                 _ = heartbeat.tick(), if tx.is_some() => {
                     let hb = Heartbeat {
                         nonce: random_u64(),
-                        idle_ms: self.liveness.idle().as_millis() as u64,
+                        idle_ms: self.liveness.quiet().as_millis() as u64,
                         opencode_alive: self.liveness.alive.load(Ordering::Relaxed),
                         opencode_restarts: self.liveness.restarts.load(Ordering::Relaxed),
                     };

@@ -518,3 +518,63 @@ async fn a_session_needs_no_package_registry() {
     assert!(!status.lines().any(|l| l.starts_with("??")), "{status}");
     ts.stop().await;
 }
+
+/// Idle hibernation counts a session as idle only when nothing is in flight: a tool that runs
+/// three idle timeouts long without a line of output does not get its sandbox taken away, and
+/// the session hibernates once the turn is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_silent_tool_call_is_not_idleness() {
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let ts = TestServer::start_with(|c| {
+        support::use_real_agent(c);
+        c.timings.idle_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let token = ts.account("alice").await;
+    let _work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
+    let session = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            prompt: "Wait a while, quietly.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    model.push([
+        Turn::bash("sleep 6 && echo slept > slept.txt"),
+        Turn::text("Rested."),
+    ]);
+    let slept = workspace(&ts, &session.id).join("slept.txt");
+    eventually(
+        "the silent tool finishes",
+        Duration::from_secs(180),
+        || async {
+            let s = ts.session(&token, &session.id).await;
+            assert!(
+                s.status == SessionStatus::Running as i32
+                    || s.status == SessionStatus::Provisioning as i32,
+                "the session ended while its tool ran: {:?} {}",
+                SessionStatus::try_from(s.status),
+                s.failure_reason
+            );
+            slept.is_file().then_some(())
+        },
+    )
+    .await;
+    let hibernated = wait_status(
+        &ts,
+        &token,
+        &session.id,
+        SessionStatus::Hibernated,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        hibernated.end_reason.starts_with("idle for"),
+        "{}",
+        hibernated.end_reason
+    );
+    ts.stop().await;
+}

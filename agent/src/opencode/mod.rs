@@ -49,4 +49,38 @@ impl Liveness {
         let now = self.start.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_activity_ms.load(Ordering::Relaxed)))
     }
+
+    /// How long the session has had nothing to do, as heartbeats report it for idle
+    /// hibernation: zero while a prompt is in flight — a tool that runs for minutes without
+    /// a line of output (a build, a test suite, a `sleep`) is work, not idleness.
+    pub fn quiet(&self) -> Duration {
+        if self.busy.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            self.idle()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_session_is_never_quiet() {
+        // Last active when it started, five seconds ago.
+        let liveness = Liveness {
+            start: Instant::now() - Duration::from_secs(5),
+            ..Liveness::new()
+        };
+        assert!(liveness.quiet() >= Duration::from_secs(5));
+        liveness.busy.store(true, Ordering::Relaxed);
+        assert_eq!(liveness.quiet(), Duration::ZERO);
+        assert!(
+            liveness.idle() >= Duration::from_secs(5),
+            "idle still counts output"
+        );
+        liveness.busy.store(false, Ordering::Relaxed);
+        assert!(liveness.quiet() >= Duration::from_secs(5));
+    }
 }

@@ -389,6 +389,10 @@ impl Task {
             return;
         }
         self.queue.push_back(p);
+        // A prompt waiting for OpenCode (still starting, or restarting) is work in flight:
+        // idle hibernation must not take the sandbox before it is even delivered.
+        self.liveness.touch();
+        self.liveness.busy.store(true, Ordering::Relaxed);
     }
 
     fn env(&self) -> BTreeMap<String, String> {
@@ -504,6 +508,10 @@ impl Task {
                     if retry {
                         self.queue.push_front(p);
                         break;
+                    }
+                    if self.queue.is_empty() {
+                        // Dropped for good: nothing is in flight because of it.
+                        self.liveness.busy.store(false, Ordering::Relaxed);
                     }
                 }
             }
