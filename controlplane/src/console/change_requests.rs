@@ -285,100 +285,62 @@ fn unified(diff: &str) -> String {
         } else {
             "ctx"
         };
-        let _ = writeln!(html, "<span class=\"{class}\">{}</span>", esc(line));
+        // One block per line: the line break is the block's, not a newline in the `<pre>`.
+        let _ = write!(html, "<span class=\"{class}\">{}</span>", esc(line));
     }
     html.push_str("</pre></div>");
     html
 }
 
-/// Runs a state change; a refusal the person can act on (a conflict, a state that moved)
-/// shows the change request again with the reason, anything else is an error page.
-async fn act(
-    console: &Console,
-    headers: &HeaderMap,
-    form: &CsrfForm,
-    project: &str,
-    number: u64,
-    action: Action,
-    what: crate::change_requests::Action,
+/// A state change asked for by a button: `merge`, `close` or `reopen`. A refusal the person
+/// can act on (a conflict, a state that moved) shows the change request again with the
+/// reason; anything else is an error page.
+pub async fn change_state(
+    State(console): State<Console>,
+    Path((project, number, verb)): Path<(String, u64, String)>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
 ) -> ConsoleResult<Response> {
-    use crate::change_requests::Action as Cr;
-    let me = console.posted(headers, &form.csrf).await?;
-    let caller = me.caller(action)?;
+    let me = console.posted(&headers, &form.csrf).await?;
     let crs = &console.inner.change_requests;
-    let done = match what {
-        Cr::Merge => crs.merge(&caller, project, number).await,
-        Cr::Close => crs.close(&caller, project, number).await,
-        Cr::Reopen => crs.reopen(&caller, project, number).await,
-        Cr::PreviewMerge => return Err(DomainError::Invalid("not an action".into()).into()),
+    let done = match verb.as_str() {
+        "merge" => {
+            crs.merge(&me.caller(Action::MergeChangeRequest)?, &project, number)
+                .await
+        }
+        "close" => {
+            crs.close(
+                &me.caller(Action::OpenOrCloseChangeRequest)?,
+                &project,
+                number,
+            )
+            .await
+        }
+        "reopen" => {
+            crs.reopen(
+                &me.caller(Action::OpenOrCloseChangeRequest)?,
+                &project,
+                number,
+            )
+            .await
+        }
+        other => {
+            return Err(DomainError::NotFound(format!(
+                "no change request action {other:?}; merge, close or reopen"
+            ))
+            .into());
+        }
     };
     match done {
         Ok(cr) => {
-            let (project, _) = role_on(console, &me, project).await?;
+            let (project, _) = role_on(&console, &me, &project).await?;
             Ok(Redirect::to(&cr_path(&project.name, cr.number)).into_response())
         }
         Err(e @ (DomainError::Precondition(_) | DomainError::Aborted(_))) => {
-            render(console, &me, project, number, Some(&e)).await
+            render(&console, &me, &project, number, Some(&e)).await
         }
         Err(e) => Err(ConsoleError::from(e)),
     }
-}
-
-pub async fn merge(
-    State(console): State<Console>,
-    Path((project, number)): Path<(String, u64)>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> ConsoleResult<Response> {
-    use crate::change_requests::Action as Cr;
-    act(
-        &console,
-        &headers,
-        &form,
-        &project,
-        number,
-        Action::MergeChangeRequest,
-        Cr::Merge,
-    )
-    .await
-}
-
-pub async fn close(
-    State(console): State<Console>,
-    Path((project, number)): Path<(String, u64)>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> ConsoleResult<Response> {
-    use crate::change_requests::Action as Cr;
-    act(
-        &console,
-        &headers,
-        &form,
-        &project,
-        number,
-        Action::OpenOrCloseChangeRequest,
-        Cr::Close,
-    )
-    .await
-}
-
-pub async fn reopen(
-    State(console): State<Console>,
-    Path((project, number)): Path<(String, u64)>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> ConsoleResult<Response> {
-    use crate::change_requests::Action as Cr;
-    act(
-        &console,
-        &headers,
-        &form,
-        &project,
-        number,
-        Action::OpenOrCloseChangeRequest,
-        Cr::Reopen,
-    )
-    .await
 }
 
 #[cfg(test)]

@@ -95,7 +95,9 @@ pub fn button_form(action: &str, csrf: &str, label: &str, class: &str) -> String
     )
 }
 
-/// CSP, no sniffing, no referrer, no caching of pages that show a person's data.
+/// CSP, no sniffing, no referrer to other sites, no caching of pages that show a person's
+/// data. The referrer policy is `same-origin`, not `no-referrer`: under `no-referrer` browsers
+/// send `Origin: null` with the console's own form posts, which the origin check refuses.
 pub async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
@@ -109,7 +111,7 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)

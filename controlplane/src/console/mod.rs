@@ -108,20 +108,16 @@ pub fn router(console: Console) -> Router {
         .route("/projects/{project}/sessions", post(sessions::start))
         .route(session, get(sessions::page))
         .route(&format!("{session}/events"), get(live::events))
-        .route(&format!("{session}/prompt"), post(sessions::prompt))
-        .route(&format!("{session}/stop"), post(sessions::stop))
-        .route(
-            &format!("{session}/change-request"),
-            post(sessions::open_change_request),
-        )
+        .route(&format!("{session}/{{verb}}"), post(sessions::act))
         .route(
             "/projects/{project}/change-requests",
             get(change_requests::list),
         )
         .route(cr, get(change_requests::page))
-        .route(&format!("{cr}/merge"), post(change_requests::merge))
-        .route(&format!("{cr}/close"), post(change_requests::close))
-        .route(&format!("{cr}/reopen"), post(change_requests::reopen))
+        .route(
+            &format!("{cr}/{{verb}}"),
+            post(change_requests::change_state),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::from_fn(layout::security_headers))
         .with_state(console)

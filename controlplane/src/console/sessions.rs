@@ -14,8 +14,8 @@ use serde::Deserialize;
 use tokio_stream::StreamExt as _;
 
 use super::Console;
-use super::auth::{CsrfForm, SignedIn};
-use super::error::{ConsoleError, ConsoleResult};
+use super::auth::SignedIn;
+use super::error::ConsoleResult;
 use super::layout::{self, button_form, csrf_field, esc, short, url_segment};
 use super::projects::{may, role_on};
 use super::timeline::{new_timeline, push, render};
@@ -235,71 +235,63 @@ pub async fn start(
 }
 
 #[derive(Deserialize)]
-pub struct PromptForm {
+pub struct ActionForm {
     #[serde(default, rename = "_csrf")]
     csrf: String,
+    /// The chat message (`prompt`).
     #[serde(default)]
     text: String,
 }
 
-pub async fn prompt(
+/// A session's buttons: `prompt` (chat), `stop` and `change-request` (open one from the
+/// session's branch). Each goes back to the page it came from, except a new change request,
+/// which is shown.
+pub async fn act(
     State(console): State<Console>,
-    Path((project, id)): Path<(String, String)>,
+    Path((project, id, verb)): Path<(String, String, String)>,
     headers: HeaderMap,
-    Form(form): Form<PromptForm>,
+    Form(form): Form<ActionForm>,
 ) -> ConsoleResult<Response> {
     let me = console.posted(&headers, &form.csrf).await?;
-    let (project, named) = session_of(&console, &me, &project, &id, Action::ChatInSession).await?;
-    console
-        .inner
-        .sessions
-        .send_prompt(
-            &me.caller(Action::ChatInSession)?,
-            &named.session.id,
-            form.text,
-            String::new(),
-        )
-        .await?;
-    Ok(Redirect::to(&session_path(&project.name, &named.session.id)).into_response())
-}
-
-pub async fn stop(
-    State(console): State<Console>,
-    Path((project, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> ConsoleResult<Response> {
-    let me = console.posted(&headers, &form.csrf).await?;
-    let (project, named) = session_of(&console, &me, &project, &id, Action::StopSession).await?;
-    console
-        .inner
-        .sessions
-        .stop_for(&me.caller(Action::StopSession)?, &named.session.id)
-        .await?;
-    Ok(Redirect::to(&session_path(&project.name, &named.session.id)).into_response())
-}
-
-pub async fn open_change_request(
-    State(console): State<Console>,
-    Path((project, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> ConsoleResult<Response> {
-    let me = console.posted(&headers, &form.csrf).await?;
-    let action = Action::OpenOrCloseChangeRequest;
+    let action = match verb.as_str() {
+        "prompt" => Action::ChatInSession,
+        "stop" => Action::StopSession,
+        "change-request" => Action::OpenOrCloseChangeRequest,
+        other => {
+            return Err(DomainError::NotFound(format!(
+                "no session action {other:?}; prompt, stop or change-request"
+            ))
+            .into());
+        }
+    };
     let (project, named) = session_of(&console, &me, &project, &id, Action::ViewSessions).await?;
-    let cr = console
-        .inner
-        .change_requests
-        .open(
-            &me.caller(action)?,
-            crate::change_requests::OpenRequest {
-                project: project.id.clone(),
-                session_id: named.session.id.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(ConsoleError::from)?;
-    Ok(Redirect::to(&super::change_requests::cr_path(&project.name, cr.number)).into_response())
+    let (caller, sessions) = (me.caller(action)?, &console.inner.sessions);
+    let id = &named.session.id;
+    match action {
+        Action::ChatInSession => {
+            sessions
+                .send_prompt(&caller, id, form.text, String::new())
+                .await?;
+        }
+        Action::StopSession => {
+            sessions.stop_for(&caller, id).await?;
+        }
+        _ => {
+            let cr = console
+                .inner
+                .change_requests
+                .open(
+                    &caller,
+                    crate::change_requests::OpenRequest {
+                        project: project.id.clone(),
+                        session_id: id.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let to = super::change_requests::cr_path(&project.name, cr.number);
+            return Ok(Redirect::to(&to).into_response());
+        }
+    }
+    Ok(Redirect::to(&session_path(&project.name, id)).into_response())
 }

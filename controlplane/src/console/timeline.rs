@@ -1,16 +1,16 @@
 //! A session's records as the console shows them: each wire record becomes a
-//! `kortix-timeline` record (the shape `kortix sessions attach --json` prints), the timeline
+//! `kortix-timeline` record ([`records::timeline_record`]), the timeline
 //! interprets them exactly as for the CLI, and each entry becomes an HTML fragment. Every
 //! fragment carries the seq of the record that completed it (`data-seq`) and the pane it
 //! belongs to (`data-pane`: the conversation, or the agent's logs).
 
 use std::fmt::Write as _;
 
-use kortix_proto::v1::{LogStream, Record, SessionStatus, record::Body};
+use kortix_proto::v1::Record;
 use kortix_timeline::{Entry, Item, Options, Output, Timeline, ToolInput};
-use serde_json::{Value, json};
 
 use super::layout::esc;
+use crate::sessions::records;
 
 /// Characters of a tool's full output kept behind "show all"; the rest is cut with a note.
 const FULL_OUTPUT_CHARS: usize = 16 * 1024;
@@ -20,78 +20,9 @@ pub fn new_timeline() -> Timeline {
     Timeline::new(Options::default())
 }
 
-/// A proto enum's name without its prefix, in lower case (`SESSION_STATUS_RUNNING` →
-/// `running`).
-fn enum_name(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix)
-        .unwrap_or(name)
-        .to_ascii_lowercase()
-}
-
-/// `r` in the timeline's record shape; `None` for a record with no body.
-pub fn timeline_record(r: &Record) -> Option<kortix_timeline::Record> {
-    let (kind, data) = match r.body.as_ref()? {
-        Body::Log(l) => {
-            let stream = LogStream::try_from(l.stream).map_or_else(
-                |_| "unknown".to_string(),
-                |s| enum_name(s.as_str_name(), "LOG_STREAM_"),
-            );
-            ("log", json!({ "stream": stream, "line": l.line }))
-        }
-        Body::Event(e) => {
-            let event = serde_json::from_str(&e.json).unwrap_or(Value::Null);
-            ("event", json!({ "type": e.r#type, "data": event }))
-        }
-        Body::Commit(c) => (
-            "commit",
-            json!({
-                "sha": c.sha, "message": c.message, "files_changed": c.files_changed,
-                "insertions": c.insertions, "deletions": c.deletions, "pushed": c.pushed,
-            }),
-        ),
-        Body::State(s) => {
-            let status = SessionStatus::try_from(s.status).map_or_else(
-                |_| "unknown".to_string(),
-                |st| enum_name(st.as_str_name(), "SESSION_STATUS_"),
-            );
-            (
-                "state",
-                json!({ "status": status, "phase": s.phase, "reason": s.reason }),
-            )
-        }
-        Body::Gap(g) => (
-            "gap",
-            json!({ "from_seq": g.from_seq, "to_seq": g.to_seq, "reason": g.reason }),
-        ),
-        Body::Approval(a) => (
-            "approval",
-            json!({
-                "approval_id": a.approval_id, "connector": a.connector, "tool": a.tool,
-                "state": a.state, "reason": a.reason, "args_preview": a.args_preview,
-            }),
-        ),
-        Body::ConnectorCall(c) => (
-            "connector_call",
-            json!({
-                "connector": c.connector, "tool": c.tool, "status": c.status,
-                "duration_ms": c.duration_ms, "error": c.error, "args_preview": c.args_preview,
-            }),
-        ),
-    };
-    let ts = chrono::DateTime::from_timestamp_millis(r.ts_unix_ms)
-        .filter(|_| r.ts_unix_ms > 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    Some(kortix_timeline::Record {
-        seq: r.seq,
-        ts,
-        kind: kind.to_string(),
-        data,
-    })
-}
-
 /// The entries `record` completes.
 pub fn push(timeline: &mut Timeline, record: &Record) -> Vec<Entry> {
-    timeline_record(record)
+    records::timeline_record(record)
         .map(|r| timeline.push(&r))
         .unwrap_or_default()
 }
@@ -254,7 +185,8 @@ fn tone_class(tone: kortix_timeline::Tone) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kortix_proto::v1::{CommitRecord, LogLine, StateChange};
+    use kortix_proto::v1::record::Body;
+    use kortix_proto::v1::{CommitRecord, LogLine, LogStream, SessionStatus, StateChange};
 
     fn rec(seq: u64, body: Body) -> Record {
         Record {
