@@ -312,7 +312,7 @@ async fn the_console_in_a_browser() {
         "live items after a reload = the page rendered afresh"
     );
     assert!(
-        text_of(&owner, "#logs").await.len() > 0,
+        !text_of(&owner, "#logs").await.is_empty(),
         "agent logs on their tab"
     );
 

@@ -256,17 +256,15 @@ fn files(files: &[crate::changes::FileChange]) -> String {
 fn unified(diff: &str) -> String {
     let mut html = String::from("<div class=\"scroll\"><pre class=\"diff\">");
     let mut in_header = false;
-    let mut shown = 0;
-    for line in diff.lines() {
+    for (shown, line) in diff.lines().enumerate() {
         if shown == DIFF_LINES {
             let rest = diff.lines().count() - DIFF_LINES;
-            let _ = writeln!(
+            let _ = write!(
                 html,
                 "<span class=\"meta\">… {rest} more lines not shown</span>"
             );
             break;
         }
-        shown += 1;
         if line.starts_with("diff --git ") {
             in_header = true;
         } else if line.starts_with("@@") {
