@@ -29,6 +29,7 @@ pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod connectors;
+pub mod console;
 pub mod error;
 pub mod gateway;
 pub mod git;

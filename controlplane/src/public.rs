@@ -1,6 +1,6 @@
 //! The public listener's composition: every service it serves, named, and the one router
 //! over them — gRPC `kortix.v1` behind bearer-token authentication (plus health and
-//! reflection), git smart HTTP, webhooks and `/metrics`.
+//! reflection), git smart HTTP, webhooks, `/metrics` and the web console at `/`.
 
 use std::sync::Arc;
 
@@ -41,11 +41,24 @@ pub struct PublicServices {
     /// `/metrics` reads aggregate numbers from the store and the hub.
     pub store: Store,
     pub hub: Hub,
+    /// Where people reach this listener (the console's cookies are `Secure` over https).
+    pub public_url: String,
 }
 
 impl PublicServices {
     /// The router over every service.
     pub fn router(self) -> Result<axum::Router, tonic_reflection::server::Error> {
+        let console = crate::console::Console::new(crate::console::ConsoleServices {
+            store: self.store.clone(),
+            authenticator: self.authenticator.clone(),
+            projects: self.projects.clone(),
+            sessions: self.sessions.clone(),
+            change_requests: self.change_requests.clone(),
+            triggers: self.triggers.clone(),
+            secrets: self.secrets.clone(),
+            connectors: self.connectors.clone(),
+            public_url: self.public_url.clone(),
+        });
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -152,6 +165,7 @@ impl PublicServices {
             .merge(crate::git::router(self.git))
             .merge(crate::triggers::webhook::router(self.triggers))
             .merge(crate::channels::slack::routes::router(self.slack))
-            .merge(crate::metrics::router(self.store, self.hub)))
+            .merge(crate::metrics::router(self.store, self.hub))
+            .merge(crate::console::router(console)))
     }
 }

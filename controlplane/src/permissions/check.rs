@@ -165,6 +165,15 @@ pub fn require_account_role(
     Ok(())
 }
 
+/// Whether a caller holding `role` on a project may do `action` there: the table's rule, for
+/// deciding which controls to show (the domain services still check every request).
+pub fn role_allows(role: ProjectRole, action: Action) -> bool {
+    match action.need() {
+        Need::Project(need) => role >= need,
+        Need::Person | Need::ServerAdmin | Need::Account(_) => false,
+    }
+}
+
 /// The part of the table that needs no store read, checked for every RPC before its handler
 /// runs: the server admin's actions, and what a narrowed token may never do.
 pub fn upfront(caller: &Caller) -> DomainResult<()> {
@@ -215,6 +224,25 @@ mod tests {
             account_role: account_role.map(str::to_string),
             grant_role: grant_role.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn role_allows_follows_the_table() {
+        assert!(role_allows(ProjectRole::Viewer, Action::ViewChangeRequests));
+        assert!(!role_allows(
+            ProjectRole::Viewer,
+            Action::MergeChangeRequest
+        ));
+        assert!(!role_allows(
+            ProjectRole::Editor,
+            Action::MergeChangeRequest
+        ));
+        assert!(role_allows(
+            ProjectRole::Manager,
+            Action::MergeChangeRequest
+        ));
+        assert!(role_allows(ProjectRole::Editor, Action::ChatInSession));
+        assert!(!role_allows(ProjectRole::Manager, Action::CreatePerson));
     }
 
     #[test]

@@ -155,6 +155,7 @@ impl Services {
             })?,
             store: store.clone(),
             hub: self.hub.clone(),
+            public_url: urls.public.clone(),
         })
     }
 }

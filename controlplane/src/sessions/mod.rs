@@ -13,7 +13,8 @@
 //!   (the snapshot build's output, what the provider does not honour).
 //! - [`live`]: in-process wake-ups and the control channel to connected agents.
 //! - [`tail`]: the newest durable records of watched sessions, for live viewers.
-//! - [`records`]: the record encoding shared by the gateway and attach.
+//! - [`records`]: the record encoding shared by the gateway and attach, and records in the
+//!   shape `kortix-timeline` reads (for the console and Slack threads).
 //! - [`watch`]: a session's state changes, for those who wait on them.
 
 pub mod access;

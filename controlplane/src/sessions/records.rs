@@ -1,8 +1,9 @@
 //! Records between the wire (`kortix.v1.Record`) and the store (kind + encoded body).
 
 use crate::store::RecordRow;
-use kortix_proto::v1::{Record, record::Body};
+use kortix_proto::v1::{LogStream, Record, SessionStatus, record::Body};
 use prost::Message;
+use serde_json::{Value, json};
 
 /// Records in one agent batch, and the largest single record body we accept.
 pub const MAX_BATCH_RECORDS: usize = 1024;
@@ -71,6 +72,76 @@ pub fn from_row(row: &RecordRow) -> Result<Record, RecordError> {
     // The row's key is authoritative.
     record.seq = row.seq as u64;
     Ok(record)
+}
+
+/// A proto enum's name without its prefix, in lower case (`SESSION_STATUS_RUNNING` →
+/// `running`).
+fn enum_name(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+}
+
+/// `r` in the shape `kortix-timeline` reads (`kortix sessions attach --json`'s
+/// `{"seq","ts","kind","data"}`); `None` for a record with no body.
+pub fn timeline_record(r: &Record) -> Option<kortix_timeline::Record> {
+    let (kind, data) = match r.body.as_ref()? {
+        Body::Log(l) => {
+            let stream = LogStream::try_from(l.stream).map_or_else(
+                |_| "unknown".to_string(),
+                |s| enum_name(s.as_str_name(), "LOG_STREAM_"),
+            );
+            ("log", json!({ "stream": stream, "line": l.line }))
+        }
+        Body::Event(e) => {
+            let event = serde_json::from_str(&e.json).unwrap_or(Value::Null);
+            ("event", json!({ "type": e.r#type, "data": event }))
+        }
+        Body::Commit(c) => (
+            "commit",
+            json!({
+                "sha": c.sha, "message": c.message, "files_changed": c.files_changed,
+                "insertions": c.insertions, "deletions": c.deletions, "pushed": c.pushed,
+            }),
+        ),
+        Body::State(s) => {
+            let status = SessionStatus::try_from(s.status).map_or_else(
+                |_| "unknown".to_string(),
+                |st| enum_name(st.as_str_name(), "SESSION_STATUS_"),
+            );
+            (
+                "state",
+                json!({ "status": status, "phase": s.phase, "reason": s.reason }),
+            )
+        }
+        Body::Gap(g) => (
+            "gap",
+            json!({ "from_seq": g.from_seq, "to_seq": g.to_seq, "reason": g.reason }),
+        ),
+        Body::Approval(a) => (
+            "approval",
+            json!({
+                "approval_id": a.approval_id, "connector": a.connector, "tool": a.tool,
+                "state": a.state, "reason": a.reason, "args_preview": a.args_preview,
+            }),
+        ),
+        Body::ConnectorCall(c) => (
+            "connector_call",
+            json!({
+                "connector": c.connector, "tool": c.tool, "status": c.status,
+                "duration_ms": c.duration_ms, "error": c.error, "args_preview": c.args_preview,
+            }),
+        ),
+    };
+    let ts = chrono::DateTime::from_timestamp_millis(r.ts_unix_ms)
+        .filter(|_| r.ts_unix_ms > 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    Some(kortix_timeline::Record {
+        seq: r.seq,
+        ts,
+        kind: kind.to_string(),
+        data,
+    })
 }
 
 #[cfg(test)]

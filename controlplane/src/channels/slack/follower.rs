@@ -10,9 +10,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kortix_proto::v1::{Record, record::Body};
+use kortix_proto::v1::Record;
 use kortix_timeline::{Item, Options, Timeline};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -88,35 +88,12 @@ struct Thread {
     thread_ts: String,
 }
 
-/// A record in the `{"seq","ts","kind","data"}` shape the timeline reads; only the kinds a
-/// thread shows (OpenCode's events, commits).
+/// A record as the timeline reads it; only the kinds a thread shows (OpenCode's events,
+/// commits): connector calls and approvals are not shown in threads (Slack approvals are not
+/// built yet), nor logs and states.
 fn timeline_record(r: &Record) -> Option<kortix_timeline::Record> {
-    let (kind, data) = match r.body.as_ref()? {
-        Body::Event(e) => {
-            let event: Value = serde_json::from_str(&e.json).unwrap_or(Value::Null);
-            ("event", json!({ "type": e.r#type, "data": event }))
-        }
-        Body::Commit(c) => (
-            "commit",
-            json!({
-                "sha": c.sha, "message": c.message, "files_changed": c.files_changed,
-                "insertions": c.insertions, "deletions": c.deletions, "pushed": c.pushed,
-            }),
-        ),
-        // Connector calls and approvals are not shown in threads (Slack approvals are not
-        // built yet).
-        Body::Log(_)
-        | Body::State(_)
-        | Body::Gap(_)
-        | Body::Approval(_)
-        | Body::ConnectorCall(_) => return None,
-    };
-    Some(kortix_timeline::Record {
-        seq: r.seq,
-        ts: None,
-        kind: kind.to_string(),
-        data,
-    })
+    crate::sessions::records::timeline_record(r)
+        .filter(|t| matches!(t.kind.as_str(), "event" | "commit"))
 }
 
 impl Slack {
@@ -437,6 +414,7 @@ impl Active {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kortix_proto::v1::record::Body;
     use kortix_proto::v1::{CommitRecord, LogLine, OpencodeEvent};
 
     #[test]

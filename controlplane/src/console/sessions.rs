@@ -1,0 +1,297 @@
+//! A session's page — its status, the conversation so far rendered on the server, the agent's
+//! logs, a chat box, stop and "open change request" — and those actions. The page records the
+//! seq it was rendered up to; the live stream ([`super::live`]) continues from there, so a
+//! reload resumes where the page left off.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tokio_stream::StreamExt as _;
+
+use super::Console;
+use super::auth::SignedIn;
+use super::error::ConsoleResult;
+use super::layout::{self, button_form, csrf_field, esc, short, url_segment};
+use super::projects::{may, role_on};
+use super::timeline::{new_timeline, push, render};
+use crate::error::DomainError;
+use crate::permissions::Action;
+use crate::sessions::access::NamedSession;
+use crate::sessions::lifecycle::StartRequest;
+use crate::store::Project;
+
+/// Conversation items a page renders; older ones are summarised in one line.
+const PAGE_ITEMS: usize = 3000;
+/// Agent log lines a page renders.
+const PAGE_LOGS: usize = 1000;
+
+/// Where a session's page is.
+pub fn session_path(project: &str, id: &str) -> String {
+    format!(
+        "/projects/{}/sessions/{}",
+        url_segment(project),
+        url_segment(id)
+    )
+}
+
+/// The session `id` of `project` as the caller doing `action` may see it.
+pub async fn session_of(
+    console: &Console,
+    me: &SignedIn,
+    project: &str,
+    id: &str,
+    action: Action,
+) -> ConsoleResult<(Project, NamedSession)> {
+    let (project, _) = role_on(console, me, project).await?;
+    let named = console
+        .inner
+        .sessions
+        .get_for(&me.caller(action)?, id)
+        .await?;
+    if named.session.project_id != project.id {
+        return Err(DomainError::NotFound(format!("session {id} not found")).into());
+    }
+    Ok((project, named))
+}
+
+/// The newest `max` of what was pushed, and how many older ones were left out.
+struct Kept {
+    items: VecDeque<String>,
+    dropped: usize,
+    max: usize,
+}
+
+impl Kept {
+    fn new(max: usize) -> Self {
+        Kept {
+            items: VecDeque::new(),
+            dropped: 0,
+            max,
+        }
+    }
+
+    fn push(&mut self, html: String) {
+        if self.items.len() == self.max {
+            self.items.pop_front();
+            self.dropped += 1;
+        }
+        self.items.push_back(html);
+    }
+
+    fn html(&self, what: &str) -> String {
+        let mut out = String::new();
+        if self.dropped > 0 {
+            let _ = write!(
+                out,
+                "<p class=\"muted\">{} earlier {what} not shown.</p>",
+                self.dropped
+            );
+        }
+        for i in &self.items {
+            out.push_str(i);
+        }
+        out
+    }
+}
+
+pub async fn page(
+    State(console): State<Console>,
+    Path((project, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ConsoleResult<Response> {
+    let me = console.signed_in(&headers).await?;
+    let (project, role) = role_on(&console, &me, &project).await?;
+    let caller = me.caller(Action::ViewSessions)?;
+    let (_, named) = session_of(&console, &me, &project.id, &id, Action::ViewSessions).await?;
+    let session = &named.session;
+    // Everything stored so far, interpreted from the first record as every viewer does.
+    let mut stored = console
+        .inner
+        .sessions
+        .attach_for(&caller, &session.id, 1, false)
+        .await?;
+    let mut timeline = new_timeline();
+    let (mut conversation, mut logs) = (Kept::new(PAGE_ITEMS), Kept::new(PAGE_LOGS));
+    let mut after = 0;
+    let mut place = |html: String| {
+        if html.contains("data-pane=\"logs\"") {
+            logs.push(html);
+        } else {
+            conversation.push(html);
+        }
+    };
+    while let Some(record) = stored.next().await {
+        let record = record.map_err(|s| {
+            DomainError::Unavailable(format!("reading session {}: {}", session.id, s.message()))
+        })?;
+        after = record.seq;
+        for entry in push(&mut timeline, &record) {
+            place(render(&entry));
+        }
+    }
+    let ended = session.status.is_terminal();
+    if ended {
+        for entry in timeline.finish() {
+            place(render(&entry));
+        }
+    }
+    let path = session_path(&project.name, &session.id);
+    let mut actions = String::new();
+    if !ended && may(role, Action::StopSession) {
+        actions.push_str(&button_form(
+            &format!("{path}/stop"),
+            &me.csrf,
+            "Stop",
+            "danger",
+        ));
+    }
+    if may(role, Action::OpenOrCloseChangeRequest) {
+        actions.push_str(&button_form(
+            &format!("{path}/change-request"),
+            &me.csrf,
+            "Open change request",
+            "",
+        ));
+    }
+    let status = session.status.as_str();
+    let mut body = format!(
+        "<p class=\"crumbs\"><a href=\"/projects/{}\">{}</a> / session</p>\
+         <h1>Session <code>{}</code> <span id=\"status\" class=\"badge status-{status}\">{status}</span></h1>\
+         <p class=\"muted\">Branch <code>{}</code> · started {}</p>\
+         <div class=\"actions\">{actions}</div>\
+         <nav class=\"tabs\"><a href=\"#conversation\" data-tab=\"conversation\">Conversation</a>\
+         <a href=\"#logs\" data-tab=\"logs\">Agent logs</a></nav>\
+         <div id=\"live\" data-events=\"{path}/events\" data-after=\"{after}\" data-live=\"{}\">\
+         <section id=\"conversation\" class=\"pane timeline\">{}</section>\
+         <section id=\"logs\" class=\"pane logs\">{}</section></div>",
+        url_segment(&project.name),
+        esc(&project.name),
+        esc(&short(&session.id)),
+        esc(&session.id),
+        layout::time(session.created_ms),
+        !ended,
+        conversation.html("items"),
+        logs.html("log lines"),
+    );
+    if !ended && may(role, Action::ChatInSession) {
+        let _ = write!(
+            body,
+            "<form id=\"chat\" method=\"post\" action=\"{path}/prompt\" class=\"chat\">{}\
+             <label for=\"text\" class=\"sr\">Message</label>\
+             <textarea id=\"text\" name=\"text\" rows=\"2\" placeholder=\"Message the agent\" required></textarea>\
+             <button type=\"submit\">Send</button></form>",
+            csrf_field(&me.csrf)
+        );
+    }
+    Ok(layout::page(
+        &format!("Session {}", short(&session.id)),
+        Some(&me.chrome()),
+        &body,
+    )
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct StartForm {
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+    #[serde(default)]
+    prompt: String,
+}
+
+pub async fn start(
+    State(console): State<Console>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<StartForm>,
+) -> ConsoleResult<Response> {
+    let me = console.posted(&headers, &form.csrf).await?;
+    if form.prompt.trim().is_empty() {
+        return Err(DomainError::Invalid("the prompt is empty".into()).into());
+    }
+    let started = console
+        .inner
+        .sessions
+        .start_for(
+            &me.caller(Action::StartSession)?,
+            StartRequest {
+                project,
+                prompt: form.prompt,
+                origin: "console".into(),
+                launched_by: String::new(),
+                template: String::new(),
+                agent: String::new(),
+                idempotency_key: String::new(),
+                resume_branch: String::new(),
+            },
+        )
+        .await?;
+    Ok(Redirect::to(&session_path(&started.project_name, &started.session.id)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ActionForm {
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+    /// The chat message (`prompt`).
+    #[serde(default)]
+    text: String,
+}
+
+/// A session's buttons: `prompt` (chat), `stop` and `change-request` (open one from the
+/// session's branch). Each goes back to the page it came from, except a new change request,
+/// which is shown.
+pub async fn act(
+    State(console): State<Console>,
+    Path((project, id, verb)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> ConsoleResult<Response> {
+    let me = console.posted(&headers, &form.csrf).await?;
+    let action = match verb.as_str() {
+        "prompt" => Action::ChatInSession,
+        "stop" => Action::StopSession,
+        "change-request" => Action::OpenOrCloseChangeRequest,
+        other => {
+            return Err(DomainError::NotFound(format!(
+                "no session action {other:?}; prompt, stop or change-request"
+            ))
+            .into());
+        }
+    };
+    let (project, named) = session_of(&console, &me, &project, &id, Action::ViewSessions).await?;
+    let (caller, sessions) = (me.caller(action)?, &console.inner.sessions);
+    let id = &named.session.id;
+    match action {
+        Action::ChatInSession => {
+            sessions
+                .send_prompt(&caller, id, form.text, String::new())
+                .await?;
+        }
+        Action::StopSession => {
+            sessions.stop_for(&caller, id).await?;
+        }
+        _ => {
+            let cr = console
+                .inner
+                .change_requests
+                .open(
+                    &caller,
+                    crate::change_requests::OpenRequest {
+                        project: project.id.clone(),
+                        session_id: id.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let to = super::change_requests::cr_path(&project.name, cr.number);
+            return Ok(Redirect::to(&to).into_response());
+        }
+    }
+    Ok(Redirect::to(&session_path(&project.name, id)).into_response())
+}
