@@ -23,7 +23,7 @@ const BATCH: usize = 256;
 const ATTEMPTS: u32 = 4;
 
 enum Msg {
-    Row(ConnectorCallRow),
+    Row(Box<ConnectorCallRow>),
     /// Answered once every row queued before it is written (or given up).
     Flush(oneshot::Sender<()>),
     /// Write what is queued, take no more, answer, end.
@@ -46,8 +46,10 @@ impl CallLog {
     /// Queues `row`, waiting for room when the queue is full; written directly once the
     /// writer has closed.
     pub async fn append(&self, row: ConnectorCallRow) {
-        if let Err(mpsc::error::SendError(Msg::Row(row))) = self.tx.send(Msg::Row(row)).await {
-            write(&self.store, &[row]).await;
+        if let Err(mpsc::error::SendError(Msg::Row(row))) =
+            self.tx.send(Msg::Row(Box::new(row))).await
+        {
+            write(&self.store, &[*row]).await;
         }
     }
 
@@ -76,7 +78,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Msg>) {
         let mut next = Some(first);
         while let Some(msg) = next {
             match msg {
-                Msg::Row(r) => rows.push(r),
+                Msg::Row(r) => rows.push(*r),
                 Msg::Flush(ack) => acks.push(ack),
                 Msg::Close(ack) => {
                     // Senders get their rows back from now on; what is queued still comes.
