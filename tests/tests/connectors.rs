@@ -75,11 +75,7 @@ async fn pets_api() -> (u16, Shared) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let note_auth = |seen: &Shared, headers: &HeaderMap| {
-        let auth = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let auth = library::authorization(headers);
         seen.lock().unwrap().authorizations.push(auth);
     };
     let app =
@@ -322,6 +318,32 @@ async fn idle_after_last_call(ts: &TestServer, token: &str, id: &str) {
     .await;
 }
 
+/// Waits until the model was sent at least `n` distinct tool results; returns them.
+async fn tool_results_at_least(model: &ScriptedModel, n: usize) -> Vec<String> {
+    eventually(
+        "the model's tool results",
+        Duration::from_secs(60),
+        || async {
+            let results = tool_results(model);
+            (results.len() >= n).then_some(results)
+        },
+    )
+    .await
+}
+
+/// The project's approvals in `state` ("" for all), newest first.
+async fn approvals_in(ts: &TestServer, token: &str, state: &str) -> Vec<ApprovalInfo> {
+    ts.approvals(token)
+        .list_approvals(ListApprovalsRequest {
+            project: "app".into(),
+            state: state.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals
+}
+
 /// The text of the tool results the model was sent (OpenAI `tool` messages).
 fn tool_results(model: &ScriptedModel) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -465,15 +487,7 @@ async fn connections_end_to_end(database_url: Option<String>) {
         seen.lock().unwrap().added.is_empty(),
         "not run before approval"
     );
-    let listing = eventually(
-        "the model's tool results",
-        Duration::from_secs(60),
-        || async {
-            let results = tool_results(&model);
-            (results.len() >= 3).then_some(results)
-        },
-    )
-    .await;
+    let listing = tool_results_at_least(&model, 3).await;
     assert!(
         listing[0].contains("getPet") && listing[0].contains("words"),
         "{listing:?}"
@@ -489,16 +503,7 @@ async fn connections_end_to_end(database_url: Option<String>) {
     // Approve once the model has finished its turn: a prompt that arrives while OpenCode is
     // busy joins the running turn instead of starting the next.
     idle_after_last_call(&ts, &token, &session.id).await;
-    let pending = ts
-        .approvals(&token)
-        .list_approvals(ListApprovalsRequest {
-            project: "app".into(),
-            state: "pending".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .approvals;
+    let pending = approvals_in(&ts, &token, "pending").await;
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0].digest, calls[1].digest);
     assert_eq!(pending[0].session_id, session.id);
@@ -595,16 +600,7 @@ async fn connections_end_to_end(database_url: Option<String>) {
     assert_eq!(logged.len(), 8);
     assert_eq!(logged[0].tool, "lookup");
     assert_eq!(logged[7].tool, "getPet");
-    let approvals = ts
-        .approvals(&token)
-        .list_approvals(ListApprovalsRequest {
-            project: "app".into(),
-            state: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .approvals;
+    let approvals = approvals_in(&ts, &token, "").await;
     // Newest first: the changed call's, the repeat after the approved one ran, the used one.
     let states: Vec<(&str, &str)> = approvals
         .iter()
@@ -815,15 +811,7 @@ async fn graphql_connectors() {
         seen.lock().unwrap().added.is_empty(),
         "not run before approval"
     );
-    let results = eventually(
-        "the model's tool results",
-        Duration::from_secs(60),
-        || async {
-            let results = tool_results(&model);
-            (results.len() >= 4).then_some(results)
-        },
-    )
-    .await;
+    let results = tool_results_at_least(&model, 4).await;
     assert!(
         results[0].contains("Dune") && results[0].contains("Frank Herbert"),
         "the selection reaches nested objects: {results:?}"
@@ -834,16 +822,7 @@ async fn graphql_connectors() {
 
     // Approved: the identical mutation runs, once.
     idle_after_last_call(&ts, &token, &session.id).await;
-    let pending = ts
-        .approvals(&token)
-        .list_approvals(ListApprovalsRequest {
-            project: "app".into(),
-            state: "pending".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .approvals;
+    let pending = approvals_in(&ts, &token, "pending").await;
     assert_eq!(pending.len(), 1, "{pending:?}");
     model.push([
         call(
@@ -943,16 +922,7 @@ async fn unattended_approvals_expire_as_denied() {
     );
     assert_eq!(logged[0].digest, calls[0].digest);
     assert!(logged[0].error.contains("expired"), "{:?}", logged[0]);
-    let approvals = ts
-        .approvals(&token)
-        .list_approvals(ListApprovalsRequest {
-            project: "app".into(),
-            state: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .approvals;
+    let approvals = approvals_in(&ts, &token, "").await;
     assert_eq!(approvals.len(), 1, "{approvals:?}");
     assert_eq!(approvals[0].state, "denied");
     assert!(approvals[0].reason.contains("expired"), "{approvals:?}");

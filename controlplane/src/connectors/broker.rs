@@ -53,6 +53,27 @@ pub(super) struct Outcome {
 }
 
 impl Outcome {
+    fn ok(text: String, upstream_status: u16) -> Outcome {
+        Outcome {
+            status: Status::Ok,
+            text,
+            upstream_status,
+            error: String::new(),
+            approval: None,
+        }
+    }
+
+    /// The upstream did not answer usably (or the arguments did not make a request).
+    fn unanswered(c: &Connector, tool: &Tool, e: &UpstreamError) -> Outcome {
+        Outcome {
+            upstream_status: e.status(),
+            ..Outcome::failed(
+                Status::Error,
+                format!("{}.{} failed: {e}", c.slug, tool.name),
+            )
+        }
+    }
+
     fn failed(status: Status, why: impl Into<String>) -> Outcome {
         let why = why.into();
         Outcome {
@@ -368,13 +389,9 @@ impl Connectors {
             }
         };
         match result {
-            Ok(a) if (200..300).contains(&a.status) => Outcome {
-                status: Status::Ok,
-                text: with_note(a.body, a.truncated, cap),
-                upstream_status: a.status,
-                error: String::new(),
-                approval: None,
-            },
+            Ok(a) if (200..300).contains(&a.status) => {
+                Outcome::ok(with_note(a.body, a.truncated, cap), a.status)
+            }
             Ok(a) => Outcome {
                 status: Status::Error,
                 error: format!("upstream answered HTTP {}", a.status),
@@ -388,13 +405,7 @@ impl Connectors {
                 upstream_status: a.status,
                 approval: None,
             },
-            Err(e) => Outcome {
-                upstream_status: e.status(),
-                ..Outcome::failed(
-                    Status::Error,
-                    format!("{}.{} failed: {e}", c.slug, tool.name),
-                )
-            },
+            Err(e) => Outcome::unanswered(c, tool, &e),
         }
     }
 }
@@ -407,13 +418,9 @@ fn graphql_outcome(
     cap: usize,
 ) -> Outcome {
     match answer {
-        Ok(a) if a.errors.is_none() && (200..300).contains(&a.status) => Outcome {
-            status: Status::Ok,
-            text: with_note(a.text, a.truncated, cap),
-            upstream_status: a.status,
-            error: String::new(),
-            approval: None,
-        },
+        Ok(a) if a.errors.is_none() && (200..300).contains(&a.status) => {
+            Outcome::ok(with_note(a.text, a.truncated, cap), a.status)
+        }
         Ok(a) => {
             let errors = a
                 .errors
@@ -431,13 +438,7 @@ fn graphql_outcome(
                 approval: None,
             }
         }
-        Err(e) => Outcome {
-            upstream_status: e.status(),
-            ..Outcome::failed(
-                Status::Error,
-                format!("{}.{} failed: {e}", c.slug, tool.name),
-            )
-        },
+        Err(e) => Outcome::unanswered(c, tool, &e),
     }
 }
 

@@ -103,6 +103,15 @@ pub fn sdl() -> String {
     schema(Shared::default()).sdl()
 }
 
+/// The request's `Authorization` header, "" when absent.
+pub fn authorization(headers: &HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// The server on 127.0.0.1:0, answering POST /graphql; its port and what it sees.
 pub async fn start() -> (u16, Shared) {
     let seen = Shared::default();
@@ -113,12 +122,10 @@ pub async fn start() -> (u16, Shared) {
                 |State((schema, seen)): State<(Schema, Shared)>,
                  headers: HeaderMap,
                  Json(request): Json<async_graphql::Request>| async move {
-                    let auth = headers
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
-                    seen.lock().unwrap().authorizations.push(auth);
+                    seen.lock()
+                        .unwrap()
+                        .authorizations
+                        .push(authorization(&headers));
                     Json(schema.execute(request).await)
                 },
             ),
