@@ -344,6 +344,15 @@ async fn approvals_in(ts: &TestServer, token: &str, state: &str) -> Vec<Approval
         .approvals
 }
 
+/// Stops the session, then the control plane.
+async fn stop(ts: TestServer, token: &str, id: &str) {
+    ts.sessions(token)
+        .stop_session(StopSessionRequest { id: id.to_owned() })
+        .await
+        .unwrap();
+    ts.stop().await;
+}
+
 /// The text of the tool results the model was sent (OpenAI `tool` messages).
 fn tool_results(model: &ScriptedModel) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -641,13 +650,7 @@ async fn connections_end_to_end(database_url: Option<String>) {
         );
     }
 
-    ts.sessions(&token)
-        .stop_session(StopSessionRequest {
-            id: session.id.clone(),
-        })
-        .await
-        .unwrap();
-    ts.stop().await;
+    stop(ts, &token, &session.id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -854,13 +857,7 @@ async fn graphql_connectors() {
     })
     .await;
 
-    ts.sessions(&token)
-        .stop_session(StopSessionRequest {
-            id: session.id.clone(),
-        })
-        .await
-        .unwrap();
-    ts.stop().await;
+    stop(ts, &token, &session.id).await;
 }
 
 /// A trigger's session has nobody to ask: its approval expires as denied, the call log says
@@ -945,9 +942,5 @@ async fn unattended_approvals_expire_as_denied() {
         "the mutation never ran"
     );
 
-    ts.sessions(&token)
-        .stop_session(StopSessionRequest { id })
-        .await
-        .unwrap();
-    ts.stop().await;
+    stop(ts, &token, &id).await;
 }
