@@ -8,7 +8,13 @@
 //! approval; approved, the identical call runs once; changed arguments ask again), a blocked
 //! tool (not listed; a direct call is refused), an upstream that hangs (a timeout, a clear
 //! error, and the session goes on) and a tool of the MCP server.
+//!
+//! GraphQL connectors against a real GraphQL server (async-graphql), one with its SDL in the
+//! repository and one built by introspection: a query runs, GraphQL errors are tool errors,
+//! a mutation waits for approval and runs once approved.
 
+#[path = "connectors/library.rs"]
+mod library;
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -69,11 +75,7 @@ async fn pets_api() -> (u16, Shared) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let note_auth = |seen: &Shared, headers: &HeaderMap| {
-        let auth = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let auth = library::authorization(headers);
         seen.lock().unwrap().authorizations.push(auth);
     };
     let app =
@@ -289,6 +291,68 @@ async fn wait_calls(
     }
 }
 
+/// Waits until the session is idle after its last connector call: a prompt that arrives
+/// while OpenCode is busy joins the running turn instead of starting the next.
+async fn idle_after_last_call(ts: &TestServer, token: &str, id: &str) {
+    let asked_at = records_of(ts, token, id)
+        .await
+        .iter()
+        .filter(|r| matches!(r.body, Some(Body::ConnectorCall(_))))
+        .map(|r| r.seq)
+        .max()
+        .unwrap();
+    eventually(
+        "the session idle after its last connector call",
+        Duration::from_secs(120),
+        || async {
+            records_of(ts, token, id)
+                .await
+                .iter()
+                .any(|r| {
+                    r.seq > asked_at
+                        && matches!(&r.body, Some(Body::Event(e)) if e.r#type == "session.idle")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until the model was sent at least `n` distinct tool results; returns them.
+async fn tool_results_at_least(model: &ScriptedModel, n: usize) -> Vec<String> {
+    eventually(
+        "the model's tool results",
+        Duration::from_secs(60),
+        || async {
+            let results = tool_results(model);
+            (results.len() >= n).then_some(results)
+        },
+    )
+    .await
+}
+
+/// The project's approvals in `state` ("" for all), newest first.
+async fn approvals_in(ts: &TestServer, token: &str, state: &str) -> Vec<ApprovalInfo> {
+    ts.approvals(token)
+        .list_approvals(ListApprovalsRequest {
+            project: "app".into(),
+            state: state.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals
+}
+
+/// Stops the session, then the control plane.
+async fn stop(ts: TestServer, token: &str, id: &str) {
+    ts.sessions(token)
+        .stop_session(StopSessionRequest { id: id.to_owned() })
+        .await
+        .unwrap();
+    ts.stop().await;
+}
+
 /// The text of the tool results the model was sent (OpenAI `tool` messages).
 fn tool_results(model: &ScriptedModel) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -432,15 +496,7 @@ async fn connections_end_to_end(database_url: Option<String>) {
         seen.lock().unwrap().added.is_empty(),
         "not run before approval"
     );
-    let listing = eventually(
-        "the model's tool results",
-        Duration::from_secs(60),
-        || async {
-            let results = tool_results(&model);
-            (results.len() >= 3).then_some(results)
-        },
-    )
-    .await;
+    let listing = tool_results_at_least(&model, 3).await;
     assert!(
         listing[0].contains("getPet") && listing[0].contains("words"),
         "{listing:?}"
@@ -455,38 +511,8 @@ async fn connections_end_to_end(database_url: Option<String>) {
 
     // Approve once the model has finished its turn: a prompt that arrives while OpenCode is
     // busy joins the running turn instead of starting the next.
-    let asked_at = records_of(&ts, &token, &session.id)
-        .await
-        .iter()
-        .filter(|r| matches!(r.body, Some(Body::ConnectorCall(_))))
-        .map(|r| r.seq)
-        .max()
-        .unwrap();
-    eventually(
-        "the session idle after its first turn",
-        Duration::from_secs(120),
-        || async {
-            records_of(&ts, &token, &session.id)
-                .await
-                .iter()
-                .any(|r| {
-                    r.seq > asked_at
-                        && matches!(&r.body, Some(Body::Event(e)) if e.r#type == "session.idle")
-                })
-                .then_some(())
-        },
-    )
-    .await;
-    let pending = ts
-        .approvals(&token)
-        .list_approvals(ListApprovalsRequest {
-            project: "app".into(),
-            state: "pending".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .approvals;
+    idle_after_last_call(&ts, &token, &session.id).await;
+    let pending = approvals_in(&ts, &token, "pending").await;
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0].digest, calls[1].digest);
     assert_eq!(pending[0].session_id, session.id);
@@ -583,16 +609,7 @@ async fn connections_end_to_end(database_url: Option<String>) {
     assert_eq!(logged.len(), 8);
     assert_eq!(logged[0].tool, "lookup");
     assert_eq!(logged[7].tool, "getPet");
-    let approvals = ts
-        .approvals(&token)
-        .list_approvals(ListApprovalsRequest {
-            project: "app".into(),
-            state: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .approvals;
+    let approvals = approvals_in(&ts, &token, "").await;
     // Newest first: the changed call's, the repeat after the approved one ran, the used one.
     let states: Vec<(&str, &str)> = approvals
         .iter()
@@ -633,13 +650,7 @@ async fn connections_end_to_end(database_url: Option<String>) {
         );
     }
 
-    ts.sessions(&token)
-        .stop_session(StopSessionRequest {
-            id: session.id.clone(),
-        })
-        .await
-        .unwrap();
-    ts.stop().await;
+    stop(ts, &token, &session.id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -654,4 +665,282 @@ async fn connections_on_postgres() {
     };
     connections_end_to_end(Some(db.url.clone())).await;
     db.drop_now().await;
+}
+
+fn graphql_manifest(port: u16) -> String {
+    format!(
+        r#"[[connectors]]
+slug = "library"
+provider = "graphql"
+endpoint = "http://127.0.0.1:{port}/graphql"
+spec = "library.graphql"
+credential = "shared"
+
+  [connectors.auth]
+  type = "bearer"
+
+[[connectors]]
+slug = "shelf"
+provider = "graphql"
+endpoint = "http://127.0.0.1:{port}/graphql"
+
+# Fired by hand; its schedule (1 January, 03:00) never comes up during a test.
+[[triggers]]
+slug = "nightly"
+type = "cron"
+cron = "0 0 3 1 1 *"
+prompt = "Add tonight's book."
+"#
+    )
+}
+
+/// A control plane whose project "app" has the library's connectors and a trigger; the
+/// scripted model, the library's port and what it saw.
+async fn library_project(
+    adjust: impl FnOnce(&mut kortix_controlplane::config::ServerConfig),
+) -> (
+    TestServer,
+    String,
+    ScriptedModel,
+    library::Shared,
+    tempfile::TempDir,
+) {
+    let (port, seen) = library::start().await;
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let ts = TestServer::start_with(move |c| {
+        support::use_real_agent(c);
+        adjust(c);
+    })
+    .await;
+    let token = ts.account("alice").await;
+    let work = support::app_with_model_config(&ts, &token, model.port(), |config| {
+        let root = config.ancestors().nth(3).unwrap();
+        std::fs::write(root.join("kortix.toml"), graphql_manifest(port)).unwrap();
+        std::fs::write(root.join("library.graphql"), library::sdl()).unwrap();
+    })
+    .await;
+    (ts, token, model, seen, work)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_connectors() {
+    let (ts, token, model, seen, _work) = library_project(|_| {}).await;
+
+    // Both ways of learning the schema give the same tools: queries read, mutations write.
+    for slug in ["library", "shelf"] {
+        let tools = ts
+            .connectors(&token)
+            .list_connector_tools(ListConnectorToolsRequest {
+                project: "app".into(),
+                connector: slug.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tools;
+        let summary: Vec<(&str, &str, &str)> = tools
+            .iter()
+            .map(|t| (t.name.as_str(), t.risk.as_str(), t.policy.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("book", "read", "always_run"),
+                ("books", "read", "always_run"),
+                ("addBook", "write", "require_approval"),
+            ],
+            "{slug}"
+        );
+        let schema: Value = serde_json::from_str(&tools[2].input_schema_json).unwrap();
+        assert_eq!(schema["required"], json!(["title"]), "{slug}: {schema}");
+        assert_eq!(
+            schema["properties"]["genre"]["enum"],
+            json!(["FICTION", "HISTORY"])
+        );
+    }
+    ts.connectors(&token)
+        .set_connector_credential(SetConnectorCredentialRequest {
+            project: "app".into(),
+            connector: "library".into(),
+            value: CREDENTIAL.into(),
+            mine: false,
+        })
+        .await
+        .unwrap();
+    let introspections = seen.lock().unwrap().authorizations.len();
+
+    let session = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            prompt: "Use the library.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    model.push([
+        call("library", "book", json!({"id": "1"})),
+        call("shelf", "books", json!({})),
+        call("shelf", "book", json!({"id": "404"})),
+        call(
+            "library",
+            "addBook",
+            json!({"title": "Emma", "genre": "FICTION"}),
+        ),
+        Turn::text("The mutation waits for approval."),
+    ]);
+    let calls = wait_calls(&ts, &token, &session.id, 4, &model).await;
+    let status: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.tool.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("book", "ok"),
+            ("books", "ok"),
+            ("book", "error"),
+            ("addBook", "pending_approval"),
+        ]
+    );
+    assert!(calls[2].error.contains("no book 404"), "{:?}", calls[2]);
+    assert_eq!(
+        seen.lock().unwrap().authorizations[introspections..],
+        [format!("Bearer {CREDENTIAL}"), String::new(), String::new()],
+        "the SDL connector's calls carry its credential, the other's none"
+    );
+    assert!(
+        seen.lock().unwrap().added.is_empty(),
+        "not run before approval"
+    );
+    let results = tool_results_at_least(&model, 4).await;
+    assert!(
+        results[0].contains("Dune") && results[0].contains("Frank Herbert"),
+        "the selection reaches nested objects: {results:?}"
+    );
+    assert!(results[1].contains("Dune"), "{results:?}");
+    assert!(results[2].contains("no book 404"), "{results:?}");
+    assert!(results[3].contains("approval"), "{results:?}");
+
+    // Approved: the identical mutation runs, once.
+    idle_after_last_call(&ts, &token, &session.id).await;
+    let pending = approvals_in(&ts, &token, "pending").await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    model.push([
+        call(
+            "library",
+            "addBook",
+            json!({"title": "Emma", "genre": "FICTION"}),
+        ),
+        Turn::text("Added."),
+    ]);
+    ts.approvals(&token)
+        .approve_call(DecideApprovalRequest {
+            id: pending[0].id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let calls = wait_calls(&ts, &token, &session.id, 5, &model).await;
+    assert_eq!(
+        (calls[4].tool.as_str(), calls[4].status.as_str()),
+        ("addBook", "ok")
+    );
+    assert_eq!(calls[4].approval_id, pending[0].id);
+    assert_eq!(seen.lock().unwrap().added, ["Emma"]);
+    eventually("the mutation's result", Duration::from_secs(60), || async {
+        tool_results(&model)
+            .iter()
+            .any(|r| r.contains("Emma") && r.contains("FICTION"))
+            .then_some(())
+    })
+    .await;
+
+    stop(ts, &token, &session.id).await;
+}
+
+/// A trigger's session has nobody to ask: its approval expires as denied, the call log says
+/// so, the session is told, and the mutation never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unattended_approvals_expire_as_denied() {
+    let (ts, token, model, seen, _work) = library_project(|c| {
+        c.connectors.unattended_approval_ttl = Duration::from_secs(1);
+    })
+    .await;
+    model.push([
+        call("shelf", "addBook", json!({"title": "Night"})),
+        Turn::text("The book waits for approval."),
+        Turn::text("Understood: it was denied."),
+    ]);
+    let firing = ts
+        .triggers(&token)
+        .fire_trigger(FireTriggerRequest {
+            project: "app".into(),
+            slug: "nightly".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(firing.outcome, "started", "{firing:?}");
+    let id = firing.session_id;
+    let calls = wait_calls(&ts, &token, &id, 1, &model).await;
+    assert_eq!(
+        (calls[0].tool.as_str(), calls[0].status.as_str()),
+        ("addBook", "pending_approval")
+    );
+
+    let logged = eventually(
+        "the expired approval in the call log",
+        Duration::from_secs(90),
+        || async {
+            let calls = ts
+                .connectors(&token)
+                .list_connector_calls(ListConnectorCallsRequest {
+                    project: "app".into(),
+                    session_id: id.clone(),
+                    limit: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .calls;
+            calls.iter().any(|c| c.status == "denied").then_some(calls)
+        },
+    )
+    .await;
+    let summary: Vec<(&str, &str)> = logged
+        .iter()
+        .map(|c| (c.tool.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [("addBook", "denied"), ("addBook", "pending_approval")]
+    );
+    assert_eq!(logged[0].digest, calls[0].digest);
+    assert!(logged[0].error.contains("expired"), "{:?}", logged[0]);
+    let approvals = approvals_in(&ts, &token, "").await;
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    assert_eq!(approvals[0].state, "denied");
+    assert!(approvals[0].reason.contains("expired"), "{approvals:?}");
+
+    // The session hears it as a prompt, in the model's next request.
+    eventually(
+        "the session told of the denial",
+        Duration::from_secs(90),
+        || async {
+            model
+                .requests()
+                .iter()
+                .any(|r| r.body.to_string().contains("nobody approved it in time"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        seen.lock().unwrap().added.is_empty(),
+        "the mutation never ran"
+    );
+
+    stop(ts, &token, &id).await;
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use kortix_proto::v1::{ApprovalRecord, ControlFrame, Prompt, control_frame};
+use kortix_proto::v1::{ApprovalRecord, ConnectorCallRecord, ControlFrame, Prompt, control_frame};
 
 use super::Connectors;
 use super::broker::{Outcome, Status, now};
@@ -212,12 +212,24 @@ impl Connectors {
         }
     }
 
-    /// Denies approvals whose time ran out and tells their sessions. Best effort: a failure
-    /// is logged and tried again on the next occasion.
+    /// Denies approvals whose time ran out, logs their calls as `denied` and tells their
+    /// sessions. Best effort: a failure is logged and tried again on the next occasion.
     pub(super) async fn expire_due(&self) {
         match self.inner.store.expire_approvals(now()).await {
             Ok(expired) => {
                 for a in expired {
+                    // The call's final word in the log: it was asked for, and now it is denied.
+                    let denied = ConnectorCallRecord {
+                        connector: a.connector.clone(),
+                        tool: a.tool.clone(),
+                        digest: a.digest.clone(),
+                        status: Status::Denied.as_str().into(),
+                        args_preview: a.args_preview.clone(),
+                        error: format!("approval {} expired: {}", a.id, a.reason),
+                        approval_id: a.id.clone(),
+                        ..Default::default()
+                    };
+                    self.log_call(&a.project_id, &a.session_id, &denied).await;
                     self.tell(
                         &a,
                         format!(

@@ -14,7 +14,7 @@ use super::credentials::{self, Owner};
 use super::mcp_client::McpUpstream;
 use super::tools::{Catalog, Target, Tool};
 use super::upstream::{self, AppliedAuth, UpstreamError};
-use super::{Connectors, digest, policy};
+use super::{Connectors, digest, graphql, policy};
 use crate::clock::now_ms;
 use crate::error::{DomainError, DomainResult, check_len};
 use crate::store::{Project, Session};
@@ -53,6 +53,27 @@ pub(super) struct Outcome {
 }
 
 impl Outcome {
+    fn ok(text: String, upstream_status: u16) -> Outcome {
+        Outcome {
+            status: Status::Ok,
+            text,
+            upstream_status,
+            error: String::new(),
+            approval: None,
+        }
+    }
+
+    /// The upstream did not answer usably (or the arguments did not make a request).
+    fn unanswered(c: &Connector, tool: &Tool, e: &UpstreamError) -> Outcome {
+        Outcome {
+            upstream_status: e.status(),
+            ..Outcome::failed(
+                Status::Error,
+                format!("{}.{} failed: {e}", c.slug, tool.name),
+            )
+        }
+    }
+
     fn failed(status: Status, why: impl Into<String>) -> Outcome {
         let why = why.into();
         Outcome {
@@ -317,6 +338,24 @@ impl Connectors {
             Target::HttpGeneric => {
                 http(upstream::generic_request(client, &catalog.base_url, args)).await
             }
+            Target::Graphql(op) => {
+                let answer = match graphql::call::variables(op, args) {
+                    Ok(vars) => {
+                        graphql::call::post(
+                            client,
+                            &catalog.base_url,
+                            &op.document,
+                            vars,
+                            auth,
+                            settings.call_timeout,
+                            cap,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                return graphql_outcome(c, tool, answer, cap);
+            }
             Target::Mcp(name) => {
                 let mcp = McpUpstream {
                     client,
@@ -350,13 +389,9 @@ impl Connectors {
             }
         };
         match result {
-            Ok(a) if (200..300).contains(&a.status) => Outcome {
-                status: Status::Ok,
-                text: with_note(a.body, a.truncated, cap),
-                upstream_status: a.status,
-                error: String::new(),
-                approval: None,
-            },
+            Ok(a) if (200..300).contains(&a.status) => {
+                Outcome::ok(with_note(a.body, a.truncated, cap), a.status)
+            }
             Ok(a) => Outcome {
                 status: Status::Error,
                 error: format!("upstream answered HTTP {}", a.status),
@@ -370,14 +405,40 @@ impl Connectors {
                 upstream_status: a.status,
                 approval: None,
             },
-            Err(e) => Outcome {
-                upstream_status: e.status(),
-                ..Outcome::failed(
-                    Status::Error,
-                    format!("{}.{} failed: {e}", c.slug, tool.name),
-                )
-            },
+            Err(e) => Outcome::unanswered(c, tool, &e),
         }
+    }
+}
+
+/// A GraphQL answer as the model reads it: `errors` (or a non-2xx status) make it an error.
+fn graphql_outcome(
+    c: &Connector,
+    tool: &Tool,
+    answer: Result<graphql::call::GraphqlAnswer, UpstreamError>,
+    cap: usize,
+) -> Outcome {
+    match answer {
+        Ok(a) if a.errors.is_none() && (200..300).contains(&a.status) => {
+            Outcome::ok(with_note(a.text, a.truncated, cap), a.status)
+        }
+        Ok(a) => {
+            let errors = a
+                .errors
+                .unwrap_or_else(|| format!("the endpoint answered HTTP {}", a.status));
+            Outcome {
+                status: Status::Error,
+                error: super::tools::cut(&errors, 512),
+                text: format!(
+                    "{}.{} failed with GraphQL errors: {errors}\n{}",
+                    c.slug,
+                    tool.name,
+                    with_note(a.text, a.truncated, cap)
+                ),
+                upstream_status: a.status,
+                approval: None,
+            }
+        }
+        Err(e) => Outcome::unanswered(c, tool, &e),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The log of connector calls: one row per call whatever became of it, counted in the
-//! metrics. The same facts go into the session's records through the agent (the response's
+//! The log of connector calls: one row per call whatever became of it (written off the call
+//! path by [`super::call_log`]), counted in the metrics. The same facts go into the session's records through the agent (the response's
 //! `call_record`), so the stream and the log agree.
 
 use kortix_proto::v1::ConnectorCallRecord;
@@ -12,8 +12,8 @@ use crate::metrics::{OutcomeLabel, metrics};
 use crate::store::ConnectorCallRow;
 
 impl Connectors {
-    /// Logs a call. A failed write is logged and does not undo or fail the call: the call
-    /// already happened upstream.
+    /// Logs a call: counted now, its row queued for the call log's writer. A failed write is
+    /// logged and does not undo or fail the call: the call already happened upstream.
     pub(super) async fn log_call(
         &self,
         project_id: &str,
@@ -40,9 +40,13 @@ impl Connectors {
             args_preview: r.args_preview.clone(),
             error: r.error.clone(),
         };
-        if let Err(e) = self.inner.store.append_connector_call(&row).await {
-            tracing::error!(session = %session_id, connector = %r.connector, tool = %r.tool, "logging a connector call: {e}");
-        }
+        self.inner.call_log.append(row).await;
+    }
+
+    /// Writes the queued rows of the call log and stops queueing (at shutdown).
+    pub async fn close_call_log(self, shutdown: impl std::future::Future<Output = ()>) {
+        shutdown.await;
+        self.inner.call_log.close().await;
     }
 
     /// The project's calls, newest first, optionally of one session.
@@ -55,6 +59,7 @@ impl Connectors {
     ) -> DomainResult<Vec<ConnectorCallRow>> {
         check_len("the session id", session_id, 64)?;
         let project = crate::permissions::project(&self.inner.store, caller, project).await?;
+        self.inner.call_log.flush().await;
         Ok(self
             .inner
             .store

@@ -12,9 +12,9 @@ use serde_json::json;
 
 use super::ConnectorSettings;
 use super::mcp_client::McpUpstream;
-use super::openapi;
 use super::tools::{Catalog, MAX_SPEC_BYTES, Risk, Target, Tool};
 use super::upstream::{AppliedAuth, fetch_spec};
+use super::{graphql, openapi};
 use crate::git::Repos;
 use crate::store::Project;
 
@@ -99,10 +99,7 @@ impl Catalogs {
                 }
             }
             Provider::Mcp => self.mcp(c, auth).await,
-            Provider::Graphql => Err(
-                "graphql connectors are not supported by this control plane yet; no tools are offered"
-                    .to_owned(),
-            ),
+            Provider::Graphql => self.graphql(project, c, auth).await,
         };
         result.unwrap_or_else(|why| {
             tracing::warn!(project = %project.name, connector = %c.slug, "connector catalog: {why}");
@@ -117,7 +114,19 @@ impl Catalogs {
         base_url: Option<&str>,
         auth: &AppliedAuth,
     ) -> Result<Catalog, String> {
-        let (text, spec_url) = if spec.starts_with("http://") || spec.starts_with("https://") {
+        let (text, spec_url) = self.spec(project, spec, auth).await?;
+        openapi::catalog(&text, base_url, spec_url).map_err(|e| format!("spec {spec}: {e}"))
+    }
+
+    /// A spec's text, by URL (with the connector's credential) or from the repository; the
+    /// URL too when it came from one.
+    async fn spec<'s>(
+        &self,
+        project: &Project,
+        spec: &'s str,
+        auth: &AppliedAuth,
+    ) -> Result<(String, Option<&'s str>), String> {
+        if spec.starts_with("http://") || spec.starts_with("https://") {
             let text = fetch_spec(
                 &self.client,
                 spec,
@@ -127,11 +136,37 @@ impl Catalogs {
             )
             .await
             .map_err(|e| format!("fetching the spec: {e}"))?;
-            (text, Some(spec))
+            Ok((text, Some(spec)))
         } else {
-            (self.repo_file(project, spec).await?, None)
+            Ok((self.repo_file(project, spec).await?, None))
+        }
+    }
+
+    /// The SDL when the connector names one, else the endpoint's introspection.
+    async fn graphql(
+        &self,
+        project: &Project,
+        c: &Connector,
+        auth: &AppliedAuth,
+    ) -> Result<Catalog, String> {
+        let endpoint = c.endpoint.as_deref().ok_or("no `endpoint`")?;
+        let schema = match c.spec.as_deref() {
+            Some(spec) => {
+                let (text, _) = self.spec(project, spec, auth).await?;
+                graphql::from_sdl(&text).map_err(|e| format!("spec {spec}: {e}"))?
+            }
+            None => {
+                graphql::introspect(
+                    &self.client,
+                    endpoint,
+                    auth,
+                    self.settings.call_timeout,
+                    MAX_SPEC_BYTES,
+                )
+                .await?
+            }
         };
-        openapi::catalog(&text, base_url, spec_url).map_err(|e| format!("spec {spec}: {e}"))
+        Ok(graphql::catalog(&schema, endpoint))
     }
 
     async fn repo_file(&self, project: &Project, path: &str) -> Result<String, String> {

@@ -5,23 +5,26 @@
 //! calls the upstream with a timeout and a size cap, and logs what happened.
 //!
 //! - [`tools`]: the catalog's data model and its limits.
-//! - [`openapi`], [`mcp_client`]: building tools from an OpenAPI document or an MCP server.
+//! - [`openapi`], [`mcp_client`], [`graphql`]: building tools from an OpenAPI document, an
+//!   MCP server or a GraphQL schema.
 //! - [`catalog`]: each connector's tools, rebuilt when its definition changes.
 //! - [`policy`]: the effective action of a tool.
 //! - [`credentials`]: sealing, resolving and applying credentials.
 //! - [`upstream`]: outbound HTTP, bounded.
 //! - [`digest`]: a call's digest and redacted argument preview.
 //! - [`broker`]: the call path. [`approvals`]: calls waiting for a person. [`calls`]: the
-//!   call log and its records.
+//!   call log and its records; [`call_log`]: its batched writer, off the call path.
 //! - [`access`]: the same for people (list, tools, credentials, calls).
 
 mod access;
 mod approvals;
 mod broker;
+mod call_log;
 mod calls;
 mod catalog;
 mod credentials;
 mod digest;
+mod graphql;
 mod mcp_client;
 mod openapi;
 mod policy;
@@ -75,6 +78,7 @@ struct Inner {
     sessions: Sessions,
     catalogs: catalog::Catalogs,
     credentials: credentials::Credentials,
+    call_log: call_log::CallLog,
     client: reqwest::Client,
     settings: ConnectorSettings,
 }
@@ -98,6 +102,7 @@ impl Connectors {
             inner: Arc::new(Inner {
                 catalogs: catalog::Catalogs::new(client.clone(), repos, settings.clone()),
                 credentials: credentials::Credentials::new(store.clone(), key, secrets),
+                call_log: call_log::CallLog::start(store.clone()),
                 store,
                 manifests,
                 sessions,

@@ -50,6 +50,14 @@ pub struct HttpOperation {
     pub body: bool,
 }
 
+/// A GraphQL operation on one root field: its document, and the arguments it declares as
+/// variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphqlOperation {
+    pub document: String,
+    pub variables: Vec<String>,
+}
+
 /// How a tool's call reaches the upstream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -58,6 +66,8 @@ pub enum Target {
     HttpGeneric,
     /// The upstream MCP server's tool of this name.
     Mcp(String),
+    /// A query or mutation POSTed to the GraphQL endpoint.
+    Graphql(GraphqlOperation),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -69,6 +69,12 @@ pub(super) fn spawn(
             .clone()
             .run_approval_expiry(signalled(shutdown.clone())),
     ));
+    tasks.push(tokio::spawn(
+        services
+            .connectors
+            .clone()
+            .close_call_log(signalled(shutdown.clone())),
+    ));
     tasks
 }
 

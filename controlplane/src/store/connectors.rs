@@ -2,7 +2,7 @@
 //! the log of connector calls.
 
 use super::sessions::truncate_utf8;
-use super::{DbContext, Error, Result, Store, clamp_limit, with_pool};
+use super::{BeginWrite, DbContext, Error, Result, Store, clamp_limit, with_pool};
 
 /// Calls returned per list at most.
 const MAX_CALLS: u32 = 1000;
@@ -280,30 +280,37 @@ impl Store {
         .ctx(|| "expiring connector approvals".to_string())
     }
 
-    pub async fn append_connector_call(&self, c: &ConnectorCallRow) -> Result<i64> {
+    /// Logs calls in one transaction: the call log's writer commits a batch at once.
+    pub async fn append_connector_calls(&self, rows: &[ConnectorCallRow]) -> Result<()> {
         with_pool!(self, |pool| {
-            sqlx::query_scalar(
-                "INSERT INTO connector_calls
-                     (at_ms, project_id, session_id, connector, tool, digest, status,
-                      duration_ms, upstream_status, args_preview, error)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 RETURNING id",
-            )
-            .bind(c.at_ms)
-            .bind(&c.project_id)
-            .bind(&c.session_id)
-            .bind(&c.connector)
-            .bind(&c.tool)
-            .bind(&c.digest)
-            .bind(&c.status)
-            .bind(c.duration_ms)
-            .bind(c.upstream_status)
-            .bind(truncate_utf8(&c.args_preview, MAX_TEXT))
-            .bind(truncate_utf8(&c.error, MAX_TEXT))
-            .fetch_one(pool)
+            async {
+                let mut tx = pool.begin_write().await?;
+                for c in rows {
+                    sqlx::query(
+                        "INSERT INTO connector_calls
+                             (at_ms, project_id, session_id, connector, tool, digest, status,
+                              duration_ms, upstream_status, args_preview, error)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    )
+                    .bind(c.at_ms)
+                    .bind(&c.project_id)
+                    .bind(&c.session_id)
+                    .bind(&c.connector)
+                    .bind(&c.tool)
+                    .bind(&c.digest)
+                    .bind(&c.status)
+                    .bind(c.duration_ms)
+                    .bind(c.upstream_status)
+                    .bind(truncate_utf8(&c.args_preview, MAX_TEXT))
+                    .bind(truncate_utf8(&c.error, MAX_TEXT))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await
+            }
             .await
         })
-        .ctx(|| format!("logging a call of connector {}", c.connector))
+        .ctx(|| format!("logging {} connector calls", rows.len()))
     }
 
     /// A project's calls, newest first, optionally of one session.

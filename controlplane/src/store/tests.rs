@@ -2317,7 +2317,7 @@ async fn connector_credentials_approvals_and_calls(db: TestDb) {
     // Calls: appended, listed newest first, per session.
     for (session, status) in [("s1", "ok"), ("s2", "denied"), ("s1", "pending_approval")] {
         store
-            .append_connector_call(&ConnectorCallRow {
+            .append_connector_calls(&[ConnectorCallRow {
                 at_ms: 5,
                 project_id: web.id.clone(),
                 session_id: session.into(),
@@ -2329,7 +2329,7 @@ async fn connector_credentials_approvals_and_calls(db: TestDb) {
                 upstream_status: 200,
                 args_preview: "x".repeat(5000),
                 ..Default::default()
-            })
+            }])
             .await
             .unwrap();
     }
