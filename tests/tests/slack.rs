@@ -29,6 +29,11 @@ struct Fixture {
 }
 
 async fn setup(model: &ScriptedModel) -> Fixture {
+    setup_with(model, |_| {}).await
+}
+
+/// [`setup`], with `adjust` given the work tree's OpenCode config before it is committed.
+async fn setup_with(model: &ScriptedModel, adjust: impl FnOnce(&std::path::Path)) -> Fixture {
     let slack = SlackApi::start(BOT_TOKEN).await.unwrap();
     let url = slack.url().to_string();
     let ts = TestServer::start_with(|c| {
@@ -37,7 +42,7 @@ async fn setup(model: &ScriptedModel) -> Fixture {
     })
     .await;
     let token = ts.account("alice").await;
-    let work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
+    let work = support::app_with_model_config(&ts, &token, model.port(), adjust).await;
     let connected = ts
         .channels(&token)
         .connect_slack(ConnectSlackRequest {
@@ -115,8 +120,12 @@ impl Fixture {
     }
 
     async fn command(&self, text: &str) -> u16 {
+        self.command_as("U0ALICE", text).await
+    }
+
+    async fn command_as(&self, user: &str, text: &str) -> u16 {
         let form = format!(
-            "command=%2Fkortix&text={}&user_id=U0ALICE&channel_id={CHANNEL}&team_id=T0TEST",
+            "command=%2Fkortix&text={}&user_id={user}&channel_id={CHANNEL}&team_id=T0TEST",
             text.replace(' ', "+")
         );
         self.post_signed(
@@ -129,6 +138,57 @@ impl Fixture {
         )
         .await
         .0
+    }
+
+    /// `user` clicks button `action_id` (value `value`) on message `message_ts` of the thread:
+    /// a signed `block_actions` interaction, as Slack sends it.
+    async fn click(
+        &self,
+        user: &str,
+        thread_ts: &str,
+        message_ts: &str,
+        action_id: &str,
+        value: &str,
+    ) -> u16 {
+        let payload = json!({
+            "type": "block_actions",
+            "team": {"id": "T0TEST"},
+            "user": {"id": user},
+            "channel": {"id": CHANNEL},
+            "container": {
+                "type": "message", "channel_id": CHANNEL,
+                "message_ts": message_ts, "thread_ts": thread_ts,
+            },
+            "message": {"ts": message_ts, "thread_ts": thread_ts},
+            "actions": [{
+                "type": "button", "action_id": action_id, "value": value,
+                "block_id": "b1", "action_ts": "1700000300.000001",
+            }],
+        });
+        let form = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+        self.post_signed(
+            "/v1/webhooks/slack/app/interactivity",
+            &form,
+            "application/x-www-form-urlencoded",
+            now_secs(),
+            SIGNING_SECRET,
+            &[],
+        )
+        .await
+        .0
+    }
+
+    async fn approvals(&self) -> Vec<ApprovalInfo> {
+        self.ts
+            .approvals(&self.token)
+            .list_approvals(ListApprovalsRequest {
+                project: "app".into(),
+                state: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .approvals
     }
 
     async fn sessions(&self) -> Vec<Session> {
@@ -429,5 +489,236 @@ async fn a_slack_thread_drives_one_session() {
     assert!(fresh.prompt.contains("no memory"), "{}", fresh.prompt);
     assert!(fresh.prompt.ends_with("are you there?"));
     assert_eq!(f.threads().await[0].session_id, fresh.id);
+    f.ts.stop().await;
+}
+
+/// An HTTP API with one write operation (`POST /api/deploys`), described by an OpenAPI
+/// document the project keeps in its repository: the connector whose calls need approval.
+/// Returns its port and the bodies it received.
+async fn deploys_api() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let app = axum::Router::new().route(
+        "/api/deploys",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| async move {
+            kept.lock().unwrap().push(body.clone());
+            axum::Json(json!({"deployed": body}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, seen)
+}
+
+fn deploy_call() -> Turn {
+    Turn::tool(
+        "kortix_call",
+        json!({"connector": "ops", "tool": "createDeploy", "args": {"body": {"env": "prod"}}}),
+    )
+}
+
+/// The approval buttons' message in the thread: (its ts, the approval id).
+fn approval_message(slack: &SlackApi, thread_ts: &str) -> Option<(String, String)> {
+    slack.thread(CHANNEL, thread_ts).into_iter().find_map(|m| {
+        let buttons = m
+            .blocks
+            .as_array()?
+            .iter()
+            .find(|b| b["type"] == "actions")?;
+        let approve = buttons["elements"]
+            .as_array()?
+            .iter()
+            .find(|e| e["text"]["text"] == "Approve")?;
+        Some((m.ts.clone(), approve["value"].as_str()?.to_string()))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_approvals_are_decided_with_slack_buttons() {
+    let (api_port, deployed) = deploys_api().await;
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let f = setup_with(&model, |config| {
+        let root = config.ancestors().nth(3).unwrap();
+        let spec = json!({
+            "openapi": "3.0.3",
+            "info": {"title": "ops", "version": "1"},
+            "servers": [{"url": format!("http://127.0.0.1:{api_port}/api")}],
+            "paths": {"/deploys": {"post": {
+                "operationId": "createDeploy", "summary": "Deploy an environment",
+                "requestBody": {"required": true, "content": {"application/json": {"schema":
+                    {"type": "object", "properties": {"env": {"type": "string"}}}}}},
+            }}},
+        });
+        std::fs::write(root.join("ops.json"), spec.to_string()).unwrap();
+        let manifest = root.join("kortix.toml");
+        let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
+        text.push_str(
+            "\n[[connectors]]\nslug = \"ops\"\nprovider = \"openapi\"\nspec = \"ops.json\"\n",
+        );
+        std::fs::write(manifest, text).unwrap();
+    })
+    .await;
+
+    // The agent's write call waits for approval; the thread gets the buttons.
+    model.push([deploy_call(), Turn::text("The deploy waits for approval.")]);
+    let thread_ts = "1700000200.000100";
+    let (status, _) = f
+        .event(&mention("Ev0101", thread_ts, "deploy to prod"), &[])
+        .await;
+    assert_eq!(status, 200);
+    let (buttons_ts, approval_id) = eventually("the approval buttons", WAIT, || async {
+        approval_message(&f.slack, thread_ts)
+    })
+    .await;
+    let pending = f.approvals().await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(
+        (pending[0].id.as_str(), pending[0].state.as_str()),
+        (approval_id.as_str(), "pending")
+    );
+    let question = f
+        .slack
+        .thread(CHANNEL, thread_ts)
+        .into_iter()
+        .find(|m| m.ts == buttons_ts)
+        .unwrap();
+    assert!(
+        question.text.contains("*ops.createDeploy*"),
+        "{}",
+        question.text
+    );
+    f.reply_containing(thread_ts, "The deploy waits for approval.")
+        .await;
+
+    // Bob has no linked account: told to link it, and nothing is decided.
+    assert_eq!(
+        f.click(
+            "U0BOB",
+            thread_ts,
+            &buttons_ts,
+            "approval:approve",
+            &approval_id
+        )
+        .await,
+        200
+    );
+    eventually("Bob is told to link his account", WAIT, || async {
+        f.slack
+            .ephemerals()
+            .into_iter()
+            .find(|e| e.user == "U0BOB" && e.text.contains("Link your account first"))
+    })
+    .await;
+    assert_eq!(f.approvals().await[0].state, "pending");
+    assert!(
+        deployed.lock().unwrap().is_empty(),
+        "not run before approval"
+    );
+
+    // Alice links hers: `/kortix link` answers her alone with a code she redeems with her
+    // own login; a code works once.
+    assert_eq!(f.command_as("U0ALICE", "link").await, 200);
+    let code = eventually("the link code", WAIT, || async {
+        f.slack.ephemerals().into_iter().find_map(|e| {
+            let rest = e.text.split("kortix channels slack link ").nth(1)?;
+            (e.user == "U0ALICE").then(|| rest.trim_end_matches('`').to_string())
+        })
+    })
+    .await;
+    let linked =
+        f.ts.channels(&f.token)
+            .link_slack_user(LinkSlackUserRequest { code: code.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(
+        (linked.project.as_str(), linked.slack_user.as_str()),
+        ("app", "U0ALICE")
+    );
+    let again =
+        f.ts.channels(&f.token)
+            .link_slack_user(LinkSlackUserRequest { code })
+            .await
+            .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::NotFound, "{again:?}");
+
+    // Alice approves: the same path as `kortix approvals approve` (her permission, the
+    // audit log, the session told); the message says who approved, without buttons; the
+    // agent makes the call again, it runs once, and its answer reaches the thread.
+    model.push([deploy_call(), Turn::text("Deployed prod after approval.")]);
+    assert_eq!(
+        f.click(
+            "U0ALICE",
+            thread_ts,
+            &buttons_ts,
+            "approval:approve",
+            &approval_id
+        )
+        .await,
+        200
+    );
+    f.reply_containing(thread_ts, "Deployed prod after approval.")
+        .await;
+    assert_eq!(*deployed.lock().unwrap(), [json!({"env": "prod"})]);
+    let decided = f.approvals().await;
+    let ours = decided.iter().find(|a| a.id == approval_id).unwrap();
+    assert_eq!(ours.state, "used", "{decided:?}");
+    assert!(ours.decided_by.starts_with("person:"), "{ours:?}");
+    let updated = eventually("the buttons' message says who approved", WAIT, || async {
+        f.slack
+            .thread(CHANNEL, thread_ts)
+            .into_iter()
+            .find(|m| m.ts == buttons_ts && m.text.contains("Approved by <@U0ALICE> (alice)"))
+    })
+    .await;
+    assert!(
+        updated
+            .blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["type"] != "actions"),
+        "no buttons left: {:?}",
+        updated.blocks
+    );
+    let audit =
+        f.ts.audit(&f.token)
+            .list_audit(ListAuditRequest {
+                project: "app".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+    assert!(
+        audit.iter().any(|e| e.action == "connector.approve"
+            && e.target == approval_id
+            && e.actor_name == "alice"
+            && e.from == "slack:U0ALICE"),
+        "{audit:?}"
+    );
+    assert!(audit.iter().any(|e| e.action == "channel.slack.link"));
+    // A second click on a decided approval changes nothing and says so.
+    assert_eq!(
+        f.click(
+            "U0ALICE",
+            thread_ts,
+            &buttons_ts,
+            "approval:deny",
+            &approval_id
+        )
+        .await,
+        200
+    );
+    eventually("the late click is answered", WAIT, || async {
+        f.slack
+            .ephemerals()
+            .into_iter()
+            .find(|e| e.user == "U0ALICE" && e.text.contains("only pending approvals"))
+    })
+    .await;
+    assert_eq!(deployed.lock().unwrap().len(), 1);
     f.ts.stop().await;
 }

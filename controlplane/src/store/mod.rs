@@ -23,6 +23,8 @@ mod records;
 mod secrets;
 mod sessions;
 mod slack;
+mod slack_links;
+mod slack_turns;
 mod snapshots;
 mod sqlite_records;
 mod tokens;
@@ -62,6 +64,8 @@ pub use records::RecordRow;
 pub use secrets::{SecretMeta, SecretRow, SecretsSnapshot};
 pub use sessions::{NewSession, Session, SessionStatus};
 pub use slack::{LiveSlackThread, OutboxItem, SlackBinding, SlackThread};
+pub use slack_links::SlackLinkCode;
+pub use slack_turns::SlackTurn;
 pub use snapshots::{NewSnapshot, Snapshot, SnapshotStatus};
 pub use tokens::{ApiToken, TokenLimits};
 
