@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kortix_controlplane::channels::slack::signature;
 use kortix_proto::v1::*;
-use kortix_tests::slack::{SlackApi, describe};
+use kortix_tests::slack::{Ephemeral, SlackApi, describe};
 use kortix_tests::{ScriptedModel, Turn};
 use serde_json::{Value, json};
 use support::{TestServer, eventually};
@@ -138,6 +138,45 @@ impl Fixture {
         )
         .await
         .0
+    }
+
+    /// Waits for an answer to `user` only containing `needle`.
+    async fn ephemeral_containing(&self, user: &str, needle: &str) -> Ephemeral {
+        eventually(
+            &format!("an ephemeral to {user} containing {needle:?}"),
+            WAIT,
+            || async {
+                self.slack
+                    .ephemerals()
+                    .into_iter()
+                    .find(|e| e.user == user && e.text.contains(needle))
+            },
+        )
+        .await
+    }
+
+    /// `/kortix link` as Slack user `user`, the code redeemed with `token`: the code and
+    /// what it linked.
+    async fn link(&self, user: &str, token: &str) -> (String, LinkSlackUserResponse) {
+        assert_eq!(self.command_as(user, "link").await, 200);
+        let answer = self
+            .ephemeral_containing(user, "kortix channels slack link ")
+            .await;
+        let code = answer
+            .text
+            .split("kortix channels slack link ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches('`')
+            .to_string();
+        let linked = self
+            .ts
+            .channels(token)
+            .link_slack_user(LinkSlackUserRequest { code: code.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        (code, linked)
     }
 
     /// `user` clicks button `action_id` (value `value`) on message `message_ts` of the thread:
@@ -448,14 +487,7 @@ async fn a_slack_thread_drives_one_session() {
     // The slash command: help, this channel's sessions, stop.
     assert_eq!(f.command("help").await, 200);
     assert_eq!(f.command("sessions").await, 200);
-    eventually("the sessions listing", WAIT, || async {
-        f.slack
-            .ephemerals()
-            .iter()
-            .find(|e| e.text.contains(&session.id) && e.user == "U0ALICE")
-            .map(drop)
-    })
-    .await;
+    f.ephemeral_containing("U0ALICE", &session.id).await;
     assert!(
         f.slack
             .ephemerals()
@@ -603,13 +635,8 @@ async fn connector_approvals_are_decided_with_slack_buttons() {
         .await,
         200
     );
-    eventually("Bob is told to link his account", WAIT, || async {
-        f.slack
-            .ephemerals()
-            .into_iter()
-            .find(|e| e.user == "U0BOB" && e.text.contains("Link your account first"))
-    })
-    .await;
+    f.ephemeral_containing("U0BOB", "Link your account first")
+        .await;
     assert_eq!(f.approvals().await[0].state, "pending");
     assert!(
         deployed.lock().unwrap().is_empty(),
@@ -618,20 +645,7 @@ async fn connector_approvals_are_decided_with_slack_buttons() {
 
     // Alice links hers: `/kortix link` answers her alone with a code she redeems with her
     // own login; a code works once.
-    assert_eq!(f.command_as("U0ALICE", "link").await, 200);
-    let code = eventually("the link code", WAIT, || async {
-        f.slack.ephemerals().into_iter().find_map(|e| {
-            let rest = e.text.split("kortix channels slack link ").nth(1)?;
-            (e.user == "U0ALICE").then(|| rest.trim_end_matches('`').to_string())
-        })
-    })
-    .await;
-    let linked =
-        f.ts.channels(&f.token)
-            .link_slack_user(LinkSlackUserRequest { code: code.clone() })
-            .await
-            .unwrap()
-            .into_inner();
+    let (code, linked) = f.link("U0ALICE", &f.token).await;
     assert_eq!(
         (linked.project.as_str(), linked.slack_user.as_str()),
         ("app", "U0ALICE")
@@ -642,6 +656,34 @@ async fn connector_approvals_are_decided_with_slack_buttons() {
             .await
             .unwrap_err();
     assert_eq!(again.code(), tonic::Code::NotFound, "{again:?}");
+
+    // Carol is linked but only a viewer of the project: her person may not decide approvals,
+    // so her click decides nothing either.
+    let carol = f.ts.account("carol").await;
+    f.ts.access(&f.token)
+        .grant_access(GrantAccessRequest {
+            project: "app".into(),
+            person: "carol".into(),
+            role: "viewer".into(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap();
+    f.link("U0CAROL", &carol).await;
+    assert_eq!(
+        f.click(
+            "U0CAROL",
+            thread_ts,
+            &buttons_ts,
+            "approval:approve",
+            &approval_id
+        )
+        .await,
+        200
+    );
+    f.ephemeral_containing("U0CAROL", "Could not decide approval")
+        .await;
+    assert_eq!(f.approvals().await[0].state, "pending");
 
     // Alice approves: the same path as `kortix approvals approve` (her permission, the
     // audit log, the session told); the message says who approved, without buttons; the
@@ -712,13 +754,8 @@ async fn connector_approvals_are_decided_with_slack_buttons() {
         .await,
         200
     );
-    eventually("the late click is answered", WAIT, || async {
-        f.slack
-            .ephemerals()
-            .into_iter()
-            .find(|e| e.user == "U0ALICE" && e.text.contains("only pending approvals"))
-    })
-    .await;
+    f.ephemeral_containing("U0ALICE", "only pending approvals")
+        .await;
     assert_eq!(deployed.lock().unwrap().len(), 1);
     f.ts.stop().await;
 }

@@ -270,6 +270,7 @@ impl Slack {
                     return self
                         .sessions()
                         .deliver_prompt(&session, text, String::new())
+                        .await
                         .map(drop);
                 }
                 SessionStatus::Provisioning => {}
