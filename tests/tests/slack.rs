@@ -22,6 +22,9 @@ const WAIT: Duration = Duration::from_secs(240);
 
 struct Fixture {
     ts: TestServer,
+    /// The replica Slack's requests reach (a load balancer's choice): `ts` unless a test
+    /// moves it.
+    slack_reaches: String,
     token: String,
     slack: SlackApi,
     http: reqwest::Client,
@@ -29,18 +32,47 @@ struct Fixture {
 }
 
 async fn setup(model: &ScriptedModel) -> Fixture {
-    setup_with(model, |_| {}).await
+    setup_with(model, None, |_| {}).await
 }
 
-/// [`setup`], with `adjust` given the work tree's OpenCode config before it is committed.
-async fn setup_with(model: &ScriptedModel, adjust: impl FnOnce(&std::path::Path)) -> Fixture {
-    let slack = SlackApi::start(BOT_TOKEN).await.unwrap();
-    let url = slack.url().to_string();
-    let ts = TestServer::start_with(|c| {
+/// A control plane with the real agent, posting to the Slack stand-in at `slack_url`, on
+/// PostgreSQL at `database_url` when given; with the master key of `replica_of` (replicas
+/// share it: the Slack binding is sealed under it).
+async fn slack_server(
+    slack_url: &str,
+    database_url: Option<String>,
+    replica_of: Option<&TestServer>,
+) -> TestServer {
+    let url = slack_url.to_string();
+    let key = replica_of.map(|ts| std::fs::read(ts.data_dir().join("master.key")).unwrap());
+    TestServer::start_with(|c| {
         support::use_real_agent(c);
         c.slack_api_url = url;
+        c.database_url = database_url;
+        if let Some(key) = key {
+            std::fs::create_dir_all(&c.data_dir).unwrap();
+            let path = c.data_dir.join("master.key");
+            std::fs::write(&path, key).unwrap();
+            std::fs::set_permissions(&path, {
+                let mut p = std::fs::metadata(&path).unwrap().permissions();
+                std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o600);
+                p
+            })
+            .unwrap();
+        }
     })
-    .await;
+    .await
+}
+
+/// [`setup`] on PostgreSQL at `database_url` when given, with `adjust` given the work tree's
+/// OpenCode config before it is committed.
+async fn setup_with(
+    model: &ScriptedModel,
+    database_url: Option<String>,
+    adjust: impl FnOnce(&std::path::Path),
+) -> Fixture {
+    let slack = SlackApi::start(BOT_TOKEN).await.unwrap();
+    let ts = slack_server(slack.url(), database_url, None).await;
     let token = ts.account("alice").await;
     let work = support::app_with_model_config(&ts, &token, model.port(), adjust).await;
     let connected = ts
@@ -62,6 +94,7 @@ async fn setup_with(model: &ScriptedModel, adjust: impl FnOnce(&std::path::Path)
         format!("{}/v1/webhooks/slack/app/interactivity", ts.url())
     );
     Fixture {
+        slack_reaches: ts.url(),
         ts,
         token,
         slack,
@@ -91,7 +124,7 @@ impl Fixture {
         let ts = timestamp.to_string();
         let mut req = self
             .http
-            .post(format!("{}{path}", self.ts.url()))
+            .post(format!("{}{path}", self.slack_reaches))
             .header("content-type", content_type)
             .header(signature::TIMESTAMP_HEADER, &ts)
             .header(
@@ -570,7 +603,7 @@ fn approval_message(slack: &SlackApi, thread_ts: &str) -> Option<(String, String
 async fn connector_approvals_are_decided_with_slack_buttons() {
     let (api_port, deployed) = deploys_api().await;
     let model = ScriptedModel::start(Vec::new()).unwrap();
-    let f = setup_with(&model, |config| {
+    let f = setup_with(&model, None, |config| {
         let root = config.ancestors().nth(3).unwrap();
         let spec = json!({
             "openapi": "3.0.3",
@@ -758,4 +791,53 @@ async fn connector_approvals_are_decided_with_slack_buttons() {
         .await;
     assert_eq!(deployed.lock().unwrap().len(), 1);
     f.ts.stop().await;
+}
+
+/// Two replicas on one PostgreSQL: the session runs with its agent on replica A (which
+/// follows the thread); a reply that Slack delivers to replica B still reaches the agent
+/// (through the store's command queue) and its answer reaches the thread (A's follower picks
+/// the turn B stored up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_on_another_replica_reaches_the_agent() {
+    let Some(db) = kortix_tests::pg::Database::create().await else {
+        return;
+    };
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let mut f = setup_with(&model, Some(db.url.clone()), |_| {}).await;
+    let b = slack_server(f.slack.url(), Some(db.url.clone()), Some(&f.ts)).await;
+
+    model.push([Turn::text("Hello from the session on A.")]);
+    let thread_ts = "1700000400.000100";
+    let (status, _) = f
+        .event(&mention("Ev0201", thread_ts, "say hello"), &[])
+        .await;
+    assert_eq!(status, 200);
+    f.reply_containing(thread_ts, "Hello from the session on A.")
+        .await;
+
+    f.slack_reaches = b.url();
+    model.push([Turn::text("Answered a reply that came through B.")]);
+    f.steer(
+        "Ev0202",
+        thread_ts,
+        "1700000400.000200",
+        "a reply through replica B",
+        "Answered a reply that came through B.",
+    )
+    .await;
+    assert!(
+        model
+            .requests()
+            .iter()
+            .any(|r| r.body.to_string().contains("a reply through replica B")),
+        "the reply reached the model"
+    );
+    assert_eq!(f.sessions().await.len(), 1);
+    eventually("✅ on the reply", WAIT, || async {
+        (f.slack.reactions(CHANNEL, "1700000400.000200") == ["white_check_mark"]).then_some(())
+    })
+    .await;
+    b.stop().await;
+    f.ts.stop().await;
+    db.drop_now().await;
 }
