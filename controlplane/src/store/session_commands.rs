@@ -62,3 +62,72 @@ impl Store {
         Ok(rows.into_iter().map(|(_, _, frame)| frame).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{TestDb, account_and_project, both_backends, session_in};
+    use super::*;
+
+    both_backends!(commands_are_queued_taken_in_order_and_bounded);
+
+    async fn commands_are_queued_taken_in_order_and_bounded(db: TestDb) {
+        let store = &db.store;
+        let (_, project) = account_and_project(store, "web").await;
+        let session = session_in(store, &project).await;
+        assert!(
+            store
+                .take_session_commands(&session.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        for i in 0..3u8 {
+            assert!(
+                store
+                    .queue_session_command(&session.id, &[i])
+                    .await
+                    .unwrap()
+            );
+        }
+        assert_eq!(
+            store.take_session_commands(&session.id).await.unwrap(),
+            [vec![0], vec![1], vec![2]]
+        );
+        assert!(
+            store
+                .take_session_commands(&session.id)
+                .await
+                .unwrap()
+                .is_empty(),
+            "taken once"
+        );
+        for _ in 0..MAX_COMMANDS_PER_SESSION {
+            assert!(
+                store
+                    .queue_session_command(&session.id, b"x")
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(
+            !store
+                .queue_session_command(&session.id, b"x")
+                .await
+                .unwrap(),
+            "a full queue refuses more"
+        );
+        let huge = vec![0u8; MAX_COMMAND_BYTES + 1];
+        assert!(
+            store
+                .queue_session_command(&session.id, &huge)
+                .await
+                .is_err()
+        );
+        assert!(
+            store
+                .queue_session_command("no-such-session", b"x")
+                .await
+                .is_err()
+        );
+    }
+}
