@@ -69,7 +69,8 @@ fn normalize(code: &str) -> DomainResult<String> {
     ))
 }
 
-fn code_hash(code: &str) -> String {
+/// What the store keeps of a code (as [`normalize`] writes it).
+pub fn code_hash(code: &str) -> String {
     hash_token(&format!("slack-link:{code}"))
 }
 
@@ -100,9 +101,10 @@ impl Slack {
                     .into(),
             )
         };
+        let hash = code_hash(&code);
         let taken = self
             .store()
-            .take_slack_link_code(&code_hash(&code))
+            .take_slack_link_code(&hash)
             .await?
             .ok_or_else(unknown)?;
         if taken.expires_ms < crate::clock::now_ms() {
@@ -110,7 +112,19 @@ impl Slack {
         }
         let project =
             match crate::permissions::project(self.store(), caller, &taken.project_id).await {
-                Err(e) if e.is_not_found() => return Err(unknown()),
+                Err(e) if e.is_not_found() => {
+                    // Someone who cannot see the project learns nothing and spoils nothing: the
+                    // code stays for the person it was meant for.
+                    self.store()
+                        .put_slack_link_code(
+                            &hash,
+                            &taken.project_id,
+                            &taken.slack_user,
+                            taken.expires_ms,
+                        )
+                        .await?;
+                    return Err(unknown());
+                }
                 other => other?,
             };
         self.store()
