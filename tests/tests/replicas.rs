@@ -76,6 +76,24 @@ async fn session_with_agent_on(a: &TestServer, token: &str) -> (Session, sim_age
     (session, agent)
 }
 
+/// Replicas A and B, alice's token, and a session started on A with its agent enrolled
+/// there.
+async fn two_replicas_agent_on_a(
+    db: &Database,
+) -> (
+    TestServer,
+    TestServer,
+    String,
+    Session,
+    sim_agent::EnrolledAgent,
+) {
+    let a = replica(db).await;
+    let b = replica(db).await;
+    let token = a.account("alice").await;
+    let (session, agent) = session_with_agent_on(&a, &token).await;
+    (a, b, token, session, agent)
+}
+
 /// The next prompt the agent is sent, skipping other control frames.
 async fn next_prompt(conn: &mut sim_agent::AgentConnection) -> Prompt {
     tokio::time::timeout(DEADLINE, async {
@@ -96,10 +114,7 @@ async fn a_prompt_sent_on_another_replica_reaches_the_agent() {
     let Some(db) = Database::create().await else {
         return;
     };
-    let a = replica(&db).await;
-    let b = replica(&db).await;
-    let token = a.account("alice").await;
-    let (session, agent) = session_with_agent_on(&a, &token).await;
+    let (a, b, token, session, agent) = two_replicas_agent_on_a(&db).await;
     let mut conn = agent.connect(0).await.unwrap();
     conn.send(running()).await.unwrap();
     support::eventually("the session runs", DEADLINE, || async {
@@ -160,10 +175,7 @@ async fn a_viewer_on_another_replica_is_woken_by_the_agents_replica() {
     let Some(db) = Database::create().await else {
         return;
     };
-    let a = replica(&db).await;
-    let b = replica(&db).await;
-    let token = a.account("alice").await;
-    let (session, agent) = session_with_agent_on(&a, &token).await;
+    let (a, b, token, session, agent) = two_replicas_agent_on_a(&db).await;
     let mut conn = agent.connect(0).await.unwrap();
 
     // B watches the session's state from before it runs: the change is made on A.

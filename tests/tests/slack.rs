@@ -188,6 +188,25 @@ impl Fixture {
         .await
     }
 
+    /// `user` clicks Approve and is told `says` (to them only); the approval stays pending.
+    async fn refused_approval(
+        &self,
+        user: &str,
+        thread_ts: &str,
+        buttons_ts: &str,
+        approval_id: &str,
+        says: &str,
+    ) {
+        let status = self
+            .click(user, thread_ts, buttons_ts, "approval:approve", approval_id)
+            .await;
+        assert_eq!(status, 200);
+        self.ephemeral_containing(user, says).await;
+        let approvals = self.approvals().await;
+        let ours = approvals.iter().find(|a| a.id == approval_id).unwrap();
+        assert_eq!(ours.state, "pending");
+    }
+
     /// `/kortix link` as Slack user `user`, the code redeemed with `token`: the code and
     /// what it linked.
     async fn link(&self, user: &str, token: &str) -> (String, LinkSlackUserResponse) {
@@ -657,20 +676,14 @@ async fn connector_approvals_are_decided_with_slack_buttons() {
         .await;
 
     // Bob has no linked account: told to link it, and nothing is decided.
-    assert_eq!(
-        f.click(
-            "U0BOB",
-            thread_ts,
-            &buttons_ts,
-            "approval:approve",
-            &approval_id
-        )
-        .await,
-        200
-    );
-    f.ephemeral_containing("U0BOB", "Link your account first")
-        .await;
-    assert_eq!(f.approvals().await[0].state, "pending");
+    f.refused_approval(
+        "U0BOB",
+        thread_ts,
+        &buttons_ts,
+        &approval_id,
+        "Link your account first",
+    )
+    .await;
     assert!(
         deployed.lock().unwrap().is_empty(),
         "not run before approval"
@@ -703,20 +716,14 @@ async fn connector_approvals_are_decided_with_slack_buttons() {
         .await
         .unwrap();
     f.link("U0CAROL", &carol).await;
-    assert_eq!(
-        f.click(
-            "U0CAROL",
-            thread_ts,
-            &buttons_ts,
-            "approval:approve",
-            &approval_id
-        )
-        .await,
-        200
-    );
-    f.ephemeral_containing("U0CAROL", "Could not decide approval")
-        .await;
-    assert_eq!(f.approvals().await[0].state, "pending");
+    f.refused_approval(
+        "U0CAROL",
+        thread_ts,
+        &buttons_ts,
+        &approval_id,
+        "Could not decide approval",
+    )
+    .await;
 
     // Alice approves: the same path as `kortix approvals approve` (her permission, the
     // audit log, the session told); the message says who approved, without buttons; the
