@@ -42,7 +42,7 @@ const FAILED: &str = "x";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTurn {
     /// The person's message (its reactions show the turn's state); `None` for a turn the
-    /// agent began on a prompt from elsewhere (an approval decided, `kortix sessions prompt`).
+    /// agent began on a prompt from elsewhere (an approval decided, `kortix sessions chat`).
     pub user_ts: Option<String>,
     /// The bot's progress message in the thread, when it could be posted.
     pub progress_ts: Option<String>,
