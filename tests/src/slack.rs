@@ -1,7 +1,9 @@
 //! A strict stand-in for the Slack Web API on 127.0.0.1:0, for tests that cannot reach Slack.
 //!
 //! It speaks the methods the control plane uses — `chat.postMessage`, `chat.update`,
-//! `reactions.add`, `reactions.remove`, `chat.postEphemeral` — the way Slack documents them:
+//! `reactions.add`, `reactions.remove`, `chat.postEphemeral` — the way Slack documents them
+//! (messages may carry Block Kit `blocks`: sections, and actions of buttons, checked against
+//! Block Kit's documented limits):
 //! `POST /api/<method>` with `Authorization: Bearer <bot token>` and a JSON body, answered
 //! 200 `{"ok":true,…}` or `{"ok":false,"error":"…"}` (`invalid_auth`, `not_authed`,
 //! `invalid_arguments` for a missing, mistyped or unknown field, `message_not_found`,
@@ -31,6 +33,8 @@ pub struct Message {
     /// The latest text; `edits` counts `chat.update`s.
     pub text: String,
     pub edits: usize,
+    /// The latest Block Kit blocks (`Null` when the message has none).
+    pub blocks: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +209,73 @@ fn check_fields(body: &Value, fields: &[(&str, bool)]) -> Result<(), String> {
     Ok(())
 }
 
+/// Messages hold at most 50 blocks; an actions block at most 25 elements.
+const MAX_BLOCKS: usize = 50;
+const MAX_ACTION_ELEMENTS: usize = 25;
+
+/// Checks a message's optional `blocks` the way Slack's Block Kit documents them (the kinds
+/// the control plane sends): `section` with a `text` object (≤ 3000 characters), `actions`
+/// with `button`s (`plain_text` label ≤ 75, `action_id` ≤ 255 and unique in the message,
+/// `value` ≤ 2000, `style` `primary` or `danger`). `invalid_blocks` otherwise.
+fn check_blocks(body: &Value) -> Result<(), String> {
+    let Some(blocks) = body.get("blocks") else {
+        return Ok(());
+    };
+    let invalid = || refuse("invalid_blocks").map(drop);
+    let Some(blocks) = blocks.as_array() else {
+        return invalid();
+    };
+    if blocks.is_empty() || blocks.len() > MAX_BLOCKS {
+        return invalid();
+    }
+    let text_ok = |t: &Value, kinds: &[&str], max: usize| {
+        kinds.contains(&t["type"].as_str().unwrap_or_default())
+            && t["text"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty() && s.chars().count() <= max)
+    };
+    let mut action_ids = BTreeSet::new();
+    for block in blocks {
+        match block["type"].as_str() {
+            Some("section") if text_ok(&block["text"], &["mrkdwn", "plain_text"], 3000) => {}
+            Some("actions") => {
+                let Some(elements) = block["elements"].as_array() else {
+                    return invalid();
+                };
+                if elements.is_empty() || elements.len() > MAX_ACTION_ELEMENTS {
+                    return invalid();
+                }
+                for e in elements {
+                    let id = e["action_id"].as_str().unwrap_or_default();
+                    let ok = e["type"] == "button"
+                        && text_ok(&e["text"], &["plain_text"], 75)
+                        && !id.is_empty()
+                        && id.len() <= 255
+                        && action_ids.insert(id.to_string())
+                        && e.get("value")
+                            .is_none_or(|v| v.as_str().is_some_and(|v| v.len() <= 2000))
+                        && e.get("style")
+                            .is_none_or(|v| v == "primary" || v == "danger");
+                    if !ok {
+                        return invalid();
+                    }
+                }
+            }
+            _ => return invalid(),
+        }
+    }
+    Ok(())
+}
+
+/// The body without `blocks`, for the string-field checks.
+fn without_blocks(body: &Value) -> Value {
+    let mut rest = body.clone();
+    if let Some(obj) = rest.as_object_mut() {
+        obj.remove("blocks");
+    }
+    rest
+}
+
 fn s(body: &Value, key: &str) -> String {
     body[key].as_str().unwrap_or_default().to_string()
 }
@@ -276,9 +347,10 @@ fn apply(inner: &mut Inner, method: &str, body: &Value) -> Result<Value, String>
     match method {
         "chat.postMessage" => {
             check_fields(
-                body,
+                &without_blocks(body),
                 &[("channel", true), ("text", true), ("thread_ts", false)],
             )?;
+            check_blocks(body)?;
             let ts = format!("{}.{:06}", 1_700_000_000 + inner.next_ts, inner.next_ts);
             inner.next_ts += 1;
             let message = Message {
@@ -287,13 +359,18 @@ fn apply(inner: &mut Inner, method: &str, body: &Value) -> Result<Value, String>
                 thread_ts: body["thread_ts"].as_str().map(str::to_string),
                 text: s(body, "text"),
                 edits: 0,
+                blocks: body.get("blocks").cloned().unwrap_or(Value::Null),
             };
             inner.messages.push(message);
             Ok(json!({"ok": true, "channel": s(body, "channel"), "ts": ts,
                       "message": {"text": s(body, "text"), "ts": ts}}))
         }
         "chat.update" => {
-            check_fields(body, &[("channel", true), ("ts", true), ("text", true)])?;
+            check_fields(
+                &without_blocks(body),
+                &[("channel", true), ("ts", true), ("text", true)],
+            )?;
+            check_blocks(body)?;
             let (channel, ts) = (s(body, "channel"), s(body, "ts"));
             let Some(m) = inner
                 .messages
@@ -304,6 +381,10 @@ fn apply(inner: &mut Inner, method: &str, body: &Value) -> Result<Value, String>
             };
             m.text = s(body, "text");
             m.edits += 1;
+            // Slack keeps a message's blocks unless the update gives new ones.
+            if let Some(blocks) = body.get("blocks") {
+                m.blocks = blocks.clone();
+            }
             Ok(json!({"ok": true, "channel": channel, "ts": ts, "text": m.text}))
         }
         "reactions.add" | "reactions.remove" => {

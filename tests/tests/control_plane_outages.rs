@@ -6,25 +6,13 @@
 
 mod support;
 
-use kortix_tests::{ScriptedModel, Turn, opencode_config};
+use kortix_tests::{ScriptedModel, Turn};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-use support::server_process::ServerProcess;
+use support::server_process::{ServerProcess, model_repo};
 use support::{eventually, git_ok};
-
-/// A repository to import: a manifest and an OpenCode config that uses `model`.
-fn repo(dir: &Path, model: &ScriptedModel) -> PathBuf {
-    let repo = dir.join("src");
-    std::fs::create_dir_all(&repo).unwrap();
-    git_ok(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("kortix.toml"), "[project]\nname = \"app\"\n").unwrap();
-    opencode_config(&repo.join(".kortix/opencode"), model.port()).unwrap();
-    git_ok(&repo, &["add", "-A"]);
-    git_ok(&repo, &["commit", "-qm", "Initial commit"]);
-    repo
-}
 
 fn start_session(server: &ServerProcess, repo: &Path) -> String {
     server.json(&[
@@ -74,7 +62,7 @@ async fn a_session_survives_a_control_plane_killed_for_longer_than_the_heartbeat
     ])
     .unwrap();
     let root = tempfile::tempdir().unwrap();
-    let repo = repo(root.path(), &model);
+    let repo = model_repo(root.path(), &model);
     let (heartbeat, grace) = (3u64, 15u64);
     let mut server = ServerProcess::start(
         root.path(),
@@ -170,7 +158,7 @@ async fn a_graceful_shutdown_keeps_the_git_endpoint_up_for_the_last_push() {
     ])
     .unwrap();
     let root = tempfile::tempdir().unwrap();
-    let repo = repo(root.path(), &model);
+    let repo = model_repo(root.path(), &model);
     let mut server = ServerProcess::start(root.path(), &["--stop-grace-secs", "20"]);
     server.wait_ready().await;
     let id = start_session(&server, &repo);

@@ -8,6 +8,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use kortix_controlplane::channels::slack::links;
 use kortix_controlplane::permissions::{self, AccountRole, Action, Need, ProjectRole};
 use kortix_controlplane::store::{Approval, NewSession, Store, StoreOptions};
 use kortix_proto::v1::*;
@@ -117,6 +118,10 @@ fn observed(result: Result<(), Status>, session_id: &str) -> Outcome {
     match status.code() {
         Code::Unauthenticated => Outcome::Unauthenticated,
         Code::PermissionDenied => Outcome::Denied(status.message().to_string()),
+        // A Slack link code for a project the caller cannot see is as if it did not exist.
+        Code::NotFound if status.message().starts_with("no such Slack link code") => {
+            Outcome::Hidden
+        }
         Code::NotFound
             if [
                 "project 'web' not found".to_string(),
@@ -131,6 +136,21 @@ fn observed(result: Result<(), Status>, session_id: &str) -> Outcome {
         // Past the permission check: whatever the call itself made of the request.
         _ => Outcome::Allowed,
     }
+}
+
+/// The Slack link code cell `n` redeems (for project web): `ABCDE-` and `n` in the codes'
+/// alphabet.
+fn link_code(n: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    let mut rest = n;
+    let tail: String = (0..5)
+        .map(|_| {
+            let c = ALPHABET[rest % ALPHABET.len()] as char;
+            rest /= ALPHABET.len();
+            c
+        })
+        .collect();
+    format!("ABCDE-{tail}")
 }
 
 /// The pending approval every cell's session has.
@@ -638,6 +658,11 @@ async fn call(
             .list_channels(ListChannelsRequest { project: web() })
             .await
             .map(drop),
+        ("kortix.v1.ChannelService", "LinkSlackUser") => ts
+            .channels(token)
+            .link_slack_user(LinkSlackUserRequest { code: link_code(n) })
+            .await
+            .map(drop),
         _ => panic!("the matrix has no request for {rpc}: add one"),
     }
 }
@@ -709,6 +734,15 @@ async fn every_cell(ts: &TestServer, store: &Store) {
                     requested_ms: 1,
                     ..Default::default()
                 })
+                .await
+                .unwrap();
+            store
+                .put_slack_link_code(
+                    &links::code_hash(&link_code(n)),
+                    &web.id,
+                    &format!("U{n}"),
+                    i64::MAX / 2,
+                )
                 .await
                 .unwrap();
             set_member(ts, cast.token(Who::Owner), "zed", "member").await;

@@ -1,7 +1,8 @@
 //! Two control-plane replicas on one PostgreSQL database: an agent streams to replica A, a
 //! person follows the session on replica B. B re-reads the store only once an hour here, so
 //! everything B's viewers get in time came through the wake-ups A sends over
-//! `LISTEN/NOTIFY`.
+//! `LISTEN/NOTIFY`. A prompt sent on B reaches the agent on A through the store's command
+//! queue (and, queued while the agent was away, when it connects again).
 
 mod support;
 
@@ -10,6 +11,7 @@ use kortix_bench::sim_agent::{self, log_record};
 use kortix_controlplane::config::SandboxKind;
 use kortix_controlplane::sandbox::external::BootstrapFile;
 use kortix_proto::v1::agent_frame::Frame as In;
+use kortix_proto::v1::control_frame;
 use kortix_proto::v1::*;
 use kortix_tests::pg::Database;
 use std::time::Duration;
@@ -37,15 +39,9 @@ fn running() -> In {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_on_another_replica_is_woken_by_the_agents_replica() {
-    let Some(db) = Database::create().await else {
-        return;
-    };
-    let a = replica(&db).await;
-    let b = replica(&db).await;
-    let token = a.account("alice").await;
-    a.projects(&token)
+/// A session started on `a` (project p1) and its simulated agent, enrolled at `a`.
+async fn session_with_agent_on(a: &TestServer, token: &str) -> (Session, sim_agent::EnrolledAgent) {
+    a.projects(token)
         .create_project(CreateProjectRequest {
             name: "p1".into(),
             ..Default::default()
@@ -53,7 +49,7 @@ async fn a_viewer_on_another_replica_is_woken_by_the_agents_replica() {
         .await
         .unwrap();
     let session = a
-        .sessions(&token)
+        .sessions(token)
         .start_session(StartSessionRequest {
             project: "p1".into(),
             ..Default::default()
@@ -77,6 +73,109 @@ async fn a_viewer_on_another_replica_is_woken_by_the_agents_replica() {
     )
     .await
     .expect("enroll at replica A");
+    (session, agent)
+}
+
+/// Replicas A and B, alice's token, and a session started on A with its agent enrolled
+/// there.
+async fn two_replicas_agent_on_a(
+    db: &Database,
+) -> (
+    TestServer,
+    TestServer,
+    String,
+    Session,
+    sim_agent::EnrolledAgent,
+) {
+    let a = replica(db).await;
+    let b = replica(db).await;
+    let token = a.account("alice").await;
+    let (session, agent) = session_with_agent_on(&a, &token).await;
+    (a, b, token, session, agent)
+}
+
+/// The next prompt the agent is sent, skipping other control frames.
+async fn next_prompt(conn: &mut sim_agent::AgentConnection) -> Prompt {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match conn.next().await.unwrap() {
+                Some(control_frame::Frame::Prompt(p)) => return p,
+                Some(_) => {}
+                None => panic!("the agent's stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("a prompt reaches the agent")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_sent_on_another_replica_reaches_the_agent() {
+    let Some(db) = Database::create().await else {
+        return;
+    };
+    let (a, b, token, session, agent) = two_replicas_agent_on_a(&db).await;
+    let mut conn = agent.connect(0).await.unwrap();
+    conn.send(running()).await.unwrap();
+    support::eventually("the session runs", DEADLINE, || async {
+        (b.session(&token, &session.id).await.status == SessionStatus::Running as i32).then_some(())
+    })
+    .await;
+
+    let prompt = |text: &str| SendPromptRequest {
+        session_id: session.id.clone(),
+        text: text.into(),
+        agent: String::new(),
+    };
+    let sent = b
+        .sessions(&token)
+        .send_prompt(prompt("from replica B"))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = next_prompt(&mut conn).await;
+    assert_eq!(
+        (got.id, got.text.as_str()),
+        (sent.prompt_id, "from replica B")
+    );
+
+    // Sent while the agent is away: delivered when it connects again, in order.
+    drop(conn);
+    support::eventually("A sees the agent gone", DEADLINE, || async {
+        let (_, metrics) = support::http_get(&a.url(), "/metrics").await;
+        metrics
+            .lines()
+            .any(|l| l == "kortix_connected_agents 0")
+            .then_some(())
+    })
+    .await;
+    b.sessions(&token)
+        .send_prompt(prompt("while away 1"))
+        .await
+        .unwrap();
+    b.sessions(&token)
+        .send_prompt(prompt("while away 2"))
+        .await
+        .unwrap();
+    let mut conn = agent.connect(0).await.unwrap();
+    let mut texts = Vec::new();
+    while texts.len() < 2 {
+        texts.push(next_prompt(&mut conn).await.text);
+    }
+    assert_eq!(texts, ["while away 1", "while away 2"]);
+
+    drop(conn);
+    a.stop().await;
+    b.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_another_replica_is_woken_by_the_agents_replica() {
+    let Some(db) = Database::create().await else {
+        return;
+    };
+    let (a, b, token, session, agent) = two_replicas_agent_on_a(&db).await;
     let mut conn = agent.connect(0).await.unwrap();
 
     // B watches the session's state from before it runs: the change is made on A.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kortix_controlplane::channels::slack::signature;
 use kortix_proto::v1::*;
-use kortix_tests::slack::{SlackApi, describe};
+use kortix_tests::slack::{Ephemeral, SlackApi, describe};
 use kortix_tests::{ScriptedModel, Turn};
 use serde_json::{Value, json};
 use support::{TestServer, eventually};
@@ -22,6 +22,9 @@ const WAIT: Duration = Duration::from_secs(240);
 
 struct Fixture {
     ts: TestServer,
+    /// The replica Slack's requests reach (a load balancer's choice): `ts` unless a test
+    /// moves it.
+    slack_reaches: String,
     token: String,
     slack: SlackApi,
     http: reqwest::Client,
@@ -29,15 +32,49 @@ struct Fixture {
 }
 
 async fn setup(model: &ScriptedModel) -> Fixture {
-    let slack = SlackApi::start(BOT_TOKEN).await.unwrap();
-    let url = slack.url().to_string();
-    let ts = TestServer::start_with(|c| {
+    setup_with(model, None, |_| {}).await
+}
+
+/// A control plane with the real agent, posting to the Slack stand-in at `slack_url`, on
+/// PostgreSQL at `database_url` when given; with the master key of `replica_of` (replicas
+/// share it: the Slack binding is sealed under it).
+async fn slack_server(
+    slack_url: &str,
+    database_url: Option<String>,
+    replica_of: Option<&TestServer>,
+) -> TestServer {
+    let url = slack_url.to_string();
+    let key = replica_of.map(|ts| std::fs::read(ts.data_dir().join("master.key")).unwrap());
+    TestServer::start_with(|c| {
         support::use_real_agent(c);
         c.slack_api_url = url;
+        c.database_url = database_url;
+        if let Some(key) = key {
+            std::fs::create_dir_all(&c.data_dir).unwrap();
+            let path = c.data_dir.join("master.key");
+            std::fs::write(&path, key).unwrap();
+            std::fs::set_permissions(&path, {
+                let mut p = std::fs::metadata(&path).unwrap().permissions();
+                std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o600);
+                p
+            })
+            .unwrap();
+        }
     })
-    .await;
+    .await
+}
+
+/// [`setup`] on PostgreSQL at `database_url` when given, with `adjust` given the work tree's
+/// OpenCode config before it is committed.
+async fn setup_with(
+    model: &ScriptedModel,
+    database_url: Option<String>,
+    adjust: impl FnOnce(&std::path::Path),
+) -> Fixture {
+    let slack = SlackApi::start(BOT_TOKEN).await.unwrap();
+    let ts = slack_server(slack.url(), database_url, None).await;
     let token = ts.account("alice").await;
-    let work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
+    let work = support::app_with_model_config(&ts, &token, model.port(), adjust).await;
     let connected = ts
         .channels(&token)
         .connect_slack(ConnectSlackRequest {
@@ -57,6 +94,7 @@ async fn setup(model: &ScriptedModel) -> Fixture {
         format!("{}/v1/webhooks/slack/app/interactivity", ts.url())
     );
     Fixture {
+        slack_reaches: ts.url(),
         ts,
         token,
         slack,
@@ -86,7 +124,7 @@ impl Fixture {
         let ts = timestamp.to_string();
         let mut req = self
             .http
-            .post(format!("{}{path}", self.ts.url()))
+            .post(format!("{}{path}", self.slack_reaches))
             .header("content-type", content_type)
             .header(signature::TIMESTAMP_HEADER, &ts)
             .header(
@@ -115,8 +153,12 @@ impl Fixture {
     }
 
     async fn command(&self, text: &str) -> u16 {
+        self.command_as("U0ALICE", text).await
+    }
+
+    async fn command_as(&self, user: &str, text: &str) -> u16 {
         let form = format!(
-            "command=%2Fkortix&text={}&user_id=U0ALICE&channel_id={CHANNEL}&team_id=T0TEST",
+            "command=%2Fkortix&text={}&user_id={user}&channel_id={CHANNEL}&team_id=T0TEST",
             text.replace(' ', "+")
         );
         self.post_signed(
@@ -129,6 +171,115 @@ impl Fixture {
         )
         .await
         .0
+    }
+
+    /// Waits for an answer to `user` only containing `needle`.
+    async fn ephemeral_containing(&self, user: &str, needle: &str) -> Ephemeral {
+        eventually(
+            &format!("an ephemeral to {user} containing {needle:?}"),
+            WAIT,
+            || async {
+                self.slack
+                    .ephemerals()
+                    .into_iter()
+                    .find(|e| e.user == user && e.text.contains(needle))
+            },
+        )
+        .await
+    }
+
+    /// `user` clicks Approve and is told `says` (to them only); the approval stays pending.
+    async fn refused_approval(
+        &self,
+        user: &str,
+        thread_ts: &str,
+        buttons_ts: &str,
+        approval_id: &str,
+        says: &str,
+    ) {
+        let status = self
+            .click(user, thread_ts, buttons_ts, "approval:approve", approval_id)
+            .await;
+        assert_eq!(status, 200);
+        self.ephemeral_containing(user, says).await;
+        let approvals = self.approvals().await;
+        let ours = approvals.iter().find(|a| a.id == approval_id).unwrap();
+        assert_eq!(ours.state, "pending");
+    }
+
+    /// `/kortix link` as Slack user `user`, the code redeemed with `token`: the code and
+    /// what it linked.
+    async fn link(&self, user: &str, token: &str) -> (String, LinkSlackUserResponse) {
+        assert_eq!(self.command_as(user, "link").await, 200);
+        let answer = self
+            .ephemeral_containing(user, "kortix channels slack link ")
+            .await;
+        let code = answer
+            .text
+            .split("kortix channels slack link ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches('`')
+            .to_string();
+        let linked = self
+            .ts
+            .channels(token)
+            .link_slack_user(LinkSlackUserRequest { code: code.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        (code, linked)
+    }
+
+    /// `user` clicks button `action_id` (value `value`) on message `message_ts` of the thread:
+    /// a signed `block_actions` interaction, as Slack sends it.
+    async fn click(
+        &self,
+        user: &str,
+        thread_ts: &str,
+        message_ts: &str,
+        action_id: &str,
+        value: &str,
+    ) -> u16 {
+        let payload = json!({
+            "type": "block_actions",
+            "team": {"id": "T0TEST"},
+            "user": {"id": user},
+            "channel": {"id": CHANNEL},
+            "container": {
+                "type": "message", "channel_id": CHANNEL,
+                "message_ts": message_ts, "thread_ts": thread_ts,
+            },
+            "message": {"ts": message_ts, "thread_ts": thread_ts},
+            "actions": [{
+                "type": "button", "action_id": action_id, "value": value,
+                "block_id": "b1", "action_ts": "1700000300.000001",
+            }],
+        });
+        let form = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+        self.post_signed(
+            "/v1/webhooks/slack/app/interactivity",
+            &form,
+            "application/x-www-form-urlencoded",
+            now_secs(),
+            SIGNING_SECRET,
+            &[],
+        )
+        .await
+        .0
+    }
+
+    async fn approvals(&self) -> Vec<ApprovalInfo> {
+        self.ts
+            .approvals(&self.token)
+            .list_approvals(ListApprovalsRequest {
+                project: "app".into(),
+                state: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .approvals
     }
 
     async fn sessions(&self) -> Vec<Session> {
@@ -388,23 +539,10 @@ async fn a_slack_thread_drives_one_session() {
     // The slash command: help, this channel's sessions, stop.
     assert_eq!(f.command("help").await, 200);
     assert_eq!(f.command("sessions").await, 200);
-    eventually("the sessions listing", WAIT, || async {
-        f.slack
-            .ephemerals()
-            .iter()
-            .find(|e| e.text.contains(&session.id) && e.user == "U0ALICE")
-            .map(drop)
-    })
-    .await;
+    f.ephemeral_containing("U0ALICE", &session.id).await;
     // Each command is answered by its own task, so the help may land after the listing.
-    eventually("the help", WAIT, || async {
-        f.slack
-            .ephemerals()
-            .iter()
-            .any(|e| e.text.contains("`/kortix stop [SESSION]`"))
-            .then_some(())
-    })
-    .await;
+    f.ephemeral_containing("U0ALICE", "`/kortix stop [SESSION]`")
+        .await;
     assert_eq!(f.command(&format!("stop {}", session.id)).await, 200);
     eventually("the session stops", WAIT, || async {
         let s = f.ts.session(&f.token, &session.id).await;
@@ -433,4 +571,277 @@ async fn a_slack_thread_drives_one_session() {
     assert!(fresh.prompt.ends_with("are you there?"));
     assert_eq!(f.threads().await[0].session_id, fresh.id);
     f.ts.stop().await;
+}
+
+/// An HTTP API with one write operation (`POST /api/deploys`), described by an OpenAPI
+/// document the project keeps in its repository: the connector whose calls need approval.
+/// Returns its port and the bodies it received.
+async fn deploys_api() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let app = axum::Router::new().route(
+        "/api/deploys",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| async move {
+            kept.lock().unwrap().push(body.clone());
+            axum::Json(json!({"deployed": body}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, seen)
+}
+
+fn deploy_call() -> Turn {
+    Turn::tool(
+        "kortix_call",
+        json!({"connector": "ops", "tool": "createDeploy", "args": {"body": {"env": "prod"}}}),
+    )
+}
+
+/// The approval buttons' message in the thread: (its ts, the approval id).
+fn approval_message(slack: &SlackApi, thread_ts: &str) -> Option<(String, String)> {
+    slack.thread(CHANNEL, thread_ts).into_iter().find_map(|m| {
+        let buttons = m
+            .blocks
+            .as_array()?
+            .iter()
+            .find(|b| b["type"] == "actions")?;
+        let approve = buttons["elements"]
+            .as_array()?
+            .iter()
+            .find(|e| e["text"]["text"] == "Approve")?;
+        Some((m.ts.clone(), approve["value"].as_str()?.to_string()))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_approvals_are_decided_with_slack_buttons() {
+    let (api_port, deployed) = deploys_api().await;
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let f = setup_with(&model, None, |config| {
+        let root = config.ancestors().nth(3).unwrap();
+        let spec = json!({
+            "openapi": "3.0.3",
+            "info": {"title": "ops", "version": "1"},
+            "servers": [{"url": format!("http://127.0.0.1:{api_port}/api")}],
+            "paths": {"/deploys": {"post": {
+                "operationId": "createDeploy", "summary": "Deploy an environment",
+                "requestBody": {"required": true, "content": {"application/json": {"schema":
+                    {"type": "object", "properties": {"env": {"type": "string"}}}}}},
+            }}},
+        });
+        std::fs::write(root.join("ops.json"), spec.to_string()).unwrap();
+        let manifest = root.join("kortix.toml");
+        let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
+        text.push_str(
+            "\n[[connectors]]\nslug = \"ops\"\nprovider = \"openapi\"\nspec = \"ops.json\"\n",
+        );
+        std::fs::write(manifest, text).unwrap();
+    })
+    .await;
+
+    // The agent's write call waits for approval; the thread gets the buttons.
+    model.push([deploy_call(), Turn::text("The deploy waits for approval.")]);
+    let thread_ts = "1700000200.000100";
+    let (status, _) = f
+        .event(&mention("Ev0101", thread_ts, "deploy to prod"), &[])
+        .await;
+    assert_eq!(status, 200);
+    let (buttons_ts, approval_id) = eventually("the approval buttons", WAIT, || async {
+        approval_message(&f.slack, thread_ts)
+    })
+    .await;
+    let pending = f.approvals().await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(
+        (pending[0].id.as_str(), pending[0].state.as_str()),
+        (approval_id.as_str(), "pending")
+    );
+    let question = f
+        .slack
+        .thread(CHANNEL, thread_ts)
+        .into_iter()
+        .find(|m| m.ts == buttons_ts)
+        .unwrap();
+    assert!(
+        question.text.contains("*ops.createDeploy*"),
+        "{}",
+        question.text
+    );
+    f.reply_containing(thread_ts, "The deploy waits for approval.")
+        .await;
+
+    // Bob has no linked account: told to link it, and nothing is decided.
+    f.refused_approval(
+        "U0BOB",
+        thread_ts,
+        &buttons_ts,
+        &approval_id,
+        "Link your account first",
+    )
+    .await;
+    assert!(
+        deployed.lock().unwrap().is_empty(),
+        "not run before approval"
+    );
+
+    // Alice links hers: `/kortix link` answers her alone with a code she redeems with her
+    // own login; a code works once.
+    let (code, linked) = f.link("U0ALICE", &f.token).await;
+    assert_eq!(
+        (linked.project.as_str(), linked.slack_user.as_str()),
+        ("app", "U0ALICE")
+    );
+    let again =
+        f.ts.channels(&f.token)
+            .link_slack_user(LinkSlackUserRequest { code })
+            .await
+            .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::NotFound, "{again:?}");
+
+    // Carol is linked but only a viewer of the project: her person may not decide approvals,
+    // so her click decides nothing either.
+    let carol = f.ts.account("carol").await;
+    f.ts.access(&f.token)
+        .grant_access(GrantAccessRequest {
+            project: "app".into(),
+            person: "carol".into(),
+            role: "viewer".into(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap();
+    f.link("U0CAROL", &carol).await;
+    f.refused_approval(
+        "U0CAROL",
+        thread_ts,
+        &buttons_ts,
+        &approval_id,
+        "Could not decide approval",
+    )
+    .await;
+
+    // Alice approves: the same path as `kortix approvals approve` (her permission, the
+    // audit log, the session told); the message says who approved, without buttons; the
+    // agent makes the call again, it runs once, and its answer reaches the thread.
+    model.push([deploy_call(), Turn::text("Deployed prod after approval.")]);
+    assert_eq!(
+        f.click(
+            "U0ALICE",
+            thread_ts,
+            &buttons_ts,
+            "approval:approve",
+            &approval_id
+        )
+        .await,
+        200
+    );
+    f.reply_containing(thread_ts, "Deployed prod after approval.")
+        .await;
+    assert_eq!(*deployed.lock().unwrap(), [json!({"env": "prod"})]);
+    let decided = f.approvals().await;
+    let ours = decided.iter().find(|a| a.id == approval_id).unwrap();
+    assert_eq!(ours.state, "used", "{decided:?}");
+    assert!(ours.decided_by.starts_with("person:"), "{ours:?}");
+    let updated = eventually("the buttons' message says who approved", WAIT, || async {
+        f.slack
+            .thread(CHANNEL, thread_ts)
+            .into_iter()
+            .find(|m| m.ts == buttons_ts && m.text.contains("Approved by <@U0ALICE> (alice)"))
+    })
+    .await;
+    assert!(
+        updated
+            .blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["type"] != "actions"),
+        "no buttons left: {:?}",
+        updated.blocks
+    );
+    let audit =
+        f.ts.audit(&f.token)
+            .list_audit(ListAuditRequest {
+                project: "app".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+    assert!(
+        audit.iter().any(|e| e.action == "connector.approve"
+            && e.target == approval_id
+            && e.actor_name == "alice"
+            && e.from == "slack:U0ALICE"),
+        "{audit:?}"
+    );
+    assert!(audit.iter().any(|e| e.action == "channel.slack.link"));
+    // A second click on a decided approval changes nothing and says so.
+    assert_eq!(
+        f.click(
+            "U0ALICE",
+            thread_ts,
+            &buttons_ts,
+            "approval:deny",
+            &approval_id
+        )
+        .await,
+        200
+    );
+    f.ephemeral_containing("U0ALICE", "only pending approvals")
+        .await;
+    assert_eq!(deployed.lock().unwrap().len(), 1);
+    f.ts.stop().await;
+}
+
+/// Two replicas on one PostgreSQL: the session runs with its agent on replica A (which
+/// follows the thread); a reply that Slack delivers to replica B still reaches the agent
+/// (through the store's command queue) and its answer reaches the thread (A's follower picks
+/// the turn B stored up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_on_another_replica_reaches_the_agent() {
+    let Some(db) = kortix_tests::pg::Database::create().await else {
+        return;
+    };
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let mut f = setup_with(&model, Some(db.url.clone()), |_| {}).await;
+    let b = slack_server(f.slack.url(), Some(db.url.clone()), Some(&f.ts)).await;
+
+    model.push([Turn::text("Hello from the session on A.")]);
+    let thread_ts = "1700000400.000100";
+    let (status, _) = f
+        .event(&mention("Ev0201", thread_ts, "say hello"), &[])
+        .await;
+    assert_eq!(status, 200);
+    f.reply_containing(thread_ts, "Hello from the session on A.")
+        .await;
+
+    f.slack_reaches = b.url();
+    model.push([Turn::text("Answered a reply that came through B.")]);
+    f.steer(
+        "Ev0202",
+        thread_ts,
+        "1700000400.000200",
+        "a reply through replica B",
+        "Answered a reply that came through B.",
+    )
+    .await;
+    assert!(
+        model
+            .requests()
+            .iter()
+            .any(|r| r.body.to_string().contains("a reply through replica B")),
+        "the reply reached the model"
+    );
+    assert_eq!(f.sessions().await.len(), 1);
+    eventually("✅ on the reply", WAIT, || async {
+        (f.slack.reactions(CHANNEL, "1700000400.000200") == ["white_check_mark"]).then_some(())
+    })
+    .await;
+    b.stop().await;
+    f.ts.stop().await;
+    db.drop_now().await;
 }

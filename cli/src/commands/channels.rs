@@ -1,10 +1,10 @@
-//! `kortix channels slack connect | ls`: drive a project from Slack. The signing secret and
-//! bot token go in on stdin; nothing prints them.
+//! `kortix channels slack connect | link` and `kortix channels ls`: drive a project from
+//! Slack. The signing secret and bot token go in on stdin; nothing prints them.
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use kortix_proto::v1::{ConnectSlackRequest, ListChannelsRequest};
+use kortix_proto::v1::{ConnectSlackRequest, LinkSlackUserRequest, ListChannelsRequest};
 use serde::Serialize;
 
 use crate::Global;
@@ -44,6 +44,19 @@ enum SlackCommand {
         #[arg(long, short)]
         project: String,
     },
+    /// Link your Slack user to your Kortix account with the code `/kortix link` gave you in
+    /// Slack (valid once, for ten minutes); you can then approve connector calls from Slack.
+    Link {
+        /// The code, like ABCDE-FGHJK.
+        code: String,
+    },
+}
+
+/// `channels slack link --json`.
+#[derive(Debug, Serialize)]
+struct LinkedJson {
+    project: String,
+    slack_user: String,
 }
 
 /// `channels slack connect --json`.
@@ -95,6 +108,12 @@ pub fn run(global: &Global, args: ChannelsArgs) -> anyhow::Result<ExitCode> {
                 let client = Client::connect(&ctx).await?;
                 connect(&ctx, &client, project, signing_secret, bot_token).await
             }
+            ChannelsCommand::Slack {
+                command: SlackCommand::Link { code },
+            } => {
+                let client = Client::connect(&ctx).await?;
+                link(&ctx, &client, code).await
+            }
             ChannelsCommand::Ls { project } => {
                 let client = Client::connect(&ctx).await?;
                 list(&ctx, &client, project).await
@@ -132,6 +151,30 @@ async fn connect(
             paint(BOLD, &answer.project),
             answer.request_url,
             answer.interactivity_url
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn link(ctx: &Context, client: &Client, code: String) -> Result<ExitCode, CliError> {
+    let linked = client
+        .call(
+            "LinkSlackUser",
+            client
+                .channels()
+                .link_slack_user(unary(LinkSlackUserRequest { code })),
+        )
+        .await?;
+    if ctx.json {
+        output::print_json(&LinkedJson {
+            project: linked.project,
+            slack_user: linked.slack_user,
+        })?;
+    } else {
+        output::print_text(&format!(
+            "linked Slack user {} to you in project {}",
+            linked.slack_user,
+            paint(BOLD, &linked.project)
         ))?;
     }
     Ok(ExitCode::SUCCESS)

@@ -71,4 +71,19 @@ impl ChannelService for Channels {
             bindings: bindings.into_iter().map(binding).collect(),
         }))
     }
+
+    async fn link_slack_user(
+        &self,
+        request: Request<LinkSlackUserRequest>,
+    ) -> Result<Response<LinkSlackUserResponse>, Status> {
+        let who = caller(&request)?;
+        let linked = self
+            .slack
+            .redeem_link(&who, &request.into_inner().code)
+            .await?;
+        Ok(Response::new(LinkSlackUserResponse {
+            project: linked.project,
+            slack_user: linked.slack_user,
+        }))
+    }
 }

@@ -244,7 +244,8 @@ impl Connectors {
         }
     }
 
-    /// Sends the session a prompt; a session that is not connected here misses it (logged).
+    /// Sends the session a prompt (through whichever replica holds its agent); a session
+    /// whose agent cannot be reached misses it (logged).
     async fn tell(&self, a: &Approval, text: String) {
         let agent = match self.inner.store.get_session(&a.session_id).await {
             Ok(s) if !s.status.is_terminal() => s.agent,
@@ -261,7 +262,7 @@ impl Connectors {
                 agent,
             })),
         };
-        if let Err(e) = self.inner.sessions.hub().send_control(&a.session_id, frame) {
+        if let Err(e) = self.inner.sessions.send_command(&a.session_id, frame).await {
             tracing::warn!(session = %a.session_id, approval = %a.id, "the session was not told about its approval: {e}");
         }
     }

@@ -74,6 +74,11 @@ impl Gateway {
         }))
         .await
         .map_err(|_| Status::cancelled("agent went away"))?;
+        // Frames queued while no replica held this agent (or for this replica) go out now.
+        {
+            let (sessions, id) = (self.sessions.clone(), session.id.clone());
+            tokio::spawn(async move { sessions.deliver_queued(&id).await });
+        }
         tracing::info!(
             session = %session.id,
             agent_version = %hello.agent_version,

@@ -328,6 +328,12 @@ pub const RPCS: &[(&str, Action)] = &[
         "/kortix.v1.ChannelService/ListChannels",
         Action::ViewSessions,
     ),
+    // Anyone who sees the project may link their own Slack user to themselves: the link
+    // lends that Slack user the person's own rights, checked again on every use.
+    (
+        "/kortix.v1.ChannelService/LinkSlackUser",
+        Action::ViewProject,
+    ),
 ];
 
 /// The action of an RPC path, if the table has it.

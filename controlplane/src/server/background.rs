@@ -61,6 +61,18 @@ pub(super) fn spawn(
             .run_outbox(signalled(shutdown.clone())),
     ));
     tasks.push(tokio::spawn(
+        services
+            .slack
+            .clone()
+            .run_followers(signalled(shutdown.clone())),
+    ));
+    tasks.push(tokio::spawn(
+        services
+            .sessions
+            .clone()
+            .run_command_relay(signalled(shutdown.clone())),
+    ));
+    tasks.push(tokio::spawn(
         crate::triggers::Sweeper::new(services.triggers.clone()).run(signalled(shutdown.clone())),
     ));
     tasks.push(tokio::spawn(

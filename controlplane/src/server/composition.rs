@@ -95,6 +95,7 @@ impl Services {
             base.store.clone(),
             base.master_key.clone(),
             sessions.clone(),
+            connectors.clone(),
             web,
             urls.public.clone(),
         );

@@ -231,12 +231,13 @@ impl Sessions {
             )));
         }
         let s = self.owned(caller, id).await?;
-        self.deliver_prompt(&s, text, agent)
+        self.deliver_prompt(&s, text, agent).await
     }
 
     /// Sends a prompt to a session's running agent, for whoever has already decided the
-    /// sender may (the session's owner, a Slack thread the session belongs to).
-    pub fn deliver_prompt(
+    /// sender may (the session's owner, a Slack thread the session belongs to), through
+    /// whichever replica holds the agent.
+    pub async fn deliver_prompt(
         &self,
         s: &crate::store::Session,
         text: String,
@@ -256,9 +257,7 @@ impl Sessions {
                 agent,
             })),
         };
-        self.hub
-            .send_control(&s.id, frame)
-            .map_err(|e| SessionError::Unavailable(format!("session {}: {e}", s.id)))?;
+        self.send_command(&s.id, frame).await?;
         Ok(prompt_id)
     }
 }

@@ -286,6 +286,15 @@ impl Hub {
             .is_some_and(|a| !a.tx.is_closed())
     }
 
+    /// The sessions whose agents are connected to this replica.
+    pub fn connected_sessions(&self) -> Vec<String> {
+        let map = self.inner.lock().expect("hub lock");
+        map.iter()
+            .filter(|(_, e)| e.agent.as_ref().is_some_and(|a| !a.tx.is_closed()))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Agent streams connected to this replica.
     pub fn connected_agents(&self) -> usize {
         let map = self.inner.lock().expect("hub lock");

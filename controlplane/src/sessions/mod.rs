@@ -21,6 +21,7 @@ pub mod access;
 pub mod attach;
 pub mod build_log;
 pub mod cluster;
+pub mod commands;
 pub mod heartbeats;
 pub mod lifecycle;
 pub mod live;

@@ -9,6 +9,8 @@ both_backends!(
     slack_event_claimed_once,
     slack_threads_claimed_moved_and_listed,
     slack_outbox_claims_leases_and_retries,
+    slack_links_codes_and_approval_prompts,
+    slack_turns_and_follow_leases,
 );
 
 fn binding(project_id: &str, by: &str) -> SlackBinding {
@@ -262,4 +264,149 @@ async fn slack_outbox_claims_leases_and_retries(db: TestDb) {
     store.finish_slack_call(&first).await.unwrap();
     store.retry_slack_call(&first, 0, "gone").await.unwrap();
     assert!(store.claim_due_slack_calls(10, 0).await.unwrap().is_empty());
+}
+
+async fn slack_links_codes_and_approval_prompts(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "web").await;
+    let alice = store.create_person("alice", false).await.unwrap();
+    let bob = store.create_person("bob", false).await.unwrap();
+    assert_eq!(
+        store.slack_linked_person(&project.id, "U1").await.unwrap(),
+        None
+    );
+
+    // A new code replaces the user's earlier one; a code is taken once.
+    let later = now_ms() + 60_000;
+    store
+        .put_slack_link_code("h1", &project.id, "U1", later)
+        .await
+        .unwrap();
+    store
+        .put_slack_link_code("h2", &project.id, "U1", later)
+        .await
+        .unwrap();
+    assert_eq!(store.take_slack_link_code("h1").await.unwrap(), None);
+    let code = store.take_slack_link_code("h2").await.unwrap().unwrap();
+    assert_eq!(
+        code,
+        SlackLinkCode {
+            project_id: project.id.clone(),
+            slack_user: "U1".into(),
+            expires_ms: later,
+        }
+    );
+    assert_eq!(store.take_slack_link_code("h2").await.unwrap(), None);
+    // Expired codes are dropped when another is made.
+    store
+        .put_slack_link_code("old", &project.id, "U2", now_ms() - 1)
+        .await
+        .unwrap();
+    store
+        .put_slack_link_code("h3", &project.id, "U3", later)
+        .await
+        .unwrap();
+    assert_eq!(store.take_slack_link_code("old").await.unwrap(), None);
+
+    // Linking replaces an earlier link of the same Slack user.
+    store
+        .put_slack_link(&project.id, "U1", &alice.id)
+        .await
+        .unwrap();
+    store
+        .put_slack_link(&project.id, "U1", &bob.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.slack_linked_person(&project.id, "U1").await.unwrap(),
+        Some(bob.id.clone())
+    );
+    assert!(
+        store
+            .put_slack_link(&project.id, "U9", "no-such-person")
+            .await
+            .is_err()
+    );
+
+    assert!(
+        store
+            .claim_slack_approval_prompt(&project.id, "a1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_slack_approval_prompt(&project.id, "a1")
+            .await
+            .unwrap()
+    );
+}
+
+async fn slack_turns_and_follow_leases(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "web").await;
+    let session = session_in(store, &project).await;
+    let key = (project.id.as_str(), "C1", "20.1");
+    assert_eq!(
+        store
+            .claim_slack_thread(&project.id, "C1", "20.1", "U1")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .set_slack_thread_session(&project.id, "C1", "20.1", "", &session.id)
+            .await
+            .unwrap()
+    );
+
+    // Turns: recorded once, listed oldest first, closed.
+    store
+        .open_slack_turn(&session.id, "20.1", "20.2", 1)
+        .await
+        .unwrap();
+    store
+        .open_slack_turn(&session.id, "20.1", "other", 9)
+        .await
+        .unwrap();
+    store
+        .open_slack_turn(&session.id, "20.5", "", 7)
+        .await
+        .unwrap();
+    let turns = store.slack_turns(&session.id).await.unwrap();
+    let shape: Vec<_> = turns
+        .iter()
+        .map(|t| (t.user_ts.as_str(), t.progress_ts.as_str(), t.from_seq))
+        .collect();
+    assert_eq!(shape, [("20.1", "20.2", 1), ("20.5", "", 7)]);
+    store.close_slack_turn(&session.id, "20.1").await.unwrap();
+    assert_eq!(store.slack_turns(&session.id).await.unwrap().len(), 1);
+
+    // Nobody follows the live session's thread yet; one replica leases it at a time.
+    let unfollowed = store.unfollowed_slack_threads(10).await.unwrap();
+    assert_eq!(unfollowed.len(), 1);
+    assert_eq!(unfollowed[0].session_id, session.id);
+    let later = now_ms() + 30_000;
+    assert!(store.lease_slack_follow(key, "a", later).await.unwrap());
+    assert!(!store.lease_slack_follow(key, "b", later).await.unwrap());
+    assert!(
+        store.lease_slack_follow(key, "a", later + 1).await.unwrap(),
+        "renewed"
+    );
+    assert!(store.unfollowed_slack_threads(10).await.unwrap().is_empty());
+    // Released (for another session: nothing), then taken over.
+    store
+        .release_slack_follows("a", Some("other-session"))
+        .await
+        .unwrap();
+    assert!(!store.lease_slack_follow(key, "b", later).await.unwrap());
+    store
+        .release_slack_follows("a", Some(&session.id))
+        .await
+        .unwrap();
+    assert_eq!(store.unfollowed_slack_threads(10).await.unwrap().len(), 1);
+    assert!(store.lease_slack_follow(key, "b", later).await.unwrap());
+    store.release_slack_follows("b", None).await.unwrap();
+    assert!(store.lease_slack_follow(key, "a", later).await.unwrap());
 }

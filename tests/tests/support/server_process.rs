@@ -1,12 +1,26 @@
 //! A real `kortix server` process (not in-process), for tests that kill, stop and restart the
 //! control plane with signals, and the `kortix` CLI pointed at it.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 use super::built_binary;
+
+/// A repository to import (`projects create app --import`): a manifest and an OpenCode
+/// config that uses `model`.
+pub fn model_repo(dir: &Path, model: &kortix_tests::ScriptedModel) -> PathBuf {
+    let repo = dir.join("src");
+    std::fs::create_dir_all(&repo).unwrap();
+    super::git_ok(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("kortix.toml"), "[project]\nname = \"app\"\n").unwrap();
+    kortix_tests::opencode_config(&repo.join(".kortix/opencode"), model.port()).unwrap();
+    super::git_ok(&repo, &["add", "-A"]);
+    super::git_ok(&repo, &["commit", "-qm", "Initial commit"]);
+    repo
+}
 
 pub struct ServerProcess {
     child: Option<Child>,
@@ -154,17 +168,34 @@ impl ServerProcess {
 
     /// `kortix ARGS…` as the local admin (the token in the data directory).
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_input(args, None)
+    }
+
+    /// [`Self::cli`] with `input` on its stdin (none: stdin is empty).
+    pub fn cli_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
         let run = || {
-            Command::new(built_binary("kortix"))
+            let mut child = Command::new(built_binary("kortix"))
                 .args(args)
                 .env("KORTIX_URL", self.url())
                 .env("KORTIX_DATA_DIR", &self.data_dir)
                 .env_remove("KORTIX_TOKEN")
                 .env("HOME", &self.home)
                 .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .output()
-                .expect("run kortix")
+                .stdin(if input.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run kortix");
+            if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+                stdin
+                    .write_all(text.as_bytes())
+                    .expect("write kortix's stdin");
+            }
+            child.wait_with_output().expect("wait for kortix")
         };
         match tokio::runtime::Handle::try_current() {
             Ok(_) => tokio::task::block_in_place(run),

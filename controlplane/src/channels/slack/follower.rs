@@ -10,10 +10,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kortix_proto::v1::Record;
+use kortix_proto::v1::{Record, record::Body};
 use kortix_timeline::{Item, Options, Timeline};
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Slack;
@@ -24,8 +23,14 @@ use crate::store::{Project, SessionStatus};
 
 /// A progress message changes at most this often.
 pub const UPDATE_EVERY: Duration = Duration::from_secs(1);
-/// Turns announced but not yet followed, per session.
-const TURN_QUEUE: usize = 16;
+/// Open turns one follower keeps at once; more wait in the store.
+const MAX_TURNS: usize = 64;
+/// How long a replica's claim on following a thread lasts unless renewed (a third of it
+/// before it runs out); a thread whose claim ran out is taken over.
+pub const FOLLOW_LEASE: Duration = Duration::from_secs(30);
+/// How often threads nobody follows are looked for, and how many at a time.
+const ADOPT_EVERY: Duration = Duration::from_secs(10);
+const ADOPT_BATCH: u32 = 100;
 /// How often pending progress is looked at.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -36,8 +41,9 @@ const FAILED: &str = "x";
 /// A person's message that became a prompt of the followed session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTurn {
-    /// The person's message (its reactions show the turn's state).
-    pub user_ts: String,
+    /// The person's message (its reactions show the turn's state); `None` for a turn the
+    /// agent began on a prompt from elsewhere (an approval decided, `kortix sessions chat`).
+    pub user_ts: Option<String>,
     /// The bot's progress message in the thread, when it could be posted.
     pub progress_ts: Option<String>,
 }
@@ -89,49 +95,32 @@ struct Thread {
 }
 
 /// A record as the timeline reads it; only the kinds a thread shows (OpenCode's events,
-/// commits): connector calls and approvals are not shown in threads (Slack approvals are not
-/// built yet), nor logs and states.
+/// commits): connector calls are not shown in threads, approvals get their own message with
+/// buttons (`run_follower`), and logs and states are not shown either.
 fn timeline_record(r: &Record) -> Option<kortix_timeline::Record> {
     crate::sessions::records::timeline_record(r)
         .filter(|t| matches!(t.kind.as_str(), "event" | "commit"))
 }
 
 impl Slack {
-    /// Hands a new turn to the session's follower on this replica; false when there is none.
-    pub(super) async fn announce_turn(&self, session_id: &str, turn: NewTurn) -> bool {
-        let tx = self
-            .inner
-            .followers
-            .lock()
-            .expect("followers lock")
-            .get(session_id)
-            .cloned();
-        match tx {
-            Some(tx) => tx.send(turn).await.is_ok(),
-            None => false,
-        }
-    }
-
-    /// Follows session `session_id` from record `from_seq` into its thread, starting with
-    /// turn `first`.
+    /// Follows session `session_id` into its thread on this replica, unless it is followed
+    /// here already or another replica holds the thread's lease. The turns come from the
+    /// store: a turn opened anywhere is picked up when its prompt shows in the records.
     pub(super) fn follow(
         &self,
         project: &Project,
         session_id: &str,
         channel: &str,
         thread_ts: &str,
-        from_seq: u64,
-        first: NewTurn,
     ) {
-        let (tx, rx) = mpsc::channel(TURN_QUEUE);
+        if !self
+            .inner
+            .followed
+            .lock()
+            .expect("followed lock")
+            .insert(session_id.to_string())
         {
-            let mut followers = self.inner.followers.lock().expect("followers lock");
-            if let Some(existing) = followers.get(session_id)
-                && existing.try_send(first.clone()).is_ok()
-            {
-                return;
-            }
-            followers.insert(session_id.to_string(), tx);
+            return;
         }
         let thread = Thread {
             project: project.clone(),
@@ -141,37 +130,106 @@ impl Slack {
         };
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.run_follower(&thread, from_seq, first, rx).await {
-                tracing::warn!(session = %thread.session_id, error = %e,
-                    "following a session into Slack failed");
+            match this.lease(&thread).await {
+                Ok(true) => {
+                    if let Err(e) = this.run_follower(&thread).await {
+                        tracing::warn!(session = %thread.session_id, error = %e,
+                            "following a session into Slack failed");
+                    }
+                    // Released either way: when the session lives on (a failure here), the
+                    // thread is taken over again.
+                    let released = this
+                        .store()
+                        .release_slack_follows(this.owner(), Some(&thread.session_id))
+                        .await;
+                    if let Err(e) = released {
+                        tracing::warn!(session = %thread.session_id, error = %e, "releasing a Slack thread");
+                    }
+                }
+                Ok(false) => tracing::debug!(session = %thread.session_id,
+                    "another replica follows this Slack thread"),
+                Err(e) => tracing::warn!(session = %thread.session_id, error = %e,
+                    "leasing a Slack thread"),
             }
             this.inner
-                .followers
+                .followed
                 .lock()
-                .expect("followers lock")
+                .expect("followed lock")
                 .remove(&thread.session_id);
         });
     }
 
-    async fn run_follower(
+    /// Takes or renews this replica's lease on following the thread.
+    async fn lease(&self, thread: &Thread) -> DomainResult<bool> {
+        let until = crate::clock::now_ms() + FOLLOW_LEASE.as_millis() as i64;
+        let key = (
+            thread.project.id.as_str(),
+            thread.channel.as_str(),
+            thread.thread_ts.as_str(),
+        );
+        Ok(self
+            .store()
+            .lease_slack_follow(key, self.owner(), until)
+            .await?)
+    }
+
+    /// Adds the session's open turns not followed yet, oldest first.
+    async fn refresh_turns(
         &self,
         thread: &Thread,
-        from_seq: u64,
-        first: NewTurn,
-        mut rx: mpsc::Receiver<NewTurn>,
+        turns: &mut VecDeque<Active>,
     ) -> DomainResult<()> {
-        let mut records = self
-            .sessions()
-            .attach(thread.session_id.clone(), from_seq, true);
+        let stored = self.store().slack_turns(&thread.session_id).await?;
+        for t in stored {
+            if turns.len() >= MAX_TURNS {
+                tracing::warn!(session = %thread.session_id, "too many open Slack turns; later ones wait");
+                break;
+            }
+            let known = turns
+                .iter()
+                .any(|a| a.turn.user_ts.as_deref() == Some(t.user_ts.as_str()));
+            if !known {
+                turns.push_back(Active::new(NewTurn {
+                    user_ts: Some(t.user_ts),
+                    progress_ts: Some(t.progress_ts).filter(|ts| !ts.is_empty()),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_follower(&self, thread: &Thread) -> DomainResult<()> {
+        let open = self.store().slack_turns(&thread.session_id).await?;
+        let from_seq = match open.iter().map(|t| t.from_seq).min() {
+            Some(seq) => seq,
+            None => {
+                self.store()
+                    .get_session(&thread.session_id)
+                    .await?
+                    .acked_seq
+                    + 1
+            }
+        };
+        let mut records = self.sessions().attach(
+            thread.session_id.clone(),
+            u64::try_from(from_seq).unwrap_or(1).max(1),
+            true,
+        );
         let mut timeline = Timeline::new(Options::default());
-        let mut turns = VecDeque::from([Active::new(first)]);
+        let mut turns = VecDeque::new();
+        self.refresh_turns(thread, &mut turns).await?;
         let mut tick = tokio::time::interval(TICK);
         // The placeholder was just posted: progress replaces it a second later at the soonest.
         let mut next_update = Instant::now() + UPDATE_EVERY;
+        let mut next_renewal = Instant::now() + FOLLOW_LEASE / 3;
         loop {
             tokio::select! {
                 record = records.next() => match record {
                     Some(Ok(r)) => {
+                        if let Some(Body::Approval(a)) = &r.body {
+                            self.offer_approval(&thread.project, &thread.channel, &thread.thread_ts, a)
+                                .await?;
+                        }
                         let Some(r) = timeline_record(&r) else { continue };
                         for entry in timeline.push(&r) {
                             self.on_item(thread, &mut turns, entry.item).await?;
@@ -184,8 +242,15 @@ impl Slack {
                     }
                     None => break,
                 },
-                Some(turn) = rx.recv() => turns.push_back(Active::new(turn)),
                 _ = tick.tick() => {
+                    if Instant::now() >= next_renewal {
+                        if !self.lease(thread).await? {
+                            tracing::info!(session = %thread.session_id,
+                                "another replica took this Slack thread over");
+                            return Ok(());
+                        }
+                        next_renewal = Instant::now() + FOLLOW_LEASE / 3;
+                    }
                     if Instant::now() >= next_update
                         && let Some(wait) = self.update_progress(thread, &mut turns).await
                     {
@@ -197,10 +262,8 @@ impl Slack {
         for entry in timeline.finish() {
             self.on_item(thread, &mut turns, entry.item).await?;
         }
-        // Turns announced while the records ended belong to this session too.
-        while let Ok(turn) = rx.try_recv() {
-            turns.push_back(Active::new(turn));
-        }
+        // Turns opened while the records ended belong to this session too.
+        self.refresh_turns(thread, &mut turns).await?;
         let session = self.store().get_session(&thread.session_id).await?;
         let why = match session.status {
             SessionStatus::Failed => format!(
@@ -218,6 +281,47 @@ impl Slack {
         Ok(())
     }
 
+    /// Follows, on this replica, the live threads nobody follows (on start: the threads of a
+    /// replica that stopped or died, this one's earlier run included), every
+    /// [`ADOPT_EVERY`] until `shutdown`; then gives this replica's threads up so another
+    /// (or the next run) takes them over at once.
+    pub async fn run_followers(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(ADOPT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.adopt_threads().await,
+                () = &mut shutdown => break,
+            }
+        }
+        if let Err(e) = self.store().release_slack_follows(self.owner(), None).await {
+            tracing::warn!(error = %e, "releasing this replica's Slack threads");
+        }
+    }
+
+    async fn adopt_threads(&self) {
+        let threads = match self.store().unfollowed_slack_threads(ADOPT_BATCH).await {
+            Ok(threads) => threads,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing unfollowed Slack threads");
+                return;
+            }
+        };
+        for t in threads {
+            match self.store().find_project(&t.project_id).await {
+                Ok(project) => {
+                    tracing::info!(session = %t.session_id, channel = %t.channel,
+                        thread = %t.thread_ts, "following a Slack thread nobody followed");
+                    self.follow(&project, &t.session_id, &t.channel, &t.thread_ts);
+                }
+                Err(e) => {
+                    tracing::warn!(project = %t.project_id, error = %e, "Slack thread's project")
+                }
+            }
+        }
+    }
+
     async fn on_item(
         &self,
         thread: &Thread,
@@ -230,6 +334,16 @@ impl Slack {
                 if turns.front().is_some_and(|t| t.prompt_seen) {
                     let done = turns.pop_front().expect("front checked");
                     self.finish_answered(thread, done).await?;
+                }
+                // Slack's turns are stored before their prompts are sent, so a prompt no
+                // turn waits for came from elsewhere (an approval decided, the CLI): the
+                // agent works on, and its answer belongs in the thread too.
+                self.refresh_turns(thread, turns).await?;
+                if turns.is_empty() {
+                    turns.push_back(Active::new(NewTurn {
+                        user_ts: None,
+                        progress_ts: None,
+                    }));
                 }
                 if let Some(front) = turns.front_mut() {
                     front.prompt_seen = true;
@@ -302,7 +416,11 @@ impl Slack {
         text: &str,
         ok: bool,
     ) -> DomainResult<()> {
-        let reactions = Reactions::new(&thread.channel, &active.turn.user_ts);
+        let reactions = active
+            .turn
+            .user_ts
+            .as_deref()
+            .map(|ts| Reactions::new(&thread.channel, ts));
         let status = if ok {
             format!(
                 "✅ Finished (session `{}`) · {} tool call(s)",
@@ -325,11 +443,19 @@ impl Slack {
             &thread.channel,
             &thread.thread_ts,
             None,
-            &reactions,
+            reactions.as_ref(),
             text,
             ok,
         )
-        .await
+        .await?;
+        // Closed once its last messages are queued: a restart in between answers it twice
+        // rather than never.
+        if let Some(user_ts) = &active.turn.user_ts {
+            self.store()
+                .close_slack_turn(&thread.session_id, user_ts)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Queues a turn's last messages: the final answer in the thread (and, when given, the
@@ -341,7 +467,7 @@ impl Slack {
         channel: &str,
         thread_ts: &str,
         progress_ts: Option<&str>,
-        reactions: &Reactions,
+        reactions: Option<&Reactions>,
         text: &str,
         ok: bool,
     ) -> DomainResult<()> {
@@ -356,7 +482,7 @@ impl Slack {
             )
             .await?;
         }
-        for (method, payload) in reactions.finished(ok) {
+        for (method, payload) in reactions.into_iter().flat_map(|r| r.finished(ok)) {
             self.enqueue(project_id, method, &payload).await?;
         }
         Ok(())

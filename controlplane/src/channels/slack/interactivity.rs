@@ -3,14 +3,14 @@
 //!
 //! Button clicks are dispatched by their `action_id`'s feature prefix (`<feature>:<rest>`,
 //! see [`feature`]) in [`Slack::on_action`]; a click no feature handles is answered to its
-//! user only. A feature with buttons (connector approvals: `approval:<id>`) adds its arm
-//! there, after the signature check the route already did.
+//! user only. Connector approvals (`approval:approve|deny`, the value the approval id, see
+//! [`super::approvals`]) are the feature with buttons.
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Slack;
 use super::web::body;
+use super::{Slack, approvals};
 use crate::error::DomainResult;
 use crate::store::Project;
 
@@ -28,6 +28,8 @@ pub struct BlockActions {
     pub user: String,
     pub channel: Option<String>,
     pub thread_ts: Option<String>,
+    /// The message whose button was clicked.
+    pub message_ts: Option<String>,
     /// `(action_id, value)` of each action.
     pub actions: Vec<(String, String)>,
 }
@@ -75,6 +77,7 @@ pub fn parse(body: &[u8]) -> Result<Request, InteractionError> {
             channel: text(&v["channel"]["id"]).or_else(|| text(&v["container"]["channel_id"])),
             thread_ts: text(&v["container"]["thread_ts"])
                 .or_else(|| text(&v["message"]["thread_ts"])),
+            message_ts: text(&v["container"]["message_ts"]).or_else(|| text(&v["message"]["ts"])),
             actions: v["actions"]
                 .as_array()
                 .into_iter()
@@ -113,7 +116,7 @@ impl Slack {
             Request::Command(command) => self.on_command(project, command).await,
             Request::Actions(actions) => {
                 for (action_id, value) in &actions.actions {
-                    self.on_action(project, &actions, action_id, value).await;
+                    self.on_action(project, &actions, action_id, value).await?;
                 }
                 Ok(())
             }
@@ -126,15 +129,21 @@ impl Slack {
 }
 
 impl Slack {
-    /// One button click, by feature. No feature of this build has buttons yet: the click is
-    /// logged and its user told.
+    /// One button click, by feature; a click nothing handles is logged and its user told.
     async fn on_action(
         &self,
         project: &Project,
         actions: &BlockActions,
         action_id: &str,
         value: &str,
-    ) {
+    ) -> DomainResult<()> {
+        if feature(action_id) == approvals::FEATURE
+            && let Some(decision) = approvals::Decision::of(action_id)
+        {
+            return self
+                .on_approval_click(project, actions, decision, value)
+                .await;
+        }
         tracing::info!(project = %project.name, action = %action_id, feature = feature(action_id),
             value = %value, "Slack action nothing handles");
         if let Some(channel) = &actions.channel {
@@ -150,6 +159,7 @@ impl Slack {
             )
             .await;
         }
+        Ok(())
     }
 }
 
@@ -175,7 +185,7 @@ mod tests {
             "type": "block_actions",
             "user": {"id": "U1"},
             "channel": {"id": "C1"},
-            "container": {"thread_ts": "1.0"},
+            "container": {"thread_ts": "1.0", "message_ts": "1.5"},
             "actions": [{"action_id": "approval:42", "value": "approve"}],
         });
         let form = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
@@ -187,6 +197,7 @@ mod tests {
             vec![("approval:42".into(), "approve".into())]
         );
         assert_eq!(actions.thread_ts.as_deref(), Some("1.0"));
+        assert_eq!(actions.message_ts.as_deref(), Some("1.5"));
         assert_eq!(feature("approval:42"), "approval");
         assert_eq!(feature("plain"), "plain");
         let view =

@@ -9,19 +9,25 @@
 //!   reply to an ended one starts a fresh session.
 //! - [`follower`]: follows a session's records into its thread: the progress message
 //!   (updated at most once a second, summarised by [`progress`]), the final answer and the
-//!   reactions.
+//!   reactions. A thread's open turns are stored and one replica at a time follows it
+//!   (a lease), so a restart or another replica takes it over.
 //! - [`web`]: the Slack Web API client; [`outbox`]: the calls that must be delivered
 //!   (final answers, reactions), retried across rate limits and restarts.
-//! - [`slash`] and [`interactivity`]: `/kortix help|sessions|stop` and block actions.
+//! - [`slash`] and [`interactivity`]: `/kortix help|sessions|stop|link` and block actions.
+//! - [`links`]: Slack users linked to Kortix people (self-service, by a one-time code);
+//!   [`approvals`]: connector approvals as Approve / Deny buttons, decided as the linked
+//!   person.
 //!
 //! Exactly once: an event is claimed by inserting its `event_id` before anything is done
 //! for it, and a thread by inserting its (channel, thread_ts); whoever loses an insert does
 //! nothing, so Slack's retries and a second replica never start a second session.
 
+pub mod approvals;
 pub mod binding;
 pub mod event;
 pub mod follower;
 pub mod interactivity;
+pub mod links;
 pub mod outbox;
 pub mod progress;
 pub mod routes;
@@ -30,11 +36,12 @@ pub mod slash;
 pub mod threads;
 pub mod web;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore};
 
+use crate::connectors::Connectors;
 use crate::secrets::MasterKey;
 use crate::sessions::Sessions;
 use crate::store::Store;
@@ -53,10 +60,13 @@ struct Inner {
     store: Store,
     key: Arc<MasterKey>,
     sessions: Sessions,
+    connectors: Connectors,
     web: web::WebApi,
     public_url: String,
-    /// Sessions followed into their threads on this replica: where to announce a new turn.
-    followers: Mutex<HashMap<String, mpsc::Sender<follower::NewTurn>>>,
+    /// Sessions followed into their threads on this replica.
+    followed: Mutex<HashSet<String>>,
+    /// This process's name on the threads it follows (their lease).
+    owner: String,
     jobs: Arc<Semaphore>,
     /// Wakes the outbox when a call is queued.
     outbox_kick: Notify,
@@ -67,6 +77,7 @@ impl Slack {
         store: Store,
         key: Arc<MasterKey>,
         sessions: Sessions,
+        connectors: Connectors,
         web: web::WebApi,
         public_url: String,
     ) -> Self {
@@ -75,9 +86,11 @@ impl Slack {
                 store,
                 key,
                 sessions,
+                connectors,
                 web,
                 public_url: public_url.trim_end_matches('/').to_string(),
-                followers: Mutex::default(),
+                followed: Mutex::default(),
+                owner: crate::store::new_id(),
                 jobs: Arc::new(Semaphore::new(MAX_JOBS)),
                 outbox_kick: Notify::new(),
             }),
@@ -90,6 +103,15 @@ impl Slack {
 
     pub(crate) fn sessions(&self) -> &Sessions {
         &self.inner.sessions
+    }
+
+    pub(crate) fn connectors(&self) -> &Connectors {
+        &self.inner.connectors
+    }
+
+    /// This process's name on the threads it follows.
+    pub(crate) fn owner(&self) -> &str {
+        &self.inner.owner
     }
 
     pub(crate) fn web(&self) -> &web::WebApi {

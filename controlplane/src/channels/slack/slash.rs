@@ -1,7 +1,8 @@
-//! `/kortix help | sessions | stop [SESSION]`, answered to the person who typed it only
+//! `/kortix help | sessions | stop [SESSION] | link`, answered to the person who typed it only
 //! (`chat.postEphemeral`). `sessions` lists this channel's live sessions; `stop` stops the
 //! session of the thread it was typed in, or the named one — only sessions started from
 //! this project's Slack threads: the binding authorizes Slack users for those, nothing more.
+//! `link` gives the Slack user a one-time code to link their Kortix account ([`super::links`]).
 
 use super::Slack;
 use super::web::body;
@@ -27,6 +28,7 @@ pub enum Subcommand {
     Help,
     Sessions,
     Stop(Option<String>),
+    Link,
     Unknown(String),
 }
 
@@ -36,6 +38,7 @@ pub fn parse(text: &str) -> Subcommand {
         None | Some("help") => Subcommand::Help,
         Some("sessions") => Subcommand::Sessions,
         Some("stop") => Subcommand::Stop(words.next().map(str::to_string)),
+        Some("link") => Subcommand::Link,
         Some(other) => Subcommand::Unknown(other.to_string()),
     }
 }
@@ -47,6 +50,7 @@ fn help(command: &str) -> String {
          • Reply in the thread to steer the same session.\n\
          • `{command} sessions` — this channel's live sessions.\n\
          • `{command} stop [SESSION]` — stop the thread's session (or the one named).\n\
+         • `{command} link` — link your Kortix account, to approve connector calls here.\n\
          • `{command} help` — this help."
     )
 }
@@ -60,6 +64,7 @@ impl Slack {
             }
             Subcommand::Sessions => self.channel_sessions(project, &cmd.channel).await?,
             Subcommand::Stop(named) => self.stop_from_slack(project, &cmd, named).await?,
+            Subcommand::Link => self.start_link(project, &cmd.user).await?,
         };
         self.call_now(
             &project.id,
@@ -152,6 +157,7 @@ mod tests {
         assert_eq!(parse("sessions"), Subcommand::Sessions);
         assert_eq!(parse("stop"), Subcommand::Stop(None));
         assert_eq!(parse("stop s-1 now"), Subcommand::Stop(Some("s-1".into())));
+        assert_eq!(parse("link"), Subcommand::Link);
         assert_eq!(parse("deploy"), Subcommand::Unknown("deploy".into()));
         assert!(help("/kortix").contains("`/kortix stop [SESSION]`"));
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Slack;
 use super::event::Message;
-use super::follower::{NewTurn, Reactions};
+use super::follower::Reactions;
 use super::web::body;
 use crate::error::{DomainError, DomainResult};
 use crate::sessions::lifecycle::StartRequest;
@@ -145,17 +145,15 @@ impl Slack {
             )
             .await;
         }
-        self.follow(
-            project,
-            &session.id,
-            &msg.channel,
-            &msg.thread_ts,
-            1,
-            NewTurn {
-                user_ts: msg.ts.clone(),
-                progress_ts: placeholder,
-            },
-        );
+        self.store()
+            .open_slack_turn(
+                &session.id,
+                &msg.ts,
+                placeholder.as_deref().unwrap_or(""),
+                1,
+            )
+            .await?;
+        self.follow(project, &session.id, &msg.channel, &msg.thread_ts);
         Ok(())
     }
 
@@ -192,23 +190,18 @@ impl Slack {
                 &format!("⏳ Queued for session `{}`", session.id),
             )
             .await;
-        let turn = NewTurn {
-            user_ts: msg.ts.clone(),
-            progress_ts: placeholder.clone(),
-        };
-        if !self.announce_turn(&session.id, turn.clone()).await {
-            // Nobody follows the session here (a restart, another replica): follow it from
-            // what is stored now, so only this turn's records are summarised.
-            let from = u64::try_from(session.acked_seq).unwrap_or(0) + 1;
-            self.follow(
-                project,
+        // Stored before the prompt is sent, so whichever replica follows the session knows
+        // the turn when its prompt shows in the records; followed from what is stored now.
+        let from = session.acked_seq + 1;
+        self.store()
+            .open_slack_turn(
                 &session.id,
-                &msg.channel,
-                &msg.thread_ts,
+                &msg.ts,
+                placeholder.as_deref().unwrap_or(""),
                 from,
-                turn,
-            );
-        }
+            )
+            .await?;
+        self.follow(project, &session.id, &msg.channel, &msg.thread_ts);
         if let Err(e) = self
             .deliver_when_running(&session.id, msg.text.clone())
             .await
@@ -219,6 +212,7 @@ impl Slack {
             );
             self.fail_turn(project, &msg, placeholder.as_deref(), &reactions, &text)
                 .await?;
+            self.store().close_slack_turn(&session.id, &msg.ts).await?;
         }
         Ok(())
     }
@@ -237,7 +231,7 @@ impl Slack {
             &msg.channel,
             &msg.thread_ts,
             placeholder,
-            reactions,
+            Some(reactions),
             text,
             false,
         )
@@ -276,6 +270,7 @@ impl Slack {
                     return self
                         .sessions()
                         .deliver_prompt(&session, text, String::new())
+                        .await
                         .map(drop);
                 }
                 SessionStatus::Provisioning => {}
