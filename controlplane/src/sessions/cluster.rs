@@ -306,11 +306,17 @@ mod tests {
 
         // And the other way round; A's own wake-ups came back to it and were ignored, so
         // its value is what it set itself.
-        hub_b.advance(&session, 2_000);
-        tokio::time::timeout(Duration::from_secs(10), durable_a.wait_for(|s| *s == 2_000))
-            .await
-            .expect("A follows B")
-            .unwrap();
+        // A's listener came up beside B's, but nothing above waited for it: B keeps advancing
+        // until A sees it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut seq_b = 2_000;
+        hub_b.advance(&session, seq_b);
+        while *durable_a.borrow() < 2_000 {
+            assert!(tokio::time::Instant::now() < deadline, "A follows B");
+            let _ = tokio::time::timeout(Duration::from_millis(200), durable_a.changed()).await;
+            seq_b += 1;
+            hub_b.advance(&session, seq_b);
+        }
 
         // Sessions nobody here follows are not tracked because of a wake-up.
         let unfollowed = crate::store::new_id();
