@@ -152,6 +152,20 @@ impl Fixture {
         .await
     }
 
+    /// A signed form post to the interactivity URL (slash commands and button clicks).
+    async fn interactivity(&self, form: &str) -> u16 {
+        self.post_signed(
+            "/v1/webhooks/slack/app/interactivity",
+            form,
+            "application/x-www-form-urlencoded",
+            now_secs(),
+            SIGNING_SECRET,
+            &[],
+        )
+        .await
+        .0
+    }
+
     async fn command(&self, text: &str) -> u16 {
         self.command_as("U0ALICE", text).await
     }
@@ -161,16 +175,7 @@ impl Fixture {
             "command=%2Fkortix&text={}&user_id={user}&channel_id={CHANNEL}&team_id=T0TEST",
             text.replace(' ', "+")
         );
-        self.post_signed(
-            "/v1/webhooks/slack/app/interactivity",
-            &form,
-            "application/x-www-form-urlencoded",
-            now_secs(),
-            SIGNING_SECRET,
-            &[],
-        )
-        .await
-        .0
+        self.interactivity(&form).await
     }
 
     /// Waits for an answer to `user` only containing `needle`.
@@ -257,16 +262,7 @@ impl Fixture {
             }],
         });
         let form = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
-        self.post_signed(
-            "/v1/webhooks/slack/app/interactivity",
-            &form,
-            "application/x-www-form-urlencoded",
-            now_secs(),
-            SIGNING_SECRET,
-            &[],
-        )
-        .await
-        .0
+        self.interactivity(&form).await
     }
 
     async fn approvals(&self) -> Vec<ApprovalInfo> {

@@ -208,16 +208,15 @@ impl Recipe {
         tar.mode(tar::HeaderMode::Deterministic);
         if let Source::Dockerfile { context, .. } = &self.source {
             for file in &context.files {
-                let mut header = tar::Header::new_gnu();
                 match file.kind {
                     TreeFileKind::Regular { executable } => {
-                        header.set_entry_type(tar::EntryType::Regular);
-                        header.set_mode(if executable { 0o755 } else { 0o644 });
-                        header.set_size(file.data.len() as u64);
-                        tar.append_data(&mut header, &file.path, file.data.as_slice())?;
+                        let mode = if executable { 0o755 } else { 0o644 };
+                        let size = file.data.len() as u64;
+                        runtime::append_regular(&mut tar, &file.path, mode, size, &file.data[..])?;
                     }
                     TreeFileKind::Symlink => {
                         let target = String::from_utf8_lossy(&file.data).into_owned();
+                        let mut header = tar::Header::new_gnu();
                         header.set_entry_type(tar::EntryType::Symlink);
                         header.set_mode(0o777);
                         header.set_size(0);
@@ -227,11 +226,8 @@ impl Recipe {
             }
         }
         let dockerfile = self.dockerfile(runtime, from);
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o644);
-        header.set_size(dockerfile.len() as u64);
-        tar.append_data(&mut header, DOCKERFILE, dockerfile.as_bytes())?;
+        let size = dockerfile.len() as u64;
+        runtime::append_regular(&mut tar, DOCKERFILE, 0o644, size, dockerfile.as_bytes())?;
         if *from == RuntimeFrom::Context {
             runtime.append_files(&mut tar, runtime::CONTEXT_DIR)?;
         }

@@ -170,11 +170,14 @@ impl RuntimeLayer {
         };
         for (path, source) in [(AGENT_FILE, &self.agent), (OPENCODE_FILE, &self.opencode)] {
             let file = std::fs::File::open(source)?;
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(0o755);
-            header.set_size(file.metadata()?.len());
-            tar.append_data(&mut header, under(path), std::io::BufReader::new(file))?;
+            let size = file.metadata()?.len();
+            append_regular(
+                tar,
+                &under(path),
+                0o755,
+                size,
+                std::io::BufReader::new(file),
+            )?;
         }
         if let Some(set) = &self.packages {
             // Links stay links (node_modules/.bin), inside the set.
@@ -193,11 +196,14 @@ impl RuntimeLayer {
         if self.packages.is_some() {
             dockerfile.push_str(IMAGE_PACKAGES);
         }
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o644);
-        header.set_size(dockerfile.len() as u64);
-        tar.append_data(&mut header, IMAGE_DOCKERFILE_PATH, dockerfile.as_bytes())?;
+        let size = dockerfile.len() as u64;
+        append_regular(
+            &mut tar,
+            IMAGE_DOCKERFILE_PATH,
+            0o644,
+            size,
+            dockerfile.as_bytes(),
+        )?;
         self.append_files(&mut tar, "")?;
         tar.into_inner()?.flush()
     }
@@ -206,6 +212,21 @@ impl RuntimeLayer {
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
+}
+
+/// Appends a regular file of `size` bytes read from `data` to a build context archive.
+pub(super) fn append_regular<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    mode: u32,
+    size: u64,
+    data: impl std::io::Read,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(mode);
+    header.set_size(size);
+    tar.append_data(&mut header, path, data)
 }
 
 fn digest_parts(parts: &[&str]) -> String {
