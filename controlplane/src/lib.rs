@@ -33,6 +33,7 @@ pub mod console;
 pub mod error;
 pub mod gateway;
 pub mod git;
+pub mod leases;
 pub mod manifests;
 pub mod metrics;
 pub mod permissions;

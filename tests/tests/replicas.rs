@@ -2,7 +2,8 @@
 //! person follows the session on replica B. B re-reads the store only once an hour here, so
 //! everything B's viewers get in time came through the wake-ups A sends over
 //! `LISTEN/NOTIFY`. A prompt sent on B reaches the agent on A through the store's command
-//! queue (and, queued while the agent was away, when it connects again).
+//! queue (and, queued while the agent was away, when it connects again); so does a stop, which
+//! leaves the agent its grace period to end the session itself.
 
 mod support;
 
@@ -242,6 +243,64 @@ async fn a_viewer_on_another_replica_is_woken_by_the_agents_replica() {
     drop(conn);
     drop(viewer);
     drop(states);
+    a.stop().await;
+    b.stop().await;
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_asked_on_another_replica_lets_the_agent_end_the_session() {
+    let Some(db) = Database::create().await else {
+        return;
+    };
+    let (a, b, token, session, agent) = two_replicas_agent_on_a(&db).await;
+    let mut conn = agent.connect(0).await.unwrap();
+    conn.send(running()).await.unwrap();
+    support::eventually("the session runs", DEADLINE, || async {
+        (b.session(&token, &session.id).await.status == SessionStatus::Running as i32).then_some(())
+    })
+    .await;
+
+    b.sessions(&token)
+        .stop_session(StopSessionRequest {
+            id: session.id.clone(),
+        })
+        .await
+        .unwrap();
+    // The stop reaches the agent on A through the command queue, with the grace period to
+    // save its work, instead of B ending a sandbox it cannot see.
+    let stop = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match conn.next().await.unwrap() {
+                Some(control_frame::Frame::Stop(s)) => return s,
+                Some(_) => {}
+                None => panic!("the agent's stream ended before the stop"),
+            }
+        }
+    })
+    .await
+    .expect("the stop reaches the agent");
+    assert!(stop.grace_ms > 0, "the agent gets a grace period: {stop:?}");
+    assert_eq!(
+        b.session(&token, &session.id).await.status,
+        SessionStatus::Stopping as i32
+    );
+    conn.send(In::State(StateReport {
+        status: SessionStatus::Stopped as i32,
+        reason: "stopped by the agent".into(),
+        r#final: true,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let ended = support::eventually("the session ends as the agent said", DEADLINE, || async {
+        let s = b.session(&token, &session.id).await;
+        (s.status == SessionStatus::Stopped as i32).then_some(s)
+    })
+    .await;
+    assert_eq!(ended.end_reason, "stopped by the agent");
+
+    drop(conn);
     a.stop().await;
     b.stop().await;
     db.drop_now().await;

@@ -36,9 +36,19 @@ pub(super) fn spawn(
             }
         }));
     }
-    tasks.push(tokio::spawn(
-        sessions.clone().run_sweeper(signalled(shutdown.clone())),
-    ));
+    // Jobs that must not run on two replicas at once take turns through leases.
+    let leases = crate::leases::Leases::new(sessions.store().clone());
+    {
+        let (leases, sessions) = (leases.clone(), sessions.clone());
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            leases
+                .run_singleton("session-sweeper", shutdown, |until| {
+                    sessions.clone().run_sweeper(until)
+                })
+                .await
+        }));
+    }
     tasks.push(tokio::spawn(
         sessions
             .clone()
@@ -72,15 +82,28 @@ pub(super) fn spawn(
             .clone()
             .run_command_relay(signalled(shutdown.clone())),
     ));
-    tasks.push(tokio::spawn(
-        crate::triggers::Sweeper::new(services.triggers.clone()).run(signalled(shutdown.clone())),
-    ));
-    tasks.push(tokio::spawn(
-        services
-            .connectors
-            .clone()
-            .run_approval_expiry(signalled(shutdown.clone())),
-    ));
+    {
+        let (leases, triggers) = (leases.clone(), services.triggers.clone());
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            leases
+                .run_singleton("trigger-sweep", shutdown, |until| {
+                    crate::triggers::Sweeper::new(triggers.clone()).run(until)
+                })
+                .await
+        }));
+    }
+    {
+        let connectors = services.connectors.clone();
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            leases
+                .run_singleton("approval-expiry", shutdown, |until| {
+                    connectors.clone().run_approval_expiry(until)
+                })
+                .await
+        }));
+    }
     tasks.push(tokio::spawn(
         services
             .connectors

@@ -367,11 +367,21 @@ impl Sessions {
                 hibernate,
             })),
         };
-        let grace = if self.hub.send_control(id, frame).is_ok() {
-            self.config.stop_grace
-        } else {
-            // Nobody to ask: end the sandbox now.
-            std::time::Duration::ZERO
+        // The agent may be connected to another replica: the stop goes through the command
+        // queue then, and that replica's agent gets the whole grace period to save its work.
+        let held_elsewhere = !self.hub.is_connected(id)
+            && session
+                .last_heartbeat_ms
+                .or(session.started_ms)
+                .is_some_and(|at| now_ms() - at < self.config.heartbeat_timeout.as_millis() as i64);
+        let grace = match self.send_command(id, frame).await {
+            Ok(()) if self.hub.is_connected(id) || held_elsewhere => self.config.stop_grace,
+            Ok(()) => std::time::Duration::ZERO,
+            Err(e) => {
+                // Nobody to ask: end the sandbox now.
+                tracing::info!(session = %id, error = %e, "stop: no agent to ask; ending the sandbox");
+                std::time::Duration::ZERO
+            }
         };
         let this = self.clone();
         let id_owned = id.to_string();
@@ -514,6 +524,9 @@ impl Sessions {
             }
             if let Err(e) = self.store.revoke_session_git_tokens(id).await {
                 tracing::error!(session = %id, error = %e, "revoking session git tokens");
+            }
+            if let Err(e) = self.store.clear_session_commands(id).await {
+                tracing::warn!(session = %id, error = %e, "forgetting queued commands");
             }
             // Wake viewers so they notice the end.
             let _ = self.hub.send_control(

@@ -92,6 +92,13 @@ impl Sessions {
             || self.started.elapsed() >= self.config.heartbeat_timeout + self.config.reconnect_grace
     }
 
+    /// Whether any replica stored a heartbeat of the session's agent within the heartbeat
+    /// timeout: the agent is connected somewhere, if not here.
+    fn heard_lately(&self, s: &Session, now: i64) -> bool {
+        s.last_heartbeat_ms
+            .is_some_and(|at| now - at < self.config.heartbeat_timeout.as_millis() as i64)
+    }
+
     /// Agents that never connected, and agents whose heartbeats stopped.
     async fn sweep_unconnected(&self, now: i64) {
         let deadline = now - self.config.connect_deadline.as_millis() as i64;
@@ -110,8 +117,12 @@ impl Sessions {
                 }
             },
             |s| async move {
-                // An agent that connected is cloning or starting OpenCode: not a zombie.
-                if self.may_judge(&s) && !self.hub.is_connected(&s.id) {
+                // An agent that connected is cloning or starting OpenCode: not a zombie. It
+                // may be connected to another replica, which stores its heartbeats.
+                if self.may_judge(&s)
+                    && !self.hub.is_connected(&s.id)
+                    && !self.heard_lately(&s, now)
+                {
                     self.fail(&s.id, never_connected).await;
                 }
             },

@@ -17,6 +17,7 @@ mod checkpoint;
 mod connectors;
 mod firings;
 mod grants;
+mod leases;
 mod notify;
 mod projects;
 mod records;

@@ -44,6 +44,18 @@ impl Store {
         Ok(inserted == 1)
     }
 
+    /// Forgets the frames still waiting for an ended session's agent: nobody will take them.
+    pub async fn clear_session_commands(&self, session_id: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM session_commands WHERE session_id = $1")
+                .bind(session_id)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .ctx(|| format!("clearing the commands of session {session_id}"))
+    }
+
     /// Takes the session's waiting frames, oldest first: whoever takes them delivers them.
     pub async fn take_session_commands(&self, session_id: &str) -> Result<Vec<Vec<u8>>> {
         let rows = with_pool!(self, |pool| {

@@ -459,14 +459,14 @@ impl Store {
         Ok(moved == 1)
     }
 
-    /// Records a heartbeat from a `running` (or `stopping`) session; false if it is in any
-    /// other state or unknown.
+    /// Records a heartbeat from a live (`provisioning`, `running` or `stopping`) session; false
+    /// if it has ended or is unknown.
     pub async fn record_heartbeat(&self, id: &str, idle_ms: i64, now_ms: i64) -> Result<bool> {
         Ok(self.record_heartbeats(&[(id, idle_ms, now_ms)]).await? == 1)
     }
 
     /// Stores many sessions' newest heartbeats (`(id, idle_ms, at_ms)`) in one transaction;
-    /// sessions not `running` or `stopping` (or unknown) are skipped. Returns how many
+    /// sessions that have ended (or unknown ones) are skipped. Returns how many
     /// sessions were updated. Rows are updated in id order, the order the record group commit
     /// locks them in, so the two never deadlock on PostgreSQL.
     pub async fn record_heartbeats(&self, beats: &[(&str, i64, i64)]) -> Result<u64> {
@@ -479,7 +479,7 @@ impl Store {
                 for &&(id, idle_ms, at_ms) in &sorted {
                     moved += sqlx::query(
                         "UPDATE sessions SET last_heartbeat_ms = $1, idle_ms = $2
-                         WHERE id = $3 AND status IN ('running', 'stopping')",
+                         WHERE id = $3 AND status IN ('provisioning', 'running', 'stopping')",
                     )
                     .bind(at_ms)
                     .bind(idle_ms.max(0))

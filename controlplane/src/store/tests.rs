@@ -627,12 +627,22 @@ async fn sessions_sweeps_heartbeats_and_delete(db: TestDb) {
             .await
             .unwrap()
     );
+    // A provisioning session's agent (cloning, on whichever replica) is heard too; an ended
+    // session's is not.
     assert!(
-        !store
+        store
             .record_heartbeat(&provisioning.id, 0, now)
             .await
             .unwrap()
     );
+    let ended = session_in(store, &project).await;
+    assert!(
+        store
+            .transition_session(&ended.id, &[Provisioning], Stopped, None)
+            .await
+            .unwrap()
+    );
+    assert!(!store.record_heartbeat(&ended.id, 0, now).await.unwrap());
 
     let stale_prov = store
         .stale_provisioning_sessions(now + 1, None, 10)
@@ -699,7 +709,7 @@ async fn sessions_sweeps_heartbeats_and_delete(db: TestDb) {
 
     // Reads over several projects.
     let both = [project.id.clone(), api.id.clone()];
-    assert_eq!(store.list_sessions_of(&both, 0).await.unwrap().len(), 3);
+    assert_eq!(store.list_sessions_of(&both, 0).await.unwrap().len(), 4);
     assert!(
         store
             .list_sessions_of(std::slice::from_ref(&api.id), 0)
