@@ -66,11 +66,18 @@ impl From<crate::store::Error> for DomainError {
             E::Invalid { .. } => DomainError::Invalid(message),
             E::BootstrapToken(_) => DomainError::Unauthenticated(message),
             E::LastOwner(_) => DomainError::Precondition(message),
-            e if e.is_unavailable() => DomainError::Unavailable(message),
+            // Said in so many words: the caller reached this server, whose database it is
+            // that does not answer (the CLI tells the two apart by this prefix).
+            e if e.is_unavailable() => {
+                DomainError::Unavailable(format!("{DATABASE_UNAVAILABLE} ({message})"))
+            }
             _ => DomainError::Internal(message),
         }
     }
 }
+
+/// How a store outage starts its UNAVAILABLE message.
+pub const DATABASE_UNAVAILABLE: &str = "the database is unavailable";
 
 impl From<DomainError> for Status {
     fn from(e: DomainError) -> Self {
@@ -142,6 +149,10 @@ mod tests {
         })
         .into();
         assert_eq!(outage.code(), Code::Unavailable, "{outage:?}");
+        assert!(
+            outage.message().starts_with(DATABASE_UNAVAILABLE),
+            "{outage:?}"
+        );
         let corrupt: Status = DomainError::from(E::Corrupt {
             what: "session status",
             reason: "\"zombie\"".into(),

@@ -9,6 +9,7 @@ pub mod daytona;
 pub mod git;
 pub mod opencode;
 pub mod pg;
+pub mod pg_cluster;
 pub mod podman;
 pub mod require;
 pub mod scripted_model;

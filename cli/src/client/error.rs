@@ -107,6 +107,10 @@ pub fn status_message(url: &str, status: &Status) -> String {
         Code::Unauthenticated => {
             format!("not authenticated: {msg} (pass --token or run kortix login)")
         }
+        // The server answered; its database did not (its message says so).
+        Code::Unavailable if msg.starts_with("the database is unavailable") => {
+            format!("the control plane at {url} answered, but {msg}; try again shortly")
+        }
         Code::Unavailable => format!("cannot reach the control plane at {url}: {msg}"),
         Code::Unimplemented => format!(
             "the control plane at {url} does not implement this call ({msg}); is it an older version?"
@@ -185,6 +189,18 @@ mod tests {
         assert_eq!(
             msg,
             "not authenticated: missing bearer token (pass --token or run kortix login)"
+        );
+    }
+
+    #[test]
+    fn a_database_outage_is_not_an_unreachable_server() {
+        let msg = status_message(
+            URL,
+            &Status::unavailable("the database is unavailable (reading session s: pool timed out)"),
+        );
+        assert_eq!(
+            msg,
+            "the control plane at http://127.0.0.1:8008 answered, but the database is unavailable (reading session s: pool timed out); try again shortly"
         );
     }
 

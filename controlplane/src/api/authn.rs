@@ -49,7 +49,7 @@ pub async fn middleware(
             Ok(token) => auth
                 .authenticate(token)
                 .await
-                .map_err(|e| Status::unauthenticated(e.to_string())),
+                .map_err(crate::auth::AuthError::into_status),
         },
     };
     let principal = match result {

@@ -35,3 +35,15 @@ pub enum AuthError {
     #[error("checking credentials: {0}")]
     Store(#[from] crate::store::Error),
 }
+
+impl AuthError {
+    /// The gRPC status for a caller refused with this error: a store that could not answer
+    /// is the server's trouble (UNAVAILABLE while its database is away), not the caller's
+    /// credentials.
+    pub fn into_status(self) -> tonic::Status {
+        match self {
+            AuthError::Store(e) => crate::error::DomainError::from(e).into(),
+            e => tonic::Status::unauthenticated(e.to_string()),
+        }
+    }
+}

@@ -79,8 +79,10 @@ pub const SQLITE_FILE_NAME: &str = "kortix.db";
 
 /// How long a connection waits for SQLite's write lock before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a caller waits for a pooled connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a caller waits for a pooled connection. Well inside a client's 30 s deadline, so
+/// that while PostgreSQL is unreachable (the pool keeps trying to connect until then) callers
+/// get UNAVAILABLE naming the database rather than their own deadline running out.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A wait for a pooled connection longer than this is logged as a warning. sqlx's default
 /// (a fraction of a second) turned every burst of load into thousands of log lines.
 const ACQUIRE_SLOW: Duration = Duration::from_secs(5);

@@ -219,6 +219,11 @@ impl ServerProcess {
             .collect()
     }
 
+    /// Whether the server's whole log so far contains `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|text| text.contains(needle))
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
