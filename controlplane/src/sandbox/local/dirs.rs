@@ -25,6 +25,8 @@ pub fn ended(dir: &Path, retention: Duration) -> io::Result<()> {
             start_ticks: 0,
             boot_id: String::new(),
             ended_ms: None,
+            machine_id: String::new(),
+            owner: None,
         });
     record.ended_ms = Some(crate::sessions::now_ms());
     record.write(dir)

@@ -132,7 +132,7 @@ impl LocalProvider {
             children: Arc::default(),
             exits,
         };
-        provider.adopt_previous();
+        provider.adopt_orphans();
         provider
     }
 
@@ -262,15 +262,27 @@ impl LocalProvider {
         }
     }
 
-    /// Takes over the sandboxes an earlier run of the control plane left running in this
-    /// data directory (their agents outlive it and reconnect), and reports the ones that ended
-    /// meanwhile so their sessions end too.
-    fn adopt_previous(&self) {
+    /// Takes over the sandboxes in this data directory that no running control plane
+    /// watches: left by an earlier run of this one, or by another replica on this machine that
+    /// died (their agents outlive it and reconnect). Reports the ones that ended meanwhile so
+    /// their sessions end too. Sandboxes of another machine sharing the directory, and those
+    /// a live replica watches, are left alone. Runs at start and at every housekeeping pass;
+    /// replicas take turns through a lock file, so one sandbox gets one new owner.
+    fn adopt_orphans(&self) {
         let entries = match std::fs::read_dir(&self.config.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                tracing::warn!(dir = %self.config.root.display(), error = %e, "looking for sandboxes of an earlier run");
+                tracing::warn!(dir = %self.config.root.display(), error = %e, "looking for sandboxes nobody watches");
+                return;
+            }
+        };
+        let _turn = match adoption_lock(&self.config.root) {
+            Ok(Some(lock)) => lock,
+            // Another replica is looking right now; the next pass looks again.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(dir = %self.config.root.display(), error = %e, "locking the sandbox directory for adoption");
                 return;
             }
         };
@@ -278,7 +290,7 @@ impl LocalProvider {
             let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if !is_safe_component(&id) || !entry.path().is_dir() {
+            if !is_safe_component(&id) || !entry.path().is_dir() || self.is_running(&id) {
                 continue;
             }
             let record = match SandboxRecord::read(&entry.path()) {
@@ -292,12 +304,24 @@ impl LocalProvider {
             if record.as_ref().is_some_and(|r| r.ended_ms.is_some()) {
                 continue;
             }
-            let alive = record
+            if record
                 .as_ref()
-                .and_then(|r| Some((r.pid, r.open_if_alive()?)));
+                .is_some_and(|r| r.is_on_another_machine() || r.is_watched_by_another_process())
+            {
+                continue;
+            }
+            let alive = record.as_ref().and_then(|r| Some((r, r.open_if_alive()?)));
             match alive {
-                Some((pid, pidfd)) => {
-                    tracing::info!(session = %id, pid, "adopted a sandbox left running by an earlier run");
+                Some((record, pidfd)) => {
+                    let pid = record.pid;
+                    let adopted = SandboxRecord {
+                        owner: record::Owner::this_process().ok(),
+                        ..record.clone()
+                    };
+                    if let Err(e) = adopted.write(&entry.path()) {
+                        tracing::warn!(session = %id, error = %e, "recording the sandbox's new owner");
+                    }
+                    tracing::info!(session = %id, pid, "adopted a sandbox no running control plane watched");
                     self.children
                         .lock()
                         .expect("children lock")
@@ -307,8 +331,7 @@ impl LocalProvider {
                         if let Err(e) = exited(pidfd).await {
                             tracing::warn!(session = %ending.id, error = %e, "watching an adopted sandbox; treating it as ended");
                         }
-                        let status =
-                            "ended (adopted after a control plane restart; exit status unknown)";
+                        let status = "ended (adopted from a control plane that stopped; exit status unknown)";
                         ending.finish(status.into(), false, Vec::new()).await;
                     });
                 }
@@ -316,7 +339,7 @@ impl LocalProvider {
                     // Its pid may belong to someone else by now: nothing to signal.
                     let ending = self.ending(&id, None);
                     tokio::spawn(async move {
-                        let status = "ended while the control plane was not running";
+                        let status = "ended while no control plane watched it";
                         ending.finish(status.into(), false, Vec::new()).await;
                     });
                 }
@@ -676,6 +699,7 @@ impl SandboxProvider for LocalProvider {
 
     fn housekeep(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            self.adopt_orphans();
             let (root, retention) = (self.config.root.clone(), self.config.retention);
             let running: std::collections::HashSet<String> = self
                 .children
@@ -694,6 +718,20 @@ impl SandboxProvider for LocalProvider {
                 tracing::warn!(error = %e, "removing expired sandbox directories");
             }
         })
+    }
+}
+
+/// An exclusive lock on `<root>/.adoption.lock`, or `None` while another process holds it.
+fn adoption_lock(root: &Path) -> std::io::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join(".adoption.lock"))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
     }
 }
 
@@ -856,7 +894,7 @@ mod tests {
             .expect("the dead sandbox is reported")
             .unwrap();
         assert_eq!(exit.session_id, "dead");
-        assert_eq!(exit.status, "ended while the control plane was not running");
+        assert_eq!(exit.status, "ended while no control plane watched it");
         assert!(!root.join("dead").exists());
         assert!(second.is_running("live"));
         let inventory = second.inventory().await.unwrap();
@@ -872,6 +910,74 @@ mod tests {
         assert!(exit.status.contains("adopted"), "{}", exit.status);
         assert!(!second.is_running("live"));
         assert!(!root.join("live").exists());
+    }
+
+    /// Replicas on one machine share the sandbox directory: a sandbox a live replica watches
+    /// is left to it, one of another machine is never touched, and when the watching
+    /// replica dies the next housekeeping pass of a survivor adopts its sandbox.
+    #[tokio::test]
+    async fn a_live_replicas_sandboxes_are_left_to_it_and_adopted_when_it_dies() {
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("sandboxes");
+        // The agent, and a process standing for the replica that started it.
+        let mut agent = std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut replica = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        let watched = SandboxRecord {
+            owner: Some(record::Owner {
+                pid: replica.id() as i32,
+                start_ticks: SandboxRecord::of(replica.id() as i32).unwrap().start_ticks,
+            }),
+            ..SandboxRecord::of(agent.id() as i32).unwrap()
+        };
+        std::fs::create_dir_all(root.join("theirs/workspace")).unwrap();
+        watched.write(&root.join("theirs")).unwrap();
+        let elsewhere = SandboxRecord {
+            machine_id: "another-machine".into(),
+            boot_id: "another-boot".into(),
+            ..watched.clone()
+        };
+        std::fs::create_dir_all(root.join("remote/workspace")).unwrap();
+        elsewhere.write(&root.join("remote")).unwrap();
+
+        let agent_bin = script(dir.path(), "exec sleep 300\n");
+        let (survivor, mut exits) = plain_provider(&root, agent_bin, Duration::ZERO);
+        survivor.housekeep().await;
+        assert!(
+            !survivor.is_running("theirs"),
+            "a live replica's sandbox is left to it"
+        );
+        assert!(!survivor.is_running("remote"));
+        assert!(exits.try_recv().is_err(), "nothing was reported as ended");
+
+        // The replica dies: the survivor's next pass adopts its sandbox, and records that it
+        // now watches it; the other machine's sandbox is still left alone.
+        replica.kill().unwrap();
+        replica.wait().unwrap();
+        survivor.housekeep().await;
+        assert!(survivor.is_running("theirs"));
+        let owner = SandboxRecord::read(&root.join("theirs"))
+            .unwrap()
+            .unwrap()
+            .owner;
+        assert_eq!(owner, Some(record::Owner::this_process().unwrap()));
+        assert!(!survivor.is_running("remote"));
+        assert!(root.join("remote").exists());
+
+        survivor.kill("theirs").await.unwrap();
+        let _ = agent.wait();
+        let exit = tokio::time::timeout(Duration::from_secs(20), exits.recv())
+            .await
+            .expect("the adopted sandbox's end is seen")
+            .unwrap();
+        assert_eq!(exit.session_id, "theirs");
     }
 
     #[tokio::test]

@@ -23,17 +23,69 @@ pub struct SandboxRecord {
     /// retention period has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_ms: Option<i64>,
+    /// `/etc/machine-id` of the machine it runs on: a data directory shared between
+    /// machines holds other machines' sandboxes, which are theirs to watch (empty: unknown,
+    /// records from before it was kept, taken as this machine's).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub machine_id: String,
+    /// The control-plane process that watches it. Another replica on the machine takes the
+    /// sandbox over once this process is gone (`None`: records from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// A control-plane process, told from a later process with the same pid by its start time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Owner {
+    pub pid: i32,
+    pub start_ticks: u64,
+}
+
+impl Owner {
+    pub fn this_process() -> io::Result<Owner> {
+        let pid = std::process::id() as i32;
+        Ok(Owner {
+            pid,
+            start_ticks: start_ticks(pid)?,
+        })
+    }
+
+    /// Whether this owner is another process that is still running (on this machine, since
+    /// this boot: callers check the record's machine and boot first).
+    pub fn is_another_live_process(&self) -> bool {
+        self.pid != std::process::id() as i32
+            && start_ticks(self.pid).is_ok_and(|t| t == self.start_ticks)
+            && !is_zombie(self.pid)
+    }
 }
 
 impl SandboxRecord {
     /// The record of a process that is running now.
+    /// The record of a process that is running now, watched by this process.
     pub fn of(pid: i32) -> io::Result<Self> {
         Ok(Self {
             pid,
             start_ticks: start_ticks(pid)?,
             boot_id: boot_id()?,
             ended_ms: None,
+            machine_id: machine_id(),
+            owner: Some(Owner::this_process()?),
         })
+    }
+
+    /// Whether it runs on another machine (that shares the data directory).
+    pub fn is_on_another_machine(&self) -> bool {
+        let here = machine_id();
+        !self.machine_id.is_empty() && !here.is_empty() && self.machine_id != here
+    }
+
+    /// Whether another control-plane process on this machine, still running, watches it.
+    pub fn is_watched_by_another_process(&self) -> bool {
+        boot_id().is_ok_and(|b| b == self.boot_id)
+            && self
+                .owner
+                .as_ref()
+                .is_some_and(Owner::is_another_live_process)
     }
 
     pub fn path(dir: &Path) -> PathBuf {
@@ -96,6 +148,13 @@ fn start_ticks(pid: i32) -> io::Result<u64> {
 /// Field 3 (`state`): `Z` for a process that has exited and waits to be reaped.
 fn is_zombie(pid: i32) -> bool {
     stat_fields(pid).is_ok_and(|f| f.first().is_some_and(|s| s == "Z" || s == "X"))
+}
+
+/// This machine's id (`/etc/machine-id`, stable across reboots), or empty when it has none.
+fn machine_id() -> String {
+    std::fs::read_to_string("/etc/machine-id")
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn boot_id() -> io::Result<String> {
