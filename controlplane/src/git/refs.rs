@@ -329,6 +329,48 @@ mod tests {
         assert_eq!(resolve_branch(&repo, "main").unwrap(), Some(b));
     }
 
+    /// Replicas sharing repository storage update refs from different processes: a
+    /// compare-and-swap here racing one by the `git` program (another process, git's own
+    /// lock files) never lets both win, round after round.
+    #[test]
+    fn compare_and_swap_holds_against_another_process() {
+        let (_dir, repo) = bare_repo();
+        let name = "refs/kortix/race";
+        let mut current = blob(&repo, "start");
+        update_ref(&repo, name, Expected::MustNotExist, current, "create").unwrap();
+        let git = kortix_tests::git::GitEnv::new();
+        for round in 0..20 {
+            let ours = blob(&repo, &format!("ours {round}"));
+            let theirs = blob(&repo, &format!("theirs {round}"));
+            let barrier = Arc::new(Barrier::new(2));
+            let other = {
+                let (barrier, path) = (barrier.clone(), repo.path().to_path_buf());
+                let mut cmd = git.command(&path);
+                cmd.args([
+                    "update-ref",
+                    name,
+                    &theirs.to_string(),
+                    &current.to_string(),
+                ]);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    cmd.output().unwrap().status.success()
+                })
+            };
+            barrier.wait();
+            let we_won =
+                update_ref(&repo, name, Expected::MustEqual(current), ours, "race").is_ok();
+            let they_won = other.join().unwrap();
+            assert!(
+                we_won != they_won,
+                "round {round}: exactly one writer wins ({we_won}, {they_won})"
+            );
+            let now = read_ref(&repo, name).unwrap().unwrap();
+            assert_eq!(now, if we_won { ours } else { theirs }, "round {round}");
+            current = now;
+        }
+    }
+
     #[test]
     fn refuses_names_outside_refs() {
         let (_dir, repo) = bare_repo();
