@@ -10,6 +10,7 @@
 
 use super::Sessions;
 use crate::store::Store;
+use kortix_proto::v1::{ControlFrame, Stop, control_frame::Frame};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +22,14 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 struct Beat {
     idle_ms: i64,
     at_ms: i64,
+}
+
+/// What one flush did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    pub stored: usize,
+    /// Sessions that beat although they have ended.
+    pub ended: Vec<String>,
 }
 
 /// The newest unstored heartbeat of each session. Bounded by the number of connected agents.
@@ -39,19 +48,23 @@ impl HeartbeatBook {
         self.pending.lock().expect("heartbeat book lock").len()
     }
 
-    /// Writes every pending heartbeat in one transaction. On failure they go back into the
-    /// map (unless a newer one arrived meanwhile) for the next flush.
-    pub async fn flush(&self, store: &Store) -> crate::store::Result<usize> {
+    /// Writes every pending heartbeat in one transaction; returns how many it wrote and the
+    /// sessions whose beats were refused because they have ended. On failure the beats go
+    /// back into the map (unless a newer one arrived meanwhile) for the next flush.
+    pub async fn flush(&self, store: &Store) -> crate::store::Result<Flushed> {
         let taken = std::mem::take(&mut *self.pending.lock().expect("heartbeat book lock"));
         if taken.is_empty() {
-            return Ok(0);
+            return Ok(Flushed::default());
         }
         let beats: Vec<(&str, i64, i64)> = taken
             .iter()
             .map(|(id, b)| (&**id, b.idle_ms, b.at_ms))
             .collect();
         match store.record_heartbeats(&beats).await {
-            Ok(_) => Ok(taken.len()),
+            Ok(ended) => Ok(Flushed {
+                stored: taken.len() - ended.len(),
+                ended,
+            }),
             Err(e) => {
                 let mut pending = self.pending.lock().expect("heartbeat book lock");
                 for (id, beat) in taken {
@@ -74,13 +87,52 @@ impl Sessions {
                 _ = &mut shutdown => true,
                 _ = tick.tick() => false,
             };
-            if let Err(e) = self.heartbeats.flush(&self.store).await {
-                tracing::warn!(error = %e, pending = self.heartbeats.pending(), "storing heartbeats; retrying next flush");
+            match self.heartbeats.flush(&self.store).await {
+                Ok(flushed) => {
+                    for id in &flushed.ended {
+                        self.stop_agent_of_ended(id).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, pending = self.heartbeats.pending(), "storing heartbeats; retrying next flush");
+                }
             }
             if last {
                 return;
             }
         }
+    }
+}
+
+impl Sessions {
+    /// Tells an agent connected here that its session has ended. The replica that ended it
+    /// tells only the agents connected to itself; this one learns it when the store refuses
+    /// the agent's heartbeat (after a pause of this process, a lost database, a race).
+    async fn stop_agent_of_ended(&self, id: &str) {
+        if !self.hub.is_connected(id) {
+            return;
+        }
+        let session = match self.store.get_session(id).await {
+            Ok(s) if s.status.is_terminal() => s,
+            Ok(_) => return,
+            Err(e) => {
+                if !e.is_not_found() {
+                    tracing::warn!(session = %id, error = %e, "reading an ended session");
+                }
+                return;
+            }
+        };
+        tracing::warn!(session = %id, status = %session.status, "the session ended elsewhere while its agent streams here; stopping the agent");
+        let _ = self.hub.send_control(
+            id,
+            ControlFrame {
+                frame: Some(Frame::Stop(Stop {
+                    reason: format!("session {}", session.status),
+                    grace_ms: 0,
+                    hibernate: session.status == crate::store::SessionStatus::Hibernated,
+                })),
+            },
+        );
     }
 }
 
@@ -118,7 +170,9 @@ mod tests {
         book.record(&ids[1], 30, 3_000);
         // Unknown sessions are skipped, not an error for the others.
         book.record(&Arc::from("ghost"), 1, 1);
-        assert_eq!(book.flush(store).await.unwrap(), 3);
+        let flushed = book.flush(store).await.unwrap();
+        assert_eq!(flushed.stored, 2);
+        assert_eq!(flushed.ended, ["ghost"]);
         assert_eq!(book.pending(), 0);
         let a = store.get_session(&ids[0]).await.unwrap();
         assert_eq!((a.idle_ms, a.last_heartbeat_ms), (20, Some(2_000)));
@@ -128,7 +182,7 @@ mod tests {
             store.get_session(&ids[2]).await.unwrap().last_heartbeat_ms,
             None
         );
-        assert_eq!(book.flush(store).await.unwrap(), 0);
+        assert_eq!(book.flush(store).await.unwrap(), Flushed::default());
     }
 
     async fn a_failed_flush_keeps_the_beats(db: TestDb) {
@@ -141,7 +195,7 @@ mod tests {
         assert!(book.flush(store).await.is_err());
         assert_eq!(book.pending(), 1);
         let reopened = db.reopen().await;
-        assert_eq!(book.flush(&reopened).await.unwrap(), 1);
+        assert_eq!(book.flush(&reopened).await.unwrap().stored, 1);
         assert_eq!(reopened.get_session(&id).await.unwrap().idle_ms, 5);
     }
 

@@ -462,22 +462,26 @@ impl Store {
     /// Records a heartbeat from a live (`provisioning`, `running` or `stopping`) session; false
     /// if it has ended or is unknown.
     pub async fn record_heartbeat(&self, id: &str, idle_ms: i64, now_ms: i64) -> Result<bool> {
-        Ok(self.record_heartbeats(&[(id, idle_ms, now_ms)]).await? == 1)
+        Ok(self
+            .record_heartbeats(&[(id, idle_ms, now_ms)])
+            .await?
+            .is_empty())
     }
 
     /// Stores many sessions' newest heartbeats (`(id, idle_ms, at_ms)`) in one transaction;
-    /// sessions that have ended (or unknown ones) are skipped. Returns how many
-    /// sessions were updated. Rows are updated in id order, the order the record group commit
-    /// locks them in, so the two never deadlock on PostgreSQL.
-    pub async fn record_heartbeats(&self, beats: &[(&str, i64, i64)]) -> Result<u64> {
+    /// sessions that have ended (or unknown ones) are skipped and returned: an agent still
+    /// beating for an ended session was not told (its session ended on another replica).
+    /// Rows are updated in id order, the order the record group commit locks them in, so the
+    /// two never deadlock on PostgreSQL.
+    pub async fn record_heartbeats(&self, beats: &[(&str, i64, i64)]) -> Result<Vec<String>> {
         let mut sorted: Vec<&(&str, i64, i64)> = beats.iter().collect();
         sorted.sort_by_key(|b| b.0);
         with_pool!(self, |pool| {
             async {
                 let mut tx = pool.begin_write().await?;
-                let mut moved = 0;
+                let mut skipped = Vec::new();
                 for &&(id, idle_ms, at_ms) in &sorted {
-                    moved += sqlx::query(
+                    let moved = sqlx::query(
                         "UPDATE sessions SET last_heartbeat_ms = $1, idle_ms = $2
                          WHERE id = $3 AND status IN ('provisioning', 'running', 'stopping')",
                     )
@@ -487,9 +491,12 @@ impl Store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                    if moved == 0 {
+                        skipped.push(id.to_string());
+                    }
                 }
                 tx.commit().await?;
-                Ok(moved)
+                Ok(skipped)
             }
             .await
         })

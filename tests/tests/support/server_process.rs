@@ -58,6 +58,25 @@ impl ServerProcess {
         server
     }
 
+    /// Another replica beside this one: the same data directory (its CA, master key and
+    /// repositories), its own ports, home and log under `root`, and `extra_args` (give both
+    /// the same `--database-url`).
+    pub fn another_replica(&self, root: &Path, extra_args: &[&str]) -> Self {
+        let home = root.join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut server = ServerProcess {
+            child: None,
+            data_dir: self.data_dir.clone(),
+            public: free_port(),
+            agent: free_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            log: root.join("server.log"),
+            home,
+        };
+        server.spawn();
+        server
+    }
+
     fn spawn(&mut self) {
         let opencode = kortix_tests::opencode_bin().expect("pinned OpenCode installs");
         let log = std::fs::OpenOptions::new()
