@@ -1,7 +1,8 @@
 //! `AgentGateway`: the mTLS service session agents talk to.
 //!
 //! - [`identity`]: who is calling, from the verified client certificate only.
-//! - [`enroll`]: bootstrap token + CSR → short-lived client certificate; renewal.
+//! - [`enroll`]: bootstrap token + CSR → short-lived client certificate and a single-use
+//!   renewal secret; renewal; re-enrollment of a restarted agent with that secret.
 //! - [`connect`]: the bidirectional stream (bootstrap, records and acks, heartbeats, prompts,
 //!   stop).
 //! - [`credentials`]: just-in-time git tokens scoped to the session's branch.
@@ -73,6 +74,19 @@ impl AgentGateway for Gateway {
     ) -> Result<Response<EnrollResponse>, Status> {
         let who = self.identify(&request).await?;
         self.do_renew(&who, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reenroll(
+        &self,
+        request: Request<ReenrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let from = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        self.do_reenroll(request.into_inner(), &from)
             .await
             .map(Response::new)
     }

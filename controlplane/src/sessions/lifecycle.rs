@@ -515,6 +515,9 @@ impl Sessions {
             if let Err(e) = self.store.revoke_session_git_tokens(id).await {
                 tracing::error!(session = %id, error = %e, "revoking session git tokens");
             }
+            if let Err(e) = self.store.delete_renewal_secret(id).await {
+                tracing::error!(session = %id, error = %e, "forgetting the agent's renewal secret");
+            }
             // Wake viewers so they notice the end.
             let _ = self.hub.send_control(
                 id,

@@ -95,6 +95,7 @@ impl Sessions {
     /// Agents that never connected, and agents whose heartbeats stopped.
     async fn sweep_unconnected(&self, now: i64) {
         let deadline = now - self.config.connect_deadline.as_millis() as i64;
+        let lost_before = now - self.config.heartbeat_timeout.as_millis() as i64;
         let never_connected = &format!(
             "agent never connected (waited {} s)",
             self.config.connect_deadline.as_secs()
@@ -110,15 +111,17 @@ impl Sessions {
                 }
             },
             |s| async move {
-                // An agent that connected is cloning or starting OpenCode: not a zombie.
-                if self.may_judge(&s) && !self.hub.is_connected(&s.id) {
+                // An agent that connected is cloning or starting OpenCode: not a zombie —
+                // connected here, or heartbeating to another replica (its heartbeats are in
+                // the store), or reconnecting within the heartbeat timeout.
+                let heartbeating = s.last_heartbeat_ms.is_some_and(|at| at >= lost_before);
+                if self.may_judge(&s) && !heartbeating && !self.hub.is_connected(&s.id) {
                     self.fail(&s.id, never_connected).await;
                 }
             },
         )
         .await;
 
-        let lost_before = now - self.config.heartbeat_timeout.as_millis() as i64;
         let lost = &format!(
             "agent lost: no heartbeat for {} s",
             self.config.heartbeat_timeout.as_secs()

@@ -479,7 +479,7 @@ impl Store {
                 for &&(id, idle_ms, at_ms) in &sorted {
                     moved += sqlx::query(
                         "UPDATE sessions SET last_heartbeat_ms = $1, idle_ms = $2
-                         WHERE id = $3 AND status IN ('running', 'stopping')",
+                         WHERE id = $3 AND status IN ('provisioning', 'running', 'stopping')",
                     )
                     .bind(at_ms)
                     .bind(idle_ms.max(0))
