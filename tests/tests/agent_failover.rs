@@ -760,11 +760,18 @@ async fn a_network_cut_shorter_than_the_heartbeat_timeout_loses_nothing() {
     let cut = Duration::from_secs(8);
     ns.link(false);
     let down = Instant::now();
+    let mut stalled_at = None;
     while down.elapsed() < cut {
         let s = status(&server, &id);
         assert_eq!(s, "running", "the session while the link is down");
+        if stalled_at.is_none() && down.elapsed() >= Duration::from_secs(2) {
+            stalled_at = Some(tick_count(&server.records(&id)));
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The cut is real: nothing arrived in its last seconds (the stand-in printed ~300 lines).
+    let during = tick_count(&server.records(&id)) - stalled_at.expect("sampled during the cut");
+    assert!(during < 50, "{during} lines arrived through the cut");
     ns.link(true);
     until_running(&server, &id, "records after the cut", DEADLINE, |r| {
         // The stand-in printed ~50 lines a second throughout: all of them arrive.

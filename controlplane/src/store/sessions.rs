@@ -466,7 +466,9 @@ impl Store {
     }
 
     /// Stores many sessions' newest heartbeats (`(id, idle_ms, at_ms)`) in one transaction;
-    /// sessions not `running` or `stopping` (or unknown) are skipped. Returns how many
+    /// sessions not `provisioning`, `running` or `stopping` (or unknown) are skipped (a
+    /// provisioning session's heartbeats tell every replica's sweeper that its agent is
+    /// connected somewhere). Returns how many
     /// sessions were updated. Rows are updated in id order, the order the record group commit
     /// locks them in, so the two never deadlock on PostgreSQL.
     pub async fn record_heartbeats(&self, beats: &[(&str, i64, i64)]) -> Result<u64> {
