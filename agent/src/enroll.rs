@@ -546,3 +546,91 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{Spool, SpoolOptions};
+
+    fn self_signed() -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A URL nothing listens on.
+    fn dead_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("https://{}", listener.local_addr().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_lost_gateway_moves_the_agent_to_the_next_one_once() {
+        let (cert, key) = self_signed();
+        let identity = AgentIdentity {
+            session_id: "s".into(),
+            chain_pem: cert.clone(),
+            ca_pem: cert,
+            key_pem: key,
+            not_after_unix_s: 0,
+            renew_after_unix_s: 0,
+            renewal_secret: Some("kxr_secret".into()),
+        };
+        let urls: Vec<String> = ["https://a:1", "https://b:2", "https://c:3"]
+            .map(String::from)
+            .into();
+        let (gateway, _keeper) = Gateway::with_urls(urls, 2, identity).unwrap();
+        assert_eq!(gateway.url(), "https://c:3");
+        assert_eq!(
+            gateway.identity().renewal_secret,
+            None,
+            "not kept in memory"
+        );
+        assert_eq!(gateway.fail_over("https://c:3"), "https://a:1");
+        // A second report of the same loss (another task saw it too) moves nothing.
+        assert_eq!(gateway.fail_over("https://c:3"), "https://a:1");
+        assert_eq!(gateway.fail_over("https://a:1"), "https://b:2");
+        assert_eq!(gateway.url(), "https://b:2");
+
+        let (single, _keeper) = Gateway::new("https://only:1", gateway.identity()).unwrap();
+        assert_eq!(single.fail_over("https://only:1"), "https://only:1");
+    }
+
+    #[tokio::test]
+    async fn enrollment_tries_every_gateway_and_gives_up_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = RecordSink::new(Spool::open(dir.path(), SpoolOptions::default()).unwrap());
+        sink.activate(0).unwrap();
+        let (ca, _) = self_signed();
+        let urls = vec![dead_url(), dead_url()];
+        let started = tokio::time::Instant::now();
+        let err = enroll_any(
+            &urls,
+            1,
+            &ca,
+            Credential::Bootstrap("kxb_unused"),
+            &sink,
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(!err.is_refused_credential(), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(15));
+        let said: String = sink
+            .next_batch()
+            .iter()
+            .filter_map(|r| match &r.body {
+                Some(kortix_proto::v1::record::Body::Log(l)) => Some(l.line.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        for url in &urls {
+            assert!(said.contains(&format!("trying {url}")), "{said}");
+        }
+    }
+}
