@@ -15,8 +15,9 @@ pub enum CaTrust {
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `https://host:port` of the agent gateway.
-    pub control_plane: String,
+    /// `https://host:port` of every agent gateway (the control plane's replicas), at least
+    /// one: the agent enrolls through any that answers and fails over between them.
+    pub control_planes: Vec<String>,
     pub session_id: String,
     pub bootstrap_token: String,
     pub ca: CaTrust,
@@ -69,16 +70,7 @@ impl Config {
                 .filter(|v| !v.trim().is_empty())
                 .ok_or(ConfigError::Missing(name))
         };
-        let control_plane = req("KORTIX_CONTROL_PLANE")?
-            .trim()
-            .trim_end_matches('/')
-            .to_owned();
-        if !control_plane.starts_with("https://") {
-            return Err(ConfigError::Invalid {
-                name: "KORTIX_CONTROL_PLANE",
-                reason: format!("{control_plane:?} must be an https:// URL"),
-            });
-        }
+        let control_planes = parse_control_planes(&req("KORTIX_CONTROL_PLANE")?)?;
         let session_id = req("KORTIX_SESSION_ID")?;
         let bootstrap_token = req("KORTIX_BOOTSTRAP_TOKEN")?;
         let ca = match (
@@ -115,7 +107,7 @@ impl Config {
         };
         let helper_exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kortix-agent"));
         Ok(Config {
-            control_plane,
+            control_planes,
             session_id,
             bootstrap_token,
             ca,
@@ -136,14 +128,44 @@ impl Config {
                 .map(PathBuf::from),
         })
     }
+}
 
-    /// `host:port` authority and the bare host of `control_plane`.
-    pub fn control_plane_host(&self) -> Result<String, ConfigError> {
-        host_of(&self.control_plane).ok_or_else(|| ConfigError::Invalid {
-            name: "KORTIX_CONTROL_PLANE",
-            reason: format!("no host in {:?}", self.control_plane),
-        })
+/// Most gateway URLs `KORTIX_CONTROL_PLANE` may list.
+pub const MAX_CONTROL_PLANES: usize = 16;
+
+/// `KORTIX_CONTROL_PLANE`: one `https://` URL or a comma-separated list of them (one per
+/// control-plane replica), duplicates dropped, order kept.
+pub fn parse_control_planes(value: &str) -> Result<Vec<String>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "KORTIX_CONTROL_PLANE",
+        reason,
+    };
+    let mut urls: Vec<String> = Vec::new();
+    for part in value.split(',') {
+        let url = part.trim().trim_end_matches('/');
+        if url.is_empty() {
+            continue;
+        }
+        if !url.starts_with("https://") {
+            return Err(invalid(format!("{url:?} must be an https:// URL")));
+        }
+        if host_of(url).is_none() {
+            return Err(invalid(format!("no host in {url:?}")));
+        }
+        if !urls.iter().any(|u| u == url) {
+            urls.push(url.to_owned());
+        }
     }
+    if urls.is_empty() {
+        return Err(invalid("names no URL".into()));
+    }
+    if urls.len() > MAX_CONTROL_PLANES {
+        return Err(invalid(format!(
+            "names {} URLs; at most {MAX_CONTROL_PLANES}",
+            urls.len()
+        )));
+    }
+    Ok(urls)
 }
 
 /// The host part of an `https://host[:port][/...]` URL, without brackets for IPv6.
@@ -235,13 +257,31 @@ mod tests {
         let fp = "AB:".repeat(31) + "AB";
         env.push(("KORTIX_CA_FINGERPRINT", &fp));
         let c = Config::from_lookup(lookup(&env)).unwrap();
-        assert_eq!(c.control_plane, "https://127.0.0.1:7443");
+        assert_eq!(c.control_planes, ["https://127.0.0.1:7443"]);
         assert_eq!(c.ca, CaTrust::Fingerprint([0xab; 32]));
         assert_eq!(c.workspace, PathBuf::from("/workspace"));
         assert_eq!(c.opencode_bin, PathBuf::from("opencode"));
         assert_eq!(c.spool_dir, PathBuf::from("/home/u/.kortix-agent"));
         assert_eq!(c.heartbeat_interval, DEFAULT_HEARTBEAT);
-        assert_eq!(c.control_plane_host().unwrap(), "127.0.0.1");
+    }
+
+    #[test]
+    fn a_list_of_gateways() {
+        assert_eq!(
+            parse_control_planes(" https://a:1/, https://b:2 ,,https://a:1").unwrap(),
+            ["https://a:1", "https://b:2"]
+        );
+        for bad in ["", " , ", "https://a:1,http://b:2", "https://", "nope"] {
+            assert!(
+                matches!(parse_control_planes(bad), Err(ConfigError::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
+        let many = (0..=MAX_CONTROL_PLANES)
+            .map(|i| format!("https://h{i}:1"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(parse_control_planes(&many).is_err());
     }
 
     #[test]

@@ -113,13 +113,16 @@ impl Connection {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut closing: Option<(Instant, oneshot::Sender<bool>)> = None;
         let mut was_disconnected = false;
+        let mut lost_at: Option<Instant> = None;
         loop {
+            let url = self.gateway.url();
             let end = self
                 .session(
                     &mut close_rx,
                     &mut closing,
                     &mut backoff,
                     &mut was_disconnected,
+                    &mut lost_at,
                 )
                 .await;
             match end {
@@ -148,13 +151,16 @@ impl Connection {
                         return;
                     }
                     let delay = backoff.next_delay();
+                    lost_at.get_or_insert_with(Instant::now);
+                    // The next attempt goes to the next gateway (another replica), if any.
+                    let next = self.gateway.fail_over(&url);
                     let status = self.state.borrow().status();
                     if !was_disconnected
                         || backoff.attempts() <= 3
                         || backoff.attempts().is_multiple_of(10)
                     {
                         self.sink.agent(format!(
-                            "control plane stream lost: {reason}; reconnecting in {} ms (attempt {})",
+                            "control plane stream to {url} lost: {reason}; reconnecting to {next} in {} ms (attempt {})",
                             delay.as_millis(),
                             backoff.attempts()
                         ));
@@ -191,6 +197,7 @@ impl Connection {
         closing: &mut Option<(Instant, oneshot::Sender<bool>)>,
         backoff: &mut Backoff,
         was_disconnected: &mut bool,
+        lost_at: &mut Option<Instant>,
     ) -> StreamEnd {
         let (tx, rx) = mpsc::channel::<AgentFrame>(8);
         let hello = AgentFrame {
@@ -235,9 +242,15 @@ impl Connection {
         if *was_disconnected {
             *was_disconnected = false;
             let status = self.state.borrow().status();
-            self.sink.state(status, "reconnected", "");
-            self.sink.agent("control plane stream re-established");
+            let url = self.gateway.url();
+            let after = lost_at.take().map_or(0, |t| t.elapsed().as_millis());
+            self.sink.state(status, "reconnected", url.clone());
+            self.sink.agent(format!(
+                "control plane stream re-established via {url}, {after} ms after it was lost; resending from seq {}",
+                bootstrap.acked_seq + 1
+            ));
         }
+        *lost_at = None;
         if self
             .events
             .send(ControlEvent::Bootstrap(bootstrap))

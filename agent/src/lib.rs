@@ -16,6 +16,7 @@ pub mod private_socket;
 pub mod process;
 pub mod records;
 pub mod redact;
+pub mod renewal;
 pub mod secrets;
 pub mod stop;
 pub mod tls;

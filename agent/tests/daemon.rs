@@ -65,7 +65,7 @@ fn config(
     home: &OpencodeHome,
 ) -> Config {
     Config {
-        control_plane: gw.url.clone(),
+        control_planes: vec![gw.url.clone()],
         session_id: session.into(),
         bootstrap_token: gw.token.clone(),
         ca,

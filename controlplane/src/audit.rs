@@ -66,6 +66,12 @@ pub async fn record_trigger(store: &Store, origin: &str, event: Event<'_>) {
     append(store, origin, name, "", "", event).await;
 }
 
+/// Appends `event` as done by the agent of session `session_id`, from `from` (its address).
+pub async fn record_agent(store: &Store, session_id: &str, from: &str, event: Event<'_>) {
+    let actor = format!("agent:{session_id}");
+    append(store, &actor, "", "", from, event).await;
+}
+
 async fn append(
     store: &Store,
     actor: &str,

@@ -83,7 +83,9 @@ pub struct ServerConfig {
     pub sandbox: SandboxKind,
     /// How sandboxes and clients reach the public listener; defaults to `http://<listen>`.
     pub public_url: Option<String>,
-    /// How sandboxes reach the agent listener; defaults to `https://<agent_listen>`.
+    /// How sandboxes reach the agent listener; defaults to `https://<agent_listen>`. A
+    /// comma-separated list names every replica's agent listener: sandboxes get all of them
+    /// (`KORTIX_CONTROL_PLANE`), enroll through any that answers and fail over between them.
     pub agent_url: Option<String>,
     /// The `kortix-agent` binary the local provider runs; defaults to the one beside this
     /// executable, else `kortix-agent` on `PATH`.
@@ -138,6 +140,31 @@ impl Default for Timings {
             store_poll: d.store_poll,
         }
     }
+}
+
+/// The URLs of a comma-separated agent URL list, trimmed, without empty entries.
+pub fn agent_url_list(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|u| !u.is_empty())
+}
+
+/// Checks an agent URL list: at least one URL, each `https://host[:port]`, at most 16.
+pub fn check_agent_urls(list: &str) -> Result<(), String> {
+    let urls: Vec<&str> = agent_url_list(list).collect();
+    if urls.is_empty() {
+        return Err("--agent-url names no URL".into());
+    }
+    if urls.len() > 16 {
+        return Err(format!("--agent-url names {} URLs; at most 16", urls.len()));
+    }
+    for url in urls {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("--agent-url {url:?} must be an https:// URL"))?;
+        if rest.split('/').next().is_none_or(str::is_empty) {
+            return Err(format!("--agent-url {url:?} has no host"));
+        }
+    }
+    Ok(())
 }
 
 impl ServerConfig {

@@ -305,3 +305,108 @@ async fn a_stop_asked_on_another_replica_lets_the_agent_end_the_session() {
     b.stop().await;
     db.drop_now().await;
 }
+
+/// An agent whose stream to replica A looks alive to A (a network cut A has not noticed yet)
+/// connects again to replica B: the store now names B's stream as the session's, so a prompt
+/// sent on A is not pushed into A's stale stream — A lets that stream go and the prompt
+/// reaches the agent on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_follows_an_agent_that_moved_to_another_replica() {
+    let Some(db) = Database::create().await else {
+        return;
+    };
+    // One data directory (and so one CA) for both, as replicas are deployed.
+    let shared = tempfile::tempdir().unwrap();
+    let data_dir = shared.path().join("kortix");
+    let on = |db: &Database, dir: std::path::PathBuf| {
+        let url = db.url.clone();
+        TestServer::start_with(move |c| {
+            c.sandbox = SandboxKind::External;
+            c.database_url = Some(url);
+            c.data_dir = dir;
+        })
+    };
+    let a = on(&db, data_dir.clone()).await;
+    let b = on(&db, data_dir.clone()).await;
+    let token = a.account("alice").await;
+    let (session, agent) = session_with_agent_on(&a, &token).await;
+    let mut stale = agent.connect(0).await.unwrap();
+    stale.send(running()).await.unwrap();
+    support::eventually("the session runs", DEADLINE, || async {
+        (a.session(&token, &session.id).await.status == SessionStatus::Running as i32).then_some(())
+    })
+    .await;
+
+    // The same agent (same certificate) opens a stream to B; A still holds the old one.
+    let bootstrap: BootstrapFile = serde_json::from_slice(
+        &std::fs::read(
+            data_dir
+                .join("bootstrap")
+                .join(format!("{}.json", session.id)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ca = tonic::transport::Certificate::from_pem(&bootstrap.env["KORTIX_CA_CERT"]);
+    let identity = tonic::transport::Identity::from_pem(&agent.chain_pem, &agent.key_pem);
+    let to_b =
+        tonic::transport::Endpoint::from_shared(format!("https://{}", b.running().agent_addr))
+            .unwrap()
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(ca)
+                    .identity(identity),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .expect("the agent reaches replica B");
+    let moved = sim_agent::EnrolledAgent {
+        channel: to_b,
+        ..agent.clone()
+    };
+    let mut conn_b = moved.connect(0).await.unwrap();
+    support::eventually("B holds the agent", DEADLINE, || async {
+        let (_, metrics) = support::http_get(&b.url(), "/metrics").await;
+        metrics
+            .lines()
+            .any(|l| l == "kortix_connected_agents 1")
+            .then_some(())
+    })
+    .await;
+
+    let sent = a
+        .sessions(&token)
+        .send_prompt(SendPromptRequest {
+            session_id: session.id.clone(),
+            text: "after the move".into(),
+            agent: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got = next_prompt(&mut conn_b).await;
+    assert_eq!(
+        (got.id, got.text.as_str()),
+        (sent.prompt_id, "after the move")
+    );
+    // A let its stale stream go, without sending the prompt into it.
+    let ended = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stale.next().await {
+                Ok(Some(control_frame::Frame::Prompt(p))) => {
+                    panic!("the prompt went into the stale stream: {p:?}")
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "A ends the stale stream");
+
+    drop(conn_b);
+    a.stop().await;
+    b.stop().await;
+    db.drop_now().await;
+}

@@ -28,6 +28,7 @@ use crate::opencode::{
 };
 use crate::process::{ReapMode, Reaper};
 use crate::records::{RecordSink, Spool, SpoolOptions};
+use crate::renewal;
 use crate::secrets::{self, Secrets};
 use crate::stop::{self, Shutdown};
 
@@ -143,30 +144,45 @@ impl Daemon {
             int: signal(SignalKind::interrupt()).map_err(io("installing the SIGINT handler"))?,
         };
 
+        // Start at a random gateway, so that a fleet of agents spreads over the replicas.
+        let start =
+            (crate::backoff::random_u64() % config.control_planes.len().max(1) as u64) as usize;
         let ca_pem = match &config.ca {
             CaTrust::Pem(pem) => pem.clone(),
-            CaTrust::Fingerprint(fp) => {
-                let host = config.control_plane_host()?;
-                let port = port_of(&config.control_plane).unwrap_or(443);
-                crate::tls::pin_ca(&host, port, *fp, PIN_TIMEOUT).await?
-            }
+            CaTrust::Fingerprint(fp) => pin_any(&config.control_planes, start, *fp).await?,
         };
         crate::tls::certs_from_pem(&ca_pem)?;
-        let identity = enroll::enroll_with_retry(
-            &config.control_plane,
-            &ca_pem,
-            &config.bootstrap_token,
-            &sink,
-            ENROLL_PATIENCE,
-        )
-        .await?;
+        let secret_path = spool_dir.join(renewal::FILE_NAME);
+        let (mut identity, index, reenrolled) =
+            enroll_or_reenroll(&config, start, &ca_pem, &secret_path, &sink).await?;
         let t_enrolled = agent_start.elapsed();
+        // The next renewal secret goes to disk before anything else: the control plane has
+        // already forgotten the one this agent came with.
+        match identity.renewal_secret.take() {
+            Some(secret) => {
+                if let Err(e) = renewal::write(&secret_path, &secret) {
+                    sink.agent(format!(
+                        "{e}: a restart of this agent will not be able to re-enroll"
+                    ));
+                }
+            }
+            None => sink.agent(
+                "the control plane gave no renewal secret: a restart of this agent will not be able to re-enroll",
+            ),
+        }
         sink.state(
             SessionStatus::Provisioning,
-            "enrolled",
-            identity.session_id.clone(),
+            if reenrolled {
+                "re-enrolled"
+            } else {
+                "enrolled"
+            },
+            format!(
+                "{} via {}",
+                identity.session_id, config.control_planes[index]
+            ),
         );
-        let (gateway, keeper) = Gateway::new(&config.control_plane, identity)?;
+        let (gateway, keeper) = Gateway::with_urls(config.control_planes.clone(), index, identity)?;
         let mut tasks = AbortOnDrop(Vec::new());
         tasks.push(tokio::spawn(keeper.run(sink.clone())).abort_handle());
 
@@ -402,6 +418,83 @@ impl Daemon {
         .await;
         end.reason
     }
+}
+
+/// Learns the CA by its fingerprint from the first gateway that answers.
+async fn pin_any(urls: &[String], start: usize, fp: [u8; 32]) -> Result<String, AgentError> {
+    let n = urls.len().max(1);
+    let mut last = None;
+    for i in 0..n {
+        let url = &urls[(start + i) % n];
+        let host =
+            crate::config::host_of(url).ok_or_else(|| crate::config::ConfigError::Invalid {
+                name: "KORTIX_CONTROL_PLANE",
+                reason: format!("no host in {url:?}"),
+            })?;
+        let port = port_of(url).unwrap_or(443);
+        match crate::tls::pin_ca(&host, port, fp, PIN_TIMEOUT).await {
+            Ok(pem) => return Ok(pem),
+            Err(e) => {
+                crate::diag::warn(&format!("{e}"));
+                last = Some(e);
+            }
+        }
+    }
+    Err(match last {
+        Some(e) => e.into(),
+        None => crate::config::ConfigError::Missing("KORTIX_CONTROL_PLANE").into(),
+    })
+}
+
+/// Enrolls with the bootstrap token; when that is refused (used by this agent's earlier
+/// run) and a renewal secret from that run is on disk, re-enrolls with it instead. Returns
+/// the identity, the index of the gateway that answered, and whether it re-enrolled.
+async fn enroll_or_reenroll(
+    config: &Config,
+    start: usize,
+    ca_pem: &str,
+    secret_path: &Path,
+    sink: &RecordSink,
+) -> Result<(enroll::AgentIdentity, usize, bool), AgentError> {
+    let urls = &config.control_planes;
+    let enrolled = enroll::enroll_any(
+        urls,
+        start,
+        ca_pem,
+        enroll::Credential::Bootstrap(&config.bootstrap_token),
+        sink,
+        ENROLL_PATIENCE,
+    )
+    .await;
+    let refused = match enrolled {
+        Ok((identity, index)) => return Ok((identity, index, false)),
+        Err(e) if e.is_refused_credential() => e,
+        Err(e) => return Err(e.into()),
+    };
+    let secret = match renewal::read(secret_path) {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Err(refused.into()),
+        Err(e) => {
+            sink.agent(e.to_string());
+            return Err(refused.into());
+        }
+    };
+    sink.agent(format!(
+        "the bootstrap token was refused ({refused}); re-enrolling with the renewal secret of this agent's earlier run"
+    ));
+    let (identity, index) = enroll::enroll_any(
+        urls,
+        start,
+        ca_pem,
+        enroll::Credential::Renewal {
+            session_id: &config.session_id,
+            secret: &secret,
+        },
+        sink,
+        ENROLL_PATIENCE,
+    )
+    .await?;
+    Ok((identity, index, true))
 }
 
 /// SIGTERM and SIGINT.

@@ -15,8 +15,8 @@ use futures::Stream;
 use kortix_proto::v1::agent_gateway_server::{AgentGateway, AgentGatewayServer};
 use kortix_proto::v1::{
     Ack, AgentFrame, Bootstrap, ControlFrame, EnrollRequest, EnrollResponse, GitCredentialRequest,
-    GitCredentialResponse, Heartbeat, HeartbeatAck, Hello, Record, RenewRequest, SecretsUpdate,
-    StateReport, WatchSecretsRequest, agent_frame, control_frame, record::Body,
+    GitCredentialResponse, Heartbeat, HeartbeatAck, Hello, Record, ReenrollRequest, RenewRequest,
+    SecretsUpdate, StateReport, WatchSecretsRequest, agent_frame, control_frame, record::Body,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, IsCa, Issuer, KeyPair,
@@ -270,6 +270,7 @@ impl Service {
             ca_certificate_pem: self.ca.cert_pem.clone(),
             not_after_unix_s: not_after,
             renew_after_unix_s: not_after - lifetime / 3,
+            renewal_secret: String::new(),
         })
     }
 }
@@ -294,6 +295,15 @@ impl AgentGateway for Service {
         require_client_cert(&req)?;
         self.state.lock().unwrap().renewals += 1;
         Ok(Response::new(self.sign(req.into_inner().csr_der)?))
+    }
+
+    async fn reenroll(
+        &self,
+        _req: Request<ReenrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        Err(Status::permission_denied(
+            "this test gateway does not re-enroll",
+        ))
     }
 
     type ConnectStream = BoxStream<ControlFrame>;

@@ -54,8 +54,10 @@ pub struct ServerArgs {
     /// URL sandboxes and clients use for the public listener [default: http://<listen>].
     #[arg(long)]
     pub public_url: Option<String>,
-    /// URL sandboxes use for the agent listener [default: https://<agent-listen>].
-    #[arg(long)]
+    /// URL sandboxes use for the agent listener [default: https://<agent-listen>]. With
+    /// replicas, a comma-separated list of every replica's agent URL: agents enroll through
+    /// any that answers and fail over between them.
+    #[arg(long, env = "KORTIX_AGENT_URLS")]
     pub agent_url: Option<String>,
     /// The kortix-agent binary for local sandboxes [default: beside this binary, else PATH].
     #[arg(long, env = "KORTIX_AGENT_BIN")]

@@ -59,7 +59,8 @@ impl Authenticator {
     }
 
     /// Resolves a token: a person's API token to `Account`, a session git token to
-    /// `SessionGit`. Bootstrap tokens are only good for enrollment and are refused here.
+    /// `SessionGit`. Bootstrap tokens and renewal secrets are only good for (re-)enrollment and
+    /// are refused here.
     /// Unknown, revoked and expired tokens are all [`AuthError::InvalidToken`].
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         let hash = hash_token(token);
@@ -80,7 +81,7 @@ impl Authenticator {
                 Err(e) if e.is_not_found() => Err(AuthError::InvalidToken),
                 Err(e) => Err(AuthError::Store(e)),
             },
-            found @ TokenKind::Bootstrap => Err(AuthError::WrongKind {
+            found @ (TokenKind::Bootstrap | TokenKind::Renewal) => Err(AuthError::WrongKind {
                 expected: TokenKind::Person,
                 found,
             }),

@@ -23,13 +23,17 @@ pub enum TokenKind {
     SessionGit,
     /// A session agent's one-time enrollment token (`kxb_`).
     Bootstrap,
+    /// A session agent's single-use renewal secret (`kxr_`): re-enrollment after the agent
+    /// restarted inside its live sandbox.
+    Renewal,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 3] = [
+    pub const ALL: [TokenKind; 4] = [
         TokenKind::Person,
         TokenKind::SessionGit,
         TokenKind::Bootstrap,
+        TokenKind::Renewal,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -37,6 +41,7 @@ impl TokenKind {
             TokenKind::Person => "kxp_",
             TokenKind::SessionGit => "kxg_",
             TokenKind::Bootstrap => "kxb_",
+            TokenKind::Renewal => "kxr_",
         }
     }
 
@@ -46,7 +51,7 @@ impl TokenKind {
             .into_iter()
             .find(|k| token.starts_with(k.prefix()))
             .ok_or(AuthError::Malformed(
-                "unknown token prefix (expected kxp_, kxg_ or kxb_)",
+                "unknown token prefix (expected kxp_, kxg_, kxb_ or kxr_)",
             ))?;
         let body = &token[kind.prefix().len()..];
         if body.len() != TOKEN_BODY_LEN {
@@ -70,6 +75,7 @@ impl std::fmt::Display for TokenKind {
             TokenKind::Person => "personal API token",
             TokenKind::SessionGit => "session git token",
             TokenKind::Bootstrap => "bootstrap token",
+            TokenKind::Renewal => "agent renewal secret",
         })
     }
 }

@@ -74,6 +74,17 @@ impl Gateway {
         }))
         .await
         .map_err(|_| Status::cancelled("agent went away"))?;
+        // Other replicas learn that this stream holds the session now (a stale stream of
+        // this agent elsewhere is let go when that replica next has a frame for it).
+        if self.sessions.store().has_wake_channel()
+            && let Err(e) = self
+                .sessions
+                .store()
+                .set_agent_conn(&session.id, &self.sessions.agent_conn_key(conn_id))
+                .await
+        {
+            tracing::warn!(session = %session.id, error = %e, "recording which stream holds the agent");
+        }
         // Frames queued while no replica held this agent (or for this replica) go out now.
         {
             let (sessions, id) = (self.sessions.clone(), session.id.clone());
@@ -131,6 +142,12 @@ impl Gateway {
                 let _ = out.send(Err(status)).await;
             }
             this.sessions.hub().disconnect_agent(&id, conn_id);
+            if this.sessions.store().has_wake_channel() {
+                let key = this.sessions.agent_conn_key(conn_id);
+                if let Err(e) = this.sessions.store().clear_agent_conn(&id, &key).await {
+                    tracing::debug!(session = %id, error = %e, "forgetting the agent stream");
+                }
+            }
             tracing::info!(session = %id, "agent disconnected");
         });
         Ok(tokio_stream::wrappers::ReceiverStream::new(out_rx))

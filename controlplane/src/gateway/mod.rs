@@ -1,7 +1,8 @@
 //! `AgentGateway`: the mTLS service session agents talk to.
 //!
 //! - [`identity`]: who is calling, from the verified client certificate only.
-//! - [`enroll`]: bootstrap token + CSR → short-lived client certificate; renewal.
+//! - [`enroll`]: bootstrap token + CSR → short-lived client certificate and a single-use
+//!   renewal secret; renewal; re-enrollment of a restarted agent with that secret.
 //! - [`connect`]: the bidirectional stream (bootstrap, records and acks, heartbeats, prompts,
 //!   stop).
 //! - [`credentials`]: just-in-time git tokens scoped to the session's branch.
@@ -73,6 +74,19 @@ impl AgentGateway for Gateway {
     ) -> Result<Response<EnrollResponse>, Status> {
         let who = self.identify(&request).await?;
         self.do_renew(&who, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reenroll(
+        &self,
+        request: Request<ReenrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let from = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        self.do_reenroll(request.into_inner(), &from)
             .await
             .map(Response::new)
     }
@@ -182,6 +196,119 @@ mod tests {
             serial_hex: "0a".into(),
             not_after_unix_s: i64::MAX,
         }
+    }
+
+    fn csr() -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    fn reenroll_request(session_id: &str, secret: &str) -> ReenrollRequest {
+        ReenrollRequest {
+            session_id: session_id.into(),
+            renewal_secret: secret.into(),
+            csr_der: csr(),
+            protocol_version: kortix_proto::PROTOCOL_VERSION,
+            agent_version: "test".into(),
+        }
+    }
+
+    /// The bootstrap token enrolls once; the renewal secret it came with re-enrolls once,
+    /// rotating; a used, wrong or malformed secret is PERMISSION_DENIED and changes nothing;
+    /// nothing re-enrolls an ended session.
+    #[tokio::test]
+    async fn a_renewal_secret_re_enrolls_once() {
+        use crate::auth::{TokenKind, generate_token, hash_token};
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, store) = gateway(dir.path()).await;
+        let (_, project) = crate::store::tests::account_and_project(&store, "web").await;
+        let session = crate::store::tests::session_in(&store, &project).await;
+        let token = generate_token(TokenKind::Bootstrap);
+        store
+            .create_bootstrap_token(&hash_token(&token), &session.id, i64::MAX)
+            .await
+            .unwrap();
+        let enroll = |token: String| EnrollRequest {
+            bootstrap_token: token,
+            csr_der: csr(),
+            protocol_version: kortix_proto::PROTOCOL_VERSION,
+            agent_version: "test".into(),
+        };
+        let first = gateway.do_enroll(enroll(token.clone())).await.unwrap();
+        assert!(first.renewal_secret.starts_with("kxr_"), "{first:?}");
+        let used = gateway.do_enroll(enroll(token)).await.unwrap_err();
+        assert_eq!(used.code(), Code::Unauthenticated, "{used:?}");
+
+        // The session runs; its agent restarts.
+        assert!(
+            store
+                .transition_session(
+                    &session.id,
+                    &[crate::store::SessionStatus::Provisioning],
+                    crate::store::SessionStatus::Running,
+                    None,
+                )
+                .await
+                .unwrap()
+        );
+        let second = gateway
+            .do_reenroll(reenroll_request(&session.id, &first.renewal_secret), "test")
+            .await
+            .unwrap();
+        assert_eq!(second.session_id, session.id);
+        assert!(second.certificate_chain_pem.contains("BEGIN CERTIFICATE"));
+        assert!(second.renewal_secret.starts_with("kxr_"));
+        assert_ne!(second.renewal_secret, first.renewal_secret);
+
+        let wrong = generate_token(TokenKind::Renewal);
+        for (secret, why) in [
+            (first.renewal_secret.as_str(), "used"),
+            (wrong.as_str(), "wrong"),
+            ("not-a-secret", "malformed"),
+        ] {
+            let refused = gateway
+                .do_reenroll(reenroll_request(&session.id, secret), "test")
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), Code::PermissionDenied, "{why}: {refused:?}");
+        }
+        // Another session's secret does not fit this one.
+        let other = gateway
+            .do_reenroll(
+                reenroll_request("other-session", &second.renewal_secret),
+                "test",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(other.code(), Code::PermissionDenied, "{other:?}");
+        // The refusals changed nothing: the current secret still works (once).
+        let third = gateway
+            .do_reenroll(
+                reenroll_request(&session.id, &second.renewal_secret),
+                "test",
+            )
+            .await
+            .unwrap();
+
+        gateway
+            .sessions
+            .end(
+                &session.id,
+                &[crate::store::SessionStatus::Running],
+                crate::store::SessionStatus::Stopped,
+                Some("test"),
+            )
+            .await;
+        let ended = gateway
+            .do_reenroll(reenroll_request(&session.id, &third.renewal_secret), "test")
+            .await
+            .unwrap_err();
+        assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
     }
 
     /// An agent must be able to tell "your session does not exist" (give up) from "the

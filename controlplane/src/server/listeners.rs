@@ -84,7 +84,10 @@ pub(super) fn serve_agents<'a>(
         "localhost".to_string(),
         "::1".to_string(),
     ];
-    for url in agent_urls {
+    for url in agent_urls
+        .into_iter()
+        .flat_map(crate::config::agent_url_list)
+    {
         if let Some(host) = host_of(url)
             && !names.contains(&host)
         {

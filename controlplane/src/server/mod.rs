@@ -101,6 +101,9 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     // One crypto provider for the whole process; a second install is a no-op error.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if let Some(urls) = &config.agent_url {
+        crate::config::check_agent_urls(urls).map_err(ServerError::Setup)?;
+    }
     let base = Foundation::open(&config.data_dir, config.database_url.as_deref()).await?;
 
     let public_bound = listeners::bind(config.listen).await?;
@@ -111,10 +114,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{public_addr}"));
-    let agent = config
-        .agent_url
-        .clone()
-        .unwrap_or_else(|| format!("https://{agent_addr}"));
+    // Sandboxes get the whole list, normalized (`https://a:1,https://b:2`).
+    let agent = config.agent_url.as_deref().map_or_else(
+        || format!("https://{agent_addr}"),
+        |list| {
+            crate::config::agent_url_list(list)
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+    );
     let gateways = engine.as_ref().and_then(|e| e.gateways.as_ref());
     let urls = Urls {
         sandbox_public: gateways

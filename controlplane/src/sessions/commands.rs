@@ -34,7 +34,12 @@ impl Sessions {
         let unavailable = |e: &dyn std::fmt::Display| {
             SessionError::Unavailable(format!("session {session_id}: {e}"))
         };
-        let frame = match self.hub.send_control(session_id, frame.clone()) {
+        let sent = if self.holds_agent(session_id).await {
+            self.hub.send_control(session_id, frame.clone())
+        } else {
+            Err(DeliveryError::NotConnected)
+        };
+        let frame = match sent {
             Ok(()) => return Ok(()),
             Err(DeliveryError::NotConnected) if self.store.has_wake_channel() => frame,
             Err(e) => return Err(unavailable(&e)),
@@ -51,9 +56,41 @@ impl Sessions {
         Ok(())
     }
 
+    /// The store's name for agent stream `conn_id` of this replica.
+    pub(crate) fn agent_conn_key(&self, conn_id: u64) -> String {
+        format!("{}/{conn_id}", self.replica)
+    }
+
+    /// Whether the session's agent streams to this replica. With several replicas the store
+    /// says which stream holds the session: an agent that moved to another replica (its old
+    /// stream here not yet noticed dead, e.g. after a network cut) is let go here, so that
+    /// its frames go through the store to the replica it is on now.
+    pub async fn holds_agent(&self, session_id: &str) -> bool {
+        let Some(conn_id) = self.hub.agent_conn_id(session_id) else {
+            return false;
+        };
+        if !self.store.has_wake_channel() {
+            return true;
+        }
+        let mine = self.agent_conn_key(conn_id);
+        match self.store.agent_conn(session_id).await {
+            Ok(Some(holder)) if holder != mine => {
+                tracing::info!(session = %session_id, stale = %mine, holder = %holder, "the agent moved to another stream; letting the old one go");
+                self.hub.disconnect_agent(session_id, conn_id);
+                false
+            }
+            Ok(_) => true,
+            // The store cannot say: the stream here is the best guess.
+            Err(e) => {
+                tracing::warn!(session = %session_id, error = %e, "reading which stream holds the agent");
+                true
+            }
+        }
+    }
+
     /// Sends the session's queued frames if its agent is connected here.
     pub async fn deliver_queued(&self, session_id: &str) {
-        if !self.hub.is_connected(session_id) {
+        if !self.holds_agent(session_id).await {
             return;
         }
         let frames = match self.store.take_session_commands(session_id).await {

@@ -528,6 +528,9 @@ impl Sessions {
             if let Err(e) = self.store.clear_session_commands(id).await {
                 tracing::warn!(session = %id, error = %e, "forgetting queued commands");
             }
+            if let Err(e) = self.store.delete_renewal_secret(id).await {
+                tracing::error!(session = %id, error = %e, "forgetting the agent's renewal secret");
+            }
             // Wake viewers so they notice the end.
             let _ = self.hub.send_control(
                 id,

@@ -279,6 +279,15 @@ impl Hub {
         }
     }
 
+    /// The id of the session's open agent stream on this replica.
+    pub fn agent_conn_id(&self, session_id: &str) -> Option<u64> {
+        let map = self.inner.lock().expect("hub lock");
+        map.get(session_id)
+            .and_then(|e| e.agent.as_ref())
+            .filter(|a| !a.tx.is_closed())
+            .map(|a| a.conn_id)
+    }
+
     pub fn is_connected(&self, session_id: &str) -> bool {
         let map = self.inner.lock().expect("hub lock");
         map.get(session_id)

@@ -120,6 +120,8 @@ pub struct Sessions {
     pub(crate) purged: Arc<purge::PurgeClock>,
     /// Snapshots, for providers that boot images; `None` for the local and external ones.
     pub(crate) snapshots: Option<crate::snapshots::Snapshots>,
+    /// This process among the replicas: names the agent streams it holds in the store.
+    pub(crate) replica: Arc<str>,
 }
 
 impl Sessions {
@@ -147,6 +149,7 @@ impl Sessions {
             started_ms: now_ms(),
             draining: Arc::default(),
             snapshots: None,
+            replica: crate::store::new_id().into(),
         }
     }
 

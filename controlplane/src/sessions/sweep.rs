@@ -92,16 +92,10 @@ impl Sessions {
             || self.started.elapsed() >= self.config.heartbeat_timeout + self.config.reconnect_grace
     }
 
-    /// Whether any replica stored a heartbeat of the session's agent within the heartbeat
-    /// timeout: the agent is connected somewhere, if not here.
-    fn heard_lately(&self, s: &Session, now: i64) -> bool {
-        s.last_heartbeat_ms
-            .is_some_and(|at| now - at < self.config.heartbeat_timeout.as_millis() as i64)
-    }
-
     /// Agents that never connected, and agents whose heartbeats stopped.
     async fn sweep_unconnected(&self, now: i64) {
         let deadline = now - self.config.connect_deadline.as_millis() as i64;
+        let lost_before = now - self.config.heartbeat_timeout.as_millis() as i64;
         let never_connected = &format!(
             "agent never connected (waited {} s)",
             self.config.connect_deadline.as_secs()
@@ -117,19 +111,17 @@ impl Sessions {
                 }
             },
             |s| async move {
-                // An agent that connected is cloning or starting OpenCode: not a zombie. It
-                // may be connected to another replica, which stores its heartbeats.
-                if self.may_judge(&s)
-                    && !self.hub.is_connected(&s.id)
-                    && !self.heard_lately(&s, now)
-                {
+                // An agent that connected is cloning or starting OpenCode: not a zombie —
+                // connected here, or heartbeating to another replica (its heartbeats are in
+                // the store), or reconnecting within the heartbeat timeout.
+                let heartbeating = s.last_heartbeat_ms.is_some_and(|at| at >= lost_before);
+                if self.may_judge(&s) && !heartbeating && !self.hub.is_connected(&s.id) {
                     self.fail(&s.id, never_connected).await;
                 }
             },
         )
         .await;
 
-        let lost_before = now - self.config.heartbeat_timeout.as_millis() as i64;
         let lost = &format!(
             "agent lost: no heartbeat for {} s",
             self.config.heartbeat_timeout.as_secs()

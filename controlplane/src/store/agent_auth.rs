@@ -102,6 +102,89 @@ impl Store {
         }))
     }
 
+    /// Sets the session's agent renewal secret (by hash), replacing any earlier one: the
+    /// secret an Enroll hands out.
+    pub async fn set_renewal_secret(&self, session_id: &str, secret_hash: &str) -> Result<()> {
+        let now = now_ms();
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO agent_renewal_secrets (session_id, secret_hash, created_ms, rotated_ms)
+                 VALUES ($1, $2, $3, $3)
+                 ON CONFLICT (session_id) DO UPDATE
+                 SET secret_hash = excluded.secret_hash, rotated_ms = excluded.rotated_ms",
+            )
+            .bind(session_id)
+            .bind(secret_hash)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("storing the renewal secret of session {session_id}"))?;
+        Ok(())
+    }
+
+    /// Whether `secret_hash` is the session's current renewal secret.
+    pub async fn renewal_secret_matches(
+        &self,
+        session_id: &str,
+        secret_hash: &str,
+    ) -> Result<bool> {
+        let found = with_pool!(self, |pool| {
+            sqlx::query_scalar::<_, String>(
+                "SELECT session_id FROM agent_renewal_secrets
+                 WHERE session_id = $1 AND secret_hash = $2",
+            )
+            .bind(session_id)
+            .bind(secret_hash)
+            .fetch_optional(pool)
+            .await
+        })
+        .ctx(|| format!("checking the renewal secret of session {session_id}"))?;
+        Ok(found.is_some())
+    }
+
+    /// Replaces the session's renewal secret `old_hash` with `new_hash`, atomically: exactly
+    /// one of two callers presenting the same secret wins. False (and nothing changed) when
+    /// `old_hash` is not the current secret.
+    pub async fn rotate_renewal_secret(
+        &self,
+        session_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let rotated = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE agent_renewal_secrets
+                 SET secret_hash = $3, rotated_ms = $4, reenrolls = reenrolls + 1
+                 WHERE session_id = $1 AND secret_hash = $2",
+            )
+            .bind(session_id)
+            .bind(old_hash)
+            .bind(new_hash)
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("rotating the renewal secret of session {session_id}"))?;
+        Ok(rotated == 1)
+    }
+
+    /// Forgets the session's renewal secret (its session ended); returns whether it had one.
+    pub async fn delete_renewal_secret(&self, session_id: &str) -> Result<bool> {
+        let removed = with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM agent_renewal_secrets WHERE session_id = $1")
+                .bind(session_id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("deleting the renewal secret of session {session_id}"))?;
+        Ok(removed > 0)
+    }
+
     /// Records a client certificate issued to the session's agent.
     pub async fn record_issued_cert(
         &self,
@@ -138,6 +221,22 @@ impl Store {
         })
         .ctx(|| format!("reading certificate {serial}"))?
         .ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
+    }
+
+    /// Revokes one certificate; returns whether it was newly revoked.
+    pub async fn revoke_cert(&self, serial: &str, now_ms: i64) -> Result<bool> {
+        let revoked = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE issued_certs SET revoked_ms = $1 WHERE serial = $2 AND revoked_ms IS NULL",
+            )
+            .bind(now_ms)
+            .bind(serial)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("revoking certificate {serial}"))?;
+        Ok(revoked == 1)
     }
 
     /// Revokes every certificate of the session; returns how many were newly revoked.

@@ -56,6 +56,46 @@ impl Store {
         .ctx(|| format!("clearing the commands of session {session_id}"))
     }
 
+    /// Records that the agent stream `key` (`<replica>/<connection>`) holds the session now.
+    pub async fn set_agent_conn(&self, session_id: &str, key: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE sessions SET agent_conn = $2 WHERE id = $1")
+                .bind(session_id)
+                .bind(key)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("recording the agent stream of session {session_id}"))?;
+        Ok(())
+    }
+
+    /// Forgets the session's agent stream if it is still `key`.
+    pub async fn clear_agent_conn(&self, session_id: &str, key: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE sessions SET agent_conn = NULL WHERE id = $1 AND agent_conn = $2")
+                .bind(session_id)
+                .bind(key)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .ctx(|| format!("forgetting the agent stream of session {session_id}"))?;
+        Ok(())
+    }
+
+    /// The agent stream that holds the session (`<replica>/<connection>`), if any.
+    pub async fn agent_conn(&self, session_id: &str) -> Result<Option<String>> {
+        let found = with_pool!(self, |pool| {
+            sqlx::query_scalar::<_, Option<String>>("SELECT agent_conn FROM sessions WHERE id = $1")
+                .bind(session_id)
+                .fetch_optional(pool)
+                .await
+        })
+        .ctx(|| format!("reading the agent stream of session {session_id}"))?;
+        Ok(found.flatten())
+    }
+
     /// Takes the session's waiting frames, oldest first: whoever takes them delivers them.
     pub async fn take_session_commands(&self, session_id: &str) -> Result<Vec<Vec<u8>>> {
         let rows = with_pool!(self, |pool| {

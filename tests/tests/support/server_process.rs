@@ -31,6 +31,14 @@ pub struct ServerProcess {
     /// Everything the server printed, across restarts.
     pub log: PathBuf,
     home: PathBuf,
+    /// Whether its sandboxes run OpenCode here (the local provider): then the pinned OpenCode
+    /// is installed and handed to it.
+    local_opencode: bool,
+}
+
+/// A loopback address free right now.
+pub fn free_addr() -> SocketAddr {
+    free_port()
 }
 
 fn free_port() -> SocketAddr {
@@ -53,6 +61,7 @@ impl ServerProcess {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             log: root.join("server.log"),
             home,
+            local_opencode: true,
         };
         server.spawn();
         server
@@ -72,19 +81,56 @@ impl ServerProcess {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             log: root.join("server.log"),
             home,
+            local_opencode: true,
         };
         server.spawn();
         server
     }
 
+    /// One replica of several sharing `data_dir` (and a database named in `extra_args`), on
+    /// `public` and `agent`, with its log and HOME under `root/<name>`. Runs no OpenCode of
+    /// its own (for `--sandbox external`).
+    pub fn start_replica(
+        root: &Path,
+        name: &str,
+        data_dir: &Path,
+        public: SocketAddr,
+        agent: SocketAddr,
+        extra_args: &[&str],
+    ) -> Self {
+        let home = root.join(name).join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut server = ServerProcess {
+            child: None,
+            data_dir: data_dir.to_owned(),
+            public,
+            agent,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            log: root.join(name).join("server.log"),
+            home,
+            local_opencode: false,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Whether the server process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     fn spawn(&mut self) {
-        let opencode = kortix_tests::opencode_bin().expect("pinned OpenCode installs");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("server log");
-        let child = Command::new(built_binary("kortix"))
+        let mut command = Command::new(built_binary("kortix"));
+        if self.local_opencode {
+            let opencode = kortix_tests::opencode_bin().expect("pinned OpenCode installs");
+            command.env("KORTIX_OPENCODE_BIN", opencode);
+        }
+        let child = command
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["server", "--isolation", "none", "--log-format", "json"])
@@ -95,7 +141,6 @@ impl ServerProcess {
                 built_binary("kortix-agent").to_str().unwrap(),
             ])
             .args(&self.extra_args)
-            .env("KORTIX_OPENCODE_BIN", opencode)
             .env("HOME", &self.home)
             .env_remove("KORTIX_DATABASE_URL")
             .stdin(Stdio::null())
@@ -106,8 +151,14 @@ impl ServerProcess {
         self.child = Some(child);
     }
 
+    /// The public listener's URL for the CLI: on loopback when it listens everywhere (the
+    /// CLI uses the data directory's admin token only for a local server).
     pub fn url(&self) -> String {
-        format!("http://{}", self.public)
+        let mut addr = self.public;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
     }
 
     pub fn pid(&self) -> i32 {
