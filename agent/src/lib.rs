@@ -19,6 +19,7 @@ pub mod redact;
 pub mod secrets;
 pub mod stop;
 pub mod tls;
+pub mod wip;
 
 pub use config::Config;
 pub use daemon::{AgentError, ExitReason, run};

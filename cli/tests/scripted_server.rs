@@ -301,6 +301,10 @@ impl SessionService for Script {
         unimplemented()
     }
 
+    async fn resume_session(&self, _: Request<ResumeSessionRequest>) -> Reply<Session> {
+        unimplemented()
+    }
+
     type AttachStream = RecordStream;
 
     /// First attach: records 1-3, then the slow-viewer cut-off. The reattach replays the seam

@@ -40,7 +40,8 @@ pub struct GitAccess {
 pub enum PushScope {
     /// Any ref except the default branch (people's tokens).
     NonDefaultRefs,
-    /// Only `refs/heads/<branch>` (a session's token, for the session's branch).
+    /// Only `refs/heads/<branch>` and `refs/kortix/wip/<branch>` (a session's token: its
+    /// branch, and the side ref its agent saves uncommitted work to).
     OnlyBranch(String),
     /// Read only.
     None,

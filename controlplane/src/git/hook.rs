@@ -13,7 +13,8 @@ use std::{
 
 use super::access::PushScope;
 
-/// Names the push scope: `any-non-default` or `branch:<name>`; anything else refuses.
+/// Names the push scope: `any-non-default` or `branch:<name>` (that branch and the session's
+/// work-in-progress ref `refs/kortix/wip/<name>`); anything else refuses.
 pub const ENV_PUSH_SCOPE: &str = "KORTIX_PUSH_SCOPE";
 /// The default branch's short name, which no push may touch.
 pub const ENV_DEFAULT_BRANCH: &str = "KORTIX_DEFAULT_BRANCH";
@@ -41,8 +42,8 @@ while read -r old new ref; do
             ;;
         branch:?*)
             allowed="${scope#branch:}"
-            if [ "$ref" != "refs/heads/$allowed" ]; then
-                printf '%s\n' "this token may push only to branch $allowed (refs/heads/$allowed); refusing $ref" >&2
+            if [ "$ref" != "refs/heads/$allowed" ] && [ "$ref" != "refs/kortix/wip/$allowed" ]; then
+                printf '%s\n' "this token may push only to branch $allowed (refs/heads/$allowed) and its work in progress (refs/kortix/wip/$allowed); refusing $ref" >&2
                 status=1
             fi
             ;;
@@ -147,6 +148,27 @@ mod tests {
         assert!(!ok);
         assert!(err.contains(DEFAULT_BRANCH_REFUSED), "{err}");
         assert!(run(dir.path(), &session, "main", &["refs/heads/sess-1"]).0);
+        // A session saves its uncommitted work beside its branch, and only its own.
+        assert!(
+            run(
+                dir.path(),
+                &session,
+                "main",
+                &["refs/heads/sess-1", "refs/kortix/wip/sess-1"]
+            )
+            .0
+        );
+        for other in [
+            "refs/kortix/wip/sess-2",
+            "refs/kortix/wip/sess-1/x",
+            "refs/kortix/sess-1",
+        ] {
+            let (ok, err) = run(dir.path(), &session, "main", &[other]);
+            assert!(
+                !ok && err.contains("only to branch sess-1"),
+                "{other}: {err}"
+            );
+        }
         let (ok, err) = run(dir.path(), &session, "main", &["refs/heads/sess-2"]);
         assert!(!ok);
         assert!(err.contains("only to branch sess-1"), "{err}");
