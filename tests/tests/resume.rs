@@ -255,6 +255,20 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
     ts.stop().await;
 }
 
+/// Processes working in `dir`.
+fn processes_in(dir: &std::path::Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_sandbox_keeps_what_was_pushed_and_says_what_was_lost() {
     let model = ScriptedModel::start(Vec::new()).unwrap();
@@ -297,11 +311,15 @@ async fn a_killed_sandbox_keeps_what_was_pushed_and_says_what_was_lost() {
         .unwrap()["pid"]
         .as_i64()
         .unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-9", "--", &format!("-{pid}")])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // The agent's process group, and OpenCode's (its own group, so that a stop reaches its
+    // tools): everything the sandbox runs.
+    let mut victims = processes_in(&ws);
+    victims.push(-i32::try_from(pid).unwrap());
+    for victim in victims {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", "--", &victim.to_string()])
+            .status();
+    }
 
     let failed = wait_status(
         &ts,

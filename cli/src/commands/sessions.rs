@@ -123,8 +123,8 @@ enum SessionsCommand {
         #[arg(long, short)]
         timestamps: bool,
     },
-    /// Send a prompt to a running session (`-` reads it from stdin); a hibernated or stopped
-    /// session is resumed with it.
+    /// Send a prompt to a running session (`-` reads it from stdin); a hibernated session is
+    /// resumed with it.
     Chat {
         /// Session id.
         id: String,

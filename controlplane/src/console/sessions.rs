@@ -232,8 +232,10 @@ pub async fn page(
         conversation.html("items"),
         logs.html("log lines"),
     );
-    // A message to a stopped or hibernated session resumes it with that message.
-    if (!ended || session.status.is_resumable()) && may(role, Action::ChatInSession) {
+    // A message to a hibernated session resumes it with that message.
+    if (!ended || session.status == crate::store::SessionStatus::Hibernated)
+        && may(role, Action::ChatInSession)
+    {
         let _ = write!(
             body,
             "<form id=\"chat\" method=\"post\" action=\"{path}/prompt\" class=\"chat\">{}\
@@ -298,7 +300,7 @@ pub struct ActionForm {
     text: String,
 }
 
-/// A session's buttons: `prompt` (chat; it resumes a stopped or hibernated session), `stop`,
+/// A session's buttons: `prompt` (chat; it resumes a hibernated session), `stop`,
 /// `resume` (with an optional prompt) and `change-request` (open one from the session's
 /// branch). Each goes back to the page it came from, except a new change request,
 /// which is shown.

@@ -13,8 +13,9 @@ use std::{
 
 use super::access::PushScope;
 
-/// Names the push scope: `any-non-default` or `branch:<name>` (that branch and the session's
-/// work-in-progress ref `refs/kortix/wip/<name>`); anything else refuses.
+/// Names the push scope: `any-non-default` (any ref but the default branch and `refs/kortix/`)
+/// or `branch:<name>` (that branch and the session's work-in-progress ref
+/// `refs/kortix/wip/<name>`); anything else refuses.
 pub const ENV_PUSH_SCOPE: &str = "KORTIX_PUSH_SCOPE";
 /// The default branch's short name, which no push may touch.
 pub const ENV_DEFAULT_BRANCH: &str = "KORTIX_DEFAULT_BRANCH";
@@ -39,6 +40,12 @@ while read -r old new ref; do
     fi
     case "$scope" in
         any-non-default)
+            case "$ref" in
+                refs/kortix/*)
+                    printf '%s\n' "refs/kortix/ is written only by sessions' agents; refusing $ref" >&2
+                    status=1
+                    ;;
+            esac
             ;;
         branch:?*)
             allowed="${scope#branch:}"
@@ -139,6 +146,9 @@ mod tests {
             )
             .0
         );
+        // A session's saved work is its agent's to write, not people's.
+        let (ok, err) = run(dir.path(), &people, "main", &["refs/kortix/wip/sess-1"]);
+        assert!(!ok && err.contains("only by sessions"), "{err}");
         let (ok, err) = run(
             dir.path(),
             &people,

@@ -274,10 +274,17 @@ impl Sessions {
             )));
         }
         let s = self.owned(caller, id).await?;
-        if s.status.is_resumable() {
-            // A chat to a hibernated or stopped session brings it back with this prompt.
+        if s.status == SessionStatus::Hibernated {
+            // A chat to a hibernated session brings it back with this prompt (a stopped one
+            // is resumed only when asked to: `ResumeSession`).
             self.resume_for(caller, &s.id, &text).await?;
             return Ok(RESUME_PROMPT_ID.to_string());
+        }
+        if s.status == SessionStatus::Stopped {
+            return Err(SessionError::Precondition(format!(
+                "session {} is stopped; resume it to continue (kortix sessions resume {} --prompt TEXT)",
+                s.id, s.id
+            )));
         }
         self.deliver_prompt(&s, text, agent).await
     }

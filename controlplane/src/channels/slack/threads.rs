@@ -1,9 +1,9 @@
 //! Threads are sessions. A mention or a DM starts a session with the message as its prompt
 //! (the thread key is `thread_ts`, else `ts`); a reply in a thread the bot owns goes to that
 //! thread's session as a prompt, waiting for the agent when it is still starting; a reply to
-//! a thread whose session was stopped or hibernated resumes it (same branch, its uncommitted
-//! work and conversation restored) with the reply as the prompt; a reply to a thread whose
-//! session failed starts a new session on a fresh branch, told that it has no memory of the
+//! a thread whose session hibernated resumes it (same branch, its uncommitted work and
+//! conversation restored) with the reply as the prompt; a reply to a thread whose session was
+//! stopped or failed starts a new session on a fresh branch, told that it has no memory of the
 //! earlier one.
 
 use std::time::Duration;
@@ -182,9 +182,9 @@ impl Slack {
             return Ok(());
         }
         let mut session = self.store().get_session(&thread.session_id).await?;
-        if session.status.is_resumable() {
-            // A hibernated or stopped session comes back, with its work and conversation,
-            // and takes the reply as its prompt.
+        if session.status == SessionStatus::Hibernated {
+            // A hibernated session comes back, with its work and conversation, and takes the
+            // reply as its prompt. (One stopped on purpose is replaced by a fresh session.)
             match self.resume(project, &session, &msg).await {
                 Ok(()) => return Ok(()),
                 // Another event resumed it first: the reply is a prompt like any other.
@@ -231,8 +231,8 @@ impl Slack {
         Ok(())
     }
 
-    /// Resumes the thread's stopped or hibernated session with the reply as its prompt. A
-    /// session that is no longer resumable is FAILED_PRECONDITION, before anything is posted.
+    /// Resumes the thread's hibernated session with the reply as its prompt. A session that
+    /// is no longer resumable is FAILED_PRECONDITION, before anything is posted.
     async fn resume(
         &self,
         project: &Project,
