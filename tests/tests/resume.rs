@@ -118,7 +118,10 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
     assert!(hibernated.resumable, "{hibernated:?}");
     let saved = hibernated.saved.clone().expect("a save");
     assert!(!saved.wip_commit.is_empty(), "{saved:?}");
-    assert!(saved.wip_note.contains("2 files saved"), "{saved:?}");
+    assert!(
+        saved.wip_note.contains("files saved to refs/kortix/wip/"),
+        "{saved:?}"
+    );
     assert!(saved.conversation_bytes > 0, "{saved:?}");
     let records = ts.stored_records(&token, &session.id, 1).await;
     let pushed = pushed_commit(&records).expect("the pushed commit's record");
@@ -141,6 +144,28 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
         "{refs:?}"
     );
     assert!(!ws.exists(), "the hibernated sandbox is gone");
+    // The WIP commit holds the edit and the new file, on top of the pushed commit.
+    let check = work.path().join("app");
+    git_ok(&check, &["fetch", "-q", &ts.git_url("app", &token), &wip]);
+    assert_eq!(
+        git_ok(&check, &["rev-parse", "FETCH_HEAD^"]).trim(),
+        pushed.sha
+    );
+    let files = git_ok(
+        &check,
+        &[
+            "diff-tree",
+            "-r",
+            "--name-only",
+            "FETCH_HEAD^",
+            "FETCH_HEAD",
+        ],
+    );
+    eprintln!("saved files:\n{files}");
+    assert!(
+        files.lines().any(|f| f == "notes.txt") && files.lines().any(|f| f == "draft.txt"),
+        "{files}"
+    );
 
     // Resuming a session that is not stopped or hibernated is refused and changes nothing.
     let unknown = ts
@@ -227,7 +252,7 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
     let restored = states(&after);
     assert!(
         restored.iter().any(|(phase, reason)| phase == "restored"
-            && reason.contains("restored 2 uncommitted files")),
+            && reason.contains("uncommitted files from refs/kortix/wip/")),
         "{restored:?}"
     );
     assert!(
