@@ -81,7 +81,7 @@ pub async fn shutdown(s: Shutdown<'_>, mut end: Final) {
     ));
 
     let conversation = match (&s.supervisor, &s.save) {
-        (Some(sup), Some(_)) => sup.export(MAX_EXPORT_TIME.min(left(s.deadline) / 6)).await,
+        (Some(sup), Some(_)) => sup.export(MAX_EXPORT_TIME.min(left(s.deadline) / 3)).await,
         (None, Some(_)) => Err("opencode was not running".to_string()),
         _ => Err(String::new()),
     };

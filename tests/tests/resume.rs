@@ -1,7 +1,8 @@
 //! Nothing lost at the end of a sandbox, end to end with the real control plane, the
 //! `kortix-agent` binary in local sandboxes, the pinned OpenCode and a scripted model:
 //! uncommitted edits and the conversation survive idle hibernation and come back on resume;
-//! a sandbox killed with SIGKILL keeps what was pushed and says what was lost.
+//! a sandbox ended with SIGTERM saves before it goes; a sandbox killed with SIGKILL keeps what
+//! was pushed and says what was lost.
 //!
 //! Needs `target/<profile>/kortix-agent` built (`scripts/test` builds it first).
 
@@ -391,6 +392,72 @@ async fn a_killed_sandbox_keeps_what_was_pushed_and_says_what_was_lost() {
     assert_eq!(
         ts.session(&token, &session.id).await.status,
         SessionStatus::Failed as i32
+    );
+    ts.stop().await;
+}
+
+/// A sandbox being ended with its agent still alive (SIGTERM, as a container runtime does):
+/// the agent saves the uncommitted work and the conversation before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_sandbox_saves_before_it_goes() {
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let ts = TestServer::start_with(support::use_real_agent).await;
+    let token = ts.account("alice").await;
+    let work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
+    let session = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            prompt: "Start a draft.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ws = ts.workspace(&session.id);
+    model.push([
+        Turn::write_file(ws.join("draft.txt").display().to_string(), "draft\n"),
+        Turn::text("Drafted."),
+    ]);
+    eventually(
+        "the draft and the reply",
+        Duration::from_secs(240),
+        || async { (ws.join("draft.txt").is_file() && model.calls() >= 2).then_some(()) },
+    )
+    .await;
+    let record = ts
+        .data_dir()
+        .join("sandboxes")
+        .join(&session.id)
+        .join("sandbox.json");
+    let pid = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&record).unwrap())
+        .unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopped = wait_status(
+        &ts,
+        &token,
+        &session.id,
+        SessionStatus::Stopped,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(stopped.resumable, "{stopped:?}");
+    let saved = stopped.saved.expect("a save");
+    assert!(
+        saved.wip_note.contains("saved to refs/kortix/wip/"),
+        "{saved:?}"
+    );
+    assert!(saved.conversation_bytes > 0, "{saved:?}");
+    let refs = ls_remote(&ts, &token, work.path());
+    assert_eq!(
+        refs.get(&format!("refs/kortix/wip/{}", session.id)),
+        Some(&saved.wip_commit)
     );
     ts.stop().await;
 }

@@ -611,7 +611,8 @@ impl Task {
                         }
                     }
                     Some(Cmd::Export { timeout, reply }) => {
-                        let _ = reply.send(export(&client, &session_id, timeout).await);
+                        let busy = self.liveness.busy.load(Ordering::Relaxed);
+                        let _ = reply.send(export(&client, &session_id, timeout, busy).await);
                     }
                     Some(Cmd::Stop { grace, reply }) => {
                         sse.abort();
@@ -833,20 +834,28 @@ fn last_lines(stderr: &str, stdout: &str) -> String {
     tail.chars().take(1000).collect()
 }
 
-/// Aborts a turn in flight, then reads the session and its messages: together, what
+/// Aborts a turn in flight (`busy`), then reads the session and its messages: together, what
 /// `opencode export` prints.
-async fn export(client: &Client, session_id: &str, timeout: Duration) -> Result<Export, String> {
+async fn export(
+    client: &Client,
+    session_id: &str,
+    timeout: Duration,
+    busy: bool,
+) -> Result<Export, String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
-    // A turn cut off mid-way would be imported half-written; aborted, it ends properly.
-    let _ = client
-        .call(
-            Method::POST,
-            &format!("/session/{session_id}/abort"),
-            Some(&json!({})),
-            left().min(Duration::from_secs(5)),
-        )
-        .await;
+    // A turn cut off mid-way would be imported half-written; aborted, it ends properly. The
+    // abort gets a third of the time at most: the export matters more.
+    if busy {
+        let _ = client
+            .call(
+                Method::POST,
+                &format!("/session/{session_id}/abort"),
+                Some(&json!({})),
+                left() / 3,
+            )
+            .await;
+    }
     let info = client
         .call(Method::GET, &format!("/session/{session_id}"), None, left())
         .await

@@ -63,7 +63,9 @@ enum SessionsCommand {
         #[arg(long, short)]
         project: Option<String>,
     },
-    /// Show a session: status, branch, head commit, timestamps, failure reason.
+    /// Show a session: status, branch, head commit, timestamps, failure reason, whether it
+    /// can be resumed and what its last sandbox saved.
+    #[command(alias = "show")]
     Info {
         /// Session id.
         id: String,
