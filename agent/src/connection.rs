@@ -22,7 +22,7 @@ use crate::records::{BATCH_WINDOW, MAX_BATCH_RECORDS, RecordSink};
 /// What the control plane asks of the daemon.
 #[derive(Debug)]
 pub enum ControlEvent {
-    Bootstrap(Bootstrap),
+    Bootstrap(Box<Bootstrap>),
     Prompt(Prompt),
     Stop(Stop),
     /// The control plane will never take this agent again (its session has ended, its
@@ -253,7 +253,7 @@ impl Connection {
         *lost_at = None;
         if self
             .events
-            .send(ControlEvent::Bootstrap(bootstrap))
+            .send(ControlEvent::Bootstrap(Box::new(bootstrap)))
             .await
             .is_err()
         {

@@ -20,6 +20,7 @@ pub mod renewal;
 pub mod secrets;
 pub mod stop;
 pub mod tls;
+pub mod wip;
 
 pub use config::Config;
 pub use daemon::{AgentError, ExitReason, run};

@@ -1,5 +1,7 @@
-//! Ending a session cleanly: stop OpenCode, push committed-but-unpushed work on the session
-//! branch, flush the records until acked, report the final state, close the stream.
+//! Ending a session cleanly: export the conversation, stop OpenCode, push committed-but-
+//! unpushed work on the session branch, save the uncommitted work to `refs/kortix/wip/<id>`
+//! and hand both to the control plane (`SaveWork`), flush the records until acked, report the
+//! final state, close the stream. All of it within the stop's grace period.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,13 +13,33 @@ use tokio::time::Instant;
 
 use crate::commits::WatcherHandle;
 use crate::connection::{ConnectionHandle, report};
-use crate::opencode::Supervisor;
+use crate::enroll::Gateway;
+use crate::opencode::{Export, Supervisor};
 use crate::process::Reaper;
 use crate::records::RecordSink;
+use crate::wip;
 
 /// Longest wait for OpenCode to exit after SIGTERM.
 pub const MAX_OPENCODE_GRACE: Duration = Duration::from_secs(5);
 const MAX_PUSH_TIME: Duration = Duration::from_secs(60);
+/// Longest wait for OpenCode's export of the conversation.
+const MAX_EXPORT_TIME: Duration = Duration::from_secs(10);
+/// Longest a save of the uncommitted work may take (it includes a push).
+const MAX_WIP_TIME: Duration = Duration::from_secs(60);
+/// Longest wait for the control plane to take the save.
+const MAX_SAVE_CALL: Duration = Duration::from_secs(15);
+/// Largest conversation the control plane keeps; a larger one is not sent.
+pub const MAX_CONVERSATION_BYTES: usize = 8 * 1024 * 1024;
+
+/// What a winding-down agent saves for a resume, and where.
+pub struct Save<'a> {
+    pub session_id: &'a str,
+    pub gateway: &'a Gateway,
+    /// Holds the temporary index the WIP commit is built in.
+    pub run_dir: &'a Path,
+    /// The WIP commit this sandbox restored at its start, if any.
+    pub restored_wip: Option<&'a str>,
+}
 
 pub struct Shutdown<'a> {
     pub sink: &'a RecordSink,
@@ -31,6 +53,8 @@ pub struct Shutdown<'a> {
     pub ca_file: Option<&'a Path>,
     pub connection: ConnectionHandle,
     pub deadline: Instant,
+    /// `None` when nothing can be saved (no workspace, or the control plane refuses us).
+    pub save: Option<Save<'a>>,
 }
 
 /// How the session ends.
@@ -55,6 +79,12 @@ pub async fn shutdown(s: Shutdown<'_>, mut end: Final) {
         false,
         head(&s.watcher),
     ));
+
+    let conversation = match (&s.supervisor, &s.save) {
+        (Some(sup), Some(_)) => sup.export(MAX_EXPORT_TIME.min(left(s.deadline) / 3)).await,
+        (None, Some(_)) => Err("opencode was not running".to_string()),
+        _ => Err(String::new()),
+    };
 
     if let Some(sup) = s.supervisor {
         let grace = MAX_OPENCODE_GRACE.min(left(s.deadline) / 4);
@@ -91,6 +121,31 @@ pub async fn shutdown(s: Shutdown<'_>, mut end: Final) {
         }
     }
 
+    if let Some(save) = &s.save {
+        let git = wip::Git {
+            reaper: s.reaper,
+            workspace: s.workspace,
+            ca_file: s.ca_file,
+            deadline: wip::budget(s.deadline, MAX_WIP_TIME.min(left(s.deadline) / 2)),
+        };
+        let saved = git
+            .save(
+                save.session_id,
+                &wip::index_path(save.run_dir),
+                save.restored_wip,
+            )
+            .await;
+        let call = MAX_SAVE_CALL.min(left(s.deadline) / 2);
+        let summary = match hand_over(save.gateway, &saved, conversation, call).await {
+            Ok(summary) => summary,
+            Err(why) => format!(
+                "{}; but the control plane did not take the save: {why}",
+                saved.note
+            ),
+        };
+        s.sink.state(SessionStatus::Stopping, "saved", summary);
+    }
+
     s.sink.state(end.status, end.phase, end.reason.clone());
     let flush_until = s
         .deadline
@@ -122,6 +177,50 @@ pub async fn shutdown(s: Shutdown<'_>, mut end: Final) {
         started.elapsed().as_millis(),
         if closed { "delivered" } else { "not confirmed" }
     ));
+}
+
+/// Sends the save to the control plane; returns what was saved, for the records.
+async fn hand_over(
+    gateway: &Gateway,
+    saved: &wip::Saved,
+    conversation: Result<Export, String>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let (json, session_id, note) = match conversation {
+        Ok(e) if e.json.len() <= MAX_CONVERSATION_BYTES => (e.json, e.session_id, String::new()),
+        Ok(e) => (
+            Vec::new(),
+            e.session_id,
+            format!(
+                "conversation too large ({} bytes, at most {MAX_CONVERSATION_BYTES}), not saved",
+                e.json.len()
+            ),
+        ),
+        Err(why) => (
+            Vec::new(),
+            String::new(),
+            format!("conversation not saved: {why}"),
+        ),
+    };
+    let bytes = json.len();
+    let request = kortix_proto::v1::SaveWorkRequest {
+        wip_commit: saved.commit.clone().unwrap_or_default(),
+        wip_note: saved.note.clone(),
+        conversation: json,
+        conversation_note: note.clone(),
+        opencode_session_id: session_id,
+    };
+    match tokio::time::timeout(timeout, gateway.client().save_work(request)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(status)) => return Err(format!("SaveWork: {}", status.message())),
+        Err(_) => return Err(format!("SaveWork did not answer within {timeout:?}")),
+    }
+    let conversation = if bytes > 0 {
+        format!("conversation saved ({bytes} bytes)")
+    } else {
+        note
+    };
+    Ok(format!("{}; {conversation}", saved.note))
 }
 
 /// `git push origin <branch>` with the workspace's credential helper and a deadline; the

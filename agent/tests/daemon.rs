@@ -54,6 +54,7 @@ fn bootstrap(session: &str, repo: &Path) -> Bootstrap {
         protocol_version: kortix_proto::PROTOCOL_VERSION,
         idle_timeout_ms: 0,
         start_deadline_ms: 0,
+        resume: None,
     }
 }
 

@@ -301,6 +301,22 @@ impl SessionService for Script {
         unimplemented()
     }
 
+    /// `s-running` is refused as the control plane refuses it; anything else resumes.
+    async fn resume_session(&self, req: Request<ResumeSessionRequest>) -> Reply<Session> {
+        let id = req.into_inner().id;
+        if id == "s-running" {
+            return Err(Status::failed_precondition(
+                "session s-running is running; only stopped or hibernated sessions can be resumed",
+            ));
+        }
+        Ok(Response::new(session(
+            &id,
+            "web",
+            SessionStatus::Resuming,
+            "",
+        )))
+    }
+
     type AttachStream = RecordStream;
 
     /// First attach: records 1-3, then the slow-viewer cut-off. The reattach replays the seam
@@ -697,6 +713,43 @@ async fn sessions_stop_wait_returns_the_ended_session() {
         text(&out.stdout).contains("stopping"),
         "{}",
         text(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_prints_the_resuming_session_and_refusals() {
+    let url = format!("http://{}", serve(Script::default()).await);
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = kortix(
+        home.path(),
+        &[
+            "--url", &url, "--token", "t", "--json", "sessions", "resume", "s-nap", "--prompt",
+            "go on",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let resumed = json_doc(&out);
+    assert_eq!(resumed["status"], json!("resuming"));
+    assert_eq!(resumed["branch"], json!("s-nap"));
+    let out = kortix(
+        home.path(),
+        &[
+            "--url",
+            &url,
+            "--token",
+            "t",
+            "sessions",
+            "resume",
+            "s-running",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("only stopped or hibernated sessions can be resumed"),
+        "{}",
+        text(&out.stderr)
     );
 }
 

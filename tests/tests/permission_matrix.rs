@@ -469,6 +469,15 @@ async fn call(
             .stop_session(StopSessionRequest { id: session.into() })
             .await
             .map(drop),
+        // The cell's session is provisioning: refused after the permission check.
+        ("kortix.v1.SessionService", "ResumeSession") => ts
+            .sessions(token)
+            .resume_session(ResumeSessionRequest {
+                id: session.into(),
+                prompt: String::new(),
+            })
+            .await
+            .map(drop),
         ("kortix.v1.SessionService", "DeleteSession") => ts
             .sessions(token)
             .delete_session(DeleteSessionRequest { id: session.into() })

@@ -66,6 +66,10 @@ impl StateReader {
             (_, "opencode-starting") => ("starting OpenCode".to_owned(), Tone::Info),
             // The reason of this phase is OpenCode's session id: of no use to a reader.
             (_, "opencode-ready") => ("OpenCode ready".to_owned(), Tone::Good),
+            // What a winding-down agent kept for a resume, and what a resumed one put back.
+            (_, "saved") => (said("saved for a resume"), Tone::Info),
+            (_, "restored") => (said("resuming"), Tone::Info),
+            (_, "conversation-restored") => (said("conversation restored"), Tone::Info),
             ("running", "running" | "") => ("running".to_owned(), Tone::Good),
             (_, "prompt-delivered") => (said("prompt delivered"), Tone::Info),
             ("stopping", _) => (said("stopping"), Tone::Info),
@@ -86,6 +90,25 @@ mod tests {
             Some(Item::State { text, tone, .. }) => (text, tone),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn saves_and_restores_read_as_such() {
+        let mut r = StateReader::default();
+        let (t, _) = text(r.read(
+            "stopping",
+            "saved",
+            "2 files saved to refs/kortix/wip/s",
+            false,
+        ));
+        assert_eq!(t, "saved for a resume: 2 files saved to refs/kortix/wip/s");
+        let (t, _) = text(r.read(
+            "resuming",
+            "restored",
+            "restored 2 uncommitted files",
+            false,
+        ));
+        assert_eq!(t, "resuming: restored 2 uncommitted files");
     }
 
     #[test]

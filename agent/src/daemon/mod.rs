@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kortix_proto::v1::{Bootstrap, Prompt, SessionStatus, StateReport};
+use kortix_proto::v1::{Bootstrap, Prompt, ResumeInfo, SessionStatus, StateReport};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
@@ -59,7 +59,7 @@ pub async fn run(config: Config) -> Result<ExitReason, AgentError> {
     let mut daemon = Daemon::boot(config).await?;
     let (bootstrap, early_prompts) = match daemon.await_bootstrap().await {
         Ok(b) => b,
-        Err(end) => return Ok(daemon.shut_down(end, None, None, "").await),
+        Err(end) => return Ok(daemon.shut_down(end, None, None, "", None).await),
     };
     let t_bootstrap = daemon.agent_start.elapsed();
     let ws = match workspace::prepare(
@@ -72,7 +72,11 @@ pub async fn run(config: Config) -> Result<ExitReason, AgentError> {
     .await
     {
         Ok(ws) => ws,
-        Err(e) => return Ok(daemon.shut_down(End::failed(e), None, None, "").await),
+        Err(e) => return Ok(daemon.shut_down(End::failed(e), None, None, "", None).await),
+    };
+    let restored = match &bootstrap.resume {
+        Some(resume) => daemon.restore(&bootstrap.session_id, resume, &ws).await,
+        None => Restored::default(),
     };
     if let Some(w) = &ws.watcher {
         daemon
@@ -80,15 +84,35 @@ pub async fn run(config: Config) -> Result<ExitReason, AgentError> {
             .push(w.spawn(Duration::from_secs(1)).abort_handle());
     }
     let supervisor = daemon
-        .launch(&bootstrap, &ws, early_prompts, t_bootstrap)
+        .launch(&bootstrap, &ws, early_prompts, t_bootstrap, restored.import)
         .await;
     let end = daemon.serve(&supervisor, &ws).await;
     let reason = daemon
-        .shut_down(end, Some(&ws), Some(supervisor), &bootstrap.branch)
+        .shut_down_saving(
+            end,
+            &ws,
+            supervisor,
+            &bootstrap,
+            restored.wip_commit.as_deref(),
+        )
         .await;
     drop(ws.cred_server);
     Ok(reason)
 }
+
+/// What a resumed session's agent put back before OpenCode started.
+#[derive(Default)]
+struct Restored {
+    /// The WIP commit now in the working tree as uncommitted changes.
+    wip_commit: Option<String>,
+    /// The saved conversation, for OpenCode to import.
+    import: Option<crate::opencode::Import>,
+}
+
+/// How long fetching and restoring the saved uncommitted work may take.
+const RESTORE_TIME: Duration = Duration::from_secs(60);
+/// How long fetching the saved conversation may take.
+const LOAD_CONVERSATION_TIME: Duration = Duration::from_secs(30);
 
 /// Everything the phases share once the agent has enrolled.
 struct Daemon {
@@ -226,7 +250,7 @@ impl Daemon {
         loop {
             tokio::select! {
                 ev = self.events.recv() => match ev {
-                    Some(ControlEvent::Bootstrap(b)) => return Ok((b, early)),
+                    Some(ControlEvent::Bootstrap(b)) => return Ok((*b, early)),
                     Some(ControlEvent::Prompt(p)) => early.push(p),
                     Some(ControlEvent::Stop(s)) => return Err(End::stopped(&s)),
                     Some(ControlEvent::Refused(r)) => return Err(End::refused(r)),
@@ -234,6 +258,84 @@ impl Daemon {
                 },
                 sig = self.signals.recv() => return Err(End::signalled(sig)),
             }
+        }
+    }
+
+    /// A resumed session: puts the saved uncommitted work back into the fresh clone and
+    /// fetches the saved conversation, before OpenCode starts. What could not be restored is
+    /// said in the records (and stays saved); the session goes on either way.
+    async fn restore(&mut self, session_id: &str, resume: &ResumeInfo, ws: &Workspace) -> Restored {
+        let mut restored = Restored::default();
+        let mut said = Vec::new();
+        if resume.wip_commit.is_empty() {
+            said.push("no uncommitted work was saved".to_string());
+        } else {
+            let git = crate::wip::Git {
+                reaper: &self.reaper,
+                workspace: &self.config.workspace,
+                ca_file: ws.ca_file.as_deref(),
+                deadline: tokio::time::Instant::now() + RESTORE_TIME,
+            };
+            match git.restore(session_id, &resume.wip_commit).await {
+                Ok(note) => {
+                    said.push(note);
+                    restored.wip_commit = Some(resume.wip_commit.clone());
+                }
+                Err(why) => said.push(format!("uncommitted work not restored: {why}")),
+            }
+        }
+        if resume.conversation_bytes == 0 {
+            said.push("no conversation was saved".to_string());
+        } else {
+            match self.load_conversation().await {
+                Ok((bytes, id)) => {
+                    let file = self.config.spool_dir.join("run").join("conversation.json");
+                    let written = std::fs::create_dir_all(self.config.spool_dir.join("run"))
+                        .and_then(|()| std::fs::write(&file, &bytes));
+                    match written {
+                        Ok(()) => {
+                            said.push(format!(
+                                "conversation of {} bytes to import into OpenCode session {id}",
+                                bytes.len()
+                            ));
+                            restored.import = Some(crate::opencode::Import {
+                                file,
+                                session_id: id,
+                            });
+                        }
+                        Err(e) => said.push(format!(
+                            "conversation not restored: writing {}: {e}",
+                            file.display()
+                        )),
+                    }
+                }
+                Err(why) => said.push(format!("conversation not restored: {why}")),
+            }
+        }
+        self.sink
+            .state(SessionStatus::Resuming, "restored", said.join("; "));
+        restored
+    }
+
+    async fn load_conversation(&self) -> Result<(Vec<u8>, String), String> {
+        let mut client = self
+            .gateway
+            .client()
+            .max_decoding_message_size(crate::stop::MAX_CONVERSATION_BYTES + 1024 * 1024);
+        match tokio::time::timeout(
+            LOAD_CONVERSATION_TIME,
+            client.load_conversation(kortix_proto::v1::LoadConversationRequest {}),
+        )
+        .await
+        {
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                Ok((r.conversation, r.opencode_session_id))
+            }
+            Ok(Err(status)) => Err(format!("LoadConversation: {}", status.message())),
+            Err(_) => Err(format!(
+                "LoadConversation did not answer within {LOAD_CONVERSATION_TIME:?}"
+            )),
         }
     }
 
@@ -245,6 +347,7 @@ impl Daemon {
         ws: &Workspace,
         early_prompts: Vec<Prompt>,
         t_bootstrap: Duration,
+        import: Option<crate::opencode::Import>,
     ) -> Supervisor {
         if self.secrets.borrow().is_none() {
             let _ = tokio::time::timeout(SECRETS_PATIENCE, self.secrets.wait_for(|s| s.is_some()))
@@ -294,6 +397,7 @@ impl Daemon {
             self.link_opencode_packages(shared, &cfg);
         }
         cfg.liveness = self.liveness.clone();
+        cfg.import = import;
         cfg.boot = Some((self.agent_start, ws.clone_time));
         if bootstrap.start_deadline_ms > 0 {
             cfg.ready_by =
@@ -389,13 +493,36 @@ impl Daemon {
         }
     }
 
-    /// The one way out of every phase: stop OpenCode, push, flush, report, close.
+    /// The end of a session that got as far as running OpenCode: its uncommitted work and
+    /// conversation are saved for a resume, unless the control plane refuses this agent.
+    async fn shut_down_saving(
+        &mut self,
+        end: End,
+        ws: &Workspace,
+        supervisor: Supervisor,
+        bootstrap: &Bootstrap,
+        restored_wip: Option<&str>,
+    ) -> ExitReason {
+        let gateway = self.gateway.clone();
+        let run_dir = self.config.spool_dir.join("run");
+        let save = (!matches!(end.reason, ExitReason::Refused(_))).then(|| stop::Save {
+            session_id: &bootstrap.session_id,
+            gateway: &gateway,
+            run_dir: &run_dir,
+            restored_wip,
+        });
+        self.shut_down(end, Some(ws), Some(supervisor), &bootstrap.branch, save)
+            .await
+    }
+
+    /// The one way out of every phase: stop OpenCode, push, save, flush, report, close.
     async fn shut_down(
         &mut self,
         end: End,
         ws: Option<&Workspace>,
         supervisor: Option<Supervisor>,
         branch: &str,
+        save: Option<stop::Save<'_>>,
     ) -> ExitReason {
         let Some(connection) = self.connection.take() else {
             return end.reason;
@@ -412,6 +539,7 @@ impl Daemon {
                 ca_file: ws.and_then(|w| w.ca_file.as_deref()),
                 connection,
                 deadline: end.deadline,
+                save,
             },
             end.final_report(),
         )

@@ -9,7 +9,9 @@ pub mod supervisor;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use supervisor::{PromptRequest, RestartPolicy, Supervisor, SupervisorConfig, SupervisorState};
+pub use supervisor::{
+    Export, Import, PromptRequest, RestartPolicy, Supervisor, SupervisorConfig, SupervisorState,
+};
 
 /// What heartbeats report about OpenCode, updated lock-free by the output pumps, the event
 /// stream and the supervisor.

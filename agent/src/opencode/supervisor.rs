@@ -70,6 +70,24 @@ pub struct SupervisorConfig {
     /// OpenCode must have been ready once by then, or the session fails with its last output
     /// as the reason (restarts included). `None`: no deadline beyond the crash-loop limit.
     pub ready_by: Option<Instant>,
+    /// A conversation saved by an earlier sandbox of this session, imported into OpenCode
+    /// (`opencode import`) before its server first starts; prompts then continue in it.
+    pub import: Option<Import>,
+}
+
+/// A saved conversation to import: OpenCode's export JSON in `file`, of OpenCode session
+/// `session_id`.
+#[derive(Clone, Debug)]
+pub struct Import {
+    pub file: PathBuf,
+    pub session_id: String,
+}
+
+/// A conversation as OpenCode's `export` writes it: `{"info": …, "messages": [{info, parts}]}`.
+#[derive(Clone, Debug)]
+pub struct Export {
+    pub session_id: String,
+    pub json: Vec<u8>,
 }
 
 impl SupervisorConfig {
@@ -87,6 +105,7 @@ impl SupervisorConfig {
             liveness: Arc::new(Liveness::new()),
             boot: None,
             ready_by: None,
+            import: None,
         }
     }
 }
@@ -121,6 +140,10 @@ enum Cmd {
     Stop {
         grace: Duration,
         reply: oneshot::Sender<Option<Exit>>,
+    },
+    Export {
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Export, String>>,
     },
 }
 
@@ -181,6 +204,21 @@ impl Supervisor {
 
     pub async fn set_secrets(&self, secrets: BTreeMap<String, String>) -> bool {
         self.tx.send(Cmd::Secrets(secrets)).await.is_ok()
+    }
+
+    /// The conversation so far, as OpenCode's own export has it, after aborting a turn still
+    /// in flight (the session is ending). An error says why there is none.
+    pub async fn export(&self, timeout: Duration) -> Result<Export, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Export { timeout, reply })
+            .await
+            .map_err(|_| "the opencode supervisor has ended".to_string())?;
+        match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the opencode supervisor has ended".into()),
+            Err(_) => Err(format!("no export within {timeout:?}")),
+        }
     }
 
     /// Stops OpenCode (SIGTERM to its group, `grace`, SIGKILL) and ends supervision.
@@ -257,6 +295,9 @@ fn server_password() -> String {
 
 impl Task {
     async fn run(mut self) {
+        if let Some(import) = self.cfg.import.take() {
+            self.import(&import).await;
+        }
         let mut backoff = Backoff::new(self.cfg.restart.base, self.cfg.restart.cap);
         loop {
             let Run { ended, ready_at } = self.run_once().await;
@@ -340,6 +381,43 @@ impl Task {
         }
     }
 
+    /// `opencode import` of a saved conversation, with OpenCode's own environment, before
+    /// its server starts; on success the prompts continue in the imported session. A failure
+    /// is recorded and OpenCode starts a fresh conversation.
+    async fn import(&mut self, import: &Import) {
+        let mut env = self.env();
+        env.remove("OPENCODE_SERVER_PASSWORD");
+        let mut cmd = std::process::Command::new(&self.cfg.bin);
+        cmd.arg("import")
+            .arg(&import.file)
+            .current_dir(&self.cfg.workspace)
+            .env_clear()
+            .envs(&env);
+        let bytes = std::fs::metadata(&import.file).map_or(0, |m| m.len());
+        match self.reaper.output(&mut cmd, IMPORT_TIMEOUT).await {
+            Ok(out) if out.exit.success() => {
+                self.session_id = Some(import.session_id.clone());
+                self.sink.state(
+                    SessionStatus::Resuming,
+                    "conversation-restored",
+                    format!(
+                        "imported the saved conversation ({bytes} bytes) into OpenCode session {}",
+                        import.session_id
+                    ),
+                );
+            }
+            Ok(out) => self.sink.agent(format!(
+                "the saved conversation could not be imported (opencode import exited {}: {}); OpenCode starts a fresh one",
+                out.exit,
+                last_lines(&out.stderr, &out.stdout)
+            )),
+            Err(e) => self.sink.agent(format!(
+                "the saved conversation could not be imported ({e}); OpenCode starts a fresh one"
+            )),
+        }
+        let _ = std::fs::remove_file(&import.file);
+    }
+
     fn start_deadline_passed(&self) -> bool {
         !self.ever_ready && self.cfg.ready_by.is_some_and(|by| Instant::now() >= by)
     }
@@ -357,6 +435,9 @@ impl Task {
                     p.id
                 )),
                 Cmd::Secrets(s) => self.secrets = s,
+                Cmd::Export { reply, .. } => {
+                    let _ = reply.send(Err("opencode has failed".into()));
+                }
             }
         }
     }
@@ -375,6 +456,9 @@ impl Task {
                     }
                     Some(Cmd::Prompt(p)) => self.enqueue(p),
                     Some(Cmd::Secrets(s)) => self.secrets = s,
+                    Some(Cmd::Export { reply, .. }) => {
+                        let _ = reply.send(Err("opencode is restarting".into()));
+                    }
                 }
             }
         }
@@ -526,6 +610,10 @@ impl Task {
                             restart_pending = true;
                         }
                     }
+                    Some(Cmd::Export { timeout, reply }) => {
+                        let busy = self.liveness.busy.load(Ordering::Relaxed);
+                        let _ = reply.send(export(&client, &session_id, timeout, busy).await);
+                    }
                     Some(Cmd::Stop { grace, reply }) => {
                         sse.abort();
                         let exit = proc.stop(grace).await;
@@ -599,6 +687,9 @@ impl Task {
                     }
                     Some(Cmd::Prompt(p)) => self.enqueue(p),
                     Some(Cmd::Secrets(s)) => self.secrets = s,
+                    Some(Cmd::Export { reply, .. }) => {
+                        let _ = reply.send(Err("opencode is still starting".into()));
+                    }
                 },
                 _ = listening.notified() => {
                     if healthy(client).await {
@@ -726,6 +817,70 @@ impl Task {
             .state(SessionStatus::Running, "prompt-delivered", p.id.clone());
         Ok(())
     }
+}
+
+/// How long `opencode import` may take.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The end of a failed command's output, for a record.
+fn last_lines(stderr: &str, stdout: &str) -> String {
+    let text = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
+    let lines: Vec<&str> = text.trim().lines().collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    tail.chars().take(1000).collect()
+}
+
+/// Aborts a turn in flight (`busy`), then reads the session and its messages: together, what
+/// `opencode export` prints.
+async fn export(
+    client: &Client,
+    session_id: &str,
+    timeout: Duration,
+    busy: bool,
+) -> Result<Export, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    // A turn cut off mid-way would be imported half-written; aborted, it ends properly. The
+    // abort gets a third of the time at most: the export matters more.
+    if busy {
+        let _ = client
+            .call(
+                Method::POST,
+                &format!("/session/{session_id}/abort"),
+                Some(&json!({})),
+                left() / 3,
+            )
+            .await;
+    }
+    let info = client
+        .call(Method::GET, &format!("/session/{session_id}"), None, left())
+        .await
+        .map_err(|e| e.to_string())?;
+    let messages = client
+        .call(
+            Method::GET,
+            &format!("/session/{session_id}/message"),
+            None,
+            left(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut json = Vec::with_capacity(info.len() + messages.len() + 32);
+    json.extend_from_slice(br#"{"info":"#);
+    json.extend_from_slice(&info);
+    json.extend_from_slice(br#","messages":"#);
+    json.extend_from_slice(&messages);
+    json.push(b'}');
+    serde_json::from_slice::<Value>(&json)
+        .map_err(|e| format!("opencode's session or messages are not JSON: {e}"))?;
+    Ok(Export {
+        session_id: session_id.to_owned(),
+        json,
+    })
 }
 
 /// The fallback health poll: first after this, doubling up to [`HEALTH_POLL_MAX`].

@@ -431,6 +431,24 @@ impl AgentGateway for Service {
             "this test gateway has no connector {connector:?}"
         )))
     }
+
+    async fn save_work(
+        &self,
+        req: Request<kortix_proto::v1::SaveWorkRequest>,
+    ) -> Result<Response<kortix_proto::v1::SaveWorkResponse>, Status> {
+        require_client_cert(&req)?;
+        Ok(Response::new(kortix_proto::v1::SaveWorkResponse {}))
+    }
+
+    async fn load_conversation(
+        &self,
+        req: Request<kortix_proto::v1::LoadConversationRequest>,
+    ) -> Result<Response<kortix_proto::v1::LoadConversationResponse>, Status> {
+        require_client_cert(&req)?;
+        Err(Status::not_found(
+            "this test gateway keeps no conversations",
+        ))
+    }
 }
 
 impl Service {

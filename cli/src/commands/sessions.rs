@@ -1,4 +1,4 @@
-//! `kortix sessions new|ls|info|stop|rm|attach|chat`.
+//! `kortix sessions new|ls|info|stop|resume|rm|attach|chat`.
 
 mod attach;
 mod wait;
@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use kortix_proto::v1::{
-    DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, SendPromptRequest, Session,
-    SessionStatus, StartSessionRequest, StopSessionRequest,
+    DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, ResumeSessionRequest,
+    SendPromptRequest, Session, SessionStatus, StartSessionRequest, StopSessionRequest,
 };
 
 use crate::Global;
@@ -63,7 +63,9 @@ enum SessionsCommand {
         #[arg(long, short)]
         project: Option<String>,
     },
-    /// Show a session: status, branch, head commit, timestamps, failure reason.
+    /// Show a session: status, branch, head commit, timestamps, failure reason, whether it
+    /// can be resumed and what its last sandbox saved.
+    #[command(alias = "show")]
     Info {
         /// Session id.
         id: String,
@@ -77,6 +79,21 @@ enum SessionsCommand {
         wait: bool,
         /// How long --wait waits, in seconds.
         #[arg(long, value_name = "SECS", default_value_t = 120, requires = "wait")]
+        wait_timeout: u64,
+    },
+    /// Resume a stopped or hibernated session in a new sandbox on the same branch, with its
+    /// uncommitted work and OpenCode conversation restored.
+    Resume {
+        /// Session id.
+        id: String,
+        /// A prompt to continue with once it runs.
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Return once the session is running again; exit 1 if it fails.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 600, requires = "wait")]
         wait_timeout: u64,
     },
     /// Delete a finished session's record; its branch is kept.
@@ -108,7 +125,8 @@ enum SessionsCommand {
         #[arg(long, short)]
         timestamps: bool,
     },
-    /// Send a prompt to a running session (`-` reads it from stdin).
+    /// Send a prompt to a running session (`-` reads it from stdin); a hibernated session is
+    /// resumed with it.
     Chat {
         /// Session id.
         id: String,
@@ -154,6 +172,15 @@ pub fn run(global: &Global, args: SessionsArgs) -> anyhow::Result<ExitCode> {
             } => {
                 let wait = wait.then(|| Duration::from_secs(wait_timeout));
                 stop(&ctx, &client, id, wait).await
+            }
+            SessionsCommand::Resume {
+                id,
+                prompt,
+                wait,
+                wait_timeout,
+            } => {
+                let wait = wait.then(|| Duration::from_secs(wait_timeout));
+                resume(&ctx, &client, id, prompt.unwrap_or_default(), wait).await
             }
             SessionsCommand::Rm { id } => remove(&ctx, &client, id).await,
             SessionsCommand::Attach {
@@ -272,15 +299,23 @@ async fn list(
         output::note("no sessions");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&["ID", "PROJECT", "STATUS", "ORIGIN", "HEAD", "CREATED"]);
+    let mut table = Table::new(&[
+        "ID", "PROJECT", "STATUS", "ORIGIN", "HEAD", "SAVED", "CREATED",
+    ]);
     for s in &sessions {
         let status = session_status(s.status);
+        let status = if s.resumable {
+            format!("{status} (resumable)")
+        } else {
+            status.to_string()
+        };
         table.row(vec![
             s.id.as_str().into(),
             s.project_name.as_str().into(),
-            Cell::styled(status, status_style(status)),
+            Cell::styled(&status, status_style(session_status(s.status))),
             or_dash(&s.origin).into(),
             or_dash(short_sha(&s.head_sha)).into(),
+            saved_brief(s).into(),
             time::human_ms(s.created_unix_ms).into(),
         ]);
     }
@@ -331,7 +366,112 @@ fn print_session(ctx: &Context, s: &Session) -> Result<(), CliError> {
     if !s.prompt.is_empty() {
         rows.push(("prompt", s.prompt.clone()));
     }
+    rows.push((
+        "resumable",
+        if s.resumable {
+            format!("yes: kortix sessions resume {} [--prompt TEXT]", s.id)
+        } else {
+            "no".to_string()
+        },
+    ));
+    if s.resumes > 0 {
+        rows.push(("resumed", format!("{} time(s)", s.resumes)));
+    }
+    if let Some(w) = &s.saved {
+        rows.push((
+            "uncommitted work",
+            if w.wip_commit.is_empty() {
+                or_dash(&w.wip_note)
+            } else {
+                format!(
+                    "{} at refs/kortix/wip/{} ({})",
+                    short_sha(&w.wip_commit),
+                    s.id,
+                    w.wip_note
+                )
+            },
+        ));
+        rows.push((
+            "conversation",
+            if w.conversation_bytes > 0 {
+                format!("{} bytes saved", w.conversation_bytes)
+            } else {
+                or_dash(&w.conversation_note)
+            },
+        ));
+        rows.push(("saved at", time::human_ms(w.saved_unix_ms)));
+    }
     output::print_text(&table::details(&rows))
+}
+
+/// The SAVED column: what the last sandbox left for a resume.
+fn saved_brief(s: &Session) -> String {
+    let Some(w) = &s.saved else {
+        return "-".to_string();
+    };
+    let mut parts = Vec::new();
+    if !w.wip_commit.is_empty() {
+        parts.push(format!("wip {}", short_sha(&w.wip_commit)));
+    }
+    if w.conversation_bytes > 0 {
+        parts.push(format!("chat {} KiB", w.conversation_bytes.div_ceil(1024)));
+    }
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+async fn resume(
+    ctx: &Context,
+    client: &Client,
+    id: String,
+    prompt: String,
+    wait: Option<Duration>,
+) -> Result<ExitCode, CliError> {
+    let mut session = client
+        .call(
+            "ResumeSession",
+            client
+                .sessions()
+                .resume_session(unary(ResumeSessionRequest { id, prompt })),
+        )
+        .await?;
+    if let Some(limit) = wait {
+        session = wait::until(ctx, client, &session.id, wait::Until::Started, limit).await?;
+    }
+    let status = SessionStatus::try_from(session.status).unwrap_or(SessionStatus::Unspecified);
+    if ctx.json {
+        output::print_json(&SessionJson::from(&session))?;
+    } else {
+        output::print_text(&format!(
+            "session {} resuming on branch {}: {}\n{}",
+            paint(BOLD, &session.id),
+            session.branch,
+            paint(
+                status_style(session_status(session.status)),
+                session_status(session.status)
+            ),
+            paint(
+                DIM,
+                &format!("follow it with: kortix sessions attach {}", session.id)
+            ),
+        ))?;
+    }
+    match (wait, status) {
+        (None, _) | (Some(_), SessionStatus::Running) => Ok(ExitCode::SUCCESS),
+        (Some(_), _) => Err(CliError::Refused(format!(
+            "session {} did not resume: {}{}",
+            session.id,
+            session_status(session.status),
+            if session.failure_reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", session.failure_reason)
+            }
+        ))),
+    }
 }
 
 async fn stop(
@@ -415,11 +555,18 @@ async fn chat(
             prompt_id: sent.prompt_id,
         })?;
     } else {
-        output::print_text(&format!(
-            "sent prompt {} to session {}",
-            sent.prompt_id,
-            paint(BOLD, &id)
-        ))?;
+        output::print_text(&if sent.prompt_id == "initial" {
+            format!(
+                "session {} was not running: resuming it with the prompt",
+                paint(BOLD, &id)
+            )
+        } else {
+            format!(
+                "sent prompt {} to session {}",
+                sent.prompt_id,
+                paint(BOLD, &id)
+            )
+        })?;
     }
     Ok(ExitCode::SUCCESS)
 }

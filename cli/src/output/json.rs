@@ -5,8 +5,8 @@
 use kortix_proto::v1::{
     AccessGrant, Account, ChangeRequest, ChangeRequestDetail, ChangeRequestState, CommitRecord,
     DiffResponse, FileChange, Firing, Gap, LogLine, LogStream, Member, OpencodeEvent, Project,
-    ProjectInfo, Record, SecretInfo, Session, SessionStatus, StateChange, TokenInfo, Trigger,
-    record,
+    ProjectInfo, Record, SavedWork, SecretInfo, Session, SessionStatus, StateChange, TokenInfo,
+    Trigger, record,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -27,6 +27,7 @@ pub fn session_status(value: i32) -> &'static str {
         Ok(SessionStatus::Stopped) => "stopped",
         Ok(SessionStatus::Hibernated) => "hibernated",
         Ok(SessionStatus::Failed) => "failed",
+        Ok(SessionStatus::Resuming) => "resuming",
         Err(_) => "unknown",
     }
 }
@@ -314,6 +315,36 @@ pub struct SessionJson {
     pub ended_at: Option<String>,
     pub last_heartbeat_at: Option<String>,
     pub last_seq: u64,
+    /// Whether `sessions resume` would take it (stopped or hibernated).
+    pub resumable: bool,
+    /// What its last sandbox saved for a resume; `null` when nothing was.
+    pub saved: Option<SavedWorkJson>,
+    pub resumes: u32,
+}
+
+/// What a session's last sandbox saved: the commit at `refs/kortix/wip/<id>` and the
+/// conversation's size, with what was not saved.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct SavedWorkJson {
+    pub wip_ref: Option<String>,
+    pub wip_commit: Option<String>,
+    pub wip_note: Option<String>,
+    pub conversation_bytes: u64,
+    pub conversation_note: Option<String>,
+    pub saved_at: Option<String>,
+}
+
+impl SavedWorkJson {
+    pub fn of(session_id: &str, w: &SavedWork) -> Self {
+        SavedWorkJson {
+            wip_ref: (!w.wip_commit.is_empty()).then(|| format!("refs/kortix/wip/{session_id}")),
+            wip_commit: opt(&w.wip_commit),
+            wip_note: opt(&w.wip_note),
+            conversation_bytes: w.conversation_bytes,
+            conversation_note: opt(&w.conversation_note),
+            saved_at: rfc3339_ms(w.saved_unix_ms),
+        }
+    }
 }
 
 impl From<&Session> for SessionJson {
@@ -336,6 +367,9 @@ impl From<&Session> for SessionJson {
             ended_at: rfc3339_ms(s.ended_unix_ms),
             last_heartbeat_at: rfc3339_ms(s.last_heartbeat_unix_ms),
             last_seq: s.last_seq,
+            resumable: s.resumable,
+            saved: s.saved.as_ref().map(|w| SavedWorkJson::of(&s.id, w)),
+            resumes: s.resumes,
         }
     }
 }
@@ -1011,6 +1045,9 @@ mod tests {
             last_seq: 42,
             origin: "trigger:nightly".into(),
             launched_by: "trigger:nightly".into(),
+            resumable: false,
+            saved: None,
+            resumes: 0,
         };
         assert_eq!(
             to_value(&SessionJson::from(&s)),
@@ -1020,7 +1057,31 @@ mod tests {
                    "failure_reason": "image build failed", "end_reason": "image build failed",
                    "created_at": TS_TEXT,
                    "started_at": null, "ended_at": TS_TEXT, "last_heartbeat_at": null,
-                   "last_seq": 42})
+                   "last_seq": 42, "resumable": false, "saved": null, "resumes": 0})
+        );
+        let hibernated = Session {
+            status: SessionStatus::Hibernated as i32,
+            resumable: true,
+            saved: Some(SavedWork {
+                wip_commit: "c0ffee".into(),
+                wip_note: "2 files saved to refs/kortix/wip/s1".into(),
+                conversation_bytes: 1234,
+                conversation_note: String::new(),
+                saved_unix_ms: TS,
+            }),
+            resumes: 1,
+            ..s
+        };
+        let v = to_value(&SessionJson::from(&hibernated));
+        assert_eq!(
+            (&v["status"], &v["resumable"], &v["resumes"]),
+            (&json!("hibernated"), &json!(true), &json!(1))
+        );
+        assert_eq!(
+            v["saved"],
+            json!({"wip_ref": "refs/kortix/wip/s1", "wip_commit": "c0ffee",
+                   "wip_note": "2 files saved to refs/kortix/wip/s1", "conversation_bytes": 1234,
+                   "conversation_note": null, "saved_at": TS_TEXT})
         );
     }
 

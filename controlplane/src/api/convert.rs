@@ -13,10 +13,16 @@ pub fn session_status(s: store::SessionStatus) -> pb::SessionStatus {
         S::Stopped => pb::SessionStatus::Stopped,
         S::Hibernated => pb::SessionStatus::Hibernated,
         S::Failed => pb::SessionStatus::Failed,
+        S::Resuming => pb::SessionStatus::Resuming,
     }
 }
 
-pub fn session(s: &store::Session, project_name: &str) -> pb::Session {
+/// A session as the API shows it, with what its last sandbox saved when that is known.
+pub fn session(
+    s: &store::Session,
+    project_name: &str,
+    saved: Option<&store::SessionSave>,
+) -> pb::Session {
     pb::Session {
         id: s.id.clone(),
         project_id: s.project_id.clone(),
@@ -44,6 +50,15 @@ pub fn session(s: &store::Session, project_name: &str) -> pb::Session {
         last_seq: s.acked_seq.max(0) as u64,
         origin: s.origin.clone(),
         launched_by: s.launched_by.clone(),
+        resumable: s.status.is_resumable(),
+        saved: saved.map(|v| pb::SavedWork {
+            wip_commit: v.wip_commit.clone(),
+            wip_note: v.wip_note.clone(),
+            conversation_bytes: u64::try_from(v.conversation_bytes).unwrap_or(0),
+            conversation_note: v.conversation_note.clone(),
+            saved_unix_ms: v.saved_ms,
+        }),
+        resumes: u32::try_from(s.resumes).unwrap_or(u32::MAX),
     }
 }
 

@@ -21,7 +21,7 @@ impl Sessions {
 }
 
 fn to_pb(s: &NamedSession) -> Session {
-    convert::session(&s.session, &s.project_name)
+    convert::session(&s.session, &s.project_name, s.saved.as_ref())
 }
 
 #[tonic::async_trait]
@@ -132,8 +132,18 @@ impl SessionService for Sessions {
         let updates =
             tokio_stream::wrappers::ReceiverStream::new(self.sessions.watch(named.session.id));
         Ok(Response::new(Box::pin(updates.map(move |update| {
-            update.map(|s| convert::session(&s, &project))
+            update.map(|s| convert::session(&s, &project, None))
         }))))
+    }
+
+    async fn resume_session(
+        &self,
+        request: Request<ResumeSessionRequest>,
+    ) -> Result<Response<Session>, Status> {
+        let who = caller(&request)?;
+        let req = request.into_inner();
+        let s = self.sessions.resume_for(&who, &req.id, &req.prompt).await?;
+        Ok(Response::new(to_pb(&s)))
     }
 
     async fn send_prompt(

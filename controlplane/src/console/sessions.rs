@@ -23,7 +23,7 @@ use crate::error::DomainError;
 use crate::permissions::Action;
 use crate::sessions::access::NamedSession;
 use crate::sessions::lifecycle::StartRequest;
-use crate::store::Project;
+use crate::store::{Project, Session, SessionSave};
 
 /// Conversation items a page renders; older ones are summarised in one line.
 const PAGE_ITEMS: usize = 3000;
@@ -57,6 +57,49 @@ pub async fn session_of(
         return Err(DomainError::NotFound(format!("session {id} not found")).into());
     }
     Ok((project, named))
+}
+
+/// What a session's last sandbox saved for a resume, and whether it can be resumed.
+fn saved_html(session: &Session, saved: Option<&SessionSave>) -> String {
+    let resumable = session.status.is_resumable();
+    if saved.is_none() && !resumable {
+        return String::new();
+    }
+    let what = saved.map_or_else(
+        || "nothing was saved by its last sandbox".to_string(),
+        |s| {
+            let wip = if s.wip_commit.is_empty() {
+                esc(if s.wip_note.is_empty() {
+                    "no uncommitted work"
+                } else {
+                    &s.wip_note
+                })
+            } else {
+                format!(
+                    "uncommitted work <code>{}</code> at <code>{}</code> ({})",
+                    esc(&short(&s.wip_commit)),
+                    esc(&crate::sessions::resume::wip_ref(&session.id)),
+                    esc(&s.wip_note)
+                )
+            };
+            let conversation = if s.conversation_bytes > 0 {
+                format!("conversation of {} bytes", s.conversation_bytes)
+            } else if s.conversation_note.is_empty() {
+                "no conversation".to_string()
+            } else {
+                esc(&s.conversation_note)
+            };
+            format!("Saved {}: {wip}; {conversation}", layout::time(s.saved_ms))
+        },
+    );
+    format!(
+        "<p id=\"saved\" class=\"muted\">{}{what}</p>",
+        if resumable {
+            "<strong>Resumable.</strong> "
+        } else {
+            ""
+        }
+    )
 }
 
 /// The newest `max` of what was pushed, and how many older ones were left out.
@@ -159,10 +202,21 @@ pub async fn page(
         ));
     }
     let status = session.status.as_str();
+    let saved = saved_html(session, named.saved.as_ref());
+    if session.status.is_resumable() && may(role, Action::StartSession) {
+        let _ = write!(
+            actions,
+            "<form method=\"post\" action=\"{path}/resume\" class=\"inline\">{}\
+             <label for=\"resume-text\" class=\"sr\">Prompt after resuming</label>\
+             <input id=\"resume-text\" name=\"text\" placeholder=\"Prompt after resuming (optional)\">\
+             <button type=\"submit\">Resume</button></form>",
+            csrf_field(&me.csrf)
+        );
+    }
     let mut body = format!(
         "<p class=\"crumbs\"><a href=\"/projects/{}\">{}</a> / session</p>\
          <h1>Session <code>{}</code> <span id=\"status\" class=\"badge status-{status}\">{status}</span></h1>\
-         <p class=\"muted\">Branch <code>{}</code> · started {}</p>\
+         <p class=\"muted\">Branch <code>{}</code> · started {}</p>{saved}\
          <div class=\"actions\">{actions}</div>\
          <nav class=\"tabs\"><a href=\"#conversation\" data-tab=\"conversation\">Conversation</a>\
          <a href=\"#logs\" data-tab=\"logs\">Agent logs</a></nav>\
@@ -178,7 +232,10 @@ pub async fn page(
         conversation.html("items"),
         logs.html("log lines"),
     );
-    if !ended && may(role, Action::ChatInSession) {
+    // A message to a hibernated session resumes it with that message.
+    if (!ended || session.status == crate::store::SessionStatus::Hibernated)
+        && may(role, Action::ChatInSession)
+    {
         let _ = write!(
             body,
             "<form id=\"chat\" method=\"post\" action=\"{path}/prompt\" class=\"chat\">{}\
@@ -243,8 +300,9 @@ pub struct ActionForm {
     text: String,
 }
 
-/// A session's buttons: `prompt` (chat), `stop` and `change-request` (open one from the
-/// session's branch). Each goes back to the page it came from, except a new change request,
+/// A session's buttons: `prompt` (chat; it resumes a hibernated session), `stop`,
+/// `resume` (with an optional prompt) and `change-request` (open one from the session's
+/// branch). Each goes back to the page it came from, except a new change request,
 /// which is shown.
 pub async fn act(
     State(console): State<Console>,
@@ -257,9 +315,10 @@ pub async fn act(
         "prompt" => Action::ChatInSession,
         "stop" => Action::StopSession,
         "change-request" => Action::OpenOrCloseChangeRequest,
+        "resume" => Action::StartSession,
         other => {
             return Err(DomainError::NotFound(format!(
-                "no session action {other:?}; prompt, stop or change-request"
+                "no session action {other:?}; prompt, stop, resume or change-request"
             ))
             .into());
         }
@@ -275,6 +334,9 @@ pub async fn act(
         }
         Action::StopSession => {
             sessions.stop_for(&caller, id).await?;
+        }
+        Action::StartSession => {
+            sessions.resume_for(&caller, id, form.text.trim()).await?;
         }
         _ => {
             let cr = console

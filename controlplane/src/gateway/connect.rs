@@ -185,6 +185,11 @@ impl Gateway {
             protocol_version: kortix_proto::PROTOCOL_VERSION,
             idle_timeout_ms: config.idle_timeout.as_millis() as u64,
             start_deadline_ms: config.start_deadline.as_millis() as u64,
+            resume: self
+                .sessions
+                .resume_info(session)
+                .await
+                .map_err(Status::from)?,
         })
     }
 
@@ -297,12 +302,7 @@ impl Gateway {
         match (status, report.r#final) {
             (P::Running, false) => {
                 match store
-                    .transition_session(
-                        id,
-                        &[SessionStatus::Provisioning],
-                        SessionStatus::Running,
-                        None,
-                    )
+                    .transition_session(id, &SessionStatus::BOOTING, SessionStatus::Running, None)
                     .await
                 {
                     Ok(true) => tracing::info!(session = %id, "session running"),

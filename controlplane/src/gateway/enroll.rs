@@ -33,9 +33,9 @@ impl Gateway {
             .get_session(&session_id)
             .await
             .map_err(DomainError::from)?;
-        if session.status != SessionStatus::Provisioning {
+        if !SessionStatus::BOOTING.contains(&session.status) {
             return Err(Status::failed_precondition(format!(
-                "session {session_id} is {}, not provisioning",
+                "session {session_id} is {}, not provisioning or resuming",
                 session.status
             )));
         }

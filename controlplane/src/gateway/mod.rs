@@ -8,6 +8,8 @@
 //! - [`credentials`]: just-in-time git tokens scoped to the session's branch.
 //! - [`secrets_watch`]: the project's secrets, now and on every change.
 //! - [`connectors`]: the session's connectors and calls through the broker.
+//! - [`save`]: what a winding-down agent saved for a resume, and the conversation a resumed
+//!   agent imports.
 //!
 //! Store failures reach agents through the domain error's one mapping
 //! ([`crate::error::DomainError`]): a session that does not exist is NOT_FOUND, a database
@@ -18,6 +20,7 @@ mod connectors;
 mod credentials;
 mod enroll;
 mod identity;
+mod save;
 mod secrets_watch;
 
 use crate::ca::Ca;
@@ -139,6 +142,24 @@ impl AgentGateway for Gateway {
         self.do_call_connector(&who, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn save_work(
+        &self,
+        request: Request<SaveWorkRequest>,
+    ) -> Result<Response<SaveWorkResponse>, Status> {
+        let who = self.identify(&request).await?;
+        self.do_save_work(&who, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn load_conversation(
+        &self,
+        request: Request<LoadConversationRequest>,
+    ) -> Result<Response<LoadConversationResponse>, Status> {
+        let who = self.identify(&request).await?;
+        self.do_load_conversation(&who).await.map(Response::new)
     }
 }
 

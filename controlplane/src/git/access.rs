@@ -38,9 +38,10 @@ pub struct GitAccess {
 /// Which refs a push may create, update or delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushScope {
-    /// Any ref except the default branch (people's tokens).
+    /// Any ref except the default branch and `refs/kortix/` (people's tokens).
     NonDefaultRefs,
-    /// Only `refs/heads/<branch>` (a session's token, for the session's branch).
+    /// Only `refs/heads/<branch>` and `refs/kortix/wip/<branch>` (a session's token: its
+    /// branch, and the side ref its agent saves uncommitted work to).
     OnlyBranch(String),
     /// Read only.
     None,

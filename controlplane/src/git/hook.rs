@@ -13,7 +13,9 @@ use std::{
 
 use super::access::PushScope;
 
-/// Names the push scope: `any-non-default` or `branch:<name>`; anything else refuses.
+/// Names the push scope: `any-non-default` (any ref but the default branch and `refs/kortix/`)
+/// or `branch:<name>` (that branch and the session's work-in-progress ref
+/// `refs/kortix/wip/<name>`); anything else refuses.
 pub const ENV_PUSH_SCOPE: &str = "KORTIX_PUSH_SCOPE";
 /// The default branch's short name, which no push may touch.
 pub const ENV_DEFAULT_BRANCH: &str = "KORTIX_DEFAULT_BRANCH";
@@ -38,11 +40,17 @@ while read -r old new ref; do
     fi
     case "$scope" in
         any-non-default)
+            case "$ref" in
+                refs/kortix/*)
+                    printf '%s\n' "refs/kortix/ is written only by sessions' agents; refusing $ref" >&2
+                    status=1
+                    ;;
+            esac
             ;;
         branch:?*)
             allowed="${scope#branch:}"
-            if [ "$ref" != "refs/heads/$allowed" ]; then
-                printf '%s\n' "this token may push only to branch $allowed (refs/heads/$allowed); refusing $ref" >&2
+            if [ "$ref" != "refs/heads/$allowed" ] && [ "$ref" != "refs/kortix/wip/$allowed" ]; then
+                printf '%s\n' "this token may push only to branch $allowed (refs/heads/$allowed) and its work in progress (refs/kortix/wip/$allowed); refusing $ref" >&2
                 status=1
             fi
             ;;
@@ -138,6 +146,9 @@ mod tests {
             )
             .0
         );
+        // A session's saved work is its agent's to write, not people's.
+        let (ok, err) = run(dir.path(), &people, "main", &["refs/kortix/wip/sess-1"]);
+        assert!(!ok && err.contains("only by sessions"), "{err}");
         let (ok, err) = run(
             dir.path(),
             &people,
@@ -147,6 +158,27 @@ mod tests {
         assert!(!ok);
         assert!(err.contains(DEFAULT_BRANCH_REFUSED), "{err}");
         assert!(run(dir.path(), &session, "main", &["refs/heads/sess-1"]).0);
+        // A session saves its uncommitted work beside its branch, and only its own.
+        assert!(
+            run(
+                dir.path(),
+                &session,
+                "main",
+                &["refs/heads/sess-1", "refs/kortix/wip/sess-1"]
+            )
+            .0
+        );
+        for other in [
+            "refs/kortix/wip/sess-2",
+            "refs/kortix/wip/sess-1/x",
+            "refs/kortix/sess-1",
+        ] {
+            let (ok, err) = run(dir.path(), &session, "main", &[other]);
+            assert!(
+                !ok && err.contains("only to branch sess-1"),
+                "{other}: {err}"
+            );
+        }
         let (ok, err) = run(dir.path(), &session, "main", &["refs/heads/sess-2"]);
         assert!(!ok);
         assert!(err.contains("only to branch sess-1"), "{err}");

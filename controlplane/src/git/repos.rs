@@ -356,6 +356,12 @@ impl Repos {
         Ok(refs::resolve_branch(&repo, branch)?)
     }
 
+    /// The commit a full ref name (`refs/kortix/wip/<session>`) points at, or `None`.
+    pub fn ref_target(&self, project_id: &str, name: &str) -> Result<Option<ObjectId>, RepoError> {
+        let repo = self.open_repo(project_id)?;
+        Ok(refs::read_ref(&repo, name)?)
+    }
+
     /// The branch `HEAD` names, which is the project's default branch.
     pub fn head_branch(&self, project_id: &str) -> Result<Option<String>, RepoError> {
         let repo = self.open_repo(project_id)?;

@@ -224,6 +224,10 @@ pub const RPCS: &[(&str, Action)] = &[
     ),
     ("/kortix.v1.SessionService/StopSession", Action::StopSession),
     (
+        "/kortix.v1.SessionService/ResumeSession",
+        Action::StartSession,
+    ),
+    (
         "/kortix.v1.SessionService/DeleteSession",
         Action::DeleteSession,
     ),

@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Agent record batches are at most 4 MiB; leave headroom for framing.
-const MAX_AGENT_MESSAGE: usize = 8 * 1024 * 1024;
+/// Agent record batches are at most 4 MiB and a saved conversation at most 8 MiB
+/// (`SaveWork`, `LoadConversation`); leave headroom for framing.
+const MAX_AGENT_MESSAGE: usize = crate::store::MAX_CONVERSATION_BYTES + 1024 * 1024;
 
 /// A bound listener and the address it got (port 0 resolves here).
 pub(super) struct Bound {

@@ -7,7 +7,7 @@ use super::lifecycle::StartRequest;
 use super::{SessionError, Sessions};
 use crate::auth::Caller;
 use crate::error::check_len;
-use crate::store::{Session, SessionStatus};
+use crate::store::{Session, SessionSave, SessionStatus};
 use kortix_proto::v1::{ControlFrame, Prompt, control_frame};
 use tokio_stream::StreamExt as _;
 
@@ -19,6 +19,8 @@ pub const MAX_PROMPT: usize = 256 * 1024;
 pub const TOKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Records buffered between the attach pump and the token check.
 const FORWARD_QUEUE: usize = 64;
+/// The id of a prompt that resumes a session: the resumed agent's first prompt.
+pub const RESUME_PROMPT_ID: &str = "initial";
 /// Longest session id looked up (ids are UUIDs).
 const MAX_SESSION_ID: usize = 64;
 
@@ -36,6 +38,8 @@ pub fn launcher(caller: &Caller) -> String {
 pub struct NamedSession {
     pub session: Session,
     pub project_name: String,
+    /// What its last sandbox saved for a resume, when anything was.
+    pub saved: Option<SessionSave>,
 }
 
 impl Sessions {
@@ -56,9 +60,11 @@ impl Sessions {
 
     async fn named(&self, session: Session) -> Result<NamedSession, SessionError> {
         let project = self.store.find_project(&session.project_id).await?;
+        let saved = self.store.session_save(&session.id).await?;
         Ok(NamedSession {
             session,
             project_name: project.name,
+            saved,
         })
     }
 
@@ -90,6 +96,7 @@ impl Sessions {
         Ok(NamedSession {
             session,
             project_name: project.name,
+            saved: None,
         })
     }
 
@@ -122,10 +129,20 @@ impl Sessions {
                 .map(|p| p.name.clone())
                 .unwrap_or_default()
         };
+        let ended: Vec<String> = rows
+            .iter()
+            .filter(|s| s.status.is_terminal())
+            .map(|s| s.id.clone())
+            .collect();
+        let mut saves = self.store.session_saves_of(&ended).await?;
         Ok(rows
             .into_iter()
             .map(|session| NamedSession {
                 project_name: name_of(&session.project_id),
+                saved: saves
+                    .iter()
+                    .position(|s| s.session_id == session.id)
+                    .map(|i| saves.swap_remove(i)),
                 session,
             })
             .collect())
@@ -154,7 +171,33 @@ impl Sessions {
         Ok(NamedSession {
             session: deleted,
             project_name: project.name,
+            saved: None,
         })
+    }
+
+    /// Resumes the caller's stopped or hibernated session in a new sandbox (see
+    /// [`Sessions::resume`]).
+    pub async fn resume_for(
+        &self,
+        caller: &Caller,
+        id: &str,
+        prompt: &str,
+    ) -> Result<NamedSession, SessionError> {
+        if prompt.len() > MAX_PROMPT {
+            return Err(SessionError::Invalid(format!(
+                "prompt longer than {MAX_PROMPT} bytes"
+            )));
+        }
+        let session = self.owned(caller, id).await?;
+        let project = self.store.find_project(&session.project_id).await?;
+        let resumed = self.resume(&session.id, prompt).await?;
+        crate::audit::record(
+            &self.store,
+            caller,
+            crate::audit::Event::in_project("session.resume", &project, &session.id),
+        )
+        .await;
+        self.named(resumed).await
     }
 
     pub async fn attach_for(
@@ -231,6 +274,18 @@ impl Sessions {
             )));
         }
         let s = self.owned(caller, id).await?;
+        if s.status == SessionStatus::Hibernated {
+            // A chat to a hibernated session brings it back with this prompt (a stopped one
+            // is resumed only when asked to: `ResumeSession`).
+            self.resume_for(caller, &s.id, &text).await?;
+            return Ok(RESUME_PROMPT_ID.to_string());
+        }
+        if s.status == SessionStatus::Stopped {
+            return Err(SessionError::Precondition(format!(
+                "session {} is stopped; resume it to continue (kortix sessions resume {} --prompt TEXT)",
+                s.id, s.id
+            )));
+        }
         self.deliver_prompt(&s, text, agent).await
     }
 

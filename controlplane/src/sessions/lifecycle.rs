@@ -31,6 +31,25 @@ pub struct StartRequest {
     pub origin: String,
 }
 
+/// What a sandbox for `template` gets, in project `project_id`.
+pub(super) fn resources_of(template: ResolvedTemplate<'_>, project_id: &str) -> SandboxResources {
+    let mut resources = match template {
+        ResolvedTemplate::PlatformDefault => SandboxResources {
+            template: PLATFORM_TEMPLATE.to_string(),
+            ..Default::default()
+        },
+        ResolvedTemplate::Template(t) => SandboxResources {
+            template: t.slug.clone(),
+            cpu: t.cpu,
+            memory_gib: t.memory,
+            disk_gib: t.disk,
+            ..Default::default()
+        },
+    };
+    resources.project_id = project_id.to_string();
+    resources
+}
+
 /// Stops in flight on this replica: whether each ends as hibernated rather than stopped.
 #[derive(Clone, Default)]
 pub struct PendingStops(Arc<Mutex<HashMap<String, PendingStop>>>);
@@ -100,20 +119,7 @@ impl Sessions {
         let resolved = manifest
             .resolve_template(requested)
             .map_err(|e| SessionError::Invalid(e.to_string()))?;
-        let mut resources = match resolved {
-            ResolvedTemplate::PlatformDefault => SandboxResources {
-                template: PLATFORM_TEMPLATE.to_string(),
-                ..Default::default()
-            },
-            ResolvedTemplate::Template(t) => SandboxResources {
-                template: t.slug.clone(),
-                cpu: t.cpu,
-                memory_gib: t.memory,
-                disk_gib: t.disk,
-                ..Default::default()
-            },
-        };
-        resources.project_id = project.id.clone();
+        let mut resources = resources_of(resolved, &project.id);
         // Composed before the session exists, so a template whose Dockerfile is missing is
         // refused rather than started and failed.
         let recipe = match &self.snapshots {
@@ -180,7 +186,7 @@ impl Sessions {
 
     /// Waits for the session's snapshot (building it once if nobody has), with the build's
     /// output in the session's records, and says what the provider leaves out.
-    async fn prepare_snapshot(
+    pub(super) async fn prepare_snapshot(
         &self,
         id: &str,
         recipe: &crate::snapshots::Recipe,
@@ -215,7 +221,7 @@ impl Sessions {
 
     /// For a provider that builds no snapshots: the session's records say which parts of
     /// the template it does not honour, rather than ignoring them silently.
-    async fn note_unhonoured(
+    pub(super) async fn note_unhonoured(
         &self,
         id: &str,
         template: ResolvedTemplate<'_>,
@@ -278,7 +284,19 @@ impl Sessions {
         self.store
             .set_session_head(&session.id, &head.to_string())
             .await?;
+        self.boot_sandbox(project, session, resources, opencode_config_dir)
+            .await
+    }
 
+    /// Mints the session's single-use bootstrap token and boots a sandbox for it: a new
+    /// session's first, or a resumed session's next.
+    pub(super) async fn boot_sandbox(
+        &self,
+        project: &Project,
+        session: &Session,
+        resources: SandboxResources,
+        opencode_config_dir: &str,
+    ) -> Result<(), SessionError> {
         let token = crate::auth::generate_token(crate::auth::TokenKind::Bootstrap);
         let expires = now_ms() + self.config.bootstrap_ttl.as_millis() as i64;
         self.store
@@ -354,7 +372,11 @@ impl Sessions {
         self.store
             .transition_session(
                 id,
-                &[SessionStatus::Provisioning, SessionStatus::Running],
+                &[
+                    SessionStatus::Provisioning,
+                    SessionStatus::Resuming,
+                    SessionStatus::Running,
+                ],
                 SessionStatus::Stopping,
                 None,
             )
@@ -412,11 +434,15 @@ impl Sessions {
             .await;
         }
         let reason = if grace.is_zero() {
-            "no agent connected; sandbox ended".to_string()
+            format!(
+                "no agent connected; sandbox ended; {}",
+                self.loss_note(id).await
+            )
         } else {
             format!(
-                "agent did not stop within {} s; sandbox killed",
-                grace.as_secs()
+                "agent did not stop within {} s; sandbox killed; {}",
+                grace.as_secs(),
+                self.loss_note(id).await
             )
         };
         self.stops.set_kill_reason(id, &reason);
@@ -475,10 +501,17 @@ impl Sessions {
             self.end(id, &[SessionStatus::Stopping], SessionStatus::Stopped, None)
                 .await;
         }
-        let reason = format!("sandbox exited unexpectedly ({})", exit.status);
+        let reason = format!(
+            "sandbox exited unexpectedly ({}); {}",
+            exit.status,
+            self.loss_note(id).await
+        );
         self.end(
             id,
-            &[SessionStatus::Provisioning, SessionStatus::Running],
+            &SessionStatus::BOOTING
+                .into_iter()
+                .chain([SessionStatus::Running])
+                .collect::<Vec<_>>(),
             SessionStatus::Failed,
             Some(&reason),
         )

@@ -16,6 +16,8 @@
 //! - [`records`]: the record encoding shared by the gateway and attach, and records in the
 //!   shape `kortix-timeline` reads (for the console and Slack threads).
 //! - [`watch`]: a session's state changes, for those who wait on them.
+//! - [`resume`]: what a winding-down agent saved, resuming a stopped or hibernated session in
+//!   a new sandbox, and what a killed sandbox lost.
 
 pub mod access;
 pub mod attach;
@@ -29,6 +31,7 @@ mod purge;
 pub mod reconcile;
 pub mod record_pipeline;
 pub mod records;
+pub mod resume;
 pub mod sweep;
 pub mod tail;
 mod trigger_starter;

@@ -14,7 +14,7 @@ const MAX_LIST: u32 = 1000;
 fn cursor(after: Option<&Session>) -> (i64, &str) {
     after.map_or((i64::MIN, ""), |s| (s.created_ms, s.id.as_str()))
 }
-const MAX_PROMPT_BYTES: usize = 256 * 1024;
+pub(super) const MAX_PROMPT_BYTES: usize = 256 * 1024;
 const MAX_SHORT_FIELD: usize = 256;
 const MAX_REASON_BYTES: usize = 4096;
 
@@ -26,23 +26,31 @@ pub enum SessionStatus {
     Stopped,
     Hibernated,
     Failed,
+    /// A new sandbox boots for a stopped or hibernated session (same id and branch).
+    Resuming,
 }
 
 impl SessionStatus {
-    pub const ALL: [SessionStatus; 6] = [
+    pub const ALL: [SessionStatus; 7] = [
         SessionStatus::Provisioning,
         SessionStatus::Running,
         SessionStatus::Stopping,
         SessionStatus::Stopped,
         SessionStatus::Hibernated,
         SessionStatus::Failed,
+        SessionStatus::Resuming,
     ];
     /// States a session is still live in (has, or is about to have, a sandbox).
-    pub const ACTIVE: [SessionStatus; 3] = [
+    pub const ACTIVE: [SessionStatus; 4] = [
         SessionStatus::Provisioning,
+        SessionStatus::Resuming,
         SessionStatus::Running,
         SessionStatus::Stopping,
     ];
+    /// States whose sandbox is booting: its agent may enroll, and reports `running` next.
+    pub const BOOTING: [SessionStatus; 2] = [SessionStatus::Provisioning, SessionStatus::Resuming];
+    /// States a session can be resumed from.
+    pub const RESUMABLE: [SessionStatus; 2] = [SessionStatus::Stopped, SessionStatus::Hibernated];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -52,7 +60,13 @@ impl SessionStatus {
             SessionStatus::Stopped => "stopped",
             SessionStatus::Hibernated => "hibernated",
             SessionStatus::Failed => "failed",
+            SessionStatus::Resuming => "resuming",
         }
+    }
+
+    /// Whether [`SessionStatus::RESUMABLE`] holds it.
+    pub fn is_resumable(self) -> bool {
+        Self::RESUMABLE.contains(&self)
     }
 
     /// Stopped, hibernated and failed sessions have no sandbox.
@@ -120,13 +134,17 @@ pub struct Session {
     pub launched_by: String,
     /// The snapshot its sandbox boots from (`kortix-snap-…`), empty when none was built.
     pub snapshot: String,
+    /// When it was last resumed; `None` if never.
+    pub resumed_ms: Option<i64>,
+    /// How many times it was resumed.
+    pub resumes: i64,
 }
 
 macro_rules! columns {
     () => {
         "id, project_id, status, template, agent, prompt, origin, idempotency_key, head_sha,
          failure_reason, created_ms, started_ms, ended_ms, last_heartbeat_ms, idle_ms, acked_seq,
-         prompt_delivered, exit_status, launched_by, snapshot"
+         prompt_delivered, exit_status, launched_by, snapshot, resumed_ms, resumes"
     };
 }
 
@@ -333,7 +351,8 @@ impl Store {
         .ctx(|| "counting sessions by status".to_string())
     }
 
-    /// `provisioning` sessions created before `created_before_ms` (never came up). A session
+    /// `provisioning` sessions created (`resuming` ones resumed) before `created_before_ms`
+    /// (never came up). A session
     /// waiting for its snapshot's build is not stale, nor is one whose snapshot was built
     /// after `created_before_ms`: its time to come up counts from the build's end.
     pub async fn stale_provisioning_sessions(
@@ -347,7 +366,8 @@ impl Store {
             sqlx::query_as::<_, Session>(concat!(
                 "SELECT ",
                 columns!(),
-                " FROM sessions WHERE status = 'provisioning' AND created_ms < $1
+                " FROM sessions WHERE status IN ('provisioning', 'resuming')
+                    AND COALESCE(resumed_ms, created_ms) < $1
                     AND (created_ms, id) > ($3, $4)
                     AND NOT EXISTS (SELECT 1 FROM snapshots sn
                                      WHERE sn.project_id = sessions.project_id
@@ -483,7 +503,7 @@ impl Store {
                 for &&(id, idle_ms, at_ms) in &sorted {
                     let moved = sqlx::query(
                         "UPDATE sessions SET last_heartbeat_ms = $1, idle_ms = $2
-                         WHERE id = $3 AND status IN ('provisioning', 'running', 'stopping')",
+                         WHERE id = $3 AND status IN ('provisioning', 'resuming', 'running', 'stopping')",
                     )
                     .bind(at_ms)
                     .bind(idle_ms.max(0))

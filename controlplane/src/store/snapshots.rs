@@ -329,7 +329,7 @@ impl Store {
         project_id: Option<&str>,
         unused_since: i64,
     ) -> Result<Vec<Snapshot>> {
-        let [a, b, c] = SessionStatus::ACTIVE.map(SessionStatus::as_str);
+        let [a, b, c, d] = SessionStatus::ACTIVE.map(SessionStatus::as_str);
         with_pool!(self, |pool| {
             sqlx::query_as::<_, Snapshot>(concat!(
                 "SELECT ",
@@ -339,14 +339,15 @@ impl Store {
                     AND s.status IN ('active', 'failed')
                     AND s.last_used_ms < $2
                     AND NOT EXISTS (SELECT 1 FROM sessions x
-                                     WHERE x.snapshot = s.name AND x.status IN ($3, $4, $5))
-                  ORDER BY s.last_used_ms LIMIT $6"
+                                     WHERE x.snapshot = s.name AND x.status IN ($3, $4, $5, $6))
+                  ORDER BY s.last_used_ms LIMIT $7"
             ))
             .bind(project_id.unwrap_or(""))
             .bind(unused_since)
             .bind(a)
             .bind(b)
             .bind(c)
+            .bind(d)
             .bind(MAX_LIST)
             .fetch_all(pool)
             .await
@@ -363,7 +364,7 @@ impl Store {
         hash: &str,
         unused_since: i64,
     ) -> Result<bool> {
-        let [a, b, c] = SessionStatus::ACTIVE.map(SessionStatus::as_str);
+        let [a, b, c, d] = SessionStatus::ACTIVE.map(SessionStatus::as_str);
         let deleted = with_pool!(self, |pool| {
             sqlx::query(
                 "DELETE FROM snapshots
@@ -372,7 +373,7 @@ impl Store {
                     AND last_used_ms < $3
                     AND NOT EXISTS (SELECT 1 FROM sessions x
                                      WHERE x.snapshot = snapshots.name
-                                       AND x.status IN ($4, $5, $6))",
+                                       AND x.status IN ($4, $5, $6, $7))",
             )
             .bind(project_id)
             .bind(hash)
@@ -380,6 +381,7 @@ impl Store {
             .bind(a)
             .bind(b)
             .bind(c)
+            .bind(d)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())

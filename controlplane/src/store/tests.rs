@@ -596,7 +596,7 @@ async fn sessions_conditional_transitions(db: TestDb) {
     );
 }
 
-const ACTIVE_OR_NOTHING: [SessionStatus; 3] = SessionStatus::ACTIVE;
+const ACTIVE_OR_NOTHING: [SessionStatus; 4] = SessionStatus::ACTIVE;
 
 async fn sessions_sweeps_heartbeats_and_delete(db: TestDb) {
     use SessionStatus::*;

@@ -21,7 +21,8 @@ const MAX_DELAY: Duration = Duration::from_secs(5);
 /// What a `--wait` waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Until {
-    /// Out of `provisioning`: running, or failed (the caller tells them apart).
+    /// Out of `provisioning` (or `resuming`): running, or failed (the caller tells them
+    /// apart).
     Started,
     /// Stopped, hibernated or failed.
     Ended,
@@ -33,7 +34,7 @@ impl Until {
         match self {
             Until::Started => !matches!(
                 status,
-                SessionStatus::Provisioning | SessionStatus::Unspecified
+                SessionStatus::Provisioning | SessionStatus::Resuming | SessionStatus::Unspecified
             ),
             Until::Ended => matches!(
                 status,
@@ -178,7 +179,8 @@ mod tests {
         for s in [Running, Failed, Stopping, Stopped, Hibernated] {
             assert!(started(s), "{s:?}");
         }
-        for s in [Provisioning, Running, Stopping, Unspecified] {
+        assert!(!started(Resuming));
+        for s in [Provisioning, Resuming, Running, Stopping, Unspecified] {
             assert!(!ended(s), "{s:?}");
         }
         for s in [Stopped, Hibernated, Failed] {

@@ -1,8 +1,10 @@
 //! Threads are sessions. A mention or a DM starts a session with the message as its prompt
 //! (the thread key is `thread_ts`, else `ts`); a reply in a thread the bot owns goes to that
 //! thread's session as a prompt, waiting for the agent when it is still starting; a reply to
-//! a thread whose session has ended starts a new session on a fresh branch, told that it has
-//! no memory of the earlier one.
+//! a thread whose session hibernated resumes it (same branch, its uncommitted work and
+//! conversation restored) with the reply as the prompt; a reply to a thread whose session was
+//! stopped or failed starts a new session on a fresh branch, told that it has no memory of the
+//! earlier one.
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use super::follower::Reactions;
 use super::web::body;
 use crate::error::{DomainError, DomainResult};
 use crate::sessions::lifecycle::StartRequest;
-use crate::store::{Project, SessionStatus, SlackThread};
+use crate::store::{Project, Session, SessionStatus, SlackThread};
 
 /// A reply to a session still starting waits this long for its agent at most.
 const PROMPT_WAIT: Duration = Duration::from_secs(300);
@@ -179,7 +181,19 @@ impl Slack {
             .await;
             return Ok(());
         }
-        let session = self.store().get_session(&thread.session_id).await?;
+        let mut session = self.store().get_session(&thread.session_id).await?;
+        if session.status == SessionStatus::Hibernated {
+            // A hibernated session comes back, with its work and conversation, and takes the
+            // reply as its prompt. (One stopped on purpose is replaced by a fresh session.)
+            match self.resume(project, &session, &msg).await {
+                Ok(()) => return Ok(()),
+                // Another event resumed it first: the reply is a prompt like any other.
+                Err(DomainError::Precondition(_)) => {
+                    session = self.store().get_session(&thread.session_id).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if session.status.is_terminal() {
             return self.start(project, event_id, &msg, Some(&session.id)).await;
         }
@@ -214,6 +228,44 @@ impl Slack {
                 .await?;
             self.store().close_slack_turn(&session.id, &msg.ts).await?;
         }
+        Ok(())
+    }
+
+    /// Resumes the thread's hibernated session with the reply as its prompt. A session that
+    /// is no longer resumable is FAILED_PRECONDITION, before anything is posted.
+    async fn resume(
+        &self,
+        project: &Project,
+        session: &Session,
+        msg: &Message,
+    ) -> DomainResult<()> {
+        let from = session.acked_seq + 1;
+        let resumed = self.sessions().resume(&session.id, &msg.text).await;
+        if let Err(DomainError::Precondition(why)) = resumed {
+            return Err(DomainError::Precondition(why));
+        }
+        let (reactions, placeholder) = self
+            .open_turn(
+                project,
+                msg,
+                &format!("⏳ Resuming session `{}`", session.id),
+            )
+            .await;
+        if let Err(e) = resumed {
+            let text = format!("❌ Could not resume session `{}`: {e}", session.id);
+            return self
+                .fail_turn(project, msg, placeholder.as_deref(), &reactions, &text)
+                .await;
+        }
+        self.store()
+            .open_slack_turn(
+                &session.id,
+                &msg.ts,
+                placeholder.as_deref().unwrap_or(""),
+                from,
+            )
+            .await?;
+        self.follow(project, &session.id, &msg.channel, &msg.thread_ts);
         Ok(())
     }
 
@@ -273,7 +325,7 @@ impl Slack {
                         .await
                         .map(drop);
                 }
-                SessionStatus::Provisioning => {}
+                SessionStatus::Provisioning | SessionStatus::Resuming => {}
                 status => {
                     return Err(DomainError::Precondition(format!(
                         "session {session_id} is {status}"

@@ -1,0 +1,338 @@
+//! Uncommitted work across sandboxes. When a session winds down, the working tree's
+//! uncommitted state (tracked changes and untracked files git does not ignore) becomes one
+//! commit whose parent is `HEAD`, built in a temporary index so the person's index and working
+//! tree are left as they were, and pushed to `refs/kortix/wip/<session>` with the session's
+//! credentials. The session branch never moves. When the session is resumed in a new sandbox,
+//! that commit is fetched and put back into the working tree as uncommitted changes.
+//!
+//! A save with nothing uncommitted deletes the ref only when this sandbox restored it (the
+//! work it held was committed or discarded here); a WIP ref this sandbox could not restore is
+//! left alone, so nothing saved is ever thrown away by a later save.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::process::Reaper;
+
+/// The side ref a session's uncommitted work is pushed to.
+pub fn wip_ref(session_id: &str) -> String {
+    format!("refs/kortix/wip/{session_id}")
+}
+
+/// Where git runs: the workspace, its CA for an https remote, a deadline for all of it.
+pub struct Git<'a> {
+    pub reaper: &'a Reaper,
+    pub workspace: &'a Path,
+    pub ca_file: Option<&'a Path>,
+    pub deadline: Instant,
+}
+
+/// What a save did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Saved {
+    /// The commit now at the WIP ref; `None` when nothing was saved.
+    pub commit: Option<String>,
+    /// For people: "3 files saved to refs/kortix/wip/s1", "nothing uncommitted", or why not.
+    pub note: String,
+}
+
+impl Git<'_> {
+    async fn run(&self, args: &[&str], env: &[(&str, &Path)]) -> Result<String, String> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no time left for git {}", args.join(" ")));
+        }
+        let mut cmd = Command::new("git");
+        cmd.args(args)
+            .current_dir(self.workspace)
+            .env("GIT_TERMINAL_PROMPT", "0");
+        if let Some(ca) = self.ca_file {
+            cmd.env("GIT_SSL_CAINFO", ca);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        match self.reaper.output(&mut cmd, left).await {
+            Ok(out) if out.exit.success() => Ok(out.stdout.trim().to_owned()),
+            Ok(out) => Err(format!(
+                "git {} exited {}: {}",
+                args.first().copied().unwrap_or(""),
+                out.exit,
+                out.stderr.trim()
+            )),
+            Err(e) => Err(format!("git {}: {e}", args.first().copied().unwrap_or(""))),
+        }
+    }
+
+    /// Saves the uncommitted work to the WIP ref. `restored`: the WIP commit this sandbox
+    /// put back at its start, if any (a save with nothing uncommitted then deletes the ref).
+    pub async fn save(&self, session_id: &str, index: &Path, restored: Option<&str>) -> Saved {
+        match self.try_save(session_id, index, restored).await {
+            Ok(saved) => saved,
+            Err(why) => Saved {
+                commit: None,
+                note: format!("uncommitted work not saved: {why}"),
+            },
+        }
+    }
+
+    async fn try_save(
+        &self,
+        session_id: &str,
+        index: &Path,
+        restored: Option<&str>,
+    ) -> Result<Saved, String> {
+        let name = wip_ref(session_id);
+        let head = self
+            .run(&["rev-parse", "--verify", "HEAD^{commit}"], &[])
+            .await?;
+        let _ = std::fs::remove_file(index);
+        let env = [("GIT_INDEX_FILE", index)];
+        let tree = async {
+            self.run(&["read-tree", "HEAD"], &env).await?;
+            self.run(&["add", "-A", "--", "."], &env).await?;
+            self.run(&["write-tree"], &env).await
+        }
+        .await;
+        let _ = std::fs::remove_file(index);
+        let tree = tree?;
+        let head_tree = self.run(&["rev-parse", "HEAD^{tree}"], &[]).await?;
+        if tree == head_tree {
+            if restored.is_some() {
+                let deleted = self
+                    .run(&["push", "origin", &format!(":{name}")], &[])
+                    .await;
+                return Ok(Saved {
+                    commit: None,
+                    note: match deleted {
+                        Ok(_) => format!(
+                            "nothing uncommitted; the restored work is gone from the working tree, so {name} was deleted"
+                        ),
+                        Err(e) => format!("nothing uncommitted; {name} could not be deleted: {e}"),
+                    },
+                });
+            }
+            return Ok(Saved {
+                commit: None,
+                note: "nothing uncommitted".into(),
+            });
+        }
+        let changed = self
+            .run(&["diff-tree", "-r", "--name-only", &head, &tree], &[])
+            .await?
+            .lines()
+            .count();
+        let message = format!(
+            "kortix: uncommitted work of session {session_id}\n\nSaved when its sandbox ended; \
+             `kortix sessions resume {session_id}` puts it back as uncommitted changes."
+        );
+        let commit = self
+            .run(&["commit-tree", &tree, "-p", &head, "-m", &message], &[])
+            .await?;
+        self.run(&["push", "origin", &format!("+{commit}:{name}")], &[])
+            .await?;
+        Ok(Saved {
+            note: format!(
+                "{changed} file{} saved to {name}",
+                if changed == 1 { "" } else { "s" }
+            ),
+            commit: Some(commit),
+        })
+    }
+
+    /// Fetches the WIP ref and puts `expected` back into the working tree as uncommitted
+    /// changes (nothing staged, new files untracked). Returns what it restored.
+    pub async fn restore(&self, session_id: &str, expected: &str) -> Result<String, String> {
+        let name = wip_ref(session_id);
+        self.run(
+            &["fetch", "--no-tags", "origin", &format!("+{name}:{name}")],
+            &[],
+        )
+        .await
+        .map_err(|e| format!("fetching {name}: {e}"))?;
+        let got = self
+            .run(
+                &["rev-parse", "--verify", &format!("{name}^{{commit}}")],
+                &[],
+            )
+            .await?;
+        if got != expected {
+            return Err(format!(
+                "{name} is at {got}, not at the saved {expected}; left as it is"
+            ));
+        }
+        let parent = self.run(&["rev-parse", &format!("{got}^")], &[]).await?;
+        let head = self.run(&["rev-parse", "HEAD"], &[]).await?;
+        let changed = self
+            .run(&["diff-tree", "-r", "--name-only", &parent, &got], &[])
+            .await?
+            .lines()
+            .count();
+        if parent == head {
+            self.run(&["read-tree", "--reset", "-u", &got], &[]).await?;
+        } else if let Err(e) = self.run(&["cherry-pick", "--no-commit", &got], &[]).await {
+            // Leave the fresh clone as it was; the saved work stays at the ref.
+            let _ = self.run(&["reset", "-q", "--hard", "HEAD"], &[]).await;
+            return Err(format!(
+                "it was saved on {parent} but the branch is at {head}, and it does not apply there ({e}); it stays at {name}"
+            ));
+        }
+        self.run(&["reset", "-q"], &[]).await?;
+        Ok(format!(
+            "restored {changed} uncommitted file{} from {name} ({})",
+            if changed == 1 { "" } else { "s" },
+            &got[..got.len().min(12)]
+        ))
+    }
+}
+
+/// The temporary index a save builds its tree in (outside the working tree).
+pub fn index_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("wip-index")
+}
+
+/// The time a save may take: what is left before the deadline, at most `cap`.
+pub fn budget(deadline: Instant, cap: Duration) -> Instant {
+    let left = deadline.saturating_duration_since(Instant::now());
+    Instant::now() + left.min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::ReapMode;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A bare "remote" and a clone of it with one commit, user identity set.
+    fn repos(root: &Path) -> (PathBuf, PathBuf) {
+        let remote = root.join("remote.git");
+        let work = root.join("work");
+        git(
+            root,
+            &["init", "-q", "--bare", "-b", "s1", remote.to_str().unwrap()],
+        );
+        git(root, &["init", "-q", "-b", "s1", work.to_str().unwrap()]);
+        git(&work, &["config", "user.name", "agent"]);
+        git(&work, &["config", "user.email", "agent@example.invalid"]);
+        git(
+            &work,
+            &["remote", "add", "origin", remote.to_str().unwrap()],
+        );
+        std::fs::write(work.join("a.txt"), "one\n").unwrap();
+        std::fs::write(work.join(".gitignore"), "*.log\n").unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "first"]);
+        git(&work, &["push", "-q", "origin", "s1"]);
+        (remote, work)
+    }
+
+    #[tokio::test]
+    async fn saves_without_touching_the_index_and_restores_uncommitted() {
+        let root = tempfile::tempdir().unwrap();
+        let (remote, work) = repos(root.path());
+        let reaper = Reaper::start(ReapMode::OwnChildren).unwrap();
+        let index = root.path().join("wip-index");
+        let g = Git {
+            reaper: &reaper,
+            workspace: &work,
+            ca_file: None,
+            deadline: Instant::now() + Duration::from_secs(30),
+        };
+        let nothing = g.save("s1", &index, None).await;
+        assert_eq!(
+            nothing,
+            Saved {
+                commit: None,
+                note: "nothing uncommitted".into()
+            }
+        );
+
+        std::fs::write(work.join("a.txt"), "one\ntwo\n").unwrap();
+        std::fs::write(work.join("new.txt"), "new\n").unwrap();
+        std::fs::write(work.join("noise.log"), "ignored\n").unwrap();
+        git(&work, &["add", "new.txt"]);
+        let status_before = git(&work, &["status", "--porcelain"]);
+        let head = git(&work, &["rev-parse", "HEAD"]);
+        let saved = g.save("s1", &index, None).await;
+        let commit = saved.commit.clone().expect(&saved.note);
+        assert_eq!(saved.note, "2 files saved to refs/kortix/wip/s1");
+        // Nothing the person sees moved: same status, same branch head, no temporary index.
+        assert_eq!(git(&work, &["status", "--porcelain"]), status_before);
+        assert_eq!(git(&work, &["rev-parse", "HEAD"]), head);
+        assert!(!index.exists());
+        assert_eq!(git(&remote, &["rev-parse", "refs/kortix/wip/s1"]), commit);
+        assert_eq!(git(&remote, &["rev-parse", "s1"]), head);
+        assert_eq!(git(&remote, &["rev-parse", &format!("{commit}^")]), head);
+        let files = git(&remote, &["ls-tree", "-r", "--name-only", &commit]);
+        assert!(
+            files.contains("new.txt") && !files.contains("noise.log"),
+            "{files}"
+        );
+
+        // A new sandbox: a fresh clone of the branch gets the work back, uncommitted.
+        let fresh = root.path().join("fresh");
+        git(
+            root.path(),
+            &[
+                "clone",
+                "-q",
+                "-b",
+                "s1",
+                remote.to_str().unwrap(),
+                fresh.to_str().unwrap(),
+            ],
+        );
+        let g2 = Git {
+            workspace: &fresh,
+            ..g
+        };
+        let note = g2.restore("s1", &commit).await.unwrap();
+        assert!(note.starts_with("restored 2 uncommitted files"), "{note}");
+        assert_eq!(
+            std::fs::read_to_string(fresh.join("a.txt")).unwrap(),
+            "one\ntwo\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(fresh.join("new.txt")).unwrap(),
+            "new\n"
+        );
+        assert_eq!(
+            git(&fresh, &["status", "--porcelain"]),
+            " M a.txt\n?? new.txt".trim()
+        );
+        assert_eq!(git(&fresh, &["rev-parse", "HEAD"]), head);
+
+        // A saved commit that is not the one expected is left alone.
+        let err = g2.restore("s1", &head).await.unwrap_err();
+        assert!(err.contains("not at the saved"), "{err}");
+
+        // Committing the restored work and saving again deletes the ref.
+        git(&fresh, &["add", "-A"]);
+        git(&fresh, &["commit", "-q", "-m", "done"]);
+        let cleared = g2.save("s1", &index, Some(&commit)).await;
+        assert_eq!(cleared.commit, None);
+        assert!(cleared.note.contains("was deleted"), "{}", cleared.note);
+        let refs = git(&remote, &["for-each-ref", "refs/kortix/"]);
+        assert!(refs.is_empty(), "{refs}");
+    }
+}
