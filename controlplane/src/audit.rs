@@ -66,6 +66,11 @@ pub async fn record_trigger(store: &Store, origin: &str, event: Event<'_>) {
     append(store, origin, name, "", "", event).await;
 }
 
+/// Appends `event` as done by the control plane itself, e.g. `apps:deploy-sweep`.
+pub async fn record_as(store: &Store, actor: &str, event: Event<'_>) {
+    append(store, actor, "", "", "", event).await;
+}
+
 async fn append(
     store: &Store,
     actor: &str,

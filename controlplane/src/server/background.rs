@@ -76,6 +76,9 @@ pub(super) fn spawn(
         crate::triggers::Sweeper::new(services.triggers.clone()).run(signalled(shutdown.clone())),
     ));
     tasks.push(tokio::spawn(
+        crate::apps::DeploySweep::new(services.apps.clone()).run(signalled(shutdown.clone())),
+    ));
+    tasks.push(tokio::spawn(
         services
             .connectors
             .clone()
