@@ -288,7 +288,7 @@ mod tests {
             copied,
             Copied {
                 files: 3,
-                bytes: 8,
+                bytes: 10,
                 skipped: 2
             }
         );

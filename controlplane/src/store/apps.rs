@@ -519,4 +519,181 @@ mod tests {
         assert_eq!(keep_tail("aéend", 5), "éend");
         assert_eq!(keep_tail("short", 100), "short");
     }
+
+    use super::super::tests::{TestDb, account_and_project, both_backends};
+    use super::*;
+
+    both_backends!(
+        app_hash_claimed_once_across_replicas,
+        activation_moves_forward_and_rollbacks_compare,
+    );
+
+    async fn app_hash_claimed_once_across_replicas(db: TestDb) {
+        let store = &db.store;
+        let other = db.reopen().await;
+        let (_, project) = account_and_project(store, "apps-claim").await;
+        store
+            .ensure_app(&project.id, "site", "Site", 1)
+            .await
+            .unwrap();
+        other
+            .ensure_app(&project.id, "site", "Site", 1)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = if i % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            let pid = project.id.clone();
+            tasks.push(tokio::spawn(async move {
+                s.claim_app_hash(&pid, "site", "h1", true, "Site", 2)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.unwrap());
+        }
+        assert_eq!(won, 1, "one replica builds a hash");
+        assert!(
+            !store
+                .claim_app_hash(&project.id, "site", "h1", true, "Site", 3)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .claim_app_hash(&project.id, "site", "h2", false, "Site", 3)
+                .await
+                .unwrap()
+        );
+        let row = store.get_app(&project.id, "site").await.unwrap().unwrap();
+        assert_eq!((row.swept_hash.as_str(), row.enabled), ("h2", false));
+        // Removed from the manifest: not served, and the hash is forgotten.
+        store
+            .ensure_app(&project.id, "gone", "Gone", 4)
+            .await
+            .unwrap();
+        store
+            .set_app_hash(&project.id, "gone", "g1", "Gone", 4)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .retire_missing_apps(&project.id, &["site"], 5)
+                .await
+                .unwrap(),
+            1
+        );
+        let gone = store.get_app(&project.id, "gone").await.unwrap().unwrap();
+        assert_eq!((gone.swept_hash.as_str(), gone.enabled), ("", false));
+        assert_eq!(store.list_apps(&project.id).await.unwrap().len(), 2);
+        other.close().await;
+    }
+
+    async fn activation_moves_forward_and_rollbacks_compare(db: TestDb) {
+        let store = &db.store;
+        let (_, project) = account_and_project(store, "apps-activate").await;
+        store
+            .ensure_app(&project.id, "site", "Site", 1)
+            .await
+            .unwrap();
+        let new = |hash: &'static str| NewDeployment {
+            project_id: &project.id,
+            slug: "site",
+            hash,
+            config: "{}",
+            reason: "sweep",
+            builder: "b1",
+            requested_by: "deploy-sweep",
+        };
+        let older = store.insert_deployment(&new("h1"), 10).await.unwrap();
+        let newer = store.insert_deployment(&new("h2"), 11).await.unwrap();
+        assert!(older.id < newer.id, "ids sort by creation");
+        assert_eq!(older.status, DeploymentStatus::Building);
+        assert!(
+            store
+                .renew_deployment(&older.id, "b1", "line\n", 12)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .renew_deployment(&older.id, "b2", "", 12)
+                .await
+                .unwrap()
+        );
+
+        let domains = vec!["site.example.com".to_string()];
+        assert!(
+            store
+                .activate_deployment(&newer, &domains, Activation::Newer, 13)
+                .await
+                .unwrap()
+        );
+        // A slower, older build never replaces the newer one.
+        assert!(
+            !store
+                .activate_deployment(&older, &[], Activation::Newer, 14)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.app_by_domain("site.example.com").await.unwrap(),
+            Some((project.id.clone(), "site".to_string()))
+        );
+        // A rollback moves only from the deployment the caller saw.
+        assert!(
+            !store
+                .activate_deployment(&older, &[], Activation::Replacing(&older.id), 15)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .activate_deployment(&older, &[], Activation::Replacing(&newer.id), 15)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.app_by_domain("site.example.com").await.unwrap(), None);
+        let row = store.get_app(&project.id, "site").await.unwrap().unwrap();
+        assert_eq!(row.active_deployment.as_deref(), Some(older.id.as_str()));
+
+        assert!(
+            store
+                .finish_deployment(
+                    &newer.id,
+                    "b1",
+                    Err("the build exited with status 7"),
+                    "",
+                    "log",
+                    16
+                )
+                .await
+                .unwrap()
+        );
+        let failed = store.get_deployment(&newer.id).await.unwrap().unwrap();
+        assert_eq!(failed.status, DeploymentStatus::Failed);
+        assert_eq!(failed.failure_reason, "the build exited with status 7");
+        // The other one was abandoned by its replica.
+        assert_eq!(store.fail_abandoned_deployments(13, 20).await.unwrap(), 1);
+        assert!(
+            !store
+                .finish_deployment(&older.id, "b1", Ok(()), "abc", "", 21)
+                .await
+                .unwrap()
+        );
+        let listed = store
+            .list_deployments(&project.id, "site", 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            [newer.id.as_str(), older.id.as_str()]
+        );
+    }
 }
