@@ -143,6 +143,22 @@ async fn serves(ts: &TestServer, body: &str) {
     .await;
 }
 
+/// Runs the built `kortix` as `token`; it must succeed.
+fn kortix(ts: &TestServer, token: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(support::built_binary("kortix"));
+    cmd.args(args)
+        .env("KORTIX_URL", ts.url())
+        .env("KORTIX_TOKEN", token)
+        .env("NO_COLOR", "1");
+    let out = tokio::task::block_in_place(|| cmd.output()).expect("run kortix");
+    assert!(
+        out.status.success(),
+        "kortix {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_flag_off_apps_answer_404_naming_it() {
     let ts = TestServer::start().await;
@@ -431,6 +447,49 @@ async fn a_static_site_deploys_on_hash_changes_serves_and_rolls_back() {
         .await
         .unwrap_err();
     assert_eq!(none_left.code(), Code::FailedPrecondition, "{none_left:?}");
+
+    // The CLI's contract: `apps ls` an array, `apps deploy --wait` an object, `apps logs`
+    // lines, `apps rollback` an object.
+    let listed = kortix(&ts, &token, &["--json", "apps", "ls", "--project", "web"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let site = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .find(|a| a["slug"] == "site")
+        .unwrap()
+        .clone();
+    assert_eq!(site["active"]["id"], first.id.as_str());
+    assert_eq!(site["latest"]["status"], "failed");
+    assert!(
+        site["url"].as_str().unwrap().ends_with("/apps/web/site/"),
+        "{site}"
+    );
+    let out = kortix(&ts, &token, &["apps", "logs", "site", "--project", "web"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l == "built for broken"), "{text}");
+    let mut deploy = std::process::Command::new(support::built_binary("kortix"));
+    deploy
+        .args([
+            "--json",
+            "apps",
+            "deploy",
+            "site",
+            "--project",
+            "web",
+            "--wait",
+        ])
+        .env("KORTIX_URL", ts.url())
+        .env("KORTIX_TOKEN", &token)
+        .env("NO_COLOR", "1");
+    let out = tokio::task::block_in_place(|| deploy.output()).unwrap();
+    assert_eq!(out.status.code(), Some(1), "the build still fails");
+    let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (deployed["status"].as_str(), deployed["reason"].as_str()),
+        (Some("failed"), Some("manual"))
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exited with status 7"));
 
     // Deploying needs the manager role; a viewer may look.
     let viewer = ts.account("vic").await;

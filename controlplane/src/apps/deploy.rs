@@ -94,7 +94,6 @@ impl Apps {
             "==> deployment {} of app {} (hash {})",
             deployment.id, app.slug, deployment.hash
         ));
-        let permit = self.build_slots().acquire().await;
         let work = self.root().join(".builds").join(&deployment.id);
         let renewer = {
             let (store, id, builder, log) = (
@@ -119,6 +118,8 @@ impl Apps {
                 }
             })
         };
+        // Renewed while it waits for a build slot too, or the sweep would call it abandoned.
+        let permit = self.build_slots().acquire().await;
         let target = content::deployment_dir(self.root(), &project.id, &app.slug, &deployment.id);
         let built = self
             .build_into(project, app, &deployment, &work, &target, &log)
@@ -367,7 +368,7 @@ impl Apps {
     }
 }
 
-/// The first 8 characters of an id, for names.
+/// The last 12 characters of an id (a UUIDv7's random tail), for names.
 fn short(id: &str) -> String {
     id.chars()
         .rev()
