@@ -213,6 +213,13 @@ impl Client {
         SecretServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
+    pub fn apps(&self) -> kortix_proto::v1::app_service_client::AppServiceClient<Authed> {
+        kortix_proto::v1::app_service_client::AppServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.auth.clone(),
+        )
+    }
+
     pub fn snapshots(&self) -> SnapshotServiceClient<Authed> {
         SnapshotServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }

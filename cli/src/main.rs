@@ -77,6 +77,8 @@ enum Command {
     Connectors(commands::connectors::ConnectorsArgs),
     /// Connector calls waiting for a person: list, approve, deny.
     Approvals(commands::connectors::ApprovalsArgs),
+    /// [[apps]] (experimental, KORTIX_APPS_EXPERIMENTAL=true): list, deploy, logs, rollback.
+    Apps(commands::apps::AppsArgs),
     /// The images sessions boot from (--sandbox docker): list, build, prune.
     Snapshots(commands::snapshots::SnapshotsArgs),
     /// Start, follow, prompt and stop agent sessions.
@@ -129,6 +131,7 @@ fn main() -> ExitCode {
         Command::Secrets(args) => commands::secrets::run(&cli.global, args),
         Command::Connectors(args) => commands::connectors::run(&cli.global, args),
         Command::Approvals(args) => commands::connectors::run_approvals(&cli.global, args),
+        Command::Apps(args) => commands::apps::run(&cli.global, args),
         Command::Snapshots(args) => commands::snapshots::run(&cli.global, args),
         Command::Sessions(args) => commands::sessions::run(&cli.global, args),
         Command::Cr(args) => commands::cr::run(&cli.global, args),

@@ -72,6 +72,11 @@ pub async fn record_agent(store: &Store, session_id: &str, from: &str, event: Ev
     append(store, &actor, "", "", from, event).await;
 }
 
+/// Appends `event` as done by the control plane itself, e.g. `apps:deploy-sweep`.
+pub async fn record_as(store: &Store, actor: &str, event: Event<'_>) {
+    append(store, actor, "", "", "", event).await;
+}
+
 async fn append(
     store: &Store,
     actor: &str,

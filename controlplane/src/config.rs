@@ -113,6 +113,8 @@ pub struct ServerConfig {
     pub connectors: crate::connectors::ConnectorSettings,
     /// The Slack Web API the Slack channel calls (tests point it at a local stand-in).
     pub slack_api_url: String,
+    /// `[[apps]]` (experimental): off unless `KORTIX_APPS_EXPERIMENTAL=true`.
+    pub apps: crate::apps::AppSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +199,7 @@ impl ServerConfig {
             images: ImageSettings::default(),
             connectors: Default::default(),
             slack_api_url: crate::channels::slack::web::DEFAULT_API_URL.to_string(),
+            apps: crate::apps::AppSettings::default(),
         }
     }
 }

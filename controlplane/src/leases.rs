@@ -1,5 +1,5 @@
 //! Background jobs that must run on one replica at a time: the session sweeper, the trigger
-//! sweep and approval expiry. Each holds a named lease in the store ([`crate::store`]'s
+//! sweep, approval expiry and the apps' deploy sweep. Each holds a named lease in the store ([`crate::store`]'s
 //! `leases` table), renewed every third of its TTL; a job runs only while its replica holds
 //! the lease, and stops before the lease could have expired unrenewed. A replica that dies
 //! stops renewing, and another one takes the job within a TTL and a retry; one that shuts

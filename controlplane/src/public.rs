@@ -1,6 +1,7 @@
 //! The public listener's composition: every service it serves, named, and the one router
 //! over them — gRPC `kortix.v1` behind bearer-token authentication (plus health and
-//! reflection), git smart HTTP, webhooks, `/metrics` and the web console at `/`.
+//! reflection), git smart HTTP, webhooks, `/metrics`, `[[apps]]` (`/apps/…` and apps' custom
+//! domains) and the web console at `/`.
 
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub struct PublicServices {
     pub sessions: Sessions,
     pub connectors: crate::connectors::Connectors,
     pub triggers: Triggers,
+    /// `[[apps]]`: `AppService`, `/apps/…` and custom domains.
+    pub apps: crate::apps::Apps,
     /// Slack's Events API and interactivity endpoints, and `ChannelService`.
     pub slack: crate::channels::slack::Slack,
     /// Resolves bearer tokens for every `kortix.v1` call.
@@ -145,6 +148,12 @@ impl PublicServices {
                 .max_decoding_message_size(MAX_API_MESSAGE),
             )
             .add_service(
+                pb::app_service_server::AppServiceServer::new(api::apps::AppsApi::new(
+                    self.apps.clone(),
+                ))
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
                 api::triggers::TriggerServiceImpl::new(self.triggers.clone())
                     .into_server()
                     .max_decoding_message_size(MAX_API_MESSAGE),
@@ -166,6 +175,12 @@ impl PublicServices {
             .merge(crate::triggers::webhook::router(self.triggers))
             .merge(crate::channels::slack::routes::router(self.slack))
             .merge(crate::metrics::router(self.store, self.hub))
-            .merge(crate::console::router(console)))
+            .merge(crate::apps::routes::router(self.apps.clone()))
+            .merge(crate::console::router(console))
+            // Outermost: a request for an app's custom domain never reaches the rest.
+            .layer(axum::middleware::from_fn_with_state(
+                crate::apps::routes::HostState::new(self.apps),
+                crate::apps::routes::by_host,
+            )))
     }
 }

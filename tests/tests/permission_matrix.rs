@@ -595,6 +595,39 @@ async fn call(
             })
             .await
             .map(drop),
+        // Apps are off on this server: past the permission check a call is
+        // FAILED_PRECONDITION naming the flag, which the matrix counts as allowed.
+        ("kortix.v1.AppService", "ListApps") => ts
+            .apps(token)
+            .list_apps(ListAppsRequest { project: web() })
+            .await
+            .map(drop),
+        ("kortix.v1.AppService", "GetAppLogs") => ts
+            .apps(token)
+            .get_app_logs(GetAppLogsRequest {
+                project: web(),
+                slug: "site".into(),
+                deployment_id: String::new(),
+            })
+            .await
+            .map(drop),
+        ("kortix.v1.AppService", "DeployApp") => ts
+            .apps(token)
+            .deploy_app(DeployAppRequest {
+                project: web(),
+                slug: "site".into(),
+                wait: false,
+            })
+            .await
+            .map(drop),
+        ("kortix.v1.AppService", "RollbackApp") => ts
+            .apps(token)
+            .rollback_app(RollbackAppRequest {
+                project: web(),
+                slug: "site".into(),
+            })
+            .await
+            .map(drop),
         // Project web has no connectors: past the permission check a call is NOT_FOUND for
         // the connector (not the project), which the matrix counts as allowed.
         ("kortix.v1.ConnectorService", "ListConnectors") => ts

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod apps;
 pub mod audit;
 pub mod channels;
 pub mod connectors;

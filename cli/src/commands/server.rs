@@ -132,6 +132,18 @@ pub struct ServerArgs {
     /// The Slack Web API that Slack-bound projects post to.
     #[arg(long, default_value = kortix_controlplane::channels::slack::web::DEFAULT_API_URL)]
     pub slack_api_url: String,
+    /// Turns on `[[apps]]` (experimental): the deploy sweep, `kortix apps …` and serving at
+    /// `/apps/<project>/<slug>/` and by custom domain. `true` or `1` turns it on.
+    #[arg(
+        long = "apps-experimental",
+        env = "KORTIX_APPS_EXPERIMENTAL",
+        value_name = "BOOL",
+        default_value = "false"
+    )]
+    pub apps_experimental: String,
+    /// The longest an app's build command may run, in seconds.
+    #[arg(long, default_value_t = 900)]
+    pub app_build_timeout_secs: u64,
     /// Log lines for people (`pretty`) or one JSON object per line (`json`); `RUST_LOG`
     /// filters them.
     #[arg(long, value_enum, default_value = "pretty", env = "KORTIX_LOG_FORMAT")]
@@ -193,6 +205,8 @@ impl ServerArgs {
             unattended_approval_ttl: Duration::from_secs(self.unattended_approval_secs),
         };
         config.slack_api_url = self.slack_api_url.clone();
+        config.apps.enabled = kortix_controlplane::apps::flag_on(Some(&self.apps_experimental));
+        config.apps.build_timeout = Duration::from_secs(self.app_build_timeout_secs.max(1));
         // Local agents log in the same shape as the server that runs them.
         if self.log_format == crate::logging::LogFormat::Json {
             config

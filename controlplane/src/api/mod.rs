@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod apps;
 pub mod audit;
 pub mod authn;
 pub mod change_requests;

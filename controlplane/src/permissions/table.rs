@@ -53,11 +53,13 @@ pub enum Action {
     ViewConnectors,
     SetConnectorCredential,
     DecideApproval,
+    ViewApps,
+    DeployApp,
 }
 
 impl Action {
     /// Every action, in the order of the table.
-    pub const ALL: [Action; 31] = [
+    pub const ALL: [Action; 33] = [
         Action::CreatePerson,
         Action::WhoAmI,
         Action::ManageOwnTokens,
@@ -89,6 +91,8 @@ impl Action {
         Action::ViewConnectors,
         Action::SetConnectorCredential,
         Action::DecideApproval,
+        Action::ViewApps,
+        Action::DeployApp,
     ];
 
     /// The least role the action needs: the permission table.
@@ -110,7 +114,8 @@ impl Action {
             | Action::ListAccess
             | Action::GitClone
             | Action::ViewSnapshots
-            | Action::ViewConnectors => Need::Project(P::Viewer),
+            | Action::ViewConnectors
+            | Action::ViewApps => Need::Project(P::Viewer),
             Action::StartSession
             | Action::ChatInSession
             | Action::StopSession
@@ -124,7 +129,9 @@ impl Action {
             | Action::DeleteSession
             | Action::ChangeSecrets
             | Action::GrantAccess
-            | Action::PruneSnapshots => Need::Project(P::Manager),
+            | Action::PruneSnapshots
+            // Deploying publishes a site in the project's name, like changing its settings.
+            | Action::DeployApp => Need::Project(P::Manager),
         }
     }
 
@@ -162,6 +169,8 @@ impl Action {
             Action::ViewConnectors => "viewing connectors, their calls and approvals",
             Action::SetConnectorCredential => "setting a connector credential",
             Action::DecideApproval => "approving or denying a connector call",
+            Action::ViewApps => "viewing apps and their deployments",
+            Action::DeployApp => "deploying or rolling back an app",
         }
     }
 }
@@ -322,6 +331,10 @@ pub const RPCS: &[(&str, Action)] = &[
         "/kortix.v1.ApprovalService/DenyCall",
         Action::DecideApproval,
     ),
+    ("/kortix.v1.AppService/ListApps", Action::ViewApps),
+    ("/kortix.v1.AppService/GetAppLogs", Action::ViewApps),
+    ("/kortix.v1.AppService/DeployApp", Action::DeployApp),
+    ("/kortix.v1.AppService/RollbackApp", Action::DeployApp),
     // Binding a Slack app stores its credentials, like setting secrets; its threads are
     // sessions.
     (

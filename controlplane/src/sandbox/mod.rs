@@ -2,6 +2,7 @@
 //! bootstrap environment, and kills it when asked. Providers report sandbox exits on a channel
 //! so the session lifecycle can tell a finished agent from a crashed one.
 
+pub mod command;
 pub mod daytona;
 pub mod docker;
 pub mod external;

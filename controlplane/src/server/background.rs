@@ -94,6 +94,17 @@ pub(super) fn spawn(
         }));
     }
     {
+        let (leases, apps) = (leases.clone(), services.apps.clone());
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            leases
+                .run_singleton("apps-deploy-sweep", shutdown, |until| {
+                    crate::apps::DeploySweep::new(apps.clone()).run(until)
+                })
+                .await
+        }));
+    }
+    {
         let connectors = services.connectors.clone();
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {

@@ -46,6 +46,7 @@ pub(super) struct Services {
     pub triggers: Triggers,
     pub connectors: crate::connectors::Connectors,
     pub slack: Slack,
+    pub apps: crate::apps::Apps,
 }
 
 impl Services {
@@ -99,8 +100,21 @@ impl Services {
             web,
             urls.public.clone(),
         );
+        let apps = crate::apps::Apps::new(
+            base.store.clone(),
+            base.repos.clone(),
+            manifests.clone(),
+            config.apps.clone(),
+            config.isolation.clone(),
+            &base.data_dir,
+            urls.public.clone(),
+        );
+        if apps.enabled() {
+            tracing::warn!("apps are on ({}=true): experimental", crate::apps::FLAG);
+        }
         Ok((
             Self {
+                apps,
                 slack,
                 provider,
                 hub,
@@ -142,6 +156,7 @@ impl Services {
             sessions: self.sessions.clone(),
             connectors: self.connectors.clone(),
             triggers: self.triggers.clone(),
+            apps: self.apps.clone(),
             slack: self.slack.clone(),
             authenticator: Arc::new(authenticator.clone()),
             git: crate::git::GitHttpState::new(

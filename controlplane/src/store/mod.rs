@@ -11,6 +11,7 @@
 
 mod accounts;
 mod agent_auth;
+mod apps;
 mod audit;
 mod change_requests;
 mod checkpoint;
@@ -55,6 +56,9 @@ use sqlx::{Postgres, Sqlite, Transaction};
 
 pub use accounts::{Account, Member, Person};
 pub use agent_auth::{BootstrapRejection, GitToken, IssuedCert};
+pub use apps::{
+    Activation, AppRow, Deployment, DeploymentStatus, MAX_DEPLOYMENT_LOG, NewDeployment, keep_tail,
+};
 pub use audit::{AuditEvent, AuditQuery, NewAuditEvent};
 pub use change_requests::{
     ChangeRequest, CrListQuery, CrState, MergedChangeRequest, NewChangeRequest,

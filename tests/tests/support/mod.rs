@@ -137,6 +137,12 @@ impl TestServer {
     ) -> kortix_proto::v1::channel_service_client::ChannelServiceClient<Authed> {
         kortix_proto::v1::channel_service_client::ChannelServiceClient::new(self.authed(token))
     }
+    pub fn apps(
+        &self,
+        token: &str,
+    ) -> kortix_proto::v1::app_service_client::AppServiceClient<Authed> {
+        kortix_proto::v1::app_service_client::AppServiceClient::new(self.authed(token))
+    }
     pub fn snapshots(
         &self,
         token: &str,

@@ -73,9 +73,10 @@ pub struct LocalConfig {
     pub retention: Duration,
 }
 
-/// What the provider does with each sandbox, decided once at construction.
+/// What the provider does with each sandbox, decided once at construction (and what an
+/// app's build gets, see `sandbox::command`).
 #[derive(Debug, Clone)]
-enum Confinement {
+pub enum Confinement {
     Plain,
     Namespaces(RootSource),
     /// Isolation was required (or a sandbox root given) but cannot be had here.
@@ -584,6 +585,16 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 fn confinement(config: &LocalConfig) -> Confinement {
+    confine(&config.isolation, &config.root)
+}
+
+/// How `isolation` confines a process here; `scratch` is a directory the support probe may
+/// create a directory in.
+pub fn confine(isolation: &Isolation, scratch: &Path) -> Confinement {
+    let config = Confined {
+        isolation,
+        root: scratch,
+    };
     let source = match &config.isolation.root {
         Some(dir) => RootSource::Image(dir.clone()),
         None => RootSource::Host,
@@ -595,11 +606,11 @@ fn confinement(config: &LocalConfig) -> Confinement {
             }
             Confinement::Plain
         }
-        IsolationMode::Namespaces => match namespaces_supported(&config.root) {
+        IsolationMode::Namespaces => match namespaces_supported(config.root) {
             Ok(()) => Confinement::Namespaces(source),
             Err(reason) => Confinement::Unavailable(reason),
         },
-        IsolationMode::Auto => match namespaces_supported(&config.root) {
+        IsolationMode::Auto => match namespaces_supported(config.root) {
             Ok(()) => Confinement::Namespaces(source),
             Err(reason) if config.isolation.root.is_some() => Confinement::Unavailable(reason),
             Err(reason) => {
@@ -612,6 +623,11 @@ fn confinement(config: &LocalConfig) -> Confinement {
             }
         },
     }
+}
+
+struct Confined<'a> {
+    isolation: &'a Isolation,
+    root: &'a Path,
 }
 
 impl SandboxProvider for LocalProvider {

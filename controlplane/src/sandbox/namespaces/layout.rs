@@ -193,6 +193,87 @@ pub fn prepare(layout: &SandboxLayout<'_>, env: BTreeMap<String, String>) -> io:
     })
 }
 
+/// One command run in an isolated sandbox instead of the agent (an app's build): the same
+/// root, `/dev`, `/proc`, `/tmp` and `/run` as a session's sandbox, `workspace` at
+/// [`WORKSPACE`] as its working directory and `home` at [`HOME`].
+pub struct CommandLayout<'a> {
+    /// Names the sandbox (its host name).
+    pub name: &'a str,
+    /// An empty directory, as [`SandboxLayout::staging`].
+    pub staging: &'a Path,
+    pub workspace: &'a Path,
+    pub home: &'a Path,
+    /// An empty directory shown at [`SPOOL`] (nothing uses it; the mounts are shared).
+    pub scratch: &'a Path,
+    pub source: &'a RootSource,
+}
+
+/// Builds the launch of `argv` (its first element an absolute path inside the sandbox) with
+/// exactly `env` on top of the sandbox's `PATH`, `HOME` and `TMPDIR`.
+pub fn prepare_command(
+    layout: &CommandLayout<'_>,
+    argv: &[String],
+    env: BTreeMap<String, String>,
+) -> io::Result<Launch> {
+    let Some(exe) = argv.first().filter(|a| a.starts_with('/')) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the command must start with an absolute path",
+        ));
+    };
+    let hostname = hostname_for(layout.name);
+    let mut plan = Plan::new(layout.staging);
+    match layout.source {
+        RootSource::Host => host_system(&mut plan, &hostname)?,
+        RootSource::Image(root) => image_system(&mut plan, root)?,
+    }
+    sandbox_mounts(
+        &mut plan,
+        &SandboxLayout {
+            session_id: layout.name,
+            staging: layout.staging,
+            workspace: layout.workspace,
+            home: layout.home,
+            spool: layout.scratch,
+            source: layout.source,
+            agent_bin: Path::new(""),
+            opencode_packages: None,
+        },
+    )?;
+    let path = match layout.source {
+        RootSource::Host => HOST_PATH,
+        RootSource::Image(_) => IMAGE_PATH,
+    };
+    let mut full = BTreeMap::from([("PATH".to_string(), path.to_string())]);
+    full.extend(env);
+    full.insert("HOME".into(), HOME.into());
+    full.insert("TMPDIR".into(), "/tmp".into());
+    let envp = full
+        .into_iter()
+        .map(|(k, v)| cstring(format!("{k}={v}").into_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    Ok(Launch {
+        staging: cstring(layout.staging.as_os_str().as_bytes().to_vec())?,
+        hostname: hostname.into_bytes(),
+        uid_map: format!("0 {uid} 1\n").into_bytes(),
+        gid_map: format!("0 {gid} 1\n").into_bytes(),
+        cwd: cstring(WORKSPACE.as_bytes().to_vec())?,
+        exe: cstring(exe.as_bytes().to_vec())?,
+        argv: argv
+            .iter()
+            .map(|a| cstring(a.as_bytes().to_vec()))
+            .collect::<io::Result<Vec<_>>>()?,
+        envp,
+        ops: plan.ops,
+        labels: plan.labels,
+        exec: true,
+    })
+}
+
 /// `kortix-<session id>`, as a valid host name of at most 63 bytes.
 pub fn hostname_for(session_id: &str) -> String {
     let mut name: String = format!("kortix-{session_id}")

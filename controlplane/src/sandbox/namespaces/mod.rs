@@ -34,7 +34,7 @@ mod plan;
 mod spawn;
 
 pub use layout::{
-    HOME, HOST_AGENT, IMAGE_AGENT, OPENCODE_PREFIX, RootSource, SPOOL, SandboxLayout, WORKSPACE,
-    hostname_for, prepare,
+    CommandLayout, HOME, HOST_AGENT, IMAGE_AGENT, OPENCODE_PREFIX, RootSource, SPOOL,
+    SandboxLayout, WORKSPACE, hostname_for, prepare, prepare_command,
 };
 pub use spawn::{Ended, Launch, SpawnError, explain, probe, spawn, wait};
