@@ -64,7 +64,7 @@ async fn a_session_rides_out_a_postgresql_restart() {
     };
     let model = ScriptedModel::start(vec![
         // Output for ~20 s, so records flow across the outage.
-        Turn::bash(&format!(
+        Turn::bash(format!(
             "for i in $(seq 1 {LINES}); do echo line-$i; sleep 0.05; done"
         )),
         Turn::text("Printed the lines."),
