@@ -14,27 +14,6 @@ use std::time::{Duration, Instant};
 use support::server_process::{ServerProcess, model_repo};
 use support::{eventually, git_ok};
 
-fn start_session(server: &ServerProcess, repo: &Path) -> String {
-    server.json(&[
-        "projects",
-        "create",
-        "app",
-        "--import",
-        repo.to_str().unwrap(),
-    ]);
-    let session = server.json(&[
-        "sessions",
-        "new",
-        "--project",
-        "app",
-        "--prompt",
-        "go",
-        "--wait",
-    ]);
-    assert_eq!(session["status"], "running", "{session}");
-    session["id"].as_str().unwrap().to_string()
-}
-
 fn info(server: &ServerProcess, id: &str) -> Value {
     server.json(&["sessions", "info", id])
 }
@@ -76,7 +55,7 @@ async fn a_session_survives_a_control_plane_killed_for_longer_than_the_heartbeat
         ],
     );
     server.wait_ready().await;
-    let id = start_session(&server, &repo);
+    let id = server.start_app_session(&repo);
     assert!(
         tokio::task::block_in_place(|| model.wait_for_calls(1, Duration::from_secs(120))),
         "the model was never asked"
@@ -161,7 +140,7 @@ async fn a_graceful_shutdown_keeps_the_git_endpoint_up_for_the_last_push() {
     let repo = model_repo(root.path(), &model);
     let mut server = ServerProcess::start(root.path(), &["--stop-grace-secs", "20"]);
     server.wait_ready().await;
-    let id = start_session(&server, &repo);
+    let id = server.start_app_session(&repo);
     let sha = eventually("the unpushed commit", Duration::from_secs(120), || async {
         server.records(&id).iter().find_map(|r| {
             (r["kind"] == "commit" && r["data"]["pushed"] == false)

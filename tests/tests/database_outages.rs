@@ -75,24 +75,7 @@ async fn a_session_rides_out_a_postgresql_restart() {
     let url = cluster.url();
     let mut server = ServerProcess::start(root.path(), &["--database-url", &url]);
     server.wait_ready().await;
-    server.json(&[
-        "projects",
-        "create",
-        "app",
-        "--import",
-        repo.to_str().unwrap(),
-    ]);
-    let session = server.json(&[
-        "sessions",
-        "new",
-        "--project",
-        "app",
-        "--prompt",
-        "go",
-        "--wait",
-    ]);
-    assert_eq!(session["status"], "running", "{session}");
-    let id = session["id"].as_str().unwrap().to_string();
+    let id = server.start_app_session(&repo);
     eventually("the first lines", Duration::from_secs(120), || async {
         (printed_lines(&server.records(&id)).len() >= 20).then_some(())
     })

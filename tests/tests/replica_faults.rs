@@ -58,24 +58,7 @@ async fn a_replica_paused_past_the_heartbeat_deadline_leaves_no_session_failed_a
     let mut b = a.another_replica(&root.path().join("b"), &args);
     b.wait_ready().await;
 
-    a.json(&[
-        "projects",
-        "create",
-        "app",
-        "--import",
-        repo.to_str().unwrap(),
-    ]);
-    let session = a.json(&[
-        "sessions",
-        "new",
-        "--project",
-        "app",
-        "--prompt",
-        "go",
-        "--wait",
-    ]);
-    assert_eq!(session["status"], "running", "{session}");
-    let id = session["id"].as_str().unwrap().to_string();
+    let id = a.start_app_session(&repo);
     assert!(
         tokio::task::block_in_place(|| model.wait_for_calls(1, Duration::from_secs(120))),
         "the model was never asked"

@@ -218,19 +218,42 @@ async fn new(
     request: StartSessionRequest,
     wait: Option<Duration>,
 ) -> Result<ExitCode, CliError> {
-    let mut session = start(client, request).await?;
+    let session = start(client, request).await?;
+    let headline = |s: &Session| format!("on project {} (branch {})", s.project_name, s.branch);
+    report_start(ctx, client, session, wait, Started::New, headline).await
+}
+
+/// What `new` and `resume` report about.
+#[derive(Clone, Copy)]
+enum Started {
+    New,
+    Resumed,
+}
+
+/// Waits for a started or resumed session when asked, prints it (`headline` says where it
+/// runs) and exits 0 unless a wait ended anywhere but `running`.
+async fn report_start(
+    ctx: &Context,
+    client: &Client,
+    mut session: Session,
+    wait: Option<Duration>,
+    how: Started,
+    headline: impl Fn(&Session) -> String,
+) -> Result<ExitCode, CliError> {
     if let Some(limit) = wait {
         session = wait::until(ctx, client, &session.id, wait::Until::Started, limit).await?;
     }
     let status = SessionStatus::try_from(session.status).unwrap_or(SessionStatus::Unspecified);
     if ctx.json {
-        output::print_json(&SessionStartedJson::from(&session))?;
+        match how {
+            Started::New => output::print_json(&SessionStartedJson::from(&session))?,
+            Started::Resumed => output::print_json(&SessionJson::from(&session))?,
+        }
     } else {
         output::print_text(&format!(
-            "session {} on project {} (branch {}): {}\n{}",
+            "session {} {}: {}\n{}",
             paint(BOLD, &session.id),
-            session.project_name,
-            session.branch,
+            headline(&session),
             paint(
                 status_style(session_status(session.status)),
                 session_status(session.status)
@@ -244,8 +267,12 @@ async fn new(
     match (wait, status) {
         (None, _) | (Some(_), SessionStatus::Running) => Ok(ExitCode::SUCCESS),
         (Some(_), _) => Err(CliError::Refused(format!(
-            "session {} did not start: {}{}",
+            "session {} did not {}: {}{}",
             session.id,
+            match how {
+                Started::New => "start",
+                Started::Resumed => "resume",
+            },
             session_status(session.status),
             if session.failure_reason.is_empty() {
                 String::new()
@@ -430,7 +457,7 @@ async fn resume(
     prompt: String,
     wait: Option<Duration>,
 ) -> Result<ExitCode, CliError> {
-    let mut session = client
+    let session = client
         .call(
             "ResumeSession",
             client
@@ -438,40 +465,8 @@ async fn resume(
                 .resume_session(unary(ResumeSessionRequest { id, prompt })),
         )
         .await?;
-    if let Some(limit) = wait {
-        session = wait::until(ctx, client, &session.id, wait::Until::Started, limit).await?;
-    }
-    let status = SessionStatus::try_from(session.status).unwrap_or(SessionStatus::Unspecified);
-    if ctx.json {
-        output::print_json(&SessionJson::from(&session))?;
-    } else {
-        output::print_text(&format!(
-            "session {} resuming on branch {}: {}\n{}",
-            paint(BOLD, &session.id),
-            session.branch,
-            paint(
-                status_style(session_status(session.status)),
-                session_status(session.status)
-            ),
-            paint(
-                DIM,
-                &format!("follow it with: kortix sessions attach {}", session.id)
-            ),
-        ))?;
-    }
-    match (wait, status) {
-        (None, _) | (Some(_), SessionStatus::Running) => Ok(ExitCode::SUCCESS),
-        (Some(_), _) => Err(CliError::Refused(format!(
-            "session {} did not resume: {}{}",
-            session.id,
-            session_status(session.status),
-            if session.failure_reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", session.failure_reason)
-            }
-        ))),
-    }
+    let headline = |s: &Session| format!("resuming on branch {}", s.branch);
+    report_start(ctx, client, session, wait, Started::Resumed, headline).await
 }
 
 async fn stop(

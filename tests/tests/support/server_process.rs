@@ -236,6 +236,29 @@ impl ServerProcess {
         })
     }
 
+    /// Imports `repo` as project `app` and starts a session with the prompt "go", waiting
+    /// until it runs; its id.
+    pub fn start_app_session(&self, repo: &Path) -> String {
+        self.json(&[
+            "projects",
+            "create",
+            "app",
+            "--import",
+            repo.to_str().unwrap(),
+        ]);
+        let session = self.json(&[
+            "sessions",
+            "new",
+            "--project",
+            "app",
+            "--prompt",
+            "go",
+            "--wait",
+        ]);
+        assert_eq!(session["status"], "running", "{session}");
+        session["id"].as_str().unwrap().to_string()
+    }
+
     /// `kortix ARGS…` as the local admin (the token in the data directory).
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_with_input(args, None)
