@@ -133,7 +133,7 @@ impl LocalProvider {
             children: Arc::default(),
             exits,
         };
-        provider.adopt_orphans();
+        provider.adopt_orphans(true);
         provider
     }
 
@@ -268,8 +268,10 @@ impl LocalProvider {
     /// died (their agents outlive it and reconnect). Reports the ones that ended meanwhile so
     /// their sessions end too. Sandboxes of another machine sharing the directory, and those
     /// a live replica watches, are left alone. Runs at start and at every housekeeping pass;
-    /// replicas take turns through a lock file, so one sandbox gets one new owner.
-    fn adopt_orphans(&self) {
+    /// replicas take turns through a lock file, so one sandbox gets one new owner. Later
+    /// passes (`at_start` false) leave alone what this process may be booting right now: a
+    /// directory without a record yet, or a record naming this process as its owner.
+    fn adopt_orphans(&self, at_start: bool) {
         let entries = match std::fs::read_dir(&self.config.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -287,6 +289,7 @@ impl LocalProvider {
                 return;
             }
         };
+        let me = record::Owner::this_process().ok();
         for entry in entries.flatten() {
             let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
@@ -305,6 +308,13 @@ impl LocalProvider {
             if record.as_ref().is_some_and(|r| r.ended_ms.is_some()) {
                 continue;
             }
+            if !at_start
+                && record
+                    .as_ref()
+                    .is_none_or(|r| r.owner.is_some() && r.owner == me)
+            {
+                continue;
+            }
             if record
                 .as_ref()
                 .is_some_and(|r| r.is_on_another_machine() || r.is_watched_by_another_process())
@@ -316,7 +326,7 @@ impl LocalProvider {
                 Some((record, pidfd)) => {
                     let pid = record.pid;
                     let adopted = SandboxRecord {
-                        owner: record::Owner::this_process().ok(),
+                        owner: me.clone(),
                         ..record.clone()
                     };
                     if let Err(e) = adopted.write(&entry.path()) {
@@ -715,7 +725,7 @@ impl SandboxProvider for LocalProvider {
 
     fn housekeep(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            self.adopt_orphans();
+            self.adopt_orphans(false);
             let (root, retention) = (self.config.root.clone(), self.config.retention);
             let running: std::collections::HashSet<String> = self
                 .children
@@ -965,7 +975,18 @@ mod tests {
 
         let agent_bin = script(dir.path(), "exec sleep 300\n");
         let (survivor, mut exits) = plain_provider(&root, agent_bin, Duration::ZERO);
+        // What this process may be booting right now: a directory whose record is not
+        // written yet, and one whose record names this process.
+        std::fs::create_dir_all(root.join("booting/workspace")).unwrap();
+        let ours = SandboxRecord::of(agent.id() as i32).unwrap();
+        std::fs::create_dir_all(root.join("ours/workspace")).unwrap();
+        ours.write(&root.join("ours")).unwrap();
         survivor.housekeep().await;
+        assert!(
+            !survivor.is_running("ours"),
+            "a sandbox being booted here is left alone"
+        );
+        assert!(root.join("booting").exists() && root.join("ours").exists());
         assert!(
             !survivor.is_running("theirs"),
             "a live replica's sandbox is left to it"
