@@ -81,7 +81,7 @@ impl Leases {
             if *shutdown.borrow() {
                 return;
             }
-            let Some(valid_until) = self.take(name).await else {
+            let Taken::Held(valid_until) = self.take(name).await else {
                 // Someone else holds it, or the store is unreachable: ask again later, a
                 // little off the others' beat.
                 let wait = renew_every + jitter(renew_every / 4);
@@ -116,19 +116,19 @@ impl Leases {
                             break false;
                         }
                         match self.take(name).await {
-                            Some(until) => {
+                            Taken::Held(until) => {
                                 valid_until = until;
                                 next_renewal = Instant::now() + renew_every;
                             }
-                            // Refused: another replica took it (this one was presumed dead).
-                            None if self.refused(name).await => {
+                            // Another replica took it (this one was presumed dead).
+                            Taken::Refused => {
                                 tracing::warn!(lease = name, "lease taken by another replica; stopping the job");
                                 let _ = stop.send(true);
                                 running.as_mut().await;
                                 break false;
                             }
                             // The store did not answer: retry soon, while the lease lasts.
-                            None => next_renewal = Instant::now() + renew_every / 3,
+                            Taken::Unanswered => next_renewal = Instant::now() + renew_every / 3,
                         }
                     }
                 }
@@ -152,7 +152,7 @@ impl Leases {
 
     /// Takes or renews the lease; when this replica has it, the instant until which it may
     /// act on it (judged from before the call, so a slow answer shortens it).
-    async fn take(&self, name: &str) -> Option<Instant> {
+    async fn take(&self, name: &str) -> Taken {
         let asked = Instant::now();
         let ttl_ms = self.ttl.as_millis() as i64;
         match tokio::time::timeout(
@@ -161,26 +161,28 @@ impl Leases {
         )
         .await
         {
-            Ok(Ok(true)) => Some(asked + self.ttl),
-            Ok(Ok(false)) => None,
+            Ok(Ok(true)) => Taken::Held(asked + self.ttl),
+            Ok(Ok(false)) => Taken::Refused,
             Ok(Err(e)) => {
                 tracing::warn!(lease = name, error = %e, "taking a lease");
-                None
+                Taken::Unanswered
             }
             Err(_) => {
                 tracing::warn!(lease = name, "taking a lease timed out");
-                None
+                Taken::Unanswered
             }
         }
     }
+}
 
-    /// Whether another holder has the lease now (as opposed to the store failing to answer).
-    async fn refused(&self, name: &str) -> bool {
-        matches!(
-            tokio::time::timeout(CALL_TIMEOUT, self.store.lease_holder(name)).await,
-            Ok(Ok(Some((holder, _)))) if *holder != *self.holder
-        )
-    }
+/// What asking for a lease came to.
+enum Taken {
+    /// This replica holds it until then.
+    Held(Instant),
+    /// Another replica holds it.
+    Refused,
+    /// The store did not answer.
+    Unanswered,
 }
 
 /// Resolves once `rx` holds true (or its sender is gone).

@@ -41,19 +41,6 @@ fn printed_lines(records: &[Value]) -> BTreeMap<usize, usize> {
     seen
 }
 
-/// The session's records, or `None` while the control plane cannot read them (the database
-/// is coming back).
-fn records_now(server: &ServerProcess, id: &str) -> Option<Vec<Value>> {
-    let out = server.cli(&["--json", "sessions", "attach", id, "--no-follow"]);
-    out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).expect("one JSON record per line"))
-            .collect()
-    })
-}
-
 /// A restart of PostgreSQL mid-stream: meanwhile the API answers with a clear error and the
 /// process does not panic; the agent keeps its records in its spool; afterwards the session
 /// is still running and its stream is complete, gap-free and duplicate-free.
@@ -104,7 +91,8 @@ async fn a_session_rides_out_a_postgresql_restart() {
         "every line once the database is back",
         Duration::from_secs(180),
         || async {
-            let records = records_now(&server, &id)?;
+            // `None` while the control plane cannot read them yet (the database is coming back).
+            let records = server.try_records(&id).ok()?;
             (printed_lines(&records).len() == LINES).then_some(records)
         },
     )

@@ -10,7 +10,6 @@
 
 use super::Sessions;
 use crate::store::Store;
-use kortix_proto::v1::{ControlFrame, Stop, control_frame::Frame};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,16 +122,9 @@ impl Sessions {
             }
         };
         tracing::warn!(session = %id, status = %session.status, "the session ended elsewhere while its agent streams here; stopping the agent");
-        let _ = self.hub.send_control(
-            id,
-            ControlFrame {
-                frame: Some(Frame::Stop(Stop {
-                    reason: format!("session {}", session.status),
-                    grace_ms: 0,
-                    hibernate: session.status == crate::store::SessionStatus::Hibernated,
-                })),
-            },
-        );
+        let _ = self
+            .hub
+            .send_control(id, super::lifecycle::ended_frame(session.status));
     }
 }
 

@@ -391,13 +391,12 @@ impl Sessions {
         };
         // The agent may be connected to another replica: the stop goes through the command
         // queue then, and that replica's agent gets the whole grace period to save its work.
-        let held_elsewhere = !self.hub.is_connected(id)
-            && session
-                .last_heartbeat_ms
-                .or(session.started_ms)
-                .is_some_and(|at| now_ms() - at < self.config.heartbeat_timeout.as_millis() as i64);
+        let heard_lately = session
+            .last_heartbeat_ms
+            .or(session.started_ms)
+            .is_some_and(|at| now_ms() - at < self.config.heartbeat_timeout.as_millis() as i64);
         let grace = match self.send_command(id, frame).await {
-            Ok(()) if self.hub.is_connected(id) || held_elsewhere => self.config.stop_grace,
+            Ok(()) if self.hub.is_connected(id) || heard_lately => self.config.stop_grace,
             Ok(()) => std::time::Duration::ZERO,
             Err(e) => {
                 // Nobody to ask: end the sandbox now.
@@ -565,16 +564,7 @@ impl Sessions {
                 tracing::error!(session = %id, error = %e, "forgetting the agent's renewal secret");
             }
             // Wake viewers so they notice the end.
-            let _ = self.hub.send_control(
-                id,
-                ControlFrame {
-                    frame: Some(Frame::Stop(Stop {
-                        reason: format!("session {to}"),
-                        grace_ms: 0,
-                        hibernate: to == SessionStatus::Hibernated,
-                    })),
-                },
-            );
+            let _ = self.hub.send_control(id, ended_frame(to));
             self.hub.bump(id);
         }
         moved
@@ -596,5 +586,16 @@ impl Sessions {
             tracing::warn!(session = %id, error = %e, "removing what the sandbox left");
         }
         Ok(deleted)
+    }
+}
+
+/// What an agent is told when its session has ended (`to`): stop now.
+pub(super) fn ended_frame(to: SessionStatus) -> ControlFrame {
+    ControlFrame {
+        frame: Some(Frame::Stop(Stop {
+            reason: format!("session {to}"),
+            grace_ms: 0,
+            hibernate: to == SessionStatus::Hibernated,
+        })),
     }
 }

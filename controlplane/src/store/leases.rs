@@ -48,6 +48,7 @@ impl Store {
     }
 
     /// Who holds `name` and until when, expired or not.
+    #[cfg(test)]
     pub async fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>> {
         with_pool!(self, |pool| {
             sqlx::query_as::<_, (String, i64)>(

@@ -298,18 +298,25 @@ impl ServerProcess {
 
     /// Every record of a session, as `kortix sessions attach --json --no-follow` prints them.
     pub fn records(&self, session: &str) -> Vec<serde_json::Value> {
+        self.try_records(session)
+            .unwrap_or_else(|stderr| panic!("attach failed: {stderr}"))
+    }
+
+    /// [`Self::records`], or what `kortix` said when it could not read them.
+    pub fn try_records(&self, session: &str) -> Result<Vec<serde_json::Value>, String> {
         let out = self.cli(&["--json", "sessions", "attach", session, "--no-follow"]);
-        assert!(
-            out.status.success(),
-            "attach exited {:?}: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
+        if !out.status.success() {
+            return Err(format!(
+                "exited {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).expect("one JSON record per line"))
-            .collect()
+            .collect())
     }
 
     /// Whether the server's whole log so far contains `needle`.

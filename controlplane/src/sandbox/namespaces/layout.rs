@@ -155,21 +155,42 @@ pub fn prepare(layout: &SandboxLayout<'_>, env: BTreeMap<String, String>) -> io:
         }
     };
     sandbox_mounts(&mut plan, layout)?;
-
-    let path = match layout.source {
-        RootSource::Host => HOST_PATH,
-        RootSource::Image(_) => IMAGE_PATH,
-    };
-    let mut full = BTreeMap::from([("PATH".to_string(), path.to_string())]);
-    full.extend(env);
     for (k, v) in [
         ("HOME", HOME),
         ("TMPDIR", "/tmp"),
         ("KORTIX_WORKSPACE", WORKSPACE),
         ("KORTIX_SPOOL_DIR", SPOOL),
     ] {
-        full.insert(k.to_string(), v.to_string());
+        env.insert(k.to_string(), v.to_string());
     }
+    launch(
+        plan,
+        layout.staging,
+        hostname,
+        layout.source,
+        env,
+        exe,
+        vec![cstring(b"kortix-agent".to_vec())?],
+    )
+}
+
+/// The launch of `exe` (with `argv`) over `plan`, as root inside mapped to this user: `env`
+/// on top of the root's own `PATH`, in [`WORKSPACE`].
+fn launch(
+    plan: Plan,
+    staging: &Path,
+    hostname: String,
+    source: &RootSource,
+    env: BTreeMap<String, String>,
+    exe: &str,
+    argv: Vec<std::ffi::CString>,
+) -> io::Result<Launch> {
+    let path = match source {
+        RootSource::Host => HOST_PATH,
+        RootSource::Image(_) => IMAGE_PATH,
+    };
+    let mut full = BTreeMap::from([("PATH".to_string(), path.to_string())]);
+    full.extend(env);
     let envp = full
         .into_iter()
         .map(|(k, v)| cstring(format!("{k}={v}").into_bytes()))
@@ -179,13 +200,13 @@ pub fn prepare(layout: &SandboxLayout<'_>, env: BTreeMap<String, String>) -> io:
         nix::unistd::getegid().as_raw(),
     );
     Ok(Launch {
-        staging: cstring(layout.staging.as_os_str().as_bytes().to_vec())?,
+        staging: cstring(staging.as_os_str().as_bytes().to_vec())?,
         hostname: hostname.into_bytes(),
         uid_map: format!("0 {uid} 1\n").into_bytes(),
         gid_map: format!("0 {gid} 1\n").into_bytes(),
         cwd: cstring(WORKSPACE.as_bytes().to_vec())?,
         exe: cstring(exe.as_bytes().to_vec())?,
-        argv: vec![cstring(b"kortix-agent".to_vec())?],
+        argv,
         envp,
         ops: plan.ops,
         labels: plan.labels,
@@ -240,38 +261,22 @@ pub fn prepare_command(
             opencode_packages: None,
         },
     )?;
-    let path = match layout.source {
-        RootSource::Host => HOST_PATH,
-        RootSource::Image(_) => IMAGE_PATH,
-    };
-    let mut full = BTreeMap::from([("PATH".to_string(), path.to_string())]);
-    full.extend(env);
-    full.insert("HOME".into(), HOME.into());
-    full.insert("TMPDIR".into(), "/tmp".into());
-    let envp = full
-        .into_iter()
-        .map(|(k, v)| cstring(format!("{k}={v}").into_bytes()))
+    let mut env = env;
+    env.insert("HOME".into(), HOME.into());
+    env.insert("TMPDIR".into(), "/tmp".into());
+    let argv = argv
+        .iter()
+        .map(|a| cstring(a.as_bytes().to_vec()))
         .collect::<io::Result<Vec<_>>>()?;
-    let (uid, gid) = (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    );
-    Ok(Launch {
-        staging: cstring(layout.staging.as_os_str().as_bytes().to_vec())?,
-        hostname: hostname.into_bytes(),
-        uid_map: format!("0 {uid} 1\n").into_bytes(),
-        gid_map: format!("0 {gid} 1\n").into_bytes(),
-        cwd: cstring(WORKSPACE.as_bytes().to_vec())?,
-        exe: cstring(exe.as_bytes().to_vec())?,
-        argv: argv
-            .iter()
-            .map(|a| cstring(a.as_bytes().to_vec()))
-            .collect::<io::Result<Vec<_>>>()?,
-        envp,
-        ops: plan.ops,
-        labels: plan.labels,
-        exec: true,
-    })
+    launch(
+        plan,
+        layout.staging,
+        hostname,
+        layout.source,
+        env,
+        exe,
+        argv,
+    )
 }
 
 /// `kortix-<session id>`, as a valid host name of at most 63 bytes.
