@@ -18,6 +18,9 @@ pub struct Config {
     /// `https://host:port` of every agent gateway (the control plane's replicas), at least
     /// one: the agent enrolls through any that answers and fails over between them.
     pub control_planes: Vec<String>,
+    /// Start at the first of `control_planes` (`KORTIX_CONTROL_PLANE_ORDER=listed`) instead of
+    /// a random one: for a sandbox placed beside one replica, which lists it first.
+    pub listed_order: bool,
     pub session_id: String,
     pub bootstrap_token: String,
     pub ca: CaTrust,
@@ -71,6 +74,16 @@ impl Config {
                 .ok_or(ConfigError::Missing(name))
         };
         let control_planes = parse_control_planes(&req("KORTIX_CONTROL_PLANE")?)?;
+        let listed_order = match get("KORTIX_CONTROL_PLANE_ORDER").as_deref().map(str::trim) {
+            None | Some("" | "random") => false,
+            Some("listed") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "KORTIX_CONTROL_PLANE_ORDER",
+                    reason: format!("{other:?} is neither \"random\" nor \"listed\""),
+                });
+            }
+        };
         let session_id = req("KORTIX_SESSION_ID")?;
         let bootstrap_token = req("KORTIX_BOOTSTRAP_TOKEN")?;
         let ca = match (
@@ -108,6 +121,7 @@ impl Config {
         let helper_exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kortix-agent"));
         Ok(Config {
             control_planes,
+            listed_order,
             session_id,
             bootstrap_token,
             ca,
@@ -263,6 +277,15 @@ mod tests {
         assert_eq!(c.opencode_bin, PathBuf::from("opencode"));
         assert_eq!(c.spool_dir, PathBuf::from("/home/u/.kortix-agent"));
         assert_eq!(c.heartbeat_interval, DEFAULT_HEARTBEAT);
+        assert!(!c.listed_order);
+        env.push(("KORTIX_CONTROL_PLANE_ORDER", "listed"));
+        assert!(Config::from_lookup(lookup(&env)).unwrap().listed_order);
+        env.pop();
+        env.push(("KORTIX_CONTROL_PLANE_ORDER", "first"));
+        assert!(matches!(
+            Config::from_lookup(lookup(&env)),
+            Err(ConfigError::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -67,6 +67,7 @@ fn config(
 ) -> Config {
     Config {
         control_planes: vec![gw.url.clone()],
+        listed_order: false,
         session_id: session.into(),
         bootstrap_token: gw.token.clone(),
         ca,

@@ -169,8 +169,11 @@ impl Daemon {
         };
 
         // Start at a random gateway, so that a fleet of agents spreads over the replicas.
-        let start =
-            (crate::backoff::random_u64() % config.control_planes.len().max(1) as u64) as usize;
+        let start = if config.listed_order {
+            0
+        } else {
+            (crate::backoff::random_u64() % config.control_planes.len().max(1) as u64) as usize
+        };
         let ca_pem = match &config.ca {
             CaTrust::Pem(pem) => pem.clone(),
             CaTrust::Fingerprint(fp) => pin_any(&config.control_planes, start, *fp).await?,

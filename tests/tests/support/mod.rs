@@ -2,6 +2,7 @@
 //! and the real `git` in the shared test environment.
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod server_process;
 
 use kortix_controlplane::config::ServerConfig;
