@@ -133,7 +133,17 @@ async fn a_replica_paused_past_the_heartbeat_deadline_leaves_no_session_failed_a
         let stored = records(&fleet.replicas[awake[0]], &m.id).await;
         check_stream(&stored, &m.agent.printed(), false);
         let viewed = m.viewer.take().expect("a viewer").finish().await;
-        check_viewed(&m.id, &viewed, stored.len() as u64);
+        // The viewer's stream ends with the session; what the paused replica took from the
+        // agent after SIGCONT (the lines printed during the pause, the agent's stop) is stored
+        // after that, and read back by attaching again.
+        check_viewed(&m.id, &viewed, stored.len() as u64, false);
+        println!(
+            "failed session {}: {} records, {} of them stored after its viewer's stream ended; the pause's prompt reached its OpenCode {} time(s)",
+            m.id,
+            stored.len(),
+            stored.len() - viewed.seqs.len(),
+            m.agent.prompted(&prompts[i].1)
+        );
     }
     fleet.stop_and_check(awake[1], &kept).await;
 
