@@ -147,13 +147,7 @@ async fn a_slack_thread_is_followed_across_a_control_plane_restart() {
     let repo = model_repo(root.path(), &model);
     let mut server = ServerProcess::start(root.path(), &["--slack-api-url", slack.url()]);
     server.wait_ready().await;
-    server.json(&[
-        "projects",
-        "create",
-        "app",
-        "--import",
-        repo.to_str().unwrap(),
-    ]);
+    server.import_app(&repo);
     let out = connect(&server, "app", &format!("{SECRET}\n{TOKEN}\n"));
     assert!(
         out.status.success(),

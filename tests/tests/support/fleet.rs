@@ -96,13 +96,7 @@ pub fn create_project(server: &ServerProcess, root: &Path) {
     std::fs::write(repo.join(".kortix/opencode/opencode.json"), "{}\n").unwrap();
     git_ok(&repo, &["add", "-A"]);
     git_ok(&repo, &["commit", "-qm", "Initial commit"]);
-    server.json(&[
-        "projects",
-        "create",
-        "app",
-        "--import",
-        repo.to_str().unwrap(),
-    ]);
+    server.import_app(&repo);
 }
 
 /// Starts a session of project `app` with the prompt "go"; its id.
@@ -778,19 +772,28 @@ impl Fleet {
         for &i in members {
             let m = &mut self.members[i];
             let stored = stop(&self.replicas[via], &m.id, &mut m.agent).await;
-            check_stream(&stored, &m.agent.printed(), true);
-            let viewed = m.viewer.take().expect("a viewer").finish().await;
-            check_viewed(&m.id, &viewed, stored.len() as u64, true);
-            println!(
-                "session {} (agent at replica {}, viewer at {}): {} records, the viewer saw each once in order, reattaching {} time(s) {:?}",
-                m.id,
-                m.home,
-                m.viewer_at,
-                stored.len(),
-                viewed.reattached.len(),
-                viewed.reattached
-            );
+            self.check_member(i, &stored, true).await;
         }
+    }
+
+    /// Checks the stream of the session of `member` (`stored`: its records) and what its
+    /// viewer saw, once the session has ended: both gap-free and duplicate-free; with
+    /// `complete`, every line its OpenCode printed is stored and the viewer saw every record.
+    pub async fn check_member(&mut self, member: usize, stored: &[Record], complete: bool) {
+        let m = &mut self.members[member];
+        check_stream(stored, &m.agent.printed(), complete);
+        let viewed = m.viewer.take().expect("a viewer").finish().await;
+        check_viewed(&m.id, &viewed, stored.len() as u64, complete);
+        println!(
+            "session {} (agent at replica {}, viewer at {}): {} records stored, {} seen by the viewer, once each in order; it reattached {} time(s) {:?}",
+            m.id,
+            m.home,
+            m.viewer_at,
+            stored.len(),
+            viewed.seqs.len(),
+            viewed.reattached.len(),
+            viewed.reattached
+        );
     }
 
     /// Ends the test: the processes, then the database.

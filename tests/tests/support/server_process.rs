@@ -236,9 +236,8 @@ impl ServerProcess {
         })
     }
 
-    /// Imports `repo` as project `app` and starts a session with the prompt "go", waiting
-    /// until it runs; its id.
-    pub fn start_app_session(&self, repo: &Path) -> String {
+    /// Imports `repo` as project `app`.
+    pub fn import_app(&self, repo: &Path) {
         self.json(&[
             "projects",
             "create",
@@ -246,6 +245,12 @@ impl ServerProcess {
             "--import",
             repo.to_str().unwrap(),
         ]);
+    }
+
+    /// Imports `repo` as project `app` and starts a session with the prompt "go", waiting
+    /// until it runs; its id.
+    pub fn start_app_session(&self, repo: &Path) -> String {
+        self.import_app(repo);
         let session = self.json(&[
             "sessions",
             "new",
