@@ -17,6 +17,13 @@ use tokio::time::Instant;
 
 use crate::process::Reaper;
 
+/// A changed file larger than this is left out of a save: build output or a dataset the
+/// agent made, not work a person wants back, and a push of it could use up the whole
+/// stop grace period.
+pub const MAX_SAVED_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// All of a save's changed files together at most; past it the largest are left out first.
+pub const MAX_SAVED_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The side ref a session's uncommitted work is pushed to.
 pub fn wip_ref(session_id: &str) -> String {
     format!("refs/kortix/wip/{session_id}")
@@ -91,16 +98,32 @@ impl Git<'_> {
             .await?;
         let _ = std::fs::remove_file(index);
         let env = [("GIT_INDEX_FILE", index)];
+        let mut left_out = Vec::new();
         let tree = async {
             self.run(&["read-tree", "HEAD"], &env).await?;
-            self.run(&["add", "-A", "--", "."], &env).await?;
+            left_out = self.too_large_to_save(&env).await?;
+            // Left out before `add`, so a huge file is never even hashed into the objects.
+            let excludes: Vec<String> = left_out
+                .iter()
+                .map(|(path, _)| format!(":(exclude,literal){path}"))
+                .collect();
+            let mut add = vec!["add", "-A", "--", "."];
+            add.extend(excludes.iter().map(String::as_str));
+            self.run(&add, &env).await?;
             self.run(&["write-tree"], &env).await
         }
         .await;
         let _ = std::fs::remove_file(index);
         let tree = tree?;
         let head_tree = self.run(&["rev-parse", "HEAD^{tree}"], &[]).await?;
+        let left_out_note = left_out_note(&left_out);
         if tree == head_tree {
+            if !left_out.is_empty() {
+                return Ok(Saved {
+                    commit: None,
+                    note: format!("nothing saved{left_out_note}"),
+                });
+            }
             if restored.is_some() {
                 let deleted = self
                     .run(&["push", "origin", &format!(":{name}")], &[])
@@ -136,11 +159,45 @@ impl Git<'_> {
             .await?;
         Ok(Saved {
             note: format!(
-                "{changed} file{} saved to {name}",
+                "{changed} file{} saved to {name}{left_out_note}",
                 if changed == 1 { "" } else { "s" }
             ),
             commit: Some(commit),
         })
+    }
+
+    /// The changed files (modified or not yet tracked, not ignored) a save must not carry
+    /// (see [`too_large`]), with their sizes. `env` points git at the save's index, which
+    /// holds `HEAD`'s tree.
+    async fn too_large_to_save(&self, env: &[(&str, &Path)]) -> Result<Vec<(String, u64)>, String> {
+        let changed = self
+            .run(
+                &[
+                    "ls-files",
+                    "-z",
+                    "--modified",
+                    "--others",
+                    "--exclude-standard",
+                ],
+                env,
+            )
+            .await?;
+        // A path can be listed twice (e.g. unmerged); it is one file.
+        let paths: std::collections::BTreeSet<&str> = changed
+            .split('\0')
+            .filter(|path| !path.is_empty())
+            .collect();
+        let sized: Vec<(String, u64)> = paths
+            .into_iter()
+            .map(|path| {
+                // A deleted file costs nothing; a symlink is stored as its target's name.
+                let size = std::fs::symlink_metadata(self.workspace.join(path))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                (path.to_owned(), size)
+            })
+            .collect();
+        Ok(too_large(sized, MAX_SAVED_FILE_BYTES, MAX_SAVED_BYTES))
     }
 
     /// Fetches the WIP ref and puts `expected` back into the working tree as uncommitted
@@ -187,6 +244,43 @@ impl Git<'_> {
             &got[..got.len().min(12)]
         ))
     }
+}
+
+/// The files left out of a save: each one larger than `file_cap`, then the largest of the
+/// rest until what is kept fits in `total_cap`. Largest first.
+fn too_large(mut files: Vec<(String, u64)>, file_cap: u64, total_cap: u64) -> Vec<(String, u64)> {
+    files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut total: u64 = files.iter().map(|(_, size)| size).sum();
+    let mut left_out = Vec::new();
+    for (path, size) in files {
+        if size > file_cap || total > total_cap {
+            total -= size;
+            left_out.push((path, size));
+        }
+    }
+    left_out
+}
+
+/// "; left out 2 files too large to save: data.bin (40 MiB), …" or nothing.
+fn left_out_note(left_out: &[(String, u64)]) -> String {
+    const NAMED: usize = 5;
+    if left_out.is_empty() {
+        return String::new();
+    }
+    let mut named: Vec<String> = left_out
+        .iter()
+        .take(NAMED)
+        .map(|(path, size)| format!("{path} ({} MiB)", size.div_ceil(1024 * 1024)))
+        .collect();
+    if left_out.len() > NAMED {
+        named.push(format!("and {} more", left_out.len() - NAMED));
+    }
+    format!(
+        "; left out {} file{} too large to save: {}",
+        left_out.len(),
+        if left_out.len() == 1 { "" } else { "s" },
+        named.join(", ")
+    )
 }
 
 /// The temporary index a save builds its tree in (outside the working tree).
@@ -334,5 +428,143 @@ mod tests {
         assert!(cleared.note.contains("was deleted"), "{}", cleared.note);
         let refs = git(&remote, &["for-each-ref", "refs/kortix/"]);
         assert!(refs.is_empty(), "{refs}");
+    }
+
+    #[test]
+    fn too_large_leaves_out_big_files_then_the_largest_until_the_rest_fits() {
+        let files = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
+            list.iter().map(|(p, s)| (p.to_string(), *s)).collect()
+        };
+        assert!(too_large(files(&[("a", 5), ("b", 5)]), 10, 10).is_empty());
+        assert_eq!(
+            too_large(files(&[("a", 5), ("huge", 11), ("b", 5)]), 10, 100),
+            files(&[("huge", 11)])
+        );
+        // 9 + 8 + 2 + 1 = 20 > 12: leave out 9 (11 left), and then everything fits.
+        assert_eq!(
+            too_large(files(&[("x", 1), ("big", 9), ("mid", 8), ("y", 2)]), 10, 12),
+            files(&[("big", 9)])
+        );
+        assert_eq!(left_out_note(&[]), "");
+        assert_eq!(
+            left_out_note(&files(&[("data.bin", 40 * 1024 * 1024)])),
+            "; left out 1 file too large to save: data.bin (40 MiB)"
+        );
+    }
+
+    fn git_in<'a>(reaper: &'a Reaper, workspace: &'a Path) -> Git<'a> {
+        Git {
+            reaper,
+            workspace,
+            ca_file: None,
+            deadline: Instant::now() + Duration::from_secs(30),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_too_large_is_left_out_and_named_and_the_rest_is_saved() {
+        let root = tempfile::tempdir().unwrap();
+        let (remote, work) = repos(root.path());
+        let reaper = Reaper::start(ReapMode::OwnChildren).unwrap();
+        let index = root.path().join("wip-index");
+        let g = git_in(&reaper, &work);
+        std::fs::write(work.join("a.txt"), "one\nedited\n").unwrap();
+        let big = std::fs::File::create(work.join("weights.bin")).unwrap();
+        big.set_len(MAX_SAVED_FILE_BYTES + 1).unwrap();
+        let saved = g.save("s1", &index, None).await;
+        let commit = saved.commit.clone().expect(&saved.note);
+        assert_eq!(
+            saved.note,
+            "1 file saved to refs/kortix/wip/s1; left out 1 file too large to save: weights.bin (17 MiB)"
+        );
+        let files = git(&remote, &["ls-tree", "-r", "--name-only", &commit]);
+        assert!(!files.contains("weights.bin"), "{files}");
+        // Only the large file changed: nothing is saved, and the note says why.
+        git(&work, &["checkout", "--", "a.txt"]);
+        let nothing = g.save("s1", &index, None).await;
+        assert_eq!(nothing.commit, None);
+        assert!(
+            nothing.note.starts_with("nothing saved; left out 1 file"),
+            "{}",
+            nothing.note
+        );
+    }
+
+    #[tokio::test]
+    async fn work_saved_before_the_branch_moved_is_put_back_on_its_new_head() {
+        let root = tempfile::tempdir().unwrap();
+        let (remote, work) = repos(root.path());
+        let reaper = Reaper::start(ReapMode::OwnChildren).unwrap();
+        let index = root.path().join("wip-index");
+        std::fs::write(work.join("a.txt"), "one\nsaved\n").unwrap();
+        let saved = git_in(&reaper, &work).save("s1", &index, None).await;
+        let commit = saved.commit.expect(&saved.note);
+        // Someone pushes to the session branch after the save: a file the save did not touch.
+        let other = root.path().join("other");
+        git(
+            root.path(),
+            &[
+                "clone",
+                "-q",
+                "-b",
+                "s1",
+                remote.to_str().unwrap(),
+                other.to_str().unwrap(),
+            ],
+        );
+        std::fs::write(other.join("b.txt"), "theirs\n").unwrap();
+        git(&other, &["add", "-A"]);
+        git(&other, &["commit", "-q", "-m", "theirs"]);
+        git(&other, &["push", "-q", "origin", "s1"]);
+        let fresh = root.path().join("fresh");
+        git(
+            root.path(),
+            &[
+                "clone",
+                "-q",
+                "-b",
+                "s1",
+                remote.to_str().unwrap(),
+                fresh.to_str().unwrap(),
+            ],
+        );
+        let note = git_in(&reaper, &fresh)
+            .restore("s1", &commit)
+            .await
+            .unwrap();
+        assert!(note.starts_with("restored 1 uncommitted file"), "{note}");
+        assert_eq!(
+            std::fs::read_to_string(fresh.join("a.txt")).unwrap(),
+            "one\nsaved\n"
+        );
+        assert_eq!(git(&fresh, &["status", "--porcelain"]), "M a.txt");
+
+        // Work that no longer applies to the new head stays at the ref; the clone is clean.
+        std::fs::write(other.join("a.txt"), "rewritten\n").unwrap();
+        git(&other, &["commit", "-q", "-am", "rewrite"]);
+        git(&other, &["push", "-q", "origin", "s1"]);
+        let later = root.path().join("later");
+        git(
+            root.path(),
+            &[
+                "clone",
+                "-q",
+                "-b",
+                "s1",
+                remote.to_str().unwrap(),
+                later.to_str().unwrap(),
+            ],
+        );
+        let err = git_in(&reaper, &later)
+            .restore("s1", &commit)
+            .await
+            .unwrap_err();
+        assert!(err.contains("does not apply there"), "{err}");
+        assert_eq!(git(&later, &["status", "--porcelain"]), "");
+        assert_eq!(
+            git(&remote, &["rev-parse", "refs/kortix/wip/s1"]),
+            commit,
+            "the saved work stays at its ref"
+        );
     }
 }
