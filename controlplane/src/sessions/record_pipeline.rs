@@ -7,8 +7,9 @@
 //! single batches at the latency of one transaction, and a loaded one commits larger groups.
 //!
 //! SQLite gets one writer: it admits one writer at a time, and more connections would only
-//! sleep on its lock. PostgreSQL gets several, so one group fills while another commits; the
-//! store locks session rows in id order, so concurrent groups never deadlock.
+//! sleep on its lock. PostgreSQL gets several, which insert at the same time; the store locks
+//! the sessions' rows only after its insert, to advance `acked_seq`, and in id order, so
+//! concurrent groups never deadlock.
 
 use crate::error::DomainError;
 use crate::store::{BackendKind, RecordRow, Store};

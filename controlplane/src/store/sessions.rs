@@ -2,10 +2,11 @@
 //! updates, so when two replicas race to move a session exactly one of them wins.
 
 use super::{
-    BeginWrite, DbContext, Error, Result, Store, clamp_limit, is_unique_violation, new_id,
+    Backend, BeginWrite, DbContext, Error, Result, Store, clamp_limit, is_unique_violation, new_id,
     placeholders, with_pool,
 };
 use crate::clock::now_ms;
+use std::collections::HashSet;
 
 const MAX_LIST: u32 = 1000;
 
@@ -491,36 +492,73 @@ impl Store {
     /// Stores many sessions' newest heartbeats (`(id, idle_ms, at_ms)`) in one transaction;
     /// sessions that have ended (or unknown ones) are skipped and returned: an agent still
     /// beating for an ended session was not told (its session ended on another replica).
-    /// Rows are updated in id order, the order the record group commit locks them in, so the
+    /// Rows are locked in id order, the order the record group commit locks them in, so the
     /// two never deadlock on PostgreSQL.
     pub async fn record_heartbeats(&self, beats: &[(&str, i64, i64)]) -> Result<Vec<String>> {
         let mut sorted: Vec<&(&str, i64, i64)> = beats.iter().collect();
         sorted.sort_by_key(|b| b.0);
-        with_pool!(self, |pool| {
-            async {
-                let mut tx = pool.begin_write().await?;
-                let mut skipped = Vec::new();
-                for &&(id, idle_ms, at_ms) in &sorted {
-                    let moved = sqlx::query(
-                        "UPDATE sessions SET last_heartbeat_ms = $1, idle_ms = $2
-                         WHERE id = $3 AND status IN ('provisioning', 'resuming', 'running', 'stopping')",
-                    )
-                    .bind(at_ms)
-                    .bind(idle_ms.max(0))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if moved == 0 {
-                        skipped.push(id.to_string());
-                    }
-                }
-                tx.commit().await?;
-                Ok(skipped)
+        let stored: std::result::Result<HashSet<String>, sqlx::Error> = match self.backend() {
+            // One statement: a statement per session held every row it had locked until the
+            // last one was done, and record group commits waited on them.
+            Backend::Postgres(pool) => {
+                let (ids, idle, at): (Vec<&str>, Vec<i64>, Vec<i64>) = sorted
+                    .iter()
+                    .map(|&&(id, idle_ms, at_ms)| (id, idle_ms.max(0), at_ms))
+                    .collect();
+                sqlx::query_scalar::<_, String>(
+                    "WITH beat AS (
+                         SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[])
+                             AS b(id, idle_ms, at_ms)
+                     ), locked AS (
+                         SELECT s.id FROM sessions s JOIN beat b ON b.id = s.id
+                         WHERE s.status IN ('provisioning', 'resuming', 'running', 'stopping')
+                         ORDER BY s.id FOR UPDATE OF s
+                     )
+                     UPDATE sessions s SET last_heartbeat_ms = b.at_ms, idle_ms = b.idle_ms
+                     FROM beat b
+                     WHERE s.id = b.id AND s.id IN (SELECT id FROM locked)
+                     RETURNING s.id",
+                )
+                .bind(&ids)
+                .bind(&idle)
+                .bind(&at)
+                .fetch_all(pool)
+                .await
+                .map(|ids| ids.into_iter().collect())
             }
-            .await
-        })
-        .ctx(|| format!("recording heartbeats of {} sessions", beats.len()))
+            // One writer at a time anyway, and each statement is a function call.
+            Backend::Sqlite(pool, _) => {
+                async {
+                    let mut tx = pool.begin_write().await?;
+                    let mut stored = HashSet::new();
+                    for &&(id, idle_ms, at_ms) in &sorted {
+                        let moved = sqlx::query(
+                            "UPDATE sessions SET last_heartbeat_ms = $1, idle_ms = $2
+                             WHERE id = $3
+                               AND status IN ('provisioning', 'resuming', 'running', 'stopping')",
+                        )
+                        .bind(at_ms)
+                        .bind(idle_ms.max(0))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if moved > 0 {
+                            stored.insert(id.to_string());
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(stored)
+                }
+                .await
+            }
+        };
+        let stored = stored.ctx(|| format!("recording heartbeats of {} sessions", beats.len()))?;
+        Ok(sorted
+            .iter()
+            .filter(|b| !stored.contains(b.0))
+            .map(|b| b.0.to_string())
+            .collect())
     }
 
     /// Remembers the head commit of the session's branch.

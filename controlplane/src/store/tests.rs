@@ -643,6 +643,37 @@ async fn sessions_sweeps_heartbeats_and_delete(db: TestDb) {
             .unwrap()
     );
     assert!(!store.record_heartbeat(&ended.id, 0, now).await.unwrap());
+    // Many at once, in any order: the ended and the unknown ones come back, the rest stored
+    // (a negative idle time as 0).
+    let skipped = store
+        .record_heartbeats(&[
+            (ended.id.as_str(), 0, now),
+            (live.id.as_str(), -7, now + 20_000),
+            ("ghost", 0, now),
+            (provisioning.id.as_str(), 3, now + 1),
+        ])
+        .await
+        .unwrap();
+    let mut expected = vec![ended.id.clone(), "ghost".to_string()];
+    expected.sort();
+    assert_eq!(skipped, expected);
+    let beaten = store.get_session(&live.id).await.unwrap();
+    assert_eq!(
+        (beaten.last_heartbeat_ms, beaten.idle_ms),
+        (Some(now + 20_000), 0)
+    );
+    assert!(
+        store
+            .record_heartbeat(&live.id, 5, now + 10_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_heartbeat(&provisioning.id, 0, now)
+            .await
+            .unwrap()
+    );
 
     let stale_prov = store
         .stale_provisioning_sessions(now + 1, None, 10)
@@ -815,6 +846,17 @@ async fn records_gaps(db: TestDb) {
         0
     );
     assert_eq!(store.insert_records(&t.id, &[rec(1)]).await.unwrap(), 3);
+    // A resend after a reconnect: rows past a gap, stored already, beside new ones.
+    let u = session_in(store, &project).await;
+    assert_eq!(store.insert_records(&u.id, &[rec(3)]).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .insert_records(&u.id, &[rec(1), rec(2), rec(3), rec(4)])
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(store.read_records(&u.id, 0, 10).await.unwrap().len(), 4);
 
     assert!(matches!(
         store.insert_records(&t.id, &[rec(0)]).await,
