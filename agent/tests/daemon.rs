@@ -187,6 +187,7 @@ async fn session_runs_end_to_end_through_reconnect_prompt_and_stop() {
         id: "p2".into(),
         text: "Anything else?".into(),
         agent: String::new(),
+        command: None,
     }));
     gw.wait(Duration::from_secs(60), "second prompt delivered", |s| {
         s.records.values().any(|r| matches!(&r.body, Some(Body::State(st)) if st.phase == "prompt-delivered" && st.reason == "p2"))
@@ -197,6 +198,7 @@ async fn session_runs_end_to_end_through_reconnect_prompt_and_stop() {
         reason: "user stop".into(),
         grace_ms: 20_000,
         hibernate: false,
+        command: None,
     }));
     let exit = tokio::time::timeout(Duration::from_secs(30), agent)
         .await

@@ -387,6 +387,7 @@ impl Sessions {
                 reason: reason.to_string(),
                 grace_ms: self.config.stop_grace.as_millis() as u64,
                 hibernate,
+                command: None,
             })),
         };
         // The agent may be connected to another replica: the stop goes through the command
@@ -395,9 +396,13 @@ impl Sessions {
             .last_heartbeat_ms
             .or(session.started_ms)
             .is_some_and(|at| now_ms() - at < self.config.heartbeat_timeout.as_millis() as i64);
-        let grace = match self.send_command(id, frame).await {
-            Ok(()) if self.hub.is_connected(id) || heard_lately => self.config.stop_grace,
-            Ok(()) => std::time::Duration::ZERO,
+        let command = crate::store::new_id();
+        let grace = match self
+            .send_command(id, &command, frame, std::time::Duration::ZERO)
+            .await
+        {
+            Ok(_) if self.hub.is_connected(id) || heard_lately => self.config.stop_grace,
+            Ok(_) => std::time::Duration::ZERO,
             Err(e) => {
                 // Nobody to ask: end the sandbox now.
                 tracing::info!(session = %id, error = %e, "stop: no agent to ask; ending the sandbox");
@@ -596,6 +601,7 @@ pub(super) fn ended_frame(to: SessionStatus) -> ControlFrame {
             reason: format!("session {to}"),
             grace_ms: 0,
             hibernate: to == SessionStatus::Hibernated,
+            command: None,
         })),
     }
 }

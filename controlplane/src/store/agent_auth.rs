@@ -111,7 +111,8 @@ impl Store {
                 "INSERT INTO agent_renewal_secrets (session_id, secret_hash, created_ms, rotated_ms)
                  VALUES ($1, $2, $3, $3)
                  ON CONFLICT (session_id) DO UPDATE
-                 SET secret_hash = excluded.secret_hash, rotated_ms = excluded.rotated_ms",
+                 SET secret_hash = excluded.secret_hash, rotated_ms = excluded.rotated_ms,
+                     previous_hash = NULL",
             )
             .bind(session_id)
             .bind(secret_hash)
@@ -124,19 +125,24 @@ impl Store {
         Ok(())
     }
 
-    /// Whether `secret_hash` is the session's current renewal secret.
+    /// Whether `secret_hash` is the session's current renewal secret, or the one the last
+    /// Reenroll replaced if that was after `previous_since_ms` and the agent has not shown
+    /// since that it has the new one ([`Store::confirm_renewal_secret`]).
     pub async fn renewal_secret_matches(
         &self,
         session_id: &str,
         secret_hash: &str,
+        previous_since_ms: i64,
     ) -> Result<bool> {
         let found = with_pool!(self, |pool| {
             sqlx::query_scalar::<_, String>(
                 "SELECT session_id FROM agent_renewal_secrets
-                 WHERE session_id = $1 AND secret_hash = $2",
+                 WHERE session_id = $1
+                   AND (secret_hash = $2 OR (previous_hash = $2 AND rotated_ms > $3))",
             )
             .bind(session_id)
             .bind(secret_hash)
+            .bind(previous_since_ms)
             .fetch_optional(pool)
             .await
         })
@@ -144,32 +150,57 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// Replaces the session's renewal secret `old_hash` with `new_hash`, atomically: exactly
-    /// one of two callers presenting the same secret wins. False (and nothing changed) when
-    /// `old_hash` is not the current secret.
+    /// Replaces the session's renewal secret with `new_hash`, atomically: exactly one of two
+    /// callers presenting the same secret wins. `old_hash` is the current secret, which is
+    /// kept as the previous one (the agent may never get the answer that carries the new
+    /// one), or the previous one, within `previous_since_ms` as in
+    /// [`Store::renewal_secret_matches`] (that answer was lost: the previous one stays). False
+    /// (and nothing changed) when `old_hash` is neither.
     pub async fn rotate_renewal_secret(
         &self,
         session_id: &str,
         old_hash: &str,
         new_hash: &str,
         now_ms: i64,
+        previous_since_ms: i64,
     ) -> Result<bool> {
         let rotated = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE agent_renewal_secrets
-                 SET secret_hash = $3, rotated_ms = $4, reenrolls = reenrolls + 1
-                 WHERE session_id = $1 AND secret_hash = $2",
+                 SET previous_hash = CASE WHEN secret_hash = $2 THEN secret_hash
+                                          ELSE previous_hash END,
+                     secret_hash = $3, rotated_ms = $4, reenrolls = reenrolls + 1
+                 WHERE session_id = $1
+                   AND (secret_hash = $2 OR (previous_hash = $2 AND rotated_ms > $5))",
             )
             .bind(session_id)
             .bind(old_hash)
             .bind(new_hash)
             .bind(now_ms)
+            .bind(previous_since_ms)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
         })
         .ctx(|| format!("rotating the renewal secret of session {session_id}"))?;
         Ok(rotated == 1)
+    }
+
+    /// The session's agent has shown it holds what its newest Enroll/Reenroll answered (it
+    /// connected with that certificate): the renewal secret replaced before is refused from
+    /// now on.
+    pub async fn confirm_renewal_secret(&self, session_id: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE agent_renewal_secrets SET previous_hash = NULL
+                 WHERE session_id = $1 AND previous_hash IS NOT NULL",
+            )
+            .bind(session_id)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .ctx(|| format!("retiring the previous renewal secret of session {session_id}"))
     }
 
     /// Forgets the session's renewal secret (its session ended); returns whether it had one.
