@@ -382,3 +382,78 @@ impl Store {
         .ctx(|| "purging expired credentials".to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{TestDb, account_and_project, both_backends, session_in};
+    use crate::clock::now_ms;
+
+    both_backends!(a_replaced_renewal_secret_works_until_the_agent_shows_the_new_one);
+
+    /// A Reenroll answer can be lost: the secret it replaced still rotates (within the
+    /// window) until the agent connects or re-enrolls with what it was answered; then only
+    /// the current one does.
+    async fn a_replaced_renewal_secret_works_until_the_agent_shows_the_new_one(db: TestDb) {
+        let store = &db.store;
+        let (_, project) = account_and_project(store, "web").await;
+        let session = session_in(store, &project).await;
+        let id = session.id.as_str();
+        let since = now_ms() - 60_000;
+        store.set_renewal_secret(id, "h1").await.unwrap();
+        assert!(store.renewal_secret_matches(id, "h1", since).await.unwrap());
+        assert!(!store.renewal_secret_matches(id, "h0", since).await.unwrap());
+
+        // h1 -> h2; the answer with h2 is lost, the agent comes back with h1: h1 -> h3.
+        assert!(
+            store
+                .rotate_renewal_secret(id, "h1", "h2", now_ms(), since)
+                .await
+                .unwrap()
+        );
+        assert!(store.renewal_secret_matches(id, "h1", since).await.unwrap());
+        assert!(
+            !store
+                .renewal_secret_matches(id, "h1", now_ms() + 1)
+                .await
+                .unwrap(),
+            "only within the window"
+        );
+        assert!(
+            store
+                .rotate_renewal_secret(id, "h1", "h3", now_ms(), since)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store.renewal_secret_matches(id, "h2", since).await.unwrap(),
+            "an answer never received is worth nothing"
+        );
+        // The agent connects with what it got: h1 is used up.
+        store.confirm_renewal_secret(id).await.unwrap();
+        assert!(!store.renewal_secret_matches(id, "h1", since).await.unwrap());
+        assert!(
+            !store
+                .rotate_renewal_secret(id, "h1", "h9", now_ms(), since)
+                .await
+                .unwrap()
+        );
+        // Re-enrolling with the current one retires the one before it too.
+        assert!(
+            store
+                .rotate_renewal_secret(id, "h3", "h4", now_ms(), since)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .rotate_renewal_secret(id, "h4", "h5", now_ms(), since)
+                .await
+                .unwrap()
+        );
+        assert!(!store.renewal_secret_matches(id, "h3", since).await.unwrap());
+        assert!(store.renewal_secret_matches(id, "h4", since).await.unwrap());
+        // A new Enroll starts over.
+        store.set_renewal_secret(id, "h6").await.unwrap();
+        assert!(!store.renewal_secret_matches(id, "h4", since).await.unwrap());
+    }
+}
