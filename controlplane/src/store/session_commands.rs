@@ -494,7 +494,7 @@ mod tests {
         );
         assert_eq!(
             store.sessions_with_unacked_commands(now + 1).await.unwrap(),
-            [session.id.clone()]
+            std::slice::from_ref(&session.id)
         );
         let resent = store
             .take_session_commands(&session.id, "r1/1", now_ms() + 1, 3)
