@@ -132,7 +132,7 @@ impl Sessions {
             }
         };
         if here {
-            self.deliver_queued(session_id).await;
+            self.send_unacked(session_id).await;
         }
         let delivered = match acked {
             Some(mut rx) => {
@@ -205,9 +205,13 @@ impl Sessions {
     /// Sends the session's commands that its agent stream here has not had (or has not
     /// acked in time), oldest first, if its agent is connected here.
     pub async fn deliver_queued(&self, session_id: &str) {
-        if !self.holds_agent(session_id).await {
-            return;
+        if self.holds_agent(session_id).await {
+            self.send_unacked(session_id).await;
         }
+    }
+
+    /// [`Sessions::deliver_queued`] once it is known that the agent streams here.
+    async fn send_unacked(&self, session_id: &str) {
         let Some((conn_id, acks)) = self.hub.agent_stream(session_id) else {
             return;
         };

@@ -390,8 +390,9 @@ impl Sessions {
                 command: None,
             })),
         };
-        // The agent may be connected to another replica: the stop goes through the command
-        // queue then, and that replica's agent gets the whole grace period to save its work.
+        // The stop is a command: kept until the agent acks it, so it reaches the agent through
+        // whichever replica holds it (or takes it next, should that one die), and an agent
+        // connected anywhere gets the whole grace period to save its work.
         let heard_lately = session
             .last_heartbeat_ms
             .or(session.started_ms)
