@@ -183,6 +183,7 @@ async fn agent_rss_and_boot_while_opencode_prints_10k_lines_per_second() {
         reason: "bench done".into(),
         grace_ms: 10_000,
         hibernate: false,
+        command: None,
     }));
     let status = tokio::task::spawn_blocking(move || agent.wait())
         .await

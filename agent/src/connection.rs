@@ -7,14 +7,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kortix_proto::v1::{
-    AgentFrame, Bootstrap, ControlFrame, Heartbeat, Hello, Prompt, RecordBatch, SessionStatus,
-    StateReport, Stop, agent_frame, control_frame,
+    AgentFrame, Bootstrap, CommandAck, CommandRef, ControlFrame, Heartbeat, Hello, Prompt,
+    RecordBatch, SessionStatus, StateReport, Stop, agent_frame, control_frame,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::{Backoff, random_u64};
+use crate::command_log::CommandLog;
 use crate::enroll::{AGENT_VERSION, Gateway, error_chain};
 use crate::opencode::Liveness;
 use crate::records::{BATCH_WINDOW, MAX_BATCH_RECORDS, RecordSink};
@@ -42,6 +43,8 @@ pub struct Connection {
     pub heartbeat_interval: Duration,
     pub state: watch::Receiver<StateReport>,
     pub events: mpsc::Sender<ControlEvent>,
+    /// The commands already applied: a resent one is acked again, not applied again.
+    pub commands: CommandLog,
 }
 
 /// Asks the connection task to deliver the final state and close the stream.
@@ -205,6 +208,7 @@ impl Connection {
                 protocol_version: kortix_proto::PROTOCOL_VERSION,
                 agent_version: AGENT_VERSION.to_owned(),
                 last_assigned_seq: self.sink.last_assigned(),
+                acks_commands: true,
             })),
         };
         if tx.send(hello).await.is_err() {
@@ -278,7 +282,7 @@ impl Connection {
             tokio::select! {
                 msg = inbound.message() => match msg {
                     Ok(Some(frame)) => {
-                        if let Some(end) = self.on_frame(frame).await {
+                        if let Some(end) = self.on_frame(frame, tx.as_ref()).await {
                             return end;
                         }
                     }
@@ -392,15 +396,22 @@ impl Connection {
             .map(|_| StreamEnd::Lost("daemon gone".into()))
     }
 
-    /// Handles one control frame; returns an end when the stream must go.
-    async fn on_frame(&mut self, frame: ControlFrame) -> Option<StreamEnd> {
+    /// Handles one control frame; returns an end when the stream must go. `tx` is the
+    /// stream's sending half while it is open (not once it is closing).
+    async fn on_frame(
+        &mut self,
+        frame: ControlFrame,
+        tx: Option<&mpsc::Sender<AgentFrame>>,
+    ) -> Option<StreamEnd> {
         match frame.frame {
             Some(control_frame::Frame::Ack(ack)) => self.sink.ack(ack.seq),
             Some(control_frame::Frame::Prompt(p)) => {
-                return self.forward(ControlEvent::Prompt(p)).await;
+                let command = p.command.clone();
+                return self.apply(command, ControlEvent::Prompt(p), tx).await;
             }
             Some(control_frame::Frame::Stop(s)) => {
-                return self.forward(ControlEvent::Stop(s)).await;
+                let command = s.command.clone();
+                return self.apply(command, ControlEvent::Stop(s), tx).await;
             }
             Some(control_frame::Frame::HeartbeatAck(_)) => {}
             Some(control_frame::Frame::Bootstrap(b)) => {
@@ -411,6 +422,41 @@ impl Connection {
             None => {}
         }
         None
+    }
+
+    /// Hands a command to the daemon unless it was applied before, then acks it. Recorded
+    /// as applied once handed over: an agent that dies before that never had it.
+    async fn apply(
+        &mut self,
+        command: Option<CommandRef>,
+        event: ControlEvent,
+        tx: Option<&mpsc::Sender<AgentFrame>>,
+    ) -> Option<StreamEnd> {
+        let Some(command) = command else {
+            return self.forward(event).await;
+        };
+        if self.commands.is_new(&command) {
+            if let Some(end) = self.forward(event).await {
+                return end.into();
+            }
+            if let Err(e) = self.commands.applied(&command) {
+                self.sink.agent(format!(
+                    "{e}: command {} may be applied again after a restart",
+                    command.id
+                ));
+            }
+        } else {
+            self.sink.agent(format!(
+                "command {} (seq {}) was applied before; acking it again",
+                command.id, command.seq
+            ));
+        }
+        let tx = tx?;
+        let ack = agent_frame::Frame::CommandAck(CommandAck {
+            command_id: command.id,
+            command_seq: command.seq,
+        });
+        send(tx, ack).await.err().map(StreamEnd::Lost)
     }
 }
 

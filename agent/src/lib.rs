@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod clone;
+pub mod command_log;
 pub mod commits;
 pub mod config;
 pub mod connection;

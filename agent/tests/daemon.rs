@@ -12,7 +12,8 @@ use kortix_agent::enroll;
 use kortix_agent::records::{RecordSink, Spool, SpoolOptions};
 use kortix_agent::{ExitReason, tls};
 use kortix_proto::v1::{
-    Bootstrap, GitCredentialRequest, Prompt, SessionStatus, Stop, control_frame, record::Body,
+    Bootstrap, CommandRef, GitCredentialRequest, Prompt, SessionStatus, Stop, control_frame,
+    record::Body,
 };
 use kortix_tests::{OpencodeHome, ScriptedModel, Turn, opencode_bin, opencode_config};
 use support::TestGateway;
@@ -183,14 +184,28 @@ async fn session_runs_end_to_end_through_reconnect_prompt_and_stop() {
     let hello = gw.with(|s| s.hellos.last().cloned().unwrap());
     assert!(hello.last_assigned_seq > 0);
 
+    assert!(hello.acks_commands);
+
+    // A command sent twice (its ack was lost, say) is acked twice and applied once.
     model.push([Turn::text("Nothing else to do.")]);
-    gw.send(control_frame::Frame::Prompt(Prompt {
+    let p2 = Prompt {
         id: "p2".into(),
         text: "Anything else?".into(),
         agent: String::new(),
-    }));
+        command: Some(CommandRef {
+            id: "p2".into(),
+            seq: 1,
+            floor: 1,
+        }),
+    };
+    gw.send(control_frame::Frame::Prompt(p2.clone()));
     gw.wait(Duration::from_secs(60), "second prompt delivered", |s| {
         s.records.values().any(|r| matches!(&r.body, Some(Body::State(st)) if st.phase == "prompt-delivered" && st.reason == "p2"))
+    })
+    .await;
+    gw.send(control_frame::Frame::Prompt(p2));
+    gw.wait(Duration::from_secs(30), "the resent prompt acked", |s| {
+        s.command_acks == ["p2", "p2"]
     })
     .await;
 
@@ -198,6 +213,11 @@ async fn session_runs_end_to_end_through_reconnect_prompt_and_stop() {
         reason: "user stop".into(),
         grace_ms: 20_000,
         hibernate: false,
+        command: Some(CommandRef {
+            id: "stop".into(),
+            seq: 2,
+            floor: 1,
+        }),
     }));
     let exit = tokio::time::timeout(Duration::from_secs(30), agent)
         .await
@@ -210,6 +230,17 @@ async fn session_runs_end_to_end_through_reconnect_prompt_and_stop() {
             hibernate: false,
             reason: "user stop".into()
         }
+    );
+    let p2_delivered = gw.with(|s| {
+        s.records
+            .values()
+            .filter(|r| matches!(&r.body, Some(Body::State(st)) if st.phase == "prompt-delivered" && st.reason == "p2"))
+            .count()
+    });
+    assert_eq!(p2_delivered, 1, "the resent prompt was not applied again");
+    assert_eq!(
+        gw.with(|s| s.command_acks.last().cloned()),
+        Some("stop".into())
     );
 
     gw.with(|s| {

@@ -137,6 +137,15 @@ impl FrameSender {
         .await
     }
 
+    /// Acks command `command` (a Prompt's or Stop's `command`).
+    pub async fn ack(&self, command: &kortix_proto::v1::CommandRef) -> Result<(), SimError> {
+        self.send(In::CommandAck(kortix_proto::v1::CommandAck {
+            command_id: command.id.clone(),
+            command_seq: command.seq,
+        }))
+        .await
+    }
+
     /// Reports the session running, as a real agent does once OpenCode is up.
     pub async fn report_running(&self) -> Result<(), SimError> {
         self.send(In::State(StateReport {
@@ -168,14 +177,26 @@ impl EnrolledAgent {
         AgentGatewayClient::new(self.channel.clone())
     }
 
-    /// Opens Connect, says Hello and waits for the Bootstrap.
+    /// Opens Connect, says Hello (as an agent that does not ack commands) and waits for the
+    /// Bootstrap.
     pub async fn connect(&self, last_assigned_seq: u64) -> Result<AgentConnection, SimError> {
+        self.connect_with(last_assigned_seq, false).await
+    }
+
+    /// [`EnrolledAgent::connect`], saying whether the agent acks commands (it must then
+    /// answer each Prompt and Stop that carries a command with [`AgentConnection::ack`]).
+    pub async fn connect_with(
+        &self,
+        last_assigned_seq: u64,
+        acks_commands: bool,
+    ) -> Result<AgentConnection, SimError> {
         let (tx, rx) = mpsc::channel(64);
         tx.send(AgentFrame {
             frame: Some(In::Hello(Hello {
                 protocol_version: kortix_proto::PROTOCOL_VERSION,
                 agent_version: "sim".into(),
                 last_assigned_seq,
+                acks_commands,
             })),
         })
         .await
@@ -223,6 +244,15 @@ impl AgentConnection {
             idle_ms,
             opencode_alive: true,
             opencode_restarts: 0,
+        }))
+        .await
+    }
+
+    /// Acks command `command` (a Prompt's or Stop's `command`).
+    pub async fn ack(&self, command: &kortix_proto::v1::CommandRef) -> Result<(), SimError> {
+        self.send(In::CommandAck(kortix_proto::v1::CommandAck {
+            command_id: command.id.clone(),
+            command_seq: command.seq,
         }))
         .await
     }

@@ -356,6 +356,10 @@ impl SessionService for Script {
     async fn send_prompt(&self, _: Request<SendPromptRequest>) -> Reply<SendPromptResponse> {
         unimplemented()
     }
+
+    async fn get_command(&self, _: Request<GetCommandRequest>) -> Reply<CommandStatus> {
+        unimplemented()
+    }
 }
 
 fn cr(number: u64, state: ChangeRequestState) -> ChangeRequest {

@@ -501,6 +501,14 @@ async fn call(
             })
             .await
             .map(drop),
+        ("kortix.v1.SessionService", "GetCommand") => ts
+            .sessions(token)
+            .get_command(GetCommandRequest {
+                session_id: session.into(),
+                command_id: "no-such-command".into(),
+            })
+            .await
+            .map(drop),
         ("kortix.v1.SessionService", "WatchSession") => ts
             .sessions(token)
             .watch_session(WatchSessionRequest { id: session.into() })

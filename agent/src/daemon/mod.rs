@@ -217,6 +217,12 @@ impl Daemon {
         let (state, state_rx) =
             watch::channel(report(SessionStatus::Provisioning, "", false, None));
         let (events_tx, events) = mpsc::channel(64);
+        let commands = crate::command_log::CommandLog::open(&spool_dir).unwrap_or_else(|e| {
+            sink.agent(format!(
+                "{e}: starting with no commands applied (a resent one may be applied again)"
+            ));
+            crate::command_log::CommandLog::in_memory()
+        });
         let connection = Connection {
             gateway: gateway.clone(),
             sink: sink.clone(),
@@ -224,6 +230,7 @@ impl Daemon {
             heartbeat_interval: config.heartbeat_interval,
             state: state_rx,
             events: events_tx,
+            commands,
         }
         .spawn();
         let (secrets_tx, secrets) = watch::channel::<Option<Secrets>>(None);

@@ -37,6 +37,8 @@ pub struct GwState {
     pub acked: u64,
     pub reports: Vec<StateReport>,
     pub heartbeats: Vec<Heartbeat>,
+    /// Command ids the agent acked, in order.
+    pub command_acks: Vec<String>,
     pub credential_requests: Vec<GitCredentialRequest>,
     pub duplicates: u64,
     /// When set, `Connect` answers with this (the session ended, the certificate is revoked).
@@ -483,6 +485,10 @@ impl Service {
             }
             agent_frame::Frame::State(r) => {
                 st.reports.push(r);
+                None
+            }
+            agent_frame::Frame::CommandAck(a) => {
+                st.command_acks.push(a.command_id);
                 None
             }
             agent_frame::Frame::Hello(_) => None,

@@ -548,6 +548,8 @@ async fn chat(
         output::print_json(&PromptSentJson {
             session: id,
             prompt_id: sent.prompt_id,
+            delivered: sent.delivered,
+            queued: sent.queued,
         })?;
     } else {
         output::print_text(&if sent.prompt_id == "initial" {
@@ -555,11 +557,17 @@ async fn chat(
                 "session {} was not running: resuming it with the prompt",
                 paint(BOLD, &id)
             )
-        } else {
+        } else if sent.delivered {
             format!(
-                "sent prompt {} to session {}",
+                "prompt {} delivered to session {}",
                 sent.prompt_id,
                 paint(BOLD, &id)
+            )
+        } else {
+            format!(
+                "prompt for session {} queued for the agent (id {}): it is delivered once the agent takes it",
+                paint(BOLD, &id),
+                sent.prompt_id
             )
         })?;
     }

@@ -399,6 +399,10 @@ impl From<&Session> for SessionStartedJson {
 pub struct PromptSentJson {
     pub session: String,
     pub prompt_id: String,
+    /// The agent acked the prompt before the control plane answered.
+    pub delivered: bool,
+    /// Not acked yet: waiting in the session's command queue for the agent.
+    pub queued: bool,
 }
 
 // ---- session records (`sessions attach`) ----

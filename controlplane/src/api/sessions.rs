@@ -152,10 +152,45 @@ impl SessionService for Sessions {
     ) -> Result<Response<SendPromptResponse>, Status> {
         let who = caller(&request)?;
         let req = request.into_inner();
-        let prompt_id = self
+        let sent = self
             .sessions
-            .send_prompt(&who, &req.session_id, req.text, req.agent)
+            .send_prompt(
+                &who,
+                &req.session_id,
+                req.text,
+                req.agent,
+                crate::sessions::access::PROMPT_ACK_WAIT,
+            )
             .await?;
-        Ok(Response::new(SendPromptResponse { prompt_id }))
+        Ok(Response::new(SendPromptResponse {
+            prompt_id: sent.id,
+            delivered: sent.delivered,
+            queued: sent.queued,
+        }))
+    }
+
+    async fn get_command(
+        &self,
+        request: Request<GetCommandRequest>,
+    ) -> Result<Response<CommandStatus>, Status> {
+        use crate::store::CommandState as S;
+        let who = caller(&request)?;
+        let req = request.into_inner();
+        let c = self
+            .sessions
+            .command_status_for(&who, &req.session_id, &req.command_id)
+            .await?;
+        let state = match c.state {
+            S::Queued => CommandState::Queued,
+            S::Sent => CommandState::Sent,
+            S::Delivered => CommandState::Delivered,
+        };
+        Ok(Response::new(CommandStatus {
+            command_id: c.id,
+            state: state as i32,
+            sends: c.sends.clamp(0, i64::from(u32::MAX)) as u32,
+            queued_unix_ms: c.created_ms,
+            delivered_unix_ms: c.acked_ms.unwrap_or(0),
+        }))
     }
 }

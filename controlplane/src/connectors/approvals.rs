@@ -255,14 +255,21 @@ impl Connectors {
                 return;
             }
         };
+        let id = crate::store::new_id();
         let frame = ControlFrame {
             frame: Some(control_frame::Frame::Prompt(Prompt {
-                id: crate::store::new_id(),
+                id: id.clone(),
                 text,
                 agent,
+                command: None,
             })),
         };
-        if let Err(e) = self.inner.sessions.send_command(&a.session_id, frame).await {
+        let sent = self
+            .inner
+            .sessions
+            .send_command(&a.session_id, &id, frame, std::time::Duration::ZERO)
+            .await;
+        if let Err(e) = sent {
             tracing::warn!(session = %a.session_id, approval = %a.id, "the session was not told about its approval: {e}");
         }
     }

@@ -329,7 +329,13 @@ pub async fn act(
     match action {
         Action::ChatInSession => {
             sessions
-                .send_prompt(&caller, id, form.text, String::new())
+                .send_prompt(
+                    &caller,
+                    id,
+                    form.text,
+                    String::new(),
+                    std::time::Duration::ZERO,
+                )
                 .await?;
         }
         Action::StopSession => {

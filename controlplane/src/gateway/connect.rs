@@ -32,6 +32,9 @@ const OUTBOUND_QUEUE: usize = 256;
 /// reading the stream) until the oldest is durable.
 pub const MAX_INFLIGHT_BATCHES: usize = 16;
 
+/// Longest command id an agent may ack (ids are UUIDs).
+const MAX_COMMAND_ID: usize = 128;
+
 /// A submitted batch, waiting for its group commit.
 struct Inflight {
     durable: Durable,
@@ -67,7 +70,10 @@ impl Gateway {
             ));
         }
         let bootstrap = self.bootstrap(&session, &hello).await?;
-        let (conn_id, mut control) = self.sessions.hub().connect_agent(&session.id);
+        let (conn_id, mut control) = self
+            .sessions
+            .hub()
+            .connect_agent(&session.id, hello.acks_commands);
         let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
         out.send(Ok(ControlFrame {
             frame: Some(Out::Bootstrap(bootstrap)),
@@ -85,7 +91,18 @@ impl Gateway {
         {
             tracing::warn!(session = %session.id, error = %e, "recording which stream holds the agent");
         }
-        // Frames queued while no replica held this agent (or for this replica) go out now.
+        // The agent holds a certificate from its newest Enroll/Reenroll (or renewed from
+        // one): the secret a Reenroll replaced is no longer needed as a fallback.
+        if let Err(e) = self
+            .sessions
+            .store()
+            .confirm_renewal_secret(&session.id)
+            .await
+        {
+            tracing::warn!(session = %session.id, error = %e, "retiring the previous renewal secret");
+        }
+        // Commands not acked yet (queued while no replica held this agent, or sent to a
+        // stream of it that is gone) go out now.
         {
             let (sessions, id) = (self.sessions.clone(), session.id.clone());
             tokio::spawn(async move { sessions.deliver_queued(&id).await });
@@ -239,6 +256,15 @@ impl Gateway {
             }
             Some(In::State(report)) => {
                 self.on_state(id, report).await;
+                Ok(())
+            }
+            Some(In::CommandAck(ack)) => {
+                if ack.command_id.len() > MAX_COMMAND_ID {
+                    return Err(Status::invalid_argument(format!(
+                        "CommandAck.command_id is longer than {MAX_COMMAND_ID} bytes"
+                    )));
+                }
+                self.sessions.command_acked(id, &ack.command_id).await;
                 Ok(())
             }
             Some(In::Hello(_)) => Err(Status::invalid_argument(

@@ -13,6 +13,9 @@ use tonic::Status;
 
 /// Longest session id a Reenroll may name (ids are far shorter).
 const MAX_SESSION_ID: usize = 128;
+/// A Reenroll's answer may be lost on the way: the secret it replaced still re-enrolls for
+/// this long, until the agent connects with what it was answered.
+const PREVIOUS_SECRET_GRACE_MS: i64 = 10 * 60 * 1000;
 /// Largest CSR taken (an EC or RSA-4096 CSR is far smaller).
 const MAX_CSR: usize = 16 * 1024;
 
@@ -52,8 +55,10 @@ impl Gateway {
     }
 
     /// A restarted agent of a live session: the renewal secret proves it is the same
-    /// sandbox. Success rotates the secret (the old one stops working) and is audited; a
-    /// wrong or used secret is PERMISSION_DENIED and changes nothing.
+    /// sandbox. Success rotates the secret and is audited; a wrong or used secret is
+    /// PERMISSION_DENIED and changes nothing. The replaced secret stays good until the agent
+    /// connects (or re-enrolls with the new one), for at most [`PREVIOUS_SECRET_GRACE_MS`]:
+    /// an agent whose answer was lost has only that one.
     pub(super) async fn do_reenroll(
         &self,
         req: ReenrollRequest,
@@ -84,9 +89,10 @@ impl Gateway {
         };
         let store = self.sessions.store();
         let old_hash = hash_token(secret);
+        let previous_since = now_ms() - PREVIOUS_SECRET_GRACE_MS;
         // Checked first so that a refusal changes nothing (no certificate is signed).
         if !store
-            .renewal_secret_matches(session_id, &old_hash)
+            .renewal_secret_matches(session_id, &old_hash, previous_since)
             .await
             .map_err(DomainError::from)?
         {
@@ -111,7 +117,13 @@ impl Gateway {
             .map_err(DomainError::from)?;
         let next = generate_token(TokenKind::Renewal);
         if !store
-            .rotate_renewal_secret(&session.id, &old_hash, &hash_token(&next), now_ms())
+            .rotate_renewal_secret(
+                &session.id,
+                &old_hash,
+                &hash_token(&next),
+                now_ms(),
+                previous_since,
+            )
             .await
             .map_err(DomainError::from)?
         {

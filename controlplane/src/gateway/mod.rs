@@ -239,8 +239,9 @@ mod tests {
         }
     }
 
-    /// The bootstrap token enrolls once; the renewal secret it came with re-enrolls once,
-    /// rotating; a used, wrong or malformed secret is PERMISSION_DENIED and changes nothing;
+    /// The bootstrap token enrolls once; the renewal secret it came with re-enrolls, rotating,
+    /// until the agent has connected with what a re-enrollment answered (an answer may be
+    /// lost); a used, wrong or malformed secret is PERMISSION_DENIED and changes nothing;
     /// nothing re-enrolls an ended session.
     #[tokio::test]
     async fn a_renewal_secret_re_enrolls_once() {
@@ -277,14 +278,27 @@ mod tests {
                 .await
                 .unwrap()
         );
+        let lost = gateway
+            .do_reenroll(reenroll_request(&session.id, &first.renewal_secret), "test")
+            .await
+            .unwrap();
+        assert_eq!(lost.session_id, session.id);
+        assert!(lost.certificate_chain_pem.contains("BEGIN CERTIFICATE"));
+        assert!(lost.renewal_secret.starts_with("kxr_"));
+        assert_ne!(lost.renewal_secret, first.renewal_secret);
+        // That answer never reached the agent: it tries again with the only secret it has.
         let second = gateway
             .do_reenroll(reenroll_request(&session.id, &first.renewal_secret), "test")
             .await
             .unwrap();
-        assert_eq!(second.session_id, session.id);
-        assert!(second.certificate_chain_pem.contains("BEGIN CERTIFICATE"));
-        assert!(second.renewal_secret.starts_with("kxr_"));
-        assert_ne!(second.renewal_secret, first.renewal_secret);
+        assert_ne!(second.renewal_secret, lost.renewal_secret);
+        let superseded = gateway
+            .do_reenroll(reenroll_request(&session.id, &lost.renewal_secret), "test")
+            .await
+            .unwrap_err();
+        assert_eq!(superseded.code(), Code::PermissionDenied, "{superseded:?}");
+        // The agent connects with the certificate it got: the first secret is used up now.
+        store.confirm_renewal_secret(&session.id).await.unwrap();
 
         let wrong = generate_token(TokenKind::Renewal);
         for (secret, why) in [

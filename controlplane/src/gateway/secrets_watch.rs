@@ -1,6 +1,10 @@
 //! `WatchSecrets`: the project's complete secret set at start and after every change, only to
 //! that project's live session agents. Loading and decrypting is [`ProjectSecrets`]'s.
 //!
+//! A change wakes the watch at once: on this replica through the hub, on the others through
+//! the hub's wake-ups over PostgreSQL (`kortix_wake`; a lost listener connection wakes every
+//! watcher to re-check). [`SAFETY_RECHECK`] only covers a wake-up lost some other way.
+//!
 //! [`ProjectSecrets`]: crate::secrets::ProjectSecrets
 
 use super::Gateway;
@@ -10,8 +14,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-/// Re-check the version this often even without a wake-up (changes made on another replica).
-const POLL: Duration = Duration::from_secs(2);
+/// Re-check the version this often even without a wake-up.
+const SAFETY_RECHECK: Duration = Duration::from_secs(30);
 
 impl Gateway {
     pub(super) async fn do_watch_secrets(
@@ -55,7 +59,7 @@ impl Gateway {
                 }
                 tokio::select! {
                     _ = wake.changed() => {}
-                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tokio::time::sleep(SAFETY_RECHECK) => {}
                     _ = tx.closed() => return,
                     _ = &mut closed => {
                         let _ = tx.send(Err(Status::unavailable("control plane shutting down; watch again"))).await;

@@ -249,6 +249,7 @@ pub const RPCS: &[(&str, Action)] = &[
         "/kortix.v1.SessionService/WatchSession",
         Action::ViewSessions,
     ),
+    ("/kortix.v1.SessionService/GetCommand", Action::ViewSessions),
     (
         "/kortix.v1.ChangeRequestService/OpenChangeRequest",
         Action::OpenOrCloseChangeRequest,

@@ -138,8 +138,8 @@ impl ProjectSecrets {
             .map_err(undecryptable)
     }
 
-    /// Wakes whenever a secret of the project changes on this replica. Changes made on
-    /// another replica are seen by re-checking the version.
+    /// Wakes whenever a secret of the project changes, on this replica or (through the hub's
+    /// wake-ups between replicas) on another one.
     pub fn watch(&self, project_id: &str) -> watch::Receiver<u64> {
         self.hub.subscribe(&topic(project_id))
     }

@@ -21,6 +21,8 @@ pub const TOKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(1)
 const FORWARD_QUEUE: usize = 64;
 /// The id of a prompt that resumes a session: the resumed agent's first prompt.
 pub const RESUME_PROMPT_ID: &str = "initial";
+/// How long `SendPrompt` waits for the agent to ack a prompt before answering "queued".
+pub const PROMPT_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Longest session id looked up (ids are UUIDs).
 const MAX_SESSION_ID: usize = 64;
 
@@ -32,6 +34,17 @@ pub fn launcher(caller: &Caller) -> String {
     } else {
         format!("person:{}", caller.person_id)
     }
+}
+
+/// A prompt handed to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptSent {
+    /// The prompt's id, which is also its command id.
+    pub id: String,
+    /// The agent acked it.
+    pub delivered: bool,
+    /// Not acked yet: it waits in the session's command queue.
+    pub queued: bool,
 }
 
 /// A session and the name of its project.
@@ -257,14 +270,15 @@ impl Sessions {
         tokio_stream::wrappers::ReceiverStream::new(rx)
     }
 
-    /// Sends a prompt to the session's running agent; returns the prompt's id.
+    /// Sends a prompt to the session's running agent and waits up to `wait` for its ack.
     pub async fn send_prompt(
         &self,
         caller: &Caller,
         id: &str,
         text: String,
         agent: String,
-    ) -> Result<String, SessionError> {
+        wait: std::time::Duration,
+    ) -> Result<PromptSent, SessionError> {
         if text.trim().is_empty() {
             return Err(SessionError::Invalid("prompt text is empty".into()));
         }
@@ -278,7 +292,11 @@ impl Sessions {
             // A chat to a hibernated session brings it back with this prompt (a stopped one
             // is resumed only when asked to: `ResumeSession`).
             self.resume_for(caller, &s.id, &text).await?;
-            return Ok(RESUME_PROMPT_ID.to_string());
+            return Ok(PromptSent {
+                id: RESUME_PROMPT_ID.to_string(),
+                delivered: false,
+                queued: false,
+            });
         }
         if s.status == SessionStatus::Stopped {
             return Err(SessionError::Precondition(format!(
@@ -286,18 +304,40 @@ impl Sessions {
                 s.id, s.id
             )));
         }
-        self.deliver_prompt(&s, text, agent).await
+        self.deliver_prompt(&s, text, agent, wait).await
+    }
+
+    /// Where command `command_id` of one of the caller's sessions is (a prompt's id).
+    pub async fn command_status_for(
+        &self,
+        caller: &Caller,
+        id: &str,
+        command_id: &str,
+    ) -> Result<crate::store::CommandStatus, SessionError> {
+        check_len("the command id", command_id, MAX_SESSION_ID)?;
+        let s = self.owned(caller, id).await?;
+        self.store
+            .command_status(&s.id, command_id)
+            .await?
+            .ok_or_else(|| {
+                SessionError::NotFound(format!(
+                    "command {command_id} of session {id} not found (unknown, or forgotten: \
+                     the newest {} delivered commands of a session are kept)",
+                    crate::store::KEPT_DELIVERED_PER_SESSION
+                ))
+            })
     }
 
     /// Sends a prompt to a session's running agent, for whoever has already decided the
     /// sender may (the session's owner, a Slack thread the session belongs to), through
-    /// whichever replica holds the agent.
+    /// whichever replica holds the agent; waits up to `wait` for its ack.
     pub async fn deliver_prompt(
         &self,
         s: &crate::store::Session,
         text: String,
         agent: String,
-    ) -> Result<String, SessionError> {
+        wait: std::time::Duration,
+    ) -> Result<PromptSent, SessionError> {
         if s.status != SessionStatus::Running {
             return Err(SessionError::Precondition(format!(
                 "session {} is {}; prompts go to running sessions",
@@ -310,9 +350,14 @@ impl Sessions {
                 id: prompt_id.clone(),
                 text,
                 agent,
+                command: None,
             })),
         };
-        self.send_command(&s.id, frame).await?;
-        Ok(prompt_id)
+        let sent = self.send_command(&s.id, &prompt_id, frame, wait).await?;
+        Ok(PromptSent {
+            id: sent.id,
+            delivered: sent.delivered,
+            queued: !sent.delivered,
+        })
     }
 }

@@ -387,17 +387,23 @@ impl Sessions {
                 reason: reason.to_string(),
                 grace_ms: self.config.stop_grace.as_millis() as u64,
                 hibernate,
+                command: None,
             })),
         };
-        // The agent may be connected to another replica: the stop goes through the command
-        // queue then, and that replica's agent gets the whole grace period to save its work.
+        // The stop is a command: kept until the agent acks it, so it reaches the agent through
+        // whichever replica holds it (or takes it next, should that one die), and an agent
+        // connected anywhere gets the whole grace period to save its work.
         let heard_lately = session
             .last_heartbeat_ms
             .or(session.started_ms)
             .is_some_and(|at| now_ms() - at < self.config.heartbeat_timeout.as_millis() as i64);
-        let grace = match self.send_command(id, frame).await {
-            Ok(()) if self.hub.is_connected(id) || heard_lately => self.config.stop_grace,
-            Ok(()) => std::time::Duration::ZERO,
+        let command = crate::store::new_id();
+        let grace = match self
+            .send_command(id, &command, frame, std::time::Duration::ZERO)
+            .await
+        {
+            Ok(_) if self.hub.is_connected(id) || heard_lately => self.config.stop_grace,
+            Ok(_) => std::time::Duration::ZERO,
             Err(e) => {
                 // Nobody to ask: end the sandbox now.
                 tracing::info!(session = %id, error = %e, "stop: no agent to ask; ending the sandbox");
@@ -596,6 +602,7 @@ pub(super) fn ended_frame(to: SessionStatus) -> ControlFrame {
             reason: format!("session {to}"),
             grace_ms: 0,
             hibernate: to == SessionStatus::Hibernated,
+            command: None,
         })),
     }
 }

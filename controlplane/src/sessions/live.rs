@@ -39,6 +39,8 @@ impl Entry {
 struct AgentLink {
     conn_id: u64,
     tx: mpsc::Sender<ControlFrame>,
+    /// The agent acks commands (`Hello.acks_commands`).
+    acks: bool,
 }
 
 /// Why a control frame could not reach an agent.
@@ -259,13 +261,19 @@ impl Hub {
 
     /// Registers a connected agent stream, replacing (and so disconnecting) an older one for
     /// the same session. Returns the connection id and the frames to send to the agent.
-    pub fn connect_agent(&self, session_id: &str) -> (u64, mpsc::Receiver<ControlFrame>) {
+    /// `acks`: the agent acks the commands it is sent.
+    pub fn connect_agent(
+        &self,
+        session_id: &str,
+        acks: bool,
+    ) -> (u64, mpsc::Receiver<ControlFrame>) {
         let conn_id = self
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let mut map = self.inner.lock().expect("hub lock");
-        map.entry(session_id.to_string()).or_default().agent = Some(AgentLink { conn_id, tx });
+        map.entry(session_id.to_string()).or_default().agent =
+            Some(AgentLink { conn_id, tx, acks });
         (conn_id, rx)
     }
 
@@ -286,6 +294,15 @@ impl Hub {
             .and_then(|e| e.agent.as_ref())
             .filter(|a| !a.tx.is_closed())
             .map(|a| a.conn_id)
+    }
+
+    /// The session's open agent stream on this replica, and whether its agent acks commands.
+    pub fn agent_stream(&self, session_id: &str) -> Option<(u64, bool)> {
+        let map = self.inner.lock().expect("hub lock");
+        map.get(session_id)
+            .and_then(|e| e.agent.as_ref())
+            .filter(|a| !a.tx.is_closed())
+            .map(|a| (a.conn_id, a.acks))
     }
 
     pub fn is_connected(&self, session_id: &str) -> bool {
@@ -318,6 +335,28 @@ impl Hub {
             let map = self.inner.lock().expect("hub lock");
             map.get(session_id)
                 .and_then(|e| e.agent.as_ref())
+                .map(|a| a.tx.clone())
+                .ok_or(DeliveryError::NotConnected)?
+        };
+        tx.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => DeliveryError::Backlogged,
+            mpsc::error::TrySendError::Closed(_) => DeliveryError::NotConnected,
+        })
+    }
+
+    /// Queues a control frame for agent stream `conn_id` of the session without waiting:
+    /// [`DeliveryError::NotConnected`] when that stream is no longer the session's.
+    pub fn send_control_on(
+        &self,
+        session_id: &str,
+        conn_id: u64,
+        frame: ControlFrame,
+    ) -> Result<(), DeliveryError> {
+        let tx = {
+            let map = self.inner.lock().expect("hub lock");
+            map.get(session_id)
+                .and_then(|e| e.agent.as_ref())
+                .filter(|a| a.conn_id == conn_id)
                 .map(|a| a.tx.clone())
                 .ok_or(DeliveryError::NotConnected)?
         };
@@ -420,8 +459,8 @@ mod tests {
             hub.send_control("s", stop()),
             Err(DeliveryError::NotConnected)
         );
-        let (old, mut old_rx) = hub.connect_agent("s");
-        let (new, mut new_rx) = hub.connect_agent("s");
+        let (old, mut old_rx) = hub.connect_agent("s", true);
+        let (new, mut new_rx) = hub.connect_agent("s", true);
         hub.send_control("s", stop()).unwrap();
         assert!(new_rx.recv().await.is_some());
         assert!(
@@ -440,7 +479,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_control_queue_is_reported_not_awaited() {
         let hub = Hub::new();
-        let (_id, _rx) = hub.connect_agent("s");
+        let (_id, _rx) = hub.connect_agent("s", true);
         for _ in 0..CONTROL_QUEUE {
             hub.send_control("s", stop()).unwrap();
         }

@@ -125,6 +125,8 @@ pub struct Sessions {
     pub(crate) snapshots: Option<crate::snapshots::Snapshots>,
     /// This process among the replicas: names the agent streams it holds in the store.
     pub(crate) replica: Arc<str>,
+    /// Callers waiting for their command's ack (`SendPrompt`).
+    pub(crate) ack_waiters: Arc<commands::AckWaiters>,
 }
 
 impl Sessions {
@@ -153,6 +155,7 @@ impl Sessions {
             draining: Arc::default(),
             snapshots: None,
             replica: crate::store::new_id().into(),
+            ack_waiters: Arc::default(),
         }
     }
 

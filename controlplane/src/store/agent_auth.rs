@@ -111,7 +111,8 @@ impl Store {
                 "INSERT INTO agent_renewal_secrets (session_id, secret_hash, created_ms, rotated_ms)
                  VALUES ($1, $2, $3, $3)
                  ON CONFLICT (session_id) DO UPDATE
-                 SET secret_hash = excluded.secret_hash, rotated_ms = excluded.rotated_ms",
+                 SET secret_hash = excluded.secret_hash, rotated_ms = excluded.rotated_ms,
+                     previous_hash = NULL",
             )
             .bind(session_id)
             .bind(secret_hash)
@@ -124,19 +125,24 @@ impl Store {
         Ok(())
     }
 
-    /// Whether `secret_hash` is the session's current renewal secret.
+    /// Whether `secret_hash` is the session's current renewal secret, or the one the last
+    /// Reenroll replaced if that was after `previous_since_ms` and the agent has not shown
+    /// since that it has the new one ([`Store::confirm_renewal_secret`]).
     pub async fn renewal_secret_matches(
         &self,
         session_id: &str,
         secret_hash: &str,
+        previous_since_ms: i64,
     ) -> Result<bool> {
         let found = with_pool!(self, |pool| {
             sqlx::query_scalar::<_, String>(
                 "SELECT session_id FROM agent_renewal_secrets
-                 WHERE session_id = $1 AND secret_hash = $2",
+                 WHERE session_id = $1
+                   AND (secret_hash = $2 OR (previous_hash = $2 AND rotated_ms > $3))",
             )
             .bind(session_id)
             .bind(secret_hash)
+            .bind(previous_since_ms)
             .fetch_optional(pool)
             .await
         })
@@ -144,32 +150,57 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// Replaces the session's renewal secret `old_hash` with `new_hash`, atomically: exactly
-    /// one of two callers presenting the same secret wins. False (and nothing changed) when
-    /// `old_hash` is not the current secret.
+    /// Replaces the session's renewal secret with `new_hash`, atomically: exactly one of two
+    /// callers presenting the same secret wins. `old_hash` is the current secret, which is
+    /// kept as the previous one (the agent may never get the answer that carries the new
+    /// one), or the previous one, within `previous_since_ms` as in
+    /// [`Store::renewal_secret_matches`] (that answer was lost: the previous one stays). False
+    /// (and nothing changed) when `old_hash` is neither.
     pub async fn rotate_renewal_secret(
         &self,
         session_id: &str,
         old_hash: &str,
         new_hash: &str,
         now_ms: i64,
+        previous_since_ms: i64,
     ) -> Result<bool> {
         let rotated = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE agent_renewal_secrets
-                 SET secret_hash = $3, rotated_ms = $4, reenrolls = reenrolls + 1
-                 WHERE session_id = $1 AND secret_hash = $2",
+                 SET previous_hash = CASE WHEN secret_hash = $2 THEN secret_hash
+                                          ELSE previous_hash END,
+                     secret_hash = $3, rotated_ms = $4, reenrolls = reenrolls + 1
+                 WHERE session_id = $1
+                   AND (secret_hash = $2 OR (previous_hash = $2 AND rotated_ms > $5))",
             )
             .bind(session_id)
             .bind(old_hash)
             .bind(new_hash)
             .bind(now_ms)
+            .bind(previous_since_ms)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
         })
         .ctx(|| format!("rotating the renewal secret of session {session_id}"))?;
         Ok(rotated == 1)
+    }
+
+    /// The session's agent has shown it holds what its newest Enroll/Reenroll answered (it
+    /// connected with that certificate): the renewal secret replaced before is refused from
+    /// now on.
+    pub async fn confirm_renewal_secret(&self, session_id: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE agent_renewal_secrets SET previous_hash = NULL
+                 WHERE session_id = $1 AND previous_hash IS NOT NULL",
+            )
+            .bind(session_id)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .ctx(|| format!("retiring the previous renewal secret of session {session_id}"))
     }
 
     /// Forgets the session's renewal secret (its session ended); returns whether it had one.
@@ -349,5 +380,80 @@ impl Store {
             .await
         })
         .ctx(|| "purging expired credentials".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{TestDb, account_and_project, both_backends, session_in};
+    use crate::clock::now_ms;
+
+    both_backends!(a_replaced_renewal_secret_works_until_the_agent_shows_the_new_one);
+
+    /// A Reenroll answer can be lost: the secret it replaced still rotates (within the
+    /// window) until the agent connects or re-enrolls with what it was answered; then only
+    /// the current one does.
+    async fn a_replaced_renewal_secret_works_until_the_agent_shows_the_new_one(db: TestDb) {
+        let store = &db.store;
+        let (_, project) = account_and_project(store, "web").await;
+        let session = session_in(store, &project).await;
+        let id = session.id.as_str();
+        let since = now_ms() - 60_000;
+        store.set_renewal_secret(id, "h1").await.unwrap();
+        assert!(store.renewal_secret_matches(id, "h1", since).await.unwrap());
+        assert!(!store.renewal_secret_matches(id, "h0", since).await.unwrap());
+
+        // h1 -> h2; the answer with h2 is lost, the agent comes back with h1: h1 -> h3.
+        assert!(
+            store
+                .rotate_renewal_secret(id, "h1", "h2", now_ms(), since)
+                .await
+                .unwrap()
+        );
+        assert!(store.renewal_secret_matches(id, "h1", since).await.unwrap());
+        assert!(
+            !store
+                .renewal_secret_matches(id, "h1", now_ms() + 1)
+                .await
+                .unwrap(),
+            "only within the window"
+        );
+        assert!(
+            store
+                .rotate_renewal_secret(id, "h1", "h3", now_ms(), since)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store.renewal_secret_matches(id, "h2", since).await.unwrap(),
+            "an answer never received is worth nothing"
+        );
+        // The agent connects with what it got: h1 is used up.
+        store.confirm_renewal_secret(id).await.unwrap();
+        assert!(!store.renewal_secret_matches(id, "h1", since).await.unwrap());
+        assert!(
+            !store
+                .rotate_renewal_secret(id, "h1", "h9", now_ms(), since)
+                .await
+                .unwrap()
+        );
+        // Re-enrolling with the current one retires the one before it too.
+        assert!(
+            store
+                .rotate_renewal_secret(id, "h3", "h4", now_ms(), since)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .rotate_renewal_secret(id, "h4", "h5", now_ms(), since)
+                .await
+                .unwrap()
+        );
+        assert!(!store.renewal_secret_matches(id, "h3", since).await.unwrap());
+        assert!(store.renewal_secret_matches(id, "h4", since).await.unwrap());
+        // A new Enroll starts over.
+        store.set_renewal_secret(id, "h6").await.unwrap();
+        assert!(!store.renewal_secret_matches(id, "h4", since).await.unwrap());
     }
 }

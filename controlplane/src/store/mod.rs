@@ -71,7 +71,10 @@ pub use projects::Project;
 pub use records::RecordRow;
 pub use role_cache::{ROLES_CHANNEL, RoleCache, Roles};
 pub use secrets::{SecretMeta, SecretRow, SecretsSnapshot};
-pub use session_commands::COMMAND_CHANNEL;
+pub use session_commands::{
+    ACK_PREFIX, COMMAND_CHANNEL, CommandState, CommandStatus, KEPT_DELIVERED_PER_SESSION,
+    QueuedCommand, TakenCommand, TakenCommands,
+};
 pub use session_saves::{MAX_CONVERSATION_BYTES, NewSave, SessionSave};
 pub use sessions::{NewSession, Session, SessionStatus};
 pub use slack::{LiveSlackThread, OutboxItem, SlackBinding, SlackThread};

@@ -321,7 +321,7 @@ impl Slack {
                 SessionStatus::Running => {
                     return self
                         .sessions()
-                        .deliver_prompt(&session, text, String::new())
+                        .deliver_prompt(&session, text, String::new(), Duration::ZERO)
                         .await
                         .map(drop);
                 }
