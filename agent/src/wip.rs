@@ -317,6 +317,23 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// A clone of `remote`'s session branch in `root/name`.
+    fn clone_of(root: &Path, remote: &Path, name: &str) -> PathBuf {
+        let dir = root.join(name);
+        git(
+            root,
+            &[
+                "clone",
+                "-q",
+                "-b",
+                "s1",
+                remote.to_str().unwrap(),
+                dir.to_str().unwrap(),
+            ],
+        );
+        dir
+    }
+
     /// A bare "remote" and a clone of it with one commit, user identity set.
     fn repos(root: &Path) -> (PathBuf, PathBuf) {
         let remote = root.join("remote.git");
@@ -384,18 +401,7 @@ mod tests {
         );
 
         // A new sandbox: a fresh clone of the branch gets the work back, uncommitted.
-        let fresh = root.path().join("fresh");
-        git(
-            root.path(),
-            &[
-                "clone",
-                "-q",
-                "-b",
-                "s1",
-                remote.to_str().unwrap(),
-                fresh.to_str().unwrap(),
-            ],
-        );
+        let fresh = clone_of(root.path(), &remote, "fresh");
         let g2 = Git {
             workspace: &fresh,
             ..g
@@ -500,34 +506,12 @@ mod tests {
         let saved = git_in(&reaper, &work).save("s1", &index, None).await;
         let commit = saved.commit.expect(&saved.note);
         // Someone pushes to the session branch after the save: a file the save did not touch.
-        let other = root.path().join("other");
-        git(
-            root.path(),
-            &[
-                "clone",
-                "-q",
-                "-b",
-                "s1",
-                remote.to_str().unwrap(),
-                other.to_str().unwrap(),
-            ],
-        );
+        let other = clone_of(root.path(), &remote, "other");
         std::fs::write(other.join("b.txt"), "theirs\n").unwrap();
         git(&other, &["add", "-A"]);
         git(&other, &["commit", "-q", "-m", "theirs"]);
         git(&other, &["push", "-q", "origin", "s1"]);
-        let fresh = root.path().join("fresh");
-        git(
-            root.path(),
-            &[
-                "clone",
-                "-q",
-                "-b",
-                "s1",
-                remote.to_str().unwrap(),
-                fresh.to_str().unwrap(),
-            ],
-        );
+        let fresh = clone_of(root.path(), &remote, "fresh");
         let note = git_in(&reaper, &fresh)
             .restore("s1", &commit)
             .await
@@ -543,18 +527,7 @@ mod tests {
         std::fs::write(other.join("a.txt"), "rewritten\n").unwrap();
         git(&other, &["commit", "-q", "-am", "rewrite"]);
         git(&other, &["push", "-q", "origin", "s1"]);
-        let later = root.path().join("later");
-        git(
-            root.path(),
-            &[
-                "clone",
-                "-q",
-                "-b",
-                "s1",
-                remote.to_str().unwrap(),
-                later.to_str().unwrap(),
-            ],
-        );
+        let later = clone_of(root.path(), &remote, "later");
         let err = git_in(&reaper, &later)
             .restore("s1", &commit)
             .await

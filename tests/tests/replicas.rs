@@ -340,33 +340,7 @@ async fn a_prompt_follows_an_agent_that_moved_to_another_replica() {
     .await;
 
     // The same agent (same certificate) opens a stream to B; A still holds the old one.
-    let bootstrap: BootstrapFile = serde_json::from_slice(
-        &std::fs::read(
-            data_dir
-                .join("bootstrap")
-                .join(format!("{}.json", session.id)),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let ca = tonic::transport::Certificate::from_pem(&bootstrap.env["KORTIX_CA_CERT"]);
-    let identity = tonic::transport::Identity::from_pem(&agent.chain_pem, &agent.key_pem);
-    let to_b =
-        tonic::transport::Endpoint::from_shared(format!("https://{}", b.running().agent_addr))
-            .unwrap()
-            .tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(ca)
-                    .identity(identity),
-            )
-            .unwrap()
-            .connect()
-            .await
-            .expect("the agent reaches replica B");
-    let moved = sim_agent::EnrolledAgent {
-        channel: to_b,
-        ..agent.clone()
-    };
+    let moved = agent_moved_to(&agent, &b, &data_dir).await;
     let mut conn_b = moved.connect(0).await.unwrap();
     support::eventually("B holds the agent", DEADLINE, || async {
         let (_, metrics) = support::http_get(&b.url(), "/metrics").await;

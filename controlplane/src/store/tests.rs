@@ -115,6 +115,7 @@ both_backends!(
     sessions_idempotency_key,
     sessions_conditional_transitions,
     sessions_sweeps_heartbeats_and_delete,
+    sessions_heartbeats_flushed_together,
     records_dedup,
     records_gaps,
     records_group_commit,
@@ -643,38 +644,6 @@ async fn sessions_sweeps_heartbeats_and_delete(db: TestDb) {
             .unwrap()
     );
     assert!(!store.record_heartbeat(&ended.id, 0, now).await.unwrap());
-    // Many at once, in any order: the ended and the unknown ones come back, the rest stored
-    // (a negative idle time as 0).
-    let skipped = store
-        .record_heartbeats(&[
-            (ended.id.as_str(), 0, now),
-            (live.id.as_str(), -7, now + 20_000),
-            ("ghost", 0, now),
-            (provisioning.id.as_str(), 3, now + 1),
-        ])
-        .await
-        .unwrap();
-    let mut expected = vec![ended.id.clone(), "ghost".to_string()];
-    expected.sort();
-    assert_eq!(skipped, expected);
-    let beaten = store.get_session(&live.id).await.unwrap();
-    assert_eq!(
-        (beaten.last_heartbeat_ms, beaten.idle_ms),
-        (Some(now + 20_000), 0)
-    );
-    assert!(
-        store
-            .record_heartbeat(&live.id, 5, now + 10_000)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .record_heartbeat(&provisioning.id, 0, now)
-            .await
-            .unwrap()
-    );
-
     let stale_prov = store
         .stale_provisioning_sessions(now + 1, None, 10)
         .await
@@ -791,6 +760,69 @@ async fn sessions_sweeps_heartbeats_and_delete(db: TestDb) {
 
 fn ids(sessions: &[Session]) -> Vec<String> {
     sessions.iter().map(|s| s.id.clone()).collect()
+}
+
+/// Many heartbeats in one flush, in any order: the ended and the unknown sessions come back,
+/// the rest are stored (a negative idle time as 0).
+async fn sessions_heartbeats_flushed_together(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "web").await;
+    let live = session_in(store, &project).await;
+    let provisioning = session_in(store, &project).await;
+    let ended = session_in(store, &project).await;
+    assert!(
+        store
+            .transition_session(
+                &live.id,
+                &[SessionStatus::Provisioning],
+                SessionStatus::Running,
+                None
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .transition_session(
+                &ended.id,
+                &[SessionStatus::Provisioning],
+                SessionStatus::Stopped,
+                None
+            )
+            .await
+            .unwrap()
+    );
+    let now = now_ms();
+    let skipped = store
+        .record_heartbeats(&[
+            (ended.id.as_str(), 0, now),
+            (live.id.as_str(), -7, now + 20_000),
+            ("ghost", 0, now),
+            (provisioning.id.as_str(), 3, now + 1),
+        ])
+        .await
+        .unwrap();
+    let mut expected = vec![ended.id.clone(), "ghost".to_string()];
+    expected.sort();
+    assert_eq!(skipped, expected);
+    let beaten = store.get_session(&live.id).await.unwrap();
+    assert_eq!(
+        (beaten.last_heartbeat_ms, beaten.idle_ms),
+        (Some(now + 20_000), 0)
+    );
+    let beaten = store.get_session(&provisioning.id).await.unwrap();
+    assert_eq!(
+        (beaten.last_heartbeat_ms, beaten.idle_ms),
+        (Some(now + 1), 3)
+    );
+    assert_eq!(
+        store
+            .get_session(&ended.id)
+            .await
+            .unwrap()
+            .last_heartbeat_ms,
+        None
+    );
 }
 
 async fn records_dedup(db: TestDb) {
