@@ -5,7 +5,8 @@
 //! arrive live, reload mid-stream and find every item exactly once, chat, open the change
 //! request from the session, a viewer who sees it but has no merge button (and whose posted
 //! merge is refused with 403), the owner's merge, and the pages at phone width. Screenshots of
-//! every page go to `target/console-screenshots/`.
+//! every page go to `target/console-screenshots/`. A second scenario, on its own control plane
+//! with a short idle timeout, resumes a hibernated session with its page's Resume button.
 //!
 //! Chromium missing: skipped loudly on a developer's machine, a failure under `CI=true`.
 
@@ -16,7 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use kortix_proto::v1::GrantAccessRequest;
+use kortix_proto::v1::{GrantAccessRequest, SessionStatus, StartSessionRequest};
 use kortix_tests::{ScriptedModel, Turn};
 use serde_json::{Value, json};
 use support::{TestServer, eventually};
@@ -415,6 +416,105 @@ async fn the_console_in_a_browser() {
     }
     owner.goto(&format!("{base}/projects/app")).await.unwrap();
     screenshot(&owner, "11-project-phone").await;
+    owner.close().await.unwrap();
+    ts.stop().await;
+}
+
+/// A hibernated session's page says what its last sandbox saved and offers Resume; pressing
+/// it (with a prompt) brings the session back in a new sandbox: the badge goes to resuming,
+/// then running, and the answer to the prompt, given with the restored conversation, shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resume_button_brings_a_hibernated_session_back() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let ts = TestServer::start_with(|c| {
+        support::use_real_agent(c);
+        c.timings.idle_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let alice = ts.account("alice").await;
+    let _work = support::app_with_model_config(&ts, &alice, model.port(), |_| {}).await;
+    model.push([
+        Turn::bash("echo 'work in progress' > draft.txt"),
+        Turn::text("Drafted draft.txt; the codeword is OSPREY-9."),
+    ]);
+    let session = ts
+        .sessions(&alice)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            prompt: "Start a draft, do not commit it.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = session.id;
+    let hibernated = ts
+        .wait_status(&alice, &id, SessionStatus::Hibernated, AGENT)
+        .await;
+    let saved = hibernated.saved.expect("a save");
+    assert!(!saved.wip_commit.is_empty(), "{saved:?}");
+
+    // The page says it is resumable and what was saved.
+    let base = ts.url();
+    let profiles = tempfile::tempdir().unwrap();
+    let owner = driver.browser(&profiles.path().join("alice")).await;
+    sign_in(&owner, &base, &alice).await;
+    owner
+        .goto(&format!("{base}/projects/app/sessions/{id}"))
+        .await
+        .unwrap();
+    wait_text(&owner, "#status", "hibernated", PAGE).await;
+    let shown = text_of(&owner, "#saved").await;
+    for needle in [
+        "Resumable.".to_string(),
+        format!("uncommitted work {}", &saved.wip_commit[..8]),
+        format!("refs/kortix/wip/{id}"),
+        format!("conversation of {} bytes", saved.conversation_bytes),
+    ] {
+        assert!(shown.contains(&needle), "{needle:?} in {shown:?}");
+    }
+    screenshot(&owner, "12-session-hibernated").await;
+
+    // Resume with a prompt: the page comes back resuming, then shows it running and the
+    // answer, which the model gave with the earlier conversation before the prompt.
+    model.push([Turn::text("Back again; the codeword was OSPREY-9.")]);
+    owner
+        .find(Locator::Css("input#resume-text"))
+        .await
+        .unwrap()
+        .send_keys("What was the codeword?")
+        .await
+        .unwrap();
+    press(&owner, "/resume").await;
+    eventually("the page to show the session resuming", PAGE, || async {
+        let status = text_of(&owner, "#status").await;
+        ["resuming", "running"]
+            .contains(&status.as_str())
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !has(&owner, "form[action$='/resume']").await,
+        "no Resume button while it resumes"
+    );
+    wait_text(&owner, "#status", "running", AGENT).await;
+    wait_text(
+        &owner,
+        "#conversation",
+        "Back again; the codeword was OSPREY-9.",
+        AGENT,
+    )
+    .await;
+    let heard = model.last_request_text();
+    assert!(
+        heard.contains("What was the codeword?") && heard.contains("OSPREY-9"),
+        "{heard}"
+    );
+    assert_eq!(ts.session(&alice, &id).await.resumes, 1);
+    screenshot(&owner, "13-session-resumed").await;
     owner.close().await.unwrap();
     ts.stop().await;
 }

@@ -30,23 +30,6 @@ fn workspace(ts: &TestServer, session: &str) -> PathBuf {
         .join("workspace")
 }
 
-async fn wait_status(
-    ts: &TestServer,
-    token: &str,
-    id: &str,
-    want: SessionStatus,
-    within: Duration,
-) -> Session {
-    eventually(&format!("{want:?}"), within, || async {
-        let s = ts.session(token, id).await;
-        if s.status == SessionStatus::Failed as i32 && want != SessionStatus::Failed {
-            panic!("session failed: {}", s.failure_reason);
-        }
-        (s.status == want as i32).then_some(s)
-    })
-    .await
-}
-
 /// Follows the session's records until `done` says so.
 async fn follow_until(
     ts: &TestServer,
@@ -132,8 +115,7 @@ async fn a_session_writes_commits_and_pushes_through_real_opencode() {
         ),
         Turn::text("Created and pushed hello.txt."),
     ]);
-    wait_status(
-        &ts,
+    ts.wait_status(
         &token,
         &session.id,
         SessionStatus::Running,
@@ -200,14 +182,14 @@ async fn a_session_writes_commits_and_pushes_through_real_opencode() {
         })
         .await
         .unwrap();
-    let stopped = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Stopped,
-        Duration::from_secs(60),
-    )
-    .await;
+    let stopped = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Stopped,
+            Duration::from_secs(60),
+        )
+        .await;
     assert_eq!(stopped.head_sha, commit.sha);
     assert!(
         stopped.failure_reason.is_empty(),
@@ -287,8 +269,7 @@ async fn opencode_killed_mid_session_is_restarted() {
         .unwrap()
         .into_inner();
     model.push([Turn::text("Hello.")]);
-    wait_status(
-        &ts,
+    ts.wait_status(
         &token,
         &session.id,
         SessionStatus::Running,
@@ -342,8 +323,7 @@ async fn opencode_killed_mid_session_is_restarted() {
         })
         .await
         .unwrap();
-    wait_status(
-        &ts,
+    ts.wait_status(
         &token,
         &session.id,
         SessionStatus::Stopped,
@@ -391,14 +371,14 @@ async fn an_opencode_that_never_becomes_ready_fails_the_session_with_its_output(
         .await
         .unwrap()
         .into_inner();
-    let failed = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Failed,
-        Duration::from_secs(60),
-    )
-    .await;
+    let failed = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Failed,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(
         failed
             .failure_reason
@@ -452,8 +432,7 @@ async fn a_session_needs_no_package_registry() {
         ),
         Turn::text("Done without a registry."),
     ]);
-    wait_status(
-        &ts,
+    ts.wait_status(
         &token,
         &session.id,
         SessionStatus::Running,
@@ -563,14 +542,14 @@ async fn a_long_silent_tool_call_is_not_idleness() {
         },
     )
     .await;
-    let hibernated = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Hibernated,
-        Duration::from_secs(60),
-    )
-    .await;
+    let hibernated = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Hibernated,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(
         hibernated.end_reason.starts_with("idle for"),
         "{}",

@@ -15,23 +15,6 @@ use std::time::Duration;
 use support::{TestServer, eventually, git_ok};
 use tonic::Code;
 
-async fn wait_status(
-    ts: &TestServer,
-    token: &str,
-    id: &str,
-    want: SessionStatus,
-    within: Duration,
-) -> Session {
-    eventually(&format!("{want:?}"), within, || async {
-        let s = ts.session(token, id).await;
-        if s.status == SessionStatus::Failed as i32 && want != SessionStatus::Failed {
-            panic!("session failed: {}", s.failure_reason);
-        }
-        (s.status == want as i32).then_some(s)
-    })
-    .await
-}
-
 fn states(records: &[Record]) -> Vec<(String, String)> {
     records
         .iter()
@@ -60,17 +43,6 @@ fn ls_remote(
         .filter_map(|l| l.split_once('\t'))
         .map(|(sha, name)| (name.to_string(), sha.to_string()))
         .collect()
-}
-
-/// The text of every message the model was sent in its last (non-title) request.
-fn last_request_text(model: &ScriptedModel) -> String {
-    model
-        .requests()
-        .iter()
-        .rev()
-        .find(|r| !r.title_request && r.path.ends_with("/chat/completions"))
-        .map(|r| r.body["messages"].to_string())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,14 +80,14 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
     ]);
 
     // Idle after its last turn, the session hibernates; its agent saves on the way out.
-    let hibernated = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Hibernated,
-        Duration::from_secs(240),
-    )
-    .await;
+    let hibernated = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Hibernated,
+            Duration::from_secs(240),
+        )
+        .await;
     assert!(hibernated.resumable, "{hibernated:?}");
     let saved = hibernated.saved.clone().expect("a save");
     assert!(!saved.wip_commit.is_empty(), "{saved:?}");
@@ -211,19 +183,19 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
-    let running = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Running,
-        Duration::from_secs(180),
-    )
-    .await;
+    let running = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Running,
+            Duration::from_secs(180),
+        )
+        .await;
     assert!(!running.resumable && running.resumes == 1, "{running:?}");
 
     // The model hears the new prompt with the earlier conversation before it.
     let heard = eventually("the resumed prompt", Duration::from_secs(120), || async {
-        let text = last_request_text(&model);
+        let text = model.last_request_text();
         (model.calls() > before && text.contains("What was the codeword?")).then_some(text)
     })
     .await;
@@ -269,14 +241,14 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
         })
         .await
         .unwrap();
-    let stopped = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Stopped,
-        Duration::from_secs(60),
-    )
-    .await;
+    let stopped = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Stopped,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(stopped.resumable);
     ts.stop().await;
 }
@@ -347,14 +319,14 @@ async fn a_killed_sandbox_keeps_what_was_pushed_and_says_what_was_lost() {
             .status();
     }
 
-    let failed = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Failed,
-        Duration::from_secs(60),
-    )
-    .await;
+    let failed = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Failed,
+            Duration::from_secs(60),
+        )
+        .await;
     let reason = &failed.failure_reason;
     assert!(reason.contains("sandbox exited unexpectedly"), "{reason}");
     assert!(
@@ -439,14 +411,14 @@ async fn a_terminated_sandbox_saves_before_it_goes() {
         .status()
         .unwrap();
     assert!(status.success());
-    let stopped = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Stopped,
-        Duration::from_secs(60),
-    )
-    .await;
+    let stopped = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Stopped,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(stopped.resumable, "{stopped:?}");
     let saved = stopped.saved.expect("a save");
     assert!(

@@ -193,6 +193,26 @@ impl TestServer {
             .into_inner()
     }
 
+    /// Waits up to `within` for session `id` to reach `want` (as `token` sees it); a session
+    /// that fails on the way panics with its failure reason.
+    pub async fn wait_status(
+        &self,
+        token: &str,
+        id: &str,
+        want: kortix_proto::v1::SessionStatus,
+        within: Duration,
+    ) -> kortix_proto::v1::Session {
+        use kortix_proto::v1::SessionStatus;
+        eventually(&format!("session {id} {want:?}"), within, || async {
+            let s = self.session(token, id).await;
+            if s.status == SessionStatus::Failed as i32 && want != SessionStatus::Failed {
+                panic!("session failed: {}", s.failure_reason);
+            }
+            (s.status == want as i32).then_some(s)
+        })
+        .await
+    }
+
     /// A new account and its token.
     pub async fn account(&self, name: &str) -> String {
         self.accounts(&self.admin_token)
