@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use kortix_proto::v1::{GrantAccessRequest, SessionStatus, StartSessionRequest};
+use kortix_proto::v1::{GrantAccessRequest, SessionStatus};
 use kortix_tests::{ScriptedModel, Turn};
 use serde_json::{Value, json};
 use support::{TestServer, eventually};
@@ -180,11 +180,7 @@ async fn conversation(client: &Client) -> Vec<(u64, String)> {
 
 async fn sign_in(client: &Client, base: &str, token: &str) {
     client.goto(base).await.expect("open the console");
-    let field = client
-        .find(Locator::Css("input[type=password][name=token]"))
-        .await
-        .expect("a password field for the token");
-    field.send_keys(token).await.expect("type the token");
+    type_into(client, "input[type=password][name=token]", token).await;
     client
         .find(Locator::Css("form[action='/signin'] button[type=submit]"))
         .await
@@ -193,6 +189,17 @@ async fn sign_in(client: &Client, base: &str, token: &str) {
         .await
         .expect("sign in");
     wait_text(client, "main h1", "Projects", PAGE).await;
+}
+
+/// Types `text` into the field `selector`.
+async fn type_into(client: &Client, selector: &str, text: &str) {
+    client
+        .find(Locator::Css(selector))
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("typing into {selector}: {e}"));
 }
 
 /// Submits the form posting to a path ending in `action_suffix`.
@@ -268,13 +275,7 @@ async fn the_console_in_a_browser() {
     ]);
     owner.goto(&format!("{base}/projects/app")).await.unwrap();
     screenshot(&owner, "03-project").await;
-    owner
-        .find(Locator::Css("textarea#prompt"))
-        .await
-        .unwrap()
-        .send_keys("Run the three steps.")
-        .await
-        .unwrap();
+    type_into(&owner, "textarea#prompt", "Run the three steps.").await;
     press(&owner, "/projects/app/sessions").await;
     let session_url = eventually("the session page", PAGE, || async {
         let url = owner.current_url().await.ok()?;
@@ -319,13 +320,7 @@ async fn the_console_in_a_browser() {
 
     // Chat.
     model.push([Turn::text("Chat reply arrived.")]);
-    owner
-        .find(Locator::Css("form#chat textarea"))
-        .await
-        .unwrap()
-        .send_keys("Anything else?")
-        .await
-        .unwrap();
+    type_into(&owner, "form#chat textarea", "Anything else?").await;
     press(&owner, "/prompt").await;
     wait_text(&owner, "#conversation", "Anything else?", AGENT).await;
     wait_text(&owner, "#conversation", "Chat reply arrived.", AGENT).await;
@@ -429,11 +424,7 @@ async fn the_resume_button_brings_a_hibernated_session_back() {
         return;
     };
     let model = ScriptedModel::start(Vec::new()).unwrap();
-    let ts = TestServer::start_with(|c| {
-        support::use_real_agent(c);
-        c.timings.idle_timeout = Duration::from_secs(3);
-    })
-    .await;
+    let ts = TestServer::start_with(support::use_real_agent_idling(Duration::from_secs(3))).await;
     let alice = ts.account("alice").await;
     let _work = support::app_with_model_config(&ts, &alice, model.port(), |_| {}).await;
     model.push([
@@ -441,15 +432,8 @@ async fn the_resume_button_brings_a_hibernated_session_back() {
         Turn::text("Drafted draft.txt; the codeword is OSPREY-9."),
     ]);
     let session = ts
-        .sessions(&alice)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Start a draft, do not commit it.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .start_session(&alice, "app", "Start a draft, do not commit it.")
+        .await;
     let id = session.id;
     let hibernated = ts
         .wait_status(&alice, &id, SessionStatus::Hibernated, AGENT)
@@ -481,13 +465,7 @@ async fn the_resume_button_brings_a_hibernated_session_back() {
     // Resume with a prompt: the page comes back resuming, then shows it running and the
     // answer, which the model gave with the earlier conversation before the prompt.
     model.push([Turn::text("Back again; the codeword was OSPREY-9.")]);
-    owner
-        .find(Locator::Css("input#resume-text"))
-        .await
-        .unwrap()
-        .send_keys("What was the codeword?")
-        .await
-        .unwrap();
+    type_into(&owner, "input#resume-text", "What was the codeword?").await;
     press(&owner, "/resume").await;
     eventually("the page to show the session resuming", PAGE, || async {
         let status = text_of(&owner, "#status").await;

@@ -12,18 +12,8 @@ use kortix_proto::v1::record::Body;
 use kortix_proto::v1::*;
 use kortix_tests::{ScriptedModel, Turn};
 use std::time::Duration;
-use support::{TestServer, eventually, git_ok};
+use support::{TestServer, eventually, git_ok, states};
 use tonic::Code;
-
-fn states(records: &[Record]) -> Vec<(String, String)> {
-    records
-        .iter()
-        .filter_map(|r| match &r.body {
-            Some(Body::State(s)) => Some((s.phase.clone(), s.reason.clone())),
-            _ => None,
-        })
-        .collect()
-}
 
 fn pushed_commit(records: &[Record]) -> Option<CommitRecord> {
     records.iter().find_map(|r| match &r.body {
@@ -48,23 +38,16 @@ fn ls_remote(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_restores_them() {
     let model = ScriptedModel::start(Vec::new()).unwrap();
-    let ts = TestServer::start_with(|c| {
-        support::use_real_agent(c);
-        c.timings.idle_timeout = Duration::from_secs(3);
-    })
-    .await;
+    let ts = TestServer::start_with(support::use_real_agent_idling(Duration::from_secs(3))).await;
     let token = ts.account("alice").await;
     let work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
     let session = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Commit notes.txt, then start a draft without committing it.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .start_session(
+            &token,
+            "app",
+            "Commit notes.txt, then start a draft without committing it.",
+        )
+        .await;
     let ws = ts.workspace(&session.id);
     model.push([
         Turn::write_file(ws.join("notes.txt").display().to_string(), "pushed\n"),
@@ -222,18 +205,7 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
     let seqs: Vec<u64> = all.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>(), "gap-free");
     let after: Vec<_> = all.iter().filter(|r| r.seq > last_seq).cloned().collect();
-    let restored = states(&after);
-    assert!(
-        restored.iter().any(|(phase, reason)| phase == "restored"
-            && reason.contains("uncommitted files from refs/kortix/wip/")),
-        "{restored:?}"
-    );
-    assert!(
-        restored
-            .iter()
-            .any(|(phase, _)| phase == "conversation-restored"),
-        "{restored:?}"
-    );
+    support::assert_restored(&after);
 
     ts.sessions(&token)
         .stop_session(StopSessionRequest {
@@ -274,15 +246,8 @@ async fn a_killed_sandbox_keeps_what_was_pushed_and_says_what_was_lost() {
     let token = ts.account("alice").await;
     let work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
     let session = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Commit one file, leave another uncommitted.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .start_session(&token, "app", "Commit one file, leave another uncommitted.")
+        .await;
     let ws = ts.workspace(&session.id);
     model.push([
         Turn::write_file(ws.join("kept.txt").display().to_string(), "kept\n"),
@@ -376,16 +341,7 @@ async fn a_terminated_sandbox_saves_before_it_goes() {
     let ts = TestServer::start_with(support::use_real_agent).await;
     let token = ts.account("alice").await;
     let work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
-    let session = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Start a draft.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let session = ts.start_session(&token, "app", "Start a draft.").await;
     let ws = ts.workspace(&session.id);
     model.push([
         Turn::write_file(ws.join("draft.txt").display().to_string(), "draft\n"),

@@ -682,25 +682,7 @@ async fn a_reply_to_a_hibernated_session_resumes_it() {
 
     // The new sandbox put the draft and the conversation back; the records go on.
     let after = f.ts.stored_records(&f.token, &id, last_seq + 1).await;
-    let phases: Vec<String> = after
-        .iter()
-        .filter_map(|r| match &r.body {
-            Some(record::Body::State(s)) => Some(format!("{}: {}", s.phase, s.reason)),
-            _ => None,
-        })
-        .collect();
-    assert!(
-        phases
-            .iter()
-            .any(|p| p.starts_with("restored: ") && p.contains("refs/kortix/wip/")),
-        "{phases:?}"
-    );
-    assert!(
-        phases
-            .iter()
-            .any(|p| p.starts_with("conversation-restored")),
-        "{phases:?}"
-    );
+    support::assert_restored(&after);
     f.ts.stop().await;
 }
 
