@@ -186,6 +186,18 @@ impl ScriptedModel {
         self.lock().requests.clone()
     }
 
+    /// The messages of the last conversation request (title requests excluded) as JSON
+    /// text: everything the model was shown for its latest turn. Empty before the first.
+    pub fn last_request_text(&self) -> String {
+        self.lock()
+            .requests
+            .iter()
+            .rev()
+            .find(|r| !r.title_request && r.path.ends_with("/chat/completions"))
+            .map(|r| r.body["messages"].to_string())
+            .unwrap_or_default()
+    }
+
     /// Conversation requests answered so far (title requests excluded).
     pub fn calls(&self) -> u64 {
         self.lock().calls

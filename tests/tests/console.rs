@@ -5,7 +5,8 @@
 //! arrive live, reload mid-stream and find every item exactly once, chat, open the change
 //! request from the session, a viewer who sees it but has no merge button (and whose posted
 //! merge is refused with 403), the owner's merge, and the pages at phone width. Screenshots of
-//! every page go to `target/console-screenshots/`.
+//! every page go to `target/console-screenshots/`. A second scenario, on its own control plane
+//! with a short idle timeout, resumes a hibernated session with its page's Resume button.
 //!
 //! Chromium missing: skipped loudly on a developer's machine, a failure under `CI=true`.
 
@@ -16,7 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use kortix_proto::v1::GrantAccessRequest;
+use kortix_proto::v1::{GrantAccessRequest, SessionStatus};
 use kortix_tests::{ScriptedModel, Turn};
 use serde_json::{Value, json};
 use support::{TestServer, eventually};
@@ -179,11 +180,7 @@ async fn conversation(client: &Client) -> Vec<(u64, String)> {
 
 async fn sign_in(client: &Client, base: &str, token: &str) {
     client.goto(base).await.expect("open the console");
-    let field = client
-        .find(Locator::Css("input[type=password][name=token]"))
-        .await
-        .expect("a password field for the token");
-    field.send_keys(token).await.expect("type the token");
+    type_into(client, "input[type=password][name=token]", token).await;
     client
         .find(Locator::Css("form[action='/signin'] button[type=submit]"))
         .await
@@ -192,6 +189,17 @@ async fn sign_in(client: &Client, base: &str, token: &str) {
         .await
         .expect("sign in");
     wait_text(client, "main h1", "Projects", PAGE).await;
+}
+
+/// Types `text` into the field `selector`.
+async fn type_into(client: &Client, selector: &str, text: &str) {
+    client
+        .find(Locator::Css(selector))
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("typing into {selector}: {e}"));
 }
 
 /// Submits the form posting to a path ending in `action_suffix`.
@@ -267,13 +275,7 @@ async fn the_console_in_a_browser() {
     ]);
     owner.goto(&format!("{base}/projects/app")).await.unwrap();
     screenshot(&owner, "03-project").await;
-    owner
-        .find(Locator::Css("textarea#prompt"))
-        .await
-        .unwrap()
-        .send_keys("Run the three steps.")
-        .await
-        .unwrap();
+    type_into(&owner, "textarea#prompt", "Run the three steps.").await;
     press(&owner, "/projects/app/sessions").await;
     let session_url = eventually("the session page", PAGE, || async {
         let url = owner.current_url().await.ok()?;
@@ -318,13 +320,7 @@ async fn the_console_in_a_browser() {
 
     // Chat.
     model.push([Turn::text("Chat reply arrived.")]);
-    owner
-        .find(Locator::Css("form#chat textarea"))
-        .await
-        .unwrap()
-        .send_keys("Anything else?")
-        .await
-        .unwrap();
+    type_into(&owner, "form#chat textarea", "Anything else?").await;
     press(&owner, "/prompt").await;
     wait_text(&owner, "#conversation", "Anything else?", AGENT).await;
     wait_text(&owner, "#conversation", "Chat reply arrived.", AGENT).await;
@@ -415,6 +411,88 @@ async fn the_console_in_a_browser() {
     }
     owner.goto(&format!("{base}/projects/app")).await.unwrap();
     screenshot(&owner, "11-project-phone").await;
+    owner.close().await.unwrap();
+    ts.stop().await;
+}
+
+/// A hibernated session's page says what its last sandbox saved and offers Resume; pressing
+/// it (with a prompt) brings the session back in a new sandbox: the badge goes to resuming,
+/// then running, and the answer to the prompt, given with the restored conversation, shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resume_button_brings_a_hibernated_session_back() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let ts = TestServer::start_with(support::use_real_agent_idling(Duration::from_secs(3))).await;
+    let alice = ts.account("alice").await;
+    let _work = support::app_with_model_config(&ts, &alice, model.port(), |_| {}).await;
+    model.push([
+        Turn::bash("echo 'work in progress' > draft.txt"),
+        Turn::text("Drafted draft.txt; the codeword is OSPREY-9."),
+    ]);
+    let session = ts
+        .start_session(&alice, "app", "Start a draft, do not commit it.")
+        .await;
+    let id = session.id;
+    let hibernated = ts
+        .wait_status(&alice, &id, SessionStatus::Hibernated, AGENT)
+        .await;
+    let saved = hibernated.saved.expect("a save");
+    assert!(!saved.wip_commit.is_empty(), "{saved:?}");
+
+    // The page says it is resumable and what was saved.
+    let base = ts.url();
+    let profiles = tempfile::tempdir().unwrap();
+    let owner = driver.browser(&profiles.path().join("alice")).await;
+    sign_in(&owner, &base, &alice).await;
+    owner
+        .goto(&format!("{base}/projects/app/sessions/{id}"))
+        .await
+        .unwrap();
+    wait_text(&owner, "#status", "hibernated", PAGE).await;
+    let shown = text_of(&owner, "#saved").await;
+    for needle in [
+        "Resumable.".to_string(),
+        format!("uncommitted work {}", &saved.wip_commit[..8]),
+        format!("refs/kortix/wip/{id}"),
+        format!("conversation of {} bytes", saved.conversation_bytes),
+    ] {
+        assert!(shown.contains(&needle), "{needle:?} in {shown:?}");
+    }
+    screenshot(&owner, "12-session-hibernated").await;
+
+    // Resume with a prompt: the page comes back resuming, then shows it running and the
+    // answer, which the model gave with the earlier conversation before the prompt.
+    model.push([Turn::text("Back again; the codeword was OSPREY-9.")]);
+    type_into(&owner, "input#resume-text", "What was the codeword?").await;
+    press(&owner, "/resume").await;
+    eventually("the page to show the session resuming", PAGE, || async {
+        let status = text_of(&owner, "#status").await;
+        ["resuming", "running"]
+            .contains(&status.as_str())
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !has(&owner, "form[action$='/resume']").await,
+        "no Resume button while it resumes"
+    );
+    wait_text(&owner, "#status", "running", AGENT).await;
+    wait_text(
+        &owner,
+        "#conversation",
+        "Back again; the codeword was OSPREY-9.",
+        AGENT,
+    )
+    .await;
+    let heard = model.last_request_text();
+    assert!(
+        heard.contains("What was the codeword?") && heard.contains("OSPREY-9"),
+        "{heard}"
+    );
+    assert_eq!(ts.session(&alice, &id).await.resumes, 1);
+    screenshot(&owner, "13-session-resumed").await;
     owner.close().await.unwrap();
     ts.stop().await;
 }

@@ -30,23 +30,6 @@ fn workspace(ts: &TestServer, session: &str) -> PathBuf {
         .join("workspace")
 }
 
-async fn wait_status(
-    ts: &TestServer,
-    token: &str,
-    id: &str,
-    want: SessionStatus,
-    within: Duration,
-) -> Session {
-    eventually(&format!("{want:?}"), within, || async {
-        let s = ts.session(token, id).await;
-        if s.status == SessionStatus::Failed as i32 && want != SessionStatus::Failed {
-            panic!("session failed: {}", s.failure_reason);
-        }
-        (s.status == want as i32).then_some(s)
-    })
-    .await
-}
-
 /// Follows the session's records until `done` says so.
 async fn follow_until(
     ts: &TestServer,
@@ -110,15 +93,8 @@ async fn a_session_writes_commits_and_pushes_through_real_opencode() {
     let model = ScriptedModel::start(Vec::new()).unwrap();
     let (ts, token, work) = setup(&model).await;
     let session = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Create hello.txt and commit it.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .start_session(&token, "app", "Create hello.txt and commit it.")
+        .await;
     // The person who started it is its launcher.
     assert!(session.launched_by.starts_with("person:"), "{session:?}");
     let ws = workspace(&ts, &session.id);
@@ -132,8 +108,7 @@ async fn a_session_writes_commits_and_pushes_through_real_opencode() {
         ),
         Turn::text("Created and pushed hello.txt."),
     ]);
-    wait_status(
-        &ts,
+    ts.wait_status(
         &token,
         &session.id,
         SessionStatus::Running,
@@ -200,14 +175,14 @@ async fn a_session_writes_commits_and_pushes_through_real_opencode() {
         })
         .await
         .unwrap();
-    let stopped = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Stopped,
-        Duration::from_secs(60),
-    )
-    .await;
+    let stopped = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Stopped,
+            Duration::from_secs(60),
+        )
+        .await;
     assert_eq!(stopped.head_sha, commit.sha);
     assert!(
         stopped.failure_reason.is_empty(),
@@ -276,19 +251,9 @@ fn processes_in(dir: &Path) -> Vec<i32> {
 async fn opencode_killed_mid_session_is_restarted() {
     let model = ScriptedModel::start(Vec::new()).unwrap();
     let (ts, token, _work) = setup(&model).await;
-    let session = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Say hello.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let session = ts.start_session(&token, "app", "Say hello.").await;
     model.push([Turn::text("Hello.")]);
-    wait_status(
-        &ts,
+    ts.wait_status(
         &token,
         &session.id,
         SessionStatus::Running,
@@ -342,8 +307,7 @@ async fn opencode_killed_mid_session_is_restarted() {
         })
         .await
         .unwrap();
-    wait_status(
-        &ts,
+    ts.wait_status(
         &token,
         &session.id,
         SessionStatus::Stopped,
@@ -381,24 +345,15 @@ async fn an_opencode_that_never_becomes_ready_fails_the_session_with_its_output(
         })
         .await
         .unwrap();
-    let session = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Say hello.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let failed = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Failed,
-        Duration::from_secs(60),
-    )
-    .await;
+    let session = ts.start_session(&token, "app", "Say hello.").await;
+    let failed = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Failed,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(
         failed
             .failure_reason
@@ -432,15 +387,8 @@ async fn a_session_needs_no_package_registry() {
     let token = ts.account("alice").await;
     let _work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
     let session = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Create offline.txt and commit it.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .start_session(&token, "app", "Create offline.txt and commit it.")
+        .await;
     let ws = workspace(&ts, &session.id);
     model.push([
         Turn::write_file(
@@ -452,8 +400,7 @@ async fn a_session_needs_no_package_registry() {
         ),
         Turn::text("Done without a registry."),
     ]);
-    wait_status(
-        &ts,
+    ts.wait_status(
         &token,
         &session.id,
         SessionStatus::Running,
@@ -525,23 +472,12 @@ async fn a_session_needs_no_package_registry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_silent_tool_call_is_not_idleness() {
     let model = ScriptedModel::start(Vec::new()).unwrap();
-    let ts = TestServer::start_with(|c| {
-        support::use_real_agent(c);
-        c.timings.idle_timeout = Duration::from_secs(2);
-    })
-    .await;
+    let ts = TestServer::start_with(support::use_real_agent_idling(Duration::from_secs(2))).await;
     let token = ts.account("alice").await;
     let _work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
     let session = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Wait a while, quietly.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .start_session(&token, "app", "Wait a while, quietly.")
+        .await;
     model.push([
         Turn::bash("sleep 6 && echo slept > slept.txt"),
         Turn::text("Rested."),
@@ -563,14 +499,14 @@ async fn a_long_silent_tool_call_is_not_idleness() {
         },
     )
     .await;
-    let hibernated = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Hibernated,
-        Duration::from_secs(60),
-    )
-    .await;
+    let hibernated = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Hibernated,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(
         hibernated.end_reason.starts_with("idle for"),
         "{}",

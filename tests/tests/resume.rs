@@ -12,35 +12,8 @@ use kortix_proto::v1::record::Body;
 use kortix_proto::v1::*;
 use kortix_tests::{ScriptedModel, Turn};
 use std::time::Duration;
-use support::{TestServer, eventually, git_ok};
+use support::{TestServer, eventually, git_ok, states};
 use tonic::Code;
-
-async fn wait_status(
-    ts: &TestServer,
-    token: &str,
-    id: &str,
-    want: SessionStatus,
-    within: Duration,
-) -> Session {
-    eventually(&format!("{want:?}"), within, || async {
-        let s = ts.session(token, id).await;
-        if s.status == SessionStatus::Failed as i32 && want != SessionStatus::Failed {
-            panic!("session failed: {}", s.failure_reason);
-        }
-        (s.status == want as i32).then_some(s)
-    })
-    .await
-}
-
-fn states(records: &[Record]) -> Vec<(String, String)> {
-    records
-        .iter()
-        .filter_map(|r| match &r.body {
-            Some(Body::State(s)) => Some((s.phase.clone(), s.reason.clone())),
-            _ => None,
-        })
-        .collect()
-}
 
 fn pushed_commit(records: &[Record]) -> Option<CommitRecord> {
     records.iter().find_map(|r| match &r.body {
@@ -62,37 +35,19 @@ fn ls_remote(
         .collect()
 }
 
-/// The text of every message the model was sent in its last (non-title) request.
-fn last_request_text(model: &ScriptedModel) -> String {
-    model
-        .requests()
-        .iter()
-        .rev()
-        .find(|r| !r.title_request && r.path.ends_with("/chat/completions"))
-        .map(|r| r.body["messages"].to_string())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_restores_them() {
     let model = ScriptedModel::start(Vec::new()).unwrap();
-    let ts = TestServer::start_with(|c| {
-        support::use_real_agent(c);
-        c.timings.idle_timeout = Duration::from_secs(3);
-    })
-    .await;
+    let ts = TestServer::start_with(support::use_real_agent_idling(Duration::from_secs(3))).await;
     let token = ts.account("alice").await;
     let work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
     let session = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Commit notes.txt, then start a draft without committing it.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .start_session(
+            &token,
+            "app",
+            "Commit notes.txt, then start a draft without committing it.",
+        )
+        .await;
     let ws = ts.workspace(&session.id);
     model.push([
         Turn::write_file(ws.join("notes.txt").display().to_string(), "pushed\n"),
@@ -108,14 +63,14 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
     ]);
 
     // Idle after its last turn, the session hibernates; its agent saves on the way out.
-    let hibernated = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Hibernated,
-        Duration::from_secs(240),
-    )
-    .await;
+    let hibernated = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Hibernated,
+            Duration::from_secs(240),
+        )
+        .await;
     assert!(hibernated.resumable, "{hibernated:?}");
     let saved = hibernated.saved.clone().expect("a save");
     assert!(!saved.wip_commit.is_empty(), "{saved:?}");
@@ -211,19 +166,19 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
-    let running = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Running,
-        Duration::from_secs(180),
-    )
-    .await;
+    let running = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Running,
+            Duration::from_secs(180),
+        )
+        .await;
     assert!(!running.resumable && running.resumes == 1, "{running:?}");
 
     // The model hears the new prompt with the earlier conversation before it.
     let heard = eventually("the resumed prompt", Duration::from_secs(120), || async {
-        let text = last_request_text(&model);
+        let text = model.last_request_text();
         (model.calls() > before && text.contains("What was the codeword?")).then_some(text)
     })
     .await;
@@ -250,18 +205,7 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
     let seqs: Vec<u64> = all.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>(), "gap-free");
     let after: Vec<_> = all.iter().filter(|r| r.seq > last_seq).cloned().collect();
-    let restored = states(&after);
-    assert!(
-        restored.iter().any(|(phase, reason)| phase == "restored"
-            && reason.contains("uncommitted files from refs/kortix/wip/")),
-        "{restored:?}"
-    );
-    assert!(
-        restored
-            .iter()
-            .any(|(phase, _)| phase == "conversation-restored"),
-        "{restored:?}"
-    );
+    support::assert_restored(&after);
 
     ts.sessions(&token)
         .stop_session(StopSessionRequest {
@@ -269,14 +213,14 @@ async fn hibernation_keeps_uncommitted_work_and_the_conversation_and_resume_rest
         })
         .await
         .unwrap();
-    let stopped = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Stopped,
-        Duration::from_secs(60),
-    )
-    .await;
+    let stopped = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Stopped,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(stopped.resumable);
     ts.stop().await;
 }
@@ -302,15 +246,8 @@ async fn a_killed_sandbox_keeps_what_was_pushed_and_says_what_was_lost() {
     let token = ts.account("alice").await;
     let work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
     let session = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Commit one file, leave another uncommitted.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .start_session(&token, "app", "Commit one file, leave another uncommitted.")
+        .await;
     let ws = ts.workspace(&session.id);
     model.push([
         Turn::write_file(ws.join("kept.txt").display().to_string(), "kept\n"),
@@ -347,14 +284,14 @@ async fn a_killed_sandbox_keeps_what_was_pushed_and_says_what_was_lost() {
             .status();
     }
 
-    let failed = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Failed,
-        Duration::from_secs(60),
-    )
-    .await;
+    let failed = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Failed,
+            Duration::from_secs(60),
+        )
+        .await;
     let reason = &failed.failure_reason;
     assert!(reason.contains("sandbox exited unexpectedly"), "{reason}");
     assert!(
@@ -404,16 +341,7 @@ async fn a_terminated_sandbox_saves_before_it_goes() {
     let ts = TestServer::start_with(support::use_real_agent).await;
     let token = ts.account("alice").await;
     let work = support::app_with_model_config(&ts, &token, model.port(), |_| {}).await;
-    let session = ts
-        .sessions(&token)
-        .start_session(StartSessionRequest {
-            project: "app".into(),
-            prompt: "Start a draft.".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let session = ts.start_session(&token, "app", "Start a draft.").await;
     let ws = ts.workspace(&session.id);
     model.push([
         Turn::write_file(ws.join("draft.txt").display().to_string(), "draft\n"),
@@ -439,14 +367,14 @@ async fn a_terminated_sandbox_saves_before_it_goes() {
         .status()
         .unwrap();
     assert!(status.success());
-    let stopped = wait_status(
-        &ts,
-        &token,
-        &session.id,
-        SessionStatus::Stopped,
-        Duration::from_secs(60),
-    )
-    .await;
+    let stopped = ts
+        .wait_status(
+            &token,
+            &session.id,
+            SessionStatus::Stopped,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(stopped.resumable, "{stopped:?}");
     let saved = stopped.saved.expect("a save");
     assert!(

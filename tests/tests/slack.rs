@@ -9,6 +9,7 @@ mod support;
 use std::time::Duration;
 
 use kortix_controlplane::channels::slack::signature;
+use kortix_controlplane::config::ServerConfig;
 use kortix_proto::v1::*;
 use kortix_tests::slack::{Ephemeral, SlackApi, describe};
 use kortix_tests::{ScriptedModel, Turn};
@@ -32,16 +33,17 @@ struct Fixture {
 }
 
 async fn setup(model: &ScriptedModel) -> Fixture {
-    setup_with(model, None, |_| {}).await
+    setup_with(model, None, |_| {}, |_| {}).await
 }
 
 /// A control plane with the real agent, posting to the Slack stand-in at `slack_url`, on
 /// PostgreSQL at `database_url` when given; with the master key of `replica_of` (replicas
-/// share it: the Slack binding is sealed under it).
+/// share it: the Slack binding is sealed under it); `adjust` has the last word on its config.
 async fn slack_server(
     slack_url: &str,
     database_url: Option<String>,
     replica_of: Option<&TestServer>,
+    adjust: impl FnOnce(&mut ServerConfig),
 ) -> TestServer {
     let url = slack_url.to_string();
     let key = replica_of.map(|ts| std::fs::read(ts.data_dir().join("master.key")).unwrap());
@@ -60,19 +62,21 @@ async fn slack_server(
             })
             .unwrap();
         }
+        adjust(c);
     })
     .await
 }
 
 /// [`setup`] on PostgreSQL at `database_url` when given, with `adjust` given the work tree's
-/// OpenCode config before it is committed.
+/// OpenCode config before it is committed and `server` the control plane's config.
 async fn setup_with(
     model: &ScriptedModel,
     database_url: Option<String>,
     adjust: impl FnOnce(&std::path::Path),
+    server: impl FnOnce(&mut ServerConfig),
 ) -> Fixture {
     let slack = SlackApi::start(BOT_TOKEN).await.unwrap();
-    let ts = slack_server(slack.url(), database_url, None).await;
+    let ts = slack_server(slack.url(), database_url, None, server).await;
     let token = ts.account("alice").await;
     let work = support::app_with_model_config(&ts, &token, model.port(), adjust).await;
     let connected = ts
@@ -569,6 +573,119 @@ async fn a_slack_thread_drives_one_session() {
     f.ts.stop().await;
 }
 
+/// A reply in the thread of a hibernated session resumes it: the same session and branch in
+/// a new sandbox (`resuming`, then `running`) with its uncommitted work and conversation put
+/// back, the reply as its next prompt, and the answer in the thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_to_a_hibernated_session_resumes_it() {
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let f = setup_with(
+        &model,
+        None,
+        |_| {},
+        |c| {
+            c.timings.idle_timeout = Duration::from_secs(3);
+        },
+    )
+    .await;
+    let thread_ts = "1700000500.000100";
+    model.push([
+        Turn::bash("echo 'work in progress' > draft.txt"),
+        Turn::text("Drafted draft.txt; the codeword is HERON-7."),
+    ]);
+    let (status, _) = f
+        .event(
+            &mention("Ev0301", thread_ts, "start a draft, do not commit it"),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    f.reply_containing(thread_ts, "the codeword is HERON-7")
+        .await;
+    let sessions = f.sessions().await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let id = sessions[0].id.clone();
+
+    // Idle, it hibernates; its agent saves the draft and the conversation on the way out.
+    let hibernated =
+        f.ts.wait_status(&f.token, &id, SessionStatus::Hibernated, WAIT)
+            .await;
+    assert!(hibernated.resumable, "{hibernated:?}");
+    let saved = hibernated.saved.expect("a save");
+    assert!(
+        !saved.wip_commit.is_empty() && saved.conversation_bytes > 0,
+        "{saved:?}"
+    );
+    let last_seq =
+        f.ts.stored_records(&f.token, &id, 1)
+            .await
+            .last()
+            .unwrap()
+            .seq;
+
+    // A reply in its thread brings the same session back, with the reply as its prompt.
+    model.push([Turn::text("Resumed: the codeword was HERON-7.")]);
+    let before = model.calls();
+    let reply_ts = "1700000500.000200";
+    let (status, _) = f
+        .event(
+            &reply("Ev0302", thread_ts, reply_ts, "what was the codeword?"),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let woken = eventually("the session to leave hibernation", WAIT, || async {
+        let s = f.ts.session(&f.token, &id).await;
+        (s.status != SessionStatus::Hibernated as i32).then_some(s)
+    })
+    .await;
+    assert!(
+        [
+            SessionStatus::Resuming as i32,
+            SessionStatus::Running as i32
+        ]
+        .contains(&woken.status),
+        "{woken:?}"
+    );
+    let running =
+        f.ts.wait_status(&f.token, &id, SessionStatus::Running, WAIT)
+            .await;
+    assert_eq!(running.resumes, 1, "{running:?}");
+    assert_eq!(running.branch, id);
+
+    // The model hears the reply with the earlier conversation before it.
+    let heard = eventually("the reply as the next prompt", WAIT, || async {
+        let text = model.last_request_text();
+        (model.calls() > before && text.contains("what was the codeword?")).then_some(text)
+    })
+    .await;
+    assert!(heard.contains("HERON-7"), "{heard}");
+    assert!(heard.contains("start a draft, do not commit it"), "{heard}");
+
+    // The thread says it resumes the session, then gets the answer; the reply gets ✅.
+    f.reply_containing(thread_ts, "Resumed: the codeword was HERON-7.")
+        .await;
+    assert!(
+        f.slack
+            .calls()
+            .iter()
+            .any(|c| c.method == "chat.postMessage"
+                && c.body["text"] == format!("⏳ Resuming session `{id}`").as_str()),
+        "{}",
+        describe(&f.slack.thread(CHANNEL, thread_ts))
+    );
+    eventually("✅ on the reply", WAIT, || async {
+        (f.slack.reactions(CHANNEL, reply_ts) == ["white_check_mark"]).then_some(())
+    })
+    .await;
+    assert_eq!(f.sessions().await.len(), 1, "no fresh session");
+
+    // The new sandbox put the draft and the conversation back; the records go on.
+    let after = f.ts.stored_records(&f.token, &id, last_seq + 1).await;
+    support::assert_restored(&after);
+    f.ts.stop().await;
+}
+
 /// An HTTP API with one write operation (`POST /api/deploys`), described by an OpenAPI
 /// document the project keeps in its repository: the connector whose calls need approval.
 /// Returns its port and the bodies it received.
@@ -615,26 +732,31 @@ fn approval_message(slack: &SlackApi, thread_ts: &str) -> Option<(String, String
 async fn connector_approvals_are_decided_with_slack_buttons() {
     let (api_port, deployed) = deploys_api().await;
     let model = ScriptedModel::start(Vec::new()).unwrap();
-    let f = setup_with(&model, None, |config| {
-        let root = config.ancestors().nth(3).unwrap();
-        let spec = json!({
-            "openapi": "3.0.3",
-            "info": {"title": "ops", "version": "1"},
-            "servers": [{"url": format!("http://127.0.0.1:{api_port}/api")}],
-            "paths": {"/deploys": {"post": {
-                "operationId": "createDeploy", "summary": "Deploy an environment",
-                "requestBody": {"required": true, "content": {"application/json": {"schema":
-                    {"type": "object", "properties": {"env": {"type": "string"}}}}}},
-            }}},
-        });
-        std::fs::write(root.join("ops.json"), spec.to_string()).unwrap();
-        let manifest = root.join("kortix.toml");
-        let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
-        text.push_str(
-            "\n[[connectors]]\nslug = \"ops\"\nprovider = \"openapi\"\nspec = \"ops.json\"\n",
-        );
-        std::fs::write(manifest, text).unwrap();
-    })
+    let f = setup_with(
+        &model,
+        None,
+        |config| {
+            let root = config.ancestors().nth(3).unwrap();
+            let spec = json!({
+                "openapi": "3.0.3",
+                "info": {"title": "ops", "version": "1"},
+                "servers": [{"url": format!("http://127.0.0.1:{api_port}/api")}],
+                "paths": {"/deploys": {"post": {
+                    "operationId": "createDeploy", "summary": "Deploy an environment",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema":
+                        {"type": "object", "properties": {"env": {"type": "string"}}}}}},
+                }}},
+            });
+            std::fs::write(root.join("ops.json"), spec.to_string()).unwrap();
+            let manifest = root.join("kortix.toml");
+            let mut text = std::fs::read_to_string(&manifest).unwrap_or_default();
+            text.push_str(
+                "\n[[connectors]]\nslug = \"ops\"\nprovider = \"openapi\"\nspec = \"ops.json\"\n",
+            );
+            std::fs::write(manifest, text).unwrap();
+        },
+        |_| {},
+    )
     .await;
 
     // The agent's write call waits for approval; the thread gets the buttons.
@@ -803,8 +925,8 @@ async fn a_reply_on_another_replica_reaches_the_agent() {
         return;
     };
     let model = ScriptedModel::start(Vec::new()).unwrap();
-    let mut f = setup_with(&model, Some(db.url.clone()), |_| {}).await;
-    let b = slack_server(f.slack.url(), Some(db.url.clone()), Some(&f.ts)).await;
+    let mut f = setup_with(&model, Some(db.url.clone()), |_| {}, |_| {}).await;
+    let b = slack_server(f.slack.url(), Some(db.url.clone()), Some(&f.ts), |_| {}).await;
 
     model.push([Turn::text("Hello from the session on A.")]);
     let thread_ts = "1700000400.000100";

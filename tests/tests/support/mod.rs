@@ -193,6 +193,44 @@ impl TestServer {
             .into_inner()
     }
 
+    /// Waits up to `within` for session `id` to reach `want` (as `token` sees it); a session
+    /// that fails on the way panics with its failure reason.
+    pub async fn wait_status(
+        &self,
+        token: &str,
+        id: &str,
+        want: kortix_proto::v1::SessionStatus,
+        within: Duration,
+    ) -> kortix_proto::v1::Session {
+        use kortix_proto::v1::SessionStatus;
+        eventually(&format!("session {id} {want:?}"), within, || async {
+            let s = self.session(token, id).await;
+            if s.status == SessionStatus::Failed as i32 && want != SessionStatus::Failed {
+                panic!("session failed: {}", s.failure_reason);
+            }
+            (s.status == want as i32).then_some(s)
+        })
+        .await
+    }
+
+    /// Starts a session in `project` with `prompt`, as `token`.
+    pub async fn start_session(
+        &self,
+        token: &str,
+        project: &str,
+        prompt: &str,
+    ) -> kortix_proto::v1::Session {
+        self.sessions(token)
+            .start_session(kortix_proto::v1::StartSessionRequest {
+                project: project.into(),
+                prompt: prompt.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("StartSession")
+            .into_inner()
+    }
+
     /// A new account and its token.
     pub async fn account(&self, name: &str) -> String {
         self.accounts(&self.admin_token)
@@ -241,6 +279,35 @@ pub fn git_ok(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The state records among `records`, as (phase, reason).
+pub fn states(records: &[kortix_proto::v1::Record]) -> Vec<(String, String)> {
+    use kortix_proto::v1::record::Body;
+    records
+        .iter()
+        .filter_map(|r| match &r.body {
+            Some(Body::State(s)) => Some((s.phase.clone(), s.reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asserts that `records` (a resumed sandbox's) say the uncommitted work and the
+/// conversation were put back.
+pub fn assert_restored(records: &[kortix_proto::v1::Record]) {
+    let restored = states(records);
+    assert!(
+        restored.iter().any(|(phase, reason)| phase == "restored"
+            && reason.contains("uncommitted files from refs/kortix/wip/")),
+        "{restored:?}"
+    );
+    assert!(
+        restored
+            .iter()
+            .any(|(phase, _)| phase == "conversation-restored"),
+        "{restored:?}"
+    );
 }
 
 /// Polls `check` until it returns `Some` or the deadline passes.
@@ -316,6 +383,14 @@ pub fn use_real_agent(c: &mut ServerConfig) {
         .push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
     c.opencode_packages = Some(kortix_tests::opencode_packages_dir());
     c.timings.stop_grace = Duration::from_secs(20);
+}
+
+/// [`use_real_agent`], with sessions hibernating after `idle` without work.
+pub fn use_real_agent_idling(idle: Duration) -> impl FnOnce(&mut ServerConfig) {
+    move |c| {
+        use_real_agent(c);
+        c.timings.idle_timeout = idle;
+    }
 }
 
 /// Creates project `app` and lands an OpenCode config pointing at the scripted model on
