@@ -101,11 +101,18 @@ impl Git<'_> {
         let mut left_out = Vec::new();
         let tree = async {
             self.run(&["read-tree", "HEAD"], &env).await?;
-            left_out = self.too_large_to_save(&env).await?;
+            let changed = self.changed_files(&env).await?;
+            left_out = too_large(changed.clone(), MAX_SAVED_FILE_BYTES, MAX_SAVED_BYTES);
+            let mut unsaved: Vec<&str> = left_out.iter().map(|(path, _)| path.as_str()).collect();
+            for (path, _) in &changed {
+                if self.only_opencode_schema_added(path).await {
+                    unsaved.push(path);
+                }
+            }
             // Left out before `add`, so a huge file is never even hashed into the objects.
-            let excludes: Vec<String> = left_out
+            let excludes: Vec<String> = unsaved
                 .iter()
-                .map(|(path, _)| format!(":(exclude,literal){path}"))
+                .map(|path| format!(":(exclude,literal){path}"))
                 .collect();
             let mut add = vec!["add", "-A", "--", "."];
             add.extend(excludes.iter().map(String::as_str));
@@ -166,10 +173,9 @@ impl Git<'_> {
         })
     }
 
-    /// The changed files (modified or not yet tracked, not ignored) a save must not carry
-    /// (see [`too_large`]), with their sizes. `env` points git at the save's index, which
-    /// holds `HEAD`'s tree.
-    async fn too_large_to_save(&self, env: &[(&str, &Path)]) -> Result<Vec<(String, u64)>, String> {
+    /// The changed files (modified or not yet tracked, not ignored) with their sizes. `env`
+    /// points git at the save's index, which holds `HEAD`'s tree.
+    async fn changed_files(&self, env: &[(&str, &Path)]) -> Result<Vec<(String, u64)>, String> {
         let changed = self
             .run(
                 &[
@@ -197,7 +203,24 @@ impl Git<'_> {
                 (path.to_owned(), size)
             })
             .collect();
-        Ok(too_large(sized, MAX_SAVED_FILE_BYTES, MAX_SAVED_BYTES))
+        Ok(sized)
+    }
+
+    /// Whether `path` is an OpenCode config file whose only change is the `$schema` key
+    /// OpenCode writes into every config it loads: saving it would make every WIP commit
+    /// carry a change nobody made. Comments (JSONC) or any other difference: it is saved.
+    async fn only_opencode_schema_added(&self, path: &str) -> bool {
+        let name = Path::new(path).file_name().and_then(|n| n.to_str());
+        if !matches!(name, Some("opencode.json" | "opencode.jsonc")) {
+            return false;
+        }
+        let Ok(now) = std::fs::read(self.workspace.join(path)) else {
+            return false;
+        };
+        let Ok(before) = self.run(&["show", &format!("HEAD:{path}")], &[]).await else {
+            return false;
+        };
+        same_but_schema(before.as_bytes(), &now)
     }
 
     /// Fetches the WIP ref and puts `expected` back into the working tree as uncommitted
@@ -259,6 +282,20 @@ fn too_large(mut files: Vec<(String, u64)>, file_cap: u64, total_cap: u64) -> Ve
         }
     }
     left_out
+}
+
+/// Whether two JSON documents are the same object once a top-level `$schema` is dropped
+/// from both.
+fn same_but_schema(a: &[u8], b: &[u8]) -> bool {
+    let without_schema = |bytes: &[u8]| {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        value.as_object_mut()?.remove("$schema");
+        Some(value)
+    };
+    match (without_schema(a), without_schema(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// "; left out 2 files too large to save: data.bin (40 MiB), …" or nothing.
@@ -458,6 +495,19 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_config_that_only_gained_opencodes_schema_is_the_same() {
+        let before = br#"{"model": "m", "agent": {"a": {"x": 1}}}"#;
+        let after = b"{\n  \"$schema\": \"https://opencode.ai/config.json\",\n  \"agent\": {\"a\": {\"x\": 1}},\n  \"model\": \"m\"\n}";
+        assert!(same_but_schema(before, after));
+        assert!(!same_but_schema(br#"{"model": "other"}"#, after));
+        assert!(!same_but_schema(b"// comment\n{}", br#"{"$schema": "s"}"#));
+        assert!(
+            !same_but_schema(b"[]", b"[]"),
+            "not an object: not OpenCode's config"
+        );
+    }
+
     fn git_in<'a>(reaper: &'a Reaper, workspace: &'a Path) -> Git<'a> {
         Git {
             reaper,
@@ -474,6 +524,20 @@ mod tests {
         let reaper = Reaper::start(ReapMode::OwnChildren).unwrap();
         let index = root.path().join("wip-index");
         let g = git_in(&reaper, &work);
+        // OpenCode's own `$schema` in a committed config is not work: not saved.
+        std::fs::create_dir_all(work.join(".kortix/opencode")).unwrap();
+        std::fs::write(
+            work.join(".kortix/opencode/opencode.json"),
+            r#"{"model": "m"}"#,
+        )
+        .unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "config"]);
+        std::fs::write(
+            work.join(".kortix/opencode/opencode.json"),
+            "{\n  \"$schema\": \"https://opencode.ai/config.json\",\n  \"model\": \"m\"\n}",
+        )
+        .unwrap();
         std::fs::write(work.join("a.txt"), "one\nedited\n").unwrap();
         let big = std::fs::File::create(work.join("weights.bin")).unwrap();
         big.set_len(MAX_SAVED_FILE_BYTES + 1).unwrap();
