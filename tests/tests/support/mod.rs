@@ -299,7 +299,8 @@ pub fn assert_restored(records: &[kortix_proto::v1::Record]) {
     let restored = states(records);
     assert!(
         restored.iter().any(|(phase, reason)| phase == "restored"
-            && reason.contains("uncommitted files from refs/kortix/wip/")),
+            && reason.contains(" uncommitted file")
+            && reason.contains(" from refs/kortix/wip/")),
         "{restored:?}"
     );
     assert!(
