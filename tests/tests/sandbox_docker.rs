@@ -90,6 +90,9 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
             base_image: Some(TEST_BASE_IMAGE.into()),
             opencode_bin: Some(opencode_bin().expect("pinned OpenCode installs")),
         };
+        // `[[apps]]` build in a container of the project's snapshot (checked at the end).
+        c.apps.enabled = true;
+        c.apps.sweep_interval = Duration::from_millis(500);
     })
     .await;
     support::eventually(
@@ -340,4 +343,136 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+
+    app_builds_in_the_snapshot(&ts, &token, engine, work.path()).await;
+}
+
+/// An `[[apps]]` entry lands; its build runs in a container of the project's snapshot (it
+/// reads the file only the snapshot's Dockerfile put there), with `[apps.env]`, and the
+/// output it wrote inside the container is what the control plane serves. The container is
+/// gone afterwards, and the snapshot was reused, not built again.
+async fn app_builds_in_the_snapshot(
+    ts: &TestServer,
+    token: &str,
+    engine: &kortix_tests::podman::Podman,
+    work: &std::path::Path,
+) {
+    let clone = work.join("app");
+    support::git_ok(&clone, &["fetch", "-q", "origin"]);
+    support::git_ok(&clone, &["checkout", "-q", "-B", "add-site", "origin/main"]);
+    let manifest = std::fs::read_to_string(clone.join("kortix.toml")).unwrap();
+    std::fs::write(
+        clone.join("kortix.toml"),
+        format!(
+            r#"{manifest}
+[[apps]]
+slug = "site"
+
+  [apps.source]
+  type = "git"
+  root_path = "site"
+
+  [apps.build]
+  command = "sh build.sh"
+  out_dir = "dist"
+
+  [apps.env]
+  GREETING = "hello from the snapshot"
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(clone.join("site")).unwrap();
+    std::fs::write(
+        clone.join("site/build.sh"),
+        r#"set -e
+mkdir -p dist
+cat /etc/kortix-marker > dist/index.html
+printf '%s' "$GREETING" >> dist/index.html
+echo "built on $(uname -n)"
+"#,
+    )
+    .unwrap();
+    support::git_ok(&clone, &["add", "."]);
+    support::git_ok(&clone, &["commit", "-qm", "Add the site"]);
+    support::git_ok(&clone, &["push", "-q", "origin", "add-site"]);
+    let cr = ts
+        .crs(token)
+        .open_change_request(OpenChangeRequestRequest {
+            project: "app".into(),
+            branch: "add-site".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ts.crs(token)
+        .merge_change_request(ChangeRequestRef {
+            project: "app".into(),
+            number: cr.number,
+        })
+        .await
+        .unwrap();
+    let (_, metrics) = support::http_get(&ts.url(), "/metrics").await;
+    let builds_before = metric(&metrics, "kortix_snapshot_builds_total{outcome=\"active\"}");
+
+    let deployment = support::eventually(
+        "the site's deployment to end",
+        Duration::from_secs(180),
+        || async {
+            let apps = ts
+                .apps(token)
+                .list_apps(ListAppsRequest {
+                    project: "app".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .apps;
+            apps.into_iter()
+                .find(|a| a.slug == "site")
+                .and_then(|a| a.latest)
+                .filter(|d| d.status != "building")
+        },
+    )
+    .await;
+    let logs = ts
+        .apps(token)
+        .get_app_logs(GetAppLogsRequest {
+            project: "app".into(),
+            slug: "site".into(),
+            deployment_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .lines;
+    assert_eq!(deployment.status, "succeeded", "{deployment:?}: {logs:#?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("in a container of kortix-snap-")),
+        "{logs:#?}"
+    );
+    assert!(logs.iter().any(|l| l == "built on build"), "{logs:#?}");
+    let (status, body) = support::http_get(&ts.url(), "/apps/app/site/").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "built from the Dockerfile\nhello from the snapshot");
+    let (_, metrics) = support::http_get(&ts.url(), "/metrics").await;
+    assert_eq!(
+        metric(&metrics, "kortix_snapshot_builds_total{outcome=\"active\"}"),
+        builds_before,
+        "the session's snapshot is reused for the build"
+    );
+    let container = format!("kortix-app-build-{}", deployment.id);
+    support::eventually(
+        "the build container removed",
+        Duration::from_secs(30),
+        || async {
+            engine
+                .cli(&["container", "exists", &container])
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
 }

@@ -64,6 +64,13 @@ impl Cli {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs a command that must fail; its standard error.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(!out.status.success(), "kortix {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
@@ -180,16 +187,29 @@ async fn the_readme_walkthrough_works() {
     // Steering: the chat prompt reaches the model.
     model.push([Turn::text("Documented it too.")]);
     let calls_before = model.calls();
-    cli.ok(&[
+    let sent = cli.json(&[
         "sessions",
         "chat",
         &id,
         "Also document the flag in the README",
     ]);
+    let prompt_id = sent["prompt_id"].as_str().unwrap().to_string();
     let seen = tokio::task::block_in_place(|| {
         model.wait_for_calls(calls_before + 1, Duration::from_secs(60))
     });
     assert!(seen, "the chat prompt never reached the model");
+    // The model answered it, so the agent has acked it: the prompt reads as delivered once.
+    let status = cli.json(&["sessions", "prompt-status", &id, &prompt_id]);
+    assert_eq!(status["state"], "delivered", "{status}");
+    assert_eq!(status["sends"], 1, "{status}");
+    assert!(status["delivered_at"].is_string(), "{status}");
+    let human = cli.ok(&["sessions", "prompt-status", &id, &prompt_id]);
+    assert!(human.contains("delivered"), "{human}");
+    let unknown = cli.fails(&["sessions", "prompt-status", &id, "no-such-prompt"]);
+    assert!(
+        unknown.contains("not found") || unknown.contains("NotFound"),
+        "{unknown}"
+    );
 
     // 5. Review and land.
     let cr = cli.json(&["cr", "open", "--project", "myapp", "--session", &id]);

@@ -1,4 +1,4 @@
-//! `kortix sessions new|ls|info|stop|resume|rm|attach|chat`.
+//! `kortix sessions new|ls|info|stop|resume|rm|attach|chat|prompt-status`.
 
 mod attach;
 mod wait;
@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use kortix_proto::v1::{
-    DeleteSessionRequest, GetSessionRequest, ListSessionsRequest, ResumeSessionRequest,
-    SendPromptRequest, Session, SessionStatus, StartSessionRequest, StopSessionRequest,
+    CommandState, DeleteSessionRequest, GetCommandRequest, GetSessionRequest, ListSessionsRequest,
+    ResumeSessionRequest, SendPromptRequest, Session, SessionStatus, StartSessionRequest,
+    StopSessionRequest,
 };
 
 use crate::Global;
 use crate::client::{self, CliError, Client, Context, unary};
-use crate::output::json::{PromptSentJson, SessionJson, SessionStartedJson, session_status};
+use crate::output::json::{
+    PromptSentJson, PromptStatusJson, SessionJson, SessionStartedJson, session_status,
+};
 use crate::output::table::{Cell, Table};
 use crate::output::{
     self, BOLD, DIM, or_dash, paint, short_sha, status_style, table, terminal, time,
@@ -136,6 +139,13 @@ enum SessionsCommand {
         #[arg(long)]
         agent: Option<String>,
     },
+    /// Where a prompt sent with `chat` is: queued, sent to the agent, or delivered (acked).
+    PromptStatus {
+        /// Session id.
+        id: String,
+        /// The prompt's id, as `chat` printed it.
+        prompt_id: String,
+    },
 }
 
 pub fn run(global: &Global, args: SessionsArgs) -> anyhow::Result<ExitCode> {
@@ -208,6 +218,9 @@ pub fn run(global: &Global, args: SessionsArgs) -> anyhow::Result<ExitCode> {
                 .await
             }
             SessionsCommand::Chat { id, text, agent } => chat(&ctx, &client, id, text, agent).await,
+            SessionsCommand::PromptStatus { id, prompt_id } => {
+                prompt_status(&ctx, &client, id, prompt_id).await
+            }
         }
     })
 }
@@ -571,5 +584,65 @@ async fn chat(
             )
         })?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn prompt_status(
+    ctx: &Context,
+    client: &Client,
+    id: String,
+    prompt_id: String,
+) -> Result<ExitCode, CliError> {
+    let request = GetCommandRequest {
+        session_id: id.clone(),
+        command_id: prompt_id,
+    };
+    let status = client
+        .call("GetCommand", client.sessions().get_command(unary(request)))
+        .await?;
+    let state = match status.state() {
+        CommandState::Queued => "queued",
+        CommandState::Sent => "sent",
+        CommandState::Delivered => "delivered",
+        CommandState::Unspecified => "unknown",
+    };
+    if ctx.json {
+        return output::print_json(&PromptStatusJson {
+            session: id,
+            prompt_id: status.command_id,
+            state,
+            sends: status.sends,
+            queued_at: time::rfc3339_ms(status.queued_unix_ms),
+            delivered_at: (status.delivered_unix_ms > 0)
+                .then(|| time::rfc3339_ms(status.delivered_unix_ms))
+                .flatten(),
+        })
+        .map(|()| ExitCode::SUCCESS);
+    }
+    let sends = match status.sends {
+        1 => "sent once".to_string(),
+        n => format!("sent {n} times"),
+    };
+    let line = match status.state() {
+        CommandState::Delivered => format!(
+            "prompt {} of session {}: delivered {} ({sends})",
+            status.command_id,
+            paint(BOLD, &id),
+            time::human_with_relative(status.delivered_unix_ms)
+        ),
+        CommandState::Sent => format!(
+            "prompt {} of session {}: {sends}, not acked by the agent yet (queued {}); it is sent again when the agent reconnects",
+            status.command_id,
+            paint(BOLD, &id),
+            time::human_with_relative(status.queued_unix_ms)
+        ),
+        _ => format!(
+            "prompt {} of session {}: queued {}, waiting for the agent to connect",
+            status.command_id,
+            paint(BOLD, &id),
+            time::human_with_relative(status.queued_unix_ms)
+        ),
+    };
+    output::print_text(&line)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -405,6 +405,19 @@ pub struct PromptSentJson {
     pub queued: bool,
 }
 
+/// `sessions prompt-status`.
+#[derive(Debug, Serialize)]
+pub struct PromptStatusJson {
+    pub session: String,
+    pub prompt_id: String,
+    /// `queued`, `sent` (not acked yet) or `delivered`.
+    pub state: &'static str,
+    /// How many times it was sent to the agent.
+    pub sends: u32,
+    pub queued_at: Option<String>,
+    pub delivered_at: Option<String>,
+}
+
 // ---- session records (`sessions attach`) ----
 
 /// One line of `sessions attach --json`: `{"seq","ts","kind","data"}`.

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::build::{self, BuildJob, LogTail};
 use super::source::{self, FetchLimits};
-use super::{Apps, content, hash};
+use super::{Apps, content, hash, snapshot_build};
 use crate::clock::now_ms;
 use crate::error::{DomainError, DomainResult};
 use crate::store::{Activation, Deployment, DeploymentStatus, NewDeployment, Project};
@@ -211,20 +211,36 @@ impl Apps {
             command: None,
             out_dir: None,
         });
+        let mut base = fetched.base.clone();
         if let Some(command) = &build.command {
-            let end = build::run(
-                self.confinement(),
-                BuildJob {
-                    name: &format!("app-{}", short(&deployment.id)),
-                    command,
-                    base: &fetched.base,
-                    scratch: &work.join("scratch"),
-                    env: &app.env,
-                    timeout: settings.build_timeout,
-                },
-                log,
-            )
-            .await?;
+            let job = BuildJob {
+                name: &format!("app-{}", short(&deployment.id)),
+                command,
+                base: &fetched.base,
+                scratch: &work.join("scratch"),
+                env: &app.env,
+                timeout: settings.build_timeout,
+            };
+            let end = match self.snapshot_builds() {
+                Some(builds) => {
+                    let built = snapshot_build::run(
+                        builds,
+                        self.manifests(),
+                        project,
+                        &deployment.id,
+                        &src,
+                        job,
+                        settings.max_content_bytes,
+                        log,
+                    )
+                    .await?;
+                    if let Some(after) = built.base {
+                        base = after;
+                    }
+                    built.end
+                }
+                None => build::run(self.confinement(), job, log).await?,
+            };
             if !end.success() {
                 return Err(format!("the build command {}", end.describe()));
             }
@@ -232,7 +248,7 @@ impl Apps {
             log.line("==> no build command: serving the source as it is");
         }
         let out_dir = build.out_dir.unwrap_or_else(|| ".".to_string());
-        let out = content::output_dir(&fetched.base, &out_dir).map_err(|e| e.to_string())?;
+        let out = content::output_dir(&base, &out_dir).map_err(|e| e.to_string())?;
         let (to, max_bytes, max_files) = (
             target.to_path_buf(),
             settings.max_content_bytes,

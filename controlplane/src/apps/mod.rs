@@ -6,7 +6,8 @@
 //!   manifest-derived hash ([`hash`]) changes and never otherwise; the hash is claimed in the
 //!   store first, so however many replicas sweep, a hash is built once.
 //! - [`deploy`]: one deployment, start to end: [`source`] (git checkout or https tarball) →
-//!   [`build`] (the build command in a sandbox, its log kept) → the output directory copied
+//!   [`build`] (the build command in a sandbox, its log kept; under `--sandbox docker` in a
+//!   container of the project's snapshot, [`snapshot_build`]) → the output directory copied
 //!   into the data directory ([`content`]) → the served pointer moved in the store. A failure
 //!   anywhere leaves the previous deployment serving. Also rollbacks.
 //! - [`content`]: deployment directories and the safe resolution of request paths in them.
@@ -20,6 +21,7 @@ pub mod content;
 pub mod deploy;
 pub mod hash;
 pub mod routes;
+pub mod snapshot_build;
 pub mod source;
 pub mod sweep;
 
@@ -33,6 +35,7 @@ use crate::manifests::Manifests;
 use crate::sandbox::local::{Confinement, Isolation, confine};
 use crate::store::Store;
 
+pub use snapshot_build::SnapshotBuilds;
 pub use sweep::DeploySweep;
 
 /// The environment variable that turns apps on.
@@ -112,6 +115,8 @@ struct Inner {
     public_url: String,
     /// Decided on first use: probing namespaces forks a process.
     confinement: OnceLock<Confinement>,
+    /// Where builds run when sessions run from snapshots on a container engine.
+    snapshot_builds: OnceLock<SnapshotBuilds>,
     builds: tokio::sync::Semaphore,
 }
 
@@ -137,6 +142,7 @@ impl Apps {
                 builder: crate::store::new_id(),
                 public_url,
                 confinement: OnceLock::new(),
+                snapshot_builds: OnceLock::new(),
                 builds,
             }),
         }
@@ -195,6 +201,19 @@ impl Apps {
             let scratch = self.inner.root.join(".builds");
             confine(&self.inner.isolation, &scratch)
         })
+    }
+
+    /// Builds run in a container of the project's snapshot (`--sandbox docker`), not in the
+    /// local confinement.
+    pub(crate) fn snapshot_builds(&self) -> Option<&SnapshotBuilds> {
+        self.inner.snapshot_builds.get()
+    }
+
+    /// Builds from now on run in containers of their project's snapshot. Set once, when the
+    /// server is wired (a second call changes nothing).
+    pub fn build_in_snapshots(self, builds: SnapshotBuilds) -> Self {
+        let _ = self.inner.snapshot_builds.set(builds);
+        self
     }
 
     pub(crate) fn build_slots(&self) -> &tokio::sync::Semaphore {

@@ -59,6 +59,16 @@ impl Services {
     ) -> Result<(Self, mpsc::Receiver<SandboxExit>), ServerError> {
         let (exit_tx, exit_rx) = mpsc::channel::<SandboxExit>(1024);
         let (backend, snapshots) = engine.unzip();
+        // Under `--sandbox docker` an app builds in a container of its project's snapshot.
+        let snapshot_builds = match (&backend, &snapshots) {
+            (Some(Backend::Docker(docker)), Some(snapshots)) => Some(crate::apps::SnapshotBuilds {
+                engine: docker.clone(),
+                snapshots: snapshots.clone(),
+                network: config.docker.network.clone(),
+                deployment: deployment_id(&base.ca.fingerprint()),
+            }),
+            _ => None,
+        };
         let provider = sandbox_provider(config, base, backend, exit_tx)?;
         let hub = Hub::new();
         let cluster = Cluster::attach(&base.store, &hub);
@@ -109,6 +119,10 @@ impl Services {
             &base.data_dir,
             urls.public.clone(),
         );
+        let apps = match snapshot_builds {
+            Some(builds) => apps.build_in_snapshots(builds),
+            None => apps,
+        };
         if apps.enabled() {
             tracing::warn!("apps are on ({}=true): experimental", crate::apps::FLAG);
         }

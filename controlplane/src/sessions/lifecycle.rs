@@ -32,7 +32,7 @@ pub struct StartRequest {
 }
 
 /// What a sandbox for `template` gets, in project `project_id`.
-pub(super) fn resources_of(template: ResolvedTemplate<'_>, project_id: &str) -> SandboxResources {
+pub(crate) fn resources_of(template: ResolvedTemplate<'_>, project_id: &str) -> SandboxResources {
     let mut resources = match template {
         ResolvedTemplate::PlatformDefault => SandboxResources {
             template: PLATFORM_TEMPLATE.to_string(),

@@ -4,8 +4,10 @@
 //! - [`engine`]: connecting (`DOCKER_HOST`, `--docker-host`, the local socket).
 //! - [`build`]: building snapshots (`POST /build` with the composed recipe as context).
 //! - [`provider`]: one container per session, reconciled by label.
+//! - [`command`]: one command in a container of a snapshot (an app's build).
 
 pub mod build;
+pub mod command;
 pub mod engine;
 pub mod provider;
 

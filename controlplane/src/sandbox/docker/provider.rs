@@ -26,8 +26,8 @@ use tokio::sync::mpsc;
 
 use super::engine::{DockerEngine, is_not_found};
 use crate::sandbox::{
-    Inventory, LABEL_DEPLOYMENT, SandboxError, SandboxExit, SandboxProvider, SandboxSpec,
-    belongs_to,
+    Inventory, LABEL_DEPLOYMENT, SandboxError, SandboxExit, SandboxProvider, SandboxResources,
+    SandboxSpec, belongs_to,
 };
 
 pub const LABEL_SESSION: &str = "kortix.session";
@@ -142,7 +142,7 @@ impl DockerProvider {
     }
 }
 
-async fn remove(engine: &DockerEngine, name: &str) -> Result<(), SandboxError> {
+pub(crate) async fn remove(engine: &DockerEngine, name: &str) -> Result<(), SandboxError> {
     let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
         .force(true)
         .build();
@@ -158,8 +158,7 @@ async fn remove(engine: &DockerEngine, name: &str) -> Result<(), SandboxError> {
 }
 
 /// The host configuration of a sandbox: limits, capabilities, network, no mounts.
-pub(crate) fn host_config(spec: &SandboxSpec, network: Option<&str>) -> HostConfig {
-    let r = &spec.resources;
+pub(crate) fn host_config(r: &SandboxResources, network: Option<&str>) -> HostConfig {
     let memory = r.memory_gib.map(|g| i64::from(g) << 30);
     HostConfig {
         nano_cpus: r.cpu.map(|c| i64::from(c) * 1_000_000_000),
@@ -210,7 +209,7 @@ impl SandboxProvider for DockerProvider {
                 env: Some(env),
                 labels: Some(labels),
                 hostname: Some("sandbox".into()),
-                host_config: Some(host_config(&spec, self.config.network.as_deref())),
+                host_config: Some(host_config(&spec.resources, self.config.network.as_deref())),
                 ..Default::default()
             };
             let options = bollard::query_parameters::CreateContainerOptionsBuilder::default()

@@ -1,0 +1,131 @@
+//! An app's build in a container of the project's snapshot (`--sandbox docker`): the image a
+//! session of the project boots from — its default template's Dockerfile plus the runtime
+//! layer, built once through the snapshot service and shared with sessions — so the build
+//! has exactly the tools the project's sessions have. The snapshot's build output goes into
+//! the deployment's log; then the source goes into the container, the command runs with
+//! `[apps.env]`, and the workspace comes back for the output directory to be kept.
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+
+use super::build::{BuildJob, LogTail};
+use crate::manifests::Manifests;
+use crate::sandbox::command::CommandEnd;
+use crate::sandbox::docker::DockerEngine;
+use crate::sandbox::docker::command::{self as container, ContainerCommand};
+use crate::snapshots::{Rebuild, Snapshots};
+use crate::store::Project;
+
+/// What builds in snapshots need: the engine sessions run on and the snapshot service.
+#[derive(Clone)]
+pub struct SnapshotBuilds {
+    pub engine: DockerEngine,
+    pub snapshots: Snapshots,
+    /// The network sessions join (`--docker-network`); `None` is the engine's bridge.
+    pub network: Option<String>,
+    /// This deployment's id (`sandbox::deployment_id`).
+    pub deployment: String,
+}
+
+/// How a build in a snapshot went: how the command ended and where the source tree (with
+/// what the command wrote) is now.
+pub struct Built {
+    pub end: CommandEnd,
+    /// The build's `root_path` in the workspace that came back (`None` after a timeout).
+    pub base: Option<PathBuf>,
+}
+
+/// Runs `job` in a container of `project`'s default snapshot. `source` is the whole fetched
+/// tree and `job.base` its `root_path` inside it.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    builds: &SnapshotBuilds,
+    manifests: &Manifests,
+    project: &Project,
+    deployment_id: &str,
+    source: &Path,
+    job: BuildJob<'_>,
+    max_output_bytes: u64,
+    log: &LogTail,
+) -> Result<Built, String> {
+    let manifest = manifests
+        .get(&project.id, &project.default_branch)
+        .await
+        .map_err(|e| format!("reading the project's manifest: {e}"))?
+        .for_session()
+        .map_err(|e| format!("the project's manifest: {e}"))?;
+    let template = manifest
+        .resolve_template(None)
+        .map_err(|e| format!("the project's default template: {e}"))?;
+    let resources = crate::sessions::lifecycle::resources_of(template, &project.id);
+    let recipe = builds
+        .snapshots
+        .recipe(project, template)
+        .await
+        .map_err(|e| e.to_string())?;
+    log.line(&format!(
+        "==> the project's snapshot {} (template {})",
+        recipe.name, resources.template
+    ));
+    let sink = log.clone();
+    let snapshot = builds
+        .snapshots
+        .ensure(
+            &recipe,
+            Rebuild::Never,
+            Some(std::sync::Arc::new(move |line: &str| sink.line(line))),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let workdir = job
+        .base
+        .strip_prefix(source)
+        .map_err(|_| "the build's root path is outside its source".to_string())?
+        .to_string_lossy()
+        .into_owned();
+    let scratch = job.scratch.to_path_buf();
+    tokio::fs::create_dir_all(&scratch)
+        .await
+        .map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+    let cmd = ContainerCommand {
+        name: format!("kortix-app-build-{deployment_id}"),
+        image: snapshot.name.clone(),
+        argv: vec!["/bin/sh".into(), "-c".into(), job.command.to_string()],
+        source: source.to_path_buf(),
+        workdir,
+        env: job.env.clone(),
+        resources,
+        network: builds.network.clone(),
+        deployment: builds.deployment.clone(),
+        build: deployment_id.to_string(),
+        timeout: job.timeout,
+        max_output_bytes,
+    };
+    log.line(&format!(
+        "==> running `{}` in a container of {} on {} (timeout {}s)",
+        job.command,
+        snapshot.name,
+        builds.engine.host(),
+        job.timeout.as_secs()
+    ));
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let sink = log.clone();
+    let copier = tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            sink.line(&line);
+        }
+    });
+    let ran = container::run(&builds.engine, &cmd, &scratch, tx).await;
+    let _ = copier.await;
+    let ran = ran.map_err(|e| e.to_string())?;
+    log.line(&format!("==> the build {}", ran.end.describe()));
+    let base = ran.workspace.map(|w| {
+        if cmd.workdir.is_empty() {
+            w
+        } else {
+            w.join(&cmd.workdir)
+        }
+    });
+    Ok(Built { end: ran.end, base })
+}
