@@ -96,23 +96,7 @@ async fn land(ts: &TestServer, token: &str, clone: &Path, branch: &str, files: &
     git_ok(clone, &["add", "."]);
     git_ok(clone, &["commit", "-qm", branch]);
     git_ok(clone, &["push", "-q", "origin", branch]);
-    let cr = ts
-        .crs(token)
-        .open_change_request(OpenChangeRequestRequest {
-            project: "web".into(),
-            branch: branch.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    ts.crs(token)
-        .merge_change_request(ChangeRequestRef {
-            project: "web".into(),
-            number: cr.number,
-        })
-        .await
-        .unwrap();
+    support::merge_branch(ts, token, "web", branch).await;
 }
 
 async fn apps(ts: &TestServer, token: &str) -> Vec<AppInfo> {

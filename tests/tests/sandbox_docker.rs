@@ -396,23 +396,7 @@ echo "built on $(uname -n)"
     support::git_ok(&clone, &["add", "."]);
     support::git_ok(&clone, &["commit", "-qm", "Add the site"]);
     support::git_ok(&clone, &["push", "-q", "origin", "add-site"]);
-    let cr = ts
-        .crs(token)
-        .open_change_request(OpenChangeRequestRequest {
-            project: "app".into(),
-            branch: "add-site".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    ts.crs(token)
-        .merge_change_request(ChangeRequestRef {
-            project: "app".into(),
-            number: cr.number,
-        })
-        .await
-        .unwrap();
+    support::merge_branch(ts, token, "app", "add-site").await;
     let (_, metrics) = support::http_get(&ts.url(), "/metrics").await;
     let builds_before = metric(&metrics, "kortix_snapshot_builds_total{outcome=\"active\"}");
 

@@ -403,7 +403,7 @@ pub async fn app_with_model_config(
     model_port: u16,
     adjust: impl FnOnce(&Path),
 ) -> tempfile::TempDir {
-    use kortix_proto::v1::{ChangeRequestRef, CreateProjectRequest, OpenChangeRequestRequest};
+    use kortix_proto::v1::CreateProjectRequest;
     ts.projects(token)
         .create_project(CreateProjectRequest {
             name: "app".into(),
@@ -429,11 +429,19 @@ pub async fn app_with_model_config(
     git_ok(&clone, &["add", "."]);
     git_ok(&clone, &["commit", "-qm", "Configure OpenCode"]);
     git_ok(&clone, &["push", "-q", "origin", "setup"]);
+    merge_branch(ts, token, "app", "setup").await;
+    work
+}
+
+/// Lands `branch` of `project` on its default branch through a change request (the only
+/// way there): opened and merged.
+pub async fn merge_branch(ts: &TestServer, token: &str, project: &str, branch: &str) {
+    use kortix_proto::v1::{ChangeRequestRef, OpenChangeRequestRequest};
     let cr = ts
         .crs(token)
         .open_change_request(OpenChangeRequestRequest {
-            project: "app".into(),
-            branch: "setup".into(),
+            project: project.into(),
+            branch: branch.into(),
             ..Default::default()
         })
         .await
@@ -441,10 +449,9 @@ pub async fn app_with_model_config(
         .into_inner();
     ts.crs(token)
         .merge_change_request(ChangeRequestRef {
-            project: "app".into(),
+            project: project.into(),
             number: cr.number,
         })
         .await
         .unwrap();
-    work
 }
