@@ -1,12 +1,16 @@
 //! Shared test support: the one git test environment ([`git::GitEnv`]), the rule for tests
 //! that need something of the machine ([`require`]: skip loudly, fail under CI), the pinned
 //! OpenCode release, a scripted OpenAI-compatible model server for it, and the OpenCode
-//! configuration that ties them, a scratch PostgreSQL database ([`pg::Database`]), and a
-//! strict local Daytona backed by Podman ([`daytona::DaytonaStandIn`]). The
-//! control plane's unit tests and the benchmarks use it too.
+//! configuration that ties them, a real MCP server over the HTTP+SSE transport on the
+//! official TypeScript SDK ([`mcp_sdk::McpSseServer`]), a scratch PostgreSQL database
+//! ([`pg::Database`]), and a strict local Daytona backed by Podman
+//! ([`daytona::DaytonaStandIn`]). The control plane's unit tests and the benchmarks use it
+//! too.
 
 pub mod daytona;
 pub mod git;
+pub mod mcp_sdk;
+mod npm;
 pub mod opencode;
 pub mod pg;
 pub mod pg_cluster;

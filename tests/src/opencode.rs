@@ -1,11 +1,12 @@
 //! The pinned OpenCode release, installed from npm by the tests themselves (once per cache
-//! directory, under a file lock so parallel test processes install it once), and its config.
+//! directory, under a file lock so parallel test processes install it once: [`npm`]), and
+//! its config.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::{HarnessError, io_context};
+use crate::{HarnessError, io_context, npm};
 
 pub const OPENCODE_VERSION: &str = "1.18.33";
 
@@ -14,75 +15,24 @@ pub const OPENCODE_VERSION: &str = "1.18.33";
 /// The cache is `$KORTIX_TEST_CACHE`, else `<cargo target dir>/opencode-cache`.
 pub fn opencode_bin() -> Result<PathBuf, HarnessError> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| install(&cache_dir()).map_err(|e| e.to_string()))
-        .clone()
-        .map_err(HarnessError::Install)
+    BIN.get_or_init(|| {
+        npm::install_locked(
+            &format!("opencode-{OPENCODE_VERSION}"),
+            "opencode-ai",
+            OPENCODE_VERSION,
+            find_binary,
+        )
+        .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(HarnessError::Install)
 }
 
 /// Where control planes under test install OpenCode's packages for their sandboxes
 /// (`ServerConfig::opencode_packages`): shared by every test, beside the pinned OpenCode, so
 /// they are installed once per cache like OpenCode itself.
 pub fn opencode_packages_dir() -> PathBuf {
-    cache_dir().join("opencode-packages")
-}
-
-fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KORTIX_TEST_CACHE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    // Test binaries live in <target>/<profile>/deps; cargo marks <target> with CACHEDIR.TAG.
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1) {
-            if dir.join("CACHEDIR.TAG").is_file() {
-                return dir.join("opencode-cache");
-            }
-        }
-    }
-    std::env::temp_dir().join("kortix-test-cache")
-}
-
-fn install(cache: &Path) -> Result<PathBuf, HarnessError> {
-    std::fs::create_dir_all(cache).map_err(io_context(format!("creating {}", cache.display())))?;
-    let prefix = cache.join(format!("opencode-{OPENCODE_VERSION}"));
-    let lock_path = cache.join(format!("opencode-{OPENCODE_VERSION}.lock"));
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_context(format!("opening {}", lock_path.display())))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| HarnessError::Install(format!("locking {}: {e}", lock_path.display())))?;
-    if let Some(bin) = find_binary(&prefix) {
-        return Ok(bin);
-    }
-    std::fs::create_dir_all(&prefix)
-        .map_err(io_context(format!("creating {}", prefix.display())))?;
-    let output = Command::new("npm")
-        .args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--no-save",
-            "--prefix",
-        ])
-        .arg(&prefix)
-        .arg(format!("opencode-ai@{OPENCODE_VERSION}"))
-        .output()
-        .map_err(io_context("running npm (is Node.js installed?)"))?;
-    if !output.status.success() {
-        return Err(HarnessError::Install(format!(
-            "npm install opencode-ai@{OPENCODE_VERSION} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
-    find_binary(&prefix).ok_or_else(|| {
-        HarnessError::Install(format!(
-            "opencode-ai@{OPENCODE_VERSION} installed in {} but no working binary found",
-            prefix.display()
-        ))
-    })
+    npm::cache_dir().join("opencode-packages")
 }
 
 /// The platform package's binary (the `opencode-ai` wrapper needs a postinstall step that npm

@@ -9,6 +9,11 @@
 //! tool (not listed; a direct call is refused), an upstream that hangs (a timeout, a clear
 //! error, and the session goes on) and a tool of the MCP server.
 //!
+//! An MCP connector over the older HTTP+SSE transport against the official TypeScript SDK's
+//! server (`tests/mcp-sse-server/server.mjs`, run with Node.js): its tools and their risks, a
+//! read with the credential, a write approved and run once, a blocked tool, and servers that
+//! never name their endpoint or do not listen at all.
+//!
 //! GraphQL connectors against a real GraphQL server (async-graphql), one with its SDL in the
 //! repository and one built by introspection: a query runs, GraphQL errors are tool errors,
 //! a mutation waits for approval and runs once approved.
@@ -25,6 +30,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use kortix_proto::v1::record::Body;
 use kortix_proto::v1::*;
+use kortix_tests::mcp_sdk::McpSseServer;
 use kortix_tests::{ScriptedModel, Turn};
 use prost::Message;
 use rmcp::model::{
@@ -665,6 +671,274 @@ async fn connections_on_postgres() {
     };
     connections_end_to_end(Some(db.url.clone())).await;
     db.drop_now().await;
+}
+
+const NOTES_CREDENTIAL: &str = "s3cret-notes-token-4410";
+
+fn sse_manifest(notes: &McpSseServer, nothing_listening: u16) -> String {
+    format!(
+        r#"[[connectors]]
+slug = "notes"
+provider = "mcp"
+transport = "sse"
+url = "{sse}"
+credential = "shared"
+
+  [connectors.auth]
+  type = "bearer"
+
+  [[connectors.policies]]
+  match = "purge_*"
+  action = "block"
+
+[[connectors]]
+slug = "mute"
+provider = "mcp"
+transport = "sse"
+url = "{mute}"
+
+[[connectors]]
+slug = "gone"
+provider = "mcp"
+transport = "sse"
+url = "http://127.0.0.1:{nothing_listening}/sse"
+"#,
+        sse = notes.url("/sse"),
+        mute = notes.url("/mute"),
+    )
+}
+
+/// What the SDK's server saw: the Authorization headers of its MCP requests and the tool
+/// calls it ran.
+async fn sse_seen(notes: &McpSseServer) -> (Vec<String>, Vec<Value>) {
+    let body = reqwest::get(notes.url("/seen"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    let authorizations = seen["authorizations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    (authorizations, seen["calls"].as_array().unwrap().clone())
+}
+
+/// An `mcp` connector over the older HTTP+SSE transport against the official TypeScript
+/// SDK's server (`SSEServerTransport`): its tools with their risks, a read that runs with the
+/// credential, a write that waits for approval and runs once approved, a tool the policy
+/// blocks; and two broken servers (a stream that never names its endpoint, nothing
+/// listening) give clear errors while the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_over_sse_against_the_typescript_sdk() {
+    if let Some(why) = kortix_tests::mcp_sdk::node_unavailable() {
+        kortix_tests::require::unavailable("Node.js and npm", &why);
+        return;
+    }
+    let notes = McpSseServer::start(NOTES_CREDENTIAL).unwrap();
+    let nothing_listening = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let model = ScriptedModel::start(Vec::new()).unwrap();
+    let ts = TestServer::start_with(|c| {
+        support::use_real_agent(c);
+        c.connectors.call_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let token = ts.account("alice").await;
+    let manifest = sse_manifest(&notes, nothing_listening);
+    let _work = support::app_with_model_config(&ts, &token, model.port(), |config| {
+        let root = config.ancestors().nth(3).unwrap();
+        std::fs::write(root.join("kortix.toml"), manifest).unwrap();
+    })
+    .await;
+    let set = ts
+        .connectors(&token)
+        .set_connector_credential(SetConnectorCredentialRequest {
+            project: "app".into(),
+            connector: "notes".into(),
+            value: NOTES_CREDENTIAL.into(),
+            mine: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.credential_state, "set");
+
+    // The catalog: the SDK server's tools with the risks of their annotations; the broken
+    // servers unavailable, each with its reason.
+    let connectors = ts
+        .connectors(&token)
+        .list_connectors(ListConnectorsRequest {
+            project: "app".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .connectors;
+    let by = |slug: &str| connectors.iter().find(|c| c.slug == slug).unwrap().clone();
+    assert_eq!(
+        (by("notes").tool_count, by("notes").unavailable.as_str()),
+        (3, "")
+    );
+    assert!(
+        by("mute").unavailable.contains("no `endpoint` event"),
+        "{:?}",
+        by("mute")
+    );
+    assert!(
+        by("gone").unavailable.contains("Connection refused"),
+        "{:?}",
+        by("gone")
+    );
+    let tools = ts
+        .connectors(&token)
+        .list_connector_tools(ListConnectorToolsRequest {
+            project: "app".into(),
+            connector: "notes".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tools;
+    let summary: Vec<(&str, &str, &str)> = tools
+        .iter()
+        .map(|t| (t.name.as_str(), t.risk.as_str(), t.policy.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("search_notes", "read", "always_run"),
+            ("create_note", "write", "require_approval"),
+            ("purge_notes", "destructive", "block"),
+        ]
+    );
+    let schema: Value = serde_json::from_str(&tools[0].input_schema_json).unwrap();
+    assert_eq!(schema["required"], json!(["query"]), "{schema}");
+
+    // The session: list, read (runs), write (waits), then the broken servers.
+    let session = ts
+        .sessions(&token)
+        .start_session(StartSessionRequest {
+            project: "app".into(),
+            prompt: "Use the notes connector.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    model.push([
+        Turn::tool("kortix_connectors", json!({})),
+        call("notes", "search_notes", json!({"query": "eggs"})),
+        call("notes", "create_note", json!({"title": "buy milk"})),
+        call("mute", "anything", json!({})),
+        call("gone", "anything", json!({})),
+        Turn::text("The note waits for approval."),
+    ]);
+    let calls = wait_calls(&ts, &token, &session.id, 4, &model).await;
+    let status: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.tool.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("search_notes", "ok"),
+            ("create_note", "pending_approval"),
+            ("anything", "error"),
+            ("anything", "error"),
+        ]
+    );
+    assert!(
+        calls[2].error.contains("no `endpoint` event"),
+        "{:?}",
+        calls[2]
+    );
+    assert!(
+        calls[3].error.contains("Connection refused"),
+        "{:?}",
+        calls[3]
+    );
+    let (authorizations, ran) = sse_seen(&notes).await;
+    assert!(!authorizations.is_empty());
+    assert!(
+        authorizations
+            .iter()
+            .all(|a| *a == format!("Bearer {NOTES_CREDENTIAL}")),
+        "every request to the upstream carried the credential: {authorizations:?}"
+    );
+    assert_eq!(
+        ran,
+        [json!({"tool": "search_notes", "args": {"query": "eggs"}})],
+        "the read ran; the write waits"
+    );
+    let results = tool_results_at_least(&model, 5).await;
+    assert!(
+        results[0].contains("search_notes")
+            && results[0].contains("create_note")
+            && !results[0].contains("purge_notes"),
+        "blocked tools are not listed: {}",
+        results[0]
+    );
+    assert!(
+        results[1].contains(r#"1 note matches \"eggs\""#)
+            || results[1].contains(r#"1 note matches "eggs""#),
+        "{results:?}"
+    );
+    assert!(results[2].contains("approval"), "{results:?}");
+    assert!(results[3].contains("no `endpoint` event"), "{results:?}");
+    assert!(results[4].contains("Connection refused"), "{results:?}");
+
+    // Approved: the identical call runs, once; the blocked tool never reaches the server.
+    idle_after_last_call(&ts, &token, &session.id).await;
+    let pending = approvals_in(&ts, &token, "pending").await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].digest, calls[1].digest);
+    model.push([
+        call("notes", "create_note", json!({"title": "buy milk"})),
+        call("notes", "purge_notes", json!({})),
+        Turn::text("Created."),
+    ]);
+    ts.approvals(&token)
+        .approve_call(DecideApprovalRequest {
+            id: pending[0].id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let calls = wait_calls(&ts, &token, &session.id, 6, &model).await;
+    let status: Vec<(&str, &str)> = calls[4..]
+        .iter()
+        .map(|c| (c.tool.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(status, [("create_note", "ok"), ("purge_notes", "denied")]);
+    assert_eq!(calls[4].approval_id, pending[0].id);
+    eventually(
+        "the created note's result",
+        Duration::from_secs(60),
+        || async {
+            tool_results(&model)
+                .iter()
+                .any(|r| r.contains("created note") && r.contains("(#1)"))
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, ran) = sse_seen(&notes).await;
+    assert_eq!(
+        ran,
+        [
+            json!({"tool": "search_notes", "args": {"query": "eggs"}}),
+            json!({"tool": "create_note", "args": {"title": "buy milk"}}),
+        ],
+        "the approved call ran once; the blocked one never"
+    );
+
+    stop(ts, &token, &session.id).await;
 }
 
 fn graphql_manifest(port: u16) -> String {

@@ -110,13 +110,14 @@ impl McpUpstream<'_> {
 
     /// initialize, notifications/initialized, then `requests`; the results in order.
     async fn conversation(&self, requests: &[(&str, Value)]) -> Result<Vec<Value>, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let work = async {
             match self.transport {
                 Transport::Http => self.streamable(requests).await,
-                Transport::Sse => self.legacy_sse(requests).await,
+                Transport::Sse => self.legacy_sse(requests, deadline).await,
             }
         };
-        tokio::time::timeout(self.timeout, work)
+        tokio::time::timeout_at(deadline, work)
             .await
             .map_err(|_| UpstreamError::Timeout {
                 url: self.url.to_owned(),
@@ -208,7 +209,13 @@ impl McpUpstream<'_> {
         })
     }
 
-    async fn legacy_sse(&self, requests: &[(&str, Value)]) -> Result<Vec<Value>, UpstreamError> {
+    /// The conversation over the HTTP+SSE transport, by `deadline` (the conversation's): a
+    /// stream that never names its endpoint says so rather than just timing out.
+    async fn legacy_sse(
+        &self,
+        requests: &[(&str, Value)],
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Value>, UpstreamError> {
         let stream = self
             .auth
             .apply(
@@ -233,15 +240,33 @@ impl McpUpstream<'_> {
             cap: self.cap_bytes(),
             url: self.url,
         };
-        let endpoint = loop {
-            let (event, data) = events.next().await?;
-            if event == "endpoint" {
-                break data;
+        let endpoint = tokio::time::timeout_at(deadline, async {
+            loop {
+                let (event, data) = events.next().await?;
+                if event == "endpoint" {
+                    return Ok::<_, UpstreamError>(data);
+                }
             }
-        };
-        let endpoint = reqwest::Url::parse(self.url)
-            .and_then(|u| u.join(endpoint.trim()))
+        })
+        .await
+        .map_err(|_| {
+            self.protocol(format!(
+                "the event stream sent no `endpoint` event (the URL to POST to) within {}s",
+                self.timeout.as_secs_f32()
+            ))
+        })??;
+        let base =
+            reqwest::Url::parse(self.url).map_err(|e| self.protocol(format!("bad URL: {e}")))?;
+        let endpoint = base
+            .join(endpoint.trim())
             .map_err(|e| self.protocol(format!("bad endpoint {endpoint:?}: {e}")))?;
+        // The credential goes only where the connector's URL points (as the SDKs' clients
+        // check): an endpoint elsewhere is refused before anything is POSTed to it.
+        if endpoint.origin() != base.origin() {
+            return Err(self.protocol(format!(
+                "the endpoint {endpoint} is not on the connector URL's origin; refused"
+            )));
+        }
         let mut exchange = async |msg: Value, id: Option<u64>| -> Result<Value, UpstreamError> {
             let post = self.auth.apply(super::upstream::json_body(
                 self.client.post(endpoint.clone()),
@@ -264,7 +289,7 @@ impl McpUpstream<'_> {
                 let Ok(v) = serde_json::from_str::<Value>(&data) else {
                     continue;
                 };
-                if v.get("id").and_then(Value::as_u64) == Some(id) {
+                if is_answer_to(&v, id) {
                     return self.result_of(vec![v], id);
                 }
             }
@@ -283,7 +308,7 @@ impl McpUpstream<'_> {
     fn result_of(&self, messages: Vec<Value>, id: u64) -> Result<Value, UpstreamError> {
         let msg = messages
             .into_iter()
-            .find(|m| m.get("id").and_then(Value::as_u64) == Some(id))
+            .find(|m| is_answer_to(m, id))
             .ok_or_else(|| self.protocol(format!("no answer to request {id}")))?;
         if let Some(err) = msg.get("error") {
             return Err(self.protocol(format!(
@@ -305,6 +330,12 @@ impl McpUpstream<'_> {
     fn cap_bytes(&self) -> usize {
         self.cap.max(super::tools::MAX_SPEC_BYTES)
     }
+}
+
+/// Whether `msg` answers our request `id`: a response, not a request of the server's own
+/// (`ping`, `roots/list`, …), whose ids count from 0 like ours.
+fn is_answer_to(msg: &Value, id: u64) -> bool {
+    msg.get("method").is_none() && msg.get("id").and_then(Value::as_u64) == Some(id)
 }
 
 fn initialize(id: u64) -> Value {
@@ -433,6 +464,94 @@ mod tests {
             Some(("endpoint".into(), "/message?s=1".into()))
         );
         assert_eq!(p.events.pop_front(), Some(("".into(), "{\"id\":1}".into())));
+    }
+
+    /// A server on 127.0.0.1 that answers one GET with an event stream of `events`, then
+    /// stays silent with the stream open; the URL of its `/sse`.
+    async fn event_stream(events: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n";
+            socket
+                .write_all(format!("{head}{events}").as_bytes())
+                .await
+                .unwrap();
+            // Held open, silent, until the client gives up.
+            let _ = socket.read(&mut request).await;
+        });
+        format!("http://127.0.0.1:{port}/sse")
+    }
+
+    async fn list_over_sse(url: &str) -> UpstreamError {
+        let upstream = McpUpstream {
+            client: &reqwest::Client::new(),
+            url,
+            transport: Transport::Sse,
+            auth: &AppliedAuth {
+                headers: vec![("authorization".into(), "Bearer t".into())],
+                query: vec![],
+            },
+            timeout: Duration::from_millis(300),
+            cap: 1024,
+        };
+        upstream.list_tools().await.err().unwrap()
+    }
+
+    /// An event stream that opens but never names its endpoint: the error says so, within
+    /// the conversation's timeout.
+    #[tokio::test]
+    async fn a_stream_without_an_endpoint_says_so() {
+        let err = list_over_sse(&event_stream(": waiting\n\n".into()).await).await;
+        assert!(
+            matches!(err, UpstreamError::Protocol { .. }),
+            "not a bare timeout: {err}"
+        );
+        assert!(err.to_string().contains("no `endpoint` event"), "{err}");
+    }
+
+    /// An endpoint on another origin would get the credential: refused, nothing POSTed (the
+    /// other origin is a port where nothing listens, so a POST would be a connection error).
+    #[tokio::test]
+    async fn an_endpoint_on_another_origin_is_refused() {
+        let elsewhere = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let events = format!("event: endpoint\ndata: http://127.0.0.1:{elsewhere}/messages\n\n");
+        let err = list_over_sse(&event_stream(events).await).await;
+        assert!(
+            err.to_string()
+                .contains("not on the connector URL's origin"),
+            "{err}"
+        );
+    }
+
+    /// A request of the server's own with the id of ours is not our answer.
+    #[test]
+    fn server_requests_are_not_answers() {
+        let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": []}});
+        assert!(!is_answer_to(&ping, 1));
+        assert!(is_answer_to(&answer, 1));
+        assert!(!is_answer_to(&answer, 2));
+        let upstream = McpUpstream {
+            client: &reqwest::Client::new(),
+            url: "http://127.0.0.1:1/mcp",
+            transport: Transport::Http,
+            auth: &AppliedAuth::default(),
+            timeout: Duration::from_secs(1),
+            cap: 1024,
+        };
+        assert_eq!(
+            upstream.result_of(vec![ping, answer], 1).unwrap(),
+            json!({"tools": []})
+        );
     }
 
     #[test]
