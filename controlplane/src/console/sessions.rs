@@ -14,11 +14,12 @@ use serde::Deserialize;
 use tokio_stream::StreamExt as _;
 
 use super::Console;
-use super::auth::SignedIn;
+use super::auth::{Peer, SignedIn};
+use super::checkpoints::Interpretation;
 use super::error::ConsoleResult;
 use super::layout::{self, button_form, csrf_field, esc, short, url_segment};
 use super::projects::{may, role_on};
-use super::timeline::{new_timeline, push, render};
+use super::timeline::render;
 use crate::error::DomainError;
 use crate::permissions::Action;
 use crate::sessions::access::NamedSession;
@@ -152,15 +153,16 @@ pub async fn page(
     let caller = me.caller(Action::ViewSessions)?;
     let (_, named) = session_of(&console, &me, &project.id, &id, Action::ViewSessions).await?;
     let session = &named.session;
-    // Everything stored so far, interpreted from the first record as every viewer does.
+    // Everything stored so far, interpreted from the first record: the page shows it all.
+    // Where it ends is saved as a checkpoint, so the live stream the page opens next starts
+    // there instead of reading the session again.
     let mut stored = console
         .inner
         .sessions
         .attach_for(&caller, &session.id, 1, false)
         .await?;
-    let mut timeline = new_timeline();
+    let mut reading = Interpretation::resume(&console.inner.checkpoints, &session.id, 0);
     let (mut conversation, mut logs) = (Kept::new(PAGE_ITEMS), Kept::new(PAGE_LOGS));
-    let mut after = 0;
     let mut place = |html: String| {
         if html.contains("data-pane=\"logs\"") {
             logs.push(html);
@@ -172,14 +174,15 @@ pub async fn page(
         let record = record.map_err(|s| {
             DomainError::Unavailable(format!("reading session {}: {}", session.id, s.message()))
         })?;
-        after = record.seq;
-        for entry in push(&mut timeline, &record) {
+        for entry in reading.push(&record) {
             place(render(&entry));
         }
     }
+    reading.save();
+    let after = reading.at();
     let ended = session.status.is_terminal();
     if ended {
-        for entry in timeline.finish() {
+        for entry in reading.finish() {
             place(render(&entry));
         }
     }
@@ -264,10 +267,11 @@ pub struct StartForm {
 pub async fn start(
     State(console): State<Console>,
     Path(project): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     Form(form): Form<StartForm>,
 ) -> ConsoleResult<Response> {
-    let me = console.posted(&headers, &form.csrf).await?;
+    let me = console.posted(&headers, &peer, &form.csrf).await?;
     if form.prompt.trim().is_empty() {
         return Err(DomainError::Invalid("the prompt is empty".into()).into());
     }
@@ -307,10 +311,11 @@ pub struct ActionForm {
 pub async fn act(
     State(console): State<Console>,
     Path((project, id, verb)): Path<(String, String, String)>,
+    peer: Peer,
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> ConsoleResult<Response> {
-    let me = console.posted(&headers, &form.csrf).await?;
+    let me = console.posted(&headers, &peer, &form.csrf).await?;
     let action = match verb.as_str() {
         "prompt" => Action::ChatInSession,
         "stop" => Action::StopSession,
