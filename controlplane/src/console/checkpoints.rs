@@ -3,7 +3,8 @@
 //! record before, so a stream starting at seq S needs the state after S-1: it takes the newest
 //! checkpoint at or before its position from this process's cache and reads on from there.
 //! Streams write checkpoints as they interpret (every [`EVERY`] records and when they have
-//! caught up with the stored records), pages where they were rendered up to.
+//! caught up with the stored records), pages where they were rendered up to. The same cache,
+//! generic over what it keeps, holds pages' views ([`super::page_view`]) for the next render.
 //!
 //! The cache is per process and bounded (count and bytes, least recently used first out):
 //! another replica, or an evicted session, simply starts from the first record again, which
@@ -33,6 +34,14 @@ pub struct Limits {
     pub bytes: usize,
 }
 
+impl Limits {
+    /// For pages' views: each holds up to a few thousand rendered items, so fewer of them.
+    pub const PAGES: Limits = Limits {
+        count: 64,
+        bytes: MAX_BYTES,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -42,30 +51,49 @@ impl Default for Limits {
     }
 }
 
-/// Timelines of sessions at given seqs; cheap to clone (shared).
-#[derive(Clone)]
-pub struct Checkpoints {
-    limits: Limits,
-    state: Arc<Mutex<State>>,
+/// What a checkpoint costs to keep, in bytes (roughly).
+pub trait Footprint {
+    fn footprint(&self) -> usize;
 }
 
-#[derive(Default)]
-struct State {
+impl Footprint for Timeline {
+    fn footprint(&self) -> usize {
+        Timeline::footprint(self)
+    }
+}
+
+/// States `V` of sessions at given seqs (a [`Timeline`] by default); cheap to clone
+/// (shared).
+pub struct Checkpoints<V = Timeline> {
+    limits: Limits,
+    state: Arc<Mutex<State<V>>>,
+}
+
+impl<V> Clone for Checkpoints<V> {
+    fn clone(&self) -> Self {
+        Checkpoints {
+            limits: self.limits,
+            state: self.state.clone(),
+        }
+    }
+}
+
+struct State<V> {
     /// Per session, its checkpoints by seq.
-    sessions: HashMap<String, BTreeMap<u64, Slot>>,
+    sessions: HashMap<String, BTreeMap<u64, Slot<V>>>,
     /// Use order: tick → (session, seq); the smallest tick is the least recently used.
     lru: BTreeMap<u64, (String, u64)>,
     tick: u64,
     bytes: usize,
 }
 
-struct Slot {
-    timeline: Arc<Timeline>,
+struct Slot<V> {
+    value: Arc<V>,
     bytes: usize,
     tick: u64,
 }
 
-impl State {
+impl<V> State<V> {
     fn next_tick(&mut self) -> u64 {
         self.tick += 1;
         self.tick
@@ -85,37 +113,42 @@ impl State {
     }
 }
 
-impl Checkpoints {
+impl<V: Footprint> Checkpoints<V> {
     pub fn new(limits: Limits) -> Self {
         Checkpoints {
             limits,
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(State {
+                sessions: HashMap::new(),
+                lru: BTreeMap::new(),
+                tick: 0,
+                bytes: 0,
+            })),
         }
     }
 
     /// A poisoned lock only means another viewer panicked mid-update of plain maps; the
     /// cache is an optimisation, so it carries on with what is there.
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State<V>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The newest checkpoint of `session` at or before `seq`, and its seq.
-    pub fn at_or_before(&self, session: &str, seq: u64) -> Option<(u64, Arc<Timeline>)> {
+    pub fn at_or_before(&self, session: &str, seq: u64) -> Option<(u64, Arc<V>)> {
         let mut state = self.state();
         let tick = state.next_tick();
         let slots = state.sessions.get_mut(session)?;
         let (&at, slot) = slots.range_mut(..=seq).next_back()?;
         let old = std::mem::replace(&mut slot.tick, tick);
-        let timeline = slot.timeline.clone();
+        let value = slot.value.clone();
         state.lru.remove(&old);
         state.lru.insert(tick, (session.to_owned(), at));
-        Some((at, timeline))
+        Some((at, value))
     }
 
-    /// Keeps `timeline` as `session`'s state after record `seq`, evicting the least recently
+    /// Keeps `value` as `session`'s state after record `seq`, evicting the least recently
     /// used checkpoints past the limits. A state larger than the whole budget is not kept.
-    pub fn put(&self, session: &str, seq: u64, timeline: Timeline) {
-        let bytes = timeline.footprint();
+    pub fn put(&self, session: &str, seq: u64, value: V) {
+        let bytes = value.footprint();
         if bytes > self.limits.bytes || self.limits.count == 0 {
             return;
         }
@@ -129,7 +162,7 @@ impl Checkpoints {
             .insert(
                 seq,
                 Slot {
-                    timeline: Arc::new(timeline),
+                    value: Arc::new(value),
                     bytes,
                     tick,
                 },

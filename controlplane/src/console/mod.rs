@@ -9,6 +9,7 @@
 //! - [`projects`]: the project list and a project's overview.
 //! - [`approvals`]: a project's connector approvals, and Approve / Deny.
 //! - [`sessions`]: a session's page and its actions (start, chat, stop, open a CR).
+//! - [`page_view`]: what a session's page shows of its records, kept as a checkpoint.
 //! - [`live`]: a session's records as Server-Sent Events, resumable by seq.
 //! - [`checkpoints`]: a bounded cache of timeline states by session and seq, so pages and
 //!   live streams do not re-read a session from its first record.
@@ -27,6 +28,7 @@ mod checkpoints;
 mod error;
 mod layout;
 mod live;
+mod page_view;
 mod projects;
 mod sessions;
 mod timeline;
@@ -65,6 +67,8 @@ struct Inner {
     connectors: Connectors,
     /// Sessions' timeline states at seqs, for live streams to start from.
     checkpoints: checkpoints::Checkpoints,
+    /// Sessions' pages as last rendered, for the next render to read on from.
+    pages: checkpoints::Checkpoints<page_view::PageView>,
     /// The public URL is https: cookies get `Secure`.
     secure_cookies: bool,
 }
@@ -97,6 +101,7 @@ impl Console {
                 secrets: s.secrets,
                 connectors: s.connectors,
                 checkpoints: checkpoints::Checkpoints::new(checkpoints::Limits::default()),
+                pages: checkpoints::Checkpoints::new(checkpoints::Limits::PAGES),
             }),
         }
     }
