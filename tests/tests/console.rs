@@ -496,3 +496,299 @@ async fn the_resume_button_brings_a_hibernated_session_back() {
     owner.close().await.unwrap();
     ts.stop().await;
 }
+
+/// The console's forms over plain HTTP (no browser): sign in through the form, then decide
+/// connector approvals from the project page. An owner approves one and denies another with
+/// a reason; the page then lists both decisions, the API reports them, and the audit log
+/// names the browser's address (127.0.0.1) as where they came from. A viewer sees no buttons
+/// and a decision posted anyway is refused with 403; bad ids, verbs and CSRF tokens are
+/// clear refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_decided_from_the_project_page_and_audited_with_the_peer() {
+    use kortix_controlplane::store::Approval;
+    use kortix_proto::v1::{CreateProjectRequest, ListApprovalsRequest, ListAuditRequest};
+
+    let ts = TestServer::start().await;
+    let alice = ts.account("alice").await;
+    let bob = ts.account("bob").await;
+    let project = ts
+        .projects(&alice)
+        .create_project(CreateProjectRequest {
+            name: "app".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ts.access(&alice)
+        .grant_access(GrantAccessRequest {
+            project: "app".into(),
+            person: "bob".into(),
+            role: "viewer".into(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap();
+    // Pending approvals as the connector gate writes them for `require_approval` calls
+    // (`connectors.rs` makes them through a real session; here only the deciding is tested,
+    // so they are written to the store directly).
+    let store = ts.running().sessions.store();
+    for (id, tool) in [
+        ("appr-1", "addPet"),
+        ("appr-2", "renamePet"),
+        ("appr-3", "feedPet"),
+    ] {
+        store
+            .insert_approval(&Approval {
+                id: id.into(),
+                project_id: project.id.clone(),
+                session_id: "no-such-session".into(),
+                connector: "pets".into(),
+                tool: tool.into(),
+                digest: format!("digest-{id}"),
+                state: "pending".into(),
+                reason: String::new(),
+                args_preview: format!("{{\"tool\":\"{tool}\"}}"),
+                requested_ms: 1_700_000_000_000,
+                decided_ms: 0,
+                decided_by: String::new(),
+                expires_ms: 0,
+            })
+            .await
+            .unwrap();
+    }
+    let base = ts.url();
+    let owner = Browserless::sign_in(&base, &alice).await;
+    let page = owner.get("/projects/app").await;
+    for id in ["appr-1", "appr-2", "appr-3"] {
+        assert!(
+            page.contains(&format!("action=\"/projects/app/approvals/{id}/approve\""))
+                && page.contains(&format!("action=\"/projects/app/approvals/{id}/deny\"")),
+            "{id} has Approve and Deny:\n{page}"
+        );
+    }
+    let csrf = csrf_in(&page);
+
+    // Approve one, deny another with a reason: each goes back to the project page.
+    let approved = owner
+        .post(
+            "/projects/app/approvals/appr-1/approve",
+            &[("_csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(approved.status(), 303);
+    assert_eq!(
+        approved.headers()["location"],
+        "/projects/app#approval-appr-1"
+    );
+    let denied = owner
+        .post(
+            "/projects/app/approvals/appr-2/deny",
+            &[("_csrf", &csrf), ("reason", "not <today>")],
+        )
+        .await;
+    assert_eq!(denied.status(), 303);
+    let page = owner.get("/projects/app").await;
+    assert!(
+        page.contains("approval-approved\">approved</span>"),
+        "the decision shows:\n{page}"
+    );
+    assert!(
+        page.contains("approval-denied\">denied</span>: not &lt;today&gt;"),
+        "the denial and its reason show:\n{page}"
+    );
+    assert!(
+        !page.contains("/approvals/appr-1/approve"),
+        "decided: no buttons"
+    );
+    let state_of = |list: &[kortix_proto::v1::ApprovalInfo], id: &str| {
+        let a = list.iter().find(|a| a.id == id).expect("listed");
+        (a.state.clone(), a.reason.clone())
+    };
+    let list = ts
+        .approvals(&alice)
+        .list_approvals(ListApprovalsRequest {
+            project: "app".into(),
+            state: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals;
+    assert_eq!(
+        state_of(&list, "appr-1"),
+        ("approved".into(), String::new())
+    );
+    assert_eq!(
+        state_of(&list, "appr-2"),
+        ("denied".into(), "not <today>".into())
+    );
+
+    // Deciding twice, an unknown approval, an unknown verb, a forged token: refused.
+    let again = owner
+        .post("/projects/app/approvals/appr-1/deny", &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(again.status(), 409);
+    let unknown = owner
+        .post("/projects/app/approvals/nope/approve", &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(unknown.status(), 404);
+    let long_id = "x".repeat(500);
+    let too_long = owner
+        .post(
+            &format!("/projects/app/approvals/{long_id}/approve"),
+            &[("_csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(too_long.status(), 400);
+    let verb = owner
+        .post("/projects/app/approvals/appr-3/ignore", &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(verb.status(), 404);
+    let forged = owner
+        .post(
+            "/projects/app/approvals/appr-3/approve",
+            &[("_csrf", "forged")],
+        )
+        .await;
+    assert_eq!(forged.status(), 403);
+
+    // The audit log has both decisions, from the console's peer address.
+    let events = ts
+        .audit(&alice)
+        .list_audit(ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    for (action, target) in [
+        ("connector.approve", "appr-1"),
+        ("connector.deny", "appr-2"),
+    ] {
+        let event = events
+            .iter()
+            .find(|e| e.action == action && e.target == target)
+            .unwrap_or_else(|| panic!("{action} {target} audited: {events:?}"));
+        assert!(
+            event.from.starts_with("127.0.0.1:"),
+            "{action} from the browser's address: {event:?}"
+        );
+    }
+
+    // A viewer sees the pending approval but no buttons, and a posted decision is refused.
+    let viewer = Browserless::sign_in(&base, &bob).await;
+    let page = viewer.get("/projects/app").await;
+    assert!(page.contains("feedPet"), "{page}");
+    assert!(
+        !page.contains("/approve\""),
+        "no Approve for a viewer:\n{page}"
+    );
+    assert!(!page.contains("/deny\""), "no Deny for a viewer:\n{page}");
+    let refused = viewer
+        .post(
+            "/projects/app/approvals/appr-3/approve",
+            &[("_csrf", &csrf_in(&page))],
+        )
+        .await;
+    assert_eq!(refused.status(), 403, "a viewer's approval is refused");
+    let list = ts
+        .approvals(&alice)
+        .list_approvals(ListApprovalsRequest {
+            project: "app".into(),
+            state: "pending".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals;
+    assert_eq!(state_of(&list, "appr-3").0, "pending");
+    ts.stop().await;
+}
+
+/// A signed-in console client over plain HTTP: the cookie the sign-in form set.
+struct Browserless {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+}
+
+impl Browserless {
+    /// Signs in through the form: its nonce cookie and field, then the token.
+    async fn sign_in(base: &str, token: &str) -> Browserless {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let form = http.get(format!("{base}/")).send().await.unwrap();
+        let nonce = set_cookie(&form, "kortix_signin");
+        let html = form.text().await.unwrap();
+        let signed = http
+            .post(format!("{base}/signin"))
+            .header("cookie", format!("kortix_signin={nonce}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&[
+                ("_csrf", csrf_in(&html).as_str()),
+                ("token", token),
+            ]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed.status(), 303, "signed in");
+        let cookie = set_cookie(&signed, "kortix_console");
+        Browserless {
+            http,
+            base: base.to_string(),
+            cookie,
+        }
+    }
+
+    async fn get(&self, path: &str) -> String {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", format!("kortix_console={}", self.cookie))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "GET {path}");
+        res.text().await.unwrap()
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", format!("kortix_console={}", self.cookie))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(form))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+fn form_body(fields: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(fields).expect("a form encodes")
+}
+
+/// The value a response sets cookie `name` to.
+fn set_cookie(res: &reqwest::Response, name: &str) -> String {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("the response sets {name}"))
+        .to_string()
+}
+
+/// The first form's CSRF token in a page.
+fn csrf_in(html: &str) -> String {
+    let marker = "name=\"_csrf\" value=\"";
+    let start = html.find(marker).expect("a CSRF field") + marker.len();
+    html[start..]
+        .split('"')
+        .next()
+        .expect("a value")
+        .to_string()
+}

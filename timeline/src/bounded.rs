@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BoundedMap<V> {
     map: HashMap<String, V>,
     order: VecDeque<String>,
@@ -60,6 +60,16 @@ impl<V> BoundedMap<V> {
         Some(value)
     }
 
+    /// Roughly the bytes held: each key twice (map and order), `value` of each value, and a
+    /// fixed cost per entry for the tables.
+    pub fn footprint(&self, value: impl Fn(&V) -> usize) -> usize {
+        const PER_ENTRY: usize = 64;
+        self.map
+            .iter()
+            .map(|(k, v)| 2 * k.len() + PER_ENTRY + value(v))
+            .sum()
+    }
+
     /// Keys in insertion order, oldest first.
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.order.iter().filter(|k| self.map.contains_key(*k))
@@ -84,5 +94,13 @@ mod tests {
         assert_eq!(m.keys().count(), 1);
         *m.entry("d", || 4) += 1;
         assert_eq!(m.get("d"), Some(&5));
+    }
+
+    #[test]
+    fn footprint_grows_with_keys_and_values() {
+        let mut m = BoundedMap::new(4);
+        let empty = m.footprint(String::len);
+        m.insert("key", "x".repeat(1000));
+        assert!(m.footprint(String::len) >= empty + 1000 + 2 * "key".len());
     }
 }

@@ -58,6 +58,10 @@ fn quiet_log(stream: &str, line: &str, stopping: bool) -> bool {
     }
 }
 
+/// An interpretation in progress. Cloning it forks the interpretation: the clone reads the
+/// records after the fork exactly as the original would, which is what lets a reader resume
+/// from a saved copy instead of from the first record.
+#[derive(Debug, Clone)]
 pub struct Timeline {
     options: Options,
     opencode: opencode::Reader,
@@ -130,6 +134,19 @@ impl Timeline {
                 item,
             })
             .collect()
+    }
+
+    /// Roughly the bytes this interpretation holds: what keeping a copy of it costs (a
+    /// reader of many sessions bounds its saved copies by this).
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.opencode.footprint()
+            + self.states.footprint()
+            + self
+                .last_seq
+                .as_ref()
+                .and_then(|(_, ts)| ts.as_ref())
+                .map_or(0, String::len)
     }
 
     /// What is still held back (a reply's unfinished last line), when the records end.
@@ -315,5 +332,97 @@ mod tests {
             &verbose.push(&noise)[..],
             [Entry { item: Item::Raw { summary, .. }, .. }] if summary == r#"plugin.added {"id":"x"}"#
         ));
+    }
+
+    /// A session cut at awkward places: a reply's line half-written across deltas, a tool
+    /// call announced but not finished, a state repeat, and a last line with no newline.
+    fn awkward_session() -> Vec<Record> {
+        let ev = |ty: &str, props: serde_json::Value| {
+            (
+                "event",
+                serde_json::json!({"type": ty, "data": {"type": ty, "properties": props}}),
+            )
+        };
+        let tool = |status: &str, extra: serde_json::Value| {
+            let mut state = serde_json::json!({"status": status, "input": {"command": "make"}});
+            if let (Some(s), Some(e)) = (state.as_object_mut(), extra.as_object()) {
+                s.extend(e.clone());
+            }
+            ev(
+                "message.part.updated",
+                serde_json::json!({"part": {"id": "t", "callID": "c", "type": "tool",
+                                            "tool": "bash", "state": state}}),
+            )
+        };
+        let delta = |s: &str| {
+            ev(
+                "message.part.delta",
+                serde_json::json!({"field": "text", "partID": "p", "messageID": "m", "delta": s}),
+            )
+        };
+        let bodies = vec![
+            (
+                "state",
+                serde_json::json!({"status": "running", "phase": "running"}),
+            ),
+            ev(
+                "message.updated",
+                serde_json::json!({"info": {"id": "u", "role": "user"}}),
+            ),
+            ev(
+                "message.part.updated",
+                serde_json::json!({"part": {"id": "q", "messageID": "u", "type": "text",
+                                            "text": "Build it"}}),
+            ),
+            ev(
+                "message.updated",
+                serde_json::json!({"info": {"id": "m", "role": "assistant"}}),
+            ),
+            delta("Hal"),
+            delta("f a line\nand the "),
+            tool("running", serde_json::json!({})),
+            (
+                "log",
+                serde_json::json!({"stream": "stderr", "line": "warning"}),
+            ),
+            (
+                "state",
+                serde_json::json!({"status": "running", "phase": "running"}),
+            ),
+            tool(
+                "completed",
+                serde_json::json!({"output": "ok\n", "metadata": {"exit": 0}}),
+            ),
+            delta("rest\nno newline yet"),
+        ];
+        bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, (kind, data))| Record {
+                seq: i as u64 + 1,
+                ts: None,
+                kind: kind.into(),
+                data,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fork_reads_the_rest_exactly_as_the_original() {
+        let records = awkward_session();
+        let mut whole = Timeline::new(Options::default());
+        let mut expected: Vec<Vec<Entry>> = records.iter().map(|r| whole.push(r)).collect();
+        expected.push(whole.finish());
+        for cut in 0..=records.len() {
+            let mut original = Timeline::new(Options::default());
+            for r in &records[..cut] {
+                original.push(r);
+            }
+            let mut fork = original.clone();
+            let mut got: Vec<Vec<Entry>> = records[cut..].iter().map(|r| fork.push(r)).collect();
+            got.push(fork.finish());
+            assert_eq!(got, expected[cut..], "forked after {cut} records");
+            assert!(fork.footprint() > 0);
+        }
     }
 }

@@ -22,7 +22,7 @@ enum Role {
     Assistant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct TextPart {
     buf: String,
     /// Bytes of `buf` already released as lines.
@@ -32,12 +32,12 @@ struct TextPart {
     ended: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct ToolPart {
     announced: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Reader {
     roles: BoundedMap<Role>,
     texts: BoundedMap<TextPart>,
@@ -88,6 +88,15 @@ impl Reader {
             _ => {}
         }
         items
+    }
+
+    /// Roughly the bytes this reader holds (what a saved copy of it costs).
+    pub fn footprint(&self) -> usize {
+        self.roles.footprint(|_| 0)
+            + self.texts.footprint(|t| t.buf.capacity())
+            + self.tools.footprint(|_| 0)
+            + self.prompts.footprint(|_| 0)
+            + self.root.as_ref().map_or(0, String::len)
     }
 
     /// Releases every text still held back (the stream ended).

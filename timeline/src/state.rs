@@ -3,7 +3,7 @@
 use crate::item::{Item, Tone};
 
 /// Where the session is, as far as reading its states is concerned.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct StateReader {
     /// The session is on its way down: OpenCode going away is expected, not a crash.
     stopping: bool,
@@ -35,6 +35,13 @@ impl StateReader {
             text,
             tone,
         })
+    }
+
+    /// Roughly the bytes this reader holds.
+    pub fn footprint(&self) -> usize {
+        self.last
+            .as_ref()
+            .map_or(0, |(s, p, r)| s.len() + p.len() + r.len())
     }
 
     /// Whether the session is stopping: exits reported now are the stop at work.

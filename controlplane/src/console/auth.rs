@@ -12,8 +12,12 @@
 //! [`Authenticator`]: crate::auth::Authenticator
 
 use aws_lc_rs::{constant_time, digest, rand::SecureRandom as _};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
 use axum::Form;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -32,20 +36,41 @@ const SIGNIN_COOKIE: &str = "kortix_signin";
 /// Longest token accepted from the sign-in form or a cookie.
 const MAX_TOKEN: usize = 512;
 
+/// Where a request came from: the peer address the public listener accepted its connection
+/// from (axum's `ConnectInfo`, which the listener serves with). It goes into the audit log
+/// like a gRPC caller's; a router served without it (no listener) leaves it empty.
+pub struct Peer(Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
 /// A person signed in through the console.
 pub struct SignedIn {
     principal: Principal,
     /// The token every form of this person's pages carries.
     pub csrf: String,
+    /// The peer address of a posted action (empty for pages, which change nothing).
+    from: String,
 }
 
 impl SignedIn {
     /// The person doing `action`, with what the table decides without the store checked.
     pub fn caller(&self, action: Action) -> ConsoleResult<Caller> {
-        let caller = self.principal.caller(action).ok_or_else(|| {
+        let mut caller = self.principal.caller(action).ok_or_else(|| {
             DomainError::PermissionDenied("a session's git token cannot use the console".into())
         })?;
         permissions::upfront(&caller)?;
+        caller.from.clone_from(&self.from);
         Ok(caller)
     }
 
@@ -106,6 +131,7 @@ impl Console {
             Ok(principal @ Principal::Person { .. }) => Ok(SignedIn {
                 principal,
                 csrf: csrf_of(token),
+                from: String::new(),
             }),
             Ok(Principal::SessionGit { .. }) => Err(ConsoleError::SignedOut),
             Err(AuthError::Store(e)) => Err(DomainError::from(e).into()),
@@ -113,10 +139,17 @@ impl Console {
         }
     }
 
-    /// The signed-in person posting a form with `csrf`, from this site.
-    pub async fn posted(&self, headers: &HeaderMap, csrf: &str) -> ConsoleResult<SignedIn> {
+    /// The signed-in person posting a form with `csrf`, from this site; what they do is
+    /// audited as coming from `peer`.
+    pub async fn posted(
+        &self,
+        headers: &HeaderMap,
+        peer: &Peer,
+        csrf: &str,
+    ) -> ConsoleResult<SignedIn> {
         check_origin(headers)?;
-        let me = self.signed_in(headers).await?;
+        let mut me = self.signed_in(headers).await?;
+        me.from = peer.0.map(|a| a.to_string()).unwrap_or_default();
         if !same(csrf, &me.csrf) {
             return Err(ConsoleError::Forbidden(
                 "refused: the form's CSRF token is missing or wrong; reload the page".into(),
@@ -235,10 +268,11 @@ pub struct CsrfForm {
 
 pub async fn sign_out(
     State(console): State<Console>,
+    peer: Peer,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> ConsoleResult<Response> {
-    console.posted(&headers, &form.csrf).await?;
+    console.posted(&headers, &peer, &form.csrf).await?;
     let mut res = Redirect::to("/").into_response();
     res.headers_mut().append(
         header::SET_COOKIE,

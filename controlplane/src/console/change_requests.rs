@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::Console;
-use super::auth::{CsrfForm, SignedIn};
+use super::auth::{CsrfForm, Peer, SignedIn};
 use super::error::{ConsoleError, ConsoleResult, status_of};
 use super::layout::{self, button_form, esc, time, url_segment};
 use super::projects::{may, role_on};
@@ -296,10 +296,11 @@ fn unified(diff: &str) -> String {
 pub async fn change_state(
     State(console): State<Console>,
     Path((project, number, verb)): Path<(String, u64, String)>,
+    peer: Peer,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> ConsoleResult<Response> {
-    let me = console.posted(&headers, &form.csrf).await?;
+    let me = console.posted(&headers, &peer, &form.csrf).await?;
     let crs = &console.inner.change_requests;
     let done = match verb.as_str() {
         "merge" => {

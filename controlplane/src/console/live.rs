@@ -1,9 +1,10 @@
 //! A session's conversation as Server-Sent Events. Each event carries the HTML of the entries
-//! one record completed, with `id:` the record's seq. The stream always interprets the
-//! session from its first record (the timeline's state — open tool calls, half-written lines
-//! — depends on everything before) and sends only what records after the viewer's position
-//! complete: `Last-Event-ID` on a reconnect, `?after=` (the seq the page was rendered up to)
-//! on the first connect. Interpretation is deterministic, so resuming has no gap and no
+//! one record completed, with `id:` the record's seq. The timeline's state (open tool calls,
+//! half-written lines) depends on everything before, so a stream starts from the newest
+//! [checkpoint](super::checkpoints) at or before the viewer's position (`Last-Event-ID` on a
+//! reconnect, `?after=` — the seq the page was rendered up to — on the first connect), or from
+//! the first record when this process has none, and sends only what records after that
+//! position complete. Interpretation is deterministic, so resuming has no gap and no
 //! duplicate. Records come from the attach pipeline (the in-memory tail, else the store), so
 //! viewers cost the agent nothing; a viewer that stops reading is cut off by attach and
 //! reconnects from where it was.
@@ -15,15 +16,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt as _;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Console;
+use super::checkpoints::Interpretation;
 use super::error::ConsoleResult;
 use super::sessions::session_of;
-use super::timeline::{new_timeline, push, render};
+use super::timeline::render;
 use crate::permissions::Action;
 
 /// Events buffered per viewer between the interpreter and the connection.
@@ -58,18 +61,19 @@ pub async fn events(
     let me = console.signed_in(&headers).await?;
     let (_, named) = session_of(&console, &me, &project, &id, Action::ViewSessions).await?;
     let after = resume_from(&headers, query.after);
+    let reading = Interpretation::resume(&console.inner.checkpoints, &named.session.id, after);
     let records = console
         .inner
         .sessions
         .attach_for(
             &me.caller(Action::ViewSessions)?,
             &named.session.id,
-            1,
+            reading.next_seq(),
             true,
         )
         .await?;
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    tokio::spawn(interpret(records, after, tx));
+    tokio::spawn(interpret(records, reading, after, tx));
     Ok(Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
@@ -77,11 +81,13 @@ pub async fn events(
 
 async fn interpret(
     mut records: crate::sessions::attach::AttachStream,
+    mut reading: Interpretation,
     after: u64,
     tx: mpsc::Sender<Result<Event, Infallible>>,
 ) {
-    let mut timeline = new_timeline();
-    let mut last = 0;
+    // Whether the stream has read every record stored when it started: the first time no
+    // record is ready at once. A checkpoint there serves the next reconnect of this viewer.
+    let mut caught_up = false;
     if tx
         .send(Ok(Event::default().retry(RETRY).comment("connected")))
         .await
@@ -89,7 +95,18 @@ async fn interpret(
     {
         return;
     }
-    while let Some(record) = records.next().await {
+    loop {
+        let next = match records.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                if !caught_up {
+                    caught_up = true;
+                    reading.save();
+                }
+                records.next().await
+            }
+        };
+        let Some(record) = next else { break };
         let record = match record {
             Ok(record) => record,
             Err(status) if status.code() == tonic::Code::Unauthenticated => {
@@ -105,8 +122,7 @@ async fn interpret(
                 return;
             }
         };
-        last = record.seq;
-        let entries = push(&mut timeline, &record);
+        let entries = reading.push(&record);
         if record.seq <= after || entries.is_empty() {
             continue;
         }
@@ -122,7 +138,9 @@ async fn interpret(
     // The session has ended and every record was sent: what the timeline held back (a last
     // line without its newline) completes now, as on the ended session's page. A page
     // rendered after the end already shows it and does not connect.
-    let rest = timeline.finish();
+    reading.save();
+    let last = reading.at();
+    let rest = reading.finish();
     if !rest.is_empty() {
         let html: String = rest.iter().map(render).collect();
         let _ = tx

@@ -1,14 +1,18 @@
 //! The web console: server-rendered pages on the public listener at `/` for watching
-//! sessions live, reviewing and merging change requests, and seeing a project's triggers,
-//! secrets (names), connectors and pending approvals.
+//! sessions live, reviewing and merging change requests, seeing a project's triggers,
+//! secrets (names) and connectors, and deciding its connector approvals.
 //!
 //! - [`auth`]: sign-in with an API token into an HttpOnly, SameSite=Strict cookie; the
 //!   CSRF token every form carries; the signed-in person's callers for the permission table.
 //! - [`layout`]: HTML escaping, the page frame and the security headers (a strict CSP).
 //! - [`assets`]: the stylesheet and the one hand-written script, compiled into the binary.
 //! - [`projects`]: the project list and a project's overview.
+//! - [`approvals`]: a project's connector approvals, and Approve / Deny.
 //! - [`sessions`]: a session's page and its actions (start, chat, stop, open a CR).
+//! - [`page_view`]: what a session's page shows of its records, kept as a checkpoint.
 //! - [`live`]: a session's records as Server-Sent Events, resumable by seq.
+//! - [`checkpoints`]: a bounded cache of timeline states by session and seq, so pages and
+//!   live streams do not re-read a session from its first record.
 //! - [`timeline`]: records → `kortix-timeline` entries → HTML fragments.
 //! - [`change_requests`]: lists by state, the diff view, merge, close and reopen.
 //! - [`error`]: domain errors as pages with the right status.
@@ -16,12 +20,15 @@
 //! The console calls the domain services with the same [`crate::permissions`] checks as the
 //! API: what a role may not do is absent from the page and refused when posted anyway.
 
+mod approvals;
 mod assets;
 mod auth;
 mod change_requests;
+mod checkpoints;
 mod error;
 mod layout;
 mod live;
+mod page_view;
 mod projects;
 mod sessions;
 mod timeline;
@@ -58,6 +65,10 @@ struct Inner {
     triggers: Triggers,
     secrets: ProjectSecrets,
     connectors: Connectors,
+    /// Sessions' timeline states at seqs, for live streams to start from.
+    checkpoints: checkpoints::Checkpoints,
+    /// Sessions' pages as last rendered, for the next render to read on from.
+    pages: checkpoints::Checkpoints<page_view::PageView>,
     /// The public URL is https: cookies get `Secure`.
     secure_cookies: bool,
 }
@@ -89,6 +100,8 @@ impl Console {
                 triggers: s.triggers,
                 secrets: s.secrets,
                 connectors: s.connectors,
+                checkpoints: checkpoints::Checkpoints::new(checkpoints::Limits::default()),
+                pages: checkpoints::Checkpoints::new(checkpoints::Limits::PAGES),
             }),
         }
     }
@@ -106,6 +119,10 @@ pub fn router(console: Console) -> Router {
         .route("/assets/console.js", get(assets::script))
         .route("/projects/{project}", get(projects::overview))
         .route("/projects/{project}/sessions", post(sessions::start))
+        .route(
+            "/projects/{project}/approvals/{id}/{verb}",
+            post(approvals::decide),
+        )
         .route(session, get(sessions::page))
         .route(&format!("{session}/events"), get(live::events))
         .route(&format!("{session}/{{verb}}"), post(sessions::act))

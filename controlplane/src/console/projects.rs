@@ -1,6 +1,6 @@
 //! The project list (the console's home) and a project's overview: its sessions, change
 //! requests, triggers with their next and recent firings, secret names, connectors and
-//! pending approvals. A section the caller may not see, or that fails (a broken manifest),
+//! approvals (see [`super::approvals`]). A section the caller may not see, or that fails (a broken manifest),
 //! says so in place instead of taking the page down.
 
 use std::fmt::Write as _;
@@ -115,8 +115,8 @@ pub async fn overview(
         connectors(&console, &me, &project).await,
     ));
     body.push_str(&section(
-        "Pending approvals",
-        approvals(&console, &me, &project).await,
+        "Approvals",
+        super::approvals::section(&console, &me, &project, role).await,
     ));
     Ok(layout::page(&project.name, Some(&me.chrome()), &body).into_response())
 }
@@ -128,7 +128,7 @@ fn section(title: &str, content: ConsoleResult<String>) -> String {
 }
 
 /// A table with `head` columns, or `empty` when there are no rows.
-fn table(head: &[&str], rows: Vec<String>, empty: &str) -> String {
+pub fn table(head: &[&str], rows: Vec<String>, empty: &str) -> String {
     if rows.is_empty() {
         return format!("<p class=\"empty\">{}</p>", esc(empty));
     }
@@ -325,32 +325,5 @@ async fn connectors(console: &Console, me: &SignedIn, project: &Project) -> Cons
         &["Connector", "Provider", "Tools", "Credential", "State"],
         rows,
         "No connectors.",
-    ))
-}
-
-async fn approvals(console: &Console, me: &SignedIn, project: &Project) -> ConsoleResult<String> {
-    let caller = me.caller(Action::ViewConnectors)?;
-    let list = console
-        .inner
-        .connectors
-        .list_approvals(&caller, &project.id, "pending")
-        .await?;
-    let rows = list
-        .iter()
-        .map(|(a, _)| {
-            format!(
-                "<tr><td>{}.{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                esc(&a.connector),
-                esc(&a.tool),
-                esc(&layout::short(&a.session_id)),
-                esc(&a.args_preview),
-                time(a.expires_ms)
-            )
-        })
-        .collect();
-    Ok(table(
-        &["Tool", "Session", "Arguments", "Expires"],
-        rows,
-        "No approvals waiting.",
     ))
 }

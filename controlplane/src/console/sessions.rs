@@ -3,7 +3,6 @@
 //! seq it was rendered up to; the live stream ([`super::live`]) continues from there, so a
 //! reload resumes where the page left off.
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 
 use axum::Form;
@@ -14,21 +13,16 @@ use serde::Deserialize;
 use tokio_stream::StreamExt as _;
 
 use super::Console;
-use super::auth::SignedIn;
+use super::auth::{Peer, SignedIn};
 use super::error::ConsoleResult;
 use super::layout::{self, button_form, csrf_field, esc, short, url_segment};
+use super::page_view::PageView;
 use super::projects::{may, role_on};
-use super::timeline::{new_timeline, push, render};
 use crate::error::DomainError;
 use crate::permissions::Action;
 use crate::sessions::access::NamedSession;
 use crate::sessions::lifecycle::StartRequest;
 use crate::store::{Project, Session, SessionSave};
-
-/// Conversation items a page renders; older ones are summarised in one line.
-const PAGE_ITEMS: usize = 3000;
-/// Agent log lines a page renders.
-const PAGE_LOGS: usize = 1000;
 
 /// Where a session's page is.
 pub fn session_path(project: &str, id: &str) -> String {
@@ -102,46 +96,6 @@ fn saved_html(session: &Session, saved: Option<&SessionSave>) -> String {
     )
 }
 
-/// The newest `max` of what was pushed, and how many older ones were left out.
-struct Kept {
-    items: VecDeque<String>,
-    dropped: usize,
-    max: usize,
-}
-
-impl Kept {
-    fn new(max: usize) -> Self {
-        Kept {
-            items: VecDeque::new(),
-            dropped: 0,
-            max,
-        }
-    }
-
-    fn push(&mut self, html: String) {
-        if self.items.len() == self.max {
-            self.items.pop_front();
-            self.dropped += 1;
-        }
-        self.items.push_back(html);
-    }
-
-    fn html(&self, what: &str) -> String {
-        let mut out = String::new();
-        if self.dropped > 0 {
-            let _ = write!(
-                out,
-                "<p class=\"muted\">{} earlier {what} not shown.</p>",
-                self.dropped
-            );
-        }
-        for i in &self.items {
-            out.push_str(i);
-        }
-        out
-    }
-}
-
 pub async fn page(
     State(console): State<Console>,
     Path((project, id)): Path<(String, String)>,
@@ -152,36 +106,38 @@ pub async fn page(
     let caller = me.caller(Action::ViewSessions)?;
     let (_, named) = session_of(&console, &me, &project.id, &id, Action::ViewSessions).await?;
     let session = &named.session;
-    // Everything stored so far, interpreted from the first record as every viewer does.
+    // The page's state as this process last rendered it (else none), brought up to date with
+    // the records stored since: a reload does not re-read the session from its first record.
+    let mut view = console
+        .inner
+        .pages
+        .at_or_before(&session.id, u64::MAX)
+        .map_or_else(PageView::new, |(_, v)| (*v).clone());
     let mut stored = console
         .inner
         .sessions
-        .attach_for(&caller, &session.id, 1, false)
+        .attach_for(&caller, &session.id, view.next_seq(), false)
         .await?;
-    let mut timeline = new_timeline();
-    let (mut conversation, mut logs) = (Kept::new(PAGE_ITEMS), Kept::new(PAGE_LOGS));
-    let mut after = 0;
-    let mut place = |html: String| {
-        if html.contains("data-pane=\"logs\"") {
-            logs.push(html);
-        } else {
-            conversation.push(html);
-        }
-    };
+    let before = view.at();
     while let Some(record) = stored.next().await {
         let record = record.map_err(|s| {
             DomainError::Unavailable(format!("reading session {}: {}", session.id, s.message()))
         })?;
-        after = record.seq;
-        for entry in push(&mut timeline, &record) {
-            place(render(&entry));
-        }
+        view.push(&record);
+    }
+    let after = view.at();
+    // Saved where the page ends: for the next render, and (the timeline alone) for the live
+    // stream this page opens next.
+    if after > before {
+        console.inner.pages.put(&session.id, after, view.clone());
+        console
+            .inner
+            .checkpoints
+            .put(&session.id, after, view.timeline().clone());
     }
     let ended = session.status.is_terminal();
     if ended {
-        for entry in timeline.finish() {
-            place(render(&entry));
-        }
+        view.finish();
     }
     let path = session_path(&project.name, &session.id);
     let mut actions = String::new();
@@ -229,8 +185,8 @@ pub async fn page(
         esc(&session.id),
         layout::time(session.created_ms),
         !ended,
-        conversation.html("items"),
-        logs.html("log lines"),
+        view.conversation_html(),
+        view.logs_html(),
     );
     // A message to a hibernated session resumes it with that message.
     if (!ended || session.status == crate::store::SessionStatus::Hibernated)
@@ -264,10 +220,11 @@ pub struct StartForm {
 pub async fn start(
     State(console): State<Console>,
     Path(project): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     Form(form): Form<StartForm>,
 ) -> ConsoleResult<Response> {
-    let me = console.posted(&headers, &form.csrf).await?;
+    let me = console.posted(&headers, &peer, &form.csrf).await?;
     if form.prompt.trim().is_empty() {
         return Err(DomainError::Invalid("the prompt is empty".into()).into());
     }
@@ -307,10 +264,11 @@ pub struct ActionForm {
 pub async fn act(
     State(console): State<Console>,
     Path((project, id, verb)): Path<(String, String, String)>,
+    peer: Peer,
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> ConsoleResult<Response> {
-    let me = console.posted(&headers, &form.csrf).await?;
+    let me = console.posted(&headers, &peer, &form.csrf).await?;
     let action = match verb.as_str() {
         "prompt" => Action::ChatInSession,
         "stop" => Action::StopSession,
