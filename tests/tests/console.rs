@@ -318,6 +318,63 @@ async fn the_console_in_a_browser() {
         "agent logs on their tab"
     );
 
+    // A page in the background lets its live connection go (a browser holds six per host
+    // over HTTP/1.1) and, shown again, picks up what arrived meanwhile, exactly once.
+    let session_id = session_url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let visibility = |state: &str| {
+        format!(
+            r#"Object.defineProperty(document, "visibilityState", {{configurable: true, get: () => "{state}"}});
+               document.getElementById("live").setAttribute("data-hidden-grace-ms", "0");
+               document.dispatchEvent(new Event("visibilitychange"));"#
+        )
+    };
+    js(&owner, &visibility("hidden")).await;
+    eventually("the hidden page to let its stream go", PAGE, || async {
+        (js(
+            &owner,
+            r#"return document.getElementById("live").getAttribute("data-connected")"#,
+        )
+        .await
+            == json!("false"))
+        .then_some(())
+    })
+    .await;
+    model.push([Turn::text("Answered while hidden.")]);
+    let calls = model.calls();
+    ts.sessions(&alice)
+        .send_prompt(kortix_proto::v1::SendPromptRequest {
+            session_id: session_id.clone(),
+            text: "A question while the page is hidden".into(),
+            agent: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        tokio::task::block_in_place(|| model.wait_for_calls(calls + 1, AGENT)),
+        "the hidden-time prompt reached the model"
+    );
+    assert!(
+        !text_of(&owner, "#conversation")
+            .await
+            .contains("A question while the page is hidden"),
+        "a disconnected page shows nothing new"
+    );
+    js(&owner, &visibility("visible")).await;
+    wait_text(&owner, "#conversation", "Answered while hidden.", AGENT).await;
+    let text = text_of(&owner, "#conversation").await;
+    for once in [
+        "A question while the page is hidden",
+        "Answered while hidden.",
+        "All steps are done.",
+    ] {
+        assert_eq!(text.matches(once).count(), 1, "{once:?} once in:\n{text}");
+    }
+
     // Chat.
     model.push([Turn::text("Chat reply arrived.")]);
     type_into(&owner, "form#chat textarea", "Anything else?").await;
