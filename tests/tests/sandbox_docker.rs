@@ -345,6 +345,26 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
 
     app_builds_in_the_snapshot(&ts, &token, engine, work.path()).await;
+
+    // The first session is still running: stopped, so its container does not outlive the
+    // test (containers do not end with the control plane).
+    ts.sessions(&token)
+        .stop_session(StopSessionRequest {
+            id: session.id.clone(),
+        })
+        .await
+        .unwrap();
+    support::eventually(
+        "the first session's container removed",
+        Duration::from_secs(60),
+        || async {
+            engine
+                .cli(&["container", "exists", &container])
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// An `[[apps]]` entry lands; its build runs in a container of the project's snapshot (it
