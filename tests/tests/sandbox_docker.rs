@@ -15,7 +15,7 @@ use isolated::{
 use kortix_controlplane::config::{DockerSettings, ImageSettings, SandboxKind, ServerConfig};
 use kortix_controlplane::sandbox::docker::DockerEngine;
 use kortix_proto::v1::*;
-use kortix_tests::podman::{TEST_BASE_IMAGE, podman};
+use kortix_tests::podman::{Podman, TEST_BASE_IMAGE, podman};
 use kortix_tests::{ScriptedModel, Turn, opencode_bin};
 use std::time::Duration;
 use support::TestServer;
@@ -95,15 +95,11 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
         c.apps.sweep_interval = Duration::from_millis(500);
     })
     .await;
-    support::eventually(
+    container_gone(
+        engine,
         "the stray container removed",
+        "kortix-session-stray",
         Duration::from_secs(30),
-        || async {
-            engine
-                .cli(&["container", "exists", "kortix-session-stray"])
-                .is_err()
-                .then_some(())
-        },
     )
     .await;
     assert!(
@@ -354,16 +350,23 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
         })
         .await
         .unwrap();
-    support::eventually(
+    container_gone(
+        engine,
         "the first session's container removed",
+        &container,
         Duration::from_secs(60),
-        || async {
-            engine
-                .cli(&["container", "exists", &container])
-                .is_err()
-                .then_some(())
-        },
     )
+    .await;
+}
+
+/// Waits until the engine no longer has container `name`.
+async fn container_gone(engine: &Podman, what: &str, name: &str, within: Duration) {
+    support::eventually(what, within, || async {
+        engine
+            .cli(&["container", "exists", name])
+            .is_err()
+            .then_some(())
+    })
     .await;
 }
 
@@ -374,7 +377,7 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
 async fn app_builds_in_the_snapshot(
     ts: &TestServer,
     token: &str,
-    engine: &kortix_tests::podman::Podman,
+    engine: &Podman,
     work: &std::path::Path,
 ) {
     let clone = work.join("app");
@@ -468,15 +471,11 @@ echo "built on $(uname -n)"
         "the session's snapshot is reused for the build"
     );
     let container = format!("kortix-app-build-{}", deployment.id);
-    support::eventually(
+    container_gone(
+        engine,
         "the build container removed",
+        &container,
         Duration::from_secs(30),
-        || async {
-            engine
-                .cli(&["container", "exists", &container])
-                .is_err()
-                .then_some(())
-        },
     )
     .await;
 }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::build::{self, BuildJob, LogTail};
 use super::source::{self, FetchLimits};
-use super::{Apps, content, hash, snapshot_build};
+use super::{Apps, content, hash};
 use crate::clock::now_ms;
 use crate::error::{DomainError, DomainResult};
 use crate::store::{Activation, Deployment, DeploymentStatus, NewDeployment, Project};
@@ -223,17 +223,9 @@ impl Apps {
             };
             let end = match self.snapshot_builds() {
                 Some(builds) => {
-                    let built = snapshot_build::run(
-                        builds,
-                        self.manifests(),
-                        project,
-                        &deployment.id,
-                        &src,
-                        job,
-                        settings.max_content_bytes,
-                        log,
-                    )
-                    .await?;
+                    let built = self
+                        .run_in_snapshot(builds, project, &deployment.id, &src, job, log)
+                        .await?;
                     if let Some(after) = built.base {
                         base = after;
                     }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
+use super::Apps;
 use super::build::{BuildJob, LogTail};
-use crate::manifests::Manifests;
 use crate::sandbox::command::CommandEnd;
 use crate::sandbox::docker::DockerEngine;
 use crate::sandbox::docker::command::{self as container, ContainerCommand};
@@ -36,96 +36,98 @@ pub struct Built {
     pub base: Option<PathBuf>,
 }
 
-/// Runs `job` in a container of `project`'s default snapshot. `source` is the whole fetched
-/// tree and `job.base` its `root_path` inside it.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    builds: &SnapshotBuilds,
-    manifests: &Manifests,
-    project: &Project,
-    deployment_id: &str,
-    source: &Path,
-    job: BuildJob<'_>,
-    max_output_bytes: u64,
-    log: &LogTail,
-) -> Result<Built, String> {
-    let manifest = manifests
-        .get(&project.id, &project.default_branch)
-        .await
-        .map_err(|e| format!("reading the project's manifest: {e}"))?
-        .for_session()
-        .map_err(|e| format!("the project's manifest: {e}"))?;
-    let template = manifest
-        .resolve_template(None)
-        .map_err(|e| format!("the project's default template: {e}"))?;
-    let resources = crate::sessions::lifecycle::resources_of(template, &project.id);
-    let recipe = builds
-        .snapshots
-        .recipe(project, template)
-        .await
-        .map_err(|e| e.to_string())?;
-    log.line(&format!(
-        "==> the project's snapshot {} (template {})",
-        recipe.name, resources.template
-    ));
-    let sink = log.clone();
-    let snapshot = builds
-        .snapshots
-        .ensure(
-            &recipe,
-            Rebuild::Never,
-            Some(std::sync::Arc::new(move |line: &str| sink.line(line))),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let workdir = job
-        .base
-        .strip_prefix(source)
-        .map_err(|_| "the build's root path is outside its source".to_string())?
-        .to_string_lossy()
-        .into_owned();
-    let scratch = job.scratch.to_path_buf();
-    tokio::fs::create_dir_all(&scratch)
-        .await
-        .map_err(|e| format!("creating {}: {e}", scratch.display()))?;
-    let cmd = ContainerCommand {
-        name: format!("kortix-app-build-{deployment_id}"),
-        image: snapshot.name.clone(),
-        argv: vec!["/bin/sh".into(), "-c".into(), job.command.to_string()],
-        source: source.to_path_buf(),
-        workdir,
-        env: job.env.clone(),
-        resources,
-        network: builds.network.clone(),
-        deployment: builds.deployment.clone(),
-        build: deployment_id.to_string(),
-        timeout: job.timeout,
-        max_output_bytes,
-    };
-    log.line(&format!(
-        "==> running `{}` in a container of {} on {} (timeout {}s)",
-        job.command,
-        snapshot.name,
-        builds.engine.host(),
-        job.timeout.as_secs()
-    ));
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    let sink = log.clone();
-    let copier = tokio::spawn(async move {
-        while let Some(line) = rx.recv().await {
-            sink.line(&line);
-        }
-    });
-    let ran = container::run(&builds.engine, &cmd, &scratch, tx).await;
-    let _ = copier.await;
-    let ran = ran.map_err(|e| e.to_string())?;
-    log.line(&format!("==> the build {}", ran.end.describe()));
-    let base = ran.workspace.map(|w| {
-        if cmd.workdir.is_empty() {
-            w
-        } else {
-            w.join(&cmd.workdir)
-        }
-    });
-    Ok(Built { end: ran.end, base })
+impl Apps {
+    /// Runs `job` in a container of `project`'s default snapshot. `source` is the whole fetched
+    /// tree and `job.base` its `root_path` inside it.
+    pub(super) async fn run_in_snapshot(
+        &self,
+        builds: &SnapshotBuilds,
+        project: &Project,
+        deployment_id: &str,
+        source: &Path,
+        job: BuildJob<'_>,
+        log: &LogTail,
+    ) -> Result<Built, String> {
+        let max_output_bytes = self.settings().max_content_bytes;
+        let manifest = self
+            .manifests()
+            .get(&project.id, &project.default_branch)
+            .await
+            .map_err(|e| format!("reading the project's manifest: {e}"))?
+            .for_session()
+            .map_err(|e| format!("the project's manifest: {e}"))?;
+        let template = manifest
+            .resolve_template(None)
+            .map_err(|e| format!("the project's default template: {e}"))?;
+        let resources = crate::sessions::lifecycle::resources_of(template, &project.id);
+        let recipe = builds
+            .snapshots
+            .recipe(project, template)
+            .await
+            .map_err(|e| e.to_string())?;
+        log.line(&format!(
+            "==> the project's snapshot {} (template {})",
+            recipe.name, resources.template
+        ));
+        let sink = log.clone();
+        let snapshot = builds
+            .snapshots
+            .ensure(
+                &recipe,
+                Rebuild::Never,
+                Some(std::sync::Arc::new(move |line: &str| sink.line(line))),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let workdir = job
+            .base
+            .strip_prefix(source)
+            .map_err(|_| "the build's root path is outside its source".to_string())?
+            .to_string_lossy()
+            .into_owned();
+        let scratch = job.scratch.to_path_buf();
+        tokio::fs::create_dir_all(&scratch)
+            .await
+            .map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+        let cmd = ContainerCommand {
+            name: format!("kortix-app-build-{deployment_id}"),
+            image: snapshot.name.clone(),
+            argv: vec!["/bin/sh".into(), "-c".into(), job.command.to_string()],
+            source: source.to_path_buf(),
+            workdir,
+            env: job.env.clone(),
+            resources,
+            network: builds.network.clone(),
+            deployment: builds.deployment.clone(),
+            build: deployment_id.to_string(),
+            timeout: job.timeout,
+            max_output_bytes,
+        };
+        log.line(&format!(
+            "==> running `{}` in a container of {} on {} (timeout {}s)",
+            job.command,
+            snapshot.name,
+            builds.engine.host(),
+            job.timeout.as_secs()
+        ));
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let sink = log.clone();
+        let copier = tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                sink.line(&line);
+            }
+        });
+        let ran = container::run(&builds.engine, &cmd, &scratch, tx).await;
+        let _ = copier.await;
+        let ran = ran.map_err(|e| e.to_string())?;
+        log.line(&format!("==> the build {}", ran.end.describe()));
+        let base = ran.workspace.map(|w| {
+            if cmd.workdir.is_empty() {
+                w
+            } else {
+                w.join(&cmd.workdir)
+            }
+        });
+        Ok(Built { end: ran.end, base })
+    }
 }
