@@ -1,6 +1,7 @@
 //! `kortix-agent`: the in-sandbox daemon that enrolls with the control plane, clones the
 //! session branch, runs and supervises OpenCode, and streams what happens as records.
 
+pub mod assignment;
 pub mod backoff;
 pub mod clone;
 pub mod command_log;

@@ -1,9 +1,10 @@
 //! `kortix-agent`: the session daemon, `kortix-agent git-credential get|store|erase`, or
 //! `kortix-agent mcp` (the connectors' MCP server OpenCode launches).
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use kortix_agent::{Config, ExitReason, connectors, credentials, diag, process};
+use kortix_agent::{Config, ExitReason, assignment, connectors, credentials, diag, process};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -37,24 +38,6 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    let mut config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            diag::error(&e.to_string());
-            return ExitCode::from(2);
-        }
-    };
-    match process::become_reaper() {
-        Ok(pid1) => {
-            config.reap_orphans = true;
-            if pid1 {
-                diag::info("running as PID 1; reaping orphans");
-            }
-        }
-        Err(e) => diag::warn(&format!(
-            "cannot become child subreaper ({e}); orphans go to init"
-        )),
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
@@ -67,6 +50,42 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let assigned = match std::env::var_os(assignment::ENV).filter(|p| !p.is_empty()) {
+        None => BTreeMap::new(),
+        Some(path) => {
+            diag::info("booted ahead of a session; waiting for the assignment");
+            match runtime.block_on(assignment::wait(std::path::Path::new(&path))) {
+                Ok(Some(vars)) => vars,
+                Ok(None) => {
+                    diag::info("stopped before any session was assigned");
+                    return ExitCode::SUCCESS;
+                }
+                Err(e) => {
+                    diag::error(&e.to_string());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let mut config =
+        match Config::from_lookup(|k| assigned.get(k).cloned().or_else(|| std::env::var(k).ok())) {
+            Ok(c) => c,
+            Err(e) => {
+                diag::error(&e.to_string());
+                return ExitCode::from(2);
+            }
+        };
+    match process::become_reaper() {
+        Ok(pid1) => {
+            config.reap_orphans = true;
+            if pid1 {
+                diag::info("running as PID 1; reaping orphans");
+            }
+        }
+        Err(e) => diag::warn(&format!(
+            "cannot become child subreaper ({e}); orphans go to init"
+        )),
+    }
     let outcome = runtime.block_on(kortix_agent::run(config));
     // Blocking tasks (a clone stuck on the network) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

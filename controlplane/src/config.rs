@@ -35,6 +35,9 @@ pub struct DockerSettings {
     pub host: Option<String>,
     /// The network sandboxes join; `None`: the engine's default bridge.
     pub network: Option<String>,
+    /// Containers per snapshot started ahead of sessions (0: none; at most
+    /// `sandbox::docker::pool::MAX_PER_SNAPSHOT`).
+    pub warm_pool: usize,
 }
 
 /// Daytona's API of `SandboxKind::Daytona`.

@@ -74,7 +74,7 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
         engine.cli(&args).unwrap();
     }
     let host = engine.docker_host.clone();
-    let ts = TestServer::start_with(move |c: &mut ServerConfig| {
+    let mut ts = TestServer::start_with(move |c: &mut ServerConfig| {
         c.agent_bin = Some(support::built_binary("kortix-agent"));
         c.agent_env
             .push(("KORTIX_HEARTBEAT_SECS".into(), "1".into()));
@@ -85,6 +85,8 @@ async fn a_session_runs_in_a_container_from_its_dockerfile_snapshot() {
         c.docker = DockerSettings {
             host: Some(host),
             network: None,
+            // One container per snapshot started ahead: the second session takes it.
+            warm_pool: 1,
         };
         c.images = ImageSettings {
             base_image: Some(TEST_BASE_IMAGE.into()),
@@ -250,6 +252,9 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
     let (_, metrics) = support::http_get(&ts.url(), "/metrics").await;
     let builds = metric(&metrics, "kortix_snapshot_builds_total{outcome=\"active\"}");
     assert_eq!(builds, 1, "{metrics}");
+    // The first session asked for the snapshot, so the warm pool starts one container of it
+    // ahead; the second session is given that one.
+    let member = warm_member(engine, Duration::from_secs(120)).await;
     let second = start_running(&ts, &token, Duration::from_secs(120)).await;
     let (_, metrics) = support::http_get(&ts.url(), "/metrics").await;
     assert_eq!(
@@ -257,6 +262,58 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
         1,
         "reused"
     );
+    let second_container = format!("kortix-session-{}", second.id);
+    let pooled = engine
+        .cli(&[
+            "inspect",
+            "--format",
+            "{{.ID}} {{index .Config.Labels \"kortix.snapshot\"}}",
+            &second_container,
+        ])
+        .unwrap();
+    let member_id = engine
+        .cli(&["inspect", "--format", "{{.ID}}", &member])
+        .ok();
+    assert!(
+        member_id.is_none(),
+        "the warm container was renamed for the session"
+    );
+    assert!(
+        pooled.contains(" kortix-snap-"),
+        "the session runs in the warm container of its snapshot: {pooled}"
+    );
+    // Its agent got the session's variables from the assignment, not from the container's
+    // environment, which names no session and holds no token.
+    let env = engine
+        .cli(&[
+            "inspect",
+            "--format",
+            "{{range .Config.Env}}{{println .}}{{end}}",
+            &second_container,
+        ])
+        .unwrap();
+    assert!(!env.contains("KORTIX_BOOTSTRAP_TOKEN"), "{env}");
+    assert!(env.contains("KORTIX_ASSIGNMENT_FILE="), "{env}");
+    let leftover = engine
+        .cli(&["exec", &second_container, "ls", "/run/kortix"])
+        .unwrap();
+    assert!(
+        leftover.trim().is_empty(),
+        "the assignment is removed once read: {leftover}"
+    );
+    // A reconcile pass knows a pooled container as its session's.
+    ts.running().sessions.reconcile_once().await;
+    wait_status(
+        &ts,
+        &token,
+        &second.id,
+        SessionStatus::Running,
+        Duration::from_secs(5),
+    )
+    .await;
+    // And the pool is topped up again.
+    let next = warm_member(engine, Duration::from_secs(120)).await;
+    assert_ne!(next, member);
 
     // Its container removed behind its back: the session fails.
     engine
@@ -357,6 +414,42 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
         Duration::from_secs(60),
     )
     .await;
+    // The warm container goes with the control plane: no session will take it.
+    let next = warm_member(engine, Duration::from_secs(5)).await;
+    ts.server.take().expect("running").shutdown().await;
+    container_gone(
+        engine,
+        "the warm container removed",
+        &next,
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+/// The name of a running warm-pool container, once there is one.
+async fn warm_member(engine: &Podman, within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let names = engine
+            .cli(&[
+                "ps",
+                "--filter",
+                "label=kortix.pool",
+                "--filter",
+                "status=running",
+                "--format",
+                "{{.Names}}",
+            ])
+            .unwrap_or_default();
+        if let Some(name) = names.lines().find(|n| n.starts_with("kortix-pool-")) {
+            return name.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no warm container within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits until the engine no longer has container `name`.

@@ -44,6 +44,27 @@ pub struct Launch<'a> {
     pub port: u16,
 }
 
+/// OpenCode must not outlive an agent that died without stopping it (kill -9, a crash): it
+/// would hold its port and keep calling the model. The kernel's parent-death signal follows
+/// the *thread* that forked, here a runtime worker that lives as long as the agent; OpenCode
+/// must never be spawned from a blocking-pool thread, which exits when idle.
+#[allow(unsafe_code)]
+fn die_with_agent(cmd: &mut Command) {
+    let agent = nix::unistd::getpid();
+    // SAFETY: between fork and exec the closure makes only async-signal-safe calls (prctl,
+    // getppid) and allocates nothing on its success path.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if nix::unistd::getppid() != agent {
+                // The agent died before the signal was armed.
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 impl OpencodeProcess {
     pub fn spawn(
         reaper: &Reaper,
@@ -67,6 +88,7 @@ impl OpencodeProcess {
         .stderr(Stdio::piped())
         // Its own group, so a stop reaches every tool process OpenCode started.
         .process_group(0);
+        die_with_agent(&mut cmd);
         let mut child = reaper.spawn(&mut cmd)?;
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         let listening = Arc::new(Notify::new());
@@ -223,6 +245,23 @@ mod tests {
     use crate::records::{Spool, SpoolOptions};
     use kortix_proto::v1::record::Body;
     use tokio::io::AsyncWriteExt;
+
+    /// The parent-death signal fires when the forking thread ends, which is how the kernel
+    /// sees the agent die; the child is killed, not orphaned.
+    #[test]
+    fn opencode_dies_with_the_thread_that_spawned_it() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = std::thread::spawn(|| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("60");
+            die_with_agent(&mut cmd);
+            cmd.spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
+    }
 
     /// A 31-character secret at every offset around the line cap: no prefix of it survives.
     #[tokio::test]

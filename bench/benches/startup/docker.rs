@@ -190,6 +190,31 @@ impl DockerSide<'_> {
 }
 
 /// The snapshot image sessions of `app` boot now (the most recently used active one).
+/// Waits until the control plane's warm pool has a running container.
+pub async fn wait_for_warm_container(engine: &Podman) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let names = engine
+            .cli(&[
+                "ps",
+                "--filter",
+                "label=kortix.pool",
+                "--filter",
+                "status=running",
+                "--format",
+                "{{.Names}}",
+            ])
+            .map_err(|e| anyhow!("listing warm containers: {e}"))?;
+        if names.lines().any(|n| n.starts_with("kortix-pool-")) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the warm pool had no container within 180 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn current_image(target: &Target) -> Result<String> {
     let listed = target
         .snapshots

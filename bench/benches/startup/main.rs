@@ -5,7 +5,7 @@
 //!   → the agent's first commit is on the session branch in the control plane's repository.
 //!   The real agent and the pinned OpenCode; each session is stopped (and its end awaited)
 //!   before the next run. Local: the local provider with its default isolation. Docker: one
-//!   container per session from the project's warm snapshot.
+//!   container per session from the project's warm snapshot, taken from the warm pool.
 //! - Host baseline: `opencode serve` spawned in a fresh checkout of the same repository → its
 //!   health endpoint answers → session created and the same prompt sent → the same commit
 //!   pushed to a bare repository. A warm HOME shared by the baseline's runs (OpenCode's
@@ -26,7 +26,9 @@
 //! `cargo build --release --workspace --bins && cargo bench --workspace --bench startup`
 //! (`KORTIX_BENCH_RUNS`, default 20 runs of each after one warm-up run of each;
 //! `KORTIX_BENCH_BUILDS`, default 5 cold builds of each; `KORTIX_BENCH_DOCKER=0` for the
-//! local provider only).
+//! local provider only; `KORTIX_BENCH_WARM_POOL`, default 1: the docker control plane's
+//! `--warm-pool`, each docker run starting once the pool's container is up, 0 for a
+//! container created per session).
 
 mod docker;
 mod host;
@@ -151,6 +153,7 @@ async fn bench() -> Result<()> {
     let runs = env_usize("KORTIX_BENCH_RUNS", 20);
     let builds = env_usize("KORTIX_BENCH_BUILDS", 5);
     let concurrent = env_usize("KORTIX_BENCH_CONCURRENT", 20);
+    let warm_pool = env_usize("KORTIX_BENCH_WARM_POOL", 1);
     let work = tempfile::tempdir()?;
     let opencode = opencode_bin().map_err(|e| anyhow!("{e}"))?;
     let engine = container_engine();
@@ -193,6 +196,7 @@ async fn bench() -> Result<()> {
                     c.docker = DockerSettings {
                         host: Some(host),
                         network: None,
+                        warm_pool,
                     };
                     c.images = ImageSettings {
                         base_image: Some(TEST_BASE_IMAGE.into()),
@@ -263,6 +267,10 @@ async fn bench() -> Result<()> {
             report.host.push(b);
         }
         if let (Some(engine), Some(d)) = (engine, &docker) {
+            if warm_pool > 0 {
+                // Warm means the pool's container is up, as between a team's sessions.
+                docker::wait_for_warm_container(engine).await?;
+            }
             let kd = d.target.run(&model, "docker", round).await?;
             if container.is_none() {
                 container = Some(ContainerBaseline {

@@ -77,6 +77,11 @@ pub struct ServerArgs {
     /// Network the containers of `--sandbox docker` join [default: the engine's bridge].
     #[arg(long)]
     pub docker_network: Option<String>,
+    /// Containers per snapshot `--sandbox docker` starts ahead of sessions, so a session
+    /// skips the container's start (0: none; at most 8).
+    #[arg(long, default_value_t = 0, env = "KORTIX_WARM_POOL",
+          value_parser = clap::value_parser!(u8).range(0..=8))]
+    pub warm_pool: u8,
     /// Image of the platform default template for `--sandbox docker` and `--sandbox
     /// daytona` (no template chosen) [default: debian:bookworm-slim].
     #[arg(long, visible_alias = "docker-base-image")]
@@ -166,6 +171,7 @@ impl ServerArgs {
         config.docker = kortix_controlplane::config::DockerSettings {
             host: self.docker_host.clone(),
             network: self.docker_network.clone(),
+            warm_pool: usize::from(self.warm_pool),
         };
         config.images = kortix_controlplane::config::ImageSettings {
             base_image: self.base_image.clone(),

@@ -175,6 +175,12 @@ pub trait SandboxProvider: Send + Sync + 'static {
     fn housekeep(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+
+    /// At shutdown: removes sandboxes started ahead of sessions (a warm pool), which no
+    /// session will use once this replica is gone.
+    fn release_spares(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 #[cfg(test)]

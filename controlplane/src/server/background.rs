@@ -140,6 +140,7 @@ pub(super) fn spawn_shutdown(
         if provider.ends_with_control_plane() {
             end_sandboxes(&sessions, provider.as_ref()).await;
         }
+        provider.release_spares().await;
         let _ = sandboxes_done.send(());
         sessions.hub().close();
         let _ = drained.send(true);

@@ -210,6 +210,7 @@ fn sandbox_provider(
                     network: config.docker.network.clone(),
                     extra_env: config.agent_env.clone(),
                     deployment: deployment_id(&base.ca.fingerprint()),
+                    warm_pool: config.docker.warm_pool,
                 },
                 exit_tx,
             ))

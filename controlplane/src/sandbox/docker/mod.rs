@@ -4,11 +4,13 @@
 //! - [`engine`]: connecting (`DOCKER_HOST`, `--docker-host`, the local socket).
 //! - [`build`]: building snapshots (`POST /build` with the composed recipe as context).
 //! - [`provider`]: one container per session, reconciled by label.
+//! - [`pool`]: the warm pool, containers started ahead of sessions (`--warm-pool`).
 //! - [`command`]: one command in a container of a snapshot (an app's build).
 
 pub mod build;
 pub mod command;
 pub mod engine;
+pub mod pool;
 pub mod provider;
 
 pub use engine::DockerEngine;

@@ -25,6 +25,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::engine::{DockerEngine, is_not_found};
+use super::pool::{self, ASSIGNMENT_ENV, ASSIGNMENT_FILE, LABEL_POOL, Recipe, WarmPool};
 use crate::sandbox::{
     Inventory, LABEL_DEPLOYMENT, SandboxError, SandboxExit, SandboxProvider, SandboxResources,
     SandboxSpec, belongs_to,
@@ -56,6 +57,8 @@ pub struct DockerConfig {
     pub extra_env: Vec<(String, String)>,
     /// This deployment's id (`sandbox::deployment_id`), on every container it makes.
     pub deployment: String,
+    /// Containers per snapshot started ahead of sessions (`--warm-pool`; 0: none).
+    pub warm_pool: usize,
 }
 
 pub struct DockerProvider {
@@ -64,10 +67,13 @@ pub struct DockerProvider {
     exits: mpsc::Sender<SandboxExit>,
     /// Sessions whose container this replica watches.
     watched: Arc<Mutex<HashSet<String>>>,
+    pool: Option<Arc<WarmPool>>,
 }
 
+const SESSION_PREFIX: &str = "kortix-session-";
+
 fn container_name(session_id: &str) -> String {
-    format!("kortix-session-{session_id}")
+    format!("{SESSION_PREFIX}{session_id}")
 }
 
 impl DockerProvider {
@@ -76,11 +82,13 @@ impl DockerProvider {
         config: DockerConfig,
         exits: mpsc::Sender<SandboxExit>,
     ) -> Self {
+        let pool = (config.warm_pool > 0).then(|| Arc::new(WarmPool::new(config.warm_pool)));
         Self {
             engine,
             config,
             exits,
             watched: Arc::default(),
+            pool,
         }
     }
 
@@ -142,6 +150,197 @@ impl DockerProvider {
     }
 }
 
+impl DockerProvider {
+    /// What every container of this provider gets, whatever its session.
+    fn provider_env(&self) -> Vec<String> {
+        // The control plane's git endpoint is plain HTTP on the bridge's gateway: traffic
+        // between a container and its bridge stays inside this host, so the session's git
+        // token never crosses a network in clear text.
+        std::iter::once("KORTIX_ALLOW_CLEARTEXT_GIT=1".to_owned())
+            .chain(
+                self.config
+                    .extra_env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}")),
+            )
+            .collect()
+    }
+
+    /// Starts what the pool lacks for `recipe`, a moment later: a container's start takes
+    /// CPU the session just assigned needs for its own start.
+    fn refill(&self, pool: &Arc<WarmPool>, recipe: &Recipe) {
+        let (count, evicted) = pool.want(recipe);
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            for name in evicted {
+                let _ = remove(&engine, &name).await;
+            }
+        });
+        if count > 0 {
+            self.create_members(pool, recipe.clone(), count, REFILL_DELAY);
+        }
+    }
+
+    fn create_members(
+        &self,
+        pool: &Arc<WarmPool>,
+        recipe: Recipe,
+        count: usize,
+        delay: std::time::Duration,
+    ) {
+        let (engine, pool) = (self.engine.clone(), pool.clone());
+        let mut env = self.provider_env();
+        env.push(format!("{ASSIGNMENT_ENV}={ASSIGNMENT_FILE}"));
+        let (network, deployment) = (self.config.network.clone(), self.config.deployment.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            for _ in 0..count {
+                let name = format!("kortix-pool-{:016x}", rand::random::<u64>());
+                let labels = HashMap::from([
+                    (LABEL_POOL.to_owned(), pool::key_digest(&recipe)),
+                    (
+                        LABEL_PROJECT.to_owned(),
+                        recipe.resources.project_id.clone(),
+                    ),
+                    (LABEL_SNAPSHOT.to_owned(), recipe.image.clone()),
+                    (LABEL_DEPLOYMENT.to_owned(), deployment.clone()),
+                ]);
+                let body = container_body(
+                    recipe.image.clone(),
+                    env.clone(),
+                    labels,
+                    &recipe.resources,
+                    network.as_deref(),
+                );
+                let created = match create_and_start(&engine, &name, body).await {
+                    Ok(()) => Some(name.clone()),
+                    Err(e) => {
+                        tracing::warn!(image = %recipe.image, error = %e, "starting a warm container");
+                        None
+                    }
+                };
+                let made = created.is_some();
+                if !pool.filled(&recipe, created) || !made {
+                    let _ = remove(&engine, &name).await;
+                }
+            }
+        });
+    }
+
+    /// Gives a warm container to a session: its name becomes the session's, and its agent
+    /// gets the session's variables.
+    async fn assign(
+        &self,
+        member: &str,
+        name: &str,
+        spec: &SandboxSpec,
+    ) -> Result<(), SandboxError> {
+        let options = bollard::query_parameters::RenameContainerOptionsBuilder::default()
+            .name(name)
+            .build();
+        self.engine
+            .docker
+            .rename_container(member, options)
+            .await
+            .map_err(|e| {
+                self.engine
+                    .error(&format!("renaming {member} to {name}"), e)
+            })?;
+        let archive = pool::assignment_archive(&spec.env)
+            .map_err(|e| SandboxError::Engine(format!("the assignment of {name}: {e}")))?;
+        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+            .path("/")
+            .build();
+        self.engine
+            .docker
+            .upload_to_container(name, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(|e| self.engine.error(&format!("assigning {name}"), e))
+    }
+}
+
+impl DockerProvider {
+    async fn list(
+        &self,
+        label: &str,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, SandboxError> {
+        let filters = HashMap::from([("label", vec![label])]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.engine
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.engine.error("listing sandboxes", e))
+    }
+
+    /// A warm container this replica's pool does not hold: another replica's (left alone
+    /// while it could still be in use), or left by a replica that died (removed once past
+    /// any member's lifetime), or one that exited.
+    async fn sweep_stray_member(&self, name: &str, created: Option<i64>, running: bool) {
+        if self.pool.as_ref().is_some_and(|p| p.holds(name)) {
+            return;
+        }
+        let age = created
+            .and_then(|c| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_secs() as i64;
+                u64::try_from(now - c).ok()
+            })
+            .map(std::time::Duration::from_secs);
+        let expired = age.is_none_or(|a| a > pool::MEMBER_LIFETIME + REFILL_DELAY * 20);
+        if !running || expired {
+            let _ = remove(&self.engine, name).await;
+        }
+    }
+}
+
+/// How long after a take the pool starts a replacement.
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A sandbox container's definition.
+fn container_body(
+    image: String,
+    env: Vec<String>,
+    labels: HashMap<String, String>,
+    resources: &SandboxResources,
+    network: Option<&str>,
+) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image),
+        env: Some(env),
+        labels: Some(labels),
+        hostname: Some("sandbox".into()),
+        host_config: Some(host_config(resources, network)),
+        ..Default::default()
+    }
+}
+
+/// Creates and starts a container; one that does not start is removed.
+async fn create_and_start(
+    engine: &DockerEngine,
+    name: &str,
+    body: ContainerCreateBody,
+) -> Result<(), String> {
+    let options = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+        .name(name)
+        .build();
+    engine
+        .docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| format!("creating container {name}: {e}"))?;
+    if let Err(e) = engine.docker.start_container(name, None).await {
+        let _ = remove(engine, name).await;
+        return Err(format!("starting container {name}: {e}"));
+    }
+    Ok(())
+}
+
 pub(crate) async fn remove(engine: &DockerEngine, name: &str) -> Result<(), SandboxError> {
     let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
         .force(true)
@@ -187,43 +386,46 @@ impl SandboxProvider for DockerProvider {
             let boot_err = |message: String| spec.boot_error(message);
             let image = spec.snapshot()?;
             let name = container_name(&spec.session_id);
+            let recipe = Recipe {
+                image: image.clone(),
+                resources: spec.resources.clone(),
+            };
+            if let Some(pool) = &self.pool {
+                let taken = pool.take(&recipe);
+                self.refill(pool, &recipe);
+                if let Some(member) = taken {
+                    match self.assign(&member.name, &name, &spec).await {
+                        Ok(()) => {
+                            tracing::info!(session = %spec.session_id, member = %member.name, "sandbox from the warm pool");
+                            self.watch(&spec.session_id);
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            tracing::warn!(session = %spec.session_id, member = %member.name, error = %e, "a warm container could not be assigned; starting a new one");
+                            let _ = remove(&self.engine, &member.name).await;
+                            let _ = remove(&self.engine, &name).await;
+                        }
+                    }
+                }
+            }
             let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            // The control plane's git endpoint is plain HTTP on the bridge's gateway: traffic
-            // between a container and its bridge stays inside this host, so the session's
-            // git token never crosses a network in clear text.
-            env.push("KORTIX_ALLOW_CLEARTEXT_GIT=1".into());
-            env.extend(
-                self.config
-                    .extra_env
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}")),
-            );
+            env.extend(self.provider_env());
             let labels = HashMap::from([
                 (LABEL_SESSION.to_owned(), spec.session_id.clone()),
                 (LABEL_PROJECT.to_owned(), spec.resources.project_id.clone()),
                 (LABEL_SNAPSHOT.to_owned(), image.clone()),
                 (LABEL_DEPLOYMENT.to_owned(), self.config.deployment.clone()),
             ]);
-            let body = ContainerCreateBody {
-                image: Some(image),
-                env: Some(env),
-                labels: Some(labels),
-                hostname: Some("sandbox".into()),
-                host_config: Some(host_config(&spec.resources, self.config.network.as_deref())),
-                ..Default::default()
-            };
-            let options = bollard::query_parameters::CreateContainerOptionsBuilder::default()
-                .name(&name)
-                .build();
-            self.engine
-                .docker
-                .create_container(Some(options), body)
+            let body = container_body(
+                image,
+                env,
+                labels,
+                &spec.resources,
+                self.config.network.as_deref(),
+            );
+            create_and_start(&self.engine, &name, body)
                 .await
-                .map_err(|e| boot_err(format!("creating container {name}: {e}")))?;
-            if let Err(e) = self.engine.docker.start_container(&name, None).await {
-                let _ = remove(&self.engine, &name).await;
-                return Err(boot_err(format!("starting container {name}: {e}")));
-            }
+                .map_err(boot_err)?;
             self.watch(&spec.session_id);
             Ok(())
         })
@@ -242,49 +444,78 @@ impl SandboxProvider for DockerProvider {
 
     fn inventory(&self) -> BoxFuture<'_, Result<Inventory, SandboxError>> {
         Box::pin(async move {
-            let filters = HashMap::from([("label", vec![LABEL_SESSION])]);
-            let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build();
-            let containers = self
-                .engine
-                .docker
-                .list_containers(Some(options))
-                .await
-                .map_err(|e| self.engine.error("listing sandboxes", e))?;
             let mut sandboxes = Vec::new();
-            for c in containers {
-                let labels = c.labels.as_ref();
-                let Some(id) = labels.and_then(|l| l.get(LABEL_SESSION)).cloned() else {
-                    continue;
-                };
-                let deployment = labels.and_then(|l| l.get(LABEL_DEPLOYMENT));
-                if !belongs_to(deployment.map(String::as_str), &self.config.deployment) {
-                    continue;
-                }
-                let running = matches!(
-                    c.state,
-                    Some(
-                        bollard::models::ContainerSummaryStateEnum::RUNNING
-                            | bollard::models::ContainerSummaryStateEnum::CREATED
-                            | bollard::models::ContainerSummaryStateEnum::RESTARTING
-                    )
-                );
-                if running {
-                    // Started by an earlier run of the control plane (or another replica):
-                    // follow it from now on, so its exit is reported.
-                    self.watch(&id);
-                    sandboxes.push(id);
-                } else {
-                    // Exited with nobody watching: what is left goes.
-                    let _ = remove(&self.engine, &container_name(&id)).await;
+            // A session's container carries its session's label, or — taken from the warm
+            // pool, whose labels were set before any session — the pool's and the session's
+            // name.
+            for label in [LABEL_SESSION, LABEL_POOL] {
+                for c in self.list(label).await? {
+                    let labels = c.labels.as_ref();
+                    let deployment = labels.and_then(|l| l.get(LABEL_DEPLOYMENT));
+                    if !belongs_to(deployment.map(String::as_str), &self.config.deployment) {
+                        continue;
+                    }
+                    let name = c
+                        .names
+                        .as_ref()
+                        .and_then(|n| n.first())
+                        .map(|n| n.trim_start_matches('/').to_owned())
+                        .unwrap_or_default();
+                    let session = match label {
+                        LABEL_SESSION => labels.and_then(|l| l.get(LABEL_SESSION)).cloned(),
+                        _ => name.strip_prefix(SESSION_PREFIX).map(str::to_owned),
+                    };
+                    let running = matches!(
+                        c.state,
+                        Some(
+                            bollard::models::ContainerSummaryStateEnum::RUNNING
+                                | bollard::models::ContainerSummaryStateEnum::CREATED
+                                | bollard::models::ContainerSummaryStateEnum::RESTARTING
+                        )
+                    );
+                    match session {
+                        Some(id) if running => {
+                            // Started by an earlier run of the control plane (or another
+                            // replica): follow it from now on, so its exit is reported.
+                            self.watch(&id);
+                            sandboxes.push(id);
+                        }
+                        // Exited with nobody watching: what is left goes.
+                        Some(_) => {
+                            let _ = remove(&self.engine, &name).await;
+                        }
+                        None => self.sweep_stray_member(&name, c.created, running).await,
+                    }
                 }
             }
             Ok(Inventory {
                 sandboxes,
                 complete: true,
             })
+        })
+    }
+
+    fn housekeep(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(pool) = &self.pool else { return };
+            let upkeep = pool.upkeep();
+            for name in upkeep.remove {
+                let _ = remove(&self.engine, &name).await;
+            }
+            for (recipe, count) in upkeep.create {
+                self.create_members(pool, recipe, count, std::time::Duration::ZERO);
+            }
+        })
+    }
+
+    fn release_spares(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(pool) = &self.pool else { return };
+            let removals = pool.drain().into_iter().map(|name| {
+                let engine = self.engine.clone();
+                async move { remove(&engine, &name).await }
+            });
+            futures::future::join_all(removals).await;
         })
     }
 
