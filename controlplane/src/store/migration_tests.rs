@@ -1,6 +1,7 @@
-//! Migration 0004 keeps existing data: a store migrated only up to 0002 and filled the old
+//! Migrations keep existing data. 0004: a store migrated only up to 0002 and filled the old
 //! way (an account was a person) reads, after the remaining migrations, as people with
-//! personal accounts they own, their tokens, projects and sessions unchanged.
+//! personal accounts they own, their tokens, projects and sessions unchanged. 0015
+//! (PostgreSQL): records stored a row per record read the same as runs of records.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -11,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 use super::testing::test_database_url;
-use super::{POSTGRES_MIGRATOR, SQLITE_MIGRATOR, Store, StoreOptions};
+use super::{POSTGRES_MIGRATOR, RecordRow, SQLITE_MIGRATOR, Store, StoreOptions};
 
 /// Rows as the schema before 0004 held them.
 const OLD_ROWS: [&str; 5] = [
@@ -27,13 +28,13 @@ const OLD_ROWS: [&str; 5] = [
      VALUES ('s1', 'prj-web', 'stopped', 5)",
 ];
 
-/// The migrator's migrations before 0004.
-fn before_0004(all: &Migrator) -> Migrator {
+/// The migrator's migrations before `version`.
+fn before(all: &Migrator, version: i64) -> Migrator {
     let mut m = Migrator::DEFAULT;
     m.migrations = Cow::Owned(
         all.migrations
             .iter()
-            .filter(|m| m.version < 4)
+            .filter(|m| m.version < version)
             .cloned()
             .collect(),
     );
@@ -86,7 +87,7 @@ async fn sqlite_0004_keeps_existing_data() {
         )
         .await
         .unwrap();
-    before_0004(&SQLITE_MIGRATOR).run(&pool).await.unwrap();
+    before(&SQLITE_MIGRATOR, 4).run(&pool).await.unwrap();
     for sql in OLD_ROWS {
         sqlx::query(sql).execute(&pool).await.unwrap();
     }
@@ -98,8 +99,12 @@ async fn sqlite_0004_keeps_existing_data() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn postgres_0004_keeps_existing_data() {
+/// Runs `test` with connect options on a fresh schema of the test database, dropped after.
+async fn in_fresh_pg_schema<F, Fut>(test: F)
+where
+    F: FnOnce(PgConnectOptions) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let url = test_database_url();
     let base = PgConnectOptions::from_str(&url).unwrap();
     let mut admin = match PgConnection::connect_with(&base).await {
@@ -115,24 +120,8 @@ async fn postgres_0004_keeps_existing_data() {
         .await
         .unwrap();
     let options = base.options([("search_path", schema.as_str())]);
-    let outcome = async {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .unwrap();
-        before_0004(&POSTGRES_MIGRATOR).run(&pool).await.unwrap();
-        for sql in OLD_ROWS {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-        let store = Store::open_postgres(options, StoreOptions::default())
-            .await
-            .unwrap();
-        check_migrated(&store).await;
-        store.close().await;
-    };
-    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(outcome)).await;
+    let outcome =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(test(options))).await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&mut admin)
         .await
@@ -140,4 +129,114 @@ async fn postgres_0004_keeps_existing_data() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// Migrates a fresh schema up to (not including) `version` and runs `rows` in it.
+async fn filled_before(options: &PgConnectOptions, version: i64, rows: &[&str]) {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    before(&POSTGRES_MIGRATOR, version)
+        .run(&pool)
+        .await
+        .unwrap();
+    for sql in rows {
+        sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn postgres_0004_keeps_existing_data() {
+    in_fresh_pg_schema(|options| async move {
+        filled_before(&options, 4, &OLD_ROWS).await;
+        let store = Store::open_postgres(options, StoreOptions::default())
+            .await
+            .unwrap();
+        check_migrated(&store).await;
+        store.close().await;
+    })
+    .await;
+}
+
+fn old_record(seq: i64) -> RecordRow {
+    RecordRow {
+        seq,
+        ts_ms: 1_700_000_000_000 + seq,
+        kind: if seq % 3 == 0 { "événement" } else { "log" }.to_string(),
+        body: if seq % 7 == 0 {
+            Vec::new()
+        } else {
+            format!("line {seq}\0\u{ff}").into_bytes()
+        },
+    }
+}
+
+/// Records stored a row per record before 0015 — with gaps, past `acked_seq`, a run longer
+/// than a migrated row holds, an empty body, a non-ASCII kind — read back the same after it,
+/// and the writer carries on from them: a resend stores nothing twice, filling the gaps
+/// advances `acked_seq` through the migrated rows, and deleting the session deletes them.
+#[tokio::test]
+async fn postgres_0015_moves_records_into_runs() {
+    in_fresh_pg_schema(|options| async move {
+        let stored: Vec<i64> = (1..=250).filter(|s| ![5, 6, 120].contains(s)).collect();
+        let mut rows = vec![
+            "INSERT INTO accounts (id, name, created_ms) VALUES ('acc', 'acc', 1)".to_string(),
+            "INSERT INTO projects (id, account_id, name, default_branch, created_ms)
+             VALUES ('prj', 'acc', 'web', 'main', 2)"
+                .to_string(),
+            "INSERT INTO sessions (id, project_id, status, created_ms, acked_seq)
+             VALUES ('s1', 'prj', 'stopped', 3, 4), ('s2', 'prj', 'stopped', 3, 0)"
+                .to_string(),
+        ];
+        for seq in &stored {
+            let r = old_record(*seq);
+            rows.push(format!(
+                "INSERT INTO records (session_id, seq, ts_ms, kind, body)
+                 VALUES ('s1', {seq}, {}, '{}', '\\x{}')",
+                r.ts_ms,
+                r.kind,
+                hex::encode(&r.body)
+            ));
+        }
+        let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+        filled_before(&options, 15, &rows).await;
+        let store = Store::open_postgres(options, StoreOptions::default())
+            .await
+            .unwrap();
+        let all = store.read_records("s1", 0, 1000).await.unwrap();
+        assert_eq!(
+            all,
+            stored.iter().copied().map(old_record).collect::<Vec<_>>()
+        );
+        let middle = store.read_records("s1", 150, 3).await.unwrap();
+        assert_eq!(middle, [old_record(150), old_record(151), old_record(152)]);
+        assert_eq!(
+            store.read_records("s1", 5, 1).await.unwrap(),
+            [old_record(7)]
+        );
+        assert_eq!(store.max_seq("s1").await.unwrap(), 250);
+        assert_eq!(store.acked_seq("s1").await.unwrap(), 4);
+        assert!(store.read_records("s2", 0, 10).await.unwrap().is_empty());
+
+        let mut resend: Vec<RecordRow> = (100..=260).map(old_record).collect();
+        resend[0].body = b"changed".to_vec();
+        assert_eq!(store.insert_records("s1", &resend).await.unwrap(), 4);
+        let filled: Vec<RecordRow> = (1..=10).map(old_record).collect();
+        assert_eq!(store.insert_records("s1", &filled).await.unwrap(), 260);
+        assert_eq!(
+            store.read_records("s1", 0, 1000).await.unwrap(),
+            (1..=260).map(old_record).collect::<Vec<_>>()
+        );
+
+        store.delete_session("s1").await.unwrap();
+        assert!(store.read_records("s1", 0, 10).await.unwrap().is_empty());
+        store.close().await;
+    })
+    .await;
 }

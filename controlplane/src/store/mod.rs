@@ -20,6 +20,7 @@ mod firings;
 mod grants;
 mod leases;
 mod notify;
+mod pg_records;
 mod projects;
 mod records;
 mod role_cache;

@@ -120,6 +120,9 @@ both_backends!(
     records_gaps,
     records_group_commit,
     records_large_batches_and_reads,
+    records_resend_overlapping_stored_batches,
+    records_read_from_inside_a_batch,
+    records_concurrent_resends_store_once,
     records_go_with_their_session_and_project,
     change_request_numbers_under_concurrency,
     change_request_states_and_paging,
@@ -1023,6 +1026,113 @@ async fn records_large_batches_and_reads(db: TestDb) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// An agent's resend after a reconnect overlaps what is stored: wholly, partly, and partly
+/// inside a batch stored past a gap. Nothing is stored twice, nothing lost, the stored
+/// content wins.
+async fn records_resend_overlapping_stored_batches(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "web").await;
+    let s = session_in(store, &project).await;
+    let batch = |seqs: std::ops::RangeInclusive<i64>| seqs.map(rec).collect::<Vec<_>>();
+    assert_eq!(
+        store.insert_records(&s.id, &batch(1..=100)).await.unwrap(),
+        100
+    );
+    let mut resend = batch(51..=150);
+    resend[10].body = b"changed".to_vec();
+    assert_eq!(store.insert_records(&s.id, &resend).await.unwrap(), 150);
+    assert_eq!(
+        store.insert_records(&s.id, &batch(1..=150)).await.unwrap(),
+        150
+    );
+    // Past a gap (151..=160 missing), then a resend starting inside the stored batch and
+    // reaching past it, then the gap filled by a batch that also overlaps both sides.
+    assert_eq!(
+        store
+            .insert_records(&s.id, &batch(161..=200))
+            .await
+            .unwrap(),
+        150
+    );
+    let mut inside = batch(180..=220);
+    inside[0].body = b"changed".to_vec();
+    assert_eq!(store.insert_records(&s.id, &inside).await.unwrap(), 150);
+    assert_eq!(store.max_seq(&s.id).await.unwrap(), 220);
+    assert_eq!(
+        store
+            .insert_records(&s.id, &batch(140..=170))
+            .await
+            .unwrap(),
+        220
+    );
+    let all = store.read_records(&s.id, 0, 1000).await.unwrap();
+    assert_eq!(all, batch(1..=220));
+    assert_eq!(store.acked_seq(&s.id).await.unwrap(), 220);
+}
+
+/// Reads start at any seq: inside a stored batch, at its ends, inside a gap, past the end;
+/// and stop at the limit inside a batch.
+async fn records_read_from_inside_a_batch(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "web").await;
+    let s = session_in(store, &project).await;
+    let batch = |seqs: std::ops::RangeInclusive<i64>| seqs.map(rec).collect::<Vec<_>>();
+    for seqs in [1..=100, 101..=200, 251..=300] {
+        store.insert_records(&s.id, &batch(seqs)).await.unwrap();
+    }
+    let read = |from, limit| store.read_records(&s.id, from, limit);
+    assert_eq!(read(37, 10).await.unwrap(), batch(37..=46));
+    assert_eq!(read(95, 10).await.unwrap(), batch(95..=104));
+    assert_eq!(read(100, 2).await.unwrap(), batch(100..=101));
+    assert_eq!(read(101, 1).await.unwrap(), batch(101..=101));
+    assert_eq!(
+        read(190, 20).await.unwrap(),
+        [batch(190..=200), batch(251..=259)].concat()
+    );
+    assert_eq!(read(220, 3).await.unwrap(), batch(251..=253));
+    assert_eq!(read(300, 10).await.unwrap(), batch(300..=300));
+    assert!(read(301, 10).await.unwrap().is_empty());
+    assert_eq!(read(0, 1000).await.unwrap().len(), 250);
+    // Many small batches: a read crosses many of them.
+    let t = session_in(store, &project).await;
+    for seq in 1..=120 {
+        store.insert_records(&t.id, &[rec(seq)]).await.unwrap();
+    }
+    assert_eq!(
+        store.read_records(&t.id, 7, 100).await.unwrap(),
+        batch(7..=106)
+    );
+}
+
+/// Writers storing overlapping batches of one session at the same time (two replicas, or a
+/// batch queued twice) store each record once.
+async fn records_concurrent_resends_store_once(db: TestDb) {
+    let store = &db.store;
+    let (_, project) = account_and_project(store, "web").await;
+    let s = session_in(store, &project).await;
+    let other = db.reopen().await;
+    let mut tasks = Vec::new();
+    for i in 0..8i64 {
+        let store = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let id = s.id.clone();
+        tasks.push(tokio::spawn(async move {
+            let batch: Vec<_> = (i * 25 + 1..=i * 25 + 100).map(rec).collect();
+            store.insert_records(&id, &batch).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = store.read_records(&s.id, 0, 1000).await.unwrap();
+    assert_eq!(all, (1..=275).map(rec).collect::<Vec<_>>());
+    assert_eq!(store.acked_seq(&s.id).await.unwrap(), 275);
+    other.close().await;
 }
 
 async fn change_request_numbers_under_concurrency(db: TestDb) {
