@@ -11,6 +11,7 @@
 
 mod accounts;
 mod agent_auth;
+mod agent_cache;
 mod apps;
 mod audit;
 mod change_requests;
@@ -56,6 +57,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 
 pub use accounts::{Account, Member, Person};
 pub use agent_auth::{BootstrapRejection, GitToken, IssuedCert};
+pub use agent_cache::{AGENTS_CHANNEL, AgentCache, AgentSession, Change as AgentChange};
 pub use apps::{
     Activation, AppRow, Deployment, DeploymentStatus, MAX_DEPLOYMENT_LOG, NewDeployment, keep_tail,
 };
@@ -308,6 +310,8 @@ pub struct Store {
     backend: Backend,
     /// Who holds which role on which project, as last read (see [`RoleCache`]).
     roles: RoleCache,
+    /// What agents' calls read first, as last read (see [`AgentCache`]).
+    agents: AgentCache,
 }
 
 impl Store {
@@ -405,6 +409,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite(pool, writer),
             roles: RoleCache::default(),
+            agents: AgentCache::default(),
         })
     }
 
@@ -437,6 +442,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Postgres(pool),
             roles: RoleCache::default(),
+            agents: AgentCache::default(),
         })
     }
 
