@@ -259,6 +259,57 @@ impl AgentCache {
     }
 }
 
+impl super::Store {
+    /// Forgets what `change` made stale on this replica and tells the others. Called after
+    /// every write that changes what [`AgentCache`] keeps (also after a failed one: a commit
+    /// whose answer was lost may still have happened); a notification that cannot be sent
+    /// leaves the others at most [`TTL`] behind.
+    pub(super) async fn agents_changed(&self, change: Change) {
+        self.agents.forget(&change);
+        if let Err(e) = self.notify_on(AGENTS_CHANNEL, &[change.payload()]).await {
+            tracing::warn!(change = %change.payload(), error = %e, "could not tell other replicas of an agent-state change");
+        }
+    }
+
+    /// Applies other replicas' changes to this replica's [`AgentCache`], for as long as the
+    /// database can be reached (returns at once on SQLite, which has one process).
+    pub async fn follow_agent_changes(&self) {
+        let agents = self.agents.clone();
+        self.follow_channel(AGENTS_CHANNEL, |heard| match heard {
+            super::Heard::Wake(payload) => agents.apply(&payload),
+            // Whatever changed while nobody listened is unknown here.
+            super::Heard::Gap => agents.forget(&Change::All),
+        })
+        .await;
+    }
+
+    /// The session as its agent's calls see it, with its project: from this replica's
+    /// [`AgentCache`] when it knows them, else two reads. A missing session or project is
+    /// [`super::Error::NotFound`].
+    pub async fn agent_session(&self, id: &str) -> super::Result<AgentSession> {
+        if let Some(known) = self.agents.session(id) {
+            return Ok(known);
+        }
+        let generation = self.agents.generation();
+        let session = self.get_session(id).await?;
+        let project = self.find_project(&session.project_id).await?;
+        let view = AgentSession {
+            id: session.id,
+            status: session.status,
+            launched_by: session.launched_by,
+            origin: session.origin,
+            project,
+        };
+        self.agents.insert_session(generation, view.clone());
+        Ok(view)
+    }
+
+    /// This replica's [`AgentCache`] (tests look into it).
+    pub fn agent_cache(&self) -> &AgentCache {
+        &self.agents
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,56 +589,5 @@ mod tests {
         }
         assert!(cache.len() <= CAPACITY);
         assert!(cache.cert_live(&format!("c{CAPACITY}")));
-    }
-}
-
-impl super::Store {
-    /// Forgets what `change` made stale on this replica and tells the others. Called after
-    /// every write that changes what [`AgentCache`] keeps (also after a failed one: a commit
-    /// whose answer was lost may still have happened); a notification that cannot be sent
-    /// leaves the others at most [`TTL`] behind.
-    pub(super) async fn agents_changed(&self, change: Change) {
-        self.agents.forget(&change);
-        if let Err(e) = self.notify_on(AGENTS_CHANNEL, &[change.payload()]).await {
-            tracing::warn!(change = %change.payload(), error = %e, "could not tell other replicas of an agent-state change");
-        }
-    }
-
-    /// Applies other replicas' changes to this replica's [`AgentCache`], for as long as the
-    /// database can be reached (returns at once on SQLite, which has one process).
-    pub async fn follow_agent_changes(&self) {
-        let agents = self.agents.clone();
-        self.follow_channel(AGENTS_CHANNEL, |heard| match heard {
-            super::Heard::Wake(payload) => agents.apply(&payload),
-            // Whatever changed while nobody listened is unknown here.
-            super::Heard::Gap => agents.forget(&Change::All),
-        })
-        .await;
-    }
-
-    /// The session as its agent's calls see it, with its project: from this replica's
-    /// [`AgentCache`] when it knows them, else two reads. A missing session or project is
-    /// [`super::Error::NotFound`].
-    pub async fn agent_session(&self, id: &str) -> super::Result<AgentSession> {
-        if let Some(known) = self.agents.session(id) {
-            return Ok(known);
-        }
-        let generation = self.agents.generation();
-        let session = self.get_session(id).await?;
-        let project = self.find_project(&session.project_id).await?;
-        let view = AgentSession {
-            id: session.id,
-            status: session.status,
-            launched_by: session.launched_by,
-            origin: session.origin,
-            project,
-        };
-        self.agents.insert_session(generation, view.clone());
-        Ok(view)
-    }
-
-    /// This replica's [`AgentCache`] (tests look into it).
-    pub fn agent_cache(&self) -> &AgentCache {
-        &self.agents
     }
 }
