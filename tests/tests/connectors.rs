@@ -1218,3 +1218,137 @@ async fn unattended_approvals_expire_as_denied() {
 
     stop(ts, &token, &id).await;
 }
+
+/// The broker's memory of certificates, sessions and credentials (`store::agent_cache`)
+/// never answers with what a write changed: a credential set between two calls is on the
+/// very next one, and once the session is stopped (its certificate revoked) the very next
+/// call is refused — each after calls that had the old state remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_takes_effect_on_the_next_call() {
+    use kortix_bench::sim_agent;
+    use kortix_controlplane::sandbox::external::BootstrapFile;
+
+    let (pets_port, seen) = pets_api().await;
+    let ts = TestServer::start_with(|c| {
+        c.sandbox = kortix_controlplane::config::SandboxKind::External;
+        c.timings.stop_grace = Duration::from_secs(1);
+    })
+    .await;
+    let token = ts.account("alice").await;
+    let _work = support::app_with_model_config(&ts, &token, 1, |config| {
+        let root = config.ancestors().nth(3).unwrap();
+        let manifest = format!(
+            "[[connectors]]\nslug = \"pets\"\nprovider = \"openapi\"\n\
+             spec = \"http://127.0.0.1:{pets_port}/openapi.json\"\ncredential = \"shared\"\n\n\
+             [connectors.auth]\ntype = \"bearer\"\n"
+        );
+        std::fs::write(root.join("kortix.toml"), manifest).unwrap();
+    })
+    .await;
+    let set = |value: &'static str| {
+        let mut client = ts.connectors(&token);
+        async move {
+            client
+                .set_connector_credential(SetConnectorCredentialRequest {
+                    project: "app".into(),
+                    connector: "pets".into(),
+                    value: value.into(),
+                    mine: false,
+                })
+                .await
+                .unwrap();
+        }
+    };
+    set("first-token").await;
+    let session = ts.start_session(&token, "app", "").await;
+    let bootstrap: BootstrapFile = serde_json::from_slice(
+        &std::fs::read(
+            ts.data_dir()
+                .join("bootstrap")
+                .join(format!("{}.json", session.id)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let agent = sim_agent::enroll(
+        &bootstrap.env["KORTIX_CONTROL_PLANE"],
+        &bootstrap.env["KORTIX_CA_CERT"],
+        &bootstrap.env["KORTIX_BOOTSTRAP_TOKEN"],
+    )
+    .await
+    .unwrap();
+    // Connected and running, as a real agent would be; it ignores the stop frame later.
+    let conn = agent.connect(0).await.unwrap();
+    conn.send(agent_frame::Frame::State(StateReport {
+        status: SessionStatus::Running as i32,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    ts.wait_status(
+        &token,
+        &session.id,
+        SessionStatus::Running,
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut gateway = agent.client();
+    let get_pet = || CallConnectorRequest {
+        connector: "pets".into(),
+        tool: "getPet".into(),
+        args_json: r#"{"id":"7"}"#.into(),
+    };
+    let last_seen = || seen.lock().unwrap().authorizations.last().cloned();
+
+    for _ in 0..3 {
+        let answer = gateway
+            .call_connector(get_pet())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.status, "ok", "{answer:?}");
+        assert_eq!(last_seen().as_deref(), Some("Bearer first-token"));
+    }
+    set("second-token").await;
+    let answer = gateway
+        .call_connector(get_pet())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.status, "ok", "{answer:?}");
+    assert_eq!(
+        last_seen().as_deref(),
+        Some("Bearer second-token"),
+        "the next call carries the new credential"
+    );
+
+    ts.sessions(&token)
+        .stop_session(StopSessionRequest {
+            id: session.id.clone(),
+        })
+        .await
+        .unwrap();
+    ts.wait_status(
+        &token,
+        &session.id,
+        SessionStatus::Stopped,
+        Duration::from_secs(30),
+    )
+    .await;
+    let calls_before = seen.lock().unwrap().authorizations.len();
+    let refused = gateway.call_connector(get_pet()).await.unwrap_err();
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::Unauthenticated | tonic::Code::FailedPrecondition
+        ),
+        "the next call after the stop is refused: {refused:?}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().authorizations.len(),
+        calls_before,
+        "the refused call never reached the upstream"
+    );
+    drop(conn);
+    ts.stop().await;
+}

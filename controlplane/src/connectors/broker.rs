@@ -17,7 +17,7 @@ use super::upstream::{self, AppliedAuth, UpstreamError};
 use super::{Connectors, digest, graphql, policy};
 use crate::clock::now_ms;
 use crate::error::{DomainError, DomainResult, check_len};
-use crate::store::{Project, Session};
+use crate::store::AgentSession;
 
 /// Largest arguments accepted (JSON text).
 pub const MAX_ARGS_BYTES: usize = 256 * 1024;
@@ -88,8 +88,7 @@ impl Outcome {
 
 /// The session, its project and whose credentials its calls use.
 struct Caller {
-    session: Session,
-    project: Project,
+    session: AgentSession,
 }
 
 impl Caller {
@@ -113,15 +112,14 @@ impl Caller {
 
 impl Connectors {
     async fn session_caller(&self, session_id: &str) -> DomainResult<Caller> {
-        let session = self.inner.store.get_session(session_id).await?;
+        let session = self.inner.store.agent_session(session_id).await?;
         if session.status.is_terminal() {
             return Err(DomainError::Precondition(format!(
                 "session {session_id} is {}; connectors serve live sessions",
                 session.status
             )));
         }
-        let project = self.inner.store.find_project(&session.project_id).await?;
-        Ok(Caller { session, project })
+        Ok(Caller { session })
     }
 
     async fn owner(&self, who: &Caller, c: &Connector) -> DomainResult<Option<Owner>> {
@@ -140,7 +138,7 @@ impl Connectors {
         let value = self
             .inner
             .credentials
-            .value_for(&who.project.id, c, owner.as_ref())
+            .value_for(&who.session.project.id, c, owner.as_ref())
             .await?;
         Ok(credentials::apply(c, value.as_ref()))
     }
@@ -152,17 +150,22 @@ impl Connectors {
         session_id: &str,
     ) -> DomainResult<Vec<SessionConnector>> {
         let who = self.session_caller(session_id).await?;
-        let (manifest, head) = self.manifest(&who.project).await?;
+        let (manifest, head) = self.manifest(&who.session.project).await?;
         let mut out = Vec::new();
         for c in &manifest.connectors {
             let auth = self.auth_for(&who, c).await;
             let catalog = match &auth {
-                Ok(auth) => self.inner.catalogs.get(&who.project, &head, c, auth).await,
+                Ok(auth) => {
+                    self.inner
+                        .catalogs
+                        .get(&who.session.project, &head, c, auth)
+                        .await
+                }
                 // Tools of an unauthenticated spec may still be listable.
                 Err(_) => {
                     self.inner
                         .catalogs
-                        .get(&who.project, &head, c, &AppliedAuth::default())
+                        .get(&who.session.project, &head, c, &AppliedAuth::default())
                         .await
                 }
             };
@@ -234,7 +237,8 @@ impl Connectors {
                 .map(|a| a.approval_id.clone())
                 .unwrap_or_default(),
         };
-        self.log_call(&who.project.id, session_id, &record).await;
+        self.log_call(&who.session.project.id, session_id, &record)
+            .await;
         Ok(CallConnectorResponse {
             status: outcome.status.as_str().into(),
             text: outcome.text,
@@ -252,7 +256,7 @@ impl Connectors {
         digest: &str,
         preview: &str,
     ) -> DomainResult<Outcome> {
-        let (manifest, head) = self.manifest(&who.project).await?;
+        let (manifest, head) = self.manifest(&who.session.project).await?;
         let Some(c) = manifest.connectors.iter().find(|c| c.slug == slug) else {
             return Ok(Outcome::failed(
                 Status::Error,
@@ -266,7 +270,11 @@ impl Connectors {
             }
             Err(e) => return Err(e),
         };
-        let catalog = self.inner.catalogs.get(&who.project, &head, c, &auth).await;
+        let catalog = self
+            .inner
+            .catalogs
+            .get(&who.session.project, &head, c, &auth)
+            .await;
         if let Some(why) = &catalog.unavailable {
             return Ok(Outcome::failed(
                 Status::Error,
@@ -294,7 +302,7 @@ impl Connectors {
                     .then_some(self.inner.settings.unattended_approval_ttl);
                 let gate = self
                     .gate(
-                        &who.project.id,
+                        &who.session.project.id,
                         &who.session.id,
                         slug,
                         tool_name,

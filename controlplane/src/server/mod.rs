@@ -162,6 +162,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             _ = store.follow_role_changes() => {}
         }
     }));
+    let (store, until) = (base.store.clone(), signalled(shutdown_rx.clone()));
+    tasks.push(tokio::spawn(async move {
+        tokio::select! {
+            _ = until => {}
+            _ = store.follow_agent_changes() => {}
+        }
+    }));
     tasks.push(listeners::serve_public(
         std::iter::once(public_bound).chain(public_gw),
         public,

@@ -2,7 +2,7 @@
 //! the client certificates it was issued, and the short-lived git tokens it pushes with.
 //! Tokens are stored as hashes only.
 
-use super::{DbContext, Error, Result, Store, with_pool};
+use super::{AgentChange, DbContext, Error, Result, Store, with_pool};
 use crate::clock::now_ms;
 
 /// Why a bootstrap token was refused.
@@ -266,13 +266,15 @@ impl Store {
             .await
             .map(|r| r.rows_affected())
         })
-        .ctx(|| format!("revoking certificate {serial}"))?;
-        Ok(revoked == 1)
+        .ctx(|| format!("revoking certificate {serial}"));
+        self.agents_changed(AgentChange::Cert(serial.to_owned()))
+            .await;
+        Ok(revoked? == 1)
     }
 
     /// Revokes every certificate of the session; returns how many were newly revoked.
     pub async fn revoke_session_certs(&self, session_id: &str, now_ms: i64) -> Result<u64> {
-        with_pool!(self, |pool| {
+        let revoked = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE issued_certs SET revoked_ms = $1
                  WHERE session_id = $2 AND revoked_ms IS NULL",
@@ -283,22 +285,37 @@ impl Store {
             .await
             .map(|r| r.rows_affected())
         })
-        .ctx(|| format!("revoking certificates of session {session_id}"))
+        .ctx(|| format!("revoking certificates of session {session_id}"));
+        self.agents_changed(AgentChange::SessionCerts(session_id.to_owned()))
+            .await;
+        revoked
     }
 
     /// Whether the certificate must be refused. A serial the store does not know (never
-    /// issued here, or its session was deleted) counts as revoked.
+    /// issued here, or its session was deleted) counts as revoked. A live one is answered
+    /// from this replica's [`AgentCache`](super::AgentCache) once read.
     pub async fn is_cert_revoked(&self, serial: &str) -> Result<bool> {
-        let revoked = with_pool!(self, |pool| {
-            sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT revoked_ms FROM issued_certs WHERE serial = $1",
+        if self.agents.cert_live(serial) {
+            return Ok(false);
+        }
+        let generation = self.agents.generation();
+        let row = with_pool!(self, |pool| {
+            sqlx::query_as::<_, (Option<i64>, String)>(
+                "SELECT revoked_ms, session_id FROM issued_certs WHERE serial = $1",
             )
             .bind(serial)
             .fetch_optional(pool)
             .await
         })
         .ctx(|| format!("checking revocation of certificate {serial}"))?;
-        Ok(revoked.is_none_or(|r| r.is_some()))
+        match row {
+            Some((None, session_id)) => {
+                self.agents
+                    .insert_live_cert(generation, serial, &session_id);
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
     }
 
     /// Stores a git token (by hash) that lets the session push its own branch.
@@ -361,7 +378,7 @@ impl Store {
     /// Deletes credentials that can no longer be used: expired git and bootstrap tokens and
     /// certificates past their expiry. Returns the number of rows removed.
     pub async fn purge_expired_credentials(&self, now_ms: i64) -> Result<u64> {
-        with_pool!(self, |pool| {
+        let removed = with_pool!(self, |pool| {
             async {
                 let mut removed = 0;
                 for sql in [
@@ -379,7 +396,12 @@ impl Store {
             }
             .await
         })
-        .ctx(|| "purging expired credentials".to_string())
+        .ctx(|| "purging expired credentials".to_string());
+        if !matches!(removed, Ok(0)) {
+            // Which certificates went is not known here; expired ones fail TLS anyway.
+            self.agents_changed(AgentChange::All).await;
+        }
+        removed
     }
 }
 

@@ -84,7 +84,7 @@ impl Store {
         ciphertext: &[u8],
         at_ms: i64,
     ) -> Result<()> {
-        with_pool!(self, |pool| {
+        let stored = with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO connector_credentials
                      (project_id, connector, person_id, nonce, ciphertext, updated_ms)
@@ -103,18 +103,25 @@ impl Store {
             .await
             .map(|r| r.rows_affected())
         })
-        .ctx(|| format!("storing the credential of connector {connector}"))?;
-        Ok(())
+        .ctx(|| format!("storing the credential of connector {connector}"));
+        self.agents_changed(super::AgentChange::Credentials(project_id.to_owned()))
+            .await;
+        stored.map(|_| ())
     }
 
-    /// The sealed credential, if one is set.
+    /// The sealed credential, if one is set: from this replica's
+    /// [`AgentCache`](super::AgentCache) once read (set or not).
     pub async fn connector_credential(
         &self,
         project_id: &str,
         connector: &str,
         person_id: &str,
     ) -> Result<Option<CredentialRow>> {
-        with_pool!(self, |pool| {
+        if let Some(known) = self.agents.credential(project_id, connector, person_id) {
+            return Ok(known);
+        }
+        let generation = self.agents.generation();
+        let row = with_pool!(self, |pool| {
             sqlx::query_as::<_, CredentialRow>(
                 "SELECT connector, person_id, nonce, ciphertext, updated_ms
                  FROM connector_credentials
@@ -126,7 +133,10 @@ impl Store {
             .fetch_optional(pool)
             .await
         })
-        .ctx(|| format!("reading the credential of connector {connector}"))
+        .ctx(|| format!("reading the credential of connector {connector}"))?;
+        self.agents
+            .insert_credential(generation, project_id, connector, person_id, row.clone());
+        Ok(row)
     }
 
     /// Which (connector, person) pairs of the project have a credential; values stay out.

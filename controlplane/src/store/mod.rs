@@ -11,6 +11,7 @@
 
 mod accounts;
 mod agent_auth;
+mod agent_cache;
 mod apps;
 mod audit;
 mod change_requests;
@@ -57,6 +58,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 
 pub use accounts::{Account, Member, Person};
 pub use agent_auth::{BootstrapRejection, GitToken, IssuedCert};
+pub use agent_cache::{AGENTS_CHANNEL, AgentCache, AgentSession, Change as AgentChange};
 pub use apps::{
     Activation, AppRow, Deployment, DeploymentStatus, MAX_DEPLOYMENT_LOG, NewDeployment, keep_tail,
 };
@@ -309,6 +311,8 @@ pub struct Store {
     backend: Backend,
     /// Who holds which role on which project, as last read (see [`RoleCache`]).
     roles: RoleCache,
+    /// What agents' calls read first, as last read (see [`AgentCache`]).
+    agents: AgentCache,
 }
 
 impl Store {
@@ -406,6 +410,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite(pool, writer),
             roles: RoleCache::default(),
+            agents: AgentCache::default(),
         })
     }
 
@@ -438,6 +443,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Postgres(pool),
             roles: RoleCache::default(),
+            agents: AgentCache::default(),
         })
     }
 

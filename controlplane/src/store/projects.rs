@@ -138,7 +138,7 @@ impl Store {
         default_branch: &str,
     ) -> Result<Project> {
         check_branch(default_branch)?;
-        with_pool!(self, |pool| {
+        let changed = with_pool!(self, |pool| {
             sqlx::query_as::<_, Project>(concat!(
                 "UPDATE projects SET default_branch = $1 WHERE id = $2 RETURNING ",
                 columns!()
@@ -148,8 +148,10 @@ impl Store {
             .fetch_optional(pool)
             .await
         })
-        .ctx(|| format!("setting the default branch of project {project_id}"))?
-        .ok_or_else(|| Error::NotFound(format!("project {project_id}")))
+        .ctx(|| format!("setting the default branch of project {project_id}"));
+        self.agents_changed(super::AgentChange::Project(project_id.to_owned()))
+            .await;
+        changed?.ok_or_else(|| Error::NotFound(format!("project {project_id}")))
     }
 
     /// Deletes a project and everything under it (sessions, records, secrets, CRs, firings).
@@ -162,8 +164,10 @@ impl Store {
                 .await
                 .map(|r| r.rows_affected())
         })
-        .ctx(|| format!("deleting project {project_id}"))?;
-        if done == 0 {
+        .ctx(|| format!("deleting project {project_id}"));
+        // Its sessions, their certificates and its credentials went with it.
+        self.agents_changed(super::AgentChange::All).await;
+        if done? == 0 {
             return Err(Error::NotFound(format!("project {project_id}")));
         }
         Ok(())

@@ -60,7 +60,7 @@ impl Store {
         ciphertext: &[u8],
     ) -> Result<(SecretMeta, i64)> {
         let now = now_ms();
-        with_pool!(self, |pool| {
+        let stored = with_pool!(self, |pool| {
             async {
                 let mut tx = pool.begin_write().await?;
                 // Bumping first takes the project's row lock, ordering concurrent writers.
@@ -94,14 +94,17 @@ impl Store {
             }
             .await
         })
-        .ctx(|| format!("storing secret {name} of project {project_id}"))?
-        .ok_or_else(|| Error::NotFound(format!("project {project_id}")))
+        .ctx(|| format!("storing secret {name} of project {project_id}"));
+        // The project row's secrets_version moved.
+        self.agents_changed(super::AgentChange::Project(project_id.to_owned()))
+            .await;
+        stored?.ok_or_else(|| Error::NotFound(format!("project {project_id}")))
     }
 
     /// Deletes a secret and bumps the version. A missing secret is [`Error::NotFound`] and
     /// leaves the version alone.
     pub async fn delete_secret(&self, project_id: &str, name: &str) -> Result<(SecretMeta, i64)> {
-        with_pool!(self, |pool| {
+        let deleted = with_pool!(self, |pool| {
             async {
                 let mut tx = pool.begin_write().await?;
                 let Some(meta) = sqlx::query_as::<_, SecretMeta>(
@@ -127,8 +130,10 @@ impl Store {
             }
             .await
         })
-        .ctx(|| format!("deleting secret {name} of project {project_id}"))?
-        .ok_or_else(|| Error::NotFound(format!("secret {name}")))
+        .ctx(|| format!("deleting secret {name} of project {project_id}"));
+        self.agents_changed(super::AgentChange::Project(project_id.to_owned()))
+            .await;
+        deleted?.ok_or_else(|| Error::NotFound(format!("secret {name}")))
     }
 
     /// Names and times of the project's secrets, by name.

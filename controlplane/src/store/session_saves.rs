@@ -187,8 +187,12 @@ impl Store {
             .await
             .map(|r| r.rows_affected())
         })
-        .ctx(|| format!("resuming session {session_id}"))?;
-        Ok(moved == 1)
+        .ctx(|| format!("resuming session {session_id}"));
+        if !matches!(moved, Ok(0)) {
+            self.agents_changed(super::AgentChange::Session(session_id.to_owned()))
+                .await;
+        }
+        Ok(moved? == 1)
     }
 }
 

@@ -2,8 +2,8 @@
 //! updates, so when two replicas race to move a session exactly one of them wins.
 
 use super::{
-    Backend, BeginWrite, DbContext, Error, Result, Store, clamp_limit, is_unique_violation, new_id,
-    placeholders, with_pool,
+    AgentChange, Backend, BeginWrite, DbContext, Error, Result, Store, clamp_limit,
+    is_unique_violation, new_id, placeholders, with_pool,
 };
 use crate::clock::now_ms;
 use std::collections::HashSet;
@@ -476,8 +476,12 @@ impl Store {
             }
             q.execute(pool).await.map(|r| r.rows_affected())
         })
-        .ctx(|| format!("moving session {id} to {to}"))?;
-        Ok(moved == 1)
+        .ctx(|| format!("moving session {id} to {to}"));
+        if !matches!(moved, Ok(0)) {
+            self.agents_changed(AgentChange::Session(id.to_owned()))
+                .await;
+        }
+        Ok(moved? == 1)
     }
 
     /// Records a heartbeat from a live (`provisioning`, `running` or `stopping`) session; false
@@ -637,8 +641,14 @@ impl Store {
             .fetch_optional(pool)
             .await
         })
-        .ctx(|| format!("deleting session {id}"))?;
-        match deleted {
+        .ctx(|| format!("deleting session {id}"));
+        if !matches!(deleted, Ok(None)) {
+            self.agents_changed(AgentChange::Session(id.to_owned()))
+                .await;
+            self.agents_changed(AgentChange::SessionCerts(id.to_owned()))
+                .await;
+        }
+        match deleted? {
             Some(s) => Ok(s),
             None => {
                 let s = self.get_session(id).await?;
