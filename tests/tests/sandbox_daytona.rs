@@ -302,7 +302,11 @@ async fn sessions_run_in_daytona_sandboxes_built_from_their_dockerfile() {
         &labels["kortix.deployment"],
     )
     .await;
-    assert_eq!(builds(), 2, "the build used the sessions' snapshot: no build of its own");
+    assert_eq!(
+        builds(),
+        2,
+        "the build used the sessions' snapshot: no build of its own"
+    );
 
     // Stopping the first session deletes its sandbox.
     ts.sessions(&token)

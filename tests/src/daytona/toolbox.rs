@@ -84,13 +84,13 @@ pub(super) async fn serve(
     let query = parse_query(query.unwrap_or(""));
     match (method.as_str(), sub) {
         ("POST", "process/execute") => execute(shared, full, &container, headers, &body).await,
-        ("POST", "files/upload") => match path_param(full, &query) {
+        ("POST", "files/upload") => match path_param(&query) {
             Ok(path) => upload(shared, full, &container, &path, headers, &body).await,
-            Err(refused) => refused,
+            Err(why) => error(StatusCode::BAD_REQUEST, full, why),
         },
-        ("GET", "files/download") => match path_param(full, &query) {
+        ("GET", "files/download") => match path_param(&query) {
             Ok(path) => download(shared, full, &container, &path).await,
-            Err(refused) => refused,
+            Err(why) => error(StatusCode::BAD_REQUEST, full, why),
         },
         _ => error(
             StatusCode::NOT_FOUND,
@@ -100,23 +100,17 @@ pub(super) async fn serve(
     }
 }
 
-/// The one query parameter the file endpoints take.
-fn path_param(full: &str, query: &[(String, String)]) -> Result<String, Response> {
+/// The one query parameter the file endpoints take; why it is refused otherwise.
+fn path_param(query: &[(String, String)]) -> Result<String, String> {
     let mut path = None;
     for (k, v) in query {
         match k.as_str() {
             "path" => path = Some(v.clone()),
-            other => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    full,
-                    format!("property {other} should not exist"),
-                ));
-            }
+            other => return Err(format!("property {other} should not exist")),
         }
     }
     path.filter(|p| !p.is_empty())
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, full, "path is required"))
+        .ok_or_else(|| "path is required".to_owned())
 }
 
 /// `podman exec` in `container`, `stdin` fed, killed after `timeout`: `None` when it overran.
@@ -254,10 +248,9 @@ fn multipart_file<'a>(body: &'a [u8], boundary: &str) -> Option<&'a [u8]> {
         let mut closing = b"\r\n".to_vec();
         closing.extend_from_slice(&delimiter);
         let end = find(start, &closing)?;
-        if headers
-            .lines()
-            .any(|l| l.to_ascii_lowercase().starts_with("content-disposition") && l.contains("name=\"file\""))
-        {
+        if headers.lines().any(|l| {
+            l.to_ascii_lowercase().starts_with("content-disposition") && l.contains("name=\"file\"")
+        }) {
             return Some(&body[start..end]);
         }
         at = end + 2;
@@ -369,9 +362,20 @@ mod tests {
 
     #[test]
     fn execute_requests_are_validated_as_the_daemon_declares_them() {
-        assert!(validate(&json!({"command": "ls", "timeout": 5, "cwd": "/", "envs": {"A": "b"}}), EXECUTE, "").is_empty());
+        assert!(
+            validate(
+                &json!({"command": "ls", "timeout": 5, "cwd": "/", "envs": {"A": "b"}}),
+                EXECUTE,
+                ""
+            )
+            .is_empty()
+        );
         assert_eq!(
-            validate(&json!({"command": 1, "timeout": "5", "env": {}}), EXECUTE, ""),
+            validate(
+                &json!({"command": 1, "timeout": "5", "env": {}}),
+                EXECUTE,
+                ""
+            ),
             [
                 "property env should not exist",
                 "command must be a string",

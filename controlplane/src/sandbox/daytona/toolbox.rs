@@ -103,10 +103,12 @@ impl Toolbox {
         max_result: usize,
     ) -> Result<ExecuteResponse, ApiError> {
         let call = format!("POST /toolbox/{}/process/execute", self.sandbox);
-        let body = Bytes::from(serde_json::to_vec(request).map_err(|e| ApiError::Transport {
-            call: call.clone(),
-            reason: format!("encoding the request: {e}"),
-        })?);
+        let body = Bytes::from(
+            serde_json::to_vec(request).map_err(|e| ApiError::Transport {
+                call: call.clone(),
+                reason: format!("encoding the request: {e}"),
+            })?,
+        );
         let timeout = Duration::from_secs(u64::from(request.timeout.unwrap_or(0)))
             .max(Duration::from_secs(60))
             + EXECUTE_MARGIN;
@@ -177,7 +179,12 @@ impl Toolbox {
 
     /// Downloads `from` in the sandbox to the local file `to`, refusing more than
     /// `max_bytes`.
-    pub async fn download(&self, from: &str, to: &Path, max_bytes: u64) -> Result<u64, SandboxError> {
+    pub async fn download(
+        &self,
+        from: &str,
+        to: &Path,
+        max_bytes: u64,
+    ) -> Result<u64, SandboxError> {
         let call = format!("GET /toolbox/{}/files/download", self.sandbox);
         let url = format!("{}/files/download", self.base);
         let resp = self
