@@ -308,6 +308,8 @@ async fn sessions_run_in_daytona_sandboxes_built_from_their_dockerfile() {
         "the build used the sessions' snapshot: no build of its own"
     );
 
+    toolbox_strictness(&daytona, &daytona.sandbox_id_of(&session.id).unwrap()).await;
+
     // Stopping the first session deletes its sandbox.
     ts.sessions(&token)
         .stop_session(StopSessionRequest {
@@ -393,4 +395,67 @@ async fn app_builds_in_a_sandbox_of_the_snapshot(
         || async { (!daytona.has_sandbox(&leftover)).then_some(()) },
     )
     .await;
+}
+
+/// The toolbox as the client and the stand-in speak it, on a started sandbox: a command
+/// runs there; no bearer is 401, an unknown field 400, an unknown sandbox 404.
+async fn toolbox_strictness(daytona: &DaytonaStandIn, sandbox: &str) {
+    use kortix_controlplane::sandbox::daytona::api::ExecuteRequest;
+    let client = DaytonaClient::new(
+        &daytona.api_url(),
+        daytona.api_key().into(),
+        Some(daytona.organization_id().into()),
+    )
+    .unwrap();
+    let toolbox = client.toolbox(sandbox).await.unwrap();
+    let ran = toolbox
+        .execute(
+            &ExecuteRequest {
+                command: "cat /etc/kortix-marker; echo \"$WHO\"; exit 3".into(),
+                cwd: Some("/".into()),
+                envs: std::collections::BTreeMap::from([("WHO".into(), "the toolbox".into())]),
+                timeout: Some(30),
+            },
+            true,
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (ran.exit_code, ran.result.as_str()),
+        (3, "built from the Dockerfile\nthe toolbox\n")
+    );
+    let (status, text) = match client.toolbox("no-such-sandbox").await {
+        Err(e) => (e.status(), e.to_string()),
+        Ok(_) => panic!("an unknown sandbox has a toolbox"),
+    };
+    assert_eq!(status, Some(404), "{text}");
+    let proxy: serde_json::Value = client
+        .get(&format!("/sandbox/{sandbox}/toolbox-proxy-url"), &[])
+        .await
+        .unwrap();
+    let execute = format!(
+        "{}/{sandbox}/process/execute",
+        proxy["url"].as_str().unwrap()
+    );
+    let http = reqwest::Client::new();
+    let anonymous = http
+        .post(&execute)
+        .header("content-type", "application/json")
+        .body(r#"{"command":"true"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let misspelt = http
+        .post(&execute)
+        .bearer_auth(daytona.api_key())
+        .header("content-type", "application/json")
+        .body(r#"{"command":"true","env":{"A":"b"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(misspelt.status(), 400);
+    let body = misspelt.text().await.unwrap();
+    assert!(body.contains("property env should not exist"), "{body}");
 }
