@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod diag;
 pub mod enroll;
+pub mod hold;
 pub mod opencode;
 pub mod private_socket;
 pub mod process;

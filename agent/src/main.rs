@@ -1,5 +1,6 @@
 //! `kortix-agent`: the session daemon, `kortix-agent git-credential get|store|erase`, or
-//! `kortix-agent mcp` (the connectors' MCP server OpenCode launches).
+//! `kortix-agent mcp` (the connectors' MCP server OpenCode launches). With
+//! `KORTIX_AGENT_HOLD=1` the daemon holds instead of running a session (`hold`).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -37,6 +38,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         None => {}
+    }
+    match kortix_agent::hold::requested(|k| std::env::var(k).ok()) {
+        Ok(true) => return hold(),
+        Ok(false) => {}
+        Err(e) => {
+            diag::error(&e.to_string());
+            return ExitCode::from(2);
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -100,6 +109,39 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             diag::error(&e.to_string());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Hold mode: up, doing nothing, until SIGTERM.
+fn hold() -> ExitCode {
+    let reap = match process::become_reaper() {
+        Ok(_) => true,
+        Err(e) => {
+            diag::warn(&format!(
+                "cannot become child subreaper ({e}); orphans go to init"
+            ));
+            false
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            diag::error(&format!("starting the runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(kortix_agent::hold::run(reap)) {
+        Ok(()) => {
+            diag::info("exiting (hold ended by a signal)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            diag::error(&format!("holding: {e}"));
             ExitCode::FAILURE
         }
     }

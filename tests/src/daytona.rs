@@ -8,7 +8,10 @@
 //! - `POST /api/snapshots`, `GET /api/snapshots/{idOrName}`, `DELETE /api/snapshots/{id}`
 //!   (a UUID), `GET /api/snapshots/{id}/build-logs?follow=`;
 //! - `POST /api/sandbox`, `GET /api/sandbox` (`labels`, `limit`, `cursor`),
-//!   `GET /api/sandbox/{idOrName}`, `DELETE /api/sandbox/{idOrName}`.
+//!   `GET /api/sandbox/{idOrName}`, `DELETE /api/sandbox/{idOrName}`;
+//! - `GET /api/sandbox/{id}/toolbox-proxy-url`, and the toolbox proxy it names
+//!   (`<base>/toolbox/<sandboxId>/process/execute`, `files/upload`, `files/download`,
+//!   [`toolbox`], through `podman exec`).
 //!
 //! Strict as Daytona is, and stricter where Daytona is lenient: a missing or wrong bearer
 //! token is 401; a body or query with an unknown field, a wrong type or a missing required
@@ -43,6 +46,8 @@ use serde_json::{Value, json};
 
 use crate::podman::Podman;
 
+mod toolbox;
+
 /// A running stand-in. Dropping it stops serving and removes the containers it ran and the
 /// images it built ([`DaytonaStandIn::cleanup`]).
 pub struct DaytonaStandIn {
@@ -73,6 +78,8 @@ struct Inner {
     /// `"POST /snapshots"` → how many authenticated requests came.
     requests: HashMap<String, usize>,
     inject: VecDeque<u16>,
+    /// Every `POST /sandbox` that created one: its environment and labels.
+    created: Vec<(BTreeMap<String, String>, BTreeMap<String, String>)>,
 }
 
 #[derive(Clone)]
@@ -266,6 +273,33 @@ impl DaytonaStandIn {
         id
     }
 
+    /// The ids of the sandboxes labelled `key=value`.
+    pub fn sandboxes_labelled(&self, key: &str, value: &str) -> Vec<String> {
+        let inner = self.shared.inner.lock().unwrap();
+        inner
+            .sandboxes
+            .iter()
+            .filter(|s| s.labels.get(key).map(String::as_str) == Some(value))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// What every sandbox ever created with label `key=value` was created with (environment
+    /// and labels), also after it was deleted.
+    pub fn created_with_label(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Vec<(BTreeMap<String, String>, BTreeMap<String, String>)> {
+        let inner = self.shared.inner.lock().unwrap();
+        inner
+            .created
+            .iter()
+            .filter(|(_, labels)| labels.get(key).map(String::as_str) == Some(value))
+            .cloned()
+            .collect()
+    }
+
     /// Whether a sandbox with this id exists.
     pub fn has_sandbox(&self, id: &str) -> bool {
         let inner = self.shared.inner.lock().unwrap();
@@ -343,6 +377,10 @@ async fn handle(
     if let Some(rest) = path.strip_prefix("/s3/") {
         return object_storage(&shared, &method, rest, &headers, body).await;
     }
+    if let Some(rest) = path.strip_prefix("/toolbox/") {
+        let full = uri.to_string();
+        return toolbox::serve(&shared, &method, &full, rest, uri.query(), &headers, body).await;
+    }
     let Some(api) = path.strip_prefix("/api") else {
         return error(
             StatusCode::NOT_FOUND,
@@ -375,6 +413,7 @@ async fn handle(
         (_, ["snapshots", _, "build-logs"]) => "/snapshots/{id}/build-logs".to_owned(),
         (_, ["sandbox"]) => "/sandbox".to_owned(),
         (_, ["sandbox", _]) => "/sandbox/{id}".to_owned(),
+        (_, ["sandbox", _, "toolbox-proxy-url"]) => "/sandbox/{id}/toolbox-proxy-url".to_owned(),
         _ => api.to_owned(),
     };
     let injected = {
@@ -472,6 +511,17 @@ async fn handle(
                 || not_found(&full, format!("Sandbox with ID or name {id} not found")),
                 |s| ok(sandbox_dto(s, &shared.org)),
             )
+        }
+        ("GET", ["sandbox", id, "toolbox-proxy-url"]) => {
+            let known = {
+                let inner = shared.inner.lock().unwrap();
+                inner.sandboxes.iter().any(|s| s.id == *id || s.name == *id)
+            };
+            if !known {
+                return not_found(&full, format!("Sandbox with ID or name {id} not found"));
+            }
+            let addr = shared.addr.lock().unwrap().expect("listening");
+            ok(json!({ "url": format!("http://{addr}/toolbox") }))
         }
         ("DELETE", ["sandbox", id]) => {
             let removed = take(&mut shared.inner.lock().unwrap().sandboxes, |s| {
@@ -1081,6 +1131,7 @@ fn create_sandbox(shared: &Arc<Shared>, path: &str, body: Value) -> Response {
             created_at: now(),
         };
         inner.sandboxes.push(rec.clone());
+        inner.created.push((rec.env.clone(), rec.labels.clone()));
         (rec, snapshot)
     };
     let (sandbox, snapshot) = rec;

@@ -11,6 +11,7 @@
 mod isolated;
 mod support;
 
+use isolated::app_build;
 use isolated::{follow_until, start_running, start_template, wait_status};
 use kortix_controlplane::config::{DaytonaSettings, ImageSettings, SandboxKind, ServerConfig};
 use kortix_controlplane::sandbox::daytona::{ApiError, DaytonaClient};
@@ -50,6 +51,9 @@ fn daytona_config(c: &mut ServerConfig, gw: Ipv4Addr, api_url: String, key: Stri
     c.timings.stop_grace = Duration::from_secs(20);
     c.opencode_packages = Some(kortix_tests::opencode_packages_dir());
     c.sandbox = SandboxKind::Daytona;
+    // `[[apps]]` build in a Daytona sandbox of the project's snapshot (checked at the end).
+    c.apps.enabled = true;
+    c.apps.sweep_interval = Duration::from_millis(500);
     c.daytona = DaytonaSettings {
         api_url,
         api_key: Some(key),
@@ -290,6 +294,22 @@ async fn sessions_run_in_daytona_sandboxes_built_from_their_dockerfile() {
     assert_eq!(builds(), 2, "a failed build is final");
     assert_eq!(isolated::failed_builds(&ts, &token, "broken").await, 2);
 
+    app_builds_in_a_sandbox_of_the_snapshot(
+        &ts,
+        &token,
+        &daytona,
+        _work.path(),
+        &labels["kortix.deployment"],
+    )
+    .await;
+    assert_eq!(
+        builds(),
+        2,
+        "the build used the sessions' snapshot: no build of its own"
+    );
+
+    toolbox_strictness(&daytona, &daytona.sandbox_id_of(&session.id).unwrap()).await;
+
     // Stopping the first session deletes its sandbox.
     ts.sessions(&token)
         .stop_session(StopSessionRequest {
@@ -304,4 +324,138 @@ async fn sessions_run_in_daytona_sandboxes_built_from_their_dockerfile() {
     )
     .await;
     let _ = engine.cli(&["rm", "-f", "-t", "0", KEEPER]);
+}
+
+/// An `[[apps]]` entry builds in a Daytona sandbox of the project's snapshot
+/// (`isolated::app_build`) through the toolbox: the sandbox was created with the agent's
+/// hold mode and no session variable, labelled, and is deleted afterwards; a leftover build
+/// sandbox of a deployment no longer building is removed by the deploy sweep.
+async fn app_builds_in_a_sandbox_of_the_snapshot(
+    ts: &TestServer,
+    token: &str,
+    daytona: &DaytonaStandIn,
+    work: &std::path::Path,
+    deployment_label: &str,
+) {
+    let executes = daytona.requests("POST /toolbox/process/execute");
+    let (deployment, logs) = app_build::app_builds_in_the_snapshot(
+        ts,
+        token,
+        work,
+        "in a Daytona sandbox of kortix-snap-",
+    )
+    .await;
+    // The stand-in names a sandbox's host after its id: the build ran in the sandbox.
+    let host = logs
+        .iter()
+        .find_map(|l| l.strip_prefix("built on "))
+        .unwrap_or_else(|| panic!("no host line in {logs:#?}"));
+    assert!(uuid::Uuid::parse_str(host).is_ok(), "{host}");
+    // Unpack the source, build, archive the workspace.
+    assert_eq!(
+        daytona.requests("POST /toolbox/process/execute") - executes,
+        3
+    );
+    let created = daytona.created_with_label("kortix.build", &deployment.id);
+    assert_eq!(created.len(), 1, "{created:?}");
+    let (env, labels) = &created[0];
+    assert_eq!(
+        env,
+        &std::collections::BTreeMap::from([("KORTIX_AGENT_HOLD".to_owned(), "1".to_owned())]),
+        "no session variable, no credential"
+    );
+    assert_eq!(labels["kortix.deployment"], deployment_label);
+    assert!(labels["kortix.snapshot"].starts_with("kortix-snap-"));
+    support::eventually(
+        "the build sandbox deleted",
+        Duration::from_secs(30),
+        || async {
+            daytona
+                .sandboxes_labelled("kortix.build", &deployment.id)
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A build sandbox left by a replica that died mid-build: removed by the sweep, since its
+    // deployment is no longer building.
+    let leftover = daytona.add_sandbox(
+        &format!("kortix-app-build-{}", deployment.id),
+        TEST_BASE_IMAGE,
+        &[
+            ("kortix.build", deployment.id.as_str()),
+            ("kortix.deployment", deployment_label),
+            ("kortix.managed", "true"),
+        ],
+    );
+    support::eventually(
+        "the leftover build sandbox removed",
+        Duration::from_secs(60),
+        || async { (!daytona.has_sandbox(&leftover)).then_some(()) },
+    )
+    .await;
+}
+
+/// The toolbox as the client and the stand-in speak it, on a started sandbox: a command
+/// runs there; no bearer is 401, an unknown field 400, an unknown sandbox 404.
+async fn toolbox_strictness(daytona: &DaytonaStandIn, sandbox: &str) {
+    use kortix_controlplane::sandbox::daytona::api::ExecuteRequest;
+    let client = DaytonaClient::new(
+        &daytona.api_url(),
+        daytona.api_key().into(),
+        Some(daytona.organization_id().into()),
+    )
+    .unwrap();
+    let toolbox = client.toolbox(sandbox).await.unwrap();
+    let ran = toolbox
+        .execute(
+            &ExecuteRequest {
+                command: "cat /etc/kortix-marker; echo \"$WHO\"; exit 3".into(),
+                cwd: Some("/".into()),
+                envs: std::collections::BTreeMap::from([("WHO".into(), "the toolbox".into())]),
+                timeout: Some(30),
+            },
+            true,
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (ran.exit_code, ran.result.as_str()),
+        (3, "built from the Dockerfile\nthe toolbox\n")
+    );
+    let (status, text) = match client.toolbox("no-such-sandbox").await {
+        Err(e) => (e.status(), e.to_string()),
+        Ok(_) => panic!("an unknown sandbox has a toolbox"),
+    };
+    assert_eq!(status, Some(404), "{text}");
+    let proxy: serde_json::Value = client
+        .get(&format!("/sandbox/{sandbox}/toolbox-proxy-url"), &[])
+        .await
+        .unwrap();
+    let execute = format!(
+        "{}/{sandbox}/process/execute",
+        proxy["url"].as_str().unwrap()
+    );
+    let http = reqwest::Client::new();
+    let anonymous = http
+        .post(&execute)
+        .header("content-type", "application/json")
+        .body(r#"{"command":"true"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let misspelt = http
+        .post(&execute)
+        .bearer_auth(daytona.api_key())
+        .header("content-type", "application/json")
+        .body(r#"{"command":"true","env":{"A":"b"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(misspelt.status(), 400);
+    let body = misspelt.text().await.unwrap();
+    assert!(body.contains("property env should not exist"), "{body}");
 }

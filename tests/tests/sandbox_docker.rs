@@ -8,6 +8,7 @@
 mod isolated;
 mod support;
 
+use isolated::app_build::{self, metric};
 use isolated::{
     file_on_branch, follow_until, parse_report, pushed_commit, start_running, start_template,
     wait_status,
@@ -27,14 +28,6 @@ async fn gateway(host: &str) -> std::net::Ipv4Addr {
         .gateway(None)
         .await
         .unwrap()
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,106 +456,18 @@ async fn container_gone(engine: &Podman, what: &str, name: &str, within: Duratio
     .await;
 }
 
-/// An `[[apps]]` entry lands; its build runs in a container of the project's snapshot (it
-/// reads the file only the snapshot's Dockerfile put there), with `[apps.env]`, and the
-/// output it wrote inside the container is what the control plane serves. The container is
-/// gone afterwards, and the snapshot was reused, not built again.
+/// An `[[apps]]` entry builds in a container of the project's snapshot
+/// (`isolated::app_build`), which is gone afterwards.
 async fn app_builds_in_the_snapshot(
     ts: &TestServer,
     token: &str,
     engine: &Podman,
     work: &std::path::Path,
 ) {
-    let clone = work.join("app");
-    support::git_ok(&clone, &["fetch", "-q", "origin"]);
-    support::git_ok(&clone, &["checkout", "-q", "-B", "add-site", "origin/main"]);
-    let manifest = std::fs::read_to_string(clone.join("kortix.toml")).unwrap();
-    std::fs::write(
-        clone.join("kortix.toml"),
-        format!(
-            r#"{manifest}
-[[apps]]
-slug = "site"
-
-  [apps.source]
-  type = "git"
-  root_path = "site"
-
-  [apps.build]
-  command = "sh build.sh"
-  out_dir = "dist"
-
-  [apps.env]
-  GREETING = "hello from the snapshot"
-"#
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all(clone.join("site")).unwrap();
-    std::fs::write(
-        clone.join("site/build.sh"),
-        r#"set -e
-mkdir -p dist
-cat /etc/kortix-marker > dist/index.html
-printf '%s' "$GREETING" >> dist/index.html
-echo "built on $(uname -n)"
-"#,
-    )
-    .unwrap();
-    support::git_ok(&clone, &["add", "."]);
-    support::git_ok(&clone, &["commit", "-qm", "Add the site"]);
-    support::git_ok(&clone, &["push", "-q", "origin", "add-site"]);
-    support::merge_branch(ts, token, "app", "add-site").await;
-    let (_, metrics) = support::http_get(&ts.url(), "/metrics").await;
-    let builds_before = metric(&metrics, "kortix_snapshot_builds_total{outcome=\"active\"}");
-
-    let deployment = support::eventually(
-        "the site's deployment to end",
-        Duration::from_secs(180),
-        || async {
-            let apps = ts
-                .apps(token)
-                .list_apps(ListAppsRequest {
-                    project: "app".into(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .apps;
-            apps.into_iter()
-                .find(|a| a.slug == "site")
-                .and_then(|a| a.latest)
-                .filter(|d| d.status != "building")
-        },
-    )
-    .await;
-    let logs = ts
-        .apps(token)
-        .get_app_logs(GetAppLogsRequest {
-            project: "app".into(),
-            slug: "site".into(),
-            deployment_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .lines;
-    assert_eq!(deployment.status, "succeeded", "{deployment:?}: {logs:#?}");
-    assert!(
-        logs.iter()
-            .any(|l| l.contains("in a container of kortix-snap-")),
-        "{logs:#?}"
-    );
+    let (deployment, logs) =
+        app_build::app_builds_in_the_snapshot(ts, token, work, "in a container of kortix-snap-")
+            .await;
     assert!(logs.iter().any(|l| l == "built on build"), "{logs:#?}");
-    let (status, body) = support::http_get(&ts.url(), "/apps/app/site/").await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body, "built from the Dockerfile\nhello from the snapshot");
-    let (_, metrics) = support::http_get(&ts.url(), "/metrics").await;
-    assert_eq!(
-        metric(&metrics, "kortix_snapshot_builds_total{outcome=\"active\"}"),
-        builds_before,
-        "the session's snapshot is reused for the build"
-    );
     let container = format!("kortix-app-build-{}", deployment.id);
     container_gone(
         engine,

@@ -7,7 +7,8 @@
 //!   store first, so however many replicas sweep, a hash is built once.
 //! - [`deploy`]: one deployment, start to end: [`source`] (git checkout or https tarball) →
 //!   [`build`] (the build command in a sandbox, its log kept; under `--sandbox docker` in a
-//!   container of the project's snapshot, [`snapshot_build`]) → the output directory copied
+//!   container of the project's snapshot, under `--sandbox daytona` in a Daytona sandbox of
+//!   it, [`snapshot_build`]) → the output directory copied
 //!   into the data directory ([`content`]) → the served pointer moved in the store. A failure
 //!   anywhere leaves the previous deployment serving. Also rollbacks.
 //! - [`content`]: deployment directories and the safe resolution of request paths in them.
@@ -35,7 +36,7 @@ use crate::manifests::Manifests;
 use crate::sandbox::local::{Confinement, Isolation, confine};
 use crate::store::Store;
 
-pub use snapshot_build::SnapshotBuilds;
+pub use snapshot_build::{BuildBackend, SnapshotBuilds};
 pub use sweep::DeploySweep;
 
 /// The environment variable that turns apps on.
@@ -203,13 +204,13 @@ impl Apps {
         })
     }
 
-    /// Builds run in a container of the project's snapshot (`--sandbox docker`), not in the
-    /// local confinement.
+    /// Builds run in the project's snapshot (a container of it under `--sandbox docker`, a
+    /// Daytona sandbox of it under `--sandbox daytona`), not in the local confinement.
     pub(crate) fn snapshot_builds(&self) -> Option<&SnapshotBuilds> {
         self.inner.snapshot_builds.get()
     }
 
-    /// Builds from now on run in containers of their project's snapshot. Set once, when the
+    /// Builds from now on run in their project's snapshot. Set once, when the
     /// server is wired (a second call changes nothing).
     pub fn build_in_snapshots(self, builds: SnapshotBuilds) -> Self {
         let _ = self.inner.snapshot_builds.set(builds);

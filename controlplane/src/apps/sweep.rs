@@ -66,34 +66,6 @@ impl DeploySweep {
         }
     }
 
-    /// Removes build containers (`--sandbox docker`) whose deployment is no longer building:
-    /// left behind by a replica that stopped mid-build.
-    async fn remove_stale_containers(&self) -> Result<(), String> {
-        use crate::sandbox::docker::command as container;
-        let Some(builds) = self.apps.snapshot_builds() else {
-            return Ok(());
-        };
-        let found = container::list(&builds.engine, &builds.deployment)
-            .await
-            .map_err(|e| e.to_string())?;
-        for (deployment, name) in found {
-            let building = self
-                .apps
-                .store()
-                .get_deployment(&deployment)
-                .await
-                .map_err(|e| format!("reading deployment {deployment}: {e}"))?
-                .is_some_and(|d| d.status == crate::store::DeploymentStatus::Building);
-            if !building {
-                container::remove(&builds.engine, &name)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tracing::info!(container = %name, %deployment, "removed a stale app build container");
-            }
-        }
-        Ok(())
-    }
-
     /// One pass over every project.
     pub async fn tick(&mut self) -> SweepReport {
         let mut report = SweepReport::default();
@@ -115,7 +87,7 @@ impl DeploySweep {
                 ),
                 Err(e) => report.errors.push(format!("failing abandoned builds: {e}")),
             }
-            if let Err(e) = self.remove_stale_containers().await {
+            if let Err(e) = self.apps.remove_stale_builds().await {
                 report.errors.push(e);
             }
         }

@@ -12,6 +12,7 @@ pub mod local;
 #[allow(unsafe_code)]
 pub mod namespaces;
 pub mod opencode_packages;
+pub mod workspace_archive;
 
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;

@@ -59,12 +59,17 @@ impl Services {
     ) -> Result<(Self, mpsc::Receiver<SandboxExit>), ServerError> {
         let (exit_tx, exit_rx) = mpsc::channel::<SandboxExit>(1024);
         let (backend, snapshots) = engine.unzip();
-        // Under `--sandbox docker` an app builds in a container of its project's snapshot.
+        // Under `--sandbox docker` and `daytona` an app builds in its project's snapshot.
         let snapshot_builds = match (&backend, &snapshots) {
-            (Some(Backend::Docker(docker)), Some(snapshots)) => Some(crate::apps::SnapshotBuilds {
-                engine: docker.clone(),
+            (Some(backend), Some(snapshots)) => Some(crate::apps::SnapshotBuilds {
+                backend: match backend {
+                    Backend::Docker(docker) => crate::apps::BuildBackend::Docker {
+                        engine: docker.clone(),
+                        network: config.docker.network.clone(),
+                    },
+                    Backend::Daytona(client) => crate::apps::BuildBackend::Daytona(client.clone()),
+                },
                 snapshots: snapshots.clone(),
-                network: config.docker.network.clone(),
                 deployment: deployment_id(&base.ca.fingerprint()),
             }),
             _ => None,

@@ -5,6 +5,8 @@
 //! inside.
 #![allow(dead_code)]
 
+pub mod app_build;
+
 use crate::support::{TestServer, eventually, git_ok};
 use futures::StreamExt;
 use kortix_controlplane::config::ServerConfig;

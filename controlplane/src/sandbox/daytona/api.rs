@@ -1,6 +1,7 @@
 //! Daytona's wire types, field for field as its API declares them (the NestJS DTOs of
-//! `apps/api/src/sandbox/dto` and `apps/api/src/object-storage`), and what their states
-//! mean here. Only the fields this provider sends or reads are declared; responses carry
+//! `apps/api/src/sandbox/dto` and `apps/api/src/object-storage`; the toolbox's are the
+//! daemon's, `apps/daemon/pkg/toolbox`, which the toolbox proxy forwards to), and what their
+//! states mean here. Only the fields this provider sends or reads are declared; responses carry
 //! more, which are ignored.
 
 use serde::{Deserialize, Serialize};
@@ -83,6 +84,38 @@ pub struct SandboxPage {
     pub items: Vec<Sandbox>,
     #[serde(default)]
     pub next_cursor: Option<String>,
+}
+
+/// `ToolboxProxyUrl` (`GET /sandbox/{id}/toolbox-proxy-url`): the base of the sandbox's
+/// toolbox, `<url>/<sandboxId>/…`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolboxProxyUrl {
+    pub url: String,
+}
+
+/// The toolbox's `ExecuteRequest` (`POST <toolbox>/<sandboxId>/process/execute`): the
+/// command goes to the sandbox's shell; `timeout` is in seconds (the daemon kills the
+/// command's process group then and answers 408).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecuteRequest {
+    pub command: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub envs: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+}
+
+/// The toolbox's `ExecuteResponse`: the exit code (-1 when the command could not start)
+/// and its combined output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecuteResponse {
+    #[serde(default)]
+    pub exit_code: i64,
+    pub result: String,
 }
 
 /// `StorageAccessDto` (`GET /object-storage/push-access`): temporary S3 credentials.
@@ -250,6 +283,41 @@ mod tests {
                 "autoDeleteInterval": 0
             })
         );
+    }
+
+    #[test]
+    fn toolbox_bodies_use_the_daemons_field_names() {
+        let req = ExecuteRequest {
+            command: "sh -c 'make'".into(),
+            cwd: Some("/workspace/site".into()),
+            envs: BTreeMap::from([("GREETING".into(), "hi".into())]),
+            timeout: Some(600),
+        };
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            serde_json::json!({
+                "command": "sh -c 'make'",
+                "cwd": "/workspace/site",
+                "envs": {"GREETING": "hi"},
+                "timeout": 600
+            })
+        );
+        let bare = ExecuteRequest {
+            command: "true".into(),
+            cwd: None,
+            envs: BTreeMap::new(),
+            timeout: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&bare).unwrap(),
+            serde_json::json!({"command": "true"})
+        );
+        let resp: ExecuteResponse =
+            serde_json::from_str(r#"{"exitCode":3,"result":"no\n"}"#).unwrap();
+        assert_eq!((resp.exit_code, resp.result.as_str()), (3, "no\n"));
+        let url: ToolboxProxyUrl =
+            serde_json::from_str(r#"{"url":"https://proxy.app.daytona.io/toolbox"}"#).unwrap();
+        assert_eq!(url.url, "https://proxy.app.daytona.io/toolbox");
     }
 
     fn snapshot(state: &str, reason: Option<&str>) -> Snapshot {

@@ -99,7 +99,21 @@ impl RetryPolicy {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the attempts run out.
-    pub async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<T, ApiError>
+    pub async fn run<T, F, Fut>(&self, attempt: F) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, (ApiError, Option<Duration>)>>,
+    {
+        self.run_if(Self::retryable, attempt).await
+    }
+
+    /// [`RetryPolicy::run`], retrying only the failures `retryable` accepts (a call that
+    /// must not run twice retries only what was refused before it ran).
+    pub async fn run_if<T, F, Fut>(
+        &self,
+        retryable: fn(Option<u16>) -> bool,
+        mut attempt: F,
+    ) -> Result<T, ApiError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, (ApiError, Option<Duration>)>>,
@@ -109,7 +123,7 @@ impl RetryPolicy {
             match attempt().await {
                 Ok(v) => return Ok(v),
                 Err((e, after)) => {
-                    if retry + 1 >= self.attempts || !Self::retryable(e.status()) {
+                    if retry + 1 >= self.attempts || !retryable(e.status()) {
                         return Err(e);
                     }
                     let pause = self.delay(retry, rand::random::<f64>(), after);
@@ -190,9 +204,20 @@ impl DaytonaClient {
         path: &str,
         query: &[(&str, &str)],
     ) -> reqwest::RequestBuilder {
+        self.request_url(method, &format!("{}{path}", self.api_url), query)
+    }
+
+    /// A request to `url`, which may be outside the API (the toolbox proxy), with the same
+    /// credentials.
+    pub(crate) fn request_url(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
         let mut req = self
             .http
-            .request(method, format!("{}{path}", self.api_url))
+            .request(method, url)
             .bearer_auth(&self.key.0)
             .header("X-Daytona-Source", "kortix");
         if !query.is_empty() {
@@ -320,7 +345,7 @@ impl DaytonaClient {
     }
 }
 
-fn transport(call: &str, e: &reqwest::Error) -> ApiError {
+pub(crate) fn transport(call: &str, e: &reqwest::Error) -> ApiError {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -335,7 +360,7 @@ fn transport(call: &str, e: &reqwest::Error) -> ApiError {
     }
 }
 
-fn status_error(call: &str, status: StatusCode, body: &[u8]) -> ApiError {
+pub(crate) fn status_error(call: &str, status: StatusCode, body: &[u8]) -> ApiError {
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let error = parsed
         .as_ref()
@@ -361,7 +386,7 @@ fn status_error(call: &str, status: StatusCode, body: &[u8]) -> ApiError {
     }
 }
 
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+pub(crate) fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     resp.headers()
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
@@ -389,7 +414,7 @@ pub(crate) async fn read_capped(resp: reqwest::Response, limit: usize) -> Result
     Ok(Bytes::from(out))
 }
 
-fn decode<T: DeserializeOwned>(call: &str, bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn decode<T: DeserializeOwned>(call: &str, bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::Transport {
         call: call.to_owned(),
         reason: format!("an answer not in Daytona's shape: {e}"),

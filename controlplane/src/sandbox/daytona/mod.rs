@@ -7,12 +7,17 @@
 //! - [`storage`]: build contexts through Daytona's object storage (S3, Signature V4).
 //! - [`snapshots`]: building snapshots (`POST /snapshots`, polled until `active`).
 //! - [`provider`]: one sandbox per session, reconciled by label.
+//! - [`toolbox`]: a sandbox's toolbox through Daytona's toolbox proxy (execute, upload,
+//!   download).
+//! - [`command`]: an app's build in a sandbox of the project's snapshot, through the toolbox.
 
 pub mod api;
 pub mod client;
+pub mod command;
 pub mod provider;
 pub mod snapshots;
 pub mod storage;
+pub mod toolbox;
 
 pub use client::{ApiError, DaytonaClient, RetryPolicy};
 pub use provider::{DaytonaConfig, DaytonaProvider};

@@ -131,75 +131,17 @@ impl DaytonaProvider {
         }
     }
 
-    /// Waits for `started`; a sandbox that fails or ends on the way is deleted.
-    async fn wait_started(&self, mut sandbox: Sandbox) -> Result<Sandbox, String> {
-        let deadline = Instant::now() + BOOT_TIMEOUT;
-        loop {
-            let why = match sandbox.phase() {
-                SandboxPhase::Started => return Ok(sandbox),
-                SandboxPhase::Failed(why) | SandboxPhase::Ended(why) => why,
-                SandboxPhase::Starting if Instant::now() >= deadline => format!(
-                    "Daytona sandbox {} is still {} after {} s",
-                    sandbox.name,
-                    sandbox.state.as_deref().unwrap_or("unknown"),
-                    BOOT_TIMEOUT.as_secs()
-                ),
-                SandboxPhase::Starting => {
-                    tokio::time::sleep(BOOT_POLL).await;
-                    match self
-                        .client
-                        .get::<Sandbox>(&format!("/sandbox/{}", sandbox.id), &[])
-                        .await
-                    {
-                        Ok(now) => {
-                            sandbox = now;
-                            continue;
-                        }
-                        Err(e) if e.is_not_found() => {
-                            return Err(format!(
-                                "Daytona sandbox {} disappeared while starting",
-                                sandbox.name
-                            ));
-                        }
-                        Err(e) => e.to_string(),
-                    }
-                }
-            };
-            if let Err(e) = self.delete(&sandbox.id).await {
-                tracing::warn!(sandbox = %sandbox.name, error = %e, "deleting a sandbox that did not start");
-            }
-            return Err(why);
-        }
+    async fn wait_started(&self, sandbox: Sandbox) -> Result<Sandbox, String> {
+        wait_started(&self.client, sandbox).await
     }
 
     async fn delete(&self, id_or_name: &str) -> Result<(), ApiError> {
-        match self.client.delete(&format!("/sandbox/{id_or_name}")).await {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        delete(&self.client, id_or_name).await
     }
 
     /// Every sandbox labelled as this provider's.
     async fn list(&self) -> Result<Vec<Sandbox>, ApiError> {
-        let labels = serde_json::json!({ LABEL_MANAGED: "true" }).to_string();
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let mut query = vec![("labels", labels.as_str()), ("limit", PAGE)];
-            if let Some(c) = &cursor {
-                query.push(("cursor", c.as_str()));
-            }
-            let page: SandboxPage = self.client.get("/sandbox", &query).await?;
-            out.extend(page.items);
-            match page.next_cursor.filter(|c| !c.is_empty()) {
-                Some(next) => cursor = Some(next),
-                None => return Ok(out),
-            }
-        }
-        Err(ApiError::Transport {
-            call: "GET /sandbox".into(),
-            reason: format!("more than {MAX_PAGES} pages of sandboxes"),
-        })
+        list_labelled(&self.client, &BTreeMap::from([(LABEL_MANAGED, "true")])).await
     }
 
     async fn report_exit(&self, session_id: &str, status: String) {
@@ -212,6 +154,86 @@ impl DaytonaProvider {
             })
             .await;
     }
+}
+
+/// Waits for `started`; a sandbox that fails or ends on the way is deleted.
+pub(crate) async fn wait_started(
+    client: &DaytonaClient,
+    mut sandbox: Sandbox,
+) -> Result<Sandbox, String> {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let why = match sandbox.phase() {
+            SandboxPhase::Started => return Ok(sandbox),
+            SandboxPhase::Failed(why) | SandboxPhase::Ended(why) => why,
+            SandboxPhase::Starting if Instant::now() >= deadline => format!(
+                "Daytona sandbox {} is still {} after {} s",
+                sandbox.name,
+                sandbox.state.as_deref().unwrap_or("unknown"),
+                BOOT_TIMEOUT.as_secs()
+            ),
+            SandboxPhase::Starting => {
+                tokio::time::sleep(BOOT_POLL).await;
+                match client
+                    .get::<Sandbox>(&format!("/sandbox/{}", sandbox.id), &[])
+                    .await
+                {
+                    Ok(now) => {
+                        sandbox = now;
+                        continue;
+                    }
+                    Err(e) if e.is_not_found() => {
+                        return Err(format!(
+                            "Daytona sandbox {} disappeared while starting",
+                            sandbox.name
+                        ));
+                    }
+                    Err(e) => e.to_string(),
+                }
+            }
+        };
+        if let Err(e) = delete(client, &sandbox.id).await {
+            tracing::warn!(sandbox = %sandbox.name, error = %e, "deleting a sandbox that did not start");
+        }
+        return Err(why);
+    }
+}
+
+/// Deletes a sandbox by id or name; one already gone is fine.
+pub(crate) async fn delete(client: &DaytonaClient, id_or_name: &str) -> Result<(), ApiError> {
+    match client.delete(&format!("/sandbox/{id_or_name}")).await {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Every sandbox with all of `labels`, every page.
+pub(crate) async fn list_labelled(
+    client: &DaytonaClient,
+    labels: &BTreeMap<&str, &str>,
+) -> Result<Vec<Sandbox>, ApiError> {
+    let labels = serde_json::to_string(labels).map_err(|e| ApiError::Transport {
+        call: "GET /sandbox".into(),
+        reason: format!("encoding the labels: {e}"),
+    })?;
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut query = vec![("labels", labels.as_str()), ("limit", PAGE)];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.as_str()));
+        }
+        let page: SandboxPage = client.get("/sandbox", &query).await?;
+        out.extend(page.items);
+        match page.next_cursor.filter(|c| !c.is_empty()) {
+            Some(next) => cursor = Some(next),
+            None => return Ok(out),
+        }
+    }
+    Err(ApiError::Transport {
+        call: "GET /sandbox".into(),
+        reason: format!("more than {MAX_PAGES} pages of sandboxes"),
+    })
 }
 
 impl SandboxProvider for DaytonaProvider {

@@ -17,21 +17,18 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::models::ContainerCreateBody;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::engine::{DockerEngine, is_not_found};
 use super::provider::host_config;
 use crate::sandbox::command::CommandEnd;
 use crate::sandbox::namespaces::Ended;
+pub use crate::sandbox::workspace_archive::WORKSPACE;
+use crate::sandbox::workspace_archive::{self as archive, Lines, WorkspaceRun, ended};
 use crate::sandbox::{LABEL_DEPLOYMENT, SandboxError, SandboxResources};
 
 /// Names what a one-off container runs for (an app deployment's id).
 pub const LABEL_BUILD: &str = "kortix.build";
-/// Where the source is inside the container.
-pub const WORKSPACE: &str = "/workspace";
-/// Longest output line kept whole; the rest of a longer line is cut.
-const MAX_LINE: usize = 8 * 1024;
 /// The longest a copy into or out of the container may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -63,13 +60,7 @@ pub struct ContainerCommand {
 }
 
 /// How the command went, and where its workspace came back to.
-#[derive(Debug)]
-pub struct ContainerRun {
-    pub end: CommandEnd,
-    /// The workspace after the command (`None` when it did not end by itself: nothing is
-    /// copied back from a command that overran).
-    pub workspace: Option<PathBuf>,
-}
+pub type ContainerRun = WorkspaceRun;
 
 /// Runs `cmd` on `engine`; its output lines go to `lines`; the workspace afterwards is
 /// unpacked under `scratch` (an empty directory of the caller's).
@@ -113,7 +104,7 @@ pub async fn run(
         ),
         CommandEnd::TimedOut(_) => None,
     };
-    Ok(ContainerRun { end, workspace })
+    Ok(WorkspaceRun { end, workspace })
 }
 
 fn transfer_timeout(doing: &str, name: &str) -> SandboxError {
@@ -124,11 +115,7 @@ fn transfer_timeout(doing: &str, name: &str) -> SandboxError {
 }
 
 async fn create(engine: &DockerEngine, cmd: &ContainerCommand) -> Result<(), SandboxError> {
-    let workdir = if cmd.workdir.is_empty() {
-        WORKSPACE.to_string()
-    } else {
-        format!("{WORKSPACE}/{}", cmd.workdir.trim_matches('/'))
-    };
+    let workdir = archive::workdir_in_workspace(&cmd.workdir);
     let labels = HashMap::from([
         (LABEL_BUILD.to_owned(), cmd.build.clone()),
         (LABEL_DEPLOYMENT.to_owned(), cmd.deployment.clone()),
@@ -168,22 +155,7 @@ async fn upload(
     scratch: &Path,
 ) -> Result<(), SandboxError> {
     let archive = scratch.join("source.tar");
-    let (source, to) = (cmd.source.clone(), archive.clone());
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut tar = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(&to)?));
-        // Links stay links: the build sees the tree as the repository has it.
-        tar.follow_symlinks(false);
-        tar.append_dir_all(WORKSPACE.trim_start_matches('/'), &source)?;
-        tar.into_inner()?.into_inner()?.sync_all()
-    })
-    .await
-    .map_err(|e| SandboxError::Engine(format!("archiving the build's source: {e}")))?
-    .map_err(|e| {
-        SandboxError::Engine(format!(
-            "archiving the build's source {}: {e}",
-            cmd.source.display()
-        ))
-    })?;
+    archive::pack_source(&cmd.source, &archive).await?;
     let file = tokio::fs::File::open(&archive)
         .await
         .map_err(|e| SandboxError::Engine(format!("{}: {e}", archive.display())))?;
@@ -212,49 +184,18 @@ async fn download(
     let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
         .path(WORKSPACE)
         .build();
-    let mut stream = engine
+    let stream = engine
         .docker
         .download_from_container(&cmd.name, Some(options));
-    let mut file = tokio::fs::File::create(&archive)
-        .await
-        .map_err(|e| SandboxError::Engine(format!("{}: {e}", archive.display())))?;
-    let mut bytes = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| engine.error(&format!("copying the workspace out of {}", cmd.name), e))?;
-        bytes += chunk.len() as u64;
-        if bytes > cmd.max_output_bytes {
-            let _ = tokio::fs::remove_file(&archive).await;
-            return Err(SandboxError::Engine(format!(
-                "the build's workspace is over {} bytes",
-                cmd.max_output_bytes
-            )));
-        }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| SandboxError::Engine(format!("{}: {e}", archive.display())))?;
-    }
-    file.flush()
-        .await
-        .map_err(|e| SandboxError::Engine(format!("{}: {e}", archive.display())))?;
-    drop(file);
-    let into = scratch.join("out");
-    let (from, to) = (archive.clone(), into.clone());
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        std::fs::create_dir_all(&to)?;
-        let mut tar = tar::Archive::new(std::io::BufReader::new(std::fs::File::open(&from)?));
-        // Entries that would land outside `to` (absolute, `..`) are refused by `unpack`;
-        // ownership and special bits stay this process's.
-        tar.set_preserve_permissions(false);
-        tar.set_unpack_xattrs(false);
-        tar.unpack(&to)
-    })
-    .await
-    .map_err(|e| SandboxError::Engine(format!("unpacking the build's workspace: {e}")))?
-    .map_err(|e| SandboxError::Engine(format!("unpacking the build's workspace: {e}")))?;
-    let _ = tokio::fs::remove_file(&archive).await;
-    // The archive of `/workspace` holds `workspace/…`.
-    Ok(into.join(WORKSPACE.trim_start_matches('/')))
+    let what = format!("copying the workspace out of {}", cmd.name);
+    archive::write_capped(
+        stream.map(|c| c.map_err(|e| engine.error(&what, e))),
+        &archive,
+        cmd.max_output_bytes,
+        &what,
+    )
+    .await?;
+    archive::unpack_workspace(&archive, scratch).await
 }
 
 /// The command's exit, waiting again whenever the engine's request times out first.
@@ -274,21 +215,6 @@ async fn wait(engine: &DockerEngine, name: &str) -> Result<Ended, SandboxError> 
             Some(Err(bollard::errors::Error::RequestTimeoutError)) | None => continue,
             Some(Err(e)) => return Err(engine.error(&format!("waiting for {name}"), e)),
         }
-    }
-}
-
-/// An engine's exit status: 128 + N is "killed by signal N", as a shell reports it.
-fn ended(status: i64) -> Ended {
-    match i32::try_from(status) {
-        Ok(code) if code > 128 && code < 128 + 65 => Ended {
-            code: None,
-            signal: Some(code - 128),
-        },
-        Ok(code) => Ended {
-            code: Some(code),
-            signal: None,
-        },
-        Err(_) => Ended::default(),
     }
 }
 
@@ -313,38 +239,6 @@ async fn follow(engine: DockerEngine, name: String, lines: mpsc::UnboundedSender
     }
     for line in out.finish().into_iter().chain(err.finish()) {
         let _ = lines.send(line);
-    }
-}
-
-/// Bytes to lines, each at most [`MAX_LINE`] bytes.
-#[derive(Default)]
-struct Lines {
-    partial: Vec<u8>,
-}
-
-impl Lines {
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        let mut done = Vec::new();
-        for &b in bytes {
-            if b == b'\n' {
-                done.push(self.take());
-            } else if self.partial.len() < MAX_LINE {
-                self.partial.push(b);
-            }
-        }
-        done
-    }
-
-    fn take(&mut self) -> String {
-        let line = String::from_utf8_lossy(&self.partial)
-            .trim_end_matches('\r')
-            .to_string();
-        self.partial.clear();
-        line
-    }
-
-    fn finish(mut self) -> Option<String> {
-        (!self.partial.is_empty()).then(|| self.take())
     }
 }
 
@@ -404,31 +298,4 @@ pub async fn list(
         }
     }
     Ok(found)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn output_splits_into_bounded_lines() {
-        let mut l = Lines::default();
-        assert_eq!(l.push(b"one\r\ntw"), vec!["one".to_string()]);
-        assert_eq!(l.push(b"o\nthree"), vec!["two".to_string()]);
-        assert_eq!(l.finish(), Some("three".to_string()));
-        let mut long = Lines::default();
-        let mut bytes = vec![b'x'; MAX_LINE + 100];
-        bytes.push(b'\n');
-        assert_eq!(long.push(&bytes)[0].len(), MAX_LINE);
-        assert_eq!(long.finish(), None);
-    }
-
-    #[test]
-    fn signals_read_as_a_shell_reports_them() {
-        assert_eq!(ended(0).code, Some(0));
-        assert_eq!(ended(3).code, Some(3));
-        assert_eq!(ended(137).signal, Some(9));
-        assert_eq!(ended(128).code, Some(128));
-        assert_eq!(ended(i64::MAX), Ended::default());
-    }
 }
