@@ -39,14 +39,13 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    match kortix_agent::hold::requested(|k| std::env::var(k).ok()) {
-        Ok(true) => return hold(),
-        Ok(false) => {}
+    let hold = match kortix_agent::hold::requested(|k| std::env::var(k).ok()) {
+        Ok(hold) => hold,
         Err(e) => {
             diag::error(&e.to_string());
             return ExitCode::from(2);
         }
-    }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
@@ -59,6 +58,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let reap_orphans = match process::become_reaper() {
+        Ok(pid1) => {
+            if pid1 {
+                diag::info("running as PID 1; reaping orphans");
+            }
+            true
+        }
+        Err(e) => {
+            diag::warn(&format!(
+                "cannot become child subreaper ({e}); orphans go to init"
+            ));
+            false
+        }
+    };
+    if hold {
+        return match runtime.block_on(kortix_agent::hold::run(reap_orphans)) {
+            Ok(()) => {
+                diag::info("exiting (hold ended by a signal)");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                diag::error(&format!("holding: {e}"));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let assigned = match std::env::var_os(assignment::ENV).filter(|p| !p.is_empty()) {
         None => BTreeMap::new(),
         Some(path) => {
@@ -84,17 +109,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    match process::become_reaper() {
-        Ok(pid1) => {
-            config.reap_orphans = true;
-            if pid1 {
-                diag::info("running as PID 1; reaping orphans");
-            }
-        }
-        Err(e) => diag::warn(&format!(
-            "cannot become child subreaper ({e}); orphans go to init"
-        )),
-    }
+    config.reap_orphans = reap_orphans;
     let outcome = runtime.block_on(kortix_agent::run(config));
     // Blocking tasks (a clone stuck on the network) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -109,39 +124,6 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             diag::error(&e.to_string());
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Hold mode: up, doing nothing, until SIGTERM.
-fn hold() -> ExitCode {
-    let reap = match process::become_reaper() {
-        Ok(_) => true,
-        Err(e) => {
-            diag::warn(&format!(
-                "cannot become child subreaper ({e}); orphans go to init"
-            ));
-            false
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            diag::error(&format!("starting the runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(kortix_agent::hold::run(reap)) {
-        Ok(()) => {
-            diag::info("exiting (hold ended by a signal)");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            diag::error(&format!("holding: {e}"));
             ExitCode::FAILURE
         }
     }

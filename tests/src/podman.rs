@@ -131,6 +131,23 @@ fn start() -> Result<Podman, String> {
 }
 
 impl Podman {
+    /// A running warm-pool container of the control plane (`--warm-pool`), if there is one.
+    pub fn warm_container(&self) -> Result<Option<String>, String> {
+        let names = self.cli(&[
+            "ps",
+            "--filter",
+            "label=kortix.pool",
+            "--filter",
+            "status=running",
+            "--format",
+            "{{.Names}}",
+        ])?;
+        Ok(names
+            .lines()
+            .find(|n| n.starts_with("kortix-pool-"))
+            .map(str::to_owned))
+    }
+
     /// Runs the podman CLI with this engine's configuration; returns stdout, or why it failed.
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
         let out = self

@@ -423,19 +423,8 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
 async fn warm_member(engine: &Podman, within: Duration) -> String {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let names = engine
-            .cli(&[
-                "ps",
-                "--filter",
-                "label=kortix.pool",
-                "--filter",
-                "status=running",
-                "--format",
-                "{{.Names}}",
-            ])
-            .unwrap_or_default();
-        if let Some(name) = names.lines().find(|n| n.starts_with("kortix-pool-")) {
-            return name.to_string();
+        if let Some(name) = engine.warm_container().unwrap_or_default() {
+            return name;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

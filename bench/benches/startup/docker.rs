@@ -194,18 +194,11 @@ impl DockerSide<'_> {
 pub async fn wait_for_warm_container(engine: &Podman) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let names = engine
-            .cli(&[
-                "ps",
-                "--filter",
-                "label=kortix.pool",
-                "--filter",
-                "status=running",
-                "--format",
-                "{{.Names}}",
-            ])
-            .map_err(|e| anyhow!("listing warm containers: {e}"))?;
-        if names.lines().any(|n| n.starts_with("kortix-pool-")) {
+        if engine
+            .warm_container()
+            .map_err(|e| anyhow!("listing warm containers: {e}"))?
+            .is_some()
+        {
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -170,12 +170,14 @@ impl DockerProvider {
     /// CPU the session just assigned needs for its own start.
     fn refill(&self, pool: &Arc<WarmPool>, recipe: &Recipe) {
         let (count, evicted) = pool.want(recipe);
-        let engine = self.engine.clone();
-        tokio::spawn(async move {
-            for name in evicted {
-                let _ = remove(&engine, &name).await;
-            }
-        });
+        if !evicted.is_empty() {
+            let engine = self.engine.clone();
+            tokio::spawn(async move {
+                for name in evicted {
+                    let _ = remove(&engine, &name).await;
+                }
+            });
+        }
         if count > 0 {
             self.create_members(pool, recipe.clone(), count, REFILL_DELAY);
         }
@@ -292,7 +294,9 @@ impl DockerProvider {
                 u64::try_from(now - c).ok()
             })
             .map(std::time::Duration::from_secs);
-        let expired = age.is_none_or(|a| a > pool::MEMBER_LIFETIME + REFILL_DELAY * 20);
+        // A minute past the lifetime: its own replica had time to replace it.
+        let expired =
+            age.is_none_or(|a| a > pool::MEMBER_LIFETIME + std::time::Duration::from_secs(60));
         if !running || expired {
             let _ = remove(&self.engine, name).await;
         }
