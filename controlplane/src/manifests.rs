@@ -2,16 +2,20 @@
 //!
 //! Sessions (template, OpenCode config dir), triggers (the sweeper asks for every project
 //! every second) and the API (`projects info`) all read the manifest through [`Manifests`].
-//! Reading the branch head is cheap; reading and parsing the file is not, so the parsed
-//! result is kept until the head moves.
+//! Reading and parsing the file is costly, so the parsed result is kept until the head
+//! moves. Reading the head itself (gix opening the repository on the blocking pool) is
+//! skipped too while the branch's [`RefStamp`] is unchanged: the connector broker asks on
+//! every tool call, and that hop was the tail of its added latency.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use gix::ObjectId;
 use kortix_manifest::{Manifest, Trigger};
 
 use crate::error::{DomainError, DomainResult};
+use crate::git::ref_stamp::RefStamp;
 use crate::git::{RepoError, Repos, repos::MANIFEST_PATH};
 
 /// What the default branch says, at one head.
@@ -85,10 +89,24 @@ impl DefaultBranchManifest {
     }
 }
 
+/// How long an unchanged stamp is trusted before the head is read anyway: a backstop for
+/// shared storage whose `stat` may answer from a cache (NFS attribute caching), where
+/// opening the file revalidates.
+const TRUST_STAMP: Duration = Duration::from_secs(2);
+
 /// Parsed manifests by project id, each valid for one head of one branch.
 pub struct Manifests {
     repos: Repos,
-    entries: Mutex<HashMap<String, Arc<DefaultBranchManifest>>>,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    manifest: Arc<DefaultBranchManifest>,
+    /// The branch's stamp taken before `manifest` was read, so a move during the read
+    /// shows as a different stamp next time.
+    stamp: Option<RefStamp>,
+    read_at: Instant,
 }
 
 impl Manifests {
@@ -105,8 +123,23 @@ impl Manifests {
         project_id: &str,
         branch: &str,
     ) -> DomainResult<Arc<DefaultBranchManifest>> {
+        let stamp = self
+            .repos
+            .path(project_id)
+            .ok()
+            .and_then(|repo| RefStamp::of_branch(&repo, branch));
         let cached = self.lock().get(project_id).cloned();
+        if let Some(entry) = &cached
+            && stamp.is_some()
+            && entry.stamp == stamp
+            && entry.manifest.branch == branch
+            && entry.read_at.elapsed() < TRUST_STAMP
+        {
+            return Ok(entry.manifest.clone());
+        }
+        let cached = cached.map(|e| e.manifest);
         let repos = self.repos.clone();
+        let read_at = Instant::now();
         let (id, branch_name) = (project_id.to_owned(), branch.to_owned());
         // gix reads are blocking file I/O.
         let loaded = tokio::task::spawn_blocking(move || load(&repos, &id, &branch_name, cached))
@@ -117,7 +150,14 @@ impl Manifests {
                     "reading {MANIFEST_PATH} of project {project_id}: {e}"
                 ))
             })?;
-        self.lock().insert(project_id.to_owned(), loaded.clone());
+        self.lock().insert(
+            project_id.to_owned(),
+            Entry {
+                manifest: loaded.clone(),
+                stamp,
+                read_at,
+            },
+        );
         Ok(loaded)
     }
 
@@ -127,7 +167,7 @@ impl Manifests {
         self.lock().retain(|id, _| keep.contains(id.as_str()));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<DefaultBranchManifest>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -217,6 +257,73 @@ mod tests {
         assert_eq!(first.problem(), None);
         let again = manifests.get("p1", "main").await.unwrap();
         assert!(Arc::ptr_eq(&first, &again), "same head: the cached parse");
+
+        // Another process (git itself, another replica) moves the branch: the next read
+        // sees it at once, not after the stamp's trust runs out.
+        let path = repos.path("p1").unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(&path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        let blob = {
+            use std::io::Write;
+            let mut child = std::process::Command::new("git")
+                .args(["hash-object", "-w", "--stdin"])
+                .current_dir(&path)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"kortix_version = 1\n[env]\nGREETING = \"hi\"\n")
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        let tree = {
+            use std::io::Write;
+            let mut child = std::process::Command::new("git")
+                .args(["mktree"])
+                .current_dir(&path)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let line = format!("100644 blob {blob}\tkortix.toml\n");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(line.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        let moved = git(&[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.com",
+            "commit-tree",
+            &tree,
+            "-p",
+            "main",
+            "-m",
+            "model",
+        ]);
+        git(&["update-ref", "refs/heads/main", &moved]);
+        let after = manifests.get("p1", "main").await.unwrap();
+        assert_eq!(after.head.map(|h| h.to_string()), Some(moved));
+        assert!(!Arc::ptr_eq(&first, &after));
+        assert_ne!(after.manifest(), first.manifest(), "the new kortix.toml");
 
         let other_branch = manifests.get("p1", "trunk").await.unwrap();
         assert_eq!(other_branch.head, None);

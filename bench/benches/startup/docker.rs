@@ -97,7 +97,9 @@ impl DockerSide<'_> {
             .cloned()
             .ok_or_else(|| anyhow!("no template dev"))?;
         let mut pairs = Vec::new();
-        for round in 0..rounds {
+        // Round 0 is a warm-up of each, not reported: the control plane's first build also
+        // builds the runtime image, once per agent and OpenCode version, not per snapshot.
+        for round in 0..=rounds {
             self.land_marker(&format!("kortix build {round}"));
             let kortix = self.kortix_build(target).await?;
 
@@ -112,11 +114,18 @@ impl DockerSide<'_> {
             )?;
             let podman = self.podman_build(&recipe, &runtime, round)?;
             eprintln!(
-                "cold build {round}: kortix {} ms, podman build {} ms",
+                "cold build {round}{}: kortix {} ms, podman build {} ms",
+                if round == 0 {
+                    " (warm-up, not reported)"
+                } else {
+                    ""
+                },
                 kortix.as_millis(),
                 podman.as_millis()
             );
-            pairs.push(BuildPair { kortix, podman });
+            if round > 0 {
+                pairs.push(BuildPair { kortix, podman });
+            }
         }
         Ok(pairs)
     }

@@ -25,7 +25,8 @@
 //!
 //! `cargo build --release --workspace --bins && cargo bench --workspace --bench startup`
 //! (`KORTIX_BENCH_RUNS`, default 20 runs of each after one warm-up run of each;
-//! `KORTIX_BENCH_BUILDS`, default 5 cold builds of each; `KORTIX_BENCH_DOCKER=0` for the
+//! `KORTIX_BENCH_BUILDS`, default 5 cold builds of each after one warm-up build of each
+//! that also builds the runtime image; `KORTIX_BENCH_DOCKER=0` for the
 //! local provider only; `KORTIX_BENCH_WARM_POOL`, default 1: the docker control plane's
 //! `--warm-pool`, each docker run starting once the pool's container is up, 0 for a
 //! container created per session).

@@ -28,6 +28,7 @@ impl Connectors {
             .inc();
         let row = ConnectorCallRow {
             id: 0,
+            call_id: String::new(),
             at_ms: now(),
             project_id: project_id.to_owned(),
             session_id: session_id.to_owned(),

@@ -13,12 +13,14 @@
 //! - [`upstream`]: outbound HTTP, bounded.
 //! - [`digest`]: a call's digest and redacted argument preview.
 //! - [`broker`]: the call path. [`approvals`]: calls waiting for a person. [`calls`]: the
-//!   call log and its records; [`call_log`]: its batched writer, off the call path.
+//!   call log and its records; [`call_log`]: its batched writer, off the call path;
+//!   [`call_journal`]: the file that keeps queued rows across a crash of the process.
 //! - [`access`]: the same for people (list, tools, credentials, calls).
 
 mod access;
 mod approvals;
 mod broker;
+mod call_journal;
 mod call_log;
 mod calls;
 mod catalog;
@@ -54,6 +56,9 @@ pub struct ConnectorSettings {
     pub max_response_bytes: usize,
     /// How long an approval asked for by a trigger's session waits before it is denied.
     pub unattended_approval_ttl: Duration,
+    /// Where the call log journals rows before they are stored (the server's data dir);
+    /// `None`: no journal, so a crash loses the rows still queued.
+    pub call_journal: Option<std::path::PathBuf>,
 }
 
 impl Default for ConnectorSettings {
@@ -62,6 +67,7 @@ impl Default for ConnectorSettings {
             call_timeout: Duration::from_secs(30),
             max_response_bytes: 256 * 1024,
             unattended_approval_ttl: Duration::from_secs(3600),
+            call_journal: None,
         }
     }
 }
@@ -102,7 +108,7 @@ impl Connectors {
             inner: Arc::new(Inner {
                 catalogs: catalog::Catalogs::new(client.clone(), repos, settings.clone()),
                 credentials: credentials::Credentials::new(store.clone(), key, secrets),
-                call_log: call_log::CallLog::start(store.clone()),
+                call_log: call_log::CallLog::start(store.clone(), settings.call_journal.clone()),
                 store,
                 manifests,
                 sessions,

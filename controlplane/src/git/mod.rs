@@ -1,6 +1,8 @@
 //! Bare repositories of projects and their hosting over smart HTTP.
 //!
 //! - [`names`]: validation of branch names and project ids before they touch the filesystem.
+//! - [`ref_stamp`]: whether a branch may have moved, from two `stat`s, without opening the
+//!   repository.
 //! - [`refs`]: compare-and-swap ref updates, the only way the control plane moves a ref.
 //! - [`repos`]: the per-project bare repositories: create, import, read, branch, delete.
 //! - [`http`]: smart HTTP hosting through `git http-backend`, authorized per request by a
@@ -15,6 +17,7 @@ pub mod hook;
 pub mod http;
 mod import;
 pub mod names;
+pub mod ref_stamp;
 pub mod refs;
 pub mod repos;
 pub mod tree_dir;

@@ -126,10 +126,11 @@ impl ProjectSecrets {
         }))
     }
 
-    /// One secret's value, or `None` when the project has no secret of that name.
+    /// One secret's value, or `None` when the project has no secret of that name. Read
+    /// through the store's agent cache: connector calls and webhooks ask on every request,
+    /// and every secret write forgets the cached row on all replicas.
     pub async fn value(&self, project_id: &str, name: &str) -> DomainResult<Option<SecretValue>> {
-        let snapshot = self.store.load_secrets(project_id).await?;
-        let Some(row) = snapshot.secrets.into_iter().find(|r| r.name == name) else {
+        let Some(row) = self.store.agent_secret(project_id, name).await? else {
             return Ok(None);
         };
         self.key

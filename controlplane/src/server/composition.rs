@@ -102,7 +102,10 @@ impl Services {
             base.repos.clone(),
             base.master_key.clone(),
             secrets.clone(),
-            config.connectors.clone(),
+            crate::connectors::ConnectorSettings {
+                call_journal: Some(base.data_dir.join("connector-calls")),
+                ..config.connectors.clone()
+            },
         )
         .map_err(|e| ServerError::Setup(e.to_string()))?;
         let web = WebApi::new(&config.slack_api_url)

@@ -1,6 +1,7 @@
 //! A replica's memory of what every call of a session's agent reads before anything else:
 //! that its certificate is not revoked, its session (the fields a call needs, status
-//! included) with its project, and the sealed connector credentials. Without it a connector
+//! included) with its project, the sealed connector credentials and the sealed project
+//! secrets connectors take their credential from (`auth.secret`). Without it a connector
 //! call made four store round trips before it reached the upstream.
 //!
 //! The rules are the role cache's (`role_cache`): only this store's own write methods
@@ -16,7 +17,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{CredentialRow, Project, SessionStatus};
+use super::{CredentialRow, DbContext, Project, SecretRow, SessionStatus, with_pool};
 
 /// The channel changes to certificates, sessions, projects and credentials travel on.
 pub const AGENTS_CHANNEL: &str = "kortix_agents";
@@ -45,7 +46,8 @@ pub enum Change {
     SessionCerts(String),
     /// A session's status changed, or it was deleted.
     Session(String),
-    /// A project's row changed: its sessions' entries carry it.
+    /// A project's row changed: its sessions' entries carry it. Every secret write bumps
+    /// the project's secrets version, so this also forgets its secrets.
     Project(String),
     /// A connector credential of the project was set.
     Credentials(String),
@@ -85,6 +87,8 @@ impl Change {
 
 /// (project, connector, person — empty for the shared one).
 type CredentialKey = (String, String, String);
+/// (project, secret name).
+type SecretKey = (String, String);
 
 /// Entries of one kind, each with when it was read.
 struct Entries<K, V> {
@@ -126,6 +130,7 @@ struct Inner {
     certs: Entries<String, String>,
     sessions: Entries<String, AgentSession>,
     credentials: Entries<CredentialKey, Option<CredentialRow>>,
+    secrets: Entries<SecretKey, Option<SecretRow>>,
     /// Bumped by every forget, so a read that began before a change cannot put back what the
     /// change made stale.
     generation: u64,
@@ -145,6 +150,7 @@ impl std::fmt::Debug for AgentCache {
             .field("certs", &inner.certs.map.len())
             .field("sessions", &inner.sessions.map.len())
             .field("credentials", &inner.credentials.map.len())
+            .field("secrets", &inner.secrets.map.len())
             .field("generation", &inner.generation)
             .finish()
     }
@@ -210,6 +216,28 @@ impl AgentCache {
         }
     }
 
+    /// The sealed project secret as last read: `Some(None)` when it was known to be unset.
+    pub fn secret(&self, project_id: &str, name: &str) -> Option<Option<SecretRow>> {
+        self.lock()
+            .secrets
+            .get(&(project_id.to_owned(), name.to_owned()))
+    }
+
+    pub fn insert_secret(
+        &self,
+        generation: u64,
+        project_id: &str,
+        name: &str,
+        row: Option<SecretRow>,
+    ) {
+        let mut inner = self.lock();
+        if inner.generation == generation {
+            inner
+                .secrets
+                .insert((project_id.to_owned(), name.to_owned()), row);
+        }
+    }
+
     /// Forgets what `change` made stale.
     pub fn forget(&self, change: &Change) {
         let mut inner = self.lock();
@@ -226,6 +254,7 @@ impl AgentCache {
             }
             Change::Project(id) => {
                 inner.sessions.map.retain(|_, (s, _)| &s.project.id != id);
+                inner.secrets.map.retain(|(p, _), _| p != id);
             }
             Change::Credentials(project) => {
                 inner.credentials.map.retain(|(p, _, _), _| p != project);
@@ -234,6 +263,7 @@ impl AgentCache {
                 inner.certs.map.clear();
                 inner.sessions.map.clear();
                 inner.credentials.map.clear();
+                inner.secrets.map.clear();
             }
         }
     }
@@ -251,7 +281,10 @@ impl AgentCache {
 
     pub fn len(&self) -> usize {
         let inner = self.lock();
-        inner.certs.map.len() + inner.sessions.map.len() + inner.credentials.map.len()
+        inner.certs.map.len()
+            + inner.sessions.map.len()
+            + inner.credentials.map.len()
+            + inner.secrets.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -302,6 +335,33 @@ impl super::Store {
         };
         self.agents.insert_session(generation, view.clone());
         Ok(view)
+    }
+
+    /// One sealed project secret for a connector call: from this replica's [`AgentCache`]
+    /// when it knows it, else one read. `None` when the project has no such secret.
+    pub async fn agent_secret(
+        &self,
+        project_id: &str,
+        name: &str,
+    ) -> super::Result<Option<SecretRow>> {
+        if let Some(known) = self.agents.secret(project_id, name) {
+            return Ok(known);
+        }
+        let generation = self.agents.generation();
+        let row = with_pool!(self, |pool| {
+            sqlx::query_as::<_, SecretRow>(
+                "SELECT name, nonce, ciphertext, created_ms, updated_ms FROM secrets
+                 WHERE project_id = $1 AND name = $2",
+            )
+            .bind(project_id)
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+        })
+        .ctx(|| format!("reading secret {name} of project {project_id}"))?;
+        self.agents
+            .insert_secret(generation, project_id, name, row.clone());
+        Ok(row)
     }
 
     /// This replica's [`AgentCache`] (tests look into it).
@@ -497,6 +557,26 @@ mod tests {
                 .unwrap();
             assert!(sealed(n).await, "credential {n} is read after it is set");
         }
+
+        let secret = |n: u8| async move {
+            store
+                .agent_secret(project_id, "API_TOKEN")
+                .await
+                .unwrap()
+                .map(|r| r.ciphertext)
+                == (n > 0).then(|| vec![n])
+        };
+        assert!(secret(0).await, "unset, and remembered as unset");
+        assert!(store.agents.secret(project_id, "API_TOKEN").is_some());
+        for n in [1u8, 2] {
+            store
+                .put_secret(project_id, "API_TOKEN", &[n], &[n])
+                .await
+                .unwrap();
+            assert!(secret(n).await, "secret {n} is read after it is set");
+        }
+        store.delete_secret(project_id, "API_TOKEN").await.unwrap();
+        assert!(secret(0).await, "and gone after it is deleted");
     }
 
     crate::store::tests::both_backends!(the_stores_own_writes_are_seen_at_once);

@@ -53,6 +53,9 @@ pub struct Approval {
 #[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct ConnectorCallRow {
     pub id: i64,
+    /// Unique per call (empty: none); a row stored twice under one id is stored once.
+    #[sqlx(default)]
+    pub call_id: String,
     pub at_ms: i64,
     pub project_id: String,
     pub session_id: String,
@@ -299,8 +302,9 @@ impl Store {
                     sqlx::query(
                         "INSERT INTO connector_calls
                              (at_ms, project_id, session_id, connector, tool, digest, status,
-                              duration_ms, upstream_status, args_preview, error)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                              duration_ms, upstream_status, args_preview, error, call_id)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULLIF($12, ''))
+                         ON CONFLICT (call_id) DO NOTHING",
                     )
                     .bind(c.at_ms)
                     .bind(&c.project_id)
@@ -313,6 +317,7 @@ impl Store {
                     .bind(c.upstream_status)
                     .bind(truncate_utf8(&c.args_preview, MAX_TEXT))
                     .bind(truncate_utf8(&c.error, MAX_TEXT))
+                    .bind(&c.call_id)
                     .execute(&mut *tx)
                     .await?;
                 }

@@ -2535,6 +2535,25 @@ async fn connector_credentials_approvals_and_calls(db: TestDb) {
         .map(|c| c.status)
         .collect();
     assert_eq!(s1, ["pending_approval", "ok"]);
+    // A row replayed from a journal under a call id already stored is stored once.
+    let replayed = ConnectorCallRow {
+        call_id: "call-1".into(),
+        at_ms: 6,
+        project_id: web.id.clone(),
+        session_id: "s3".into(),
+        status: "ok".into(),
+        ..Default::default()
+    };
+    store
+        .append_connector_calls(&[replayed.clone()])
+        .await
+        .unwrap();
+    store
+        .append_connector_calls(&[replayed.clone(), replayed])
+        .await
+        .unwrap();
+    let s3 = store.list_connector_calls(&web.id, "s3", 0).await.unwrap();
+    assert_eq!(s3.len(), 1, "{s3:?}");
     let all = store.list_connector_calls(&web.id, "", 2).await.unwrap();
     assert_eq!(all.len(), 2);
     assert!(all[0].args_preview.len() <= 2048);
