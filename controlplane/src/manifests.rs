@@ -283,7 +283,7 @@ mod tests {
                 .stdin
                 .take()
                 .unwrap()
-                .write_all(b"kortix_version = 1\n[env]\nGREETING = \"hi\"\n")
+                .write_all(b"kortix_version = 1\n[project]\nname = \"moved\"\n")
                 .unwrap();
             let out = child.wait_with_output().unwrap();
             String::from_utf8(out.stdout).unwrap().trim().to_owned()

@@ -66,8 +66,19 @@ pub struct BuildPair {
 impl DockerSide<'_> {
     /// Changes the template's context file on the project's default branch.
     fn land_marker(&self, text: &str) {
-        std::fs::write(self.source.join(".kortix/marker.txt"), format!("{text}\n"))
-            .expect("writing the marker");
+        // Unique per bench run: an image layer cached by an earlier run (same marker, same
+        // context) would make the build warm.
+        static RUN: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+        let run = RUN.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        });
+        std::fs::write(
+            self.source.join(".kortix/marker.txt"),
+            format!("{text} (bench run {run})\n"),
+        )
+        .expect("writing the marker");
         self.git.ok(self.source, &["add", "."]);
         self.git.ok(
             self.source,

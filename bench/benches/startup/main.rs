@@ -268,8 +268,9 @@ async fn bench() -> Result<()> {
             report.host.push(b);
         }
         if let (Some(engine), Some(d)) = (engine, &docker) {
-            if warm_pool > 0 {
-                // Warm means the pool's container is up, as between a team's sessions.
+            // Warm means the pool's container is up, as between a team's sessions. The pool
+            // fills once a session asked for the snapshot: the warm-up run is that session.
+            if warm_pool > 0 && !warm_up {
                 docker::wait_for_warm_container(engine).await?;
             }
             let kd = d.target.run(&model, "docker", round).await?;
@@ -282,6 +283,11 @@ async fn bench() -> Result<()> {
                     work: work.path(),
                     image: docker::current_image(&d.target).await?,
                 });
+            }
+            // The pool's replacement for the container the session took starts a few
+            // seconds after the take; the baseline waits for it rather than share the CPU.
+            if warm_pool > 0 && !warm_up {
+                docker::wait_for_warm_container(engine).await?;
             }
             let c = container
                 .as_ref()

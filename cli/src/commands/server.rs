@@ -209,6 +209,8 @@ impl ServerArgs {
             call_timeout: Duration::from_secs(self.connector_timeout_secs.max(1)),
             max_response_bytes: self.connector_max_response_bytes.max(1024),
             unattended_approval_ttl: Duration::from_secs(self.unattended_approval_secs),
+            // The server journals under its data directory.
+            call_journal: None,
         };
         config.slack_api_url = self.slack_api_url.clone();
         config.apps.enabled = kortix_controlplane::apps::flag_on(Some(&self.apps_experimental));

@@ -12,10 +12,10 @@
 //! forgets everything. A revoked certificate is never remembered as revoked — only live
 //! certificates are kept, so an unknown or revoked one is always read again.
 
-use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::ttl_entries::TtlEntries;
 
 use super::{CredentialRow, DbContext, Project, SecretRow, SessionStatus, with_pool};
 
@@ -90,50 +90,27 @@ type CredentialKey = (String, String, String);
 /// (project, secret name).
 type SecretKey = (String, String);
 
-/// Entries of one kind, each with when it was read.
-struct Entries<K, V> {
-    map: HashMap<K, (V, Instant)>,
-}
-
-impl<K, V> Default for Entries<K, V> {
-    fn default() -> Self {
-        Self {
-            map: HashMap::new(),
-        }
-    }
-}
-
-impl<K: Hash + Eq, V: Clone> Entries<K, V> {
-    fn get(&mut self, key: &K) -> Option<V> {
-        let (value, read) = self.map.get(key)?;
-        if read.elapsed() >= TTL {
-            self.map.remove(key);
-            return None;
-        }
-        Some(value.clone())
-    }
-
-    fn insert(&mut self, key: K, value: V) {
-        if self.map.len() >= CAPACITY {
-            self.map.retain(|_, (_, read)| read.elapsed() < TTL);
-            if self.map.len() >= CAPACITY {
-                self.map.clear();
-            }
-        }
-        self.map.insert(key, (value, Instant::now()));
-    }
-}
-
-#[derive(Default)]
 struct Inner {
     /// Live certificates: serial → their session.
-    certs: Entries<String, String>,
-    sessions: Entries<String, AgentSession>,
-    credentials: Entries<CredentialKey, Option<CredentialRow>>,
-    secrets: Entries<SecretKey, Option<SecretRow>>,
+    certs: TtlEntries<String, String>,
+    sessions: TtlEntries<String, AgentSession>,
+    credentials: TtlEntries<CredentialKey, Option<CredentialRow>>,
+    secrets: TtlEntries<SecretKey, Option<SecretRow>>,
     /// Bumped by every forget, so a read that began before a change cannot put back what the
     /// change made stale.
     generation: u64,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            certs: TtlEntries::new(TTL, CAPACITY),
+            sessions: TtlEntries::new(TTL, CAPACITY),
+            credentials: TtlEntries::new(TTL, CAPACITY),
+            secrets: TtlEntries::new(TTL, CAPACITY),
+            generation: 0,
+        }
+    }
 }
 
 /// Cheap to clone; clones share the entries.
@@ -147,10 +124,10 @@ impl std::fmt::Debug for AgentCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = self.lock();
         f.debug_struct("AgentCache")
-            .field("certs", &inner.certs.map.len())
-            .field("sessions", &inner.sessions.map.len())
-            .field("credentials", &inner.credentials.map.len())
-            .field("secrets", &inner.secrets.map.len())
+            .field("certs", &inner.certs.len())
+            .field("sessions", &inner.sessions.len())
+            .field("credentials", &inner.credentials.len())
+            .field("secrets", &inner.secrets.len())
             .field("generation", &inner.generation)
             .finish()
     }
@@ -244,26 +221,26 @@ impl AgentCache {
         inner.generation += 1;
         match change {
             Change::Cert(serial) => {
-                inner.certs.map.remove(serial);
+                inner.certs.remove(serial);
             }
             Change::SessionCerts(session) => {
-                inner.certs.map.retain(|_, (s, _)| s != session);
+                inner.certs.retain(|_, s| s != session);
             }
             Change::Session(id) => {
-                inner.sessions.map.remove(id);
+                inner.sessions.remove(id);
             }
             Change::Project(id) => {
-                inner.sessions.map.retain(|_, (s, _)| &s.project.id != id);
-                inner.secrets.map.retain(|(p, _), _| p != id);
+                inner.sessions.retain(|_, s| &s.project.id != id);
+                inner.secrets.retain(|(p, _), _| p != id);
             }
             Change::Credentials(project) => {
-                inner.credentials.map.retain(|(p, _, _), _| p != project);
+                inner.credentials.retain(|(p, _, _), _| p != project);
             }
             Change::All => {
-                inner.certs.map.clear();
-                inner.sessions.map.clear();
-                inner.credentials.map.clear();
-                inner.secrets.map.clear();
+                inner.certs.clear();
+                inner.sessions.clear();
+                inner.credentials.clear();
+                inner.secrets.clear();
             }
         }
     }
@@ -281,10 +258,7 @@ impl AgentCache {
 
     pub fn len(&self) -> usize {
         let inner = self.lock();
-        inner.certs.map.len()
-            + inner.sessions.map.len()
-            + inner.credentials.map.len()
-            + inner.secrets.map.len()
+        inner.certs.len() + inner.sessions.len() + inner.credentials.len() + inner.secrets.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -374,6 +348,7 @@ impl super::Store {
 mod tests {
     use super::*;
     use crate::store::Store;
+    use std::time::Instant;
 
     fn project(id: &str) -> Project {
         Project {

@@ -35,6 +35,7 @@ mod slack_turns;
 mod snapshots;
 mod sqlite_records;
 mod tokens;
+mod ttl_entries;
 
 #[cfg(test)]
 mod migration_tests;

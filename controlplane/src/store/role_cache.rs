@@ -6,9 +6,10 @@
 //! connection forgets everything. A grant's expiry is judged when the entry is read, so an
 //! expiring grant ends on time whatever the cache holds.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::ttl_entries::TtlEntries;
 
 /// The channel role changes travel on between replicas.
 pub const ROLES_CHANNEL: &str = "kortix_roles";
@@ -37,18 +38,37 @@ impl Roles {
     }
 }
 
-#[derive(Debug, Default)]
 struct Inner {
-    entries: HashMap<(String, String), (Roles, Instant)>,
+    /// (person, project) → their roles there.
+    entries: TtlEntries<(String, String), Roles>,
     /// Bumped by every forget, so a read that began before a change cannot put back what
     /// the change made stale.
     generation: u64,
 }
 
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            entries: TtlEntries::new(TTL, CAPACITY),
+            generation: 0,
+        }
+    }
+}
+
 /// Cheap to clone; clones share the entries.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RoleCache {
     inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for RoleCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("RoleCache")
+            .field("entries", &inner.entries.len())
+            .field("generation", &inner.generation)
+            .finish()
+    }
 }
 
 impl RoleCache {
@@ -58,14 +78,9 @@ impl RoleCache {
 
     /// `person_id`'s roles on `project_id`, if read within [`TTL`].
     pub fn get(&self, person_id: &str, project_id: &str) -> Option<Roles> {
-        let mut inner = self.lock();
-        let key = (person_id.to_string(), project_id.to_string());
-        let (roles, cached) = inner.entries.get(&key)?;
-        if cached.elapsed() >= TTL {
-            inner.entries.remove(&key);
-            return None;
-        }
-        Some(roles.clone())
+        self.lock()
+            .entries
+            .get(&(person_id.to_string(), project_id.to_string()))
     }
 
     /// Taken before reading roles from the store; [`RoleCache::insert`] keeps the read only
@@ -76,21 +91,11 @@ impl RoleCache {
 
     pub fn insert(&self, generation: u64, person_id: &str, project_id: &str, roles: Roles) {
         let mut inner = self.lock();
-        if inner.generation != generation {
-            return;
-        }
-        if inner.entries.len() >= CAPACITY {
+        if inner.generation == generation {
             inner
                 .entries
-                .retain(|_, (_, cached)| cached.elapsed() < TTL);
-            if inner.entries.len() >= CAPACITY {
-                inner.entries.clear();
-            }
+                .insert((person_id.to_string(), project_id.to_string()), roles);
         }
-        inner.entries.insert(
-            (person_id.to_string(), project_id.to_string()),
-            (roles, Instant::now()),
-        );
     }
 
     /// Forgets everything known about `person_id`.
@@ -127,6 +132,7 @@ impl RoleCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn viewer_until(expires_ms: Option<i64>) -> Roles {
         Roles {

@@ -2545,7 +2545,7 @@ async fn connector_credentials_approvals_and_calls(db: TestDb) {
         ..Default::default()
     };
     store
-        .append_connector_calls(&[replayed.clone()])
+        .append_connector_calls(std::slice::from_ref(&replayed))
         .await
         .unwrap();
     store

@@ -303,8 +303,11 @@ impl DockerProvider {
     }
 }
 
-/// How long after a take the pool starts a replacement.
-const REFILL_DELAY: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long after a take the pool starts a replacement. The session that took a member
+/// starts OpenCode in the seconds after (2.5 s on 2 cores); a replacement created 3 s after
+/// the take overlapped it and made it 1–1.5 s slower in three of four benchmark runs
+/// (BENCHMARKS.md, "warm pool"), so the replacement waits until that start is over.
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A sandbox container's definition.
 fn container_body(
