@@ -228,6 +228,7 @@ fn load(
 mod tests {
     use super::*;
     use crate::git::Author;
+    use crate::git::ref_stamp::{commit_on_main, git_out};
 
     fn author() -> Author {
         Author {
@@ -261,65 +262,17 @@ mod tests {
         // Another process (git itself, another replica) moves the branch: the next read
         // sees it at once, not after the stamp's trust runs out.
         let path = repos.path("p1").unwrap();
-        let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(&path)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
-        };
-        let blob = {
-            use std::io::Write;
-            let mut child = std::process::Command::new("git")
-                .args(["hash-object", "-w", "--stdin"])
-                .current_dir(&path)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(b"kortix_version = 1\n[project]\nname = \"moved\"\n")
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
-        };
-        let tree = {
-            use std::io::Write;
-            let mut child = std::process::Command::new("git")
-                .args(["mktree"])
-                .current_dir(&path)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let line = format!("100644 blob {blob}\tkortix.toml\n");
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(line.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
-        };
-        let moved = git(&[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.com",
-            "commit-tree",
-            &tree,
-            "-p",
-            "main",
-            "-m",
-            "model",
-        ]);
-        git(&["update-ref", "refs/heads/main", &moved]);
+        let git = |args: &[&str], input: &[u8]| git_out(&path, args, input);
+        let blob = git(
+            &["hash-object", "-w", "--stdin"],
+            b"kortix_version = 1\n[project]\nname = \"moved\"\n",
+        );
+        let tree = git(
+            &["mktree"],
+            format!("100644 blob {blob}\tkortix.toml\n").as_bytes(),
+        );
+        let moved = commit_on_main(&path, &tree);
+        git(&["update-ref", "refs/heads/main", &moved], b"");
         let after = manifests.get("p1", "main").await.unwrap();
         assert_eq!(after.head.map(|h| h.to_string()), Some(moved));
         assert!(!Arc::ptr_eq(&first, &after));

@@ -62,6 +62,44 @@ impl RefStamp {
     }
 }
 
+/// Runs the `git` program in `dir` with `input` on its stdin; its trimmed stdout. Tests
+/// move refs with it the way another process (or replica) would.
+#[cfg(test)]
+pub(crate) fn git_out(dir: &Path, args: &[&str], input: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A commit of `tree` whose parent is `main`'s head, made with the `git` program (the
+/// branch does not move).
+#[cfg(test)]
+pub(crate) fn commit_on_main(dir: &Path, tree: &str) -> String {
+    let args = [
+        "-c",
+        "user.name=T",
+        "-c",
+        "user.email=t@example.com",
+        "commit-tree",
+        tree,
+        "-p",
+        "main",
+        "-m",
+        "moved",
+    ];
+    git_out(dir, &args, b"")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,28 +125,9 @@ mod tests {
         assert_eq!(created, RefStamp::of_branch(&path, "main").unwrap());
 
         // A ref moved by the control plane (compare-and-swap through gix).
-        let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(&path)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
-        };
+        let git = |args: &[&str]| git_out(&path, args, b"");
         let tree = git(&["rev-parse", "main^{tree}"]);
-        let second = git(&[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.com",
-            "commit-tree",
-            &tree,
-            "-p",
-            "main",
-            "-m",
-            "second",
-        ]);
+        let second = commit_on_main(&path, &tree);
         let second = gix::ObjectId::from_hex(second.as_bytes()).unwrap();
         let repo = repos.open_repo("p1").unwrap();
         update_ref(
