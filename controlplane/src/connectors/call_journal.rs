@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
 
 use crate::store::ConnectorCallRow;
 
@@ -71,62 +70,6 @@ impl Orphan {
     /// Removes the journal: its rows are stored.
     pub fn remove(self) -> Result<(), JournalError> {
         std::fs::remove_dir_all(&self.dir).map_err(at(&self.dir))
-    }
-}
-
-/// A row as a line of the journal.
-#[derive(Serialize, Deserialize)]
-struct Line {
-    call_id: String,
-    at_ms: i64,
-    project_id: String,
-    session_id: String,
-    connector: String,
-    tool: String,
-    digest: String,
-    status: String,
-    duration_ms: i64,
-    upstream_status: i64,
-    args_preview: String,
-    error: String,
-}
-
-impl From<&ConnectorCallRow> for Line {
-    fn from(r: &ConnectorCallRow) -> Self {
-        Line {
-            call_id: r.call_id.clone(),
-            at_ms: r.at_ms,
-            project_id: r.project_id.clone(),
-            session_id: r.session_id.clone(),
-            connector: r.connector.clone(),
-            tool: r.tool.clone(),
-            digest: r.digest.clone(),
-            status: r.status.clone(),
-            duration_ms: r.duration_ms,
-            upstream_status: r.upstream_status,
-            args_preview: r.args_preview.clone(),
-            error: r.error.clone(),
-        }
-    }
-}
-
-impl From<Line> for ConnectorCallRow {
-    fn from(l: Line) -> Self {
-        ConnectorCallRow {
-            id: 0,
-            call_id: l.call_id,
-            at_ms: l.at_ms,
-            project_id: l.project_id,
-            session_id: l.session_id,
-            connector: l.connector,
-            tool: l.tool,
-            digest: l.digest,
-            status: l.status,
-            duration_ms: l.duration_ms,
-            upstream_status: l.upstream_status,
-            args_preview: l.args_preview,
-            error: l.error,
-        }
     }
 }
 
@@ -194,7 +137,7 @@ impl Journal {
 
     /// Appends `row` (one `write`), returning the segment it is in.
     pub fn append(&self, row: &ConnectorCallRow) -> Result<u64, JournalError> {
-        let mut line = serde_json::to_vec(&Line::from(row)).map_err(|e| JournalError {
+        let mut line = serde_json::to_vec(row).map_err(|e| JournalError {
             path: self.dir.clone(),
             source: e.into(),
         })?;
@@ -318,8 +261,8 @@ fn read_segment(path: &Path, rows: &mut Vec<ConnectorCallRow>) -> Result<(), Jou
             tracing::warn!(path = %path.display(), "a journal line over {MAX_LINE} bytes: rest of the segment skipped");
             return Ok(());
         }
-        match serde_json::from_slice::<Line>(&line) {
-            Ok(l) => rows.push(l.into()),
+        match serde_json::from_slice::<ConnectorCallRow>(&line) {
+            Ok(row) => rows.push(row),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "a journal line that does not parse, skipped: {e}")
             }

@@ -11,7 +11,7 @@
 //! the journal meanwhile. Without a journal (none configured, or it could not be made)
 //! a crash loses the rows still queued, as the log says at start.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +67,6 @@ impl CallLog {
         let writer = Writer {
             store: store.clone(),
             journal: journal.clone(),
-            root: journal_root,
             kept: Rows::default(),
         };
         tokio::spawn(writer.run(rx));
@@ -131,7 +130,6 @@ struct Rows {
 struct Writer {
     store: Store,
     journal: Option<Arc<Journal>>,
-    root: Option<PathBuf>,
     /// Rows of batches the store refused, for the next pass.
     kept: Rows,
 }
@@ -217,10 +215,13 @@ impl Writer {
 
     /// Stores the rows of dead processes' journals and removes those journals.
     async fn adopt_orphans(&self) {
-        let (Some(root), Some(journal)) = (self.root.clone(), self.journal.clone()) else {
+        // Every process journals in a directory of its own under the same root.
+        let Some(own) = self.journal.as_ref().map(|j| j.dir().to_owned()) else {
             return;
         };
-        let own = journal.dir().to_owned();
+        let Some(root) = own.parent().map(Path::to_owned) else {
+            return;
+        };
         let found = tokio::task::spawn_blocking(move || call_journal::orphans(&root, &own))
             .await
             .unwrap_or_default();

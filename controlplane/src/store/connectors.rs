@@ -49,9 +49,13 @@ pub struct Approval {
     pub expires_ms: i64,
 }
 
-/// One logged connector call.
-#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+/// One logged connector call. As JSON it is a line of the call log's journal, without the
+/// `id` the store assigns.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize,
+)]
 pub struct ConnectorCallRow {
+    #[serde(skip)]
     pub id: i64,
     /// Unique per call (empty: none); a row stored twice under one id is stored once.
     #[sqlx(default)]
