@@ -1,6 +1,7 @@
 //! Running OpenCode: the process, its loopback HTTP API and event stream, and supervision.
 
 pub mod child;
+pub mod health;
 pub mod http;
 pub mod packages;
 pub mod sse;

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::Liveness;
 use super::child::{Launch, OpencodeProcess};
+use super::health::HealthChecks;
 use super::http::{Client, HttpError};
 use super::sse::{SseItem, SseParser};
 use crate::backoff::Backoff;
@@ -664,10 +665,12 @@ impl Task {
             }
         }
         // OpenCode says when it listens (`listening`); polling with a short backoff covers a
-        // release that says it differently, or not at all.
+        // release that says it differently, or not at all. Checks run side by side
+        // (`HealthChecks`): one sent just before OpenCode serves is never answered.
         let mut delay = HEALTH_POLL_FIRST;
         let mut next_poll = tokio::time::Instant::now() + delay;
         let listening = proc.listening.clone();
+        let mut checks = HealthChecks::new(client);
         loop {
             tokio::select! {
                 exit = proc.child.wait() => return Err(Ended::Crashed(format!("opencode exited before it was ready ({exit})"))),
@@ -691,15 +694,10 @@ impl Task {
                         let _ = reply.send(Err("opencode is still starting".into()));
                     }
                 },
-                _ = listening.notified() => {
-                    if healthy(client).await {
-                        return Ok(());
-                    }
-                }
+                _ = checks.any_healthy() => return Ok(()),
+                _ = listening.notified() => checks.start(),
                 _ = tokio::time::sleep_until(next_poll) => {
-                    if healthy(client).await {
-                        return Ok(());
-                    }
+                    checks.start();
                     delay = (delay * 2).min(HEALTH_POLL_MAX);
                     next_poll = tokio::time::Instant::now() + delay;
                 }
@@ -886,21 +884,6 @@ async fn export(
 /// The fallback health poll: first after this, doubling up to [`HEALTH_POLL_MAX`].
 const HEALTH_POLL_FIRST: Duration = Duration::from_millis(5);
 const HEALTH_POLL_MAX: Duration = Duration::from_millis(100);
-
-/// Whether OpenCode's own health endpoint says it is healthy.
-async fn healthy(client: &Client) -> bool {
-    client
-        .call(
-            Method::GET,
-            "/global/health",
-            None,
-            Duration::from_millis(500),
-        )
-        .await
-        .is_ok_and(|body| {
-            serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["healthy"] == json!(true))
-        })
-}
 
 fn handle_sse(sink: &RecordSink, liveness: &Liveness, item: SseItem, seen: &mut u64) {
     let data = match item {

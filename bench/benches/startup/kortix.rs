@@ -10,7 +10,7 @@ use futures::StreamExt;
 use kortix_proto::v1::session_service_client::SessionServiceClient;
 use kortix_proto::v1::snapshot_service_client::SnapshotServiceClient;
 use kortix_proto::v1::{
-    SessionStatus, StartSessionRequest, StopSessionRequest, WatchSessionRequest,
+    AttachRequest, SessionStatus, StartSessionRequest, StopSessionRequest, WatchSessionRequest,
 };
 use kortix_tests::ScriptedModel;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -66,6 +66,9 @@ impl Target {
         let commit = ref_moves(&self.repo, &id, Some(&main), started).await?;
         wait_calls(model, calls).await?;
         self.stop_and_wait(&id).await?;
+        if std::env::var("KORTIX_BENCH_TRACE").is_ok_and(|v| v == "1") {
+            self.print_trace(&id).await?;
+        }
         Ok(Run {
             ready,
             healthy: None,
@@ -110,6 +113,38 @@ impl Target {
         .await
         .with_context(|| format!("waiting for session {} to run", session.id))??;
         Ok((session.id, ready))
+    }
+
+    /// Prints the session's agent lines and state changes with their time from the first
+    /// record (`KORTIX_BENCH_TRACE=1`): where a start's time went.
+    async fn print_trace(&self, id: &str) -> Result<()> {
+        use kortix_proto::v1::record::Body;
+        let mut records = self
+            .sessions
+            .clone()
+            .attach(AttachRequest {
+                session_id: id.into(),
+                from_seq: 0,
+                follow: false,
+            })
+            .await?
+            .into_inner();
+        let mut first = None;
+        while let Some(r) = records.next().await {
+            let r = r?;
+            let t0 = *first.get_or_insert(r.ts_unix_ms);
+            let what = match r.body {
+                Some(Body::Log(l)) => format!("log[{}] {}", l.stream, l.line),
+                Some(Body::State(s)) => format!("state {} {} {}", s.status, s.phase, s.reason),
+                _ => continue,
+            };
+            eprintln!(
+                "  trace {id} {} +{} ms {what}",
+                r.ts_unix_ms,
+                r.ts_unix_ms - t0
+            );
+        }
+        Ok(())
     }
 
     /// Stops a session and waits until it has ended.

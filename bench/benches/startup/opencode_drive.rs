@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use http::Method;
+use kortix_agent::opencode::health::HealthChecks;
 use kortix_agent::opencode::http::Client;
 use kortix_tests::git::GitEnv;
 
@@ -49,25 +50,20 @@ pub async fn drive(
     started: Instant,
 ) -> Result<Run> {
     let client = Client::new(port);
-    let deadline = Instant::now() + RUN_DEADLINE;
-    loop {
-        let healthy = client
-            .call(
-                Method::GET,
-                "/global/health",
-                None,
-                Duration::from_millis(500),
-            )
-            .await
-            .is_ok_and(|b| String::from_utf8_lossy(&b).contains("\"healthy\":true"));
-        if healthy {
-            break;
+    // As the agent asks: checks side by side, so one sent just before OpenCode serves (never
+    // answered) does not hold up the answer to the next.
+    let mut checks = HealthChecks::new(&client);
+    let mut tick = tokio::time::interval(REF_POLL);
+    tokio::time::timeout(RUN_DEADLINE, async {
+        loop {
+            tokio::select! {
+                _ = checks.any_healthy() => return,
+                _ = tick.tick() => checks.start(),
+            }
         }
-        if Instant::now() > deadline {
-            bail!("opencode serve was not healthy within {RUN_DEADLINE:?}");
-        }
-        tokio::time::sleep(REF_POLL).await;
-    }
+    })
+    .await
+    .map_err(|_| anyhow!("opencode serve was not healthy within {RUN_DEADLINE:?}"))?;
     let healthy = started.elapsed();
     let timeout = Duration::from_secs(30);
     let body = client

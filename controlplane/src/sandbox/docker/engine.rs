@@ -41,6 +41,19 @@ impl DockerEngine {
         Ok(Self { docker, host })
     }
 
+    /// A client for `host` that has not asked the engine anything (tests that never reach
+    /// it).
+    #[cfg(test)]
+    pub(crate) fn unconnected(host: &str) -> Self {
+        let path = host.strip_prefix("unix://").unwrap_or(host);
+        let docker = Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            .expect("a unix socket client is made without connecting");
+        Self {
+            docker,
+            host: host.to_owned(),
+        }
+    }
+
     /// The address it was reached at.
     pub fn host(&self) -> &str {
         &self.host

@@ -16,15 +16,15 @@
 //! - The container goes when its agent exits (the branch persists); stop and hibernate
 //!   remove it.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::engine::{DockerEngine, is_not_found};
+use super::exit_watch::ExitWatch;
 use super::pool::{self, ASSIGNMENT_ENV, ASSIGNMENT_FILE, LABEL_POOL, Recipe, WarmPool};
 use crate::sandbox::{
     Inventory, LABEL_DEPLOYMENT, SandboxError, SandboxExit, SandboxProvider, SandboxResources,
@@ -64,9 +64,8 @@ pub struct DockerConfig {
 pub struct DockerProvider {
     engine: DockerEngine,
     config: DockerConfig,
-    exits: mpsc::Sender<SandboxExit>,
-    /// Sessions whose container this replica watches.
-    watched: Arc<Mutex<HashSet<String>>>,
+    /// The sessions whose container this replica follows, and their exits.
+    exit_watch: Arc<ExitWatch>,
     pool: Option<Arc<WarmPool>>,
 }
 
@@ -83,11 +82,13 @@ impl DockerProvider {
         exits: mpsc::Sender<SandboxExit>,
     ) -> Self {
         let pool = (config.warm_pool > 0).then(|| Arc::new(WarmPool::new(config.warm_pool)));
+        let exit_watch = ExitWatch::new(engine.clone(), exits, container_name, |name| {
+            name.strip_prefix(SESSION_PREFIX).map(str::to_owned)
+        });
         Self {
             engine,
             config,
-            exits,
-            watched: Arc::default(),
+            exit_watch,
             pool,
         }
     }
@@ -96,57 +97,9 @@ impl DockerProvider {
         &self.engine
     }
 
-    /// Follows a container until it exits, then removes it and reports the exit.
+    /// Follows a session's container until it exits, then removes it and reports the exit.
     fn watch(&self, session_id: &str) {
-        if !self
-            .watched
-            .lock()
-            .expect("watched lock")
-            .insert(session_id.to_owned())
-        {
-            return;
-        }
-        let (engine, exits, watched, id) = (
-            self.engine.clone(),
-            self.exits.clone(),
-            self.watched.clone(),
-            session_id.to_owned(),
-        );
-        tokio::spawn(async move {
-            let name = container_name(&id);
-            let status = loop {
-                // The wait request is bounded by the client's timeout: wait again until the
-                // container has exited or is gone.
-                let mut wait = engine.docker.wait_container(&name, None);
-                match wait.next().await {
-                    Some(Ok(r)) => {
-                        break (format!("exit status {}", r.status_code), r.status_code == 0);
-                    }
-                    Some(Err(bollard::errors::Error::DockerContainerWaitError {
-                        code, ..
-                    })) => {
-                        break (format!("exit status {code}"), code == 0);
-                    }
-                    Some(Err(e)) if is_not_found(&e) => {
-                        break ("container removed".to_owned(), false);
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(session = %id, error = %e, "waiting for a container; again");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
-                    None => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
-                }
-            };
-            let _ = remove(&engine, &name).await;
-            watched.lock().expect("watched lock").remove(&id);
-            let _ = exits
-                .send(SandboxExit {
-                    session_id: id,
-                    status: status.0,
-                    success: status.1,
-                })
-                .await;
-        });
+        self.exit_watch.follow(session_id);
     }
 }
 
@@ -443,10 +396,7 @@ impl SandboxProvider for DockerProvider {
     }
 
     fn is_running(&self, session_id: &str) -> bool {
-        self.watched
-            .lock()
-            .expect("watched lock")
-            .contains(session_id)
+        self.exit_watch.is_followed(session_id)
     }
 
     fn inventory(&self) -> BoxFuture<'_, Result<Inventory, SandboxError>> {
