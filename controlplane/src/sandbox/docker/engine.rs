@@ -41,13 +41,13 @@ impl DockerEngine {
         Ok(Self { docker, host })
     }
 
-    /// A client for `host` that has not asked the engine anything (tests that never reach
-    /// it).
+    /// A client that has asked no engine anything, for tests that never reach one (port 9,
+    /// discard, has nothing listening).
     #[cfg(test)]
-    pub(crate) fn unconnected(host: &str) -> Self {
-        let path = host.strip_prefix("unix://").unwrap_or(host);
-        let docker = Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-            .expect("a unix socket client is made without connecting");
+    pub(crate) fn unconnected() -> Self {
+        let host = "http://127.0.0.1:9";
+        let docker = Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            .expect("an http client is made without connecting");
         Self {
             docker,
             host: host.to_owned(),

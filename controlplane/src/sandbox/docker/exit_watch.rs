@@ -230,7 +230,7 @@ mod tests {
     #[tokio::test]
     async fn only_a_followed_sessions_death_or_removal_is_an_exit() {
         // An engine that is never reached: `exit_in` only reads the event.
-        let engine = DockerEngine::unconnected("unix:///nonexistent.sock");
+        let engine = DockerEngine::unconnected();
         let (tx, _rx) = mpsc::channel(1);
         let watch = ExitWatch::new(
             engine,
