@@ -22,6 +22,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::engine::DockerEngine;
+use super::provider::{container_name, remove, session_of_container};
 use crate::sandbox::SandboxExit;
 
 /// First wait before subscribing again after the stream failed; doubles up to the max.
@@ -55,27 +56,17 @@ impl Ended {
 pub(crate) struct ExitWatch {
     engine: DockerEngine,
     exits: mpsc::Sender<SandboxExit>,
-    followed: Arc<Mutex<HashSet<String>>>,
+    followed: Mutex<HashSet<String>>,
     started: AtomicBool,
-    name_of: fn(&str) -> String,
-    session_of: fn(&str) -> Option<String>,
 }
 
 impl ExitWatch {
-    /// `name_of` maps a session to its container's name, `session_of` the other way.
-    pub(crate) fn new(
-        engine: DockerEngine,
-        exits: mpsc::Sender<SandboxExit>,
-        name_of: fn(&str) -> String,
-        session_of: fn(&str) -> Option<String>,
-    ) -> Arc<Self> {
+    pub(crate) fn new(engine: DockerEngine, exits: mpsc::Sender<SandboxExit>) -> Arc<Self> {
         Arc::new(Self {
             engine,
             exits,
-            followed: Arc::default(),
+            followed: Mutex::default(),
             started: AtomicBool::new(false),
-            name_of,
-            session_of,
         })
     }
 
@@ -140,7 +131,7 @@ impl ExitWatch {
             return None;
         }
         let attributes = event.actor.as_ref()?.attributes.as_ref()?;
-        let id = (self.session_of)(attributes.get("name")?)?;
+        let id = session_of_container(attributes.get("name")?)?.to_owned();
         if !self.is_followed(&id) {
             return None;
         }
@@ -162,7 +153,7 @@ impl ExitWatch {
 
     /// Asks the engine whether a followed session's container still runs.
     async fn check(&self, session_id: &str) {
-        let name = (self.name_of)(session_id);
+        let name = container_name(session_id);
         let ended = match self
             .engine
             .docker
@@ -194,7 +185,7 @@ impl ExitWatch {
         if !self.followed().remove(session_id) {
             return;
         }
-        let _ = super::provider::remove(&self.engine, &(self.name_of)(session_id)).await;
+        let _ = remove(&self.engine, &container_name(session_id)).await;
         let _ = self
             .exits
             .send(SandboxExit {
@@ -232,39 +223,43 @@ mod tests {
         // An engine that is never reached: `exit_in` only reads the event.
         let engine = DockerEngine::unconnected();
         let (tx, _rx) = mpsc::channel(1);
-        let watch = ExitWatch::new(
-            engine,
-            tx,
-            |id| format!("s-{id}"),
-            |name| name.strip_prefix("s-").map(str::to_owned),
-        );
+        let watch = ExitWatch::new(engine, tx);
         watch.followed().insert("a".into());
         assert_eq!(
-            watch.exit_in(&event("die", "s-a", Some("3"))),
+            watch.exit_in(&event("die", "kortix-session-a", Some("3"))),
             Some(("a".into(), Ended::exit_code(3)))
         );
         assert!(
             watch
-                .exit_in(&event("die", "s-a", Some("0")))
+                .exit_in(&event("die", "kortix-session-a", Some("0")))
                 .unwrap()
                 .1
                 .success
         );
         assert_eq!(
-            watch.exit_in(&event("remove", "s-a", None)),
+            watch.exit_in(&event("remove", "kortix-session-a", None)),
             Some(("a".into(), Ended::removed()))
         );
         assert_eq!(
-            watch.exit_in(&event("destroy", "s-a", None)),
+            watch.exit_in(&event("destroy", "kortix-session-a", None)),
             Some(("a".into(), Ended::removed()))
         );
         // Not an exit, not followed, not a session's container.
-        assert_eq!(watch.exit_in(&event("start", "s-a", None)), None);
-        assert_eq!(watch.exit_in(&event("die", "s-b", Some("1"))), None);
+        assert_eq!(
+            watch.exit_in(&event("start", "kortix-session-a", None)),
+            None
+        );
+        assert_eq!(
+            watch.exit_in(&event("die", "kortix-session-b", Some("1"))),
+            None
+        );
         assert_eq!(watch.exit_in(&event("die", "other", Some("1"))), None);
         // A die without a code still ends the session, as a failure.
         assert_eq!(
-            watch.exit_in(&event("die", "s-a", None)).unwrap().1,
+            watch
+                .exit_in(&event("die", "kortix-session-a", None))
+                .unwrap()
+                .1,
             Ended::exit_code(-1)
         );
     }

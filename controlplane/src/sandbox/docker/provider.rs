@@ -71,8 +71,13 @@ pub struct DockerProvider {
 
 const SESSION_PREFIX: &str = "kortix-session-";
 
-fn container_name(session_id: &str) -> String {
+pub(crate) fn container_name(session_id: &str) -> String {
     format!("{SESSION_PREFIX}{session_id}")
+}
+
+/// The session whose container is named `name`, if it is a session's.
+pub(crate) fn session_of_container(name: &str) -> Option<&str> {
+    name.strip_prefix(SESSION_PREFIX)
 }
 
 impl DockerProvider {
@@ -82,9 +87,7 @@ impl DockerProvider {
         exits: mpsc::Sender<SandboxExit>,
     ) -> Self {
         let pool = (config.warm_pool > 0).then(|| Arc::new(WarmPool::new(config.warm_pool)));
-        let exit_watch = ExitWatch::new(engine.clone(), exits, container_name, |name| {
-            name.strip_prefix(SESSION_PREFIX).map(str::to_owned)
-        });
+        let exit_watch = ExitWatch::new(engine.clone(), exits);
         Self {
             engine,
             config,
@@ -420,7 +423,7 @@ impl SandboxProvider for DockerProvider {
                         .unwrap_or_default();
                     let session = match label {
                         LABEL_SESSION => labels.and_then(|l| l.get(LABEL_SESSION)).cloned(),
-                        _ => name.strip_prefix(SESSION_PREFIX).map(str::to_owned),
+                        _ => session_of_container(&name).map(str::to_owned),
                     };
                     let running = matches!(
                         c.state,
