@@ -369,17 +369,9 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
         }
     }
     assert_eq!(found.unwrap().name, listed[0].name);
-    let pruned = ts
-        .snapshots(&token)
-        .prune_snapshots(PruneSnapshotsRequest {
-            project: "app".into(),
-            unused_for_secs: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let pruned = prune_unused(&ts, &token).await;
     assert_eq!(
-        pruned.removed,
+        pruned,
         [failed_snapshot.name],
         "a live session's snapshot stays, the unused failed one goes"
     );
@@ -407,8 +399,40 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
         Duration::from_secs(60),
     )
     .await;
+    // With no live session on it, pruning takes the snapshot, the warm container made from
+    // it (which holds the image) and the image; the pool no longer keeps it warm.
+    let member = warm_member(engine, Duration::from_secs(5)).await;
+    let pruned = prune_unused(&ts, &token).await;
+    assert!(pruned.contains(&listed[0].name), "{pruned:?}");
+    container_gone(
+        engine,
+        "the pruned snapshot's warm container removed",
+        &member,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        !engine.image_exists(&listed[0].name),
+        "the pruned snapshot's image is removed"
+    );
+    // A session that wants it again builds it anew, and the pool fills again.
+    let again = start_running(&ts, &token, Duration::from_secs(180)).await;
+    assert!(engine.image_exists(&listed[0].name));
+    let next = warm_member(engine, Duration::from_secs(120)).await;
+    ts.sessions(&token)
+        .stop_session(StopSessionRequest {
+            id: again.id.clone(),
+        })
+        .await
+        .unwrap();
+    container_gone(
+        engine,
+        "the rebuilt snapshot's session's container removed",
+        &format!("kortix-session-{}", again.id),
+        Duration::from_secs(60),
+    )
+    .await;
     // The warm container goes with the control plane: no session will take it.
-    let next = warm_member(engine, Duration::from_secs(5)).await;
     ts.server.take().expect("running").shutdown().await;
     container_gone(
         engine,
@@ -417,6 +441,19 @@ if [ -e /root/.npm ]; then echo npm_cache=present; else echo npm_cache=none; fi"
         Duration::from_secs(30),
     )
     .await;
+}
+
+/// Prunes every snapshot of `app` that no live session uses; the names removed.
+async fn prune_unused(ts: &TestServer, token: &str) -> Vec<String> {
+    ts.snapshots(token)
+        .prune_snapshots(PruneSnapshotsRequest {
+            project: "app".into(),
+            unused_for_secs: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .removed
 }
 
 /// The name of a running warm-pool container, once there is one.

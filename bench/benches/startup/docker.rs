@@ -61,6 +61,18 @@ pub struct DockerSide<'a> {
 pub struct BuildPair {
     pub kortix: Duration,
     pub podman: Duration,
+    /// Of `kortix`: from the request to the engine's first build step, and from the
+    /// engine's last output line to the active snapshot (Kortix's own time around the
+    /// engine's build).
+    pub kortix_before: Duration,
+    pub kortix_after: Duration,
+}
+
+/// A timed `BuildSnapshot`.
+struct KortixBuild {
+    total: Duration,
+    before: Duration,
+    after: Duration,
 }
 
 impl DockerSide<'_> {
@@ -108,35 +120,58 @@ impl DockerSide<'_> {
             .cloned()
             .ok_or_else(|| anyhow!("no template dev"))?;
         let mut pairs = Vec::new();
+        let mut podman_tags = Vec::new();
         // Round 0 is a warm-up of each, not reported: the control plane's first build also
         // builds the runtime image, once per agent and OpenCode version, not per snapshot.
+        // The order alternates and every image is kept until all rounds are done, so
+        // neither side's timing carries the other's clean-up or the engine's warming up.
         for round in 0..=rounds {
-            self.land_marker(&format!("kortix build {round}"));
-            let kortix = self.kortix_build(target).await?;
-
-            self.land_marker(&format!("podman build {round}"));
-            let recipe = Recipe::compose(
-                &repos,
-                self.project_id,
-                "main",
-                ResolvedTemplate::Template(&template),
-                &runtime,
-                TEST_BASE_IMAGE,
-            )?;
-            let podman = self.podman_build(&recipe, &runtime, round)?;
+            let kortix_first = round.is_multiple_of(2);
+            let mut kortix = None;
+            let mut podman = None;
+            for kortix_turn in [kortix_first, !kortix_first] {
+                if kortix_turn {
+                    self.land_marker(&format!("kortix build {round}"));
+                    kortix = Some(self.kortix_build(target).await?);
+                } else {
+                    self.land_marker(&format!("podman build {round}"));
+                    let recipe = Recipe::compose(
+                        &repos,
+                        self.project_id,
+                        "main",
+                        ResolvedTemplate::Template(&template),
+                        &runtime,
+                        TEST_BASE_IMAGE,
+                    )?;
+                    let tag = format!("localhost/kortix-bench-podman-{round}");
+                    podman = Some(self.podman_build(&recipe, &runtime, round, &tag)?);
+                    podman_tags.push(tag);
+                }
+            }
+            let (kortix, podman) = (kortix.expect("built above"), podman.expect("built above"));
             eprintln!(
-                "cold build {round}{}: kortix {} ms, podman build {} ms",
+                "cold build {round}{}: kortix {} ms ({} ms to the first step, {} ms after the last line), podman build {} ms",
                 if round == 0 {
                     " (warm-up, not reported)"
                 } else {
                     ""
                 },
-                kortix.as_millis(),
+                kortix.total.as_millis(),
+                kortix.before.as_millis(),
+                kortix.after.as_millis(),
                 podman.as_millis()
             );
             if round > 0 {
-                pairs.push(BuildPair { kortix, podman });
+                pairs.push(BuildPair {
+                    kortix: kortix.total,
+                    podman,
+                    kortix_before: kortix.before,
+                    kortix_after: kortix.after,
+                });
             }
+        }
+        for tag in podman_tags {
+            let _ = self.engine.cli(&["rmi", "-f", &tag]);
         }
         Ok(pairs)
     }
@@ -153,7 +188,7 @@ impl DockerSide<'_> {
         Ok(RuntimeLayer::load(self.agent_bin, self.opencode)?.with_packages(&packages)?)
     }
 
-    async fn kortix_build(&self, target: &Target) -> Result<Duration> {
+    async fn kortix_build(&self, target: &Target) -> Result<KortixBuild> {
         let mut api = target.snapshots.clone();
         let started = Instant::now();
         let mut events = api
@@ -163,12 +198,29 @@ impl DockerSide<'_> {
             })
             .await?
             .into_inner();
+        let mut first_step = None;
+        let mut last_line = None;
         while let Some(event) = events.message().await? {
-            if let Some(build_snapshot_event::Event::Snapshot(s)) = event.event {
-                if s.status != "active" {
-                    bail!("snapshot {} is {}: {}", s.name, s.status, s.failure_reason);
+            match event.event {
+                Some(build_snapshot_event::Event::LogLine(line)) => {
+                    let now = started.elapsed();
+                    if first_step.is_none() && line.starts_with("STEP ") {
+                        first_step = Some(now);
+                    }
+                    last_line = Some(now);
                 }
-                return Ok(started.elapsed());
+                Some(build_snapshot_event::Event::Snapshot(s)) => {
+                    if s.status != "active" {
+                        bail!("snapshot {} is {}: {}", s.name, s.status, s.failure_reason);
+                    }
+                    let total = started.elapsed();
+                    return Ok(KortixBuild {
+                        total,
+                        before: first_step.unwrap_or_default(),
+                        after: total.saturating_sub(last_line.unwrap_or(total)),
+                    });
+                }
+                None => {}
             }
         }
         bail!("BuildSnapshot ended without a snapshot")
@@ -180,6 +232,7 @@ impl DockerSide<'_> {
         recipe: &Recipe,
         runtime: &RuntimeLayer,
         round: usize,
+        tag: &str,
     ) -> Result<Duration> {
         let dir = self.work.join(format!("podman-context-{round}"));
         std::fs::create_dir_all(&dir)?;
@@ -189,7 +242,6 @@ impl DockerSide<'_> {
         let from = RuntimeFrom::Image(runtime.image_name());
         recipe.write_context(runtime, &from, &mut archive)?;
         tar::Archive::new(archive.as_slice()).unpack(&dir)?;
-        let tag = format!("localhost/kortix-bench-podman-{round}");
         let started = Instant::now();
         self.engine
             .cli(&[
@@ -198,12 +250,11 @@ impl DockerSide<'_> {
                 "-f",
                 &dir.join(DOCKERFILE).to_string_lossy(),
                 "-t",
-                &tag,
+                tag,
                 &dir.to_string_lossy(),
             ])
             .map_err(|e| anyhow!("{e}"))?;
         let took = started.elapsed();
-        let _ = self.engine.cli(&["rmi", "-f", &tag]);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(took)
     }

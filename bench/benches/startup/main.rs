@@ -14,7 +14,8 @@
 //!   `opencode serve` as its entrypoint, the checkout, the bare repository and the warm HOME
 //!   mounted, the template's CPU and memory → health → the same prompt → the same push.
 //! - Docker only, before the runs: cold snapshot builds (`BuildSnapshot` after a change of
-//!   the template's context) against `podman build` of the same composed recipe; after the
+//!   the template's context) against `podman build` of the same composed recipe, the order
+//!   alternating round by round and every image kept until the last round; after the
 //!   runs: `KORTIX_BENCH_CONCURRENT` (default 20) sessions started at once on the warm
 //!   snapshot.
 //!
@@ -25,7 +26,8 @@
 //!
 //! `cargo build --release --workspace --bins && cargo bench --workspace --bench startup`
 //! (`KORTIX_BENCH_RUNS`, default 20 runs of each after one warm-up run of each;
-//! `KORTIX_BENCH_BUILDS`, default 5 cold builds of each after one warm-up build of each
+//! `KORTIX_BENCH_RUNS=0` for the cold builds alone;
+//! `KORTIX_BENCH_BUILDS`, default 12 cold builds of each after one warm-up build of each
 //! that also builds the runtime image; `KORTIX_BENCH_DOCKER=0` for the
 //! local provider only; `KORTIX_BENCH_WARM_POOL`, default 1: the docker control plane's
 //! `--warm-pool`, each docker run starting once the pool's container is up, 0 for a
@@ -152,7 +154,7 @@ async fn start_server(
 
 async fn bench() -> Result<()> {
     let runs = env_usize("KORTIX_BENCH_RUNS", 20);
-    let builds = env_usize("KORTIX_BENCH_BUILDS", 5);
+    let builds = env_usize("KORTIX_BENCH_BUILDS", 12);
     let concurrent = env_usize("KORTIX_BENCH_CONCURRENT", 20);
     let warm_pool = env_usize("KORTIX_BENCH_WARM_POOL", 1);
     let work = tempfile::tempdir()?;

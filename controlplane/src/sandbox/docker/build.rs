@@ -6,6 +6,8 @@ use futures::future::BoxFuture;
 use std::path::Path;
 
 use super::engine::{DockerEngine, is_not_found};
+use super::pool::{LABEL_POOL, MEMBER_PREFIX};
+use super::provider::LABEL_SNAPSHOT;
 use crate::sandbox::{BuildFailure, BuildLog, SandboxError, SnapshotBuilder};
 
 impl SnapshotBuilder for DockerEngine {
@@ -77,6 +79,13 @@ impl SnapshotBuilder for DockerEngine {
 
     fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
+            // A warm pool's members hold the image (the engine refuses to remove an image a
+            // container uses); no session has them yet, so they go with it, on any replica.
+            // A replica whose pool still lists one finds it gone when it hands it out and
+            // starts a new container instead.
+            for member in self.pool_members_of(name).await? {
+                super::provider::remove(self, &member).await?;
+            }
             let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
                 .force(false)
                 .build();
@@ -86,6 +95,36 @@ impl SnapshotBuilder for DockerEngine {
                 Err(e) => Err(self.error(&format!("removing image {name}"), e)),
             }
         })
+    }
+}
+
+impl DockerEngine {
+    /// The warm pool's unassigned members made from image `name` (an assigned one is renamed
+    /// to its session's container and no longer counts).
+    async fn pool_members_of(&self, name: &str) -> Result<Vec<String>, SandboxError> {
+        // One label filter: engines differ on whether several are all required or any.
+        let snapshot = format!("{LABEL_SNAPSHOT}={name}");
+        let filters = std::collections::HashMap::from([("label", vec![snapshot.as_str()])]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.error(&format!("listing the warm containers of {name}"), e))?;
+        Ok(listed
+            .into_iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(LABEL_POOL))
+            })
+            .filter_map(|c| c.names?.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .filter(|n| n.starts_with(MEMBER_PREFIX))
+            .collect())
     }
 }
 

@@ -21,6 +21,9 @@ use crate::sandbox::SandboxResources;
 /// The label on every member: the pool key's digest, so a listing can tell members apart.
 pub const LABEL_POOL: &str = "kortix.pool";
 
+/// A member's container name starts so until a session takes it (then it is renamed).
+pub const MEMBER_PREFIX: &str = "kortix-pool-";
+
 /// Where a member's agent waits for its session's variables, and the variable naming it
 /// (`kortix-agent`'s `assignment` module).
 pub const ASSIGNMENT_FILE: &str = "/run/kortix/assignment.json";
@@ -233,6 +236,15 @@ impl WarmPool {
         out
     }
 
+    /// `recipe` is no longer kept warm (its image is gone): its ready members, to remove.
+    /// A member still being created for it is disowned ([`WarmPool::filled`] says so).
+    pub fn forget(&self, recipe: &Recipe) -> Vec<String> {
+        self.slots()
+            .remove(&recipe.key())
+            .map(|s| s.ready.into_iter().map(|m| m.name).collect())
+            .unwrap_or_default()
+    }
+
     /// Every ready member, out of the pool (at shutdown).
     pub fn drain(&self) -> Vec<String> {
         self.slots()
@@ -321,6 +333,27 @@ mod tests {
         pool.want(&r);
         assert!(pool.drain().is_empty());
         assert!(!pool.filled(&r, Some("late".into())), "must be removed");
+    }
+
+    #[test]
+    fn a_forgotten_snapshot_is_no_longer_topped_up() {
+        let pool = WarmPool::new(2);
+        let (gone, kept) = (recipe("snap-gone", 1), recipe("snap-kept", 1));
+        pool.want(&gone);
+        pool.want(&kept);
+        assert!(pool.filled(&gone, Some("m1".into())));
+        // A failed creation for each: upkeep would start another of both.
+        assert!(pool.filled(&gone, None));
+        assert!(pool.filled(&kept, None));
+        assert_eq!(pool.forget(&gone), vec!["m1".to_string()]);
+        assert!(!pool.holds("m1"));
+        assert!(!pool.filled(&gone, Some("late".into())), "must be removed");
+        let upkeep = pool.upkeep();
+        assert_eq!(upkeep.create.len(), 1);
+        assert_eq!(
+            (upkeep.create[0].0.image.as_str(), upkeep.create[0].1),
+            ("snap-kept", 1)
+        );
     }
 
     #[test]

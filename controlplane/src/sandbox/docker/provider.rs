@@ -25,10 +25,12 @@ use tokio::sync::mpsc;
 
 use super::engine::{DockerEngine, is_not_found};
 use super::exit_watch::ExitWatch;
-use super::pool::{self, ASSIGNMENT_ENV, ASSIGNMENT_FILE, LABEL_POOL, Recipe, WarmPool};
+use super::pool::{
+    self, ASSIGNMENT_ENV, ASSIGNMENT_FILE, LABEL_POOL, MEMBER_PREFIX, Recipe, WarmPool,
+};
 use crate::sandbox::{
     Inventory, LABEL_DEPLOYMENT, SandboxError, SandboxExit, SandboxProvider, SandboxResources,
-    SandboxSpec, belongs_to,
+    SandboxSpec, SnapshotBuilder, belongs_to,
 };
 
 pub const LABEL_SESSION: &str = "kortix.session";
@@ -153,7 +155,16 @@ impl DockerProvider {
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             for _ in 0..count {
-                let name = format!("kortix-pool-{:016x}", rand::random::<u64>());
+                // A pruned snapshot (or an image removed by hand) is not kept warm: a session
+                // that wants it again builds it and asks anew.
+                if matches!(engine.exists(&recipe.image).await, Ok(false)) {
+                    tracing::info!(image = %recipe.image, "the image is gone; no longer kept warm");
+                    for name in pool.forget(&recipe) {
+                        let _ = remove(&engine, &name).await;
+                    }
+                    return;
+                }
+                let name = format!("{MEMBER_PREFIX}{:016x}", rand::random::<u64>());
                 let labels = HashMap::from([
                     (LABEL_POOL.to_owned(), pool::key_digest(&recipe)),
                     (
