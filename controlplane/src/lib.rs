@@ -23,6 +23,7 @@ pub mod api;
 pub mod apps;
 pub mod audit;
 pub mod auth;
+pub mod backoff;
 pub mod ca;
 pub mod change_requests;
 pub mod changes;

@@ -13,6 +13,7 @@ use super::{
     three_way::{self, Outcome},
     unified::{self, MAX_UNIFIED_DIFF_BYTES},
 };
+use crate::backoff::{Backoff, Jitter};
 use crate::git::{
     names,
     refs::{self, Expected, RefError},
@@ -21,8 +22,12 @@ use crate::git::{
 /// How many times [`merge_with_retry`] recomputes a merge after losing the race for the base.
 pub const MERGE_RETRIES: u32 = 3;
 
-/// First backoff between retries; doubled each time, plus up to the same again of jitter.
-const RETRY_BACKOFF: Duration = Duration::from_millis(10);
+/// The pause between retries: 10 ms doubled each time, plus up to the same again.
+const RETRY_BACKOFF: Backoff = Backoff::new(
+    Duration::from_millis(10),
+    Duration::from_millis(10 << MERGE_RETRIES),
+    Jitter::Over(1.0),
+);
 
 /// The identity and time written as author and committer of merge commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,9 +214,7 @@ pub fn merge_with_retry(
     loop {
         match merge(repo, base_branch, head_branch, message, signature) {
             Err(MergeError::BaseMoved { .. }) if attempt < MERGE_RETRIES => {
-                let backoff = RETRY_BACKOFF * 2u32.pow(attempt);
-                let jitter = rand::random_range(0..=backoff.as_micros() as u64);
-                std::thread::sleep(backoff + Duration::from_micros(jitter));
+                std::thread::sleep(RETRY_BACKOFF.pause(attempt));
                 attempt += 1;
             }
             result => return result,

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::call_journal::{self, Journal};
+use crate::backoff::{Backoff, Jitter};
 use crate::store::{ConnectorCallRow, Store};
 
 /// Rows waiting to be written.
@@ -275,10 +276,14 @@ async fn write(store: &Store, rows: &[ConnectorCallRow]) -> bool {
     }
 }
 
-/// 50 ms doubling per try, with up to as much again of jitter.
+/// 50 ms doubling per try up to 3.2 s, plus up to as much again.
 fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(50).saturating_mul(1 << attempt.min(6));
-    base + base.mul_f64(rand::random::<f64>())
+    const BACKOFF: Backoff = Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_millis(3200),
+        Jitter::Over(1.0),
+    );
+    BACKOFF.pause(attempt)
 }
 
 #[cfg(test)]

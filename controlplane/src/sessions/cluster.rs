@@ -12,6 +12,7 @@
 //! touch only sessions this replica has viewers or waiters for.
 
 use super::live::Hub;
+use crate::backoff::{Backoff, Jitter};
 use crate::store::{Heard, Store, WAKE_CHANNEL};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -209,11 +210,10 @@ impl Cluster {
     }
 }
 
-/// Exponential backoff with full jitter, capped at [`MAX_BACKOFF`].
+/// Doubling from 100 ms up to [`MAX_BACKOFF`], with full jitter.
 async fn backoff(failures: u32) {
-    let cap = (Duration::from_millis(100) * 2u32.saturating_pow(failures.min(10))).min(MAX_BACKOFF);
-    let wait = rand::random_range(0..=cap.as_millis() as u64);
-    tokio::time::sleep(Duration::from_millis(wait)).await;
+    const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF, Jitter::Full);
+    BACKOFF.sleep(failures).await;
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! from the tables, and a lost notification costs latency (the next poll), not correctness.
 
 use super::{Backend, DbContext, Result, Store};
+use crate::backoff::{Backoff, Jitter};
 use sqlx::postgres::{PgListener, PgNotification};
 use std::time::Duration;
 
@@ -133,12 +134,14 @@ impl Store {
     }
 }
 
-/// Exponential from 200 ms to 10 s, with up to half again of jitter.
+/// Doubling from 200 ms to 10 s, plus up to half again.
 fn retry_delay(failures: u32) -> Duration {
-    let base = Duration::from_millis(200)
-        .saturating_mul(1 << failures.min(6))
-        .min(Duration::from_secs(10));
-    base + base.mul_f64(rand::random::<f64>() / 2.0)
+    const RETRY: Backoff = Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+        Jitter::Over(0.5),
+    );
+    RETRY.pause(failures)
 }
 
 #[cfg(test)]

@@ -6,11 +6,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rand::Rng;
 use serde_json::Value;
 
 use super::Slack;
 use super::web::WebError;
+use crate::backoff::{Backoff, Jitter};
 use crate::clock::now_ms;
 use crate::error::DomainResult;
 use crate::store::OutboxItem;
@@ -35,12 +35,10 @@ const NOW_MAX_WAIT: Duration = Duration::from_secs(20);
 const EVENT_IDS_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
 const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
 
-/// Backoff before try `attempt + 1`: exponential from one second, capped, with jitter.
+/// Backoff before try `attempt + 1`: doubling from one second, capped, plus up to half again.
 fn backoff(attempt: i64) -> Duration {
-    let exp = Duration::from_secs(1u64 << attempt.clamp(0, 6));
-    let base = exp.min(MAX_BACKOFF);
-    let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 2);
-    base + Duration::from_millis(jitter)
+    const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF, Jitter::Over(0.5));
+    BACKOFF.pause(u32::try_from(attempt.max(0)).unwrap_or(u32::MAX))
 }
 
 impl Slack {

@@ -4,6 +4,7 @@
 //! Errors name Daytona, the call and the status with Daytona's message; the key is never in
 //! one.
 
+use crate::backoff::{Backoff, Jitter};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -87,11 +88,7 @@ impl RetryPolicy {
     /// (`jitter` in 0..=1), so callers that failed together spread out. A server's
     /// `Retry-After` is honoured up to `max`.
     pub fn delay(&self, retry: u32, jitter: f64, retry_after: Option<Duration>) -> Duration {
-        let step = self
-            .base
-            .saturating_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
-            .min(self.max);
-        let backoff = step / 2 + step.mul_f64(jitter.clamp(0.0, 1.0) / 2.0);
+        let backoff = Backoff::new(self.base, self.max, Jitter::Half).pause_with(retry, jitter);
         match retry_after {
             Some(after) => backoff.max(after.min(self.max)),
             None => backoff,

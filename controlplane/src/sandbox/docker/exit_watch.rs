@@ -23,11 +23,16 @@ use tokio::sync::mpsc;
 
 use super::engine::DockerEngine;
 use super::provider::{container_name, remove, session_of_container};
+use crate::backoff::{Backoff, Jitter};
 use crate::sandbox::SandboxExit;
 
-/// First wait before subscribing again after the stream failed; doubles up to the max.
-const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(200);
-const RESUBSCRIBE_MAX: Duration = Duration::from_secs(10);
+/// The wait before subscribing again after the stream failed: doubling from 0.2 s to 10 s,
+/// half of it random, so replicas do not subscribe in lockstep.
+const RESUBSCRIBE: Backoff = Backoff::new(
+    Duration::from_millis(200),
+    Duration::from_secs(10),
+    Jitter::Half,
+);
 
 /// How a container ended, as reported to the sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +98,7 @@ impl ExitWatch {
 
     /// Reads the engine's container events for as long as the control plane runs.
     async fn read_events(self: Arc<Self>) {
-        let mut delay = RESUBSCRIBE_FIRST;
+        let mut failures = 0;
         loop {
             let filters = std::collections::HashMap::from([("type", vec!["container"])]);
             let options = EventsOptionsBuilder::new().filters(&filters).build();
@@ -106,7 +111,7 @@ impl ExitWatch {
             while let Some(event) = events.next().await {
                 match event {
                     Ok(event) => {
-                        delay = RESUBSCRIBE_FIRST;
+                        failures = 0;
                         if let Some((id, ended)) = self.exit_in(&event) {
                             self.finish(&id, ended).await;
                         }
@@ -117,11 +122,8 @@ impl ExitWatch {
                     }
                 }
             }
-            // Half fixed, half random, so replicas do not subscribe in lockstep.
-            let jitter =
-                Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
-            tokio::time::sleep(delay / 2 + jitter).await;
-            delay = (delay * 2).min(RESUBSCRIBE_MAX);
+            RESUBSCRIBE.sleep(failures).await;
+            failures = failures.saturating_add(1);
         }
     }
 
