@@ -561,34 +561,25 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_change_reaches_another_replica_on_postgres() {
         use crate::clock::now_ms;
-        use crate::store::testing::PgTestSchema;
+        use crate::store::testing::{Listener, PgTestSchema, until_heard};
         use crate::store::tests::{account_and_project, session_in};
         let Some(schema) = PgTestSchema::create_or_skip().await else {
             return;
         };
         let (a, b) = (schema.store().clone(), schema.other_replica().await);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let follower = tokio::spawn({
+        let follower = Listener::spawn({
             let b = b.clone();
-            async move {
-                tokio::select! {
-                    _ = stopped => {}
-                    _ = b.follow_agent_changes() => {}
-                }
-            }
+            async move { b.follow_agent_changes().await }
         });
-        // B's listener is up once a change announced by A reaches it.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            b.agents
-                .insert_live_cert(b.agents.generation(), "probe", "probe-session");
-            a.agents_changed(Change::Cert("probe".into())).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if !b.agents.cert_live("probe") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "B never heard from A");
-        }
+        until_heard(
+            || {
+                b.agents
+                    .insert_live_cert(b.agents.generation(), "probe", "probe-session")
+            },
+            || a.agents_changed(Change::Cert("probe".into())),
+            || !b.agents.cert_live("probe"),
+        )
+        .await;
 
         let (_, project) = account_and_project(&a, "web").await;
         let session = session_in(&a, &project).await;
@@ -631,8 +622,7 @@ mod tests {
             assert!(changed.elapsed() < TTL / 2, "B still answers from before");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = stop.send(());
-        follower.await.unwrap();
+        follower.stop().await;
     }
 
     #[test]

@@ -192,33 +192,24 @@ mod tests {
     /// Replica B remembers a grant; replica A revokes it; B refuses well before the TTL.
     #[tokio::test]
     async fn a_revoked_grant_reaches_another_replica_on_postgres() {
-        use crate::store::testing::PgTestSchema;
+        use crate::store::testing::{Listener, PgTestSchema, until_heard};
         let Some(schema) = PgTestSchema::create_or_skip().await else {
             return;
         };
         let (a, b) = (schema.store().clone(), schema.other_replica().await);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let follower = tokio::spawn({
+        let follower = Listener::spawn({
             let b = b.clone();
-            async move {
-                tokio::select! {
-                    _ = stopped => {}
-                    _ = b.follow_role_changes() => {}
-                }
-            }
+            async move { b.follow_role_changes().await }
         });
-        // B's listener is up once a change announced by A reaches it.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            b.roles
-                .insert(b.roles.generation(), "probe", "web", Roles::default());
-            a.roles_changed("probe").await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if b.roles.get("probe", "web").is_none() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "B never heard from A");
-        }
+        until_heard(
+            || {
+                b.roles
+                    .insert(b.roles.generation(), "probe", "web", Roles::default())
+            },
+            || a.roles_changed("probe"),
+            || b.roles.get("probe", "web").is_none(),
+        )
+        .await;
 
         let owner = a.create_person("owner", false).await.unwrap();
         let carol = a.create_person("carol", false).await.unwrap();
@@ -241,7 +232,6 @@ mod tests {
             assert!(revoked.elapsed() < TTL / 2, "B still sees the grant");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = stop.send(());
-        follower.await.unwrap();
+        follower.stop().await;
     }
 }

@@ -133,3 +133,52 @@ impl PgTestSchema {
         admin.close().await
     }
 }
+
+/// A replica's change listener run by a test, until [`Listener::stop`] (or drop).
+pub struct Listener(tokio::task::JoinHandle<()>);
+
+impl Listener {
+    pub fn spawn(listen: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(listen))
+    }
+
+    /// Stops the listener and waits until it has ended.
+    pub async fn stop(mut self) {
+        self.0.abort();
+        let ended = (&mut self.0).await;
+        assert!(
+            ended.as_ref().map_or_else(|e| e.is_cancelled(), |()| true),
+            "the listener failed: {ended:?}"
+        );
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Waits until another replica's listener hears this one: `plant` puts a probe into the
+/// other's cache, `announce` announces the probe's change from here, and `dropped` says
+/// whether the other let go of it. Planted again each round, since a change announced
+/// before the listener was up is never heard.
+pub async fn until_heard<F: std::future::Future<Output = ()>>(
+    mut plant: impl FnMut(),
+    mut announce: impl FnMut() -> F,
+    mut dropped: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        plant();
+        announce().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if dropped() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other replica never heard from this one"
+        );
+    }
+}
