@@ -119,61 +119,64 @@ impl DockerSide<'_> {
             .template("dev")
             .cloned()
             .ok_or_else(|| anyhow!("no template dev"))?;
-        let mut pairs = Vec::new();
-        let mut podman_tags = Vec::new();
+        let podman_round = |round: usize| -> Result<Duration> {
+            self.land_marker(&format!("podman build {round}"));
+            let recipe = Recipe::compose(
+                &repos,
+                self.project_id,
+                "main",
+                ResolvedTemplate::Template(&template),
+                &runtime,
+                TEST_BASE_IMAGE,
+            )?;
+            self.podman_build(&recipe, &runtime, round)
+        };
+        let kortix_round = |round: usize| async move {
+            self.land_marker(&format!("kortix build {round}"));
+            self.kortix_build(target).await
+        };
         // Round 0 is a warm-up of each, not reported: the control plane's first build also
         // builds the runtime image, once per agent and OpenCode version, not per snapshot.
         // The order alternates and every image is kept until all rounds are done, so
         // neither side's timing carries the other's clean-up or the engine's warming up.
-        for round in 0..=rounds {
-            let kortix_first = round.is_multiple_of(2);
-            let mut kortix = None;
-            let mut podman = None;
-            for kortix_turn in [kortix_first, !kortix_first] {
-                if kortix_turn {
-                    self.land_marker(&format!("kortix build {round}"));
-                    kortix = Some(self.kortix_build(target).await?);
+        let measured = async {
+            let mut pairs = Vec::new();
+            for round in 0..=rounds {
+                let (kortix, podman) = if round.is_multiple_of(2) {
+                    let kortix = kortix_round(round).await?;
+                    (kortix, podman_round(round)?)
                 } else {
-                    self.land_marker(&format!("podman build {round}"));
-                    let recipe = Recipe::compose(
-                        &repos,
-                        self.project_id,
-                        "main",
-                        ResolvedTemplate::Template(&template),
-                        &runtime,
-                        TEST_BASE_IMAGE,
-                    )?;
-                    let tag = format!("localhost/kortix-bench-podman-{round}");
-                    podman = Some(self.podman_build(&recipe, &runtime, round, &tag)?);
-                    podman_tags.push(tag);
+                    let podman = podman_round(round)?;
+                    (kortix_round(round).await?, podman)
+                };
+                eprintln!(
+                    "cold build {round}{}: kortix {} ms ({} ms to the first step, {} ms after the last line), podman build {} ms",
+                    if round == 0 {
+                        " (warm-up, not reported)"
+                    } else {
+                        ""
+                    },
+                    kortix.total.as_millis(),
+                    kortix.before.as_millis(),
+                    kortix.after.as_millis(),
+                    podman.as_millis()
+                );
+                if round > 0 {
+                    pairs.push(BuildPair {
+                        kortix: kortix.total,
+                        podman,
+                        kortix_before: kortix.before,
+                        kortix_after: kortix.after,
+                    });
                 }
             }
-            let (kortix, podman) = (kortix.expect("built above"), podman.expect("built above"));
-            eprintln!(
-                "cold build {round}{}: kortix {} ms ({} ms to the first step, {} ms after the last line), podman build {} ms",
-                if round == 0 {
-                    " (warm-up, not reported)"
-                } else {
-                    ""
-                },
-                kortix.total.as_millis(),
-                kortix.before.as_millis(),
-                kortix.after.as_millis(),
-                podman.as_millis()
-            );
-            if round > 0 {
-                pairs.push(BuildPair {
-                    kortix: kortix.total,
-                    podman,
-                    kortix_before: kortix.before,
-                    kortix_after: kortix.after,
-                });
-            }
+            Ok(pairs)
         }
-        for tag in podman_tags {
-            let _ = self.engine.cli(&["rmi", "-f", &tag]);
+        .await;
+        for round in 0..=rounds {
+            let _ = self.engine.cli(&["rmi", "-f", &podman_tag(round)]);
         }
-        Ok(pairs)
+        measured
     }
 
     /// The runtime layer exactly as the control plane composes it.
@@ -232,7 +235,6 @@ impl DockerSide<'_> {
         recipe: &Recipe,
         runtime: &RuntimeLayer,
         round: usize,
-        tag: &str,
     ) -> Result<Duration> {
         let dir = self.work.join(format!("podman-context-{round}"));
         std::fs::create_dir_all(&dir)?;
@@ -250,7 +252,7 @@ impl DockerSide<'_> {
                 "-f",
                 &dir.join(DOCKERFILE).to_string_lossy(),
                 "-t",
-                tag,
+                &podman_tag(round),
                 &dir.to_string_lossy(),
             ])
             .map_err(|e| anyhow!("{e}"))?;
@@ -260,7 +262,11 @@ impl DockerSide<'_> {
     }
 }
 
-/// The snapshot image sessions of `app` boot now (the most recently used active one).
+/// The image the baseline's build of `round` makes.
+fn podman_tag(round: usize) -> String {
+    format!("localhost/kortix-bench-podman-{round}")
+}
+
 /// Waits until the control plane's warm pool has a running container.
 pub async fn wait_for_warm_container(engine: &Podman) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -279,6 +285,7 @@ pub async fn wait_for_warm_container(engine: &Podman) -> Result<()> {
     }
 }
 
+/// The snapshot image sessions of `app` boot now (the most recently used active one).
 pub async fn current_image(target: &Target) -> Result<String> {
     let listed = target
         .snapshots

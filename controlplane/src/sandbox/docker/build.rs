@@ -5,7 +5,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use std::path::Path;
 
-use super::engine::{DockerEngine, is_not_found};
+use super::engine::{DockerEngine, is_not_found, summary_name};
 use super::pool::{LABEL_POOL, MEMBER_PREFIX};
 use super::provider::LABEL_SNAPSHOT;
 use crate::sandbox::{BuildFailure, BuildLog, SandboxError, SnapshotBuilder};
@@ -102,27 +102,20 @@ impl DockerEngine {
     /// The warm pool's unassigned members made from image `name` (an assigned one is renamed
     /// to its session's container and no longer counts).
     async fn pool_members_of(&self, name: &str) -> Result<Vec<String>, SandboxError> {
-        // One label filter: engines differ on whether several are all required or any.
-        let snapshot = format!("{LABEL_SNAPSHOT}={name}");
-        let filters = std::collections::HashMap::from([("label", vec![snapshot.as_str()])]);
-        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
         let listed = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| self.error(&format!("listing the warm containers of {name}"), e))?;
+            .containers_labelled(
+                &format!("{LABEL_SNAPSHOT}={name}"),
+                &format!("the warm containers of {name}"),
+            )
+            .await?;
         Ok(listed
-            .into_iter()
+            .iter()
             .filter(|c| {
                 c.labels
                     .as_ref()
                     .is_some_and(|l| l.contains_key(LABEL_POOL))
             })
-            .filter_map(|c| c.names?.into_iter().next())
-            .map(|n| n.trim_start_matches('/').to_owned())
+            .filter_map(summary_name)
             .filter(|n| n.starts_with(MEMBER_PREFIX))
             .collect())
     }

@@ -274,16 +274,9 @@ pub async fn list(
     engine: &DockerEngine,
     deployment: &str,
 ) -> Result<Vec<(String, String)>, SandboxError> {
-    let filters = HashMap::from([("label", vec![LABEL_BUILD])]);
-    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
     let containers = engine
-        .docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| engine.error("listing build containers", e))?;
+        .containers_labelled(LABEL_BUILD, "build containers")
+        .await?;
     let mut found = Vec::new();
     for c in containers {
         let labels = c.labels.unwrap_or_default();

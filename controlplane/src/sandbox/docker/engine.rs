@@ -1,6 +1,7 @@
 //! The connection to the engine. Every request has a timeout (bollard's per-client one);
 //! builds, which take long, stream and are bounded by the snapshot service instead.
 
+use bollard::models::ContainerSummary;
 use bollard::{API_DEFAULT_VERSION, Docker};
 
 use crate::sandbox::SandboxError;
@@ -68,6 +69,14 @@ impl DockerEngine {
     }
 }
 
+/// A listed container's name (the engine lists it with a leading `/`).
+pub(crate) fn summary_name(c: &ContainerSummary) -> Option<String> {
+    c.names
+        .as_ref()?
+        .first()
+        .map(|n| n.trim_start_matches('/').to_owned())
+}
+
 /// Whether an engine error means "no such object".
 pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
@@ -80,6 +89,25 @@ pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
 }
 
 impl DockerEngine {
+    /// Every container, running or not, that carries `label` (`key` or `key=value`);
+    /// `listing` says what for, in an error. One label only: engines differ on whether
+    /// several label filters must all match or any.
+    pub(crate) async fn containers_labelled(
+        &self,
+        label: &str,
+        listing: &str,
+    ) -> Result<Vec<ContainerSummary>, SandboxError> {
+        let filters = std::collections::HashMap::from([("label", vec![label])]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.error(&format!("listing {listing}"), e))
+    }
+
     /// The IPv4 gateway of `network` (the engine's default bridge when `None`): the host's
     /// address on the sandboxes' network, where the control plane listens for them.
     pub async fn gateway(&self, network: Option<&str>) -> Result<std::net::Ipv4Addr, SandboxError> {

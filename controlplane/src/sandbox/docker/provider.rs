@@ -23,7 +23,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use super::engine::{DockerEngine, is_not_found};
+use super::engine::{DockerEngine, is_not_found, summary_name};
 use super::exit_watch::ExitWatch;
 use super::pool::{
     self, ASSIGNMENT_ENV, ASSIGNMENT_FILE, LABEL_POOL, MEMBER_PREFIX, Recipe, WarmPool,
@@ -229,22 +229,6 @@ impl DockerProvider {
 }
 
 impl DockerProvider {
-    async fn list(
-        &self,
-        label: &str,
-    ) -> Result<Vec<bollard::models::ContainerSummary>, SandboxError> {
-        let filters = HashMap::from([("label", vec![label])]);
-        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        self.engine
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| self.engine.error("listing sandboxes", e))
-    }
-
     /// A warm container this replica's pool does not hold: another replica's (left alone
     /// while it could still be in use), or left by a replica that died (removed once past
     /// any member's lifetime), or one that exited.
@@ -420,18 +404,13 @@ impl SandboxProvider for DockerProvider {
             // pool, whose labels were set before any session — the pool's and the session's
             // name.
             for label in [LABEL_SESSION, LABEL_POOL] {
-                for c in self.list(label).await? {
+                for c in self.engine.containers_labelled(label, "sandboxes").await? {
                     let labels = c.labels.as_ref();
                     let deployment = labels.and_then(|l| l.get(LABEL_DEPLOYMENT));
                     if !belongs_to(deployment.map(String::as_str), &self.config.deployment) {
                         continue;
                     }
-                    let name = c
-                        .names
-                        .as_ref()
-                        .and_then(|n| n.first())
-                        .map(|n| n.trim_start_matches('/').to_owned())
-                        .unwrap_or_default();
+                    let name = summary_name(&c).unwrap_or_default();
                     let session = match label {
                         LABEL_SESSION => labels.and_then(|l| l.get(LABEL_SESSION)).cloned(),
                         _ => session_of_container(&name).map(str::to_owned),
